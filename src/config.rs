@@ -1,0 +1,402 @@
+//! The engine configuration (`hotline.yaml`): plain data that every layer may read.
+//!
+//! Every key has a default, so an empty file is a valid configuration that runs
+//! the demo line on loopback. The README documents each key.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The whole engine configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub sip: SipConfig,
+    pub http: HttpConfig,
+    pub rtp: RtpConfig,
+    /// Where recordings, voicemail and the SQLite store live.
+    pub data_dir: PathBuf,
+    /// Where prompts and hold music are loaded from (every file, recursively).
+    pub sounds_dir: PathBuf,
+    /// Who may send calls. A source that no trunk allows gets `403 Forbidden`.
+    pub trunks: Vec<Trunk>,
+    /// The built-in demo behaviour, used until the flow engine routes calls.
+    pub demo: DemoConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SipConfig {
+    /// Address for both UDP and TCP.
+    pub listen: SocketAddr,
+    /// The address put in Contact and Via when `listen` is a wildcard or behind NAT.
+    pub advertise: Option<IpAddr>,
+    pub udp: bool,
+    pub tcp: bool,
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            advertise: None,
+            udp: true,
+            tcp: true,
+            user_agent: format!("Hotline/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RtpConfig {
+    /// The IP address RTP sockets bind to.
+    pub bind: IpAddr,
+    /// The address written into SDP, when it differs from `bind`.
+    pub advertise: Option<IpAddr>,
+    /// Local ports for RTP; one even port per call.
+    pub ports: PortRange,
+    /// How many media clock tasks pace outbound RTP (0: one per core).
+    pub clocks: usize,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        RtpConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            advertise: None,
+            ports: PortRange {
+                low: 20000,
+                high: 29999,
+            },
+            clocks: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Trunk {
+    pub name: String,
+    /// Source addresses allowed to send calls: `127.0.0.1`, `10.0.0.0/8`, `::1`.
+    pub allow: Vec<IpNet>,
+    /// Send RTP to where the caller's RTP comes from once it arrives (NAT).
+    #[serde(default = "yes")]
+    pub symmetric_rtp: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DemoConfig {
+    /// The prompt played on answer (a name under `sounds/`, without extension).
+    pub welcome: String,
+    /// The call is ended after this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_duration: Duration,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            welcome: "welcome".into(),
+            max_duration: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ShutdownConfig {
+    /// On SIGINT/SIGTERM, calls in progress may go on this long before they are hung up.
+    #[serde(deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses configuration text; the error names line and column.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let mut config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| e.to_string())?
+        };
+        if config.sounds_dir.as_os_str().is_empty() {
+            config.sounds_dir = PathBuf::from("sounds");
+        }
+        if config.data_dir.as_os_str().is_empty() {
+            config.data_dir = PathBuf::from("data");
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for trunk in &self.trunks {
+            if !names.insert(trunk.name.as_str()) {
+                return Err(format!("trunks: the name '{}' is used twice", trunk.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The trunk that allows `source`, if any.
+    pub fn trunk_for(&self, source: IpAddr) -> Option<&Trunk> {
+        self.trunks
+            .iter()
+            .find(|t| t.allow.iter().any(|net| net.contains(source)))
+    }
+
+    /// The IP address written into SDP.
+    pub fn media_address(&self) -> IpAddr {
+        self.rtp.advertise.unwrap_or(self.rtp.bind)
+    }
+
+    /// The IP address written into Via and Contact.
+    pub fn sip_address(&self) -> IpAddr {
+        self.sip.advertise.unwrap_or(self.sip.listen.ip())
+    }
+}
+
+/// An inclusive range of UDP ports, written `LOW-HIGH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (low, high) = s
+            .split_once('-')
+            .ok_or_else(|| format!("expected a port range LOW-HIGH, found '{s}'"))?;
+        let low: u16 = low
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{low}' is not a port"))?;
+        let high: u16 = high
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{high}' is not a port"))?;
+        if low > high || high - low < 1 {
+            return Err(format!(
+                "port range {low}-{high} must be LOW-HIGH with room for one even/odd pair"
+            ));
+        }
+        Ok(PortRange { low, high })
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.low, self.high)
+    }
+}
+
+/// An address block for ACLs: `192.0.2.0/24`, or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            (IpAddr::V6(_), IpAddr::V4(ip)) => self.contains(IpAddr::V6(ip.to_ipv6_mapped())),
+            (IpAddr::V4(_), IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
+                Some(v4) => self.contains(IpAddr::V4(v4)),
+                None => false,
+            },
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not an IP address or ADDRESS/PREFIX block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("'{s}': prefix must be 0 to {max}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 500ms, 5s, 2m or 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("'{other}' is not a duration unit (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("'{s}' is out of range"))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_loopback_demo() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.sip.listen, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.sounds_dir, PathBuf::from("sounds"));
+        assert!(c.trunk_for("127.0.0.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn trunk_acl_matches_blocks() {
+        let c = Config::parse("trunks:\n  - name: lo\n    allow: [127.0.0.0/8, '::1']\n").unwrap();
+        assert_eq!(
+            c.trunk_for("127.4.5.6".parse().unwrap()).unwrap().name,
+            "lo"
+        );
+        assert!(c.trunk_for("::1".parse().unwrap()).is_some());
+        assert!(c.trunk_for("10.0.0.1".parse().unwrap()).is_none());
+        assert!(c.trunks[0].symmetric_rtp);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_with_its_position() {
+        let err = Config::parse("sip:\n  listne: 127.0.0.1:5060\n").unwrap_err();
+        assert!(err.contains("listne"), "{err}");
+        assert!(err.contains("2"), "line missing: {err}");
+    }
+
+    #[test]
+    fn durations_and_ranges() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(
+            "20000-20099".parse::<PortRange>().unwrap(),
+            PortRange {
+                low: 20000,
+                high: 20099
+            }
+        );
+        assert!("9-3".parse::<PortRange>().is_err());
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+}

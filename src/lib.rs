@@ -1,0 +1,11 @@
+//! Hotline: a SIP IVR and call-center engine.
+//!
+//! Layers, each using only those above it: [`sip`] (signalling), [`sdp`]
+//! (offer/answer), [`media`] (RTP, prompts, DTMF), and [`call`], where one
+//! task per call ties them together. [`config`] is plain data every layer reads.
+
+pub mod call;
+pub mod config;
+pub mod media;
+pub mod sdp;
+pub mod sip;

@@ -1,0 +1,100 @@
+//! The `hotline` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use hotline::config::{Config, PortRange};
+
+#[derive(Parser)]
+#[command(name = "hotline", version, about = "SIP IVR and call-center engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer calls.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The engine configuration.
+    #[arg(long, default_value = "hotline.yaml")]
+    config: PathBuf,
+    /// SIP address for UDP and TCP (overrides sip.listen).
+    #[arg(long, value_name = "IP:PORT")]
+    sip_listen: Option<SocketAddr>,
+    /// HTTP address (overrides http.listen).
+    #[arg(long, value_name = "IP:PORT")]
+    http_listen: Option<SocketAddr>,
+    /// RTP port range (overrides rtp.ports).
+    #[arg(long, value_name = "LOW-HIGH")]
+    rtp_ports: Option<PortRange>,
+    /// Data directory (overrides data-dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOTLINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(a) = args.sip_listen {
+        config.sip.listen = a;
+    }
+    if let Some(a) = args.http_listen {
+        config.http.listen = a;
+    }
+    if let Some(r) = args.rtp_ports {
+        config.rtp.ports = r;
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        hotline::call::engine::run(Arc::new(config), shutdown_signal())
+            .await
+            .context("the engine stopped")
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,352 @@
+//! The media clock: a few ticker tasks, each serving many channels every
+//! 20 ms. On each tick a ticker drains every channel's socket (DTMF
+//! detection, symmetric-RTP latching) and sends each channel one frame, so
+//! thousands of calls cost tens of wake-ups per second, not one timer and one
+//! task per call.
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use super::dtmf::{Digit, DigitSource, InbandDetector, Rfc4733Receiver, Rfc4733Tone};
+use super::g711;
+use super::prompt::{Prompt, FRAME_SAMPLES};
+use super::rtp::{self, RtpInfo};
+use crate::sdp::Codec;
+
+pub const TICK: Duration = Duration::from_millis(20);
+/// At most this many packets are read from one channel per tick, so one
+/// flooding peer cannot stall the others.
+const MAX_READS_PER_TICK: usize = 16;
+
+/// What a call's media tells its call task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    Digit(Digit, DigitSource),
+    /// The prompt started with this token played to its end.
+    PlaybackDone {
+        token: u64,
+    },
+}
+
+/// The RTP stream's agreed parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamConfig {
+    pub remote: SocketAddr,
+    pub codec: Codec,
+    pub payload_type: u8,
+    pub dtmf_pt: Option<u8>,
+    /// `false` while the caller holds us (sendonly/inactive) or has no address.
+    pub send: bool,
+    /// Send to where the caller's RTP comes from, once it arrives.
+    pub symmetric: bool,
+}
+
+/// Counters the operator graphs.
+#[derive(Debug, Default)]
+pub struct MediaStats {
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub packets_bad: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+pub(crate) enum ClockCommand {
+    Add(Box<Channel>),
+    Remove(u64),
+    Configure(u64, StreamConfig),
+    Play {
+        id: u64,
+        prompt: Arc<Prompt>,
+        looping: bool,
+        token: u64,
+    },
+    Stop(u64),
+    SendDigit(u64, Digit),
+}
+
+enum Source {
+    Silence,
+    Prompt {
+        prompt: Arc<Prompt>,
+        pos: usize,
+        looping: bool,
+        token: u64,
+    },
+}
+
+/// One call's media state, owned by exactly one ticker.
+pub(crate) struct Channel {
+    id: u64,
+    socket: UdpSocket,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    stream: Option<StreamConfig>,
+    latched: bool,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    marker: bool,
+    source: Source,
+    tone: Option<(Rfc4733Tone, u32)>,
+    rfc4733: Rfc4733Receiver,
+    inband: InbandDetector,
+    digits: Vec<Digit>,
+    pcm: Vec<i16>,
+}
+
+impl Channel {
+    pub(crate) fn new(
+        id: u64,
+        socket: UdpSocket,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> Channel {
+        Channel {
+            id,
+            socket,
+            events,
+            stream: None,
+            latched: false,
+            ssrc: rand::random(),
+            seq: rand::random(),
+            ts: rand::random(),
+            marker: true,
+            source: Source::Silence,
+            tone: None,
+            rfc4733: Rfc4733Receiver::default(),
+            inband: InbandDetector::default(),
+            digits: Vec::new(),
+            pcm: Vec::with_capacity(FRAME_SAMPLES * 2),
+        }
+    }
+
+    fn receive(&mut self, buf: &mut [u8], stats: &MediaStats) {
+        for _ in 0..MAX_READS_PER_TICK {
+            let (n, from) = match self.socket.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            };
+            let Some((info, payload)) = rtp::parse(&buf[..n]) else {
+                stats.packets_bad.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            stats.packets_in.fetch_add(1, Ordering::Relaxed);
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
+            let known = info.payload_type == stream.payload_type
+                || Some(info.payload_type) == stream.dtmf_pt;
+            if !known {
+                continue;
+            }
+            if stream.symmetric && !self.latched {
+                // Latch once: later packets from elsewhere cannot steal the stream.
+                stream.remote = from;
+                self.latched = true;
+            }
+            if Some(info.payload_type) == stream.dtmf_pt {
+                if let Some(d) = self.rfc4733.on_packet(info.timestamp, payload) {
+                    let _ = self.events.send(MediaEvent::Digit(d, DigitSource::Rfc4733));
+                }
+            } else if stream.dtmf_pt.is_none() {
+                self.pcm.clear();
+                match stream.codec {
+                    Codec::Pcmu => self
+                        .pcm
+                        .extend(payload.iter().map(|&b| g711::ulaw_decode(b))),
+                    Codec::Pcma => self
+                        .pcm
+                        .extend(payload.iter().map(|&b| g711::alaw_decode(b))),
+                }
+                self.inband.push(&self.pcm, &mut self.digits);
+                for d in self.digits.drain(..) {
+                    let _ = self.events.send(MediaEvent::Digit(d, DigitSource::InBand));
+                }
+            }
+        }
+    }
+
+    /// Moves the playback position one frame on; returns the frame index to
+    /// send (`None`: silence) and whether playback just ended.
+    fn advance(&mut self) -> (Option<usize>, bool) {
+        match &mut self.source {
+            Source::Silence => (None, false),
+            Source::Prompt {
+                prompt,
+                pos,
+                looping,
+                token,
+            } => {
+                let i = *pos;
+                *pos += 1;
+                if *pos < prompt.frames() {
+                    return (Some(i), false);
+                }
+                if *looping {
+                    *pos = 0;
+                    return (Some(i), false);
+                }
+                let _ = self.events.send(MediaEvent::PlaybackDone { token: *token });
+                (Some(i), true)
+            }
+        }
+    }
+}
+
+/// Runs one ticker until its command channel closes.
+pub(crate) async fn run(
+    mut commands: mpsc::UnboundedReceiver<ClockCommand>,
+    stats: Arc<MediaStats>,
+) {
+    let mut channels: Vec<Channel> = Vec::new();
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut rbuf = vec![0u8; 2048];
+    let mut wbuf = [0u8; 12 + 4 * 15 + FRAME_SAMPLES];
+    loop {
+        tokio::select! {
+            biased;
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => apply(&mut channels, cmd),
+                None => return,
+            },
+            _ = interval.tick() => {
+                for ch in channels.iter_mut() {
+                    ch.receive(&mut rbuf, &stats);
+                    tick(ch, &mut wbuf, &stats);
+                }
+            }
+        }
+    }
+}
+
+fn apply(channels: &mut Vec<Channel>, cmd: ClockCommand) {
+    let find = |channels: &mut Vec<Channel>, id: u64| channels.iter_mut().position(|c| c.id == id);
+    match cmd {
+        ClockCommand::Add(ch) => channels.push(*ch),
+        ClockCommand::Remove(id) => {
+            if let Some(i) = find(channels, id) {
+                channels.swap_remove(i);
+            }
+        }
+        ClockCommand::Configure(id, cfg) => {
+            if let Some(i) = find(channels, id) {
+                let ch = &mut channels[i];
+                let resumed = cfg.send && !ch.stream.is_some_and(|s| s.send);
+                if let Some(old) = ch.stream {
+                    // A re-INVITE keeps the latched address if the SDP did not move.
+                    if ch.latched && old.symmetric && cfg.symmetric {
+                        ch.stream = Some(StreamConfig {
+                            remote: old.remote,
+                            ..cfg
+                        });
+                        ch.marker |= resumed;
+                        return;
+                    }
+                }
+                ch.stream = Some(cfg);
+                ch.marker |= resumed;
+            }
+        }
+        ClockCommand::Play {
+            id,
+            prompt,
+            looping,
+            token,
+        } => {
+            if let Some(i) = find(channels, id) {
+                let ch = &mut channels[i];
+                ch.source = Source::Prompt {
+                    prompt,
+                    pos: 0,
+                    looping,
+                    token,
+                };
+                ch.marker = true;
+            }
+        }
+        ClockCommand::Stop(id) => {
+            if let Some(i) = find(channels, id) {
+                channels[i].source = Source::Silence;
+            }
+        }
+        ClockCommand::SendDigit(id, digit) => {
+            if let Some(i) = find(channels, id) {
+                let ch = &mut channels[i];
+                let ts = ch.ts;
+                ch.tone = Some((Rfc4733Tone::new(digit), ts));
+            }
+        }
+    }
+}
+
+fn silence(codec: Codec) -> &'static [u8] {
+    const ULAW: [u8; FRAME_SAMPLES] = [g711::ULAW_SILENCE; FRAME_SAMPLES];
+    const ALAW: [u8; FRAME_SAMPLES] = [g711::ALAW_SILENCE; FRAME_SAMPLES];
+    match codec {
+        Codec::Pcmu => &ULAW,
+        Codec::Pcma => &ALAW,
+    }
+}
+
+/// Sends one 20 ms packet (audio, or a telephone-event while a digit is sent).
+fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats) {
+    let Some(stream) = ch.stream else {
+        return;
+    };
+    ch.ts = ch.ts.wrapping_add(FRAME_SAMPLES as u32);
+    let mut info = RtpInfo {
+        payload_type: stream.payload_type,
+        sequence: ch.seq,
+        timestamp: ch.ts,
+        ssrc: ch.ssrc,
+        marker: false,
+    };
+    let mut len = None;
+    if let (Some((tone, start)), Some(pt)) = (ch.tone.as_mut(), stream.dtmf_pt) {
+        match tone.next_payload() {
+            Some((payload, first)) => {
+                info.payload_type = pt;
+                info.timestamp = *start;
+                info.marker = first;
+                len = rtp::write(&info, &payload, wbuf);
+            }
+            None => ch.tone = None,
+        }
+    }
+    // The prompt advances even while a digit is sent or the call is held,
+    // so playback keeps real time.
+    let (index, finished) = ch.advance();
+    let marker = std::mem::take(&mut ch.marker);
+    if len.is_none() {
+        info.marker = marker;
+        let payload: &[u8] = match (&ch.source, index) {
+            (Source::Prompt { prompt, .. }, Some(i)) => prompt.frame(stream.codec, i),
+            _ => silence(stream.codec),
+        };
+        len = rtp::write(&info, payload, wbuf);
+    }
+    if finished {
+        ch.source = Source::Silence;
+    }
+    let Some(len) = len else {
+        return;
+    };
+    if !stream.send {
+        return;
+    }
+    ch.seq = ch.seq.wrapping_add(1);
+    match ch.socket.send_to(&wbuf[..len], stream.remote) {
+        Ok(_) => {
+            stats.packets_out.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {
+            stats.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Media: RTP sockets and the port pool, G.711, DTMF in and out, the prompt
+//! cache and the media clock that paces every call's outbound RTP. Call tasks
+//! drive a call's media through its [`MediaChannel`].
+
+pub mod clock;
+pub mod dtmf;
+pub mod g711;
+pub mod ports;
+pub mod prompt;
+pub mod rtp;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+pub use clock::{MediaEvent, MediaStats, StreamConfig};
+pub use dtmf::{Digit, DigitSource};
+pub use prompt::{Prompt, PromptCache};
+
+use clock::{Channel, ClockCommand};
+use ports::PortPool;
+
+use crate::config::RtpConfig;
+
+/// Why a call could not get media.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("no free RTP port in {0}")]
+    NoPorts(String),
+    #[error("cannot open an RTP socket: {0}")]
+    Socket(std::io::Error),
+}
+
+/// The media side of the engine: ports and the clock tasks.
+pub struct MediaEngine {
+    bind: IpAddr,
+    range: String,
+    clocks: Vec<mpsc::UnboundedSender<ClockCommand>>,
+    // A Mutex, not an actor: allocation is a pop from a deque, taken by call
+    // tasks on many threads, and never held across an await.
+    ports: Mutex<PortPool>,
+    next_clock: AtomicUsize,
+    next_id: AtomicU64,
+    pub stats: Arc<MediaStats>,
+}
+
+impl MediaEngine {
+    /// Starts the media clock tasks; needs a running tokio runtime.
+    pub fn start(config: &RtpConfig) -> Arc<MediaEngine> {
+        let count = match config.clocks {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let stats = Arc::new(MediaStats::default());
+        let clocks = (0..count)
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(clock::run(rx, stats.clone()));
+                tx
+            })
+            .collect();
+        Arc::new(MediaEngine {
+            bind: config.bind,
+            range: config.ports.to_string(),
+            clocks,
+            ports: Mutex::new(PortPool::new(config.ports)),
+            next_clock: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            stats,
+        })
+    }
+
+    /// Opens a channel on a free even port.
+    pub fn open(self: &Arc<Self>) -> Result<MediaChannel, MediaError> {
+        // A port whose last socket is still closing in its ticker fails to
+        // bind; try a few more.
+        let mut last_err = None;
+        for _ in 0..8 {
+            let port = self
+                .ports
+                .lock()
+                .map_err(|_| MediaError::NoPorts(self.range.clone()))?
+                .take()
+                .ok_or_else(|| MediaError::NoPorts(self.range.clone()))?;
+            match bind_nonblocking(SocketAddr::new(self.bind, port)) {
+                Ok(socket) => return Ok(self.register(socket, port)),
+                Err(e) => {
+                    self.give_back(port);
+                    last_err = Some(e);
+                }
+            }
+        }
+        Err(MediaError::Socket(last_err.unwrap_or_else(|| {
+            std::io::Error::other("no port could be bound")
+        })))
+    }
+
+    fn register(self: &Arc<Self>, socket: UdpSocket, port: u16) -> MediaChannel {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let clock = self.clocks
+            [self.next_clock.fetch_add(1, Ordering::Relaxed) % self.clocks.len()]
+        .clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = clock.send(ClockCommand::Add(Box::new(Channel::new(id, socket, tx))));
+        MediaChannel {
+            id,
+            port,
+            clock,
+            events: rx,
+            engine: self.clone(),
+            next_token: 0,
+        }
+    }
+
+    fn give_back(&self, port: u16) {
+        if let Ok(mut pool) = self.ports.lock() {
+            pool.give_back(port);
+        }
+    }
+
+    /// Free RTP ports (each call takes one).
+    pub fn free_ports(&self) -> usize {
+        self.ports.lock().map(|p| p.available()).unwrap_or(0)
+    }
+}
+
+fn bind_nonblocking(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// One call's media: an RTP port paced by a media clock.
+pub struct MediaChannel {
+    id: u64,
+    port: u16,
+    clock: mpsc::UnboundedSender<ClockCommand>,
+    /// Digits and playback completions, for the call task.
+    pub events: mpsc::UnboundedReceiver<MediaEvent>,
+    engine: Arc<MediaEngine>,
+    next_token: u64,
+}
+
+impl MediaChannel {
+    pub fn local_port(&self) -> u16 {
+        self.port
+    }
+
+    /// Sets (or changes) where and how RTP flows.
+    pub fn configure(&self, stream: StreamConfig) {
+        let _ = self.clock.send(ClockCommand::Configure(self.id, stream));
+    }
+
+    /// Starts a prompt, replacing whatever played; returns the token its
+    /// [`MediaEvent::PlaybackDone`] will carry.
+    pub fn play(&mut self, prompt: Arc<Prompt>, looping: bool) -> u64 {
+        self.next_token += 1;
+        let token = self.next_token;
+        let _ = self.clock.send(ClockCommand::Play {
+            id: self.id,
+            prompt,
+            looping,
+            token,
+        });
+        token
+    }
+
+    /// Stops playback; silence follows.
+    pub fn stop(&self) {
+        let _ = self.clock.send(ClockCommand::Stop(self.id));
+    }
+
+    /// Sends a digit as RFC 4733 telephone-events.
+    pub fn send_digit(&self, digit: Digit) {
+        let _ = self.clock.send(ClockCommand::SendDigit(self.id, digit));
+    }
+}
+
+impl Drop for MediaChannel {
+    fn drop(&mut self) {
+        let _ = self.clock.send(ClockCommand::Remove(self.id));
+        self.engine.give_back(self.port);
+    }
+}

@@ -1,0 +1,839 @@
+//! The SIP core: one task that owns every transaction and dialog. Transports
+//! feed it raw messages, call tasks send it commands through their
+//! [`DialogHandle`], and it tells each call what happened on its dialog.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::Rng;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::dialog::{Dialog, DialogState, PendingInvite};
+use super::header::{tag_of, NameAddr, SipUri, Via};
+use super::message::{self, reason_phrase, Headers, Message, Method, Request, Response};
+use super::transaction::{
+    RequestMatch, ServerKey, Target, Transactions, Transmit, Transport, TxEvent, TxId,
+};
+use super::transport::{self, Inbound};
+use crate::config::Config;
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+
+/// Why the SIP layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    #[error("cannot listen for SIP on {transport} {addr}: {source}")]
+    Bind {
+        transport: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A new call offered by a trunk, for the call layer to take.
+#[derive(Debug)]
+pub struct IncomingCall {
+    pub call_id: String,
+    /// The caller's user part (From), e.g. a phone number.
+    pub caller: String,
+    pub caller_name: Option<String>,
+    /// The dialled number: the Request-URI's user part.
+    pub dialed: String,
+    pub trunk: String,
+    pub source: SocketAddr,
+    /// The SDP offer, when the INVITE carried one.
+    pub offer: Option<Vec<u8>>,
+    pub dialog: DialogHandle,
+    pub events: mpsc::UnboundedReceiver<DialogEvent>,
+}
+
+/// What happens on a call's dialog, told to its call task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialogEvent {
+    /// The caller acknowledged our 2xx; carries the SDP answer for a late offer.
+    Ack { sdp: Option<Vec<u8>> },
+    /// The caller gave up before the answer.
+    Cancelled,
+    /// The caller hung up.
+    Bye,
+    /// A re-INVITE (hold, resume, codec change): answer with [`DialogHandle::answer`].
+    ReInvite { sdp: Option<Vec<u8>> },
+    /// A SIP INFO (already answered 200), e.g. DTMF.
+    Info { content_type: String, body: Vec<u8> },
+    /// The 2xx was never acknowledged.
+    NoAck,
+    /// Our BYE was answered (or timed out): the dialog is gone.
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DialogId(u64);
+
+#[derive(Debug)]
+enum Command {
+    /// Answer the pending INVITE or re-INVITE.
+    Respond {
+        dialog: DialogId,
+        status: u16,
+        sdp: Option<Vec<u8>>,
+    },
+    /// End the call: BYE when confirmed, a final error response when early.
+    Hangup { dialog: DialogId },
+    /// The call task is gone.
+    Release { dialog: DialogId },
+}
+
+/// The call task's side of its dialog.
+#[derive(Debug)]
+pub struct DialogHandle {
+    id: DialogId,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl DialogHandle {
+    /// Sends a provisional or final response to the pending (re-)INVITE.
+    pub fn respond(&self, status: u16) {
+        let _ = self.commands.send(Command::Respond {
+            dialog: self.id,
+            status,
+            sdp: None,
+        });
+    }
+
+    /// Answers the pending (re-)INVITE with `200 OK` and this SDP.
+    pub fn answer(&self, sdp: Vec<u8>) {
+        let _ = self.commands.send(Command::Respond {
+            dialog: self.id,
+            status: 200,
+            sdp: Some(sdp),
+        });
+    }
+
+    /// Hangs up: BYE once answered, `480` before.
+    pub fn hangup(&self) {
+        let _ = self.commands.send(Command::Hangup { dialog: self.id });
+    }
+}
+
+impl Drop for DialogHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Release { dialog: self.id });
+    }
+}
+
+/// Shared switches and counters of the running SIP layer.
+#[derive(Debug, Default)]
+pub struct SipStatus {
+    draining: AtomicBool,
+    dialogs: AtomicUsize,
+}
+
+impl SipStatus {
+    /// Refuse new calls with `503` from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.load(Ordering::SeqCst)
+    }
+}
+
+/// The running SIP layer, as seen from outside.
+pub struct SipLayer {
+    pub incoming: mpsc::Receiver<IncomingCall>,
+    pub status: Arc<SipStatus>,
+    pub udp_addr: Option<SocketAddr>,
+    pub tcp_addr: Option<SocketAddr>,
+}
+
+/// Binds the transports and starts the SIP core task.
+pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
+    let listen = config.sip.listen;
+    let (in_tx, in_rx) = mpsc::channel(8192);
+    let mut udp = None;
+    let mut udp_addr = None;
+    if config.sip.udp {
+        let socket = UdpSocket::bind(listen)
+            .await
+            .map_err(|source| SipError::Bind {
+                transport: "UDP",
+                addr: listen,
+                source,
+            })?;
+        udp_addr = socket.local_addr().ok();
+        let socket = Arc::new(socket);
+        tokio::spawn(transport::run_udp(socket.clone(), in_tx.clone()));
+        udp = Some(socket);
+    }
+    let mut tcp_addr = None;
+    if config.sip.tcp {
+        // With port 0, TCP takes the port UDP was given.
+        let addr = udp_addr.unwrap_or(listen);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SipError::Bind {
+                transport: "TCP",
+                addr,
+                source,
+            })?;
+        tcp_addr = listener.local_addr().ok();
+        tokio::spawn(transport::run_tcp(listener, in_tx.clone()));
+    }
+    let (incoming_tx, incoming_rx) = mpsc::channel(1024);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let status = Arc::new(SipStatus::default());
+    let port = udp_addr
+        .or(tcp_addr)
+        .map(|a| a.port())
+        .unwrap_or(listen.port());
+    let core = SipCore {
+        local: SocketAddr::new(config.sip_address(), port),
+        config,
+        txs: Transactions::new(),
+        dialogs: HashMap::new(),
+        by_call: HashMap::new(),
+        by_tx: HashMap::new(),
+        next_dialog: 0,
+        udp,
+        tcp: HashMap::new(),
+        incoming: incoming_tx,
+        cmd_tx,
+        status: status.clone(),
+        out: Vec::new(),
+        events: Vec::new(),
+    };
+    tokio::spawn(core.run(in_rx, cmd_rx));
+    Ok(SipLayer {
+        incoming: incoming_rx,
+        status,
+        udp_addr,
+        tcp_addr,
+    })
+}
+
+struct DialogSlot {
+    dialog: Dialog,
+    events: mpsc::UnboundedSender<DialogEvent>,
+    released: bool,
+}
+
+struct SipCore {
+    config: Arc<Config>,
+    local: SocketAddr,
+    txs: Transactions,
+    dialogs: HashMap<DialogId, DialogSlot>,
+    /// (Call-ID, local tag) → dialog, for in-dialog requests.
+    by_call: HashMap<(String, String), DialogId>,
+    /// Transactions whose outcome a dialog waits for.
+    by_tx: HashMap<TxId, DialogId>,
+    next_dialog: u64,
+    udp: Option<Arc<UdpSocket>>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>,
+    incoming: mpsc::Sender<IncomingCall>,
+    cmd_tx: mpsc::UnboundedSender<Command>,
+    status: Arc<SipStatus>,
+    out: Vec<Transmit>,
+    events: Vec<TxEvent>,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl SipCore {
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        loop {
+            let deadline = self.txs.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = inbound.recv() => match msg {
+                    Some(msg) => self.on_inbound(msg),
+                    None => return,
+                },
+                Some(cmd) = commands.recv() => self.on_command(cmd),
+                _ = sleep => self.on_timers(),
+            }
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        for t in std::mem::take(&mut self.out) {
+            match t.target.transport {
+                Transport::Udp => {
+                    if let Some(udp) = &self.udp {
+                        if let Err(e) = udp.send_to(&t.bytes, t.target.addr).await {
+                            debug!(to = %t.target.addr, error = %e, "udp send failed");
+                        }
+                    }
+                }
+                Transport::Tcp => match self.tcp.get(&t.target.addr) {
+                    Some(w) => {
+                        if w.try_send(t.bytes).is_err() {
+                            warn!(to = %t.target.addr, "tcp connection backed up; message dropped");
+                        }
+                    }
+                    None => debug!(to = %t.target.addr, "no tcp connection; message dropped"),
+                },
+            }
+        }
+    }
+
+    fn on_timers(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        self.txs.poll(now(), &mut self.out, &mut events);
+        for ev in events.drain(..) {
+            self.on_tx_event(ev);
+        }
+        self.events = events;
+    }
+
+    fn on_tx_event(&mut self, ev: TxEvent) {
+        match ev {
+            TxEvent::NoAck(tx) => {
+                if let Some(id) = self.by_tx.remove(&tx) {
+                    if let Some(slot) = self.dialogs.get_mut(&id) {
+                        warn!(call_id = %slot.dialog.call_id, "final response never acknowledged");
+                        let _ = slot.events.send(DialogEvent::NoAck);
+                        if slot.dialog.state == DialogState::Confirmed
+                            && slot.dialog.awaiting_ack.is_some_and(|(_, t)| t == tx)
+                        {
+                            slot.dialog.awaiting_ack = None;
+                            self.send_bye(id);
+                        }
+                    }
+                }
+            }
+            TxEvent::Response(tx, _) | TxEvent::Timeout(tx) => {
+                if let Some(id) = self.by_tx.remove(&tx) {
+                    if let Some(slot) = self.dialogs.get(&id) {
+                        let _ = slot.events.send(DialogEvent::Ended);
+                    }
+                    self.forget(id);
+                }
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::TcpOpened { peer, writer } => {
+                self.tcp.insert(peer, writer);
+            }
+            Inbound::TcpClosed { peer } => {
+                self.tcp.remove(&peer);
+            }
+            Inbound::Message { bytes, from } => match message::parse(&bytes) {
+                Ok(Message::Request(req)) => self.on_request(req, from),
+                Ok(Message::Response(resp)) => self.on_response(resp),
+                Err(e) => self.on_malformed(&bytes, from, &e),
+            },
+        }
+    }
+
+    /// Answers a malformed request with 400 when its headers allow a reply.
+    fn on_malformed(&mut self, bytes: &[u8], from: Target, err: &message::ParseError) {
+        warn!(peer = %from.addr, error = %err, "malformed SIP message");
+        let text = String::from_utf8_lossy(bytes);
+        let mut lines = text.split("\r\n");
+        let start = lines.next().unwrap_or_default();
+        if start.starts_with("SIP/") || !start.ends_with("SIP/2.0") {
+            return; // a response, or not SIP at all: nothing to answer
+        }
+        let mut headers = Headers::default();
+        let mut via_seen = false;
+        for line in lines.take_while(|l| !l.is_empty()) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let name = match name.trim() {
+                "v" => "Via",
+                "f" => "From",
+                "t" => "To",
+                "i" => "Call-ID",
+                n => n,
+            };
+            for keep in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                if name.eq_ignore_ascii_case(keep) {
+                    via_seen |= keep == "Via";
+                    headers.push(keep, value.trim());
+                }
+            }
+        }
+        if !via_seen || start.starts_with("ACK ") {
+            return;
+        }
+        let resp = Response {
+            status: 400,
+            reason: format!("Bad Request ({err})").replace(['\r', '\n'], " "),
+            headers,
+            body: Vec::new(),
+        };
+        self.out.push(Transmit {
+            target: from,
+            bytes: resp.to_bytes().into(),
+        });
+    }
+
+    fn on_request(&mut self, mut req: Request, from: Target) {
+        // Stamp where the request came from (RFC 3261 §18.2.1, RFC 3581).
+        let Some(mut via) = req.top_via().and_then(Via::parse) else {
+            self.on_malformed(
+                &req.to_bytes(),
+                from,
+                &message::ParseError::MissingHeader("Via"),
+            );
+            return;
+        };
+        via.stamp_received(from.addr);
+        replace_top_via(&mut req.headers, &via.to_string());
+        let reply_to = match from.transport {
+            Transport::Tcp => from,
+            Transport::Udp => Target {
+                transport: Transport::Udp,
+                addr: via.response_address().unwrap_or(from.addr),
+            },
+        };
+
+        let key = ServerKey::of(&req, via.branch());
+        let tx = match self.txs.on_request(&req, key.clone(), reply_to, now()) {
+            RequestMatch::New(tx) => tx,
+            RequestMatch::Retransmission(resend) => {
+                self.out.extend(resend);
+                return;
+            }
+            RequestMatch::AckAbsorbed => return,
+            RequestMatch::AckForDialog => return self.on_ack(&req),
+        };
+
+        let to_tag = req.headers.get("To").and_then(tag_of);
+        if let Some(tag) = to_tag {
+            let dialog = self.by_call.get(&(req.call_id().to_owned(), tag)).copied();
+            return match dialog {
+                Some(id) => self.on_in_dialog(id, tx, req),
+                None if req.method == Method::Cancel => self.reply(tx, &req, 481, None),
+                None => self.reply(tx, &req, 481, None),
+            };
+        }
+
+        match req.method {
+            Method::Invite => self.on_invite(tx, req, from),
+            Method::Cancel => self.on_cancel(tx, &req, &key),
+            Method::Options => {
+                let status = if self.config.trunk_for(from.addr.ip()).is_some() {
+                    200
+                } else {
+                    403
+                };
+                self.reply(tx, &req, status, None);
+            }
+            Method::Bye | Method::Info | Method::Prack | Method::Update => {
+                self.reply(tx, &req, 481, None)
+            }
+            Method::Other(_) => self.reply(tx, &req, 501, None),
+            _ => self.reply(tx, &req, 405, None),
+        }
+    }
+
+    fn on_invite(&mut self, tx: TxId, req: Request, from: Target) {
+        let call_id = req.call_id().to_owned();
+        if self.status.draining.load(Ordering::SeqCst) {
+            info!(%call_id, "refusing call: shutting down");
+            return self.reply(tx, &req, 503, None);
+        }
+        let Some(trunk) = self.config.trunk_for(from.addr.ip()) else {
+            warn!(%call_id, peer = %from.addr, "call from an address no trunk allows");
+            return self.reply(tx, &req, 403, None);
+        };
+        let trunk = trunk.name.clone();
+        if !req.body.is_empty() {
+            let ctype = req.headers.get("Content-Type").unwrap_or_default();
+            if !ctype.to_ascii_lowercase().starts_with("application/sdp") {
+                return self.reply(tx, &req, 415, None);
+            }
+        }
+        let local_tag = random_token(10);
+        let Some(dialog) = Dialog::from_invite(&req, local_tag.clone(), tx, from) else {
+            return self.reply(tx, &req, 400, None);
+        };
+        self.reply(tx, &req, 100, None);
+
+        let from_hdr = req.headers.get("From").and_then(NameAddr::parse);
+        let caller = from_hdr
+            .as_ref()
+            .and_then(|f| SipUri::parse(&f.uri))
+            .and_then(|u| u.user)
+            .unwrap_or_else(|| "anonymous".into());
+        let caller_name = from_hdr.and_then(|f| f.display);
+        let dialed = SipUri::parse(&req.uri)
+            .and_then(|u| u.user)
+            .unwrap_or_default();
+
+        self.next_dialog += 1;
+        let id = DialogId(self.next_dialog);
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let call = IncomingCall {
+            call_id: call_id.clone(),
+            caller,
+            caller_name,
+            dialed,
+            trunk,
+            source: from.addr,
+            offer: (!req.body.is_empty()).then(|| req.body.clone()),
+            dialog: DialogHandle {
+                id,
+                commands: self.cmd_tx.clone(),
+            },
+            events: ev_rx,
+        };
+        if self.incoming.try_send(call).is_err() {
+            warn!(%call_id, "call layer overloaded; refusing call");
+            // The handle inside the dropped call sends a Release we ignore.
+            return self.reply(tx, &req, 503, None);
+        }
+        self.by_call.insert((call_id, local_tag), id);
+        self.by_tx.insert(tx, id);
+        self.dialogs.insert(
+            id,
+            DialogSlot {
+                dialog,
+                events: ev_tx,
+                released: false,
+            },
+        );
+        self.status.dialogs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn on_cancel(&mut self, tx: TxId, req: &Request, key: &ServerKey) {
+        let invite_tx = self.txs.server(&key.invite_of_cancel());
+        let Some(invite_tx) = invite_tx else {
+            return self.reply(tx, req, 481, None);
+        };
+        self.reply(tx, req, 200, None);
+        if !self.txs.is_proceeding(invite_tx) {
+            return; // already answered: the CANCEL has no effect
+        }
+        let Some(&id) = self.by_tx.get(&invite_tx) else {
+            return;
+        };
+        if let Some(slot) = self.dialogs.get_mut(&id) {
+            info!(call_id = %slot.dialog.call_id, "caller cancelled");
+            if let Some(p) = slot.dialog.pending.take() {
+                let _ = slot.events.send(DialogEvent::Cancelled);
+                slot.dialog.state = DialogState::Terminated;
+                let resp = self.response(&p.request, 487, Some(id), None);
+                self.out.extend(self.txs.respond(p.tx, &resp, now()));
+            }
+        }
+        self.by_tx.remove(&invite_tx);
+        self.forget(id);
+    }
+
+    fn on_ack(&mut self, req: &Request) {
+        let Some(tag) = req.headers.get("To").and_then(tag_of) else {
+            return;
+        };
+        let Some(&id) = self.by_call.get(&(req.call_id().to_owned(), tag)) else {
+            return;
+        };
+        let seq = req.cseq().map(|(n, _)| n);
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        match slot.dialog.awaiting_ack {
+            Some((cseq, tx)) if Some(cseq) == seq => {
+                slot.dialog.awaiting_ack = None;
+                self.txs.acknowledged(tx);
+                self.by_tx.remove(&tx);
+                let sdp = (!req.body.is_empty()).then(|| req.body.clone());
+                let _ = slot.events.send(DialogEvent::Ack { sdp });
+            }
+            _ => {} // a retransmitted ACK
+        }
+    }
+
+    fn on_in_dialog(&mut self, id: DialogId, tx: TxId, req: Request) {
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return self.reply(tx, &req, 481, None);
+        };
+        let seq = req.cseq().map(|(n, _)| n).unwrap_or(0);
+        if req.method != Method::Cancel {
+            if seq <= slot.dialog.remote_seq && slot.dialog.remote_seq != 0 {
+                return self.reply(tx, &req, 500, None);
+            }
+            slot.dialog.remote_seq = seq;
+        }
+        match req.method {
+            Method::Bye => {
+                info!(call_id = %slot.dialog.call_id, "caller hung up");
+                slot.dialog.state = DialogState::Terminated;
+                let _ = slot.events.send(DialogEvent::Bye);
+                self.reply(tx, &req, 200, Some(id));
+                self.forget(id);
+            }
+            Method::Invite => {
+                if slot.dialog.pending.is_some() || slot.dialog.awaiting_ack.is_some() {
+                    return self.reply(tx, &req, 491, Some(id));
+                }
+                let sdp = (!req.body.is_empty()).then(|| req.body.clone());
+                if let Some(contact) = req.headers.get("Contact").and_then(NameAddr::parse) {
+                    slot.dialog.remote_target = contact.uri;
+                }
+                slot.dialog.pending = Some(PendingInvite { tx, request: req });
+                self.by_tx.insert(tx, id);
+                let _ = slot.events.send(DialogEvent::ReInvite { sdp });
+            }
+            Method::Info => {
+                let content_type = req
+                    .headers
+                    .get("Content-Type")
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = slot.events.send(DialogEvent::Info {
+                    content_type,
+                    body: req.body.clone(),
+                });
+                self.reply(tx, &req, 200, Some(id));
+            }
+            Method::Options => self.reply(tx, &req, 200, Some(id)),
+            Method::Other(_) => self.reply(tx, &req, 501, Some(id)),
+            _ => self.reply(tx, &req, 405, Some(id)),
+        }
+    }
+
+    fn on_response(&mut self, resp: Response) {
+        let Some(branch) = resp
+            .headers
+            .get_all_split("Via")
+            .next()
+            .and_then(Via::parse)
+            .and_then(|v| v.branch().map(str::to_owned))
+        else {
+            return;
+        };
+        if let Some(ev) = self.txs.on_response(&branch, resp, now()) {
+            self.on_tx_event(ev);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Respond {
+                dialog,
+                status,
+                sdp,
+            } => self.respond_pending(dialog, status, sdp),
+            Command::Hangup { dialog } => self.hangup(dialog),
+            Command::Release { dialog } => {
+                if let Some(slot) = self.dialogs.get_mut(&dialog) {
+                    slot.released = true;
+                }
+                self.hangup(dialog);
+                self.forget_if_idle(dialog);
+            }
+        }
+    }
+
+    fn respond_pending(&mut self, id: DialogId, status: u16, sdp: Option<Vec<u8>>) {
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        let Some(pending) = slot.dialog.pending.clone() else {
+            return;
+        };
+        if status >= 200 {
+            slot.dialog.pending = None;
+        }
+        let initial = slot.dialog.state == DialogState::Early;
+        if (200..300).contains(&status) {
+            slot.dialog.state = DialogState::Confirmed;
+            let seq = pending.request.cseq().map(|(n, _)| n).unwrap_or(0);
+            slot.dialog.awaiting_ack = Some((seq, pending.tx));
+        } else if status >= 300 && initial {
+            slot.dialog.state = DialogState::Terminated;
+        }
+        let resp = self.response(&pending.request, status, Some(id), sdp);
+        self.out.extend(self.txs.respond(pending.tx, &resp, now()));
+        if status >= 300 {
+            self.by_tx.remove(&pending.tx);
+            if initial {
+                self.forget(id);
+            }
+        }
+    }
+
+    fn hangup(&mut self, id: DialogId) {
+        let Some(slot) = self.dialogs.get(&id) else {
+            return;
+        };
+        match slot.dialog.state {
+            DialogState::Early => self.respond_pending(id, 480, None),
+            DialogState::Confirmed if slot.dialog.bye_tx.is_none() => self.send_bye(id),
+            _ => {}
+        }
+    }
+
+    fn send_bye(&mut self, id: DialogId) {
+        let branch = format!("z9hG4bK{}", random_token(16));
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        let target = slot.dialog.request_target();
+        let via = format!(
+            "SIP/2.0/{} {};branch={};rport",
+            target.transport.as_str(),
+            self.local,
+            branch
+        );
+        let bye = slot
+            .dialog
+            .request(Method::Bye, via, &self.config.sip.user_agent);
+        info!(call_id = %slot.dialog.call_id, "hanging up");
+        slot.dialog.state = DialogState::Terminated;
+        if let Some((_, tx)) = slot.dialog.awaiting_ack.take() {
+            self.by_tx.remove(&tx);
+        }
+        let (tx, transmit) = self.txs.send_request(&branch, &bye, target, now());
+        slot.dialog.bye_tx = Some(tx);
+        self.by_tx.insert(tx, id);
+        self.out.push(transmit);
+    }
+
+    /// Drops a dialog once it is over and no transaction waits on it.
+    fn forget_if_idle(&mut self, id: DialogId) {
+        let Some(slot) = self.dialogs.get(&id) else {
+            return;
+        };
+        if slot.dialog.state == DialogState::Terminated && slot.dialog.bye_tx.is_none() {
+            self.forget(id);
+        }
+    }
+
+    fn forget(&mut self, id: DialogId) {
+        if let Some(slot) = self.dialogs.remove(&id) {
+            let d = slot.dialog;
+            self.by_call
+                .remove(&(d.call_id.clone(), d.local_tag.clone()));
+            self.by_tx.retain(|_, v| *v != id);
+            self.status.dialogs.fetch_sub(1, Ordering::SeqCst);
+            debug!(call_id = %d.call_id, "dialog removed");
+        }
+    }
+
+    /// Replies on a server transaction; `dialog` adds our To tag.
+    fn reply(&mut self, tx: TxId, req: &Request, status: u16, dialog: Option<DialogId>) {
+        let resp = self.response(req, status, dialog, None);
+        self.out.extend(self.txs.respond(tx, &resp, now()));
+    }
+
+    fn response(
+        &self,
+        req: &Request,
+        status: u16,
+        dialog: Option<DialogId>,
+        sdp: Option<Vec<u8>>,
+    ) -> Response {
+        let mut headers = Headers::default();
+        for via in req.headers.get_all("Via") {
+            headers.push("Via", via);
+        }
+        headers.push("From", req.headers.get("From").unwrap_or_default());
+        let to = req.headers.get("To").unwrap_or_default();
+        let local_tag = dialog
+            .and_then(|id| self.dialogs.get(&id))
+            .map(|s| s.dialog.local_tag.as_str());
+        match (tag_of(to), local_tag) {
+            (None, Some(tag)) if status > 100 => headers.push("To", format!("{to};tag={tag}")),
+            (None, None) if status > 100 => {
+                headers.push("To", format!("{to};tag={}", random_token(8)))
+            }
+            _ => headers.push("To", to),
+        }
+        headers.push("Call-ID", req.call_id());
+        headers.push("CSeq", req.headers.get("CSeq").unwrap_or_default());
+        let creates_dialog = req.method == Method::Invite && (101..300).contains(&status);
+        if creates_dialog {
+            for rr in req.headers.get_all("Record-Route") {
+                headers.push("Record-Route", rr);
+            }
+            let over_tcp = req
+                .top_via()
+                .is_some_and(|v| v.to_ascii_uppercase().contains("/TCP"));
+            let transport = if over_tcp { ";transport=tcp" } else { "" };
+            headers.push(
+                "Contact",
+                format!("<sip:hotline@{}{}>", self.local, transport),
+            );
+        }
+        if status == 405 || status == 501 || (req.method == Method::Options && status == 200) {
+            headers.push("Allow", ALLOW);
+        }
+        if req.method == Method::Options && status == 200 {
+            headers.push(
+                "Accept",
+                "application/sdp, application/dtmf-relay, application/dtmf",
+            );
+        }
+        if status == 415 {
+            headers.push("Accept", "application/sdp");
+        }
+        if status == 503 {
+            headers.push("Retry-After", "30");
+        }
+        headers.push("Server", self.config.sip.user_agent.as_str());
+        let body = match sdp {
+            Some(body) => {
+                headers.push("Content-Type", "application/sdp");
+                body
+            }
+            None => Vec::new(),
+        };
+        Response {
+            status,
+            reason: reason_phrase(status).to_owned(),
+            headers,
+            body,
+        }
+    }
+}
+
+fn replace_top_via(headers: &mut Headers, new_top: &str) {
+    // The top Via is the first entry of the first Via header.
+    let mut rebuilt = Headers::default();
+    let mut done = false;
+    for (name, value) in headers.iter() {
+        if !done && name.eq_ignore_ascii_case("Via") {
+            let mut entries: Vec<&str> = message::split_list(value).collect();
+            if !entries.is_empty() {
+                entries[0] = new_top;
+            }
+            rebuilt.push("Via", entries.join(", "));
+            done = true;
+        } else {
+            rebuilt.push(name, value);
+        }
+    }
+    *headers = rebuilt;
+}

@@ -1,0 +1,325 @@
+//! The few structured header values the engine reads: Via, name-addr
+//! (From/To/Contact/Record-Route) and SIP URIs.
+
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
+
+/// `;name=value` parameters in order; a flag parameter has no value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, Option<String>)>);
+
+impl Params {
+    fn parse(s: &str) -> Params {
+        Params(
+            s.split(';')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((n, v)) => (n.trim().to_owned(), Some(v.trim().to_owned())),
+                    None => (p.to_owned(), None),
+                })
+                .collect(),
+        )
+    }
+
+    /// `Some(Some(v))` for `;name=v`, `Some(None)` for a bare `;name`.
+    pub fn get(&self, name: &str) -> Option<Option<&str>> {
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_deref())
+    }
+
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).flatten()
+    }
+
+    pub fn set(&mut self, name: &str, value: Option<String>) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name.to_owned(), value)),
+        }
+    }
+}
+
+impl fmt::Display for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, v) in &self.0 {
+            match v {
+                Some(v) => write!(f, ";{n}={v}")?,
+                None => write!(f, ";{n}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One Via entry: `SIP/2.0/UDP host:port;branch=...;rport`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    pub transport: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub params: Params,
+}
+
+impl Via {
+    pub fn parse(value: &str) -> Option<Via> {
+        let value = value.trim();
+        let (proto, rest) = value.split_once(char::is_whitespace)?;
+        let transport = proto.rsplit('/').next()?.trim().to_ascii_uppercase();
+        let rest = rest.trim();
+        let (sent_by, params) = match rest.find(';') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let (host, port) = split_host_port(sent_by.trim())?;
+        Some(Via {
+            transport,
+            host,
+            port,
+            params: Params::parse(params),
+        })
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.params.value("branch")
+    }
+
+    /// RFC 3261 §18.2.1 and RFC 3581: note where the request really came from.
+    pub fn stamp_received(&mut self, source: SocketAddr) {
+        if self.host.parse::<IpAddr>().ok() != Some(source.ip()) {
+            self.params.set("received", Some(source.ip().to_string()));
+        }
+        if self.params.get("rport").is_some() {
+            self.params.set("rport", Some(source.port().to_string()));
+            self.params.set("received", Some(source.ip().to_string()));
+        }
+    }
+
+    /// Where responses to this hop go over UDP (RFC 3261 §18.2.2, RFC 3581 §4).
+    pub fn response_address(&self) -> Option<SocketAddr> {
+        let ip: IpAddr = match self.params.value("received") {
+            Some(r) => r.parse().ok()?,
+            None => self.host.trim_matches(['[', ']']).parse().ok()?,
+        };
+        let port = match self.params.value("rport").and_then(|p| p.parse().ok()) {
+            Some(p) => p,
+            None => self.port.unwrap_or(5060),
+        };
+        Some(SocketAddr::new(ip, port))
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SIP/2.0/{} {}", self.transport, self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        write!(f, "{}", self.params)
+    }
+}
+
+/// `host`, `host:port`, `[v6]:port`.
+pub fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    if s.is_empty() {
+        return None;
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((format!("[{host}]"), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h.to_owned(), Some(p.parse().ok()?))),
+        _ => Some((s.to_owned(), None)),
+    }
+}
+
+/// A SIP or SIPS URI: `sip:user@host:port;params`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipUri {
+    pub scheme: String,
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+    pub params: Params,
+}
+
+impl SipUri {
+    pub fn parse(s: &str) -> Option<SipUri> {
+        let s = s.trim();
+        let (scheme, rest) = s.split_once(':')?;
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme != "sip" && scheme != "sips" {
+            return None;
+        }
+        // Headers (`?x=y`) are not needed by the engine.
+        let rest = rest.split('?').next().unwrap_or(rest);
+        let (user, hostpart) = match rest.rfind('@') {
+            Some(i) => (Some(rest[..i].to_owned()), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        let user = user.map(|u| u.split(':').next().unwrap_or_default().to_owned());
+        let (hostport, params) = match hostpart.find(';') {
+            Some(i) => (&hostpart[..i], &hostpart[i..]),
+            None => (hostpart, ""),
+        };
+        let (host, port) = split_host_port(hostport)?;
+        Some(SipUri {
+            scheme,
+            user,
+            host,
+            port,
+            params: Params::parse(params),
+        })
+    }
+
+    /// The address to send to when the host is an IP literal.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        let ip: IpAddr = self.host.trim_matches(['[', ']']).parse().ok()?;
+        let default = if self.scheme == "sips" { 5061 } else { 5060 };
+        Some(SocketAddr::new(ip, self.port.unwrap_or(default)))
+    }
+
+    /// `true` when the URI names TCP as its transport.
+    pub fn wants_tcp(&self) -> bool {
+        self.params
+            .value("transport")
+            .is_some_and(|t| t.eq_ignore_ascii_case("tcp"))
+    }
+}
+
+/// `"Display" <uri>;params` or `uri;params` (From, To, Contact, Route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    pub display: Option<String>,
+    pub uri: String,
+    pub params: Params,
+}
+
+impl NameAddr {
+    pub fn parse(value: &str) -> Option<NameAddr> {
+        let value = value.trim();
+        if let Some(lt) = find_unquoted(value, '<') {
+            let gt = value[lt..].find('>')? + lt;
+            let display = value[..lt].trim().trim_matches('"').trim();
+            Some(NameAddr {
+                display: (!display.is_empty()).then(|| display.to_owned()),
+                uri: value[lt + 1..gt].trim().to_owned(),
+                params: Params::parse(&value[gt + 1..]),
+            })
+        } else {
+            // Without brackets, parameters after the URI belong to the header.
+            let (uri, params) = match value.find(';') {
+                Some(i) => (&value[..i], &value[i..]),
+                None => (value, ""),
+            };
+            if uri.is_empty() {
+                return None;
+            }
+            Some(NameAddr {
+                display: None,
+                uri: uri.to_owned(),
+                params: Params::parse(params),
+            })
+        }
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.params.value("tag")
+    }
+}
+
+impl fmt::Display for NameAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.display {
+            let mut quoted = String::with_capacity(d.len() + 2);
+            quoted.push('"');
+            for c in d.chars() {
+                if c == '"' || c == '\\' {
+                    quoted.push('\\');
+                }
+                quoted.push(c);
+            }
+            quoted.push('"');
+            write!(f, "{quoted} ")?;
+        }
+        let _ = f.write_char('<');
+        write!(f, "{}>{}", self.uri, self.params)
+    }
+}
+
+fn find_unquoted(s: &str, needle: char) -> Option<usize> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == needle && !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The tag parameter of a From or To header value.
+pub fn tag_of(value: &str) -> Option<String> {
+    NameAddr::parse(value).and_then(|n| n.tag().map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_rport_and_received() {
+        let mut via = Via::parse("SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bKa;rport").unwrap();
+        assert_eq!(via.branch(), Some("z9hG4bKa"));
+        via.stamp_received("127.0.0.1:40000".parse().unwrap());
+        assert_eq!(
+            via.to_string(),
+            "SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bKa;rport=40000;received=127.0.0.1"
+        );
+        assert_eq!(
+            via.response_address(),
+            Some("127.0.0.1:40000".parse().unwrap())
+        );
+        let plain = Via::parse("SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKb").unwrap();
+        assert_eq!(
+            plain.response_address(),
+            Some("127.0.0.1:5060".parse().unwrap())
+        );
+        assert!(Via::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn uris_and_name_addrs() {
+        let u = SipUri::parse("sip:100@127.0.0.1:5070;transport=tcp").unwrap();
+        assert_eq!(u.user.as_deref(), Some("100"));
+        assert_eq!(u.socket_addr(), Some("127.0.0.1:5070".parse().unwrap()));
+        assert!(u.wants_tcp());
+        let v6 = SipUri::parse("sip:[::1]:5062").unwrap();
+        assert_eq!(v6.socket_addr(), Some("[::1]:5062".parse().unwrap()));
+        assert!(SipUri::parse("tel:+123").is_none());
+
+        let n = NameAddr::parse("\"Bob <b>\" <sip:bob@h;lr>;tag=x9").unwrap();
+        assert_eq!(n.display.as_deref(), Some("Bob <b>"));
+        assert_eq!(n.uri, "sip:bob@h;lr");
+        assert_eq!(n.tag(), Some("x9"));
+        let bare = NameAddr::parse("sip:bob@h;tag=x9").unwrap();
+        assert_eq!(bare.uri, "sip:bob@h");
+        assert_eq!(bare.tag(), Some("x9"));
+    }
+}

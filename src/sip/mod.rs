@@ -1,0 +1,12 @@
+//! SIP signalling: transports, message parsing (rsipstack's rsip-derived
+//! parser, wrapped so that no rsipstack type leaves this module),
+//! transactions, dialogs and the core task that ties them together.
+
+pub mod core;
+pub mod dialog;
+pub mod header;
+pub mod message;
+pub mod transaction;
+pub mod transport;
+
+pub use self::core::{start, DialogEvent, DialogHandle, IncomingCall, SipError, SipLayer};

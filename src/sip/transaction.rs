@@ -1,0 +1,573 @@
+//! RFC 3261 §17 transactions as a sans-I/O state machine: messages and `now`
+//! go in, datagrams to send and timeouts come out. No sockets, no clock.
+//!
+//! Server side: INVITE (Proceeding → Completed → Confirmed for non-2xx; the
+//! RFC 6026 Accepted state for 2xx, which also retransmits the 2xx until the
+//! ACK, timers G/H/L) and non-INVITE (Trying → Completed, timer J).
+//! Client side: non-INVITE (timers E/F/K), used for BYE.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::message::{Method, Request, Response};
+
+pub const T1: Duration = Duration::from_millis(500);
+pub const T2: Duration = Duration::from_secs(4);
+pub const T4: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+}
+
+/// Where a message goes: a transport and a peer address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+/// Bytes to put on the wire.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub target: Target,
+    pub bytes: Arc<[u8]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxId(u64);
+
+/// Matches a request to its server transaction (RFC 3261 §17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerKey {
+    branch: String,
+    method: Method,
+}
+
+impl ServerKey {
+    /// ACK matches the INVITE it acknowledges; a request without an RFC 3261
+    /// branch is keyed by Call-ID and CSeq, which is what RFC 2543 peers offer.
+    pub fn of(req: &Request, branch: Option<&str>) -> ServerKey {
+        let method = match req.method {
+            Method::Ack => Method::Invite,
+            ref m => m.clone(),
+        };
+        let branch = match branch {
+            Some(b) if b.starts_with("z9hG4bK") => b.to_owned(),
+            _ => format!(
+                "2543|{}|{}",
+                req.call_id(),
+                req.cseq().map(|(n, _)| n).unwrap_or(0)
+            ),
+        };
+        ServerKey { branch, method }
+    }
+
+    /// The INVITE transaction that a CANCEL with this key cancels.
+    pub fn invite_of_cancel(&self) -> ServerKey {
+        ServerKey {
+            branch: self.branch.clone(),
+            method: Method::Invite,
+        }
+    }
+}
+
+/// What the transaction layer decided about an incoming request.
+#[derive(Debug)]
+pub enum RequestMatch {
+    /// A new request: the transaction user must answer it.
+    New(TxId),
+    /// A retransmission: resend this (the last response), if any.
+    Retransmission(Option<Transmit>),
+    /// An ACK for a non-2xx final response: absorbed.
+    AckAbsorbed,
+    /// An ACK for a 2xx: it belongs to the dialog, not to a transaction.
+    AckForDialog,
+}
+
+/// What a timer or a response produced for the transaction user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxEvent {
+    /// A server INVITE's final response was never acknowledged (timer H, or
+    /// 64·T1 without ACK for a 2xx).
+    NoAck(TxId),
+    /// A client transaction got its final response.
+    Response(TxId, Box<Response>),
+    /// A client transaction got no final response (timer F), or its
+    /// transport failed.
+    Timeout(TxId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    Proceeding,
+    /// Non-2xx final sent on an INVITE; waiting for ACK (timers G, H).
+    Completed,
+    /// 2xx sent on an INVITE (RFC 6026): retransmit until ACK, absorb
+    /// retransmitted INVITEs until timer L.
+    Accepted {
+        acked: bool,
+    },
+    /// ACK received for a non-2xx; absorbs ACK retransmissions (timer I).
+    Confirmed,
+    /// Non-INVITE final sent; answers retransmissions (timer J).
+    Done,
+}
+
+#[derive(Debug)]
+struct ServerTx {
+    key: ServerKey,
+    target: Target,
+    state: ServerState,
+    last: Option<Arc<[u8]>>,
+    retransmit_at: Option<Instant>,
+    interval: Duration,
+    end_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct ClientTx {
+    branch: String,
+    target: Target,
+    request: Arc<[u8]>,
+    retransmit_at: Option<Instant>,
+    interval: Duration,
+    end_at: Instant,
+    done: bool,
+}
+
+#[derive(Debug)]
+enum Tx {
+    Server(ServerTx),
+    Client(ClientTx),
+}
+
+/// Every live transaction of one SIP endpoint.
+#[derive(Debug, Default)]
+pub struct Transactions {
+    next_id: u64,
+    txs: HashMap<TxId, Tx>,
+    servers: HashMap<ServerKey, TxId>,
+    clients: HashMap<String, TxId>,
+    timers: BinaryHeap<Reverse<(Instant, TxId)>>,
+}
+
+impl Transactions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    fn alloc(&mut self) -> TxId {
+        self.next_id += 1;
+        TxId(self.next_id)
+    }
+
+    /// Finds or creates the server transaction for an incoming request.
+    pub fn on_request(
+        &mut self,
+        req: &Request,
+        key: ServerKey,
+        target: Target,
+        now: Instant,
+    ) -> RequestMatch {
+        if let Some(&id) = self.servers.get(&key) {
+            let Some(Tx::Server(tx)) = self.txs.get_mut(&id) else {
+                return RequestMatch::Retransmission(None);
+            };
+            if req.method == Method::Ack {
+                return match tx.state {
+                    ServerState::Completed => {
+                        tx.state = ServerState::Confirmed;
+                        tx.retransmit_at = None;
+                        let linger = if target.transport.is_reliable() {
+                            Duration::ZERO
+                        } else {
+                            T4
+                        };
+                        tx.end_at = Some(now + linger);
+                        self.timers.push(Reverse((now + linger, id)));
+                        RequestMatch::AckAbsorbed
+                    }
+                    ServerState::Confirmed => RequestMatch::AckAbsorbed,
+                    _ => RequestMatch::AckForDialog,
+                };
+            }
+            let resend = tx.last.clone().map(|bytes| Transmit {
+                target: tx.target,
+                bytes,
+            });
+            return RequestMatch::Retransmission(resend);
+        }
+        if req.method == Method::Ack {
+            return RequestMatch::AckForDialog;
+        }
+        let id = self.alloc();
+        self.servers.insert(key.clone(), id);
+        self.txs.insert(
+            id,
+            Tx::Server(ServerTx {
+                key,
+                target,
+                state: ServerState::Proceeding,
+                last: None,
+                retransmit_at: None,
+                interval: T1,
+                end_at: None,
+            }),
+        );
+        RequestMatch::New(id)
+    }
+
+    /// The server transaction a key names, if it is live.
+    pub fn server(&self, key: &ServerKey) -> Option<TxId> {
+        self.servers.get(key).copied()
+    }
+
+    /// `true` while a server INVITE transaction has sent no final response.
+    pub fn is_proceeding(&self, id: TxId) -> bool {
+        matches!(self.txs.get(&id), Some(Tx::Server(tx)) if tx.state == ServerState::Proceeding)
+    }
+
+    /// Sends a response on a server transaction; returns what to transmit.
+    pub fn respond(&mut self, id: TxId, resp: &Response, now: Instant) -> Option<Transmit> {
+        let Some(Tx::Server(tx)) = self.txs.get_mut(&id) else {
+            return None;
+        };
+        if tx.state != ServerState::Proceeding {
+            // A final response was sent already; a second one is a TU bug.
+            return None;
+        }
+        let bytes: Arc<[u8]> = resp.to_bytes().into();
+        tx.last = Some(bytes.clone());
+        let reliable = tx.target.transport.is_reliable();
+        let is_invite = tx.key.method == Method::Invite;
+        if resp.status >= 200 {
+            let mut wake = None;
+            if is_invite {
+                tx.state = if resp.status < 300 {
+                    ServerState::Accepted { acked: false }
+                } else {
+                    ServerState::Completed
+                };
+                // RFC 3261 §13.3.1.4 retransmits a 2xx on any transport
+                // until ACK; a non-2xx only over unreliable ones.
+                if !reliable || resp.status < 300 {
+                    tx.retransmit_at = Some(now + T1);
+                    tx.interval = T1;
+                    wake = tx.retransmit_at;
+                }
+                tx.end_at = Some(now + 64 * T1);
+            } else {
+                tx.state = ServerState::Done;
+                let linger = if reliable { Duration::ZERO } else { 64 * T1 };
+                tx.end_at = Some(now + linger);
+            }
+            let end = tx.end_at;
+            for at in [wake, end].into_iter().flatten() {
+                self.timers.push(Reverse((at, id)));
+            }
+        }
+        Some(Transmit {
+            target: tx.target,
+            bytes,
+        })
+    }
+
+    /// The ACK for a 2xx arrived: stop retransmitting it.
+    pub fn acknowledged(&mut self, id: TxId) {
+        if let Some(Tx::Server(tx)) = self.txs.get_mut(&id) {
+            if let ServerState::Accepted { acked } = &mut tx.state {
+                *acked = true;
+                tx.retransmit_at = None;
+            }
+        }
+    }
+
+    /// Starts a non-INVITE client transaction; returns its id and the first transmit.
+    pub fn send_request(
+        &mut self,
+        branch: &str,
+        request: &Request,
+        target: Target,
+        now: Instant,
+    ) -> (TxId, Transmit) {
+        let id = self.alloc();
+        let bytes: Arc<[u8]> = request.to_bytes().into();
+        let retransmit_at = (!target.transport.is_reliable()).then_some(now + T1);
+        let end_at = now + 64 * T1;
+        self.txs.insert(
+            id,
+            Tx::Client(ClientTx {
+                branch: branch.to_owned(),
+                target,
+                request: bytes.clone(),
+                retransmit_at,
+                interval: T1,
+                end_at,
+                done: false,
+            }),
+        );
+        self.clients.insert(branch.to_owned(), id);
+        for at in [retransmit_at, Some(end_at)].into_iter().flatten() {
+            self.timers.push(Reverse((at, id)));
+        }
+        (id, Transmit { target, bytes })
+    }
+
+    /// Matches a response to its client transaction by the top Via branch.
+    pub fn on_response(&mut self, branch: &str, resp: Response, now: Instant) -> Option<TxEvent> {
+        let id = *self.clients.get(branch)?;
+        let Some(Tx::Client(tx)) = self.txs.get_mut(&id) else {
+            return None;
+        };
+        if tx.done {
+            return None;
+        }
+        if resp.status < 200 {
+            // Provisional: keep retransmitting at T2 (RFC 3261 §17.1.2.2).
+            tx.interval = T2;
+            return None;
+        }
+        tx.done = true;
+        tx.retransmit_at = None;
+        let linger = if tx.target.transport.is_reliable() {
+            Duration::ZERO
+        } else {
+            T4
+        };
+        tx.end_at = now + linger;
+        self.timers.push(Reverse((tx.end_at, id)));
+        Some(TxEvent::Response(id, Box::new(resp)))
+    }
+
+    /// When `poll` next has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Transmit>, events: &mut Vec<TxEvent>) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.fire(id, now, out, events);
+        }
+    }
+
+    fn fire(&mut self, id: TxId, now: Instant, out: &mut Vec<Transmit>, events: &mut Vec<TxEvent>) {
+        let Some(tx) = self.txs.get_mut(&id) else {
+            return;
+        };
+        match tx {
+            Tx::Server(tx) => {
+                if tx.end_at.is_some_and(|end| end <= now) {
+                    if matches!(
+                        tx.state,
+                        ServerState::Completed | ServerState::Accepted { acked: false }
+                    ) {
+                        events.push(TxEvent::NoAck(id));
+                    }
+                    let key = tx.key.clone();
+                    self.servers.remove(&key);
+                    self.txs.remove(&id);
+                    return;
+                }
+                if let (Some(at), Some(bytes)) = (tx.retransmit_at, &tx.last) {
+                    if at <= now {
+                        out.push(Transmit {
+                            target: tx.target,
+                            bytes: bytes.clone(),
+                        });
+                        tx.interval = (tx.interval * 2).min(T2);
+                        let next = now + tx.interval;
+                        tx.retransmit_at = Some(next);
+                        self.timers.push(Reverse((next, id)));
+                    }
+                }
+            }
+            Tx::Client(tx) => {
+                if tx.end_at <= now {
+                    if !tx.done {
+                        events.push(TxEvent::Timeout(id));
+                    }
+                    let branch = tx.branch.clone();
+                    self.clients.remove(&branch);
+                    self.txs.remove(&id);
+                    return;
+                }
+                if let Some(at) = tx.retransmit_at {
+                    if at <= now && !tx.done {
+                        out.push(Transmit {
+                            target: tx.target,
+                            bytes: tx.request.clone(),
+                        });
+                        tx.interval = (tx.interval * 2).min(T2);
+                        let next = now + tx.interval;
+                        tx.retransmit_at = Some(next);
+                        self.timers.push(Reverse((next, id)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse, Message};
+
+    fn invite(method: &str, branch: &str) -> Request {
+        let text = format!(
+            "{method} sip:1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        );
+        match parse(text.as_bytes()).unwrap() {
+            Message::Request(r) => r,
+            Message::Response(_) => unreachable!(),
+        }
+    }
+
+    fn response(status: u16) -> Response {
+        Response {
+            status,
+            reason: "x".into(),
+            headers: Default::default(),
+            body: vec![],
+        }
+    }
+
+    /// Polls at every deadline up to `until`, as the SIP core's loop does.
+    fn run_until(txs: &mut Transactions, until: Instant) -> (Vec<Transmit>, Vec<TxEvent>) {
+        let (mut out, mut ev) = (vec![], vec![]);
+        while let Some(at) = txs.next_deadline().filter(|at| *at <= until) {
+            txs.poll(at, &mut out, &mut ev);
+        }
+        (out, ev)
+    }
+
+    fn udp() -> Target {
+        Target {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn invite_2xx_is_retransmitted_until_ack_then_absorbs_retransmissions() {
+        let mut txs = Transactions::new();
+        let t0 = Instant::now();
+        let req = invite("INVITE", "z9hG4bKa");
+        let key = ServerKey::of(&req, Some("z9hG4bKa"));
+        let RequestMatch::New(id) = txs.on_request(&req, key.clone(), udp(), t0) else {
+            panic!()
+        };
+        assert!(txs.respond(id, &response(200), t0).is_some());
+        let (mut out, mut ev) = (vec![], vec![]);
+        // Timer G: T1, then 2·T1, 4·T1 …
+        txs.poll(t0 + T1, &mut out, &mut ev);
+        txs.poll(t0 + T1 * 3, &mut out, &mut ev);
+        assert_eq!(out.len(), 2);
+        // A retransmitted INVITE is answered with the 2xx again.
+        assert!(matches!(
+            txs.on_request(&req, key.clone(), udp(), t0 + T1 * 3),
+            RequestMatch::Retransmission(Some(_))
+        ));
+        txs.acknowledged(id);
+        out.clear();
+        txs.poll(t0 + T1 * 20, &mut out, &mut ev);
+        assert!(out.is_empty() && ev.is_empty());
+        txs.poll(t0 + T1 * 65, &mut out, &mut ev);
+        assert!(ev.is_empty(), "acknowledged 2xx must not time out");
+        assert!(txs.is_empty());
+    }
+
+    #[test]
+    fn unacknowledged_final_response_reports_no_ack() {
+        let mut txs = Transactions::new();
+        let t0 = Instant::now();
+        let req = invite("INVITE", "z9hG4bKb");
+        let key = ServerKey::of(&req, Some("z9hG4bKb"));
+        let RequestMatch::New(id) = txs.on_request(&req, key, udp(), t0) else {
+            panic!()
+        };
+        txs.respond(id, &response(486), t0);
+        let (out, ev) = run_until(&mut txs, t0 + 64 * T1);
+        assert_eq!(ev, vec![TxEvent::NoAck(id)]);
+        // G doubles to T2: 0.5, 1.5, 3.5, 7.5, then every 4 s to 31.5 s: 10 retransmissions.
+        assert_eq!(out.len(), 10);
+    }
+
+    #[test]
+    fn ack_to_non_2xx_is_absorbed_and_bye_is_cached() {
+        let mut txs = Transactions::new();
+        let t0 = Instant::now();
+        let req = invite("INVITE", "z9hG4bKc");
+        let key = ServerKey::of(&req, Some("z9hG4bKc"));
+        let RequestMatch::New(id) = txs.on_request(&req, key, udp(), t0) else {
+            panic!()
+        };
+        txs.respond(id, &response(487), t0);
+        let ack = invite("ACK", "z9hG4bKc");
+        let ack_key = ServerKey::of(&ack, Some("z9hG4bKc"));
+        assert!(matches!(
+            txs.on_request(&ack, ack_key, udp(), t0),
+            RequestMatch::AckAbsorbed
+        ));
+
+        let bye = invite("BYE", "z9hG4bKd");
+        let bye_key = ServerKey::of(&bye, Some("z9hG4bKd"));
+        let RequestMatch::New(bid) = txs.on_request(&bye, bye_key.clone(), udp(), t0) else {
+            panic!()
+        };
+        txs.respond(bid, &response(200), t0);
+        assert!(matches!(
+            txs.on_request(&bye, bye_key, udp(), t0),
+            RequestMatch::Retransmission(Some(_))
+        ));
+    }
+
+    #[test]
+    fn client_request_retransmits_then_times_out() {
+        let mut txs = Transactions::new();
+        let t0 = Instant::now();
+        let bye = invite("BYE", "z9hG4bKe");
+        let (id, _) = txs.send_request("z9hG4bKe", &bye, udp(), t0);
+        let (out, ev) = run_until(&mut txs, t0 + 64 * T1);
+        assert_eq!(ev, vec![TxEvent::Timeout(id)]);
+        assert!(out.len() >= 10);
+
+        let (id2, _) = txs.send_request("z9hG4bKf", &bye, udp(), t0);
+        assert_eq!(
+            txs.on_response("z9hG4bKf", response(200), t0),
+            Some(TxEvent::Response(id2, Box::new(response(200))))
+        );
+        assert_eq!(txs.on_response("z9hG4bKf", response(200), t0), None);
+    }
+}
