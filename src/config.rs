@@ -129,6 +129,9 @@ pub struct DemoConfig {
     /// The call is ended after this long.
     #[serde(deserialize_with = "de_duration")]
     pub max_duration: Duration,
+    /// Ring (180) this long before answering; 0 answers at once.
+    #[serde(deserialize_with = "de_duration")]
+    pub answer_delay: Duration,
 }
 
 impl Default for DemoConfig {
@@ -136,6 +139,7 @@ impl Default for DemoConfig {
         DemoConfig {
             welcome: "welcome".into(),
             max_duration: Duration::from_secs(60),
+            answer_delay: Duration::ZERO,
         }
     }
 }

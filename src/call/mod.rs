@@ -113,6 +113,9 @@ impl Call {
             hangup_after: None,
             digits: String::new(),
         };
+        if let Some(end) = call.ring().await {
+            return end;
+        }
         match offer {
             Some(body) => {
                 let n = match sdp::parse(&body).and_then(|o| sdp::negotiate(&o)) {
@@ -137,6 +140,26 @@ impl Call {
             }
         }
         call.run().await
+    }
+
+    /// Rings for the configured answer delay; `Some` if the caller gave up.
+    async fn ring(&mut self) -> Option<Ending> {
+        let delay = self.ctx.config.demo.answer_delay;
+        if delay.is_zero() {
+            return None;
+        }
+        self.dialog.respond(180);
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(DialogEvent::Cancelled) => return Some(Ending::Cancelled),
+                    Some(DialogEvent::Bye) | None => return Some(Ending::CallerHungUp),
+                    Some(_) => {}
+                },
+                _ = tokio::time::sleep_until(until) => return None,
+            }
+        }
     }
 
     async fn run(&mut self) -> Ending {

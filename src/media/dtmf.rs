@@ -56,12 +56,13 @@ pub enum DigitSource {
 /// Turns a stream of RFC 4733 packets into one digit per event.
 ///
 /// An event is identified by its RTP timestamp: every packet of one key press
-/// (start, updates, the three end packets) carries the same one. A new
-/// timestamp is a new press, even of the same key, so a long press is one
-/// digit however long its duration grows.
+/// (start, updates, the three end packets) carries the same one, so a long
+/// press is one digit however long its duration grows. A new timestamp is a
+/// new press; so is a packet without the end bit after the event ended, which
+/// is what a sender that replays the same event (SIPp's pcaps) produces.
 #[derive(Debug, Default)]
 pub struct Rfc4733Receiver {
-    last: Option<u32>,
+    last: Option<(u32, bool)>,
 }
 
 impl Rfc4733Receiver {
@@ -70,11 +71,13 @@ impl Rfc4733Receiver {
             return None;
         }
         let digit = Digit::from_event(payload[0])?;
-        if self.last == Some(timestamp) {
-            return None;
-        }
-        self.last = Some(timestamp);
-        Some(digit)
+        let end = payload[1] & 0x80 != 0;
+        let new = match self.last {
+            Some((ts, ended)) if ts == timestamp => ended && !end,
+            _ => true,
+        };
+        self.last = Some((timestamp, end));
+        new.then_some(digit)
     }
 }
 
@@ -313,7 +316,12 @@ mod tests {
         while let Some((p, _)) = tone.next_payload() {
             got.extend(rx.on_packet(2600, &p));
         }
-        assert_eq!(got, vec![Digit('5'), Digit('5')]);
+        // A replay of the same event (same timestamp) after its end is a new press.
+        let mut tone = Rfc4733Tone::new(Digit::from_char('5').unwrap());
+        while let Some((p, _)) = tone.next_payload() {
+            got.extend(rx.on_packet(2600, &p));
+        }
+        assert_eq!(got, vec![Digit('5'), Digit('5'), Digit('5')]);
         assert_eq!(rx.on_packet(5, &[200, 0, 0, 0]), None);
         assert_eq!(rx.on_packet(5, &[1]), None);
     }

@@ -378,7 +378,12 @@ impl SipCore {
             for keep in ["Via", "From", "To", "Call-ID", "CSeq"] {
                 if name.eq_ignore_ascii_case(keep) {
                     via_seen |= keep == "Via";
-                    headers.push(keep, value.trim());
+                    let value = value.trim();
+                    if keep == "To" && tag_of(value).is_none() {
+                        headers.push(keep, format!("{value};tag={}", random_token(8)));
+                    } else {
+                        headers.push(keep, value);
+                    }
                 }
             }
         }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs Hotline's whole test suite: unit tests and the real-peer tests that
+# start the hotline binary on loopback and call it with SIPp.
+#
+# It installs what the tests need when run as root (Debian/Ubuntu), or stops
+# with the exact command to run. No real-peer test is ever skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
+[ -e /usr/share/sip-tester/dtmf_2833_1.pcap ] || packages+=(sip-tester)
+if [ ${#packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "test.sh: installing ${packages[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+  else
+    echo "test.sh: the tests need SIPp. Run: sudo apt-get install -y sip-tester" >&2
+    exit 1
+  fi
+fi
+
+# SIPp plays RFC 4733 DTMF captures through a raw socket: root, or sipp with CAP_NET_RAW.
+if [ "$(id -u)" != 0 ] && ! getcap "$(command -v sipp)" 2>/dev/null | grep -q cap_net_raw; then
+  echo "test.sh: SIPp needs raw sockets for the DTMF tests. Run as root, or once:" >&2
+  echo "  sudo setcap cap_net_raw+eip $(command -v sipp)" >&2
+  exit 1
+fi
+
+# Leftovers of an interrupted run would hold the test ports.
+pkill -x sipp 2>/dev/null || true
+
+cargo test --all-targets "$@"

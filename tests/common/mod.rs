@@ -1,0 +1,317 @@
+//! Shared test harness: the real `hotline` binary on loopback, SIPp runs, and
+//! an RTP sink. Every test gets its own block of ports.
+
+#![allow(dead_code)]
+
+pub mod ua;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// Ports of one test: SIP, SIPp's own, RTP range.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub base: u16,
+}
+
+static NEXT_BLOCK: AtomicU16 = AtomicU16::new(0);
+
+impl Ports {
+    /// A fresh block of 400 ports. Test binaries run one after another
+    /// (cargo test), tests inside one binary in parallel.
+    pub fn next() -> Ports {
+        let n = NEXT_BLOCK.fetch_add(1, Ordering::SeqCst);
+        Ports {
+            base: 31000 + n * 400,
+        }
+    }
+    pub fn sip(&self) -> u16 {
+        self.base
+    }
+    /// SIPp's SIP port.
+    pub fn sipp(&self, i: u16) -> u16 {
+        self.base + 10 + i * 4
+    }
+    /// SIPp's control port.
+    pub fn sipp_control(&self, i: u16) -> u16 {
+        self.base + 50 + i
+    }
+    /// SIPp's media port (it also binds +2).
+    pub fn sipp_media(&self, i: u16) -> u16 {
+        self.base + 60 + i * 4
+    }
+    /// A port for a sink or test UA of our own.
+    pub fn spare(&self, i: u16) -> u16 {
+        self.base + 100 + i * 2
+    }
+    pub fn rtp_range(&self) -> String {
+        format!("{}-{}", self.base + 200, self.base + 399)
+    }
+}
+
+/// The project root (where `sounds/` and `sipp-scenarios/` are).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running engine; stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Engine {
+    child: Option<Child>,
+    pub ports: Ports,
+    pub sip: SocketAddr,
+    pub dir: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Engine {
+    /// Starts the engine with the loopback trunk and `extra` YAML appended.
+    pub fn start(extra: &str) -> Engine {
+        Engine::start_with(
+            "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n",
+            extra,
+        )
+    }
+
+    /// Starts the engine with the given trunks section and extra YAML.
+    pub fn start_with(trunks: &str, extra: &str) -> Engine {
+        let ports = Ports::next();
+        let dir = std::env::temp_dir().join(format!(
+            "hotline-test-{}-{}",
+            std::process::id(),
+            ports.base
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "sounds-dir: {}\ndata-dir: {}\n{trunks}{extra}",
+            root().join("sounds").display(),
+            dir.join("data").display(),
+        );
+        let config_path = dir.join("hotline.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = dir.join("hotline.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let sip: SocketAddr = format!("127.0.0.1:{}", ports.sip()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--sip-listen")
+            .arg(sip.to_string())
+            .arg("--rtp-ports")
+            .arg(ports.rtp_range())
+            .env("HOTLINE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start the hotline binary");
+        let engine = Engine {
+            child: Some(child),
+            ports,
+            sip,
+            dir,
+            log_path,
+        };
+        assert!(
+            engine.wait_log("hotline ready", Duration::from_secs(20)),
+            "engine did not start:\n{}",
+            engine.log()
+        );
+        engine
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Sends SIGTERM and waits for the exit (at most `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("engine log kept at {}", self.log_path.display());
+        }
+    }
+}
+
+/// Panics with the install command when a tool the tests need is missing:
+/// real-peer tests are never skipped silently.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{tool} is needed by this test: apt-get install -y {package} (scripts/test.sh does it as root)"
+    );
+}
+
+/// What a SIPp run printed and how it ended.
+pub struct SippRun {
+    pub status: ExitStatus,
+    pub output: String,
+}
+
+impl SippRun {
+    /// Panics with SIPp's screen unless every call succeeded.
+    pub fn assert_ok(&self) {
+        assert!(self.status.success(), "SIPp failed ({}):\n{}", self.status, self.tail());
+    }
+
+    /// The number in SIPp's "Successful call" row (cumulative column).
+    pub fn successful(&self) -> u64 {
+        self.counter("Successful call")
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.counter("Failed call")
+    }
+
+    fn counter(&self, row: &str) -> u64 {
+        self.output
+            .lines()
+            .rev()
+            .find(|l| l.contains(row))
+            .and_then(|l| l.split('|').nth(2))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn tail(&self) -> String {
+        let lines: Vec<&str> = self.output.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+}
+
+/// Runs SIPp against the engine with a scenario file; `i` picks its ports.
+pub fn sipp(engine: &Engine, i: u16, scenario: &Path, args: &[&str]) -> SippRun {
+    require("sipp", "sip-tester");
+    let p = engine.ports;
+    let mut cmd = Command::new("sipp");
+    cmd.arg("-sf")
+        .arg(scenario)
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &p.sipp(i).to_string()])
+        .args(["-mp", &p.sipp_media(i).to_string()])
+        .args(["-cp", &p.sipp_control(i).to_string()])
+        .args(["-nostdin", "-timeout", "90s", "-timeout_error"])
+        .args(args)
+        .arg(engine.sip.to_string())
+        .current_dir(&engine.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("cannot start sipp");
+    let mut output = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let mut bytes = Vec::new();
+        let _ = out.read_to_end(&mut bytes);
+        output.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    if let Some(mut err) = child.stderr.take() {
+        let mut bytes = Vec::new();
+        let _ = err.read_to_end(&mut bytes);
+        output.push_str(&String::from_utf8_lossy(&bytes));
+    }
+    let status = child.wait().expect("sipp did not run");
+    SippRun { status, output }
+}
+
+/// A shipped scenario, as is.
+pub fn scenario(name: &str) -> PathBuf {
+    root().join("sipp-scenarios").join(name)
+}
+
+/// A shipped scenario whose SDP names `port` as the caller's media port, so
+/// a sink of ours receives what the engine sends to SIPp's callers.
+pub fn scenario_to_sink(engine: &Engine, name: &str, port: u16) -> PathBuf {
+    let text = std::fs::read_to_string(scenario(name)).unwrap();
+    assert!(text.contains("m=audio [media_port]"));
+    let text = text.replace("m=audio [media_port]", &format!("m=audio {port}"));
+    let path = engine.dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Packets an RTP sink received, by sender.
+pub struct SinkReport {
+    pub by_source: HashMap<SocketAddr, Vec<(Instant, Vec<u8>)>>,
+}
+
+/// Receives RTP on `port` for `duration` (bounded) in a thread.
+pub fn rtp_sink(port: u16, duration: Duration) -> std::thread::JoinHandle<SinkReport> {
+    let socket = UdpSocket::bind(("127.0.0.1", port)).expect("sink port busy");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let until = Instant::now() + duration;
+        let mut by_source: HashMap<SocketAddr, Vec<(Instant, Vec<u8>)>> = HashMap::new();
+        let mut buf = [0u8; 2048];
+        while Instant::now() < until {
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                by_source
+                    .entry(from)
+                    .or_default()
+                    .push((Instant::now(), buf[..n].to_vec()));
+            }
+        }
+        SinkReport { by_source }
+    })
+}
+
+/// The digits the engine reported, in order, from its log.
+pub fn digits_reported(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("digit received"))
+        .filter_map(|l| l.split(" digit=").nth(1))
+        .filter_map(|rest| rest.chars().next())
+        .collect()
+}
