@@ -6,7 +6,12 @@ use hotline::media::dtmf::InbandDetector;
 use hotline::media::{g711, PromptCache};
 use hotline::sdp::Codec;
 
-fn run_through(prompt: &hotline::media::Prompt, codec: Codec, repeats: usize, det: &mut InbandDetector) -> usize {
+fn run_through(
+    prompt: &hotline::media::Prompt,
+    codec: Codec,
+    repeats: usize,
+    det: &mut InbandDetector,
+) -> usize {
     let mut digits = Vec::new();
     for _ in 0..repeats {
         for i in 0..prompt.frames() {
@@ -26,12 +31,18 @@ fn run_through(prompt: &hotline::media::Prompt, codec: Codec, repeats: usize, de
 
 #[test]
 fn no_false_digits_on_hold_music_or_speech() {
-    let cache = PromptCache::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sounds")).unwrap();
+    let cache =
+        PromptCache::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sounds"))
+            .unwrap();
     let music = cache.get("music/default").expect("hold music");
     let repeats = (60_000 / music.duration().as_millis() as usize) + 1;
     for codec in [Codec::Pcmu, Codec::Pcma] {
         let mut det = InbandDetector::default();
-        assert_eq!(run_through(&music, codec, repeats, &mut det), 0, "hold music");
+        assert_eq!(
+            run_through(&music, codec, repeats, &mut det),
+            0,
+            "hold music"
+        );
         let mut speech_seconds = 0.0;
         for name in cache.names().filter(|n| !n.starts_with("music/")) {
             let p = cache.get(name).unwrap();
@@ -39,6 +50,9 @@ fn no_false_digits_on_hold_music_or_speech() {
             let mut det = InbandDetector::default();
             assert_eq!(run_through(&p, codec, 1, &mut det), 0, "prompt {name}");
         }
-        assert!(speech_seconds > 60.0, "only {speech_seconds} s of speech checked");
+        assert!(
+            speech_seconds > 60.0,
+            "only {speech_seconds} s of speech checked"
+        );
     }
 }

@@ -49,8 +49,14 @@ fn caller_hears_the_welcome_prompt_paced_and_continuous_across_prompts() {
     ua.bye();
 
     assert!(first.len() > 100, "received {} packets", first.len());
-    assert!(first.iter().all(|p| p.info.payload_type == 8), "PCMA negotiated");
-    assert!(first[0].info.marker, "a talkspurt starts with the marker bit");
+    assert!(
+        first.iter().all(|p| p.info.payload_type == 8),
+        "PCMA negotiated"
+    );
+    assert!(
+        first[0].info.marker,
+        "a talkspurt starts with the marker bit"
+    );
     assert_eq!(
         find_prompt(&first, &cache, "welcome", Codec::Pcma),
         Some(0),
@@ -72,8 +78,16 @@ fn caller_hears_the_welcome_prompt_paced_and_continuous_across_prompts() {
     let (before, at) = (&all[start - 1].info, &all[start].info);
     assert!(at.marker);
     for w in all.windows(2) {
-        assert_eq!(w[1].info.sequence, w[0].info.sequence.wrapping_add(1), "sequence gap");
-        assert_eq!(w[1].info.timestamp, w[0].info.timestamp.wrapping_add(160), "timestamp jump");
+        assert_eq!(
+            w[1].info.sequence,
+            w[0].info.sequence.wrapping_add(1),
+            "sequence gap"
+        );
+        assert_eq!(
+            w[1].info.timestamp,
+            w[0].info.timestamp.wrapping_add(160),
+            "timestamp jump"
+        );
         assert_eq!(w[1].info.ssrc, w[0].info.ssrc);
     }
     assert_eq!(at.sequence, before.sequence.wrapping_add(1));

@@ -17,7 +17,9 @@ fn hundred_calls_are_answered_and_hear_audio() {
         &engine,
         0,
         &sc,
-        &["-s", "100", "-d", "2000", "-m", "100", "-r", "50", "-l", "100"],
+        &[
+            "-s", "100", "-d", "2000", "-m", "100", "-r", "50", "-l", "100",
+        ],
     );
     run.assert_ok();
     assert_eq!(run.successful(), 100);
@@ -57,7 +59,12 @@ fn tcp_caller_is_answered() {
 #[test]
 fn cancel_before_answer_gets_487() {
     let engine = Engine::start("demo:\n  answer-delay: 5s\n");
-    let run = sipp(&engine, 0, &scenario("caller-cancel.xml"), &["-s", "100", "-m", "2", "-l", "1"]);
+    let run = sipp(
+        &engine,
+        0,
+        &scenario("caller-cancel.xml"),
+        &["-s", "100", "-m", "2", "-l", "1"],
+    );
     run.assert_ok();
     assert!(engine.wait_log("ending=Cancelled", Duration::from_secs(5)));
 }
@@ -65,7 +72,12 @@ fn cancel_before_answer_gets_487() {
 #[test]
 fn invite_without_sdp_gets_an_offer_and_the_answer_in_ack() {
     let engine = Engine::start("");
-    let run = sipp(&engine, 0, &scenario("caller-no-sdp.xml"), &["-s", "100", "-d", "500", "-m", "2", "-l", "1"]);
+    let run = sipp(
+        &engine,
+        0,
+        &scenario("caller-no-sdp.xml"),
+        &["-s", "100", "-d", "500", "-m", "2", "-l", "1"],
+    );
     run.assert_ok();
     assert!(engine.wait_log("answer received in ACK", Duration::from_secs(5)));
 }
@@ -83,11 +95,7 @@ fn hold_and_resume_by_reinvite() {
     let packets: Vec<_> = report.by_source.values().flatten().collect();
     // While held (a=sendonly from the caller) the engine sends nothing, so
     // the stream shows one silence of about the held time.
-    let longest_gap = packets
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .max()
-        .unwrap();
+    let longest_gap = packets.windows(2).map(|w| w[1].0 - w[0].0).max().unwrap();
     assert!(
         longest_gap > Duration::from_millis(1200) && longest_gap < Duration::from_millis(2500),
         "gap {longest_gap:?}"
@@ -111,7 +119,12 @@ fn options_ping_is_answered() {
 fn malformed_invite_gets_400_and_the_next_call_is_answered() {
     let engine = Engine::start("");
     sipp(&engine, 0, &scenario("caller-malformed.xml"), &["-m", "1"]).assert_ok();
-    let run = sipp(&engine, 1, &scenario("caller-basic.xml"), &["-s", "100", "-d", "300", "-m", "1"]);
+    let run = sipp(
+        &engine,
+        1,
+        &scenario("caller-basic.xml"),
+        &["-s", "100", "-d", "300", "-m", "1"],
+    );
     run.assert_ok();
     assert!(engine.log().contains("malformed SIP message"));
 }
@@ -120,17 +133,31 @@ fn malformed_invite_gets_400_and_the_next_call_is_answered() {
 fn calls_from_an_unknown_address_are_refused() {
     // The only trunk allows 127.0.0.2: SIPp on 127.0.0.1 must get 403.
     let engine = Engine::start_with("trunks:\n  - name: other\n    allow: [127.0.0.2]\n", "");
-    let run = sipp(&engine, 0, &scenario("caller-basic.xml"), &["-s", "100", "-m", "1"]);
+    let run = sipp(
+        &engine,
+        0,
+        &scenario("caller-basic.xml"),
+        &["-s", "100", "-m", "1"],
+    );
     assert!(!run.status.success());
     assert!(run.output.contains("403") || engine.log().contains("no trunk allows"));
-    assert!(engine.wait_log("call from an address no trunk allows", Duration::from_secs(2)));
+    assert!(engine.wait_log(
+        "call from an address no trunk allows",
+        Duration::from_secs(2)
+    ));
     assert!(!engine.log().contains("call arrived"));
 }
 
 #[test]
 fn sip_info_digits_are_reported_exactly() {
     let engine = Engine::start("");
-    sipp(&engine, 0, &scenario("caller-dtmf-info.xml"), &["-s", "100", "-d", "300", "-m", "1"]).assert_ok();
+    sipp(
+        &engine,
+        0,
+        &scenario("caller-dtmf-info.xml"),
+        &["-s", "100", "-d", "300", "-m", "1"],
+    )
+    .assert_ok();
     assert!(engine.wait_log("call ended", Duration::from_secs(5)));
     assert_eq!(digits_reported(&engine.log()), "42*77");
 }
@@ -142,7 +169,12 @@ fn rfc4733_digits_from_sipp_pcaps_are_reported_exactly() {
         "needs sip-tester's DTMF pcaps: apt-get install -y sip-tester"
     );
     let engine = Engine::start("");
-    let run = sipp(&engine, 0, &scenario("caller-dtmf-rfc4733.xml"), &["-s", "100", "-d", "300", "-m", "1"]);
+    let run = sipp(
+        &engine,
+        0,
+        &scenario("caller-dtmf-rfc4733.xml"),
+        &["-s", "100", "-d", "300", "-m", "1"],
+    );
     assert!(
         !run.output.contains("Operation not permitted") || run.status.success(),
         "play_pcap_audio needs root (raw sockets): run the tests as root"
@@ -167,20 +199,30 @@ fn sigterm_drains_then_hangs_up_remaining_calls() {
             .args(["-i", "127.0.0.1", "-p", &ports.sipp(0).to_string()])
             .args(["-mp", &ports.sipp_media(0).to_string()])
             .args(["-cp", &ports.sipp_control(0).to_string()])
-            .args(["-s", "100", "-d", "20000", "-m", "1", "-nostdin", "-timeout", "30s"])
+            .args([
+                "-s", "100", "-d", "20000", "-m", "1", "-nostdin", "-timeout", "30s",
+            ])
             .arg(sip.to_string())
             .current_dir(dir)
             .output()
             .unwrap()
     });
     assert!(engine.wait_log("answered", Duration::from_secs(10)));
-    let status = engine.terminate(Duration::from_secs(10)).expect("engine did not exit");
+    let status = engine
+        .terminate(Duration::from_secs(10))
+        .expect("engine did not exit");
     assert!(status.success(), "exit status {status}");
     let log = engine.log();
-    assert!(log.contains("drain timeout: hanging up the remaining calls"), "{log}");
+    assert!(
+        log.contains("drain timeout: hanging up the remaining calls"),
+        "{log}"
+    );
     assert!(log.contains("hanging up"));
     // SIPp got our BYE while it expected to send its own: an unexpected message.
     let out = caller.join().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Unexpected") || !out.status.success(), "{text}");
+    assert!(
+        text.contains("Unexpected") || !out.status.success(),
+        "{text}"
+    );
 }

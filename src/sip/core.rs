@@ -356,50 +356,12 @@ impl SipCore {
     /// Answers a malformed request with 400 when its headers allow a reply.
     fn on_malformed(&mut self, bytes: &[u8], from: Target, err: &message::ParseError) {
         warn!(peer = %from.addr, error = %err, "malformed SIP message");
-        let text = String::from_utf8_lossy(bytes);
-        let mut lines = text.split("\r\n");
-        let start = lines.next().unwrap_or_default();
-        if start.starts_with("SIP/") || !start.ends_with("SIP/2.0") {
-            return; // a response, or not SIP at all: nothing to answer
+        if let Some(resp) = message::bad_request(bytes, err, &random_token(8)) {
+            self.out.push(Transmit {
+                target: from,
+                bytes: resp.to_bytes().into(),
+            });
         }
-        let mut headers = Headers::default();
-        let mut via_seen = false;
-        for line in lines.take_while(|l| !l.is_empty()) {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            let name = match name.trim() {
-                "v" => "Via",
-                "f" => "From",
-                "t" => "To",
-                "i" => "Call-ID",
-                n => n,
-            };
-            for keep in ["Via", "From", "To", "Call-ID", "CSeq"] {
-                if name.eq_ignore_ascii_case(keep) {
-                    via_seen |= keep == "Via";
-                    let value = value.trim();
-                    if keep == "To" && tag_of(value).is_none() {
-                        headers.push(keep, format!("{value};tag={}", random_token(8)));
-                    } else {
-                        headers.push(keep, value);
-                    }
-                }
-            }
-        }
-        if !via_seen || start.starts_with("ACK ") {
-            return;
-        }
-        let resp = Response {
-            status: 400,
-            reason: format!("Bad Request ({err})").replace(['\r', '\n'], " "),
-            headers,
-            body: Vec::new(),
-        };
-        self.out.push(Transmit {
-            target: from,
-            bytes: resp.to_bytes().into(),
-        });
     }
 
     fn on_request(&mut self, mut req: Request, from: Target) {

@@ -285,6 +285,48 @@ fn convert_headers(h: &rsip::Headers) -> Headers {
     out
 }
 
+/// The `400 Bad Request` for a request that failed [`parse`], built from
+/// whatever Via, From, To, Call-ID and CSeq lines it has; `None` when it
+/// cannot be answered (a response, an ACK, no Via, not SIP at all).
+pub fn bad_request(bytes: &[u8], err: &ParseError, to_tag: &str) -> Option<Response> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.split("\r\n");
+    let start = lines.next().unwrap_or_default();
+    if start.starts_with("SIP/") || !start.ends_with("SIP/2.0") || start.starts_with("ACK ") {
+        return None;
+    }
+    let mut headers = Headers::default();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = match name.trim() {
+            "v" => "Via",
+            "f" => "From",
+            "t" => "To",
+            "i" => "Call-ID",
+            n => n,
+        };
+        let value = value.trim();
+        for keep in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            if name.eq_ignore_ascii_case(keep) {
+                if keep == "To" && !value.contains(";tag=") {
+                    headers.push(keep, format!("{value};tag={to_tag}"));
+                } else {
+                    headers.push(keep, value);
+                }
+            }
+        }
+    }
+    headers.get("Via")?;
+    Some(Response {
+        status: 400,
+        reason: format!("Bad Request ({err})").replace(['\r', '\n'], " "),
+        headers,
+        body: Vec::new(),
+    })
+}
+
 /// `CSeq: 314159 INVITE` → (314159, INVITE).
 pub fn parse_cseq(value: &str) -> Option<(u32, Method)> {
     let mut it = value.split_whitespace();
@@ -411,6 +453,12 @@ l: 4\r\n\r\nv=0\n";
             Err(ParseError::ShortBody { .. })
         ));
         assert!(parse(b"hello\r\n\r\n").is_err());
+        let err = parse(bad_cseq.as_bytes()).unwrap_err();
+        let resp = bad_request(bad_cseq.as_bytes(), &err, "t1").unwrap();
+        assert_eq!(resp.status, 400);
+        assert_eq!(resp.headers.get("Call-ID"), Some("abc@host"));
+        assert_eq!(resp.headers.get("To"), Some("<sip:100@127.0.0.1>;tag=t1"));
+        assert!(bad_request(b"SIP/2.0 200 OK\r\n\r\n", &err, "t").is_none());
         assert!(parse(b"").is_err());
     }
 

@@ -202,7 +202,12 @@ pub struct SippRun {
 impl SippRun {
     /// Panics with SIPp's screen unless every call succeeded.
     pub fn assert_ok(&self) {
-        assert!(self.status.success(), "SIPp failed ({}):\n{}", self.status, self.tail());
+        assert!(
+            self.status.success(),
+            "SIPp failed ({}):\n{}",
+            self.status,
+            self.tail()
+        );
     }
 
     /// The number in SIPp's "Successful call" row (cumulative column).

@@ -35,11 +35,19 @@ pub struct TestUa {
 impl TestUa {
     /// Calls `number` with an SDP offer of `formats` (e.g. "0 101"); the
     /// offer declares telephone-event on 101 when `formats` lists it.
-    pub fn call(engine: SocketAddr, sip_port: u16, rtp_port: u16, number: &str, formats: &str) -> TestUa {
+    pub fn call(
+        engine: SocketAddr,
+        sip_port: u16,
+        rtp_port: u16,
+        number: &str,
+        formats: &str,
+    ) -> TestUa {
         let sip = UdpSocket::bind(("127.0.0.1", sip_port)).unwrap();
-        sip.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        sip.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let rtp = UdpSocket::bind(("127.0.0.1", rtp_port)).unwrap();
-        rtp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        rtp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let mut ua = TestUa {
             sip,
             rtp,
