@@ -565,7 +565,8 @@ impl SipCore {
                     return self.reply(tx, &req, 491, Some(id));
                 }
                 let sdp = (!req.body.is_empty()).then(|| req.body.clone());
-                if let Some(contact) = req.headers.get("Contact").and_then(NameAddr::parse) {
+                let contact = req.headers.get("Contact").and_then(NameAddr::parse);
+                if let Some(contact) = contact.filter(|c| SipUri::parse(&c.uri).is_some()) {
                     slot.dialog.remote_target = contact.uri;
                 }
                 slot.dialog.pending = Some(PendingInvite { tx, request: req });

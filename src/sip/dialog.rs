@@ -65,12 +65,21 @@ impl Dialog {
         let from = req.headers.get("From")?;
         let remote_tag = NameAddr::parse(from)?.tag()?.to_owned();
         let to = NameAddr::parse(req.headers.get("To")?)?;
-        let contact = req
+        // The remote target and the route set end up on our BYE's request
+        // line and Route headers: they must be URIs we could send to.
+        let contact = match req.headers.get("Contact") {
+            Some(c) => NameAddr::parse(c)?.uri,
+            None => NameAddr::parse(from)?.uri,
+        };
+        SipUri::parse(&contact)?;
+        let route_set: Vec<String> = req
             .headers
-            .get("Contact")
-            .and_then(NameAddr::parse)
-            .map(|c| c.uri)
-            .unwrap_or_else(|| NameAddr::parse(from).map(|f| f.uri).unwrap_or_default());
+            .get_all_split("Record-Route")
+            .map(str::to_owned)
+            .collect();
+        for route in &route_set {
+            SipUri::parse(&NameAddr::parse(route)?.uri)?;
+        }
         let (seq, _) = req.cseq()?;
         Some(Dialog {
             call_id: req.call_id().to_owned(),
@@ -79,11 +88,7 @@ impl Dialog {
             local_uri: format!("<{}>", to.uri),
             remote_party: from.to_owned(),
             remote_target: contact,
-            route_set: req
-                .headers
-                .get_all_split("Record-Route")
-                .map(str::to_owned)
-                .collect(),
+            route_set,
             local_seq: 0,
             remote_seq: seq,
             state: DialogState::Early,
@@ -138,5 +143,54 @@ impl Dialog {
             headers,
             body: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse, Message};
+    use crate::sip::transaction::{ServerKey, Transactions};
+    use std::time::Instant;
+
+    /// Whatever INVITE a dialog accepts, the BYE it builds must parse.
+    fn bye_of(invite: &[u8]) -> Option<Request> {
+        let Ok(Message::Request(req)) = parse(invite) else {
+            return None;
+        };
+        let target = Target {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5070".parse().unwrap(),
+        };
+        let mut txs = Transactions::new();
+        let key = ServerKey::of(&req, Some("z9hG4bKx"));
+        let super::super::transaction::RequestMatch::New(id) =
+            txs.on_request(&req, key, target, Instant::now())
+        else {
+            return None;
+        };
+        let mut d = Dialog::from_invite(&req, "lt".into(), id, target)?;
+        Some(d.request(
+            Method::Bye,
+            "SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKb".into(),
+            "t",
+        ))
+    }
+
+    #[test]
+    fn fuzzer_found_invites_give_a_bye_that_parses() {
+        for invite in [
+            &include_bytes!("../../fuzz/seeds/sip_message/regression-contact-nul")[..],
+            &include_bytes!("../../fuzz/seeds/sip_message/regression-contact-transport")[..],
+            &include_bytes!("../../fuzz/seeds/sip_message/invite")[..],
+        ] {
+            if let Some(bye) = bye_of(invite) {
+                let bytes = bye.to_bytes();
+                let r = parse(&bytes);
+                assert!(r.is_ok(), "{:?}\n{}", r, String::from_utf8_lossy(&bytes));
+            }
+        }
+        // The good INVITE does make a dialog.
+        assert!(bye_of(include_bytes!("../../fuzz/seeds/sip_message/invite")).is_some());
     }
 }

@@ -158,6 +158,12 @@ pub struct SipUri {
 impl SipUri {
     pub fn parse(s: &str) -> Option<SipUri> {
         let s = s.trim();
+        // A URI that we may later put on a request line: no spaces, no controls.
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return None;
+        }
+        // What rsip cannot parse, peers using it would refuse on a request line.
+        rsipstack::sip::Uri::try_from(s).ok()?;
         let (scheme, rest) = s.split_once(':')?;
         let scheme = scheme.to_ascii_lowercase();
         if scheme != "sip" && scheme != "sips" {
@@ -313,6 +319,7 @@ mod tests {
         let v6 = SipUri::parse("sip:[::1]:5062").unwrap();
         assert_eq!(v6.socket_addr(), Some("[::1]:5062".parse().unwrap()));
         assert!(SipUri::parse("tel:+123").is_none());
+        assert!(SipUri::parse("sip:a@h;transp\0\0.0.1 Sort=tcp").is_none());
 
         let n = NameAddr::parse("\"Bob <b>\" <sip:bob@h;lr>;tag=x9").unwrap();
         assert_eq!(n.display.as_deref(), Some("Bob <b>"));

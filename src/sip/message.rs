@@ -187,12 +187,15 @@ pub enum ParseError {
 /// and checks what every later layer relies on: the mandatory headers, a
 /// well-formed CSeq and a body as long as Content-Length says.
 pub fn parse(data: &[u8]) -> Result<Message, ParseError> {
+    // rsip knows a fixed set of methods; RFC 3261 methods are extensible
+    // tokens, and an unknown one must get 501, not 400.
+    let (data, unknown) = stand_in_for_unknown_method(data);
     let parsed =
-        rsip::parser::parse_message(data).map_err(|e| ParseError::Syntax(e.to_string()))?;
-    let declared = declared_content_length(data)?;
+        rsip::parser::parse_message(&data).map_err(|e| ParseError::Syntax(e.to_string()))?;
+    let declared = declared_content_length(&data)?;
     let msg = match parsed {
         rsip::SipMessage::Request(r) => Message::Request(Request {
-            method: Method::parse(&r.method.to_string()),
+            method: unknown.unwrap_or_else(|| Method::parse(&r.method.to_string())),
             uri: r.uri.to_string(),
             headers: convert_headers(&r.headers),
             body: r.body,
@@ -246,6 +249,27 @@ pub fn parse(data: &[u8]) -> Result<Message, ParseError> {
         }
     }
     Ok(msg)
+}
+
+/// When the request line names a method rsip does not know, returns the
+/// message with `OPTIONS` in its place, and the method to restore.
+fn stand_in_for_unknown_method(data: &[u8]) -> (std::borrow::Cow<'_, [u8]>, Option<Method>) {
+    let token_end = data.iter().position(|&b| b == b' ').unwrap_or(0);
+    let token = &data[..token_end];
+    let is_token = !token.is_empty()
+        && token
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(b));
+    if !is_token || token.starts_with(b"SIP/") {
+        return (std::borrow::Cow::Borrowed(data), None);
+    }
+    let name = String::from_utf8_lossy(token).into_owned();
+    if name.parse::<rsip::Method>().is_ok() {
+        return (std::borrow::Cow::Borrowed(data), None);
+    }
+    let mut replaced = b"OPTIONS".to_vec();
+    replaced.extend_from_slice(&data[token_end..]);
+    (std::borrow::Cow::Owned(replaced), Some(Method::Other(name)))
 }
 
 /// rsipstack reads an unparsable Content-Length as 0; we need to know.
@@ -460,6 +484,19 @@ l: 4\r\n\r\nv=0\n";
         assert_eq!(resp.headers.get("To"), Some("<sip:100@127.0.0.1>;tag=t1"));
         assert!(bad_request(b"SIP/2.0 200 OK\r\n\r\n", &err, "t").is_none());
         assert!(parse(b"").is_err());
+    }
+
+    #[test]
+    fn unknown_methods_parse_for_a_501() {
+        let text = INVITE
+            .replace("INVITE sip:", "FROBNICATE sip:")
+            .replace("1 INVITE", "1 FROBNICATE");
+        let Message::Request(r) = parse(text.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.method, Method::Other("FROBNICATE".into()));
+        assert_eq!(r.cseq(), Some((1, Method::Other("FROBNICATE".into()))));
+        assert!(parse(b"FR<>B sip:x SIP/2.0\r\n\r\n").is_err());
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! RFC 3261 transaction behaviour of the real binary, seen from a raw UDP
+//! peer: what a trunk whose packets get lost, repeated or are odd would see.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::Engine;
+use hotline::sip::message::{parse, Message, Request, Response};
+
+fn peer(port: u16) -> UdpSocket {
+    let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    s
+}
+
+fn invite(port: u16, call_id: &str, extra: &str) -> String {
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id}\r\n\
+From: <sip:t@127.0.0.1>;tag=f{call_id}\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:t@127.0.0.1:{port}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// Everything received for `duration`.
+fn collect(s: &UdpSocket, duration: Duration) -> Vec<(Instant, Message)> {
+    let until = Instant::now() + duration;
+    let mut out = vec![];
+    let mut buf = [0u8; 8192];
+    while Instant::now() < until {
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            if let Ok(m) = parse(&buf[..n]) {
+                out.push((Instant::now(), m));
+            }
+        }
+    }
+    out
+}
+
+fn responses(msgs: &[(Instant, Message)], status: u16) -> Vec<(Instant, Response)> {
+    msgs.iter()
+        .filter_map(|(t, m)| match m {
+            Message::Response(r) if r.status == status => Some((*t, r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn requests(msgs: &[(Instant, Message)], method: &str) -> Vec<Request> {
+    msgs.iter()
+        .filter_map(|(_, m)| match m {
+            Message::Request(r) if r.method.as_str() == method => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn unacknowledged_200_is_retransmitted_and_a_repeated_invite_gets_it_again() {
+    let engine = Engine::start("");
+    let port = engine.ports.spare(0);
+    let s = peer(port);
+    let msg = invite(port, "rtx1", "");
+    s.send_to(msg.as_bytes(), engine.sip).unwrap();
+    // No ACK: timer G resends the 200 at 0.5 s, 1.5 s, 3.5 s...
+    let got = collect(&s, Duration::from_millis(2000));
+    let oks = responses(&got, 200);
+    assert!(oks.len() >= 3, "{} x 200 in 2 s", oks.len());
+    assert!(
+        oks.windows(2).all(|w| w[0].1 == w[1].1),
+        "the same 200 each time"
+    );
+    let first_gap = oks[1].0 - oks[0].0;
+    assert!(first_gap > Duration::from_millis(350) && first_gap < Duration::from_millis(800));
+    // The INVITE again (a retransmission): answered from the transaction.
+    s.send_to(msg.as_bytes(), engine.sip).unwrap();
+    let again = collect(&s, Duration::from_millis(300));
+    assert_eq!(
+        responses(&again, 200).first().map(|r| &r.1),
+        Some(&oks[0].1)
+    );
+    assert_eq!(
+        engine.log().matches("call arrived").count(),
+        1,
+        "one call, not two"
+    );
+}
+
+#[test]
+fn unknown_and_unsupported_methods() {
+    let engine = Engine::start("");
+    let port = engine.ports.spare(0);
+    let s = peer(port);
+    for (method, status) in [("FROBNICATE", 501), ("SUBSCRIBE", 405)] {
+        let req = format!(
+            "{method} sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{method}\r\n\
+From: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: m-{method}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.send_to(req.as_bytes(), engine.sip).unwrap();
+        let got = collect(&s, Duration::from_millis(400));
+        let r = responses(&got, status);
+        assert_eq!(r.len(), 1, "{method} -> {status}");
+        assert!(r[0]
+            .1
+            .headers
+            .get("Allow")
+            .is_some_and(|a| a.contains("INVITE")));
+    }
+    // Garbage and a response nobody asked for are dropped; the engine goes on.
+    s.send_to(b"\x00\x01garbage", engine.sip).unwrap();
+    s.send_to(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKnone\r\n\r\n",
+        engine.sip,
+    )
+    .unwrap();
+    let opt = format!(
+        "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKo1\r\n\
+From: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.send_to(opt.as_bytes(), engine.sip).unwrap();
+    assert_eq!(
+        responses(&collect(&s, Duration::from_millis(400)), 200).len(),
+        1
+    );
+}
+
+#[test]
+fn our_bye_follows_the_record_route_and_rport() {
+    // The call comes "through a proxy" that record-routes; the engine's BYE
+    // must go to the proxy with a Route header, and the caller's contact as
+    // Request-URI.
+    let engine = Engine::start("demo:\n  max-duration: 1s\n");
+    let port = engine.ports.spare(0);
+    let proxy = peer(port);
+    let rr = format!("Record-Route: <sip:proxy@127.0.0.1:{port};lr>\r\n");
+    let msg = invite(port, "rr1", &rr).replace(
+        &format!("Contact: <sip:t@127.0.0.1:{port}>"),
+        "Contact: <sip:t@127.0.0.1:9>",
+    );
+    proxy.send_to(msg.as_bytes(), engine.sip).unwrap();
+    let got = collect(&proxy, Duration::from_millis(500));
+    let ok = &responses(&got, 200)[0].1;
+    assert!(ok
+        .headers
+        .get("Record-Route")
+        .is_some_and(|r| r.contains("proxy@")));
+    let to = ok.headers.get("To").unwrap();
+    let ack = format!(
+        "ACK sip:hotline@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKack\r\n\
+From: <sip:t@127.0.0.1>;tag=frr1\r\nTo: {to}\r\nCall-ID: rr1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    proxy.send_to(ack.as_bytes(), engine.sip).unwrap();
+    // max-duration 1 s: the engine hangs up.
+    let got = collect(&proxy, Duration::from_millis(2000));
+    let byes = requests(&got, "BYE");
+    assert!(!byes.is_empty(), "no BYE reached the proxy");
+    let bye = &byes[0];
+    assert_eq!(bye.uri, "sip:t@127.0.0.1:9");
+    assert!(bye
+        .headers
+        .get("Route")
+        .is_some_and(|r| r.contains("proxy@")));
+    assert!(bye
+        .headers
+        .get("To")
+        .is_some_and(|t| t.contains("tag=frr1")));
+}
