@@ -69,6 +69,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
+    raise_open_files_limit(config.rtp.ports.low, config.rtp.ports.high);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,6 +79,38 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("the engine stopped")
     })
+}
+
+/// Every call holds an RTP socket, so the common soft limit of 1,024 open
+/// files would cap the engine near 1,000 calls: raise it to the hard limit.
+fn raise_open_files_limit(low: u16, high: u16) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok {
+        return;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let wanted = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+            lim.rlim_cur = lim.rlim_max;
+        }
+    }
+    let calls = u64::from(high - low) / 2 + 1;
+    if lim.rlim_cur < calls + 64 {
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            rtp_ports = calls,
+            "the open-file limit allows fewer calls than the RTP port range; raise it (ulimit -n)"
+        );
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -114,3 +114,24 @@ fn inband_tones_are_detected_without_telephone_event() {
     assert!(engine.log().contains("digit=7 source=InBand"));
     assert_eq!(common::digits_reported(&engine.log()), "7");
 }
+
+#[test]
+fn pound_says_goodbye_and_the_engine_hangs_up() {
+    let engine = Engine::start("");
+    let cache = prompts();
+    let p = engine.ports;
+    let mut ua = TestUa::call(engine.sip, p.spare(0), p.spare(1), "100", "0 101");
+    std::thread::sleep(Duration::from_millis(300));
+    ua.press_rfc4733('#');
+    let goodbye = cache.get("goodbye").unwrap();
+    let heard = ua.receive(goodbye.duration() + Duration::from_millis(200));
+    assert!(
+        find_prompt(&heard, &cache, "goodbye", Codec::Pcmu).is_some(),
+        "the goodbye prompt was not played"
+    );
+    assert!(
+        ua.expect_bye(Duration::from_secs(3)),
+        "the engine did not hang up"
+    );
+    assert!(engine.wait_log("ending=WeHungUp", Duration::from_secs(3)));
+}

@@ -186,7 +186,7 @@ fn rfc4733_digits_from_sipp_pcaps_are_reported_exactly() {
 
 #[test]
 fn sigterm_drains_then_hangs_up_remaining_calls() {
-    let mut engine = Engine::start("shutdown:\n  drain-timeout: 1s\n");
+    let mut engine = Engine::start("shutdown:\n  drain-timeout: 2s\n");
     let sc = scenario("caller-basic.xml");
     let ports = engine.ports;
     let sip = engine.sip;
@@ -208,6 +208,28 @@ fn sigterm_drains_then_hangs_up_remaining_calls() {
             .unwrap()
     });
     assert!(engine.wait_log("answered", Duration::from_secs(10)));
+    std::process::Command::new("kill")
+        .args(["-TERM", &engine.pid().unwrap().to_string()])
+        .status()
+        .unwrap();
+    assert!(engine.wait_log("draining", Duration::from_secs(3)));
+    // While draining, a new call is refused with 503.
+    let port = engine.ports.spare(0);
+    let peer = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let invite = format!(
+        "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKlate\r\n\
+From: <sip:late@127.0.0.1>;tag=l\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: late\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:late@127.0.0.1:{port}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    peer.send_to(invite.as_bytes(), engine.sip).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = peer.recv_from(&mut buf).expect("no answer while draining");
+    assert!(
+        buf[..n].starts_with(b"SIP/2.0 503"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
     let status = engine
         .terminate(Duration::from_secs(10))
         .expect("engine did not exit");

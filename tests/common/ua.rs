@@ -190,6 +190,33 @@ CSeq: {cseq} {method}\r\nContact: <sip:ua@{local}>\r\nMax-Forwards: 70\r\n{ctype
         }
     }
 
+    /// Waits for the engine's BYE and answers it 200; `true` if it came.
+    pub fn expect_bye(&self, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        let mut buf = [0u8; 8192];
+        while Instant::now() < until {
+            let Ok((n, from)) = self.sip.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(Message::Request(req)) = parse(&buf[..n]) else {
+                continue;
+            };
+            if req.method.as_str() != "BYE" {
+                continue;
+            }
+            let mut ok = String::from("SIP/2.0 200 OK\r\n");
+            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                for v in req.headers.get_all(name) {
+                    ok.push_str(&format!("{name}: {v}\r\n"));
+                }
+            }
+            ok.push_str("Content-Length: 0\r\n\r\n");
+            self.sip.send_to(ok.as_bytes(), from).unwrap();
+            return true;
+        }
+        false
+    }
+
     /// Hangs up and waits for the 200.
     pub fn bye(&mut self) {
         self.cseq += 1;
