@@ -111,6 +111,9 @@ impl PromptCache {
                 .join("/");
             match decode_file(&path) {
                 Ok(samples) => {
+                    if cache.get(&name).is_some() {
+                        warn!(prompt = %name, file = %path.display(), "two sound files have this name; the later one is used");
+                    }
                     cache.insert(Prompt::from_samples(&name, &samples));
                 }
                 Err(e) => warn!(error = %e, "sound skipped"),
