@@ -30,7 +30,7 @@ command -v sipp >/dev/null || { echo "needs SIPp: apt-get install -y sip-tester"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --quiet --bin hotline --example rtp_sink
-bin=target/release/hotline
+bin=${HOTLINE_BIN:-target/release/hotline}  # HOTLINE_BIN compares another build
 sink=target/release/examples/rtp_sink
 work=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -19,7 +19,7 @@ pub use clock::{MediaEvent, MediaStats, StreamConfig};
 pub use dtmf::{Digit, DigitSource};
 pub use prompt::{Prompt, PromptCache};
 
-use clock::{Channel, ClockCommand};
+use clock::{Channel, ChannelCommand, ClockCommand};
 use ports::PortPool;
 
 use crate::config::RtpConfig;
@@ -150,7 +150,7 @@ impl MediaChannel {
 
     /// Sets (or changes) where and how RTP flows.
     pub fn configure(&self, stream: StreamConfig) {
-        let _ = self.clock.send(ClockCommand::Configure(self.id, stream));
+        self.send(ChannelCommand::Configure(stream));
     }
 
     /// Starts a prompt, replacing whatever played; returns the token its
@@ -158,8 +158,7 @@ impl MediaChannel {
     pub fn play(&mut self, prompt: Arc<Prompt>, looping: bool) -> u64 {
         self.next_token += 1;
         let token = self.next_token;
-        let _ = self.clock.send(ClockCommand::Play {
-            id: self.id,
+        self.send(ChannelCommand::Play {
             prompt,
             looping,
             token,
@@ -169,12 +168,16 @@ impl MediaChannel {
 
     /// Stops playback; silence follows.
     pub fn stop(&self) {
-        let _ = self.clock.send(ClockCommand::Stop(self.id));
+        self.send(ChannelCommand::Stop);
     }
 
     /// Sends a digit as RFC 4733 telephone-events.
     pub fn send_digit(&self, digit: Digit) {
-        let _ = self.clock.send(ClockCommand::SendDigit(self.id, digit));
+        self.send(ChannelCommand::SendDigit(digit));
+    }
+
+    fn send(&self, cmd: ChannelCommand) {
+        let _ = self.clock.send(ClockCommand::To(self.id, cmd));
     }
 }
 
