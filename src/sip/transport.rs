@@ -167,7 +167,9 @@ pub fn frame(buf: &[u8]) -> Framing {
             }
         }
     }
-    let total = head_end + 4 + length;
+    // A huge declared length must not wrap: it just never completes, and
+    // the connection is closed once the buffer passes the size limit.
+    let total = (head_end + 4).saturating_add(length);
     if buf.len() >= total {
         Framing::Message(total)
     } else {
@@ -188,5 +190,7 @@ mod tests {
         );
         let msg = b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 3\r\n\r\nabcNEXT";
         assert_eq!(frame(msg), Framing::Message(msg.len() - 4));
+        let huge = b"OPTIONS sip:a SIP/2.0\r\nl: 18446744073709551615\r\n\r\nab";
+        assert_eq!(frame(huge), Framing::Incomplete);
     }
 }
