@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,15 +14,17 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::dialog::{Dialog, DialogState, PendingInvite};
+use super::handle::{
+    Command, DialogEvent, DialogHandle, DialogId, IncomingCall, SipLayer, SipStatus,
+};
 use super::header::{tag_of, NameAddr, SipUri, Via};
-use super::message::{self, reason_phrase, Headers, Message, Method, Request, Response};
+use super::message::{self, Message, Method, Request, Response};
+use super::reply;
 use super::transaction::{
     RequestMatch, ServerKey, Target, Transactions, Transmit, Transport, TxEvent, TxId,
 };
 use super::transport::{self, Inbound};
 use crate::config::Config;
-
-const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
 
 /// Why the SIP layer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,122 +35,6 @@ pub enum SipError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// A new call offered by a trunk, for the call layer to take.
-#[derive(Debug)]
-pub struct IncomingCall {
-    pub call_id: String,
-    /// The caller's user part (From), e.g. a phone number.
-    pub caller: String,
-    pub caller_name: Option<String>,
-    /// The dialled number: the Request-URI's user part.
-    pub dialed: String,
-    pub trunk: String,
-    pub source: SocketAddr,
-    /// The SDP offer, when the INVITE carried one.
-    pub offer: Option<Vec<u8>>,
-    pub dialog: DialogHandle,
-    pub events: mpsc::UnboundedReceiver<DialogEvent>,
-}
-
-/// What happens on a call's dialog, told to its call task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DialogEvent {
-    /// The caller acknowledged our 2xx; carries the SDP answer for a late offer.
-    Ack { sdp: Option<Vec<u8>> },
-    /// The caller gave up before the answer.
-    Cancelled,
-    /// The caller hung up.
-    Bye,
-    /// A re-INVITE (hold, resume, codec change): answer with [`DialogHandle::answer`].
-    ReInvite { sdp: Option<Vec<u8>> },
-    /// A SIP INFO (already answered 200), e.g. DTMF.
-    Info { content_type: String, body: Vec<u8> },
-    /// The 2xx was never acknowledged.
-    NoAck,
-    /// Our BYE was answered (or timed out): the dialog is gone.
-    Ended,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DialogId(u64);
-
-#[derive(Debug)]
-enum Command {
-    /// Answer the pending INVITE or re-INVITE.
-    Respond {
-        dialog: DialogId,
-        status: u16,
-        sdp: Option<Vec<u8>>,
-    },
-    /// End the call: BYE when confirmed, a final error response when early.
-    Hangup { dialog: DialogId },
-    /// The call task is gone.
-    Release { dialog: DialogId },
-}
-
-/// The call task's side of its dialog.
-#[derive(Debug)]
-pub struct DialogHandle {
-    id: DialogId,
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-impl DialogHandle {
-    /// Sends a provisional or final response to the pending (re-)INVITE.
-    pub fn respond(&self, status: u16) {
-        let _ = self.commands.send(Command::Respond {
-            dialog: self.id,
-            status,
-            sdp: None,
-        });
-    }
-
-    /// Answers the pending (re-)INVITE with `200 OK` and this SDP.
-    pub fn answer(&self, sdp: Vec<u8>) {
-        let _ = self.commands.send(Command::Respond {
-            dialog: self.id,
-            status: 200,
-            sdp: Some(sdp),
-        });
-    }
-
-    /// Hangs up: BYE once answered, `480` before.
-    pub fn hangup(&self) {
-        let _ = self.commands.send(Command::Hangup { dialog: self.id });
-    }
-}
-
-impl Drop for DialogHandle {
-    fn drop(&mut self) {
-        let _ = self.commands.send(Command::Release { dialog: self.id });
-    }
-}
-
-/// Shared switches and counters of the running SIP layer.
-#[derive(Debug, Default)]
-pub struct SipStatus {
-    draining: AtomicBool,
-    dialogs: AtomicUsize,
-}
-
-impl SipStatus {
-    /// Refuse new calls with `503` from now on.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-    pub fn dialogs(&self) -> usize {
-        self.dialogs.load(Ordering::SeqCst)
-    }
-}
-
-/// The running SIP layer, as seen from outside.
-pub struct SipLayer {
-    pub incoming: mpsc::Receiver<IncomingCall>,
-    pub status: Arc<SipStatus>,
-    pub udp_addr: Option<SocketAddr>,
-    pub tcp_addr: Option<SocketAddr>,
 }
 
 /// Binds the transports and starts the SIP core task.
@@ -375,7 +261,7 @@ impl SipCore {
             return;
         };
         via.stamp_received(from.addr);
-        replace_top_via(&mut req.headers, &via.to_string());
+        req.headers.replace_top_via(&via.to_string());
         let reply_to = match from.transport {
             Transport::Tcp => from,
             Transport::Udp => Target {
@@ -710,12 +596,7 @@ impl SipCore {
         }
     }
 
-    /// Replies on a server transaction; `dialog` adds our To tag.
-    fn reply(&mut self, tx: TxId, req: &Request, status: u16, dialog: Option<DialogId>) {
-        let resp = self.response(req, status, dialog, None);
-        self.out.extend(self.txs.respond(tx, &resp, now()));
-    }
-
+    /// A response to `req`; within a dialog the To tag is the dialog's.
     fn response(
         &self,
         req: &Request,
@@ -723,85 +604,20 @@ impl SipCore {
         dialog: Option<DialogId>,
         sdp: Option<Vec<u8>>,
     ) -> Response {
-        let mut headers = Headers::default();
-        for via in req.headers.get_all("Via") {
-            headers.push("Via", via);
-        }
-        headers.push("From", req.headers.get("From").unwrap_or_default());
-        let to = req.headers.get("To").unwrap_or_default();
-        let local_tag = dialog
+        let to_tag = dialog
             .and_then(|id| self.dialogs.get(&id))
-            .map(|s| s.dialog.local_tag.as_str());
-        match (tag_of(to), local_tag) {
-            (None, Some(tag)) if status > 100 => headers.push("To", format!("{to};tag={tag}")),
-            (None, None) if status > 100 => {
-                headers.push("To", format!("{to};tag={}", random_token(8)))
-            }
-            _ => headers.push("To", to),
-        }
-        headers.push("Call-ID", req.call_id());
-        headers.push("CSeq", req.headers.get("CSeq").unwrap_or_default());
-        let creates_dialog = req.method == Method::Invite && (101..300).contains(&status);
-        if creates_dialog {
-            for rr in req.headers.get_all("Record-Route") {
-                headers.push("Record-Route", rr);
-            }
-            let over_tcp = req
-                .top_via()
-                .is_some_and(|v| v.to_ascii_uppercase().contains("/TCP"));
-            let transport = if over_tcp { ";transport=tcp" } else { "" };
-            headers.push(
-                "Contact",
-                format!("<sip:hotline@{}{}>", self.local, transport),
-            );
-        }
-        if status == 405 || status == 501 || (req.method == Method::Options && status == 200) {
-            headers.push("Allow", ALLOW);
-        }
-        if req.method == Method::Options && status == 200 {
-            headers.push(
-                "Accept",
-                "application/sdp, application/dtmf-relay, application/dtmf",
-            );
-        }
-        if status == 415 {
-            headers.push("Accept", "application/sdp");
-        }
-        if status == 503 {
-            headers.push("Retry-After", "30");
-        }
-        headers.push("Server", self.config.sip.user_agent.as_str());
-        let body = match sdp {
-            Some(body) => {
-                headers.push("Content-Type", "application/sdp");
-                body
-            }
-            None => Vec::new(),
+            .map(|s| s.dialog.local_tag.clone())
+            .unwrap_or_else(|| random_token(8));
+        let us = reply::Local {
+            contact: self.local,
+            server: &self.config.sip.user_agent,
         };
-        Response {
-            status,
-            reason: reason_phrase(status).to_owned(),
-            headers,
-            body,
-        }
+        reply::response(req, status, &to_tag, &us, sdp)
     }
-}
 
-fn replace_top_via(headers: &mut Headers, new_top: &str) {
-    // The top Via is the first entry of the first Via header.
-    let mut rebuilt = Headers::default();
-    let mut done = false;
-    for (name, value) in headers.iter() {
-        if !done && name.eq_ignore_ascii_case("Via") {
-            let mut entries: Vec<&str> = message::split_list(value).collect();
-            if !entries.is_empty() {
-                entries[0] = new_top;
-            }
-            rebuilt.push("Via", entries.join(", "));
-            done = true;
-        } else {
-            rebuilt.push(name, value);
-        }
+    /// Replies on a server transaction; `dialog` adds our To tag.
+    fn reply(&mut self, tx: TxId, req: &Request, status: u16, dialog: Option<DialogId>) {
+        let resp = self.response(req, status, dialog, None);
+        self.out.extend(self.txs.respond(tx, &resp, now()));
     }
-    *headers = rebuilt;
 }

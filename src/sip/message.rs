@@ -110,6 +110,23 @@ impl Headers {
         self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
     }
 
+    /// Replaces the first entry of the first Via header (the top Via).
+    pub fn replace_top_via(&mut self, new_top: &str) {
+        if let Some((_, value)) = self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case("Via"))
+        {
+            let mut entries: Vec<&str> = split_list(value).collect();
+            if entries.is_empty() {
+                *value = new_top.to_owned();
+            } else {
+                entries[0] = new_top;
+                *value = entries.join(", ");
+            }
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }

@@ -4,9 +4,12 @@
 
 pub mod core;
 pub mod dialog;
+pub mod handle;
 pub mod header;
 pub mod message;
+pub mod reply;
 pub mod transaction;
 pub mod transport;
 
-pub use self::core::{start, DialogEvent, DialogHandle, IncomingCall, SipError, SipLayer};
+pub use self::core::{start, SipError};
+pub use self::handle::{DialogEvent, DialogHandle, IncomingCall, SipLayer, SipStatus};

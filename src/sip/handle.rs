@@ -1,0 +1,125 @@
+//! What the call layer sees of the SIP layer: incoming calls, the events on
+//! a call's dialog, and the handle through which a call task answers and
+//! hangs up.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+/// A new call offered by a trunk, for the call layer to take.
+#[derive(Debug)]
+pub struct IncomingCall {
+    pub call_id: String,
+    /// The caller's user part (From), e.g. a phone number.
+    pub caller: String,
+    pub caller_name: Option<String>,
+    /// The dialled number: the Request-URI's user part.
+    pub dialed: String,
+    pub trunk: String,
+    pub source: SocketAddr,
+    /// The SDP offer, when the INVITE carried one.
+    pub offer: Option<Vec<u8>>,
+    pub dialog: DialogHandle,
+    pub events: mpsc::UnboundedReceiver<DialogEvent>,
+}
+
+/// What happens on a call's dialog, told to its call task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialogEvent {
+    /// The caller acknowledged our 2xx; carries the SDP answer for a late offer.
+    Ack { sdp: Option<Vec<u8>> },
+    /// The caller gave up before the answer.
+    Cancelled,
+    /// The caller hung up.
+    Bye,
+    /// A re-INVITE (hold, resume, codec change): answer with [`DialogHandle::answer`].
+    ReInvite { sdp: Option<Vec<u8>> },
+    /// A SIP INFO (already answered 200), e.g. DTMF.
+    Info { content_type: String, body: Vec<u8> },
+    /// The 2xx was never acknowledged.
+    NoAck,
+    /// Our BYE was answered (or timed out): the dialog is gone.
+    Ended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DialogId(pub(super) u64);
+
+#[derive(Debug)]
+pub(super) enum Command {
+    /// Answer the pending INVITE or re-INVITE.
+    Respond {
+        dialog: DialogId,
+        status: u16,
+        sdp: Option<Vec<u8>>,
+    },
+    /// End the call: BYE when confirmed, a final error response when early.
+    Hangup { dialog: DialogId },
+    /// The call task is gone.
+    Release { dialog: DialogId },
+}
+
+/// The call task's side of its dialog.
+#[derive(Debug)]
+pub struct DialogHandle {
+    pub(super) id: DialogId,
+    pub(super) commands: mpsc::UnboundedSender<Command>,
+}
+
+impl DialogHandle {
+    /// Sends a provisional or final response to the pending (re-)INVITE.
+    pub fn respond(&self, status: u16) {
+        let _ = self.commands.send(Command::Respond {
+            dialog: self.id,
+            status,
+            sdp: None,
+        });
+    }
+
+    /// Answers the pending (re-)INVITE with `200 OK` and this SDP.
+    pub fn answer(&self, sdp: Vec<u8>) {
+        let _ = self.commands.send(Command::Respond {
+            dialog: self.id,
+            status: 200,
+            sdp: Some(sdp),
+        });
+    }
+
+    /// Hangs up: BYE once answered, `480` before.
+    pub fn hangup(&self) {
+        let _ = self.commands.send(Command::Hangup { dialog: self.id });
+    }
+}
+
+impl Drop for DialogHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Release { dialog: self.id });
+    }
+}
+
+/// Shared switches and counters of the running SIP layer.
+#[derive(Debug, Default)]
+pub struct SipStatus {
+    pub(super) draining: AtomicBool,
+    pub(super) dialogs: AtomicUsize,
+}
+
+impl SipStatus {
+    /// Refuse new calls with `503` from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.load(Ordering::SeqCst)
+    }
+}
+
+/// The running SIP layer, as seen from outside.
+pub struct SipLayer {
+    pub incoming: mpsc::Receiver<IncomingCall>,
+    pub status: Arc<SipStatus>,
+    pub udp_addr: Option<SocketAddr>,
+    pub tcp_addr: Option<SocketAddr>,
+}
