@@ -212,6 +212,8 @@ impl SipCore {
                     }
                 }
             }
+            // The engine sends no INVITE yet (agents and callbacks will).
+            TxEvent::Provisional(..) => {}
             TxEvent::Response(tx, _) | TxEvent::Timeout(tx) => {
                 if let Some(id) = self.by_tx.remove(&tx) {
                     if let Some(slot) = self.dialogs.get(&id) {
@@ -487,7 +489,7 @@ impl SipCore {
         else {
             return;
         };
-        if let Some(ev) = self.txs.on_response(&branch, resp, now()) {
+        if let Some(ev) = self.txs.on_response(&branch, resp, now(), &mut self.out) {
             self.on_tx_event(ev);
         }
     }

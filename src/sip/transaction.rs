@@ -4,7 +4,9 @@
 //! Server side: INVITE (Proceeding → Completed → Confirmed for non-2xx; the
 //! RFC 6026 Accepted state for 2xx, which also retransmits the 2xx until the
 //! ACK, timers G/H/L) and non-INVITE (Trying → Completed, timer J).
-//! Client side: non-INVITE (timers E/F/K), used for BYE.
+//! Client side: non-INVITE (timers E/F/K), used for BYE; INVITE (timers A/B,
+//! the ACK for a non-2xx built here, timer D; RFC 6026's Accepted state and
+//! timer M, passing every 2xx to the TU, which ACKs it).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -12,11 +14,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::message::{Method, Request, Response};
+use super::message::{Headers, Method, Request, Response};
 
 pub const T1: Duration = Duration::from_millis(500);
 pub const T2: Duration = Duration::from_secs(4);
 pub const T4: Duration = Duration::from_secs(5);
+/// How long a client INVITE transaction re-ACKs retransmitted finals (UDP).
+const TIMER_D: Duration = Duration::from_secs(32);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -107,7 +111,10 @@ pub enum TxEvent {
     /// A server INVITE's final response was never acknowledged (timer H, or
     /// 64·T1 without ACK for a 2xx).
     NoAck(TxId),
-    /// A client transaction got its final response.
+    /// A client INVITE got a provisional response (ringing, progress).
+    Provisional(TxId, Box<Response>),
+    /// A client transaction got its final response. For an INVITE every 2xx
+    /// (retransmitted or forked) is reported, since the TU must ACK each.
     Response(TxId, Box<Response>),
     /// A client transaction got no final response (timer F), or its
     /// transport failed.
@@ -144,13 +151,27 @@ struct ServerTx {
 #[derive(Debug)]
 struct ClientTx {
     branch: String,
+    method: Method,
     target: Target,
     request: Arc<[u8]>,
     retransmit_at: Option<Instant>,
     interval: Duration,
     end_at: Instant,
+    /// A final response arrived.
     done: bool,
+    /// INVITE only: the request (to build the ACK) and the ACK once sent.
+    invite: Option<InviteClient>,
 }
+
+#[derive(Debug)]
+struct InviteClient {
+    request: Request,
+    ack: Option<Arc<[u8]>>,
+}
+
+/// How long an INVITE may stay in Proceeding before the transaction gives
+/// up (the TU normally CANCELs far earlier, at its ring timeout).
+const PROCEEDING_LIMIT: Duration = Duration::from_secs(180);
 
 #[derive(Debug)]
 enum Tx {
@@ -164,7 +185,9 @@ pub struct Transactions {
     next_id: u64,
     txs: HashMap<TxId, Tx>,
     servers: HashMap<ServerKey, TxId>,
-    clients: HashMap<String, TxId>,
+    /// By branch and method (RFC 3261 §17.1.3): a CANCEL shares its
+    /// INVITE's branch.
+    clients: HashMap<(String, Method), TxId>,
     timers: BinaryHeap<Reverse<(Instant, TxId)>>,
 }
 
@@ -307,7 +330,8 @@ impl Transactions {
         }
     }
 
-    /// Starts a non-INVITE client transaction; returns its id and the first transmit.
+    /// Starts a client transaction (INVITE or not); returns its id and the
+    /// first transmit.
     pub fn send_request(
         &mut self,
         branch: &str,
@@ -323,27 +347,81 @@ impl Transactions {
             id,
             Tx::Client(ClientTx {
                 branch: branch.to_owned(),
+                method: request.method.clone(),
                 target,
                 request: bytes.clone(),
                 retransmit_at,
                 interval: T1,
                 end_at,
                 done: false,
+                invite: (request.method == Method::Invite).then(|| InviteClient {
+                    request: request.clone(),
+                    ack: None,
+                }),
             }),
         );
-        self.clients.insert(branch.to_owned(), id);
+        self.clients
+            .insert((branch.to_owned(), request.method.clone()), id);
         for at in [retransmit_at, Some(end_at)].into_iter().flatten() {
             self.timers.push(Reverse((at, id)));
         }
         (id, Transmit { target, bytes })
     }
 
-    /// Matches a response to its client transaction by the top Via branch.
-    pub fn on_response(&mut self, branch: &str, resp: Response, now: Instant) -> Option<TxEvent> {
-        let id = *self.clients.get(branch)?;
+    /// Matches a response to its client transaction by the top Via branch;
+    /// an ACK the transaction sends itself goes to `out`.
+    pub fn on_response(
+        &mut self,
+        branch: &str,
+        resp: Response,
+        now: Instant,
+        out: &mut Vec<Transmit>,
+    ) -> Option<TxEvent> {
+        let (_, method) = resp.cseq()?;
+        let id = *self.clients.get(&(branch.to_owned(), method))?;
         let Some(Tx::Client(tx)) = self.txs.get_mut(&id) else {
             return None;
         };
+        let reliable = tx.target.transport.is_reliable();
+        if let Some(invite) = tx.invite.as_mut() {
+            if resp.status < 200 {
+                if tx.done {
+                    return None;
+                }
+                // Proceeding: stop timer A; the TU decides how long to ring.
+                tx.retransmit_at = None;
+                if tx.end_at < now + PROCEEDING_LIMIT {
+                    tx.end_at = now + PROCEEDING_LIMIT;
+                    self.timers.push(Reverse((tx.end_at, id)));
+                }
+                return Some(TxEvent::Provisional(id, Box::new(resp)));
+            }
+            if resp.status >= 300 {
+                if let Some(ack) = &invite.ack {
+                    // A retransmitted final: ACK again, tell nobody.
+                    out.push(Transmit {
+                        target: tx.target,
+                        bytes: ack.clone(),
+                    });
+                    return None;
+                }
+                let ack: Arc<[u8]> = ack_for(&invite.request, &resp).to_bytes().into();
+                out.push(Transmit {
+                    target: tx.target,
+                    bytes: ack.clone(),
+                });
+                invite.ack = Some(ack);
+                // Timer D absorbs retransmitted finals.
+                tx.end_at = now + if reliable { Duration::ZERO } else { TIMER_D };
+            } else if !tx.done {
+                // RFC 6026 Accepted: timer M passes later 2xx to the TU.
+                tx.end_at = now + 64 * T1;
+            }
+            tx.done = true;
+            tx.retransmit_at = None;
+            self.timers.push(Reverse((tx.end_at, id)));
+            return Some(TxEvent::Response(id, Box::new(resp)));
+        }
         if tx.done {
             return None;
         }
@@ -354,12 +432,7 @@ impl Transactions {
         }
         tx.done = true;
         tx.retransmit_at = None;
-        let linger = if tx.target.transport.is_reliable() {
-            Duration::ZERO
-        } else {
-            T4
-        };
-        tx.end_at = now + linger;
+        tx.end_at = now + if reliable { Duration::ZERO } else { T4 };
         self.timers.push(Reverse((tx.end_at, id)));
         Some(TxEvent::Response(id, Box::new(resp)))
     }
@@ -416,8 +489,8 @@ impl Transactions {
                     if !tx.done {
                         events.push(TxEvent::Timeout(id));
                     }
-                    let branch = tx.branch.clone();
-                    self.clients.remove(&branch);
+                    let key = (tx.branch.clone(), tx.method.clone());
+                    self.clients.remove(&key);
                     self.txs.remove(&id);
                     return;
                 }
@@ -427,7 +500,11 @@ impl Transactions {
                             target: tx.target,
                             bytes: tx.request.clone(),
                         });
-                        tx.interval = (tx.interval * 2).min(T2);
+                        // Timer A doubles without limit; timer E stops at T2.
+                        tx.interval = match tx.invite {
+                            Some(_) => tx.interval * 2,
+                            None => (tx.interval * 2).min(T2),
+                        };
                         let next = now + tx.interval;
                         tx.retransmit_at = Some(next);
                         self.timers.push(Reverse((next, id)));
@@ -435,6 +512,31 @@ impl Transactions {
                 }
             }
         }
+    }
+}
+
+/// The ACK for a non-2xx final response to `invite` (RFC 3261 §17.1.1.3):
+/// same Request-URI, Call-ID, From, CSeq number, top Via and Route; the To
+/// of the response.
+fn ack_for(invite: &Request, resp: &Response) -> Request {
+    let mut headers = Headers::default();
+    if let Some(via) = invite.top_via() {
+        headers.push("Via", via);
+    }
+    headers.push("Max-Forwards", "70");
+    headers.push("From", invite.headers.get("From").unwrap_or_default());
+    headers.push("To", resp.headers.get("To").unwrap_or_default());
+    headers.push("Call-ID", invite.call_id());
+    let seq = invite.cseq().map(|(n, _)| n).unwrap_or(1);
+    headers.push("CSeq", format!("{seq} ACK"));
+    for route in invite.headers.get_all("Route") {
+        headers.push("Route", route);
+    }
+    Request {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        headers,
+        body: Vec::new(),
     }
 }
 
@@ -454,11 +556,14 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c1\r\nCSeq: 1 {method}\r\nCon
         }
     }
 
+    /// A response to the BYE of these tests (parsed ones always have a CSeq).
     fn response(status: u16) -> Response {
+        let mut headers = Headers::default();
+        headers.push("CSeq", "1 BYE");
         Response {
             status,
             reason: "x".into(),
-            headers: Default::default(),
+            headers,
             body: vec![],
         }
     }
@@ -564,10 +669,112 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c1\r\nCSeq: 1 {method}\r\nCon
         assert!(out.len() >= 10);
 
         let (id2, _) = txs.send_request("z9hG4bKf", &bye, udp(), t0);
+        let mut out = vec![];
         assert_eq!(
-            txs.on_response("z9hG4bKf", response(200), t0),
+            txs.on_response("z9hG4bKf", response(200), t0, &mut out),
             Some(TxEvent::Response(id2, Box::new(response(200))))
         );
-        assert_eq!(txs.on_response("z9hG4bKf", response(200), t0), None);
+        assert_eq!(
+            txs.on_response("z9hG4bKf", response(200), t0, &mut out),
+            None
+        );
+        assert!(out.is_empty());
+    }
+
+    fn final_to_invite(status: u16) -> Response {
+        let text = format!(
+            "SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKi\r\n\
+From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>;tag=agent\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        match parse(text.as_bytes()).unwrap() {
+            Message::Response(r) => r,
+            Message::Request(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn client_invite_retransmits_by_timer_a_until_provisional_then_waits() {
+        let mut txs = Transactions::new();
+        let t0 = Instant::now();
+        let (id, _) = txs.send_request("z9hG4bKi", &invite("INVITE", "z9hG4bKi"), udp(), t0);
+        // Timer A doubles without a cap: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s.
+        let (out, ev) = run_until(&mut txs, t0 + 64 * T1);
+        assert_eq!(out.len(), 6);
+        assert_eq!(ev, vec![TxEvent::Timeout(id)], "timer B");
+
+        let (id, _) = txs.send_request("z9hG4bKi", &invite("INVITE", "z9hG4bKi"), udp(), t0);
+        let mut out = vec![];
+        let ringing = txs.on_response("z9hG4bKi", final_to_invite(180), t0, &mut out);
+        assert!(matches!(ringing, Some(TxEvent::Provisional(i, _)) if i == id));
+        let (out, ev) = run_until(&mut txs, t0 + 64 * T1);
+        assert!(
+            out.is_empty() && ev.is_empty(),
+            "ringing: no retransmission, no timeout"
+        );
+    }
+
+    #[test]
+    fn client_invite_acks_a_failure_itself_and_again_on_its_retransmission() {
+        let mut txs = Transactions::new();
+        let t0 = Instant::now();
+        let (id, _) = txs.send_request("z9hG4bKi", &invite("INVITE", "z9hG4bKi"), udp(), t0);
+        let mut out = vec![];
+        let ev = txs.on_response("z9hG4bKi", final_to_invite(486), t0, &mut out);
+        assert!(matches!(ev, Some(TxEvent::Response(i, ref r)) if i == id && r.status == 486));
+        assert_eq!(out.len(), 1);
+        let Ok(Message::Request(ack)) = parse(&out[0].bytes) else {
+            panic!("the ACK does not parse")
+        };
+        assert_eq!(ack.method, Method::Ack);
+        assert_eq!(ack.cseq(), Some((1, Method::Ack)));
+        assert!(
+            ack.top_via().unwrap().contains("z9hG4bKi"),
+            "same branch as the INVITE"
+        );
+        assert!(ack.headers.get("To").unwrap().contains("tag=agent"));
+        // The 486 again: ACK again, no second event.
+        let again = txs.on_response("z9hG4bKi", final_to_invite(486), t0, &mut out);
+        assert_eq!(again, None);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn client_invite_passes_every_2xx_to_the_tu() {
+        let mut txs = Transactions::new();
+        let t0 = Instant::now();
+        let (id, _) = txs.send_request("z9hG4bKi", &invite("INVITE", "z9hG4bKi"), udp(), t0);
+        let mut out = vec![];
+        for _ in 0..2 {
+            let ev = txs.on_response("z9hG4bKi", final_to_invite(200), t0, &mut out);
+            assert!(matches!(ev, Some(TxEvent::Response(i, _)) if i == id));
+        }
+        assert!(out.is_empty(), "the TU, not the transaction, ACKs a 2xx");
+        let (_, ev) = run_until(&mut txs, t0 + 64 * T1);
+        assert!(ev.is_empty(), "an answered INVITE does not time out");
+        assert!(txs.is_empty(), "timer M ended it");
+    }
+
+    #[test]
+    fn cancel_shares_the_invite_branch_but_is_its_own_transaction() {
+        let mut txs = Transactions::new();
+        let t0 = Instant::now();
+        let (inv, _) = txs.send_request("z9hG4bKi", &invite("INVITE", "z9hG4bKi"), udp(), t0);
+        let (can, _) = txs.send_request("z9hG4bKi", &invite("CANCEL", "z9hG4bKi"), udp(), t0);
+        let mut out = vec![];
+        let mut ok_cancel = final_to_invite(200);
+        ok_cancel.headers = {
+            let mut h = Headers::default();
+            h.push("CSeq", "1 CANCEL");
+            h
+        };
+        assert!(matches!(
+            txs.on_response("z9hG4bKi", ok_cancel, t0, &mut out),
+            Some(TxEvent::Response(i, _)) if i == can
+        ));
+        assert!(matches!(
+            txs.on_response("z9hG4bKi", final_to_invite(487), t0, &mut out),
+            Some(TxEvent::Response(i, ref r)) if i == inv && r.status == 487
+        ));
+        assert_eq!(out.len(), 1, "the 487 is ACKed");
     }
 }
