@@ -5,7 +5,6 @@ pub mod demo;
 pub mod engine;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -175,37 +174,27 @@ impl Call {
                 }
                 Some(ev) = self.media.events.recv() => {
                     if self.on_media(ev) {
-                        return self.hang_up().await;
+                        return self.hang_up();
                     }
                 }
                 _ = tokio::time::sleep_until(max) => {
                     info!(limit = ?self.ctx.config.demo.max_duration, "call reached its maximum duration");
-                    return self.hang_up().await;
+                    return self.hang_up();
                 }
                 changed = hangup_all.changed() => {
                     if changed.is_err() || *hangup_all.borrow() {
                         info!("engine shutting down");
-                        return self.hang_up().await;
+                        return self.hang_up();
                     }
                 }
             }
         }
     }
 
-    /// Sends BYE and waits briefly for the dialog to close.
-    async fn hang_up(&mut self) -> Ending {
+    /// Sends BYE. The SIP core carries the BYE transaction to its end on
+    /// its own, so the call's media is freed now, not when the BYE is answered.
+    fn hang_up(&mut self) -> Ending {
         self.dialog.hangup();
-        let wait = tokio::time::sleep(Duration::from_secs(40));
-        tokio::pin!(wait);
-        loop {
-            tokio::select! {
-                ev = self.events.recv() => match ev {
-                    Some(DialogEvent::Ended) | Some(DialogEvent::Bye) | None => break,
-                    Some(_) => {}
-                },
-                _ = &mut wait => break,
-            }
-        }
         Ending::WeHungUp
     }
 
