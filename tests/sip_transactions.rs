@@ -169,3 +169,18 @@ From: <sip:t@127.0.0.1>;tag=frr1\r\nTo: {to}\r\nCall-ID: rr1\r\nCSeq: 1 ACK\r\nC
         .get("To")
         .is_some_and(|t| t.contains("tag=frr1")));
 }
+
+#[test]
+fn an_offer_without_a_common_codec_gets_488_before_any_ringing() {
+    let engine = Engine::start("demo:\n  answer-delay: 3s\n");
+    let port = engine.ports.spare(0);
+    let s = peer(port);
+    // G.729 only: nothing we speak.
+    let msg = invite(port, "g729", "").replace("RTP/AVP 0", "RTP/AVP 18");
+    s.send_to(msg.as_bytes(), engine.sip).unwrap();
+    let got = collect(&s, Duration::from_millis(800));
+    // (Twice, as we do not ACK: timer G resends it after 0.5 s.)
+    assert!(!responses(&got, 488).is_empty(), "488 within 0.8 s");
+    assert!(responses(&got, 180).is_empty(), "no ringing first");
+    assert!(!engine.log().contains("answered"));
+}

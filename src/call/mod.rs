@@ -112,19 +112,23 @@ impl Call {
             hangup_after: None,
             digits: String::new(),
         };
+        // An unusable offer is refused before any ringing.
+        let offered = match offer {
+            Some(body) => match sdp::parse(&body).and_then(|o| sdp::negotiate(&o)) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    warn!(error = %e, "offer refused");
+                    call.dialog.respond(488);
+                    return Ending::Refused;
+                }
+            },
+            None => None,
+        };
         if let Some(end) = call.ring().await {
             return end;
         }
-        match offer {
-            Some(body) => {
-                let n = match sdp::parse(&body).and_then(|o| sdp::negotiate(&o)) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        warn!(error = %e, "offer refused");
-                        call.dialog.respond(488);
-                        return Ending::Refused;
-                    }
-                };
+        match offered {
+            Some(n) => {
                 call.apply(n);
                 let answer = sdp::answer(&mut call.origin, call.media.local_port(), &n);
                 call.dialog.answer(answer);
