@@ -11,16 +11,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::diagnostic::Diagnostic;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{}: cannot read: {source}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(Box<Diagnostic>),
 }
 
 /// The whole engine configuration.
@@ -167,18 +169,15 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.to_owned(),
-            message,
-        })
+        Config::parse_file(path, &text).map_err(|d| ConfigError::Invalid(Box::new(d)))
     }
 
-    /// Parses configuration text; the error names line and column.
-    pub fn parse(text: &str) -> Result<Config, String> {
+    /// Parses configuration text; errors name `path`, line and column.
+    pub fn parse_file(path: &Path, text: &str) -> Result<Config, Diagnostic> {
         let mut config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| e.to_string())?
+            serde_saphyr::from_str(text).map_err(|e| Diagnostic::from_yaml(path, &e))?
         };
         if config.sounds_dir.as_os_str().is_empty() {
             config.sounds_dir = PathBuf::from("sounds");
@@ -186,8 +185,15 @@ impl Config {
         if config.data_dir.as_os_str().is_empty() {
             config.data_dir = PathBuf::from("data");
         }
-        config.check()?;
+        config
+            .check()
+            .map_err(|m| Diagnostic::whole_file(path, m))?;
         Ok(config)
+    }
+
+    /// Parses configuration text (tests, tools); the error names line and column.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        Config::parse_file(Path::new("<config>"), text).map_err(|d| d.to_string())
     }
 
     fn check(&self) -> Result<(), String> {
@@ -384,8 +390,17 @@ mod tests {
     #[test]
     fn unknown_key_is_refused_with_its_position() {
         let err = Config::parse("sip:\n  listne: 127.0.0.1:5060\n").unwrap_err();
-        assert!(err.contains("listne"), "{err}");
-        assert!(err.contains("2"), "line missing: {err}");
+        let first = err.lines().next().unwrap();
+        assert!(
+            first.starts_with("<config>:2:3: unknown field `listne`"),
+            "{err}"
+        );
+        assert!(first.ends_with("(did you mean `listen`?)"), "{err}");
+        let dup = Config::parse("trunks:\n  - {name: a, allow: []}\n  - {name: a, allow: []}\n");
+        assert_eq!(
+            dup.unwrap_err(),
+            "<config>: trunks: the name 'a' is used twice"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -19,6 +20,12 @@ struct Cli {
 enum Command {
     /// Answer calls.
     Run(RunArgs),
+    /// Check the configuration and the prompts it needs; exit 1 on a problem.
+    Validate {
+        /// The engine configuration.
+        #[arg(long, default_value = "hotline.yaml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -40,7 +47,7 @@ struct RunArgs {
     data_dir: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -50,9 +57,30 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match cli.command {
+    let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Validate { config } => validate(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // What the operator must fix, without a backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+fn validate(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let prompts = hotline::call::engine::load_prompts(&config)?;
+    println!(
+        "{}: ok ({} trunks, {} prompts)",
+        path.display(),
+        config.trunks.len(),
+        prompts.len()
+    );
+    Ok(())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

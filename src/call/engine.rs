@@ -35,14 +35,9 @@ impl Drop for CallGuard {
     }
 }
 
-/// Runs the engine until `shutdown` completes, then drains: new calls get
-/// `503`, calls in progress may finish for the drain timeout, then the rest
-/// are hung up.
-pub async fn run(
-    config: Arc<Config>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), EngineError> {
-    let prompts = Arc::new(PromptCache::load_dir(&config.sounds_dir)?);
+/// Loads every prompt and checks that those the line needs are there.
+pub fn load_prompts(config: &Config) -> Result<PromptCache, EngineError> {
+    let prompts = PromptCache::load_dir(&config.sounds_dir)?;
     let mut needed = vec![config.demo.welcome.clone(), "goodbye".to_owned()];
     needed.extend("0123456789*#".chars().map(demo::prompt_for));
     for name in needed {
@@ -53,6 +48,17 @@ pub async fn run(
             });
         }
     }
+    Ok(prompts)
+}
+
+/// Runs the engine until `shutdown` completes, then drains: new calls get
+/// `503`, calls in progress may finish for the drain timeout, then the rest
+/// are hung up.
+pub async fn run(
+    config: Arc<Config>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), EngineError> {
+    let prompts = Arc::new(load_prompts(&config)?);
     let media = MediaEngine::start(&config.rtp);
     let mut sip = sip::start(config.clone()).await?;
     let (hangup_tx, hangup_rx) = watch::channel(false);

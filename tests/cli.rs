@@ -1,0 +1,80 @@
+//! What an operator sees from the command line: `validate` and `run` refuse
+//! a bad configuration with path:line:col and a hint, exit 1, and print no
+//! backtrace; a good one validates.
+
+use std::process::Command;
+
+fn hotline(args: &[&str], dir: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hotline-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_shipped_configuration_validates() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, out, err) = hotline(&["validate"], root);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("hotline.yaml: ok"), "{out}");
+}
+
+#[test]
+fn a_misspelt_key_is_refused_with_its_position_and_a_hint() {
+    let dir = temp_dir("typo");
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "sip:\n  listen: 127.0.0.1:5060\n  listne: 1\n",
+    )
+    .unwrap();
+    for cmd in ["validate", "run"] {
+        let (code, _, err) = hotline(&[cmd, "--config", "bad.yaml"], &dir);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        let first = err
+            .lines()
+            .find(|l| l.starts_with("error:"))
+            .unwrap_or_default();
+        assert!(
+            first.starts_with("error: bad.yaml:3:3: unknown field `listne`"),
+            "{cmd}: {err}"
+        );
+        assert!(first.ends_with("(did you mean `listen`?)"), "{cmd}: {err}");
+        assert!(err.contains("3 |   listne: 1"), "the snippet: {err}");
+        assert!(!err.to_lowercase().contains("backtrace"), "{cmd}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_missing_prompt_is_named() {
+    let dir = temp_dir("prompt");
+    let sounds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sounds");
+    std::fs::write(
+        dir.join("hotline.yaml"),
+        format!(
+            "sounds-dir: {}\ndemo:\n  welcome: no-such-prompt\n",
+            sounds.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = hotline(&["validate"], &dir);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the prompt 'no-such-prompt' is missing"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
