@@ -17,14 +17,14 @@ fn prompts() -> PromptCache {
 }
 
 /// Index of the packet at which `prompt`'s frames start, all of them in
-/// order (or as many as were received). Prompts begin with silence, so every
-/// start position is tried.
+/// order (or as many as were received, at least 25). Prompts begin with
+/// silence, so every start position is tried.
 fn find_prompt(packets: &[Packet], cache: &PromptCache, name: &str, codec: Codec) -> Option<usize> {
     let prompt = cache.get(name).unwrap();
+    let payloads: Vec<&[u8]> = packets.iter().map(|p| p.payload.as_slice()).collect();
     (0..packets.len()).find(|&start| {
         let n = prompt.frames().min(packets.len() - start);
-        n >= prompt.frames().min(25)
-            && (0..n).all(|i| packets[start + i].payload == prompt.frame(codec, i))
+        n >= prompt.frames().min(25) && common::prompt_run(&payloads, start, &prompt, codec) == n
     })
 }
 

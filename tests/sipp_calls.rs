@@ -5,7 +5,10 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{digits_reported, rtp_sink, scenario, scenario_to_sink, sipp, Engine};
+use common::{
+    digits_reported, payloads_of_busiest, rtp_sink, scenario, scenario_to_sink, sipp,
+    spoken_in_order, Engine,
+};
 
 #[test]
 fn hundred_calls_are_answered_and_hear_audio() {
@@ -148,18 +151,40 @@ fn calls_from_an_unknown_address_are_refused() {
     assert!(!engine.log().contains("call arrived"));
 }
 
+/// An engine whose trunk sends RTP where the SDP says (our sink), even when
+/// the caller's own RTP comes from elsewhere (SIPp's pcap playback).
+fn engine_to_sink() -> Engine {
+    Engine::start_with(
+        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+        "",
+    )
+}
+
+/// Proves from the caller's side that the demo line spoke each digit back.
+fn assert_spoken_back(report: &common::SinkReport, digits: &str) {
+    let cache = hotline::media::PromptCache::load_dir(&common::root().join("sounds")).unwrap();
+    let heard = payloads_of_busiest(report);
+    let heard: Vec<&[u8]> = heard.iter().map(Vec::as_slice).collect();
+    let names: Vec<String> = digits
+        .chars()
+        .map(hotline::call::demo::prompt_for)
+        .collect();
+    // 12 frames (240 ms): the next key may cut a prompt short.
+    if let Err(e) = spoken_in_order(&heard, &cache, &names, hotline::sdp::Codec::Pcmu, 12) {
+        panic!("the caller did not hear {digits} spoken back: {e}");
+    }
+}
+
 #[test]
 fn sip_info_digits_are_reported_exactly() {
-    let engine = Engine::start("");
-    sipp(
-        &engine,
-        0,
-        &scenario("caller-dtmf-info.xml"),
-        &["-s", "100", "-d", "300", "-m", "1"],
-    )
-    .assert_ok();
+    let engine = engine_to_sink();
+    let sink_port = engine.ports.spare(0);
+    let sink = rtp_sink(sink_port, Duration::from_secs(6));
+    let sc = scenario_to_sink(&engine, "caller-dtmf-info.xml", sink_port);
+    sipp(&engine, 0, &sc, &["-s", "100", "-d", "1500", "-m", "1"]).assert_ok();
     assert!(engine.wait_log("call ended", Duration::from_secs(5)));
     assert_eq!(digits_reported(&engine.log()), "42*77");
+    assert_spoken_back(&sink.join().unwrap(), "42*77");
 }
 
 #[test]
@@ -168,13 +193,11 @@ fn rfc4733_digits_from_sipp_pcaps_are_reported_exactly() {
         std::path::Path::new("/usr/share/sip-tester/dtmf_2833_1.pcap").exists(),
         "needs sip-tester's DTMF pcaps: apt-get install -y sip-tester"
     );
-    let engine = Engine::start("");
-    let run = sipp(
-        &engine,
-        0,
-        &scenario("caller-dtmf-rfc4733.xml"),
-        &["-s", "100", "-d", "300", "-m", "1"],
-    );
+    let engine = engine_to_sink();
+    let sink_port = engine.ports.spare(0);
+    let sink = rtp_sink(sink_port, Duration::from_secs(8));
+    let sc = scenario_to_sink(&engine, "caller-dtmf-rfc4733.xml", sink_port);
+    let run = sipp(&engine, 0, &sc, &["-s", "100", "-d", "1500", "-m", "1"]);
     assert!(
         !run.output.contains("Operation not permitted") || run.status.success(),
         "play_pcap_audio needs root (raw sockets): run the tests as root"
@@ -182,6 +205,7 @@ fn rfc4733_digits_from_sipp_pcaps_are_reported_exactly() {
     run.assert_ok();
     assert!(engine.wait_log("call ended", Duration::from_secs(5)));
     assert_eq!(digits_reported(&engine.log()), "12350*99");
+    assert_spoken_back(&sink.join().unwrap(), "12350*99");
 }
 
 #[test]

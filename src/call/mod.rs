@@ -226,7 +226,7 @@ impl Call {
                     }
                     Err(e) => {
                         warn!(error = %e, "unusable answer in ACK; hanging up");
-                        self.dialog.hangup();
+                        return Some(self.hang_up());
                     }
                 }
                 None
@@ -234,7 +234,7 @@ impl Call {
             DialogEvent::Ack { .. } => {
                 if self.negotiated.is_none() {
                     warn!("ACK carried no answer to our offer; hanging up");
-                    self.dialog.hangup();
+                    return Some(self.hang_up());
                 }
                 None
             }
@@ -246,7 +246,7 @@ impl Call {
                 match dtmf::parse_info(&content_type, &body) {
                     Some(d) => {
                         if self.on_digit(d, DigitSource::SipInfo) {
-                            self.dialog.hangup();
+                            return Some(self.hang_up());
                         }
                     }
                     None => info!(%content_type, "INFO without a DTMF digit"),

@@ -321,3 +321,53 @@ pub fn digits_reported(log: &str) -> String {
         .filter_map(|rest| rest.chars().next())
         .collect()
 }
+
+/// How many of `prompt`'s frames match `payloads` in a row from `start`.
+pub fn prompt_run(
+    payloads: &[&[u8]],
+    start: usize,
+    prompt: &hotline::media::Prompt,
+    codec: hotline::sdp::Codec,
+) -> usize {
+    (0..prompt.frames())
+        .take_while(|&i| payloads.get(start + i) == Some(&prompt.frame(codec, i)))
+        .count()
+}
+
+/// Whether the caller heard `names` spoken one after another. Each prompt
+/// counts once `min_run` of its frames (or all, if shorter) arrived in a row,
+/// since the next key press may cut it short.
+pub fn spoken_in_order(
+    payloads: &[&[u8]],
+    cache: &hotline::media::PromptCache,
+    names: &[String],
+    codec: hotline::sdp::Codec,
+    min_run: usize,
+) -> Result<(), String> {
+    let mut pos = 0;
+    for name in names {
+        let prompt = cache.get(name).ok_or(format!("no prompt {name}"))?;
+        let need = min_run.min(prompt.frames());
+        let start = (pos..payloads.len())
+            .find(|&s| prompt_run(payloads, s, &prompt, codec) >= need)
+            .ok_or(format!("{name} not heard after packet {pos}"))?;
+        pos = start + need;
+    }
+    Ok(())
+}
+
+/// The RTP payloads a sink received from its busiest sender (one call).
+pub fn payloads_of_busiest(report: &SinkReport) -> Vec<Vec<u8>> {
+    report
+        .by_source
+        .values()
+        .max_by_key(|p| p.len())
+        .map(|p| {
+            p.iter()
+                .filter_map(|(_, bytes)| {
+                    hotline::media::rtp::parse(bytes).map(|(_, pl)| pl.to_vec())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
