@@ -46,12 +46,18 @@ trunks:
   - name: bench
     allow: [127.0.0.0/8]
     symmetric-rtp: false
-demo:
-  welcome: music/default
+flows-dir: $work/flows
+routes: { default: hold }
+queues:
+  bench: { greeting: null, music: music/default }
+calls:
   max-duration: 10m
 shutdown:
   drain-timeout: 1s
 EOF
+# Every call goes straight to a queue: the engine loops the hold music.
+mkdir -p "$work/flows"
+printf 'entry: hold\nnodes:\n  hold: { queue: bench }\n' > "$work/flows/hold.yaml"
 # The sample callers send no RTP, so their SDP port (the sink) is where audio goes.
 sed "s/m=audio \[media_port\]/m=audio $SINK_PORT/" sipp-scenarios/caller-basic.xml > "$work/sample.xml"
 
@@ -64,7 +70,6 @@ succeeded() { grep -a "Successful call" "$1" | tail -1 | awk -F'|' '{gsub(/ /, "
 printf '%-6s %-7s %-8s %-9s %-9s %-10s %-12s %-11s %-11s %-8s\n' \
   calls failed cpu_% rss_MiB KiB/call us/call-s gap_p99_ms gap_max_ms sink_strms sipp_cpu%
 for n in $STEPS; do
-  # The engine plays the hold music on a loop: the welcome prompt never ends.
   "$bin" run --config "$work/hotline.yaml" 2>"$work/engine.log" &
   pid=$!
   for _ in $(seq 100); do grep -q "hotline ready" "$work/engine.log" && break; sleep 0.1; done

@@ -14,6 +14,14 @@ pub struct Diagnostic {
     pub message: String,
     /// The offending lines with a caret, when known.
     pub snippet: Option<String>,
+    pub severity: Severity,
+}
+
+/// Errors refuse the file; warnings are printed and the file is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
 }
 
 impl Diagnostic {
@@ -24,7 +32,45 @@ impl Diagnostic {
             position: None,
             message: message.into(),
             snippet: None,
+            severity: Severity::Error,
         }
+    }
+
+    /// A problem at a 1-based line and column of `source`, with the line
+    /// shown and a caret under the column.
+    pub fn at(
+        path: &Path,
+        source: &str,
+        line: u64,
+        column: u64,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        let snippet = usize::try_from(line)
+            .ok()
+            .and_then(|l| source.lines().nth(l.checked_sub(1)?))
+            .map(|text| {
+                let num = line.to_string();
+                let pad = " ".repeat(num.len());
+                let caret = " ".repeat(usize::try_from(column.saturating_sub(1)).unwrap_or(0));
+                format!("{pad} |\n{num} | {text}\n{pad} | {caret}^")
+            });
+        Diagnostic {
+            path: path.to_owned(),
+            position: Some((line, column)),
+            message: message.into(),
+            snippet,
+            severity: Severity::Error,
+        }
+    }
+
+    /// The same problem, reported as a warning.
+    pub fn warning(mut self) -> Diagnostic {
+        self.severity = Severity::Warning;
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 
     /// From a YAML or type error while reading `path`.
@@ -47,17 +93,25 @@ impl Diagnostic {
             position: err.location().map(|l| (l.line(), l.column())),
             message,
             snippet: (!snippet.is_empty()).then(|| snippet.join("\n")),
+            severity: Severity::Error,
         }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.severity {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+        };
         match self.position {
-            Some((line, col)) => {
-                write!(f, "{}:{line}:{col}: {}", self.path.display(), self.message)?
-            }
-            None => write!(f, "{}: {}", self.path.display(), self.message)?,
+            Some((line, col)) => write!(
+                f,
+                "{}:{line}:{col}: {kind}{}",
+                self.path.display(),
+                self.message
+            )?,
+            None => write!(f, "{}: {kind}{}", self.path.display(), self.message)?,
         }
         if let Some(s) = &self.snippet {
             write!(f, "\n{s}")?;
@@ -79,6 +133,16 @@ fn did_you_mean(message: &str) -> Option<String> {
         .filter(|(d, k)| *d <= 2.max(k.len() / 3))
         .min()
         .map(|(_, k)| k.to_owned())
+}
+
+/// The candidate closest to a misspelt `word`, if any is close enough.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|k| (edit_distance(word, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
 }
 
 /// Levenshtein distance, for short keys.

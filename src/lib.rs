@@ -7,6 +7,7 @@
 pub mod call;
 pub mod config;
 pub mod diagnostic;
+pub mod flow;
 pub mod media;
 pub mod sdp;
 pub mod sip;

@@ -1,13 +1,14 @@
 //! The `hotline` command line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hotline::config::{Config, PortRange};
+use hotline::flow;
 
 #[derive(Parser)]
 #[command(name = "hotline", version, about = "SIP IVR and call-center engine")]
@@ -20,11 +21,16 @@ struct Cli {
 enum Command {
     /// Answer calls.
     Run(RunArgs),
-    /// Check the configuration and the prompts it needs; exit 1 on a problem.
+    /// Check the configuration and the flows; print each problem as
+    /// path:line:col and exit 1 if there is an error.
     Validate {
         /// The engine configuration.
         #[arg(long, default_value = "hotline.yaml")]
         config: PathBuf,
+        /// Flow files or directories to check (default: every flow in the
+        /// config's flows-dir). The flows-dir is always loaded with them, so
+        /// `goto` and routes resolve.
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -59,7 +65,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),
-        Command::Validate { config } => validate(&config),
+        Command::Validate { config, paths } => validate(&config, &paths),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,16 +77,50 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+fn validate(config_path: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
     let prompts = hotline::call::engine::load_prompts(&config)?;
-    println!(
-        "{}: ok ({} trunks, {} prompts)",
-        path.display(),
-        config.trunks.len(),
-        prompts.len()
-    );
-    Ok(())
+    let names = prompts.names().map(str::to_owned).collect();
+    let catalog = flow::set::catalog(&config, names);
+    // The flows directory, plus any file named on the command line.
+    let mut files = flow::set::flow_files(&config.flows_dir)
+        .with_context(|| format!("cannot read {}", config.flows_dir.display()))?;
+    for p in paths {
+        let more = if p.is_dir() {
+            flow::set::flow_files(p).with_context(|| format!("cannot read {}", p.display()))?
+        } else {
+            vec![p.clone()]
+        };
+        for f in more {
+            let same = |a: &PathBuf| {
+                a == &f
+                    || (a.canonicalize().ok().is_some()
+                        && a.canonicalize().ok() == f.canonicalize().ok())
+            };
+            if !files.iter().any(same) {
+                files.push(f);
+            }
+        }
+    }
+    let loaded = flow::set::load_files(&config, config_path, &catalog, &files, 1);
+    for d in &loaded.diagnostics {
+        println!("{d}");
+    }
+    let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = loaded.diagnostics.len() - errors;
+    match loaded.set {
+        Some(set) => {
+            let nodes: usize = set.flows.iter().map(|f| f.nodes.len()).sum();
+            println!(
+                "{}: ok ({} flows, {nodes} nodes, {} prompts, {warnings} warnings)",
+                config_path.display(),
+                set.flows.len(),
+                prompts.len(),
+            );
+            Ok(())
+        }
+        None => anyhow::bail!("{errors} errors, {warnings} warnings"),
+    }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -103,7 +143,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        hotline::call::engine::run(Arc::new(config), shutdown_signal())
+        hotline::call::engine::run(Arc::new(config), &args.config, shutdown_signal())
             .await
             .context("the engine stopped")
     })

@@ -59,22 +59,60 @@ fn a_misspelt_key_is_refused_with_its_position_and_a_hint() {
 }
 
 #[test]
-fn a_missing_prompt_is_named() {
-    let dir = temp_dir("prompt");
-    let sounds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sounds");
+fn validate_names_each_flow_problem_by_line_and_column_and_run_refuses_to_start() {
+    let dir = temp_dir("flows");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
     std::fs::write(
         dir.join("hotline.yaml"),
         format!(
-            "sounds-dir: {}\ndemo:\n  welcome: no-such-prompt\n",
-            sounds.display()
+            "sounds-dir: {}\nflows-dir: {}\nroutes: {{ default: main }}\nqueues: {{ support: {{}} }}\n",
+            root.join("sounds").display(),
+            flows.display()
         ),
     )
     .unwrap();
-    let (code, _, err) = hotline(&["validate"], &dir);
-    assert_eq!(code, 1);
+    std::fs::write(
+        flows.join("main.yaml"),
+        "entry: hello\nnodes:\n  hello:\n    play: no-such-prompt\n    next: menu\n  menu:\n    menu:\n      prompt: menu/main\n      options: { \"1\": suport }\n    exhausted: menu\n",
+    )
+    .unwrap();
+    let (code, out, _) = hotline(&["validate"], &dir);
+    assert_eq!(code, 1, "{out}");
+    let main = flows.join("main.yaml");
     assert!(
-        err.contains("the prompt 'no-such-prompt' is missing"),
+        out.contains(&format!(
+            "{}:4:11: there is no prompt `no-such-prompt` in the sounds directory",
+            main.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{}:9:23: there is no node `suport` in this flow",
+            main.display()
+        )),
+        "{out}"
+    );
+
+    // `run` refuses the same set with the same messages.
+    let (code, _, err) = hotline(&["run"], &dir);
+    assert_eq!(code, 1);
+    assert!(err.contains("the flows are not valid"), "{err}");
+    assert!(
+        err.contains("main.yaml:9:23: there is no node `suport`"),
         "{err}"
     );
+
+    // Fixed, it validates.
+    std::fs::write(
+        flows.join("main.yaml"),
+        "entry: hello\nnodes:\n  hello:\n    play: welcome\n    next: q\n  q:\n    queue: support\n",
+    )
+    .unwrap();
+    let (code, out, _) = hotline(&["validate"], &dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok (1 flows, 2 nodes"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -133,7 +133,7 @@ fn our_bye_follows_the_record_route_and_rport() {
     // The call comes "through a proxy" that record-routes; the engine's BYE
     // must go to the proxy with a Route header, and the caller's contact as
     // Request-URI.
-    let engine = Engine::start("demo:\n  max-duration: 1s\n");
+    let engine = Engine::start("calls:\n  max-duration: 1s\n");
     let port = engine.ports.spare(0);
     let proxy = peer(port);
     let rr = format!("Record-Route: <sip:proxy@127.0.0.1:{port};lr>\r\n");
@@ -172,7 +172,7 @@ From: <sip:t@127.0.0.1>;tag=frr1\r\nTo: {to}\r\nCall-ID: rr1\r\nCSeq: 1 ACK\r\nC
 
 #[test]
 fn an_offer_without_a_common_codec_gets_488_before_any_ringing() {
-    let engine = Engine::start("demo:\n  answer-delay: 3s\n");
+    let engine = Engine::start("calls:\n  answer-delay: 3s\n");
     let port = engine.ports.spare(0);
     let s = peer(port);
     // G.729 only: nothing we speak.

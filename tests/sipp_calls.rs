@@ -61,7 +61,7 @@ fn tcp_caller_is_answered() {
 
 #[test]
 fn cancel_before_answer_gets_487() {
-    let engine = Engine::start("demo:\n  answer-delay: 5s\n");
+    let engine = Engine::start("calls:\n  answer-delay: 5s\n");
     let run = sipp(
         &engine,
         0,
@@ -165,10 +165,7 @@ fn assert_spoken_back(report: &common::SinkReport, digits: &str) {
     let cache = hotline::media::PromptCache::load_dir(&common::root().join("sounds")).unwrap();
     let heard = payloads_of_busiest(report);
     let heard: Vec<&[u8]> = heard.iter().map(Vec::as_slice).collect();
-    let names: Vec<String> = digits
-        .chars()
-        .map(hotline::call::demo::prompt_for)
-        .collect();
+    let names: Vec<String> = digits.chars().map(hotline::call::prompt_for).collect();
     // 12 frames (240 ms): the next key may cut a prompt short.
     if let Err(e) = spoken_in_order(&heard, &cache, &names, hotline::sdp::Codec::Pcmu, 12) {
         panic!("the caller did not hear {digits} spoken back: {e}");

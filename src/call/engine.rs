@@ -2,6 +2,7 @@
 //! its own task; and draining calls on shutdown.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{demo, CallContext};
+use super::CallContext;
 use crate::config::Config;
+use crate::flow::{self, FlowSet};
 use crate::media::prompt::PromptError;
 use crate::media::{MediaEngine, PromptCache};
 use crate::sip::{self, SipError};
@@ -22,8 +24,8 @@ pub enum EngineError {
     Sip(#[from] SipError),
     #[error(transparent)]
     Prompts(#[from] PromptError),
-    #[error("the prompt '{name}' is missing from {dir}")]
-    MissingPrompt { name: String, dir: String },
+    #[error("the flows are not valid:\n{0}")]
+    Flows(String),
 }
 
 /// Counts live call tasks; the guard decrements when a task ends, however it ends.
@@ -35,20 +37,36 @@ impl Drop for CallGuard {
     }
 }
 
-/// Loads every prompt and checks that those the line needs are there.
+/// Loads every prompt under the sounds directory.
 pub fn load_prompts(config: &Config) -> Result<PromptCache, EngineError> {
-    let prompts = PromptCache::load_dir(&config.sounds_dir)?;
-    let mut needed = vec![config.demo.welcome.clone(), "goodbye".to_owned()];
-    needed.extend("0123456789*#".chars().map(demo::prompt_for));
-    for name in needed {
-        if prompts.get(&name).is_none() {
-            return Err(EngineError::MissingPrompt {
-                name,
-                dir: config.sounds_dir.display().to_string(),
-            });
-        }
+    Ok(PromptCache::load_dir(&config.sounds_dir)?)
+}
+
+/// Loads and checks the flows against the config and the prompts; warnings
+/// are logged, errors refuse the set.
+pub fn load_flows(
+    config: &Config,
+    config_path: &Path,
+    prompts: &PromptCache,
+    version: u64,
+) -> Result<FlowSet, EngineError> {
+    let names = prompts.names().map(str::to_owned).collect();
+    let catalog = flow::set::catalog(config, names);
+    let loaded = flow::set::load(config, config_path, &catalog, version);
+    for d in loaded.diagnostics.iter().filter(|d| !d.is_error()) {
+        warn!("{d}");
     }
-    Ok(prompts)
+    loaded.set.ok_or_else(|| {
+        EngineError::Flows(
+            loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })
 }
 
 /// Runs the engine until `shutdown` completes, then drains: new calls get
@@ -56,9 +74,13 @@ pub fn load_prompts(config: &Config) -> Result<PromptCache, EngineError> {
 /// are hung up.
 pub async fn run(
     config: Arc<Config>,
+    config_path: &Path,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
     let prompts = Arc::new(load_prompts(&config)?);
+    let flows = load_flows(&config, config_path, &prompts, 1)?;
+    info!(flows = flows.flows.len(), "flows loaded");
+    let (_flows_tx, flows_rx) = watch::channel(Arc::new(flows));
     let media = MediaEngine::start(&config.rtp);
     let mut sip = sip::start(config.clone()).await?;
     let (hangup_tx, hangup_rx) = watch::channel(false);
@@ -66,6 +88,8 @@ pub async fn run(
         config: config.clone(),
         prompts,
         media: media.clone(),
+        flows: flows_rx,
+        http: reqwest::Client::new(),
         hangup_all: hangup_rx,
     };
     let active = Arc::new(AtomicUsize::new(0));

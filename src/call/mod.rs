@@ -1,21 +1,25 @@
 //! One task per call: it ties a SIP dialog, a media channel and the call's
-//! behaviour together. This is the only place where the layers meet.
+//! flow run together, and carries out the flow's actions. This is the only
+//! place where the layers meet.
 
-pub mod demo;
 pub mod engine;
+mod playlist;
+pub mod webhook;
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
 use crate::config::Config;
+use crate::flow::{self, Action, Event, FlowSet, Outcome, Run, Vars};
 use crate::media::{
     dtmf, Digit, DigitSource, MediaChannel, MediaEngine, MediaEvent, PromptCache, StreamConfig,
 };
 use crate::sdp::{self, Negotiated, Origin};
 use crate::sip::{DialogEvent, DialogHandle, IncomingCall};
+use playlist::Playlist;
 
 /// What every call task shares.
 #[derive(Clone)]
@@ -23,6 +27,9 @@ pub struct CallContext {
     pub config: Arc<Config>,
     pub prompts: Arc<PromptCache>,
     pub media: Arc<MediaEngine>,
+    /// The current flow set; a call takes the version current when it starts.
+    pub flows: watch::Receiver<Arc<FlowSet>>,
+    pub http: reqwest::Client,
     /// Becomes `true` when the drain timeout is over: hang up now.
     pub hangup_all: watch::Receiver<bool>,
 }
@@ -35,16 +42,6 @@ pub enum Ending {
     Cancelled,
     Refused,
     NoAck,
-}
-
-/// What the call's behaviour asks of the call task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// Play this prompt (by name) now, replacing what plays.
-    Play(String),
-    /// Play this prompt, then hang up.
-    PlayThenHangUp(String),
-    HangUp,
 }
 
 /// Runs one call to its end.
@@ -64,17 +61,23 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
     .await
 }
 
+/// Results of work the call started in other tasks (webhooks).
+type Feedback = (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>);
+
 struct Call {
     ctx: CallContext,
     dialog: DialogHandle,
-    events: tokio::sync::mpsc::UnboundedReceiver<DialogEvent>,
+    events: mpsc::UnboundedReceiver<DialogEvent>,
     media: MediaChannel,
     origin: Origin,
     symmetric: bool,
     negotiated: Option<Negotiated>,
-    demo: demo::EchoDemo,
-    hangup_after: Option<u64>,
-    digits: String,
+    run: Run,
+    playlist: Playlist,
+    timer: Option<(u64, Instant)>,
+    feedback: Feedback,
+    /// Set when the flow asked to hang up.
+    hang_up: bool,
 }
 
 impl Call {
@@ -84,8 +87,17 @@ impl Call {
             events,
             offer,
             trunk,
+            call_id,
+            caller,
+            dialed,
             ..
         } = call;
+        let set = ctx.flows.borrow().clone();
+        let Some(flow) = set.route(&dialed) else {
+            warn!("no route for the dialled number and no default route");
+            dialog.respond(404);
+            return Ending::Refused;
+        };
         let media = match ctx.media.open() {
             Ok(m) => m,
             Err(e) => {
@@ -100,17 +112,24 @@ impl Call {
             .iter()
             .find(|t| t.name == trunk)
             .is_none_or(|t| t.symmetric_rtp);
+        let mut vars = Vars::new();
+        vars.insert("caller".into(), caller.clone().into());
+        vars.insert("dialed".into(), dialed.clone().into());
+        vars.insert("call_id".into(), call_id.clone().into());
+        vars.insert("trunk".into(), trunk.clone().into());
         let mut call = Call {
             origin: Origin::new(ctx.config.media_address()),
-            demo: demo::EchoDemo::new(&ctx.config.demo),
+            run: Run::new(set, flow, vars),
             ctx,
             dialog,
             events,
             media,
             symmetric,
             negotiated: None,
-            hangup_after: None,
-            digits: String::new(),
+            playlist: Playlist::default(),
+            timer: None,
+            feedback: mpsc::unbounded_channel(),
+            hang_up: false,
         };
         // An unusable offer is refused before any ringing.
         let offered = match offer {
@@ -132,8 +151,8 @@ impl Call {
                 call.apply(n);
                 let answer = sdp::answer(&mut call.origin, call.media.local_port(), &n);
                 call.dialog.answer(answer);
-                info!(codec = n.codec.name(), remote = %n.remote, "answered");
-                call.run_steps(vec![call.demo.on_answer()]);
+                info!(codec = n.codec.name(), remote = %n.remote, flow = call.run.flow_name(), version = call.run.version(), "answered");
+                call.feed(Event::Start);
             }
             None => {
                 // Late offer (RFC 3261 §13.2.1): we offer in the 200, they answer in the ACK.
@@ -147,7 +166,7 @@ impl Call {
 
     /// Rings for the configured answer delay; `Some` if the caller gave up.
     async fn ring(&mut self) -> Option<Ending> {
-        let delay = self.ctx.config.demo.answer_delay;
+        let delay = self.ctx.config.calls.answer_delay;
         if delay.is_zero() {
             return None;
         }
@@ -166,23 +185,33 @@ impl Call {
     }
 
     async fn run(&mut self) -> Ending {
-        let max = Instant::now() + self.ctx.config.demo.max_duration;
+        let limit = self.ctx.config.calls.max_duration;
+        let max = Instant::now() + limit;
         let mut hangup_all = self.ctx.hangup_all.clone();
         loop {
+            if self.hang_up {
+                return self.hang_up();
+            }
+            let timer = self.timer.map(|(_, at)| at);
             tokio::select! {
                 ev = self.events.recv() => {
                     let Some(ev) = ev else { return Ending::WeHungUp };
                     if let Some(end) = self.on_dialog(ev) {
+                        if end != Ending::WeHungUp {
+                            self.feed(Event::Hangup);
+                        }
                         return end;
                     }
                 }
-                Some(ev) = self.media.events.recv() => {
-                    if self.on_media(ev) {
-                        return self.hang_up();
+                Some(ev) = self.media.events.recv() => self.on_media(ev),
+                Some(ev) = self.feedback.1.recv() => self.feed(ev),
+                _ = sleep_until_opt(timer) => {
+                    if let Some((token, _)) = self.timer.take() {
+                        self.feed(Event::Timer(token));
                     }
                 }
                 _ = tokio::time::sleep_until(max) => {
-                    info!(limit = ?self.ctx.config.demo.max_duration, "call reached its maximum duration");
+                    info!(?limit, "call reached its maximum duration");
                     return self.hang_up();
                 }
                 changed = hangup_all.changed() => {
@@ -220,9 +249,8 @@ impl Call {
                 match sdp::parse(&body).and_then(|a| sdp::accept_answer(&a)) {
                     Ok(n) => {
                         self.apply(n);
-                        info!(codec = n.codec.name(), remote = %n.remote, "answer received in ACK");
-                        let step = self.demo.on_answer();
-                        self.run_steps(vec![step]);
+                        info!(codec = n.codec.name(), remote = %n.remote, flow = self.run.flow_name(), "answer received in ACK");
+                        self.feed(Event::Start);
                     }
                     Err(e) => {
                         warn!(error = %e, "unusable answer in ACK; hanging up");
@@ -244,11 +272,7 @@ impl Call {
             }
             DialogEvent::Info { content_type, body } => {
                 match dtmf::parse_info(&content_type, &body) {
-                    Some(d) => {
-                        if self.on_digit(d, DigitSource::SipInfo) {
-                            return Some(self.hang_up());
-                        }
-                    }
+                    Some(d) => self.on_digit(d, DigitSource::SipInfo),
                     None => info!(%content_type, "INFO without a DTMF digit"),
                 }
                 None
@@ -283,45 +307,151 @@ impl Call {
         }
     }
 
-    /// Returns `true` when the call should end now.
-    fn on_media(&mut self, ev: MediaEvent) -> bool {
+    fn on_media(&mut self, ev: MediaEvent) {
         match ev {
             MediaEvent::Digit(d, source) => self.on_digit(d, source),
-            MediaEvent::PlaybackDone { token } => self.hangup_after == Some(token),
-        }
-    }
-
-    fn on_digit(&mut self, d: Digit, source: DigitSource) -> bool {
-        self.digits.push(d.as_char());
-        info!(digit = %d, ?source, digits = %self.digits, "digit received");
-        let step = self.demo.on_digit(d);
-        self.run_steps(vec![step])
-    }
-
-    /// Carries out the behaviour's steps; `true` when the call should end now.
-    fn run_steps(&mut self, steps: Vec<Step>) -> bool {
-        for step in steps {
-            match step {
-                Step::Play(name) => {
-                    self.play(&name);
+            MediaEvent::PlaybackDone { token } => {
+                if let Some(done) = self
+                    .playlist
+                    .on_done(token, &mut self.media, &self.ctx.prompts)
+                {
+                    self.feed(Event::PlayDone(done));
                 }
-                Step::PlayThenHangUp(name) => match self.play(&name) {
-                    Some(token) => self.hangup_after = Some(token),
-                    None => return true,
-                },
-                Step::HangUp => return true,
             }
         }
-        false
     }
 
-    fn play(&mut self, name: &str) -> Option<u64> {
-        match self.ctx.prompts.get(name) {
-            Some(prompt) => Some(self.media.play(prompt, false)),
-            None => {
-                warn!(prompt = name, "prompt not found; skipped");
+    fn on_digit(&mut self, d: Digit, source: DigitSource) {
+        info!(digit = %d, ?source, node = self.run.node_name(), "digit received");
+        self.feed(Event::Digit(d.as_char()));
+    }
+
+    /// Steps the flow and carries out what it asks, until nothing is left.
+    fn feed(&mut self, event: Event) {
+        let mut pending = vec![event];
+        while let Some(ev) = pending.pop() {
+            let actions = self.run.step(ev, jiff::Timestamp::now());
+            for action in actions {
+                if let Some(ev) = self.act(action) {
+                    pending.push(ev);
+                }
+            }
+        }
+    }
+
+    /// Carries out one action; an event that follows at once is returned.
+    fn act(&mut self, action: Action) -> Option<Event> {
+        match action {
+            Action::Entered { flow, node } => {
+                info!(%flow, %node, "ivr node");
+                None
+            }
+            Action::Play { token, prompts, .. } => {
+                self.timer = None;
+                self.playlist
+                    .start(token, prompts, &mut self.media, &self.ctx.prompts)
+                    .map(Event::PlayDone)
+            }
+            Action::StopPlay => {
+                self.playlist.stop(&self.media);
+                None
+            }
+            Action::Timer { token, after } => {
+                self.timer = Some((token, Instant::now() + after));
+                None
+            }
+            Action::Webhook { token, request } => {
+                let client = self.ctx.http.clone();
+                let tx = self.feedback.0.clone();
+                let span = tracing::Span::current();
+                tokio::spawn(
+                    async move {
+                        let outcome = webhook::call(&client, &request).await;
+                        let _ = tx.send(Event::Webhook(token, outcome));
+                    }
+                    .instrument(span),
+                );
+                None
+            }
+            Action::Record { token, .. } => {
+                warn!(
+                    node = self.run.node_name(),
+                    "recording is not available yet"
+                );
+                Some(Event::Recorded(
+                    token,
+                    Err("recording is not available yet".into()),
+                ))
+            }
+            Action::StopRecord => None,
+            Action::SaveSurvey {
+                token,
+                question,
+                score,
+            } => {
+                info!(%question, score, "survey answer");
+                Some(Event::Saved(
+                    token,
+                    Err("the store is not available yet".into()),
+                ))
+            }
+            Action::Enqueue {
+                queue,
+                priority,
+                skills,
+            } => {
+                info!(%queue, priority, ?skills, "caller queued");
+                // Until the ACD exists, a queued caller hears the queue's
+                // greeting and then its music.
+                let q = self
+                    .ctx
+                    .config
+                    .queues
+                    .get(&queue)
+                    .cloned()
+                    .unwrap_or_default();
+                self.playlist.start_then_loop(
+                    q.greeting.into_iter().collect(),
+                    q.music,
+                    &mut self.media,
+                    &self.ctx.prompts,
+                );
+                None
+            }
+            Action::Transfer { target, uri } => {
+                warn!(%target, %uri, "transfers need outbound calls, which are not built yet; the caller hears hold music");
+                let q = crate::config::QueueConfig::default();
+                self.playlist.start_then_loop(
+                    q.greeting.into_iter().collect(),
+                    q.music,
+                    &mut self.media,
+                    &self.ctx.prompts,
+                );
+                None
+            }
+            Action::Hangup => {
+                if let Some(Outcome::Failed { message }) = self.run.outcome() {
+                    warn!(node = self.run.node_name(), error = %message, "the flow failed; hanging up");
+                }
+                self.hang_up = true;
+                None
+            }
+            Action::Error { message } => {
+                warn!(flow = self.run.flow_name(), node = self.run.node_name(), error = %message, "flow error; taking the error path");
                 None
             }
         }
     }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The shipped prompt that speaks a key: `digits/5`, `digits/star`.
+pub fn prompt_for(key: char) -> String {
+    flow::run::digit_prompt(key)
 }

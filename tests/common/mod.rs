@@ -88,11 +88,28 @@ impl Engine {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "sounds-dir: {}\ndata-dir: {}\n{trunks}{extra}",
+        // The shipped flows and what they need, unless the test brings its own;
+        // calls go to the key-test line, which speaks back each digit.
+        let mut config = format!(
+            "sounds-dir: {}\ndata-dir: {}\n{trunks}",
             root().join("sounds").display(),
             dir.join("data").display(),
         );
+        let defaults = [
+            ("flows-dir:", format!("flows-dir: {}\n", root().join("ivr-flows").display())),
+            ("routes:", "routes:\n  default: echo\n".to_owned()),
+            (
+                "schedules:",
+                "schedules:\n  support-hours:\n    time-zone: UTC\n    weekly: { daily: 00:00-24:00 }\n".to_owned(),
+            ),
+            ("queues:", "queues: { sales: {}, support: {}, operator: {} }\n".to_owned()),
+        ];
+        for (key, text) in defaults {
+            if !extra.contains(key) {
+                config.push_str(&text);
+            }
+        }
+        config.push_str(extra);
         let config_path = dir.join("hotline.yaml");
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.join("hotline.log");

@@ -3,6 +3,9 @@
 //! Every key has a default, so an empty file is a valid configuration that runs
 //! the demo line on loopback. The README documents each key.
 
+pub mod schedule;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -38,8 +41,18 @@ pub struct Config {
     pub sounds_dir: PathBuf,
     /// Who may send calls. A source that no trunk allows gets `403 Forbidden`.
     pub trunks: Vec<Trunk>,
-    /// The built-in demo behaviour, used until the flow engine routes calls.
-    pub demo: DemoConfig,
+    /// Where the IVR flows live: every `*.yaml` in it is loaded.
+    pub flows_dir: PathBuf,
+    /// Dialled number (Request-URI user) → flow name; `default` for the rest.
+    pub routes: BTreeMap<String, String>,
+    /// Business hours by name, for `hours` nodes.
+    pub schedules: BTreeMap<String, schedule::Schedule>,
+    /// Queues by name, for `queue` nodes.
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// Where a `transfer` node may send a call: name → SIP URI. A flow can
+    /// reach only these, never a number a caller typed.
+    pub transfers: BTreeMap<String, String>,
+    pub calls: CallsConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -123,12 +136,29 @@ fn yes() -> bool {
     true
 }
 
+/// A queue. The ACD grows this; for now a queue has its hold music.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct DemoConfig {
-    /// The prompt played on answer (a name under `sounds/`, without extension).
-    pub welcome: String,
-    /// The call is ended after this long.
+pub struct QueueConfig {
+    /// The prompt callers hear first (`null`: none).
+    pub greeting: Option<String>,
+    /// The prompt looped while callers wait.
+    pub music: String,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            greeting: Some("please-hold".into()),
+            music: "music/default".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CallsConfig {
+    /// A call is ended after this long.
     #[serde(deserialize_with = "de_duration")]
     pub max_duration: Duration,
     /// Ring (180) this long before answering; 0 answers at once.
@@ -136,11 +166,10 @@ pub struct DemoConfig {
     pub answer_delay: Duration,
 }
 
-impl Default for DemoConfig {
+impl Default for CallsConfig {
     fn default() -> Self {
-        DemoConfig {
-            welcome: "welcome".into(),
-            max_duration: Duration::from_secs(60),
+        CallsConfig {
+            max_duration: Duration::from_secs(4 * 3600),
             answer_delay: Duration::ZERO,
         }
     }
@@ -184,6 +213,12 @@ impl Config {
         }
         if config.data_dir.as_os_str().is_empty() {
             config.data_dir = PathBuf::from("data");
+        }
+        if config.flows_dir.as_os_str().is_empty() {
+            config.flows_dir = PathBuf::from("ivr-flows");
+        }
+        if config.routes.is_empty() {
+            config.routes.insert("default".into(), "support".into());
         }
         config
             .check()
