@@ -388,3 +388,60 @@ pub fn payloads_of_busiest(report: &SinkReport) -> Vec<Vec<u8>> {
         })
         .unwrap_or_default()
 }
+
+/// A SIPp caller that dials `service`, presses `keys` as SIP INFO (each after
+/// its pause in ms, counted from the previous key or the answer), stays on
+/// the line `tail_ms` more, then hangs up. Its SDP names `port` as the
+/// caller's media port, so a sink there hears what the engine plays.
+pub fn keys_scenario(
+    engine: &Engine,
+    name: &str,
+    port: u16,
+    keys: &[(u64, char)],
+    tail_ms: u64,
+) -> PathBuf {
+    let header = |method: &str, cseq: u32| {
+        format!(
+            "      {method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport\n      From: \"SIPp caller\" <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n      Call-ID: [call_id]\n      CSeq: {cseq} {method}\n      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>\n      Max-Forwards: 70\n"
+        )
+    };
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<!DOCTYPE scenario SYSTEM \"sipp.dtd\">\n<scenario name=\"keys\">\n");
+    xml.push_str(&format!(
+        "  <send retrans=\"500\"><![CDATA[\n\n{}      Content-Type: application/sdp\n      Content-Length: [len]\n\n      v=0\n      o=sipp 1 1 IN IP4 127.0.0.1\n      s=-\n      c=IN IP4 127.0.0.1\n      t=0 0\n      m=audio {port} RTP/AVP 0 101\n      a=rtpmap:0 PCMU/8000\n      a=rtpmap:101 telephone-event/8000\n\n]]></send>\n",
+        header("INVITE", 1).replace("[peer_tag_param]", "")
+    ));
+    xml.push_str("  <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"180\" optional=\"true\"/>\n  <recv response=\"200\" rtd=\"true\"/>\n");
+    xml.push_str(&format!(
+        "  <send><![CDATA[\n\n{}      Content-Length: 0\n\n]]></send>\n",
+        header("ACK", 1)
+    ));
+    for (i, (pause, key)) in keys.iter().enumerate() {
+        let cseq = 2 + i as u32;
+        xml.push_str(&format!(
+            "  <pause milliseconds=\"{pause}\"/>\n  <send retrans=\"500\"><![CDATA[\n\n{}      Content-Type: application/dtmf-relay\n      Content-Length: [len]\n\n      Signal={key}\n      Duration=160\n\n]]></send>\n  <recv response=\"200\"/>\n",
+            header("INFO", cseq)
+        ));
+    }
+    xml.push_str(&format!(
+        "  <pause milliseconds=\"{tail_ms}\"/>\n  <send retrans=\"500\"><![CDATA[\n\n{}      Content-Length: 0\n\n]]></send>\n  <recv response=\"200\" crlf=\"true\"/>\n</scenario>\n",
+        header("BYE", 2 + keys.len() as u32)
+    ));
+    let path = engine.dir.join(name);
+    std::fs::write(&path, xml).unwrap();
+    path
+}
+
+/// The prompts the caller heard, in order, checked against `names` (each
+/// counted once `min_run` frames of it arrived in a row).
+pub fn assert_heard(report: &SinkReport, names: &[&str], min_run: usize) {
+    let cache = hotline::media::PromptCache::load_dir(&root().join("sounds")).unwrap();
+    let heard = payloads_of_busiest(report);
+    let heard: Vec<&[u8]> = heard.iter().map(Vec::as_slice).collect();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    if let Err(e) = spoken_in_order(&heard, &cache, &names, hotline::sdp::Codec::Pcmu, min_run) {
+        panic!(
+            "the caller did not hear {names:?}: {e} ({} packets)",
+            heard.len()
+        );
+    }
+}
