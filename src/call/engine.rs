@@ -80,7 +80,13 @@ pub async fn run(
     let prompts = Arc::new(load_prompts(&config)?);
     let flows = load_flows(&config, config_path, &prompts, 1)?;
     info!(flows = flows.flows.len(), "flows loaded");
-    let (_flows_tx, flows_rx) = watch::channel(Arc::new(flows));
+    let (flows_tx, flows_rx) = watch::channel(Arc::new(flows));
+    let reloader = tokio::spawn(super::reload::run(
+        config.clone(),
+        config_path.to_owned(),
+        prompts.clone(),
+        flows_tx,
+    ));
     let media = MediaEngine::start(&config.rtp);
     let mut sip = sip::start(config.clone()).await?;
     let (hangup_tx, hangup_rx) = watch::channel(false);
@@ -147,6 +153,7 @@ pub async fn run(
     if left > 0 {
         warn!(calls = left, "calls still open at exit");
     }
+    reloader.abort();
     info!("stopped");
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod engine;
 mod playlist;
+pub mod reload;
 pub mod webhook;
 
 use std::sync::Arc;
