@@ -32,6 +32,31 @@ enum Command {
         /// `goto` and routes resolve.
         paths: Vec<PathBuf>,
     },
+    /// Walk a flow without a network, on a virtual clock, printing each step.
+    Simulate(SimulateArgs),
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// The flow: its name, or a flow file (checked with the flows directory).
+    flow: String,
+    /// The engine configuration (schedules, queues, transfers, sounds).
+    #[arg(long, default_value = "hotline.yaml")]
+    config: PathBuf,
+    /// Keys the caller presses, one group each time the flow waits:
+    /// "2 1234#" answers a menu with 2, then enters 1234#. Without it, keys
+    /// are read from the terminal.
+    #[arg(long)]
+    digits: Option<String>,
+    /// When the call happens (RFC 3339, e.g. 2026-12-25T10:00:00-05:00); default now.
+    #[arg(long)]
+    at: Option<jiff::Timestamp>,
+    /// A variable the call starts with, e.g. --var caller=+15551234567.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Answer the webhook node NAME with the JSON in FILE instead of calling it.
+    #[arg(long = "mock-webhook", value_name = "NAME=FILE.json")]
+    mocks: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -66,6 +91,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Validate { config, paths } => validate(&config, &paths),
+        Command::Simulate(args) => simulate(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,6 +147,85 @@ fn validate(config_path: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
         }
         None => anyhow::bail!("{errors} errors, {warnings} warnings"),
     }
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    use hotline::call::simulate::{Keys, Simulation};
+    let config = Config::load(&args.config)?;
+    let prompts = hotline::call::engine::load_prompts(&config)?;
+    let names = prompts.names().map(str::to_owned).collect();
+    let catalog = flow::set::catalog(&config, names);
+    let mut files = flow::set::flow_files(&config.flows_dir)
+        .with_context(|| format!("cannot read {}", config.flows_dir.display()))?;
+    let as_path = PathBuf::from(&args.flow);
+    let mut name = args.flow.clone();
+    if as_path.is_file() {
+        let canon = as_path.canonicalize().ok();
+        files.retain(|f| f.canonicalize().ok() != canon);
+        files.push(as_path.clone());
+        let source = std::fs::read_to_string(&as_path)
+            .with_context(|| format!("cannot read {}", as_path.display()))?;
+        name = flow::compile::parse(&source)
+            .ok()
+            .and_then(|raw| raw.flow.map(|f| f.value))
+            .or_else(|| {
+                as_path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
+            .unwrap_or(name);
+    }
+    let loaded = flow::set::load_files(&config, &args.config, &catalog, &files, 1);
+    for d in &loaded.diagnostics {
+        eprintln!("{d}");
+    }
+    let Some(set) = loaded.set else {
+        anyhow::bail!("the flows are not valid");
+    };
+    let index = set.flow(&name).with_context(|| {
+        let known: Vec<&str> = set.flows.iter().map(|f| f.name.as_str()).collect();
+        format!("there is no flow `{name}` (flows: {})", known.join(", "))
+    })?;
+    let mut vars = flow::Vars::new();
+    vars.insert("caller".into(), "+15550100".into());
+    vars.insert("dialed".into(), name.clone().into());
+    for v in &args.vars {
+        let (k, val) = v
+            .split_once('=')
+            .with_context(|| format!("--var {v}: write NAME=VALUE"))?;
+        vars.insert(k.to_owned(), val.into());
+    }
+    let mut mocks = std::collections::BTreeMap::new();
+    for m in &args.mocks {
+        let (node, file) = m
+            .split_once('=')
+            .with_context(|| format!("--mock-webhook {m}: write NODE=FILE.json"))?;
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{file} is not JSON"))?;
+        mocks.insert(node.to_owned(), json);
+    }
+    let keys = match &args.digits {
+        Some(d) => Keys::Script(d.split_whitespace().map(str::to_owned).collect()),
+        None => Keys::Interactive,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let sim = Simulation {
+        set: Arc::new(set),
+        flow: index,
+        vars,
+        start: args.at.unwrap_or_else(jiff::Timestamp::now),
+        keys,
+        mocks,
+        http: Some((reqwest::Client::new(), runtime.handle().clone())),
+    };
+    let mut out = std::io::stdout().lock();
+    sim.run(&prompts, &mut out)
+        .context("cannot write the trace")?;
+    Ok(())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -116,3 +116,59 @@ fn validate_names_each_flow_problem_by_line_and_column_and_run_refuses_to_start(
     assert!(out.contains("ok (1 flows, 2 nodes"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn simulate_walks_a_flow_with_typed_keys_a_date_and_a_mocked_webhook() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The shipped demo line: 2, then an account number, reaches the support queue.
+    let (code, out, err) = hotline(&["simulate", "support", "--digits", "2 1234#"], root);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("node support:account"), "{out}");
+    assert!(out.contains("end: queued in support"), "{out}");
+    assert!(out.contains("account=1234"), "{out}");
+
+    // A closed day in New York goes to the after-hours flow; a CRM answer
+    // (mocked) greets the caller by name.
+    let dir = temp_dir("simulate");
+    let flows = dir.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        dir.join("hotline.yaml"),
+        format!(
+            "sounds-dir: {}\nflows-dir: {}\nroutes: {{ default: line }}\nqueues: {{ vip: {{}} }}\nschedules:\n  ny:\n    time-zone: America/New_York\n    weekly: {{ mon-fri: 09:00-17:00 }}\n    holidays: [2026-12-25]\n",
+            root.join("sounds").display(),
+            flows.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        flows.join("line.yaml"),
+        "entry: open\nnodes:\n  open: { hours: ny, open: crm, closed: shut }\n  crm:\n    webhook: { url: \"http://127.0.0.1:9/crm?n={{caller}}\", into: customer }\n    next: vip\n  vip:\n    branch:\n      - if: customer.vip\n        then: q\n    else: shut\n  q: { queue: vip }\n  shut: { hangup: goodbye }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("crm.json"), r#"{"name": "Ada", "vip": true}"#).unwrap();
+    let sim = |at: &str| {
+        hotline(
+            &[
+                "simulate",
+                "line",
+                "--at",
+                at,
+                "--mock-webhook",
+                "crm=crm.json",
+                "--digits",
+                "",
+            ],
+            &dir,
+        )
+    };
+    let (code, out, err) = sim("2026-12-24T10:00:00-05:00");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("webhook crm: mocked"), "{out}");
+    assert!(out.contains("end: queued in vip"), "{out}");
+    let (_, out, _) = sim("2026-12-25T10:00:00-05:00");
+    assert!(out.contains("node line:shut"), "{out}");
+    assert!(out.contains("end: the flow hung up"), "{out}");
+    assert!(!out.contains("webhook"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

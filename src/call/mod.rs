@@ -5,6 +5,7 @@
 pub mod engine;
 mod playlist;
 pub mod reload;
+pub mod simulate;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -465,9 +465,9 @@ impl Run {
             },
             Kind::Hangup { say } => {
                 let prompts = self.expand(say).unwrap_or_default();
-                self.outcome = Some(Outcome::Ended);
                 if prompts.is_empty() {
                     self.phase = Phase::Done;
+                    self.outcome = Some(Outcome::Ended);
                     out.push(Action::Hangup);
                 } else {
                     let token = self.token();
@@ -729,6 +729,7 @@ impl Run {
             Phase::RecordPrompt { token } if token == t => self.start_recording(out),
             Phase::HangingUp { token } if token == t => {
                 self.phase = Phase::Done;
+                self.outcome = Some(Outcome::Ended);
                 out.push(Action::Hangup);
             }
             _ => {}
