@@ -11,3 +11,4 @@ pub mod flow;
 pub mod media;
 pub mod sdp;
 pub mod sip;
+pub mod store;

@@ -72,3 +72,45 @@ fn three_invalid_choices_go_to_the_support_queue() {
         20,
     );
 }
+
+#[test]
+fn pressing_9_leaves_a_voicemail_kept_when_the_caller_hangs_up() {
+    let engine = support_line("");
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(12));
+    // 9 during the greeting; the prompt and beep take about 6 s; the caller
+    // speaks all along and hangs up 4 s into the recording.
+    let sc = common::keys_scenario_with(&engine, "vm.xml", port, &[(800, '9')], 10_000, true);
+    sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    assert_heard(
+        &sink.join().unwrap(),
+        &["greeting", "ask/voicemail", "beep"],
+        15,
+    );
+    assert!(
+        engine.wait_log("voicemail saved", Duration::from_secs(5)),
+        "{}",
+        engine.log()
+    );
+
+    // A row in the store, and the file it names holds what the caller said.
+    let data = engine.dir.join("data");
+    let mut store = hotline::store::SqliteStore::open(&data).unwrap();
+    let rows = hotline::store::Store::voicemails(&mut store).unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let vm = &rows[0];
+    assert_eq!(vm.mailbox, "support");
+    assert_eq!(vm.flow, "support");
+    assert!((2500..=6000).contains(&vm.duration_ms), "{vm:?}");
+    let samples = hotline::media::prompt::decode_file(std::path::Path::new(&vm.path)).unwrap();
+    assert_eq!(samples.len() as u64, vm.duration_ms * 8);
+    let rms =
+        (samples.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / samples.len() as f64).sqrt();
+    assert!(rms > 300.0, "the message is silent (rms {rms})");
+    assert!(
+        vm.path
+            .starts_with(&data.join("voicemail/support").display().to_string()),
+        "{}",
+        vm.path
+    );
+}

@@ -16,6 +16,7 @@ use crate::flow::{self, FlowSet};
 use crate::media::prompt::PromptError;
 use crate::media::{MediaEngine, PromptCache};
 use crate::sip::{self, SipError};
+use crate::store::{StoreError, StoreHandle};
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,8 @@ pub enum EngineError {
     Sip(#[from] SipError),
     #[error(transparent)]
     Prompts(#[from] PromptError),
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
     #[error("the flows are not valid:\n{0}")]
     Flows(String),
 }
@@ -87,6 +90,7 @@ pub async fn run(
         prompts.clone(),
         flows_tx,
     ));
+    let store = StoreHandle::open_sqlite(&config.data_dir)?;
     let media = MediaEngine::start(&config.rtp);
     let mut sip = sip::start(config.clone()).await?;
     let (hangup_tx, hangup_rx) = watch::channel(false);
@@ -96,6 +100,7 @@ pub async fn run(
         media: media.clone(),
         flows: flows_rx,
         http: reqwest::Client::new(),
+        store,
         hangup_all: hangup_rx,
     };
     let active = Arc::new(AtomicUsize::new(0));

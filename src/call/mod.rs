@@ -4,6 +4,7 @@
 
 pub mod engine;
 mod playlist;
+mod recording;
 pub mod reload;
 pub mod simulate;
 pub mod webhook;
@@ -21,6 +22,7 @@ use crate::media::{
 };
 use crate::sdp::{self, Negotiated, Origin};
 use crate::sip::{DialogEvent, DialogHandle, IncomingCall};
+use crate::store::StoreHandle;
 use playlist::Playlist;
 
 /// What every call task shares.
@@ -32,6 +34,7 @@ pub struct CallContext {
     /// The current flow set; a call takes the version current when it starts.
     pub flows: watch::Receiver<Arc<FlowSet>>,
     pub http: reqwest::Client,
+    pub store: StoreHandle,
     /// Becomes `true` when the drain timeout is over: hang up now.
     pub hangup_all: watch::Receiver<bool>,
 }
@@ -80,6 +83,9 @@ struct Call {
     feedback: Feedback,
     /// Set when the flow asked to hang up.
     hang_up: bool,
+    call_id: String,
+    caller: String,
+    recording: Option<recording::Active>,
 }
 
 impl Call {
@@ -132,6 +138,9 @@ impl Call {
             timer: None,
             feedback: mpsc::unbounded_channel(),
             hang_up: false,
+            call_id,
+            caller,
+            recording: None,
         };
         // An unusable offer is refused before any ringing.
         let offered = match offer {
@@ -202,6 +211,7 @@ impl Call {
                         if end != Ending::WeHungUp {
                             self.feed(Event::Hangup);
                         }
+                        self.keep_recording().await;
                         return end;
                     }
                 }
@@ -312,6 +322,23 @@ impl Call {
     fn on_media(&mut self, ev: MediaEvent) {
         match ev {
             MediaEvent::Digit(d, source) => self.on_digit(d, source),
+            MediaEvent::Recorded { token, samples } => {
+                let Some(active) = self.recording.take_if(|a| a.media_token == token) else {
+                    return;
+                };
+                let (ctx, tx) = (self.ctx.clone(), self.feedback.0.clone());
+                let (call_id, caller) = (self.call_id.clone(), self.caller.clone());
+                let flow = self.run.flow_name().to_owned();
+                tokio::spawn(
+                    async move {
+                        let token = active.flow_token;
+                        let result =
+                            recording::save(&ctx, active, samples, &call_id, &caller, &flow).await;
+                        let _ = tx.send(Event::Recorded(token, result));
+                    }
+                    .in_current_span(),
+                );
+            }
             MediaEvent::PlaybackDone { token } => {
                 if let Some(done) = self
                     .playlist
@@ -375,27 +402,49 @@ impl Call {
                 );
                 None
             }
-            Action::Record { token, .. } => {
-                warn!(
-                    node = self.run.node_name(),
-                    "recording is not available yet"
-                );
-                Some(Event::Recorded(
-                    token,
-                    Err("recording is not available yet".into()),
-                ))
+            Action::Record { token, max, kind } => {
+                self.timer = None;
+                let media_token = self.media.record(max);
+                info!(?kind, max = ?max, "recording");
+                self.recording = Some(recording::Active {
+                    flow_token: token,
+                    media_token,
+                    kind,
+                    started: jiff::Timestamp::now(),
+                });
+                None
             }
-            Action::StopRecord => None,
+            Action::StopRecord => {
+                self.media.stop_recording();
+                None
+            }
             Action::SaveSurvey {
                 token,
                 question,
                 score,
             } => {
-                info!(%question, score, "survey answer");
-                Some(Event::Saved(
-                    token,
-                    Err("the store is not available yet".into()),
-                ))
+                let answer = crate::store::SurveyAnswer {
+                    created_at: jiff::Timestamp::now(),
+                    call_id: self.call_id.clone(),
+                    caller: self.caller.clone(),
+                    flow: self.run.flow_name().to_owned(),
+                    question,
+                    score,
+                };
+                let (store, tx) = (self.ctx.store.clone(), self.feedback.0.clone());
+                tokio::spawn(
+                    async move {
+                        let result = store.save_survey(answer).await;
+                        match &result {
+                            Ok(id) => info!(id, score, "survey answer stored"),
+                            Err(e) => warn!(error = %e, "survey answer not stored"),
+                        }
+                        let result = result.map(|_| ()).map_err(|e| e.to_string());
+                        let _ = tx.send(Event::Saved(token, result));
+                    }
+                    .in_current_span(),
+                );
+                None
             }
             Action::Enqueue {
                 queue,
@@ -438,10 +487,48 @@ impl Call {
                 self.hang_up = true;
                 None
             }
-            Action::Error { message } => {
-                warn!(flow = self.run.flow_name(), node = self.run.node_name(), error = %message, "flow error; taking the error path");
+            Action::Error { node, message } => {
+                warn!(flow = self.run.flow_name(), %node, error = %message, "flow error; taking the error path");
                 None
             }
+        }
+    }
+}
+
+impl Call {
+    /// The caller hung up while recording: what they said is the message.
+    /// Waits (bounded) for the media layer to hand it over, then saves it.
+    async fn keep_recording(&mut self) {
+        let Some(active) = self.recording.take() else {
+            return;
+        };
+        self.media.stop_recording();
+        let until = Instant::now() + std::time::Duration::from_secs(2);
+        let samples = loop {
+            tokio::select! {
+                ev = self.media.events.recv() => match ev {
+                    Some(MediaEvent::Recorded { token, samples }) if token == active.media_token => break samples,
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(until) => {
+                    warn!("the recording did not come back from the media layer; lost");
+                    return;
+                }
+            }
+        };
+        let flow = self.run.flow_name().to_owned();
+        if let Err(e) = recording::save(
+            &self.ctx,
+            active,
+            samples,
+            &self.call_id,
+            &self.caller,
+            &flow,
+        )
+        .await
+        {
+            warn!(error = %e, "message not saved");
         }
     }
 }

@@ -221,9 +221,7 @@ impl Simulation {
             )?,
             Action::Transfer { target, uri } => writeln!(out, "{t}  transfer to {target} ({uri})")?,
             Action::Hangup => writeln!(out, "{t}  hang up")?,
-            Action::Error { message } => {
-                writeln!(out, "{t}  error in {}: {message}", run.node_name())?
-            }
+            Action::Error { node, message } => writeln!(out, "{t}  error in {node}: {message}")?,
         }
         Ok(())
     }

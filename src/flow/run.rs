@@ -102,8 +102,9 @@ pub enum Action {
         uri: String,
     },
     Hangup,
-    /// A run-time problem; the flow has taken its error path.
+    /// A run-time problem in `node`; the flow has taken its error path.
     Error {
+        node: String,
         message: String,
     },
 }
@@ -398,6 +399,7 @@ impl Run {
                         Ok(p) => p as i64,
                         Err(_) => {
                             out.push(Action::Error {
+                                node: flow.nodes[id].name.clone(),
                                 message: format!(
                                     "priority `{}` is not a number; 0 is used",
                                     render_value(&v)
@@ -409,6 +411,7 @@ impl Run {
                     Some(Err(e)) => {
                         // The caller still reaches the queue; only the priority is lost.
                         out.push(Action::Error {
+                            node: flow.nodes[id].name.clone(),
                             message: format!("priority: {e}; 0 is used"),
                         });
                         0
@@ -801,6 +804,7 @@ impl Run {
             }
             // The caller is not told; the answer is logged with the error.
             Err(e) => out.push(Action::Error {
+                node: self.node_name().to_owned(),
                 message: format!("survey answer {} not stored: {e}", self.buffer),
             }),
         }
@@ -817,6 +821,7 @@ impl Run {
         out: &mut Vec<Action>,
     ) {
         out.push(Action::Error {
+            node: self.node_name().to_owned(),
             message: message.clone(),
         });
         self.errors += 1;

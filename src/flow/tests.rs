@@ -481,7 +481,7 @@ fn webhook_results_drive_branches() {
         t,
         WebhookOutcome::Failed("cannot connect".into()),
     ));
-    assert!(matches!(&a[0], Action::Error { message } if message.contains("cannot connect")));
+    assert!(matches!(&a[0], Action::Error { message, .. } if message.contains("cannot connect")));
     assert_eq!(s.node(), "fallback");
 
     // Slow: the timeout branch.
@@ -499,7 +499,7 @@ fn webhook_results_drive_branches() {
     ));
     assert!(a
         .iter()
-        .any(|x| matches!(x, Action::Error { message } if message.contains("customer.tier"))));
+        .any(|x| matches!(x, Action::Error { message, .. } if message.contains("customer.tier"))));
     assert_eq!(s.node(), "fallback");
     // A stale result (an old token) changes nothing.
     assert!(s

@@ -33,6 +33,12 @@ pub enum MediaEvent {
     PlaybackDone {
         token: u64,
     },
+    /// The recording started with this token ended (stopped, or full):
+    /// the caller's audio as 8 kHz samples.
+    Recorded {
+        token: u64,
+        samples: Vec<i16>,
+    },
 }
 
 /// The RTP stream's agreed parameters.
@@ -73,6 +79,20 @@ pub(crate) enum ChannelCommand {
     },
     Stop,
     SendDigit(Digit),
+    /// Keep the caller's audio, up to `max_samples`.
+    Record {
+        token: u64,
+        max_samples: usize,
+    },
+    StopRecord,
+}
+
+/// The caller's audio being kept for a voicemail or a recording. Packets
+/// are appended in arrival order; a lost packet is a short gap.
+struct Recording {
+    token: u64,
+    samples: Vec<i16>,
+    max: usize,
 }
 
 enum Source {
@@ -102,6 +122,7 @@ pub(crate) struct Channel {
     inband: InbandDetector,
     digits: Vec<Digit>,
     pcm: Vec<i16>,
+    recording: Option<Recording>,
 }
 
 impl Channel {
@@ -126,6 +147,7 @@ impl Channel {
             inband: InbandDetector::default(),
             digits: Vec::new(),
             pcm: Vec::with_capacity(FRAME_SAMPLES * 2),
+            recording: None,
         }
     }
 
@@ -162,6 +184,16 @@ impl Channel {
             ChannelCommand::SendDigit(digit) => {
                 self.tone = Some((Rfc4733Tone::new(digit), self.ts))
             }
+            ChannelCommand::Record { token, max_samples } => {
+                self.finish_recording();
+                self.recording = Some(Recording {
+                    token,
+                    // A minute up front; longer messages grow as they come.
+                    samples: Vec::with_capacity(max_samples.min(8000 * 60)),
+                    max: max_samples,
+                });
+            }
+            ChannelCommand::StopRecord => self.finish_recording(),
         }
     }
 
@@ -202,7 +234,7 @@ impl Channel {
             if let Some(d) = self.rfc4733.on_packet(info.timestamp, payload) {
                 let _ = self.events.send(MediaEvent::Digit(d, DigitSource::Rfc4733));
             }
-        } else if stream.dtmf_pt.is_none() {
+        } else if stream.dtmf_pt.is_none() || self.recording.is_some() {
             self.pcm.clear();
             match stream.codec {
                 Codec::Pcmu => self
@@ -212,12 +244,31 @@ impl Channel {
                     .pcm
                     .extend(payload.iter().map(|&b| g711::alaw_decode(b))),
             }
-            self.inband.push(&self.pcm, &mut self.digits);
-            for d in self.digits.drain(..) {
-                let _ = self.events.send(MediaEvent::Digit(d, DigitSource::InBand));
+            if stream.dtmf_pt.is_none() {
+                self.inband.push(&self.pcm, &mut self.digits);
+                for d in self.digits.drain(..) {
+                    let _ = self.events.send(MediaEvent::Digit(d, DigitSource::InBand));
+                }
+            }
+            if let Some(rec) = self.recording.as_mut() {
+                let room = rec.max.saturating_sub(rec.samples.len());
+                rec.samples
+                    .extend_from_slice(&self.pcm[..room.min(self.pcm.len())]);
+                if rec.samples.len() >= rec.max {
+                    self.finish_recording();
+                }
             }
         }
         true
+    }
+
+    fn finish_recording(&mut self) {
+        if let Some(rec) = self.recording.take() {
+            let _ = self.events.send(MediaEvent::Recorded {
+                token: rec.token,
+                samples: rec.samples,
+            });
+        }
     }
 
     /// Moves the playback position one frame on; returns the frame index to

@@ -8,6 +8,7 @@ pub mod g711;
 pub mod ports;
 pub mod prompt;
 pub mod rtp;
+pub mod wav;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -169,6 +170,21 @@ impl MediaChannel {
     /// Stops playback; silence follows.
     pub fn stop(&self) {
         self.send(ChannelCommand::Stop);
+    }
+
+    /// Starts keeping the caller's audio (at most `max`); returns the token
+    /// its [`MediaEvent::Recorded`] will carry.
+    pub fn record(&mut self, max: std::time::Duration) -> u64 {
+        self.next_token += 1;
+        let token = self.next_token;
+        let max_samples = usize::try_from(max.as_millis() * 8).unwrap_or(usize::MAX);
+        self.send(ChannelCommand::Record { token, max_samples });
+        token
+    }
+
+    /// Ends the recording; its `Recorded` event follows.
+    pub fn stop_recording(&self) {
+        self.send(ChannelCommand::StopRecord);
     }
 
     /// Sends a digit as RFC 4733 telephone-events.

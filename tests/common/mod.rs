@@ -400,6 +400,19 @@ pub fn keys_scenario(
     keys: &[(u64, char)],
     tail_ms: u64,
 ) -> PathBuf {
+    keys_scenario_with(engine, name, port, keys, tail_ms, false)
+}
+
+/// As [`keys_scenario`]; with `speak`, the caller also streams audio (SIPp's
+/// `rtp_stream` of `sipp-scenarios/load-audio.ulaw`, looped) from the answer on.
+pub fn keys_scenario_with(
+    engine: &Engine,
+    name: &str,
+    port: u16,
+    keys: &[(u64, char)],
+    tail_ms: u64,
+    speak: bool,
+) -> PathBuf {
     let header = |method: &str, cseq: u32| {
         format!(
             "      {method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport\n      From: \"SIPp caller\" <sip:sipp@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n      Call-ID: [call_id]\n      CSeq: {cseq} {method}\n      Contact: <sip:sipp@[local_ip]:[local_port];transport=[transport]>\n      Max-Forwards: 70\n"
@@ -415,6 +428,12 @@ pub fn keys_scenario(
         "  <send><![CDATA[\n\n{}      Content-Length: 0\n\n]]></send>\n",
         header("ACK", 1)
     ));
+    if speak {
+        xml.push_str(&format!(
+            "  <nop><action><exec rtp_stream=\"{},-1,0\"/></action></nop>\n",
+            scenario("load-audio.ulaw").display()
+        ));
+    }
     for (i, (pause, key)) in keys.iter().enumerate() {
         let cseq = 2 + i as u32;
         xml.push_str(&format!(

@@ -1,0 +1,120 @@
+//! What must survive a restart: voicemails and survey answers now; CDRs
+//! and callbacks follow. SQLite by default (one file under the data
+//! directory), behind the [`Store`] trait so PostgreSQL can follow.
+//!
+//! The database is used from one thread of its own; call tasks reach it
+//! through a [`StoreHandle`] and await the result, so a row is written
+//! before the caller is told it was.
+
+mod sqlite;
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("the store has stopped")]
+    Stopped,
+}
+
+/// A message a caller left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Voicemail {
+    pub created_at: Timestamp,
+    pub call_id: String,
+    pub caller: String,
+    pub mailbox: String,
+    pub flow: String,
+    /// The WAV file, 8 kHz mono 16-bit.
+    pub path: String,
+    pub duration_ms: u64,
+}
+
+/// A caller's answer to a survey question (0–10).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SurveyAnswer {
+    pub created_at: Timestamp,
+    pub call_id: String,
+    pub caller: String,
+    pub flow: String,
+    pub question: String,
+    pub score: u8,
+}
+
+/// The storage operations the engine needs.
+pub trait Store: Send {
+    fn save_voicemail(&mut self, v: &Voicemail) -> Result<i64, StoreError>;
+    fn save_survey(&mut self, a: &SurveyAnswer) -> Result<i64, StoreError>;
+    fn voicemails(&mut self) -> Result<Vec<Voicemail>, StoreError>;
+    fn survey_answers(&mut self) -> Result<Vec<SurveyAnswer>, StoreError>;
+}
+
+type Job = Box<dyn FnOnce(&mut dyn Store) + Send>;
+
+/// A handle to the store's thread; cheap to clone.
+#[derive(Clone)]
+pub struct StoreHandle {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl StoreHandle {
+    /// Opens the SQLite store under `data_dir` and starts its thread.
+    pub fn open_sqlite(data_dir: &Path) -> Result<StoreHandle, StoreError> {
+        let store = SqliteStore::open(data_dir)?;
+        Ok(StoreHandle::start(Box::new(store)))
+    }
+
+    /// Runs `store` on a thread of its own.
+    pub fn start(mut store: Box<dyn Store>) -> StoreHandle {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new()
+            .name("hotline-store".into())
+            .spawn(move || {
+                while let Some(job) = rx.blocking_recv() {
+                    job(store.as_mut());
+                }
+            })
+            .ok();
+        StoreHandle { jobs: tx }
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |s| {
+                let _ = tx.send(f(s));
+            }))
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    pub async fn save_voicemail(&self, v: Voicemail) -> Result<i64, StoreError> {
+        self.call(move |s| s.save_voicemail(&v)).await
+    }
+
+    pub async fn save_survey(&self, a: SurveyAnswer) -> Result<i64, StoreError> {
+        self.call(move |s| s.save_survey(&a)).await
+    }
+
+    pub async fn voicemails(&self) -> Result<Vec<Voicemail>, StoreError> {
+        self.call(|s| s.voicemails()).await
+    }
+
+    pub async fn survey_answers(&self) -> Result<Vec<SurveyAnswer>, StoreError> {
+        self.call(|s| s.survey_answers()).await
+    }
+}

@@ -1,0 +1,199 @@
+//! The SQLite store: one file, `hotline.db`, in the data directory; WAL
+//! with full sync, so a committed row survives a crash or power loss.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection};
+
+use super::{Store, StoreError, SurveyAnswer, Voicemail};
+
+/// Schema changes, in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE voicemail (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    mailbox TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    path TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX voicemail_mailbox ON voicemail (mailbox, created_at);
+CREATE TABLE survey_answer (
+    id INTEGER PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    question TEXT NOT NULL,
+    score INTEGER NOT NULL CHECK (score BETWEEN 0 AND 10)
+);
+CREATE INDEX survey_answer_time ON survey_answer (created_at);
+"];
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let conn = Connection::open(data_dir.join("hotline.db"))?;
+        SqliteStore::with_connection(conn)
+    }
+
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        SqliteStore::with_connection(Connection::open_in_memory()?)
+    }
+
+    fn with_connection(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = SqliteStore { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let applied: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let applied = usize::try_from(applied).unwrap_or(0);
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+}
+
+fn ts(s: String) -> Timestamp {
+    s.parse().unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl Store for SqliteStore {
+    fn save_voicemail(&mut self, v: &Voicemail) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO voicemail (created_at, call_id, caller, mailbox, flow, path, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                v.created_at.to_string(),
+                v.call_id,
+                v.caller,
+                v.mailbox,
+                v.flow,
+                v.path,
+                v.duration_ms as i64
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn save_survey(&mut self, a: &SurveyAnswer) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO survey_answer (created_at, call_id, caller, flow, question, score)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                a.created_at.to_string(),
+                a.call_id,
+                a.caller,
+                a.flow,
+                a.question,
+                a.score
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn voicemails(&mut self) -> Result<Vec<Voicemail>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT created_at, call_id, caller, mailbox, flow, path, duration_ms
+             FROM voicemail ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Voicemail {
+                created_at: ts(r.get(0)?),
+                call_id: r.get(1)?,
+                caller: r.get(2)?,
+                mailbox: r.get(3)?,
+                flow: r.get(4)?,
+                path: r.get(5)?,
+                duration_ms: r.get::<_, i64>(6)?.max(0) as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn survey_answers(&mut self) -> Result<Vec<SurveyAnswer>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT created_at, call_id, caller, flow, question, score FROM survey_answer ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SurveyAnswer {
+                created_at: ts(r.get(0)?),
+                call_id: r.get(1)?,
+                caller: r.get(2)?,
+                flow: r.get(3)?,
+                question: r.get(4)?,
+                score: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_survive_reopening_and_scores_are_checked() {
+        let dir = std::env::temp_dir().join(format!("hotline-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let now: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        {
+            let mut s = SqliteStore::open(&dir).unwrap();
+            let v = Voicemail {
+                created_at: now,
+                call_id: "abc".into(),
+                caller: "+1555".into(),
+                mailbox: "support".into(),
+                flow: "support".into(),
+                path: "data/voicemail/support/x.wav".into(),
+                duration_ms: 4200,
+            };
+            assert_eq!(s.save_voicemail(&v).unwrap(), 1);
+            let a = SurveyAnswer {
+                created_at: now,
+                call_id: "abc".into(),
+                caller: "+1555".into(),
+                flow: "support".into(),
+                question: "nps".into(),
+                score: 9,
+            };
+            s.save_survey(&a).unwrap();
+            let mut bad = a.clone();
+            bad.score = 11;
+            assert!(s.save_survey(&bad).is_err(), "11 is off the scale");
+        }
+        // Reopened (as after a restart), the rows are there and the
+        // migrations are not applied twice.
+        let mut s = SqliteStore::open(&dir).unwrap();
+        let v = s.voicemails().unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].created_at, now);
+        assert_eq!(v[0].duration_ms, 4200);
+        let a = s.survey_answers().unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].score, 9);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
