@@ -794,3 +794,71 @@ fn node_shape_mistakes() {
         ["f.yaml:5:13: in `n = 1`: `=` is not a comparison: write `==` (at character 3)"]
     );
 }
+
+/// The keys serde accepts at a place in a flow, read from its "unknown
+/// field" message, so the schema test follows the model without a list.
+fn accepted_keys(yaml_with_zzz: &str) -> std::collections::BTreeSet<String> {
+    let err = super::compile::parse(yaml_with_zzz)
+        .unwrap_err()
+        .without_snippet()
+        .to_string();
+    let list = err
+        .split("expected one of ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{err}"));
+    let list = list.split(" at line").next().unwrap_or(list);
+    list.split(',')
+        .map(|k| k.trim().trim_matches('`').to_owned())
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+#[test]
+fn the_json_schema_names_exactly_the_keys_the_loader_accepts() {
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../ivr-flows/schema.json")).unwrap();
+    let keys = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let node = &schema["$defs"]["node"];
+    let places = [
+        ("entry: a\nzzz: 1\nnodes: {}\n", &schema),
+        ("entry: a\nnodes:\n  a: { zzz: 1 }\n", node),
+        (
+            "entry: a\nnodes:\n  a: { menu: { zzz: 1 } }\n",
+            &node["properties"]["menu"],
+        ),
+        (
+            "entry: a\nnodes:\n  a: { collect: { zzz: 1 } }\n",
+            &node["properties"]["collect"],
+        ),
+        (
+            "entry: a\nnodes:\n  a: { webhook: { zzz: 1 } }\n",
+            &node["properties"]["webhook"],
+        ),
+        (
+            "entry: a\nnodes:\n  a: { survey: { zzz: 1 } }\n",
+            &node["properties"]["survey"],
+        ),
+        (
+            "entry: a\nnodes:\n  a: { record: { zzz: 1 } }\n",
+            &schema["$defs"]["record"],
+        ),
+        (
+            "entry: a\nnodes:\n  a: { branch: [ { zzz: 1 } ] }\n",
+            &node["properties"]["branch"]["items"],
+        ),
+    ];
+    for (yaml, place) in places {
+        assert_eq!(
+            accepted_keys(yaml),
+            keys(place),
+            "schema and loader differ for {yaml:?}"
+        );
+    }
+}

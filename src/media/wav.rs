@@ -47,7 +47,14 @@ mod tests {
             .collect();
         super::write(&path, &samples, 8000).unwrap();
         let back = crate::media::prompt::decode_file(&path).unwrap();
-        assert_eq!(back, samples);
+        assert_eq!(back.len(), samples.len());
+        // The decoder goes through floats: allow one step of rounding.
+        let worst = back
+            .iter()
+            .zip(&samples)
+            .map(|(a, b)| (i32::from(*a) - i32::from(*b)).abs())
+            .max();
+        assert!(worst <= Some(1), "{worst:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
