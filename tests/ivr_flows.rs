@@ -33,24 +33,19 @@ fn call(
 #[test]
 fn pressing_2_and_an_account_number_reaches_the_support_queue() {
     let engine = support_line("");
-    // 2 during the greeting (barge-in), then the account number and #.
-    let keys = [
-        (800, '2'),
-        (1500, '1'),
-        (300, '2'),
-        (300, '3'),
-        (300, '4'),
-        (300, '#'),
-    ];
-    let report = call(&engine, &keys, 5000, Duration::from_secs(11));
+    // The shipped scenario: 2 during the greeting (barge-in), then 1234#.
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(11));
+    let sc = common::scenario_to_sink(&engine, "caller-ivr-account.xml", port);
+    sipp(&engine, 0, &sc, &["-s", "100", "-d", "5000", "-m", "1"]).assert_ok();
     assert_heard(
-        &report,
+        &sink.join().unwrap(),
         &["greeting", "ask/account", "please-hold", "music/default"],
         20,
     );
     assert!(engine.wait_log("call ended", Duration::from_secs(5)));
     let log = engine.log();
-    assert!(log.contains("queue=support"), "{log}");
+    assert!(log.contains("caller queued queue=support"), "{log}");
 }
 
 #[test]
