@@ -101,6 +101,7 @@ pub async fn run(
         flows: flows_rx,
         http: reqwest::Client::new(),
         store,
+        dialer: sip.dialer.clone(),
         hangup_all: hangup_rx,
     };
     let active = Arc::new(AtomicUsize::new(0));

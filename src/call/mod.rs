@@ -3,6 +3,7 @@
 //! place where the layers meet.
 
 pub mod engine;
+mod leg;
 mod playlist;
 mod recording;
 pub mod reload;
@@ -21,7 +22,7 @@ use crate::media::{
     dtmf, Digit, DigitSource, MediaChannel, MediaEngine, MediaEvent, PromptCache, StreamConfig,
 };
 use crate::sdp::{self, Negotiated, Origin};
-use crate::sip::{DialogEvent, DialogHandle, IncomingCall};
+use crate::sip::{Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall};
 use crate::store::StoreHandle;
 use playlist::Playlist;
 
@@ -35,6 +36,7 @@ pub struct CallContext {
     pub flows: watch::Receiver<Arc<FlowSet>>,
     pub http: reqwest::Client,
     pub store: StoreHandle,
+    pub dialer: Dialer,
     /// Becomes `true` when the drain timeout is over: hang up now.
     pub hangup_all: watch::Receiver<bool>,
 }
@@ -86,6 +88,8 @@ struct Call {
     call_id: String,
     caller: String,
     recording: Option<recording::Active>,
+    /// The call placed for a transfer, ringing or bridged.
+    leg: Option<leg::Leg>,
 }
 
 impl Call {
@@ -141,6 +145,7 @@ impl Call {
             call_id,
             caller,
             recording: None,
+            leg: None,
         };
         // An unusable offer is refused before any ringing.
         let offered = match offer {
@@ -217,6 +222,7 @@ impl Call {
                 }
                 Some(ev) = self.media.events.recv() => self.on_media(ev),
                 Some(ev) = self.feedback.1.recv() => self.feed(ev),
+                ev = leg::next_of(self.leg.as_mut()) => self.on_leg(ev),
                 _ = sleep_until_opt(timer) => {
                     if let Some((token, _)) = self.timer.take() {
                         self.feed(Event::Timer(token));
@@ -293,6 +299,10 @@ impl Call {
             DialogEvent::Cancelled => Some(Ending::Cancelled),
             DialogEvent::NoAck => Some(Ending::NoAck),
             DialogEvent::Ended => Some(Ending::WeHungUp),
+            // Only for calls we place, never on the caller's dialog.
+            DialogEvent::Ringing | DialogEvent::Answered { .. } | DialogEvent::Rejected { .. } => {
+                None
+            }
         }
     }
 
@@ -350,7 +360,120 @@ impl Call {
         }
     }
 
+    /// Places the call to the transfer target; the caller hears hold music
+    /// while it rings.
+    fn transfer(&mut self, token: u64, target: String, uri: String) {
+        let media = match self.ctx.media.open_beside(&self.media) {
+            Ok(m) => m,
+            Err(e) => {
+                self.feedback_now(Event::Transferred(token, Err(e.to_string())));
+                return;
+            }
+        };
+        let mut origin = Origin::new(self.ctx.config.media_address());
+        let offer = sdp::offer(&mut origin, media.local_port());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let dialer = self.ctx.dialer.clone();
+        let call = OutboundCall {
+            target: uri.clone(),
+            from_user: self.caller.clone(),
+            from_display: None,
+            sdp: offer,
+        };
+        tokio::spawn(async move {
+            let _ = tx.send(dialer.call(call).await);
+        });
+        info!(%target, %uri, "transferring");
+        let q = crate::config::QueueConfig::default();
+        self.playlist
+            .start_then_loop(Vec::new(), q.music, &mut self.media, &self.ctx.prompts);
+        self.leg = Some(leg::Leg::new(token, target, media, rx));
+    }
+
+    /// An event to feed once the current one is done.
+    fn feedback_now(&self, ev: Event) {
+        let _ = self.feedback.0.send(ev);
+    }
+
+    fn on_leg(&mut self, ev: leg::LegEvent) {
+        let Some(leg) = self.leg.as_mut() else {
+            return;
+        };
+        let token = leg.token;
+        match ev {
+            leg::LegEvent::Dialog(DialogEvent::Ringing) => {
+                info!(target = %leg.target, "transfer target ringing")
+            }
+            leg::LegEvent::Dialog(DialogEvent::Answered { sdp: answer }) => {
+                let negotiated = match answer {
+                    Some(body) => sdp::parse(&body)
+                        .and_then(|a| sdp::accept_answer(&a))
+                        .map_err(|e| e.to_string()),
+                    None => Err("no SDP in the 2xx".to_owned()),
+                };
+                match negotiated {
+                    Ok(n) => {
+                        leg.media.configure(StreamConfig {
+                            remote: n.remote,
+                            codec: n.codec,
+                            payload_type: n.payload_type,
+                            dtmf_pt: n.dtmf_pt,
+                            send: n.we_send(),
+                            symmetric: true,
+                        });
+                        leg.deadline = None;
+                        leg.bridged = true;
+                        self.playlist.stop(&self.media);
+                        self.media.bridge(&leg.media);
+                        info!(target = %leg.target, codec = n.codec.name(), "transfer answered; caller bridged");
+                        self.feed(Event::Transferred(token, Ok(())));
+                    }
+                    Err(e) => self.fail_transfer(format!("unusable answer: {e}")),
+                }
+            }
+            leg::LegEvent::Dialog(DialogEvent::Rejected { status }) => {
+                self.fail_transfer(format!("answered {status}"))
+            }
+            leg::LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) => {
+                if leg.bridged {
+                    info!(target = %leg.target, "the transfer target hung up");
+                    self.leg = None;
+                    self.hang_up = true;
+                } else {
+                    self.fail_transfer("the call ended before it was answered".into());
+                }
+            }
+            leg::LegEvent::Dialog(_) => {}
+            leg::LegEvent::Media(MediaEvent::Digit(d, _)) => {
+                // Keys the target presses reach the caller as they were sent.
+                self.media.send_digit(d);
+            }
+            leg::LegEvent::Media(_) => {}
+            leg::LegEvent::Failed(e) => self.fail_transfer(e),
+            leg::LegEvent::NoAnswer => self.fail_transfer(format!(
+                "no answer within {} s",
+                leg::RING_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// The transfer did not happen: the leg is dropped (CANCEL or BYE) and
+    /// the flow takes its error path.
+    fn fail_transfer(&mut self, why: String) {
+        if let Some(leg) = self.leg.take() {
+            warn!(target = %leg.target, error = %why, "transfer failed");
+            self.playlist.stop(&self.media);
+            self.media.unbridge();
+            self.feed(Event::Transferred(leg.token, Err(why)));
+        }
+    }
+
     fn on_digit(&mut self, d: Digit, source: DigitSource) {
+        if let Some(leg) = self.leg.as_ref().filter(|l| l.bridged) {
+            // Bridged: the caller's keys go on to the target (RFC 4733).
+            leg.media.send_digit(d);
+            return;
+        }
         info!(digit = %d, ?source, node = self.run.node_name(), "digit received");
         self.feed(Event::Digit(d.as_char()));
     }
@@ -469,15 +592,8 @@ impl Call {
                 );
                 None
             }
-            Action::Transfer { target, uri } => {
-                warn!(%target, %uri, "transfers need outbound calls, which are not built yet; the caller hears hold music");
-                let q = crate::config::QueueConfig::default();
-                self.playlist.start_then_loop(
-                    q.greeting.into_iter().collect(),
-                    q.music,
-                    &mut self.media,
-                    &self.ctx.prompts,
-                );
+            Action::Transfer { token, target, uri } => {
+                self.transfer(token, target, uri);
                 None
             }
             Action::Hangup => {

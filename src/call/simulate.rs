@@ -219,7 +219,13 @@ impl Simulation {
                 out,
                 "{t}  queue {queue} (priority {priority}, skills {skills:?})"
             )?,
-            Action::Transfer { target, uri } => writeln!(out, "{t}  transfer to {target} ({uri})")?,
+            Action::Transfer { token, target, uri } => {
+                writeln!(
+                    out,
+                    "{t}  transfer to {target} ({uri}); simulated as answered"
+                )?;
+                pending.push_back(Event::Transferred(token, Ok(())));
+            }
             Action::Hangup => writeln!(out, "{t}  hang up")?,
             Action::Error { node, message } => writeln!(out, "{t}  error in {node}: {message}")?,
         }

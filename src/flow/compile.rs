@@ -211,6 +211,7 @@ fn allowed(kind: &str) -> &'static [&'static str] {
         "queue" => &["priority", "skills"],
         "record" | "voicemail" => &["next", "on-error"],
         "survey" => &["next"],
+        "transfer" => &["on-error"],
         _ => &[],
     }
 }
@@ -473,8 +474,10 @@ impl Checker<'_> {
                         ),
                     );
                 }
+                let on_error = self.optional(&n.on_error)?;
                 Some(Kind::Transfer {
                     target: t.value.clone(),
+                    on_error,
                 })
             }
             "record" | "voicemail" => {

@@ -72,6 +72,9 @@ pub enum Kind {
     },
     Transfer {
         target: String,
+        /// Where the call goes when the target is busy, does not answer
+        /// or cannot be reached.
+        on_error: Option<NodeId>,
     },
     Record(Record),
     Survey(Survey),

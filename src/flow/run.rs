@@ -29,6 +29,9 @@ pub enum Event {
     Recorded(u64, Result<String, String>),
     /// A survey answer reached the store (or could not).
     Saved(u64, Result<(), String>),
+    /// The transfer target answered and the call is bridged to it (`Ok`),
+    /// or it was busy, did not answer or could not be reached.
+    Transferred(u64, Result<(), String>),
     /// The caller hung up.
     Hangup,
 }
@@ -96,8 +99,10 @@ pub enum Action {
         priority: i64,
         skills: Vec<String>,
     },
-    /// Send the call to a configured target.
+    /// Call a configured target and bridge the caller to it; report
+    /// `Transferred(token, …)`.
     Transfer {
+        token: u64,
         target: String,
         uri: String,
     },
@@ -158,6 +163,9 @@ enum Phase {
         token: u64,
     },
     Saving {
+        token: u64,
+    },
+    Transferring {
         token: u64,
     },
     HangingUp {
@@ -255,6 +263,11 @@ impl Run {
             Event::Saved(t, result) => {
                 if self.phase == (Phase::Saving { token: t }) {
                     self.saved(result, now, &mut out);
+                }
+            }
+            Event::Transferred(t, result) => {
+                if self.phase == (Phase::Transferring { token: t }) {
+                    self.transferred(result, now, &mut out);
                 }
             }
             Event::Hangup => {
@@ -427,13 +440,12 @@ impl Run {
                     skills: skills.clone(),
                 });
             }
-            Kind::Transfer { target } => {
+            Kind::Transfer { target, .. } => {
                 let uri = set.transfers.get(target).cloned().unwrap_or_default();
-                self.phase = Phase::Done;
-                self.outcome = Some(Outcome::Transferred {
-                    target: target.clone(),
-                });
+                let token = self.token();
+                self.phase = Phase::Transferring { token };
                 out.push(Action::Transfer {
+                    token,
                     target: target.clone(),
                     uri,
                 });
@@ -787,6 +799,19 @@ impl Run {
                 self.enter(r.next, now, out);
             }
             Err(e) => self.error(format!("recording: {e}"), r.on_error, now, out),
+        }
+    }
+
+    fn transferred(&mut self, result: Result<(), String>, now: Timestamp, out: &mut Vec<Action>) {
+        let Kind::Transfer { target, on_error } = self.kind().clone() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                self.phase = Phase::Done;
+                self.outcome = Some(Outcome::Transferred { target });
+            }
+            Err(e) => self.error(format!("transfer to {target}: {e}"), on_error, now, out),
         }
     }
 

@@ -510,14 +510,40 @@ fn webhook_results_drive_branches() {
 #[test]
 fn transfer_goto_and_hangup() {
     let a = "entry: x\nnodes:\n  x: { goto: b }\n";
-    let b = "entry: y\nnodes:\n  y: { transfer: operator }\n";
+    let b = "entry: y\nnodes:\n  y: { transfer: operator, on-error: busy }\n  busy: { hangup: goodbye }\n";
     let set = set(&[("a", a), ("b", b)]);
-    let s = Sim::new(set, "a");
-    assert!(s.actions.contains(&Action::Transfer {
-        target: "operator".into(),
-        uri: "sip:operator@127.0.0.1:5070".into()
-    }));
+    let transfer_token = |s: &Sim| {
+        s.actions
+            .iter()
+            .find_map(|x| match x {
+                Action::Transfer { token, target, uri } => {
+                    assert_eq!(
+                        (target.as_str(), uri.as_str()),
+                        ("operator", "sip:operator@127.0.0.1:5070")
+                    );
+                    Some(*token)
+                }
+                _ => None,
+            })
+            .expect("no transfer")
+    };
+    let mut s = Sim::new(set.clone(), "a");
     assert_eq!(s.run.flow_name(), "b");
+    let t = transfer_token(&s);
+    assert_eq!(s.run.outcome(), None, "still ringing");
+    s.send(Event::Transferred(t, Ok(())));
+    assert_eq!(
+        s.run.outcome(),
+        Some(&Outcome::Transferred {
+            target: "operator".into()
+        })
+    );
+    // Busy or no answer: the node's error path.
+    let mut s = Sim::new(set, "a");
+    let t = transfer_token(&s);
+    let a = s.send(Event::Transferred(t, Err("answered 486".into())));
+    assert!(matches!(&a[0], Action::Error { message, .. } if message.contains("486")));
+    assert_eq!(s.node(), "busy");
     let h = "entry: x\nnodes:\n  x: { hangup: true }\n";
     let s = Sim::new(self::set(&[("h", h)]), "h");
     assert_eq!(s.actions.last(), Some(&Action::Hangup));

@@ -85,7 +85,14 @@ pub(crate) enum ChannelCommand {
         max_samples: usize,
     },
     StopRecord,
+    /// Relay this channel's incoming audio to the channel with this id (on
+    /// the same clock), and send what it relays back; `None` ends it.
+    Bridge(Option<u64>),
 }
+
+/// Frames relayed from a bridged peer wait here; past this many the oldest
+/// go, so a peer sending faster than 20 ms frames cannot build up delay.
+const RELAY_MAX: usize = 5;
 
 /// The caller's audio being kept for a voicemail or a recording. Packets
 /// are appended in arrival order; a lost packet is a short gap.
@@ -123,6 +130,12 @@ pub(crate) struct Channel {
     digits: Vec<Digit>,
     pcm: Vec<i16>,
     recording: Option<Recording>,
+    /// The channel this one is bridged to.
+    bridge: Option<u64>,
+    /// Audio received this tick, for the bridged peer (in our codec).
+    outbox: Vec<Vec<u8>>,
+    /// Audio from the bridged peer, in our codec, sent one frame per tick.
+    relay: std::collections::VecDeque<Vec<u8>>,
 }
 
 impl Channel {
@@ -148,6 +161,9 @@ impl Channel {
             digits: Vec::new(),
             pcm: Vec::with_capacity(FRAME_SAMPLES * 2),
             recording: None,
+            bridge: None,
+            outbox: Vec::new(),
+            relay: std::collections::VecDeque::new(),
         }
     }
 
@@ -194,6 +210,14 @@ impl Channel {
                 });
             }
             ChannelCommand::StopRecord => self.finish_recording(),
+            ChannelCommand::Bridge(peer) => {
+                self.bridge = peer;
+                self.relay.clear();
+                self.outbox.clear();
+                if peer.is_some() {
+                    self.source = Source::Silence;
+                }
+            }
         }
     }
 
@@ -229,6 +253,9 @@ impl Channel {
             // Latch once: later packets from elsewhere cannot steal the stream.
             stream.remote = from;
             self.latched = true;
+        }
+        if self.bridge.is_some() && info.payload_type == stream.payload_type {
+            self.outbox.push(payload.to_vec());
         }
         if Some(info.payload_type) == stream.dtmf_pt {
             if let Some(d) = self.rfc4733.on_packet(info.timestamp, payload) {
@@ -321,6 +348,7 @@ pub(crate) async fn run(
                 for ch in channels.list.iter_mut() {
                     ch.receive_all(&mut rbuf, &stats);
                 }
+                channels.relay();
                 for ch in channels.list.iter_mut() {
                     tick(ch, &mut wbuf, &stats);
                 }
@@ -340,6 +368,40 @@ impl Channels {
     fn get_mut(&mut self, id: u64) -> Option<&mut Channel> {
         let i = *self.index.get(&id)?;
         self.list.get_mut(i)
+    }
+
+    /// Moves what bridged channels received to their peers, transcoding
+    /// between μ-law and A-law when the two legs differ.
+    fn relay(&mut self) {
+        for i in 0..self.list.len() {
+            let Some(peer) = self.list[i].bridge else {
+                continue;
+            };
+            if self.list[i].outbox.is_empty() {
+                continue;
+            }
+            let frames = std::mem::take(&mut self.list[i].outbox);
+            let from = self.list[i].stream.map(|s| s.codec);
+            let Some(p) = self.get_mut(peer) else {
+                continue;
+            };
+            let to = p.stream.map(|s| s.codec);
+            for mut frame in frames {
+                match (from, to) {
+                    (Some(Codec::Pcmu), Some(Codec::Pcma)) => frame
+                        .iter_mut()
+                        .for_each(|b| *b = g711::alaw_encode(g711::ulaw_decode(*b))),
+                    (Some(Codec::Pcma), Some(Codec::Pcmu)) => frame
+                        .iter_mut()
+                        .for_each(|b| *b = g711::ulaw_encode(g711::alaw_decode(*b))),
+                    _ => {}
+                }
+                if p.relay.len() >= RELAY_MAX {
+                    p.relay.pop_front();
+                }
+                p.relay.push_back(frame);
+            }
+        }
     }
 
     fn apply(&mut self, cmd: ClockCommand) {
@@ -406,8 +468,14 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats) {
     let marker = std::mem::take(&mut ch.marker);
     if len.is_none() {
         info.marker = marker;
-        let payload: &[u8] = match (&ch.source, index) {
-            (Source::Prompt { prompt, .. }, Some(i)) => prompt.frame(stream.codec, i),
+        let relayed = if ch.bridge.is_some() {
+            ch.relay.pop_front()
+        } else {
+            None
+        };
+        let payload: &[u8] = match (&ch.source, index, &relayed) {
+            (_, _, Some(frame)) => frame,
+            (Source::Prompt { prompt, .. }, Some(i), _) => prompt.frame(stream.codec, i),
             _ => silence(stream.codec),
         };
         len = rtp::write(&info, payload, wbuf);

@@ -75,6 +75,13 @@ impl MediaEngine {
 
     /// Opens a channel on a free even port.
     pub fn open(self: &Arc<Self>) -> Result<MediaChannel, MediaError> {
+        self.open_on(None)
+    }
+
+    fn open_on(
+        self: &Arc<Self>,
+        clock: Option<mpsc::UnboundedSender<ClockCommand>>,
+    ) -> Result<MediaChannel, MediaError> {
         // A port whose last socket is still closing in its ticker fails to
         // bind; try a few more.
         let mut last_err = None;
@@ -86,7 +93,7 @@ impl MediaEngine {
                 .take()
                 .ok_or_else(|| MediaError::NoPorts(self.range.clone()))?;
             match bind_nonblocking(SocketAddr::new(self.bind, port)) {
-                Ok(socket) => return Ok(self.register(socket, port)),
+                Ok(socket) => return Ok(self.register(socket, port, clock)),
                 Err(e) => {
                     self.give_back(port);
                     last_err = Some(e);
@@ -98,11 +105,22 @@ impl MediaEngine {
         })))
     }
 
-    fn register(self: &Arc<Self>, socket: UdpSocket, port: u16) -> MediaChannel {
+    /// Opens a channel on the same clock as `other`, so the two can be
+    /// bridged without crossing tasks.
+    pub fn open_beside(self: &Arc<Self>, other: &MediaChannel) -> Result<MediaChannel, MediaError> {
+        self.open_on(Some(other.clock.clone()))
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        socket: UdpSocket,
+        port: u16,
+        clock: Option<mpsc::UnboundedSender<ClockCommand>>,
+    ) -> MediaChannel {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let clock = self.clocks
-            [self.next_clock.fetch_add(1, Ordering::Relaxed) % self.clocks.len()]
-        .clone();
+        let clock = clock.unwrap_or_else(|| {
+            self.clocks[self.next_clock.fetch_add(1, Ordering::Relaxed) % self.clocks.len()].clone()
+        });
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = clock.send(ClockCommand::Add(Box::new(Channel::new(id, socket, tx))));
         MediaChannel {
@@ -185,6 +203,19 @@ impl MediaChannel {
     /// Ends the recording; its `Recorded` event follows.
     pub fn stop_recording(&self) {
         self.send(ChannelCommand::StopRecord);
+    }
+
+    /// Bridges this channel and `other` (opened with
+    /// [`MediaEngine::open_beside`]): each sends what the other receives.
+    /// Playback on both stops.
+    pub fn bridge(&self, other: &MediaChannel) {
+        self.send(ChannelCommand::Bridge(Some(other.id)));
+        other.send(ChannelCommand::Bridge(Some(self.id)));
+    }
+
+    /// Ends a bridge on this channel (the peer is told separately).
+    pub fn unbridge(&self) {
+        self.send(ChannelCommand::Bridge(None));
     }
 
     /// Sends a digit as RFC 4733 telephone-events.

@@ -15,10 +15,11 @@ use tracing::{debug, info, warn};
 
 use super::dialog::{Dialog, DialogState, PendingInvite};
 use super::handle::{
-    Command, DialogEvent, DialogHandle, DialogId, IncomingCall, SipLayer, SipStatus,
+    Command, Dialer, DialogEvent, DialogHandle, DialogId, IncomingCall, OutboundCall, SipLayer,
+    SipStatus,
 };
 use super::header::{tag_of, NameAddr, SipUri, Via};
-use super::message::{self, Message, Method, Request, Response};
+use super::message::{self, Headers, Message, Method, Request, Response};
 use super::reply;
 use super::transaction::{
     RequestMatch, ServerKey, Target, Transactions, Transmit, Transport, TxEvent, TxId,
@@ -77,6 +78,11 @@ pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
         .or(tcp_addr)
         .map(|a| a.port())
         .unwrap_or(listen.port());
+    let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let dialer = Dialer {
+        commands: cmd_tx.clone(),
+        ids: ids.clone(),
+    };
     let core = SipCore {
         local: SocketAddr::new(config.sip_address(), port),
         config,
@@ -84,7 +90,8 @@ pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
         dialogs: HashMap::new(),
         by_call: HashMap::new(),
         by_tx: HashMap::new(),
-        next_dialog: 0,
+        next_dialog: ids,
+        by_invite: HashMap::new(),
         udp,
         tcp: HashMap::new(),
         incoming: incoming_tx,
@@ -96,6 +103,7 @@ pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
     tokio::spawn(core.run(in_rx, cmd_rx));
     Ok(SipLayer {
         incoming: incoming_rx,
+        dialer,
         status,
         udp_addr,
         tcp_addr,
@@ -117,7 +125,10 @@ struct SipCore {
     by_call: HashMap<(String, String), DialogId>,
     /// Transactions whose outcome a dialog waits for.
     by_tx: HashMap<TxId, DialogId>,
-    next_dialog: u64,
+    /// Our INVITEs' client transactions → their dialogs.
+    by_invite: HashMap<TxId, DialogId>,
+    /// Dialog ids, shared with the [`Dialer`] so it can name a dialog at once.
+    next_dialog: Arc<std::sync::atomic::AtomicU64>,
     udp: Option<Arc<UdpSocket>>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>,
     incoming: mpsc::Sender<IncomingCall>,
@@ -212,8 +223,28 @@ impl SipCore {
                     }
                 }
             }
-            // The engine sends no INVITE yet (agents and callbacks will).
-            TxEvent::Provisional(..) => {}
+            TxEvent::Provisional(tx, resp) => {
+                if let Some(&id) = self.by_invite.get(&tx) {
+                    self.on_invite_provisional(id, &resp);
+                }
+            }
+            TxEvent::Response(tx, resp) if self.by_invite.contains_key(&tx) => {
+                if let Some(&id) = self.by_invite.get(&tx) {
+                    self.on_invite_final(id, tx, &resp);
+                }
+            }
+            TxEvent::Timeout(tx) if self.by_invite.contains_key(&tx) => {
+                if let Some(id) = self.by_invite.remove(&tx) {
+                    if let Some(slot) = self.dialogs.get_mut(&id) {
+                        if slot.dialog.state == DialogState::Early {
+                            info!(call_id = %slot.dialog.call_id, "no answer to our INVITE");
+                            let _ = slot.events.send(DialogEvent::Rejected { status: 408 });
+                            slot.dialog.state = DialogState::Terminated;
+                            self.forget(id);
+                        }
+                    }
+                }
+            }
             TxEvent::Response(tx, _) | TxEvent::Timeout(tx) => {
                 if let Some(id) = self.by_tx.remove(&tx) {
                     if let Some(slot) = self.dialogs.get(&id) {
@@ -346,8 +377,7 @@ impl SipCore {
             .and_then(|u| u.user)
             .unwrap_or_default();
 
-        self.next_dialog += 1;
-        let id = DialogId(self.next_dialog);
+        let id = DialogId(self.next_dialog.fetch_add(1, Ordering::SeqCst) + 1);
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let call = IncomingCall {
             call_id: call_id.clone(),
@@ -502,6 +532,12 @@ impl SipCore {
                 sdp,
             } => self.respond_pending(dialog, status, sdp),
             Command::Hangup { dialog } => self.hangup(dialog),
+            Command::Invite {
+                dialog,
+                call,
+                addr,
+                events,
+            } => self.send_invite(dialog, call, addr, events),
             Command::Release { dialog } => {
                 if let Some(slot) = self.dialogs.get_mut(&dialog) {
                     slot.released = true;
@@ -545,6 +581,7 @@ impl SipCore {
             return;
         };
         match slot.dialog.state {
+            DialogState::Early if slot.dialog.outbound.is_some() => self.send_cancel(id),
             DialogState::Early => self.respond_pending(id, 480, None),
             DialogState::Confirmed if slot.dialog.bye_tx.is_none() => self.send_bye(id),
             _ => {}
@@ -577,6 +614,187 @@ impl SipCore {
         self.out.push(transmit);
     }
 
+    /// Places a call: the INVITE on a client transaction, a UAC dialog.
+    fn send_invite(
+        &mut self,
+        id: DialogId,
+        call: OutboundCall,
+        addr: SocketAddr,
+        events: mpsc::UnboundedSender<DialogEvent>,
+    ) {
+        let branch = format!("z9hG4bK{}", random_token(16));
+        let local_tag = random_token(10);
+        let call_id = format!("{}@{}", random_token(20), self.local.ip());
+        let host = match self.local.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        let user: String = call
+            .from_user
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "+-_.!~*'()".contains(*c))
+            .collect();
+        let user = if user.is_empty() {
+            "hotline".to_owned()
+        } else {
+            user
+        };
+        let display: Option<String> = call.from_display.map(|d| {
+            d.chars()
+                .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+                .collect()
+        });
+        let from_uri = format!("sip:{user}@{host}");
+        let from = match &display {
+            Some(d) => format!("\"{d}\" <{from_uri}>;tag={local_tag}"),
+            None => format!("<{from_uri}>;tag={local_tag}"),
+        };
+        let mut headers = Headers::default();
+        headers.push(
+            "Via",
+            format!("SIP/2.0/UDP {};branch={branch};rport", self.local),
+        );
+        headers.push("Max-Forwards", "70");
+        headers.push("From", from);
+        headers.push("To", format!("<{}>", call.target));
+        headers.push("Call-ID", call_id.clone());
+        headers.push("CSeq", "1 INVITE");
+        headers.push("Contact", format!("<sip:hotline@{}>", self.local));
+        headers.push("User-Agent", self.config.sip.user_agent.clone());
+        headers.push("Allow", reply::ALLOW);
+        headers.push("Content-Type", "application/sdp");
+        headers.push("Content-Length", call.sdp.len().to_string());
+        let invite = Request {
+            method: Method::Invite,
+            uri: call.target.clone(),
+            headers,
+            body: call.sdp,
+        };
+        let target = Target {
+            transport: Transport::Udp,
+            addr,
+        };
+        let (tx, transmit) = self.txs.send_request(&branch, &invite, target, now());
+        let Some(dialog) = Dialog::outbound(invite, local_tag.clone(), tx, target) else {
+            let _ = events.send(DialogEvent::Rejected { status: 400 });
+            return;
+        };
+        info!(%call_id, to = %call.target, %addr, "placing a call");
+        self.out.push(transmit);
+        self.by_invite.insert(tx, id);
+        self.by_call.insert((call_id, local_tag), id);
+        self.dialogs.insert(
+            id,
+            DialogSlot {
+                dialog,
+                events,
+                released: false,
+            },
+        );
+        self.status.dialogs.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn on_invite_provisional(&mut self, id: DialogId, resp: &Response) {
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        let Some(out) = slot.dialog.outbound.as_mut() else {
+            return;
+        };
+        if resp.status > 100 && !out.ringing && !out.cancelled {
+            out.ringing = true;
+            let _ = slot.events.send(DialogEvent::Ringing);
+        }
+    }
+
+    /// The final response to our INVITE: ACK a 2xx (again, if it is
+    /// retransmitted) and confirm the dialog; report a failure.
+    fn on_invite_final(&mut self, id: DialogId, tx: TxId, resp: &Response) {
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            self.by_invite.remove(&tx);
+            return;
+        };
+        if !(200..300).contains(&resp.status) {
+            self.by_invite.remove(&tx);
+            if slot.dialog.state == DialogState::Early {
+                info!(call_id = %slot.dialog.call_id, status = resp.status, "our INVITE was refused");
+                let _ = slot.events.send(DialogEvent::Rejected {
+                    status: resp.status,
+                });
+                slot.dialog.state = DialogState::Terminated;
+                self.forget(id);
+            }
+            return;
+        }
+        let target_before = slot.dialog.request_target();
+        if let Some(ack) = slot.dialog.outbound.as_ref().and_then(|o| o.ack.clone()) {
+            // A retransmitted 2xx: the same ACK again.
+            self.out.push(Transmit {
+                target: target_before,
+                bytes: ack.into(),
+            });
+            return;
+        }
+        if slot.dialog.confirm(resp).is_none() {
+            warn!(call_id = %slot.dialog.call_id, "unusable 2xx to our INVITE (no To tag or Contact)");
+            // Still acknowledged, to the address we sent to, then ended.
+        }
+        let target = slot.dialog.request_target();
+        let via = format!(
+            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
+            target.transport.as_str(),
+            self.local,
+            random_token(16)
+        );
+        let ack = slot.dialog.ack(via, &self.config.sip.user_agent).to_bytes();
+        self.out.push(Transmit {
+            target,
+            bytes: ack.clone().into(),
+        });
+        let cancelled = slot.dialog.outbound.as_ref().is_some_and(|o| o.cancelled);
+        if let Some(out) = slot.dialog.outbound.as_mut() {
+            out.ack = Some(ack);
+        }
+        if cancelled || slot.dialog.state != DialogState::Confirmed || slot.released {
+            // Answered after we gave up: end it at once.
+            slot.dialog.state = DialogState::Confirmed;
+            self.send_bye(id);
+            return;
+        }
+        info!(call_id = %slot.dialog.call_id, "our INVITE was answered");
+        let sdp = (!resp.body.is_empty()).then(|| resp.body.clone());
+        let _ = slot.events.send(DialogEvent::Answered { sdp });
+    }
+
+    /// Gives up on our INVITE before its answer.
+    fn send_cancel(&mut self, id: DialogId) {
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        let Some(out) = slot.dialog.outbound.as_mut() else {
+            return;
+        };
+        if out.cancelled {
+            return;
+        }
+        out.cancelled = true;
+        let Some(cancel) = slot.dialog.cancel() else {
+            return;
+        };
+        let Some(branch) = cancel
+            .top_via()
+            .and_then(Via::parse)
+            .and_then(|v| v.branch().map(str::to_owned))
+        else {
+            return;
+        };
+        info!(call_id = %slot.dialog.call_id, "cancelling our INVITE");
+        let (_, transmit) = self
+            .txs
+            .send_request(&branch, &cancel, slot.dialog.source, now());
+        self.out.push(transmit);
+    }
+
     /// Drops a dialog once it is over and no transaction waits on it.
     fn forget_if_idle(&mut self, id: DialogId) {
         let Some(slot) = self.dialogs.get(&id) else {
@@ -593,6 +811,7 @@ impl SipCore {
             self.by_call
                 .remove(&(d.call_id.clone(), d.local_tag.clone()));
             self.by_tx.retain(|_, v| *v != id);
+            self.by_invite.retain(|_, v| *v != id);
             self.status.dialogs.fetch_sub(1, Ordering::SeqCst);
             debug!(call_id = %d.call_id, "dialog removed");
         }

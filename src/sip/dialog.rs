@@ -1,5 +1,7 @@
-//! UAS dialogs (RFC 3261 §12): the state one call's SIP signalling keeps, and
-//! the in-dialog requests it builds (BYE).
+//! Dialogs (RFC 3261 §12): the state one call's SIP signalling keeps, and
+//! the in-dialog requests it builds (BYE, ACK, CANCEL). A UAS dialog comes
+//! from an INVITE we received; a UAC dialog from one we sent (a transfer, an
+//! agent rung, a callback).
 //!
 //! rsipstack's dialog layer owns its own transactions and tasks; a B2BUA that
 //! anchors media needs dialogs driven by the call task, so they are ours.
@@ -7,7 +9,7 @@
 use std::net::SocketAddr;
 
 use super::header::{NameAddr, SipUri};
-use super::message::{Headers, Method, Request};
+use super::message::{Headers, Method, Request, Response};
 use super::transaction::{Target, Transport, TxId};
 
 /// Where a dialog stands.
@@ -52,6 +54,22 @@ pub struct Dialog {
     pub awaiting_ack: Option<(u32, TxId)>,
     /// Our BYE is in flight on this transaction.
     pub bye_tx: Option<TxId>,
+    /// Set when we sent the INVITE.
+    pub outbound: Option<Outbound>,
+}
+
+/// What a UAC dialog keeps of the INVITE it sent.
+#[derive(Debug)]
+pub struct Outbound {
+    pub invite: Request,
+    pub invite_tx: TxId,
+    /// A provisional response was reported to the call.
+    pub ringing: bool,
+    /// We gave up before the answer; a 2xx that crosses our CANCEL is ACKed
+    /// and hung up at once.
+    pub cancelled: bool,
+    /// The ACK of the 2xx, sent again for each retransmitted 2xx.
+    pub ack: Option<Vec<u8>>,
 }
 
 impl Dialog {
@@ -99,6 +117,107 @@ impl Dialog {
             }),
             awaiting_ack: None,
             bye_tx: None,
+            outbound: None,
+        })
+    }
+
+    /// The UAC dialog of an INVITE we send to `target` (early until a 2xx).
+    pub fn outbound(
+        invite: Request,
+        local_tag: String,
+        invite_tx: TxId,
+        target: Target,
+    ) -> Option<Dialog> {
+        let from = NameAddr::parse(invite.headers.get("From")?)?;
+        let to = invite.headers.get("To")?.to_owned();
+        let (seq, _) = invite.cseq()?;
+        Some(Dialog {
+            call_id: invite.call_id().to_owned(),
+            local_tag,
+            remote_tag: String::new(),
+            local_uri: match &from.display {
+                Some(d) => format!("\"{d}\" <{}>", from.uri),
+                None => format!("<{}>", from.uri),
+            },
+            remote_party: to,
+            remote_target: invite.uri.clone(),
+            route_set: Vec::new(),
+            local_seq: seq,
+            remote_seq: 0,
+            state: DialogState::Early,
+            source: target,
+            pending: None,
+            awaiting_ack: None,
+            bye_tx: None,
+            outbound: Some(Outbound {
+                invite,
+                invite_tx,
+                ringing: false,
+                cancelled: false,
+                ack: None,
+            }),
+        })
+    }
+
+    /// Takes the answer of our INVITE (RFC 3261 §12.1.2): the remote tag,
+    /// target and route set (Record-Route reversed). `None` if the 2xx is
+    /// unusable (no To tag, or a Contact we could not send to).
+    pub fn confirm(&mut self, resp: &Response) -> Option<()> {
+        let to = resp.headers.get("To")?;
+        let tag = NameAddr::parse(to)?.tag()?.to_owned();
+        let contact = NameAddr::parse(resp.headers.get("Contact")?)?.uri;
+        SipUri::parse(&contact)?;
+        let mut route_set: Vec<String> = resp
+            .headers
+            .get_all_split("Record-Route")
+            .map(str::to_owned)
+            .collect();
+        for route in &route_set {
+            SipUri::parse(&NameAddr::parse(route)?.uri)?;
+        }
+        route_set.reverse();
+        self.remote_tag = tag;
+        self.remote_party = to.to_owned();
+        self.remote_target = contact;
+        self.route_set = route_set;
+        self.state = DialogState::Confirmed;
+        Some(())
+    }
+
+    /// The ACK for the 2xx of our INVITE: its own branch, the INVITE's CSeq.
+    pub fn ack(&self, via: String, user_agent: &str) -> Request {
+        let mut ack = self.in_dialog(Method::Ack, via, user_agent, self.local_seq_of_invite());
+        ack.headers.push("Content-Length", "0");
+        ack
+    }
+
+    fn local_seq_of_invite(&self) -> u32 {
+        self.outbound
+            .as_ref()
+            .and_then(|o| o.invite.cseq())
+            .map_or(self.local_seq, |(n, _)| n)
+    }
+
+    /// The CANCEL of our INVITE (RFC 3261 §9.1): the same Via, Call-ID,
+    /// From, To and Route, CSeq number with the method CANCEL.
+    pub fn cancel(&self) -> Option<Request> {
+        let invite = &self.outbound.as_ref()?.invite;
+        let mut headers = Headers::default();
+        headers.push("Via", invite.top_via()?.to_owned());
+        headers.push("Max-Forwards", "70");
+        for name in ["From", "To", "Call-ID"] {
+            headers.push(name, invite.headers.get(name)?.to_owned());
+        }
+        headers.push("CSeq", format!("{} CANCEL", invite.cseq()?.0));
+        for route in invite.headers.get_all("Route") {
+            headers.push("Route", route.to_owned());
+        }
+        headers.push("Content-Length", "0");
+        Some(Request {
+            method: Method::Cancel,
+            uri: invite.uri.clone(),
+            headers,
+            body: Vec::new(),
         })
     }
 
@@ -124,13 +243,17 @@ impl Dialog {
     /// A new in-dialog request (CSeq incremented, Route set applied).
     pub fn request(&mut self, method: Method, via: String, user_agent: &str) -> Request {
         self.local_seq += 1;
+        self.in_dialog(method, via, user_agent, self.local_seq)
+    }
+
+    fn in_dialog(&self, method: Method, via: String, user_agent: &str, seq: u32) -> Request {
         let mut headers = Headers::default();
         headers.push("Via", via);
         headers.push("Max-Forwards", "70");
         headers.push("From", format!("{};tag={}", self.local_uri, self.local_tag));
         headers.push("To", self.remote_party.clone());
         headers.push("Call-ID", self.call_id.clone());
-        headers.push("CSeq", format!("{} {}", self.local_seq, method));
+        headers.push("CSeq", format!("{seq} {method}"));
         for route in &self.route_set {
             headers.push("Route", route.clone());
         }
@@ -192,5 +315,61 @@ mod tests {
         }
         // The good INVITE does make a dialog.
         assert!(bye_of(include_bytes!("../../fuzz/seeds/sip_message/invite")).is_some());
+    }
+
+    #[test]
+    fn our_invite_gives_ack_cancel_and_bye_that_follow_the_answer() {
+        let invite = b"INVITE sip:desk@10.0.0.5:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKinv;rport\r\nMax-Forwards: 70\r\nFrom: <sip:555@127.0.0.1>;tag=ours\r\nTo: <sip:desk@10.0.0.5:5070>\r\nCall-ID: c1@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:hotline@127.0.0.1:5060>\r\nContent-Length: 0\r\n\r\n";
+        let Ok(Message::Request(req)) = parse(invite) else {
+            panic!("invite");
+        };
+        let target = Target {
+            transport: Transport::Udp,
+            addr: "10.0.0.5:5070".parse().unwrap(),
+        };
+        let mut txs = Transactions::new();
+        let (tx, _) = txs.send_request("z9hG4bKinv", &req, target, Instant::now());
+        let mut d = Dialog::outbound(req, "ours".into(), tx, target).unwrap();
+
+        // CANCEL before the answer: the INVITE's Via and CSeq number.
+        let cancel = d.cancel().unwrap();
+        assert_eq!(
+            cancel.top_via(),
+            Some("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKinv;rport")
+        );
+        assert_eq!(cancel.headers.get("CSeq"), Some("1 CANCEL"));
+        assert!(parse(&cancel.to_bytes()).is_ok());
+
+        let ok = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKinv;rport\r\nRecord-Route: <sip:p2.example;lr>\r\nRecord-Route: <sip:10.0.0.9:5062;lr>\r\nFrom: <sip:555@127.0.0.1>;tag=ours\r\nTo: <sip:desk@10.0.0.5:5070>;tag=theirs\r\nCall-ID: c1@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:desk@10.0.0.7:5080>\r\nContent-Length: 0\r\n\r\n";
+        let Ok(Message::Response(resp)) = parse(ok) else {
+            panic!("200");
+        };
+        d.confirm(&resp).unwrap();
+        assert_eq!(d.state, DialogState::Confirmed);
+        // The route set is the Record-Route reversed; the first hop is its head.
+        assert_eq!(
+            d.route_set,
+            ["<sip:10.0.0.9:5062;lr>", "<sip:p2.example;lr>"]
+        );
+        assert_eq!(d.request_target().addr, "10.0.0.9:5062".parse().unwrap());
+
+        let ack = d.ack("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKack".into(), "t");
+        assert_eq!(ack.uri, "sip:desk@10.0.0.7:5080");
+        assert_eq!(ack.headers.get("CSeq"), Some("1 ACK"));
+        assert_eq!(
+            ack.headers.get("To"),
+            Some("<sip:desk@10.0.0.5:5070>;tag=theirs")
+        );
+        let bye = d.request(
+            Method::Bye,
+            "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKbye".into(),
+            "t",
+        );
+        assert_eq!(bye.headers.get("CSeq"), Some("2 BYE"));
+        assert_eq!(
+            bye.headers.get("From"),
+            Some("<sip:555@127.0.0.1>;tag=ours")
+        );
+        assert!(parse(&bye.to_bytes()).is_ok());
     }
 }

@@ -42,6 +42,92 @@ pub enum DialogEvent {
     NoAck,
     /// Our BYE was answered (or timed out): the dialog is gone.
     Ended,
+    /// Our INVITE: the far end is ringing (180/183).
+    Ringing,
+    /// Our INVITE was answered (2xx; ACK sent), with the SDP answer.
+    Answered { sdp: Option<Vec<u8>> },
+    /// Our INVITE failed: a final error response, 408 when nothing answered.
+    Rejected { status: u16 },
+}
+
+/// A call we place: an INVITE with our SDP offer.
+#[derive(Debug, Clone)]
+pub struct OutboundCall {
+    /// The Request-URI, e.g. `sip:operator@10.0.0.5:5060`.
+    pub target: String,
+    /// The user part of our From (whom the far end sees calling).
+    pub from_user: String,
+    pub from_display: Option<String>,
+    pub sdp: Vec<u8>,
+}
+
+/// Why a call could not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("`{0}` is not a SIP URI")]
+    BadUri(String),
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("the SIP layer has stopped")]
+    Stopped,
+}
+
+/// Places outbound calls; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    pub(super) commands: mpsc::UnboundedSender<Command>,
+    pub(super) ids: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Dialer {
+    /// Sends an INVITE over UDP to the URI's host (resolved here, A/AAAA;
+    /// no SRV). Events arrive on the returned receiver: `Ringing`, then
+    /// `Answered` or `Rejected`, later `Bye`.
+    pub async fn call(
+        &self,
+        call: OutboundCall,
+    ) -> Result<(DialogHandle, mpsc::UnboundedReceiver<DialogEvent>), DialError> {
+        let uri = super::header::SipUri::parse(&call.target)
+            .filter(|u| u.scheme.eq_ignore_ascii_case("sip"))
+            .ok_or_else(|| DialError::BadUri(call.target.clone()))?;
+        let port = uri.port.unwrap_or(5060);
+        let host = uri
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let addr = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port),
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| DialError::Resolve {
+                    host: host.clone(),
+                    reason: e.to_string(),
+                })?
+                .next()
+                .ok_or_else(|| DialError::Resolve {
+                    host: host.clone(),
+                    reason: "no address".into(),
+                })?,
+        };
+        let id = DialogId(self.ids.fetch_add(1, Ordering::SeqCst) + 1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.commands
+            .send(Command::Invite {
+                dialog: id,
+                call,
+                addr,
+                events: tx,
+            })
+            .map_err(|_| DialError::Stopped)?;
+        Ok((
+            DialogHandle {
+                id,
+                commands: self.commands.clone(),
+            },
+            rx,
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +145,13 @@ pub(super) enum Command {
     Hangup { dialog: DialogId },
     /// The call task is gone.
     Release { dialog: DialogId },
+    /// Place a call.
+    Invite {
+        dialog: DialogId,
+        call: OutboundCall,
+        addr: SocketAddr,
+        events: mpsc::UnboundedSender<DialogEvent>,
+    },
 }
 
 /// The call task's side of its dialog.
@@ -87,7 +180,8 @@ impl DialogHandle {
         });
     }
 
-    /// Hangs up: BYE once answered, `480` before.
+    /// Hangs up: BYE once answered; before, `480` to a call we received and
+    /// CANCEL for one we placed.
     pub fn hangup(&self) {
         let _ = self.commands.send(Command::Hangup { dialog: self.id });
     }
@@ -119,6 +213,7 @@ impl SipStatus {
 /// The running SIP layer, as seen from outside.
 pub struct SipLayer {
     pub incoming: mpsc::Receiver<IncomingCall>,
+    pub dialer: Dialer,
     pub status: Arc<SipStatus>,
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,

@@ -12,4 +12,6 @@ pub mod transaction;
 pub mod transport;
 
 pub use self::core::{start, SipError};
-pub use self::handle::{DialogEvent, DialogHandle, IncomingCall, SipLayer, SipStatus};
+pub use self::handle::{
+    DialError, Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall, SipLayer, SipStatus,
+};
