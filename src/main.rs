@@ -57,6 +57,10 @@ struct SimulateArgs {
     /// Answer the webhook node NAME with the JSON in FILE instead of calling it.
     #[arg(long = "mock-webhook", value_name = "NAME=FILE.json")]
     mocks: Vec<String>,
+    /// Play the prompts on this machine's sound device, in real time
+    /// (needs a build with `--features local-audio`).
+    #[arg(long)]
+    audio: bool,
 }
 
 #[derive(clap::Args)]
@@ -221,11 +225,27 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         keys,
         mocks,
         http: Some((reqwest::Client::new(), runtime.handle().clone())),
+        audio: if args.audio { Some(speaker()?) } else { None },
     };
     let mut out = std::io::stdout().lock();
     sim.run(&prompts, &mut out)
         .context("cannot write the trace")?;
     Ok(())
+}
+
+use hotline::call::simulate::PlayAloud;
+
+#[cfg(feature = "local-audio")]
+fn speaker() -> anyhow::Result<PlayAloud> {
+    let speaker = hotline::call::speaker::Speaker::open().map_err(anyhow::Error::msg)?;
+    Ok(Box::new(move |prompts| speaker.play(prompts)))
+}
+
+#[cfg(not(feature = "local-audio"))]
+fn speaker() -> anyhow::Result<PlayAloud> {
+    anyhow::bail!(
+        "--audio needs a build with the local-audio feature: cargo build --release --features local-audio (on Linux after apt-get install -y libasound2-dev)"
+    )
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

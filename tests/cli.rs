@@ -172,3 +172,13 @@ fn simulate_walks_a_flow_with_typed_keys_a_date_and_a_mocked_webhook() {
     assert!(!out.contains("webhook"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The default build has no audio library: `--audio` says how to get it.
+#[cfg(not(feature = "local-audio"))]
+#[test]
+fn simulate_audio_without_the_feature_says_how_to_build_it() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (code, _, err) = hotline(&["simulate", "echo", "--digits", "#", "--audio"], root);
+    assert_eq!(code, 1);
+    assert!(err.contains("--features local-audio"), "{err}");
+}

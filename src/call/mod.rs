@@ -8,6 +8,8 @@ mod playlist;
 mod recording;
 pub mod reload;
 pub mod simulate;
+#[cfg(feature = "local-audio")]
+pub mod speaker;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -25,6 +25,9 @@ pub enum Keys {
     Interactive,
 }
 
+/// Plays prompts on a sound device and returns once they are heard.
+pub type PlayAloud = Box<dyn FnMut(&[Arc<crate::media::Prompt>])>;
+
 pub struct Simulation {
     pub set: Arc<FlowSet>,
     pub flow: usize,
@@ -34,6 +37,8 @@ pub struct Simulation {
     /// Webhook node name → the JSON it answers with.
     pub mocks: BTreeMap<String, Value>,
     pub http: Option<(reqwest::Client, tokio::runtime::Handle)>,
+    /// Plays prompts aloud (`--audio`) and returns when they are heard.
+    pub audio: Option<PlayAloud>,
 }
 
 /// A run that never waits this long in all is stopped: a flow that only
@@ -162,6 +167,11 @@ impl Simulation {
                     names.join(", "),
                     length.as_secs_f64()
                 )?;
+                if let Some(audio) = self.audio.as_mut() {
+                    out.flush()?;
+                    let heard: Vec<_> = names.iter().filter_map(|n| prompts.get(n)).collect();
+                    audio(&heard);
+                }
                 waits.playing = Some((token, length));
                 waits.timer = None;
             }
