@@ -182,3 +182,30 @@ fn simulate_audio_without_the_feature_says_how_to_build_it() {
     assert_eq!(code, 1);
     assert!(err.contains("--features local-audio"), "{err}");
 }
+
+#[test]
+fn simulate_reads_keys_from_the_terminal_when_none_are_given() {
+    use std::io::Write;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["simulate", "support"])
+        .current_dir(root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A menu choice, an account number, then nothing more (end of input).
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"2\n1234#\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("keys (Enter alone: wait 5 s)>"), "{stdout}");
+    assert!(stdout.contains("keys 1234#"), "{stdout}");
+    assert!(stdout.contains("end: queued in support"), "{stdout}");
+}
