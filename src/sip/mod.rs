@@ -4,6 +4,7 @@
 
 pub mod core;
 pub mod dialog;
+pub mod digest;
 pub mod handle;
 pub mod header;
 pub mod message;

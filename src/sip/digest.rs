@@ -1,0 +1,324 @@
+//! HTTP Digest authentication for SIP (RFC 7616 as SIP uses it, RFC 3261
+//! §22; RFC 8760 for SHA-256): challenges, the client's Authorization
+//! header, and checking it. Nonces carry their issue time and a keyed hash,
+//! so any nonce we issued is recognised after a restart of nothing but the
+//! secret; `nc` is tracked per nonce so a replayed response is refused.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use md5::Md5;
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Md5,
+    Sha256,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        match s.to_ascii_uppercase().as_str() {
+            "MD5" => Some(Algorithm::Md5),
+            "SHA-256" => Some(Algorithm::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The lowercase hex hash of `s`.
+    pub fn hash(self, s: &str) -> String {
+        match self {
+            Algorithm::Md5 => hex::encode(Md5::digest(s.as_bytes())),
+            Algorithm::Sha256 => hex::encode(Sha256::digest(s.as_bytes())),
+        }
+    }
+}
+
+/// H(username:realm:password).
+pub fn ha1(alg: Algorithm, user: &str, realm: &str, password: &str) -> String {
+    alg.hash(&format!("{user}:{realm}:{password}"))
+}
+
+/// The `response` a client with `ha1` computes for qop=auth.
+pub fn response(
+    alg: Algorithm,
+    ha1: &str,
+    method: &str,
+    uri: &str,
+    nonce: &str,
+    nc: &str,
+    cnonce: &str,
+) -> String {
+    let ha2 = alg.hash(&format!("{method}:{uri}"));
+    alg.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
+}
+
+/// A client's `Authorization: Digest …` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub realm: String,
+    pub nonce: String,
+    pub uri: String,
+    pub response: String,
+    pub algorithm: Algorithm,
+    pub cnonce: Option<String>,
+    pub qop: Option<String>,
+    /// As sent (8 hex digits): it goes into the hash exactly so.
+    pub nc: Option<String>,
+}
+
+impl Credentials {
+    pub fn parse(value: &str) -> Option<Credentials> {
+        let rest = value.trim();
+        let (scheme, params) = rest.split_once(char::is_whitespace)?;
+        if !scheme.eq_ignore_ascii_case("digest") {
+            return None;
+        }
+        let mut map: HashMap<String, String> = HashMap::new();
+        for (k, v) in params_of(params) {
+            map.insert(k.to_ascii_lowercase(), v);
+        }
+        let algorithm = match map.get("algorithm") {
+            Some(a) => Algorithm::parse(a)?,
+            None => Algorithm::Md5,
+        };
+        Some(Credentials {
+            username: map.remove("username")?,
+            realm: map.remove("realm")?,
+            nonce: map.remove("nonce")?,
+            uri: map.remove("uri")?,
+            response: map.remove("response")?.to_ascii_lowercase(),
+            algorithm,
+            cnonce: map.remove("cnonce"),
+            qop: map.remove("qop"),
+            nc: map.remove("nc"),
+        })
+    }
+
+    /// The nonce count as a number, from its hex digits.
+    pub fn nc_value(&self) -> Option<u32> {
+        u32::from_str_radix(self.nc.as_deref()?, 16).ok()
+    }
+}
+
+/// `k=v, k="v, with comma"` pairs; quoted values may hold commas and `\"`.
+fn params_of(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        while i < chars.len() && (chars[i] == ',' || chars[i].is_whitespace()) {
+            i += 1;
+        }
+        let start = i;
+        while i < chars.len() && chars[i] != '=' && chars[i] != ',' {
+            i += 1;
+        }
+        let key: String = chars[start..i].iter().collect::<String>().trim().to_owned();
+        if i >= chars.len() || chars[i] != '=' {
+            continue;
+        }
+        i += 1;
+        while i < chars.len() && chars[i].is_whitespace() {
+            i += 1;
+        }
+        let mut value = String::new();
+        if i < chars.len() && chars[i] == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' && i + 1 < chars.len() {
+                    i += 1;
+                }
+                value.push(chars[i]);
+                i += 1;
+            }
+            i += 1;
+        } else {
+            while i < chars.len() && chars[i] != ',' {
+                value.push(chars[i]);
+                i += 1;
+            }
+            value = value.trim().to_owned();
+        }
+        if !key.is_empty() {
+            out.push((key, value));
+        }
+    }
+    out
+}
+
+/// A `WWW-Authenticate` value.
+pub fn challenge(realm: &str, nonce: &str, alg: Algorithm, stale: bool) -> String {
+    let stale = if stale { ", stale=true" } else { "" };
+    format!(
+        "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{stale}",
+        alg.name()
+    )
+}
+
+/// What a nonce in a client's response turns out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceState {
+    /// Ours, fresh, and this nc is new.
+    Fresh,
+    /// Ours but past its lifetime: challenge again with `stale=true`.
+    Stale,
+    /// Ours, but this nc (or a higher one) was already used: a replay.
+    Replayed,
+    /// Not a nonce we issued.
+    Unknown,
+}
+
+/// Issues and checks nonces.
+pub struct Nonces {
+    secret: [u8; 16],
+    lifetime: Duration,
+    /// Highest nc seen per nonce (nonces age out with their lifetime).
+    seen: HashMap<String, (u32, u64)>,
+}
+
+impl Nonces {
+    pub fn new(lifetime: Duration) -> Nonces {
+        Nonces {
+            secret: rand::random(),
+            lifetime,
+            seen: HashMap::new(),
+        }
+    }
+
+    fn mac(&self, issued: u64) -> String {
+        let mut h = Sha256::new();
+        h.update(self.secret);
+        h.update(issued.to_be_bytes());
+        hex::encode(&h.finalize()[..12])
+    }
+
+    /// A new nonce; `now_secs` is wall-clock seconds.
+    pub fn issue(&self, now_secs: u64) -> String {
+        format!("{now_secs:x}.{}", self.mac(now_secs))
+    }
+
+    /// Checks a nonce and records `nc` when it is fresh.
+    pub fn check(&mut self, nonce: &str, nc: u32, now_secs: u64) -> NonceState {
+        let Some((ts, mac)) = nonce.split_once('.') else {
+            return NonceState::Unknown;
+        };
+        let Ok(issued) = u64::from_str_radix(ts, 16) else {
+            return NonceState::Unknown;
+        };
+        if !constant_time_eq(mac.as_bytes(), self.mac(issued).as_bytes()) {
+            return NonceState::Unknown;
+        }
+        if now_secs.saturating_sub(issued) > self.lifetime.as_secs() || issued > now_secs + 60 {
+            return NonceState::Stale;
+        }
+        // Forget nonces past their lifetime so the table stays small.
+        let lifetime = self.lifetime.as_secs();
+        if self.seen.len() > 10_000 {
+            self.seen
+                .retain(|_, (_, t)| now_secs.saturating_sub(*t) <= lifetime);
+        }
+        match self.seen.get_mut(nonce) {
+            Some((last, _)) if nc <= *last => NonceState::Replayed,
+            Some((last, _)) => {
+                *last = nc;
+                NonceState::Fresh
+            }
+            None => {
+                self.seen.insert(nonce.to_owned(), (nc, issued));
+                NonceState::Fresh
+            }
+        }
+    }
+}
+
+/// Compares two secrets without an early exit.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_7616_example_values() {
+        // RFC 7616 §3.9.1 (HTTP, but the arithmetic is the same).
+        let ha1_md5 = ha1(
+            Algorithm::Md5,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+        );
+        let r = response(
+            Algorithm::Md5,
+            &ha1_md5,
+            "GET",
+            "/dir/index.html",
+            "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+            "00000001",
+            "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+        );
+        assert_eq!(r, "8ca523f5e9506fed4657c9700eebdbec");
+        let ha1_sha = ha1(
+            Algorithm::Sha256,
+            "Mufasa",
+            "http-auth@example.org",
+            "Circle of Life",
+        );
+        let r = response(
+            Algorithm::Sha256,
+            &ha1_sha,
+            "GET",
+            "/dir/index.html",
+            "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+            "00000001",
+            "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+        );
+        assert_eq!(
+            r,
+            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
+        );
+    }
+
+    #[test]
+    fn authorization_header_parses_with_quotes_and_commas() {
+        let c = Credentials::parse(
+            r#"Digest username="1001", realm="hotline", nonce="abc.def", uri="sip:127.0.0.1", response="ABCDEF", algorithm=SHA-256, cnonce="x,y", qop=auth, nc=000001ff"#,
+        )
+        .unwrap();
+        assert_eq!(c.username, "1001");
+        assert_eq!(c.algorithm, Algorithm::Sha256);
+        assert_eq!(c.cnonce.as_deref(), Some("x,y"));
+        assert_eq!(c.response, "abcdef");
+        assert_eq!(c.nc_value(), Some(511));
+        assert!(Credentials::parse("Basic dXNlcjpwYXNz").is_none());
+        assert!(Credentials::parse("Digest username=\"a\"").is_none());
+    }
+
+    #[test]
+    fn nonces_expire_and_nc_must_grow_past_255() {
+        let mut n = Nonces::new(Duration::from_secs(300));
+        let nonce = n.issue(1_000);
+        assert_eq!(n.check(&nonce, 1, 1_010), NonceState::Fresh);
+        assert_eq!(n.check(&nonce, 1, 1_010), NonceState::Replayed);
+        for nc in 2..=300 {
+            assert_eq!(n.check(&nonce, nc, 1_020), NonceState::Fresh, "nc {nc}");
+        }
+        assert_eq!(n.check(&nonce, 256, 1_020), NonceState::Replayed);
+        assert_eq!(n.check(&nonce, 301, 1_400), NonceState::Stale);
+        assert_eq!(n.check("1f4.0000", 1, 1_010), NonceState::Unknown);
+        assert_eq!(n.check("garbage", 1, 1_010), NonceState::Unknown);
+        // Another engine's (another secret's) nonce is not ours.
+        let other = Nonces::new(Duration::from_secs(300)).issue(1_000);
+        assert_eq!(n.check(&other, 1, 1_010), NonceState::Unknown);
+    }
+}
