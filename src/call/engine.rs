@@ -93,6 +93,18 @@ pub async fn run(
     let store = StoreHandle::open_sqlite(&config.data_dir)?;
     let media = MediaEngine::start(&config.rtp);
     let mut sip = sip::start(config.clone()).await?;
+    // Until the ACD takes them, agents' registrations are logged.
+    let mut registrations = sip.registrations;
+    tokio::spawn(async move {
+        while let Some(r) = registrations.recv().await {
+            let contacts: Vec<String> = r
+                .contacts
+                .iter()
+                .map(|b| format!("{} via {}", b.contact, b.source))
+                .collect();
+            info!(agent = %r.agent, contacts = ?contacts, "agent contacts");
+        }
+    });
     let (hangup_tx, hangup_rx) = watch::channel(false);
     let ctx = CallContext {
         config: config.clone(),

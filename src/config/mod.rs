@@ -53,6 +53,9 @@ pub struct Config {
     /// reach only these, never a number a caller typed.
     pub transfers: BTreeMap<String, String>,
     pub calls: CallsConfig,
+    /// Agents: who may REGISTER, with what secret, in which queues.
+    pub agents: Vec<Agent>,
+    pub registrar: RegistrarConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -155,6 +158,88 @@ impl Default for QueueConfig {
     }
 }
 
+/// An agent, who works from a SIP softphone registered as `id`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Agent {
+    /// The SIP user name and extension, e.g. `1001`.
+    pub id: String,
+    /// The name supervisors see.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The digest password (or give `ha1`/`ha1-sha256` instead).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// H(id:realm:password) with MD5, for who keeps no plain password.
+    #[serde(default)]
+    pub ha1: Option<String>,
+    /// The same with SHA-256.
+    #[serde(default)]
+    pub ha1_sha256: Option<String>,
+    /// Queues the agent takes calls from.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// Skill levels, 1 (some) to 10 (expert): `{ spanish: 8, billing: 5 }`.
+    #[serde(default)]
+    pub skills: BTreeMap<String, u8>,
+    /// The agent's own time zone (for their shift), IANA name.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// A schedule (under `schedules:`) outside of which the agent is not offered calls.
+    #[serde(default)]
+    pub shift: Option<String>,
+    /// Logged in as soon as a softphone registers (the demo's agents).
+    #[serde(default)]
+    pub auto_login: bool,
+}
+
+/// How agents' softphones register.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RegistrarConfig {
+    /// The digest realm.
+    pub realm: String,
+    /// Challenges offered, in order of preference: `SHA-256`, `MD5`.
+    pub algorithms: Vec<String>,
+    #[serde(deserialize_with = "de_duration")]
+    pub nonce_lifetime: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub min_expires: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub max_expires: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub default_expires: Duration,
+    /// Failed authentications from one address before it is locked out.
+    pub max_failures: u32,
+    /// The window in which failures count.
+    #[serde(deserialize_with = "de_duration")]
+    pub failure_window: Duration,
+    /// How long a locked-out address gets `403`.
+    #[serde(deserialize_with = "de_duration")]
+    pub lockout: Duration,
+    /// OPTIONS to every registered contact this often; one that does not
+    /// answer is dropped (0 turns it off).
+    #[serde(deserialize_with = "de_duration")]
+    pub keepalive: Duration,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            realm: "hotline".into(),
+            algorithms: vec!["SHA-256".into(), "MD5".into()],
+            nonce_lifetime: Duration::from_secs(300),
+            min_expires: Duration::from_secs(60),
+            max_expires: Duration::from_secs(3600),
+            default_expires: Duration::from_secs(600),
+            max_failures: 5,
+            failure_window: Duration::from_secs(60),
+            lockout: Duration::from_secs(300),
+            keepalive: Duration::from_secs(30),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CallsConfig {
@@ -237,6 +322,60 @@ impl Config {
             if !names.insert(trunk.name.as_str()) {
                 return Err(format!("trunks: the name '{}' is used twice", trunk.name));
             }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for a in &self.agents {
+            if a.id.is_empty()
+                || !a
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(format!(
+                    "agents: `{}` is not a SIP user name (letters, digits, - _ .)",
+                    a.id
+                ));
+            }
+            if !ids.insert(a.id.as_str()) {
+                return Err(format!("agents: the id '{}' is used twice", a.id));
+            }
+            if a.password.is_none() && a.ha1.is_none() && a.ha1_sha256.is_none() {
+                return Err(format!(
+                    "agents: {} needs a password, ha1 or ha1-sha256",
+                    a.id
+                ));
+            }
+            for q in &a.queues {
+                if !self.queues.contains_key(q) {
+                    return Err(format!(
+                        "agents: {} is in the queue `{q}`, which is not under `queues:`",
+                        a.id
+                    ));
+                }
+            }
+            if let Some(s) = &a.shift {
+                if !self.schedules.contains_key(s) {
+                    return Err(format!(
+                        "agents: {} works the shift `{s}`, which is not under `schedules:`",
+                        a.id
+                    ));
+                }
+            }
+            if let Some(tz) = &a.time_zone {
+                if jiff::tz::TimeZone::get(tz).is_err() {
+                    return Err(format!("agents: {}: `{tz}` is not an IANA time zone", a.id));
+                }
+            }
+        }
+        for alg in &self.registrar.algorithms {
+            if !matches!(alg.to_ascii_uppercase().as_str(), "MD5" | "SHA-256") {
+                return Err(format!(
+                    "registrar.algorithms: `{alg}` is not MD5 or SHA-256"
+                ));
+            }
+        }
+        if self.registrar.algorithms.is_empty() {
+            return Err("registrar.algorithms: give at least one of SHA-256, MD5".into());
         }
         Ok(())
     }

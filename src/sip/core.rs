@@ -15,11 +15,12 @@ use tracing::{debug, info, warn};
 
 use super::dialog::{Dialog, DialogState, PendingInvite};
 use super::handle::{
-    Command, Dialer, DialogEvent, DialogHandle, DialogId, IncomingCall, OutboundCall, SipLayer,
-    SipStatus,
+    Command, Dialer, DialogEvent, DialogHandle, DialogId, IncomingCall, OutboundCall, Registration,
+    SipLayer, SipStatus,
 };
 use super::header::{tag_of, NameAddr, SipUri, Via};
 use super::message::{self, Headers, Message, Method, Request, Response};
+use super::registrar::{Binding, Registrar};
 use super::reply;
 use super::transaction::{
     RequestMatch, ServerKey, Target, Transactions, Transmit, Transport, TxEvent, TxId,
@@ -79,6 +80,8 @@ pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
         .map(|a| a.port())
         .unwrap_or(listen.port());
     let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (reg_tx, reg_rx) = mpsc::unbounded_channel();
+    let config_for_registrar = config.clone();
     let dialer = Dialer {
         commands: cmd_tx.clone(),
         ids: ids.clone(),
@@ -99,11 +102,19 @@ pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
         status: status.clone(),
         out: Vec::new(),
         events: Vec::new(),
+        registrar: Registrar::new(
+            &config_for_registrar.registrar,
+            &config_for_registrar.agents,
+        ),
+        registrations: reg_tx,
+        keepalives: HashMap::new(),
+        next_keepalive: now(),
     };
     tokio::spawn(core.run(in_rx, cmd_rx));
     Ok(SipLayer {
         incoming: incoming_rx,
         dialer,
+        registrations: reg_rx,
         status,
         udp_addr,
         tcp_addr,
@@ -136,6 +147,11 @@ struct SipCore {
     status: Arc<SipStatus>,
     out: Vec<Transmit>,
     events: Vec<TxEvent>,
+    registrar: Registrar,
+    registrations: mpsc::UnboundedSender<Registration>,
+    /// Keep-alive OPTIONS in flight → (agent, contact).
+    keepalives: HashMap<TxId, (String, String)>,
+    next_keepalive: Instant,
 }
 
 fn now() -> Instant {
@@ -156,6 +172,8 @@ impl SipCore {
         mut inbound: mpsc::Receiver<Inbound>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
+        let mut housekeeping = tokio::time::interval(std::time::Duration::from_secs(1));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.txs.next_deadline();
             let sleep = async {
@@ -171,6 +189,7 @@ impl SipCore {
                 },
                 Some(cmd) = commands.recv() => self.on_command(cmd),
                 _ = sleep => self.on_timers(),
+                _ = housekeeping.tick() => self.housekeeping(),
             }
             self.flush().await;
         }
@@ -242,6 +261,18 @@ impl SipCore {
                             slot.dialog.state = DialogState::Terminated;
                             self.forget(id);
                         }
+                    }
+                }
+            }
+            TxEvent::Response(tx, _) if self.keepalives.contains_key(&tx) => {
+                // Any answer means the phone is there.
+                self.keepalives.remove(&tx);
+            }
+            TxEvent::Timeout(tx) if self.keepalives.contains_key(&tx) => {
+                if let Some((agent, contact)) = self.keepalives.remove(&tx) {
+                    if self.registrar.drop_contact(&agent, &contact) {
+                        warn!(%agent, %contact, "registered phone stopped answering OPTIONS; contact dropped");
+                        self.publish(&agent);
                     }
                 }
             }
@@ -327,6 +358,7 @@ impl SipCore {
         match req.method {
             Method::Invite => self.on_invite(tx, req, from),
             Method::Cancel => self.on_cancel(tx, &req, &key),
+            Method::Register => self.on_register(tx, &req, from),
             Method::Options => {
                 let status = if self.config.trunk_for(from.addr.ip()).is_some() {
                     200
@@ -612,6 +644,88 @@ impl SipCore {
         slot.dialog.bye_tx = Some(tx);
         self.by_tx.insert(tx, id);
         self.out.push(transmit);
+    }
+
+    fn on_register(&mut self, tx: TxId, req: &Request, from: Target) {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let answer = self.registrar.register(req, from.addr, now(), wall);
+        let mut resp = self.response(req, answer.status, None, None);
+        for (k, v) in answer.headers {
+            resp.headers.push(k, v);
+        }
+        self.out.extend(self.txs.respond(tx, &resp, now()));
+        if let Some(agent) = answer.changed {
+            self.publish(&agent);
+        }
+    }
+
+    /// Tells the engine an agent's current contacts.
+    fn publish(&self, agent: &str) {
+        let _ = self.registrations.send(Registration {
+            agent: agent.to_owned(),
+            contacts: self.registrar.contacts(agent).to_vec(),
+        });
+    }
+
+    /// Once a second: expired registrations, and keep-alive OPTIONS.
+    fn housekeeping(&mut self) {
+        let t = now();
+        for agent in self.registrar.expire(t) {
+            self.publish(&agent);
+        }
+        let every = self.config.registrar.keepalive;
+        if every.is_zero() || t < self.next_keepalive {
+            return;
+        }
+        self.next_keepalive = t + every;
+        let targets: Vec<(String, Binding)> = self
+            .registrar
+            .registered()
+            .flat_map(|(a, bs)| bs.iter().map(move |b| (a.to_owned(), b.clone())))
+            .collect();
+        for (agent, b) in targets {
+            if self
+                .keepalives
+                .values()
+                .any(|(a, c)| *a == agent && *c == b.contact)
+            {
+                continue;
+            }
+            let branch = format!("z9hG4bK{}", random_token(16));
+            let mut headers = Headers::default();
+            headers.push(
+                "Via",
+                format!("SIP/2.0/UDP {};branch={branch};rport", self.local),
+            );
+            headers.push("Max-Forwards", "70");
+            headers.push(
+                "From",
+                format!("<sip:hotline@{}>;tag={}", self.local, random_token(8)),
+            );
+            headers.push("To", format!("<{}>", b.contact));
+            headers.push(
+                "Call-ID",
+                format!("{}@{}", random_token(16), self.local.ip()),
+            );
+            headers.push("CSeq", "1 OPTIONS");
+            headers.push("User-Agent", self.config.sip.user_agent.clone());
+            headers.push("Content-Length", "0");
+            let req = Request {
+                method: Method::Options,
+                uri: b.contact.clone(),
+                headers,
+                body: Vec::new(),
+            };
+            let target = Target {
+                transport: Transport::Udp,
+                addr: b.source,
+            };
+            let (tx, transmit) = self.txs.send_request(&branch, &req, target, t);
+            self.keepalives.insert(tx, (agent, b.contact));
+            self.out.push(transmit);
+        }
     }
 
     /// Places a call: the INVITE on a client transaction, a UAC dialog.

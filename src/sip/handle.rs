@@ -210,10 +210,19 @@ impl SipStatus {
     }
 }
 
+/// An agent's registered contacts, after they changed (REGISTER, expiry,
+/// a phone that stopped answering). Empty: the agent is unreachable.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub agent: String,
+    pub contacts: Vec<super::registrar::Binding>,
+}
+
 /// The running SIP layer, as seen from outside.
 pub struct SipLayer {
     pub incoming: mpsc::Receiver<IncomingCall>,
     pub dialer: Dialer,
+    pub registrations: mpsc::UnboundedReceiver<Registration>,
     pub status: Arc<SipStatus>,
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,

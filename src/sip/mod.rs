@@ -8,11 +8,13 @@ pub mod digest;
 pub mod handle;
 pub mod header;
 pub mod message;
+pub mod registrar;
 pub mod reply;
 pub mod transaction;
 pub mod transport;
 
 pub use self::core::{start, SipError};
 pub use self::handle::{
-    DialError, Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall, SipLayer, SipStatus,
+    DialError, Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall, Registration,
+    SipLayer, SipStatus,
 };

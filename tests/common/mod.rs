@@ -105,7 +105,7 @@ impl Engine {
             ("queues:", "queues: { sales: {}, support: {}, operator: {} }\n".to_owned()),
         ];
         for (key, text) in defaults {
-            if !extra.contains(key) {
+            if !extra.lines().any(|l| l.starts_with(key)) {
                 config.push_str(&text);
             }
         }

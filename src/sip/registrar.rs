@@ -1,0 +1,558 @@
+//! The registrar (RFC 3261 §10): agents' softphones REGISTER with digest
+//! authentication; each agent may have several contacts, each with its own
+//! expiry. Where a contact was registered from (the `received`/`rport`
+//! address) is kept, so an agent behind NAT is reached where its packets
+//! come from. Failed authentications are counted per source address and a
+//! source that keeps failing is locked out for a while.
+//!
+//! Sans-I/O: the core hands a REGISTER in with `now`, and sends the answer.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::digest::{self, Algorithm, Credentials, NonceState, Nonces};
+use super::header::{NameAddr, SipUri};
+use super::message::Request;
+use crate::config::{Agent, RegistrarConfig};
+
+/// One registered contact of an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI the phone gave.
+    pub contact: String,
+    /// Where its REGISTER came from: where to send its calls.
+    pub source: SocketAddr,
+    pub expires_at: Instant,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
+/// The registrar's answer to one REGISTER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// Headers to add to the response (WWW-Authenticate, Contact, …).
+    pub headers: Vec<(String, String)>,
+    /// The agent whose contacts changed.
+    pub changed: Option<String>,
+}
+
+impl Answer {
+    fn status(status: u16) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            changed: None,
+        }
+    }
+}
+
+struct Secret {
+    ha1: HashMap<Algorithm, String>,
+}
+
+pub struct Registrar {
+    config: RegistrarConfig,
+    algorithms: Vec<Algorithm>,
+    secrets: HashMap<String, Secret>,
+    nonces: Nonces,
+    bindings: HashMap<String, Vec<Binding>>,
+    failures: HashMap<IpAddr, (u32, Instant)>,
+    locked: HashMap<IpAddr, Instant>,
+}
+
+impl Registrar {
+    pub fn new(config: &RegistrarConfig, agents: &[Agent]) -> Registrar {
+        let algorithms: Vec<Algorithm> = config
+            .algorithms
+            .iter()
+            .filter_map(|a| Algorithm::parse(a))
+            .collect();
+        let secrets = agents
+            .iter()
+            .map(|a| {
+                let mut ha1 = HashMap::new();
+                for alg in [Algorithm::Md5, Algorithm::Sha256] {
+                    let given = match alg {
+                        Algorithm::Md5 => a.ha1.clone(),
+                        Algorithm::Sha256 => a.ha1_sha256.clone(),
+                    };
+                    let h = given.map(|h| h.to_ascii_lowercase()).or_else(|| {
+                        a.password
+                            .as_ref()
+                            .map(|p| digest::ha1(alg, &a.id, &config.realm, p))
+                    });
+                    if let Some(h) = h {
+                        ha1.insert(alg, h);
+                    }
+                }
+                (a.id.clone(), Secret { ha1 })
+            })
+            .collect();
+        Registrar {
+            config: config.clone(),
+            algorithms,
+            secrets,
+            nonces: Nonces::new(config.nonce_lifetime),
+            bindings: HashMap::new(),
+            failures: HashMap::new(),
+            locked: HashMap::new(),
+        }
+    }
+
+    /// The live contacts of an agent.
+    pub fn contacts(&self, agent: &str) -> &[Binding] {
+        self.bindings.get(agent).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every agent with at least one contact.
+    pub fn registered(&self) -> impl Iterator<Item = (&str, &[Binding])> {
+        self.bindings
+            .iter()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(a, b)| (a.as_str(), b.as_slice()))
+    }
+
+    fn challenges(&self, stale: bool, now_secs: u64) -> Answer {
+        let nonce = self.nonces.issue(now_secs);
+        let algs: Vec<Algorithm> = self.algorithms.clone();
+        Answer {
+            status: 401,
+            headers: algs
+                .into_iter()
+                .map(|alg| {
+                    (
+                        "WWW-Authenticate".to_owned(),
+                        digest::challenge(&self.config.realm, &nonce, alg, stale),
+                    )
+                })
+                .collect(),
+            changed: None,
+        }
+    }
+
+    fn fail(&mut self, source: IpAddr, now: Instant) -> Answer {
+        let window = self.config.failure_window;
+        let entry = self.failures.entry(source).or_insert((0, now));
+        if now.duration_since(entry.1) > window {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        if entry.0 >= self.config.max_failures {
+            warn!(%source, failures = entry.0, lockout = ?self.config.lockout, "too many failed registrations; source locked out");
+            self.locked.insert(source, now + self.config.lockout);
+            self.failures.remove(&source);
+        }
+        Answer::status(403)
+    }
+
+    /// Answers a REGISTER from `source`. `now_secs` is wall-clock time, for nonces.
+    pub fn register(
+        &mut self,
+        req: &Request,
+        source: SocketAddr,
+        now: Instant,
+        now_secs: u64,
+    ) -> Answer {
+        let ip = source.ip();
+        if let Some(until) = self.locked.get(&ip) {
+            if now < *until {
+                return Answer::status(403);
+            }
+            self.locked.remove(&ip);
+        }
+        let Some(aor) = req
+            .headers
+            .get("To")
+            .and_then(NameAddr::parse)
+            .and_then(|n| SipUri::parse(&n.uri))
+            .and_then(|u| u.user)
+        else {
+            return Answer::status(400);
+        };
+        let Some(creds) = req
+            .headers
+            .get_all("Authorization")
+            .filter_map(Credentials::parse)
+            .find(|c| c.realm == self.config.realm)
+        else {
+            return self.challenges(false, now_secs);
+        };
+        if !self.algorithms.contains(&creds.algorithm) {
+            return self.challenges(false, now_secs);
+        }
+        // An agent registers its own address, and only with qop=auth.
+        let ha1 = self
+            .secrets
+            .get(&aor)
+            .and_then(|s| s.ha1.get(&creds.algorithm))
+            .cloned();
+        let (Some(ha1), true, Some(nc), Some(cnonce)) = (
+            ha1,
+            creds.username == aor && creds.qop.as_deref() == Some("auth"),
+            creds.nc_value(),
+            creds.cnonce.clone(),
+        ) else {
+            info!(user = %creds.username, %aor, %source, "registration refused");
+            return self.fail(ip, now);
+        };
+        let expected = digest::response(
+            creds.algorithm,
+            &ha1,
+            "REGISTER",
+            &creds.uri,
+            &creds.nonce,
+            creds.nc.as_deref().unwrap_or_default(),
+            &cnonce,
+        );
+        if !digest::constant_time_eq(expected.as_bytes(), creds.response.as_bytes()) {
+            info!(user = %creds.username, %source, "registration with a wrong password");
+            return self.fail(ip, now);
+        }
+        match self.nonces.check(&creds.nonce, nc, now_secs) {
+            NonceState::Fresh => {}
+            NonceState::Stale => return self.challenges(true, now_secs),
+            // A nonce from before a restart, or a replay: ask again.
+            NonceState::Unknown | NonceState::Replayed => return self.challenges(false, now_secs),
+        }
+        self.failures.remove(&ip);
+        self.update_bindings(&aor, req, source, now)
+    }
+
+    fn update_bindings(
+        &mut self,
+        aor: &str,
+        req: &Request,
+        source: SocketAddr,
+        now: Instant,
+    ) -> Answer {
+        let header_expires: Option<u64> = req
+            .headers
+            .get("Expires")
+            .and_then(|e| e.trim().parse().ok());
+        let call_id = req.call_id().to_owned();
+        let cseq = req.cseq().map_or(0, |(n, _)| n);
+        let contacts: Vec<&str> = req.headers.get_all_split("Contact").collect();
+        let list = self.bindings.entry(aor.to_owned()).or_default();
+        let before = list.clone();
+        if contacts.iter().any(|c| c.trim() == "*") {
+            if header_expires != Some(0) || contacts.len() != 1 {
+                return Answer::status(400);
+            }
+            list.clear();
+        }
+        for c in contacts.iter().filter(|c| c.trim() != "*") {
+            let Some(na) = NameAddr::parse(c) else {
+                return Answer::status(400);
+            };
+            if SipUri::parse(&na.uri).is_none() {
+                return Answer::status(400);
+            }
+            let expires = na
+                .params
+                .value("expires")
+                .and_then(|e| e.trim().parse::<u64>().ok())
+                .or(header_expires)
+                .unwrap_or(self.config.default_expires.as_secs());
+            if expires > 0 && expires < self.config.min_expires.as_secs() {
+                return Answer {
+                    status: 423,
+                    headers: vec![(
+                        "Min-Expires".into(),
+                        self.config.min_expires.as_secs().to_string(),
+                    )],
+                    changed: None,
+                };
+            }
+            let expires = expires.min(self.config.max_expires.as_secs());
+            let existing = list.iter().position(|b| b.contact == na.uri);
+            if let Some(i) = existing {
+                // An older or repeated REGISTER of the same Call-ID changes nothing.
+                if list[i].call_id == call_id && cseq <= list[i].cseq {
+                    continue;
+                }
+                list.remove(i);
+            }
+            if expires > 0 {
+                list.push(Binding {
+                    contact: na.uri.clone(),
+                    source,
+                    expires_at: now + Duration::from_secs(expires),
+                    call_id: call_id.clone(),
+                    cseq,
+                });
+            }
+        }
+        let headers = list
+            .iter()
+            .map(|b| {
+                let left = b.expires_at.saturating_duration_since(now).as_secs();
+                (
+                    "Contact".to_owned(),
+                    format!("<{}>;expires={left}", b.contact),
+                )
+            })
+            .collect();
+        let changed = (*list != before).then(|| aor.to_owned());
+        if let Some(agent) = &changed {
+            info!(%agent, contacts = list.len(), %source, "registration");
+        }
+        Answer {
+            status: 200,
+            headers,
+            changed,
+        }
+    }
+
+    /// Drops expired contacts; returns the agents whose contacts changed.
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (agent, list) in self.bindings.iter_mut() {
+            let n = list.len();
+            list.retain(|b| b.expires_at > now);
+            if list.len() != n {
+                info!(%agent, contacts = list.len(), "registration expired");
+                changed.push(agent.clone());
+            }
+        }
+        self.locked.retain(|_, until| *until > now);
+        changed
+    }
+
+    /// Drops one contact (it stopped answering keep-alive OPTIONS).
+    pub fn drop_contact(&mut self, agent: &str, contact: &str) -> bool {
+        let Some(list) = self.bindings.get_mut(agent) else {
+            return false;
+        };
+        let n = list.len();
+        list.retain(|b| b.contact != contact);
+        list.len() != n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse, Message};
+
+    fn config() -> (RegistrarConfig, Vec<Agent>) {
+        let c = crate::config::Config::parse(
+            "queues: { support: {} }\nagents:\n  - { id: '1001', password: s3cret, queues: [support] }\nregistrar: { max-failures: 3 }\n",
+        )
+        .unwrap();
+        (c.registrar, c.agents)
+    }
+
+    fn register(contact: &str, expires: Option<u32>, auth: Option<String>, cseq: u32) -> Request {
+        let mut text = format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:5062;branch=z9hG4bK{cseq}\r\nFrom: <sip:1001@127.0.0.1>;tag=a\r\nTo: <sip:1001@127.0.0.1>\r\nCall-ID: reg1\r\nCSeq: {cseq} REGISTER\r\nContact: {contact}\r\nMax-Forwards: 70\r\n"
+        );
+        if let Some(e) = expires {
+            text.push_str(&format!("Expires: {e}\r\n"));
+        }
+        if let Some(a) = auth {
+            text.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        text.push_str("Content-Length: 0\r\n\r\n");
+        match parse(text.as_bytes()).unwrap() {
+            Message::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    /// What a phone with `password` answers to the first challenge of `a`.
+    fn answer_challenge(a: &Answer, password: &str, nc: u32) -> String {
+        let (_, ch) = a
+            .headers
+            .iter()
+            .find(|(k, _)| k == "WWW-Authenticate")
+            .unwrap();
+        let nonce = ch
+            .split("nonce=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let alg = if ch.contains("SHA-256") {
+            Algorithm::Sha256
+        } else {
+            Algorithm::Md5
+        };
+        let ha1 = digest::ha1(alg, "1001", "hotline", password);
+        let nc = format!("{nc:08x}");
+        let r = digest::response(alg, &ha1, "REGISTER", "sip:127.0.0.1", nonce, &nc, "cn");
+        format!(
+            "Digest username=\"1001\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1\", response=\"{r}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"cn\"",
+            alg.name()
+        )
+    }
+
+    const SRC: &str = "10.0.0.2:5062";
+
+    #[test]
+    fn challenge_then_register_then_unregister() {
+        let (cfg, agents) = config();
+        let mut r = Registrar::new(&cfg, &agents);
+        let now = Instant::now();
+        let src: SocketAddr = SRC.parse().unwrap();
+        let a = r.register(
+            &register("<sip:1001@10.0.0.2:5062>", Some(300), None, 1),
+            src,
+            now,
+            1000,
+        );
+        assert_eq!(a.status, 401);
+        assert_eq!(a.headers.len(), 2, "SHA-256 and MD5 offered");
+        assert!(a.headers[0].1.contains("algorithm=SHA-256"));
+        let auth = answer_challenge(&a, "s3cret", 1);
+        let ok = r.register(
+            &register("<sip:1001@10.0.0.2:5062>", Some(300), Some(auth.clone()), 2),
+            src,
+            now,
+            1001,
+        );
+        assert_eq!(ok.status, 200);
+        assert_eq!(ok.changed.as_deref(), Some("1001"));
+        assert_eq!(
+            ok.headers,
+            vec![(
+                "Contact".into(),
+                "<sip:1001@10.0.0.2:5062>;expires=300".into()
+            )]
+        );
+        assert_eq!(r.contacts("1001")[0].source, src);
+        // The same response again is a replay: challenged, nothing changes.
+        let replay = r.register(
+            &register("<sip:1001@10.0.0.2:5062>", Some(300), Some(auth), 3),
+            src,
+            now,
+            1002,
+        );
+        assert_eq!(replay.status, 401);
+        // A second contact, then the expiry of the first.
+        let a = r.register(
+            &register("<sip:1001@10.0.0.9>;expires=900", None, None, 4),
+            src,
+            now,
+            1003,
+        );
+        let auth = answer_challenge(&a, "s3cret", 1);
+        let ok = r.register(
+            &register("<sip:1001@10.0.0.9>;expires=900", None, Some(auth), 5),
+            src,
+            now,
+            1003,
+        );
+        assert_eq!(ok.headers.len(), 2);
+        assert_eq!(
+            r.expire(now + Duration::from_secs(301)),
+            vec!["1001".to_string()]
+        );
+        assert_eq!(r.contacts("1001").len(), 1);
+        // Contact: * with Expires: 0 removes everything.
+        let a = r.register(&register("*", Some(0), None, 6), src, now, 1004);
+        let auth = answer_challenge(&a, "s3cret", 1);
+        let ok = r.register(&register("*", Some(0), Some(auth), 7), src, now, 1004);
+        assert_eq!(ok.status, 200);
+        assert!(r.contacts("1001").is_empty());
+    }
+
+    #[test]
+    fn stale_nonces_short_expiries_and_lockout() {
+        let (cfg, agents) = config();
+        let mut r = Registrar::new(&cfg, &agents);
+        let now = Instant::now();
+        let src: SocketAddr = SRC.parse().unwrap();
+        let a = r.register(
+            &register("<sip:1001@10.0.0.2>", Some(300), None, 1),
+            src,
+            now,
+            1000,
+        );
+        let auth = answer_challenge(&a, "s3cret", 1);
+        let stale = r.register(
+            &register("<sip:1001@10.0.0.2>", Some(300), Some(auth), 2),
+            src,
+            now,
+            1000 + 301,
+        );
+        assert_eq!(stale.status, 401);
+        assert!(stale.headers[0].1.contains("stale=true"));
+        let auth = answer_challenge(&stale, "s3cret", 1);
+        let brief = r.register(
+            &register("<sip:1001@10.0.0.2>", Some(10), Some(auth), 3),
+            src,
+            now,
+            1302,
+        );
+        assert_eq!(brief.status, 423);
+        assert_eq!(brief.headers, vec![("Min-Expires".into(), "60".into())]);
+        // Three wrong passwords lock the source out, even for the right one.
+        for i in 0..3 {
+            let a = r.register(
+                &register("<sip:1001@10.0.0.2>", Some(300), None, 10 + i),
+                src,
+                now,
+                1400,
+            );
+            let bad = answer_challenge(&a, "guess", 1);
+            let res = r.register(
+                &register("<sip:1001@10.0.0.2>", Some(300), Some(bad), 20 + i),
+                src,
+                now,
+                1400,
+            );
+            assert_eq!(res.status, 403);
+        }
+        let a = r.register(
+            &register("<sip:1001@10.0.0.2>", Some(300), None, 30),
+            src,
+            now,
+            1400,
+        );
+        assert_eq!(a.status, 403, "locked out");
+        // Another address is not affected; the lockout ends.
+        let other: SocketAddr = "10.0.0.3:5060".parse().unwrap();
+        assert_eq!(
+            r.register(
+                &register("<sip:1001@10.0.0.3>", Some(300), None, 31),
+                other,
+                now,
+                1400
+            )
+            .status,
+            401
+        );
+        let later = now + Duration::from_secs(301);
+        assert_eq!(
+            r.register(
+                &register("<sip:1001@10.0.0.2>", Some(300), None, 32),
+                src,
+                later,
+                1701
+            )
+            .status,
+            401
+        );
+    }
+
+    #[test]
+    fn unknown_users_and_other_users_addresses_are_refused() {
+        let (cfg, agents) = config();
+        let mut r = Registrar::new(&cfg, &agents);
+        let now = Instant::now();
+        let src: SocketAddr = SRC.parse().unwrap();
+        let mut req = register("<sip:9999@10.0.0.2>", Some(300), None, 1);
+        req.headers.remove("To");
+        req.headers.push("To", "<sip:9999@127.0.0.1>");
+        let a = r.register(&req, src, now, 1000);
+        assert_eq!(a.status, 401, "no hint whether the user exists");
+        let auth = answer_challenge(&a, "s3cret", 1);
+        req.headers.push("Authorization", auth);
+        assert_eq!(r.register(&req, src, now, 1000).status, 403);
+    }
+}
