@@ -4,6 +4,7 @@
 //! (offer/answer), [`media`] (RTP, prompts, DTMF), and [`call`], where one
 //! task per call ties them together. [`config`] is plain data every layer reads.
 
+pub mod acd;
 pub mod call;
 pub mod config;
 pub mod diagnostic;

@@ -147,6 +147,32 @@ pub struct QueueConfig {
     pub greeting: Option<String>,
     /// The prompt looped while callers wait.
     pub music: String,
+    /// How the next agent is picked: `longest-idle` (default),
+    /// `round-robin`, `fewest-calls`, `random`, `skills`.
+    pub strategy: Strategy,
+    /// How long an agent's phone rings before the next agent is tried.
+    #[serde(deserialize_with = "de_duration")]
+    pub ring_timeout: Duration,
+    /// After a call, the agent is not offered another for this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub wrap_up: Duration,
+    /// Consecutive unanswered offers after which an agent is paused
+    /// (reason `no-answer`).
+    pub max_no_answer: u32,
+    /// Higher is served first when an agent works several queues.
+    pub weight: i64,
+}
+
+/// How a queue picks among free agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    #[default]
+    LongestIdle,
+    RoundRobin,
+    FewestCalls,
+    Random,
+    Skills,
 }
 
 impl Default for QueueConfig {
@@ -154,6 +180,11 @@ impl Default for QueueConfig {
         QueueConfig {
             greeting: Some("please-hold".into()),
             music: "music/default".into(),
+            strategy: Strategy::LongestIdle,
+            ring_timeout: Duration::from_secs(20),
+            wrap_up: Duration::from_secs(10),
+            max_no_answer: 1,
+            weight: 0,
         }
     }
 }

@@ -1,0 +1,113 @@
+//! The ACD's task: owns the [`Acd`](super::Acd), takes inputs from call
+//! tasks and the SIP layer, ticks once a second, and tells each call task
+//! when an agent is offered its caller.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::{Acd, Input, Output, Position};
+
+/// What a queued call hears from the ACD.
+#[derive(Debug, Clone)]
+pub enum ToCall {
+    /// Ring this agent; report Answered or NoAnswer.
+    Offer {
+        agent: String,
+        name: Option<String>,
+        contacts: Vec<crate::sip::registrar::Binding>,
+        ring_timeout: Duration,
+    },
+}
+
+pub enum Request {
+    Input(Input),
+    /// A call joins and gives the channel its offers come on.
+    Join(Input, mpsc::UnboundedSender<ToCall>),
+    Position(String, oneshot::Sender<Option<Position>>),
+}
+
+/// A handle to the ACD task; cheap to clone.
+#[derive(Clone)]
+pub struct AcdHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+impl AcdHandle {
+    pub fn send(&self, input: Input) {
+        let _ = self.tx.send(Request::Input(input));
+    }
+
+    pub fn join(&self, input: Input, calls: mpsc::UnboundedSender<ToCall>) {
+        let _ = self.tx.send(Request::Join(input, calls));
+    }
+
+    pub async fn position(&self, call: &str) -> Option<Position> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Request::Position(call.to_owned(), tx)).ok()?;
+        rx.await.ok().flatten()
+    }
+}
+
+/// Starts the ACD task.
+pub fn start(acd: Acd) -> AcdHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(acd, rx));
+    AcdHandle { tx }
+}
+
+async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut calls: HashMap<String, mpsc::UnboundedSender<ToCall>> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let input = tokio::select! {
+            req = rx.recv() => match req {
+                None => return,
+                Some(Request::Input(i)) => i,
+                Some(Request::Join(i, to_call)) => {
+                    if let Input::Join { call, .. } = &i {
+                        calls.insert(call.clone(), to_call);
+                    }
+                    i
+                }
+                Some(Request::Position(call, reply)) => {
+                    let _ = reply.send(acd.position(&call));
+                    continue;
+                }
+            },
+            _ = tick.tick() => Input::Tick,
+        };
+        if let Input::Leave { call } | Input::Ended { call } = &input {
+            calls.remove(call);
+        }
+        for out in acd.step(input, Instant::now().into_std()) {
+            if let Output::Offer {
+                call,
+                agent,
+                name,
+                contacts,
+                ring_timeout,
+            } = out
+            {
+                match calls.get(&call) {
+                    Some(tx) => {
+                        let _ = tx.send(ToCall::Offer {
+                            agent,
+                            name,
+                            contacts,
+                            ring_timeout,
+                        });
+                    }
+                    None => {
+                        // The call is gone: free the agent.
+                        for o in acd.step(Input::Leave { call }, Instant::now().into_std()) {
+                            let _ = o;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

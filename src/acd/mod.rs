@@ -1,0 +1,491 @@
+//! The ACD: queues, agents and their states, routing. `Acd` is pure — it
+//! takes an input and `now` and returns what to do — and one actor task
+//! ([`actor`]) owns it, so every queue and agent change happens in one
+//! place, in order.
+
+pub mod actor;
+pub mod agent;
+pub mod estimate;
+pub mod strategy;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::config::{Config, QueueConfig};
+use crate::sip::registrar::Binding;
+pub use agent::{AgentEvent, AgentState, CallId};
+use estimate::Estimator;
+
+/// What the ACD is told.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A caller joins a queue.
+    Join {
+        call: CallId,
+        queue: String,
+        priority: i64,
+        skills: Vec<String>,
+        caller: String,
+    },
+    /// The caller hung up (waiting, or while an agent's phone rang).
+    Leave {
+        call: CallId,
+    },
+    /// The offered agent answered: the call leaves the queue.
+    Answered {
+        call: CallId,
+    },
+    /// The offered agent did not answer (or refused, or could not be reached).
+    NoAnswer {
+        call: CallId,
+    },
+    /// A bridged call ended.
+    Ended {
+        call: CallId,
+    },
+    /// An agent's registered contacts changed.
+    Contacts {
+        agent: String,
+        contacts: Vec<Binding>,
+    },
+    Login {
+        agent: String,
+    },
+    Logout {
+        agent: String,
+    },
+    Pause {
+        agent: String,
+        reason: String,
+    },
+    Unpause {
+        agent: String,
+    },
+    /// Time passed (wrap-ups end).
+    Tick,
+}
+
+/// What the ACD asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Ring this agent for this call.
+    Offer {
+        call: CallId,
+        agent: String,
+        name: Option<String>,
+        contacts: Vec<Binding>,
+        ring_timeout: Duration,
+    },
+    /// An agent's state changed.
+    State { agent: String, state: &'static str },
+}
+
+struct Agent {
+    name: Option<String>,
+    queues: Vec<String>,
+    skills: BTreeMap<String, u8>,
+    auto_login: bool,
+    contacts: Vec<Binding>,
+    state: AgentState,
+    calls: u32,
+    misses: u32,
+    /// When the current call was answered (for its handle time).
+    answered_at: Option<Instant>,
+    /// The queue of the call offered or being handled.
+    call_queue: Option<String>,
+}
+
+struct Waiting {
+    call: CallId,
+    queue: String,
+    priority: i64,
+    skills: Vec<String>,
+    joined: Instant,
+    /// The agent ringing for it now.
+    offered: Option<String>,
+    /// Agents who missed it, tried last.
+    missed: Vec<String>,
+}
+
+struct Queue {
+    config: QueueConfig,
+    members: Vec<String>,
+    last: Option<String>,
+    estimator: Estimator,
+}
+
+/// A queue's figures, for announcements and the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub position: usize,
+    pub waiting: usize,
+    pub estimated_wait: Duration,
+}
+
+pub struct Acd {
+    queues: BTreeMap<String, Queue>,
+    agents: BTreeMap<String, Agent>,
+    waiting: Vec<Waiting>,
+    /// Bridged calls → the agent on them.
+    talking: HashMap<CallId, String>,
+}
+
+/// The handle time assumed before any call has been handled.
+const FALLBACK_HANDLE_TIME: Duration = Duration::from_secs(180);
+
+impl Acd {
+    pub fn new(config: &Config) -> Acd {
+        let queues = config
+            .queues
+            .iter()
+            .map(|(name, q)| {
+                let members = config
+                    .agents
+                    .iter()
+                    .filter(|a| a.queues.contains(name))
+                    .map(|a| a.id.clone())
+                    .collect();
+                (
+                    name.clone(),
+                    Queue {
+                        config: q.clone(),
+                        members,
+                        last: None,
+                        estimator: Estimator::new(FALLBACK_HANDLE_TIME),
+                    },
+                )
+            })
+            .collect();
+        let agents = config
+            .agents
+            .iter()
+            .map(|a| {
+                (
+                    a.id.clone(),
+                    Agent {
+                        name: a.name.clone(),
+                        queues: a.queues.clone(),
+                        skills: a.skills.clone(),
+                        auto_login: a.auto_login,
+                        contacts: Vec::new(),
+                        state: AgentState::LoggedOut,
+                        calls: 0,
+                        misses: 0,
+                        answered_at: None,
+                        call_queue: None,
+                    },
+                )
+            })
+            .collect();
+        Acd {
+            queues,
+            agents,
+            waiting: Vec::new(),
+            talking: HashMap::new(),
+        }
+    }
+
+    pub fn agent_state(&self, agent: &str) -> Option<&AgentState> {
+        self.agents.get(agent).map(|a| &a.state)
+    }
+
+    /// Where a waiting call stands in its queue.
+    pub fn position(&self, call: &str) -> Option<Position> {
+        let me = self.waiting.iter().find(|w| w.call == call)?;
+        let mut mine: Vec<&Waiting> = self
+            .waiting
+            .iter()
+            .filter(|w| w.queue == me.queue)
+            .collect();
+        mine.sort_by_key(|w| (std::cmp::Reverse(w.priority), w.joined));
+        let position = mine.iter().position(|w| w.call == call)? + 1;
+        let q = self.queues.get(&me.queue)?;
+        let staffed = q
+            .members
+            .iter()
+            .filter(|m| {
+                self.agents
+                    .get(*m)
+                    .is_some_and(|a| a.state != AgentState::LoggedOut && !a.contacts.is_empty())
+            })
+            .count();
+        Some(Position {
+            position,
+            waiting: mine.len(),
+            estimated_wait: q.estimator.wait(position, staffed),
+        })
+    }
+
+    fn set(&mut self, agent: &str, event: AgentEvent, now: Instant, out: &mut Vec<Output>) -> bool {
+        let wrap_up = self.wrap_up_of(agent);
+        let Some(a) = self.agents.get_mut(agent) else {
+            return false;
+        };
+        match agent::next(&a.state, &event, now, wrap_up) {
+            Ok(s) => {
+                let changed = s.name() != a.state.name();
+                a.state = s;
+                if changed {
+                    info!(%agent, state = a.state.name(), ?event, "agent state");
+                    out.push(Output::State {
+                        agent: agent.to_owned(),
+                        state: a.state.name(),
+                    });
+                }
+                true
+            }
+            Err(why) => {
+                info!(%agent, ?event, %why, "agent event ignored");
+                false
+            }
+        }
+    }
+
+    /// The queue of the agent's current call (its first queue otherwise).
+    fn queue_of(&self, agent: &str) -> Option<&str> {
+        let a = self.agents.get(agent)?;
+        a.call_queue
+            .as_deref()
+            .or(a.queues.first().map(String::as_str))
+    }
+
+    /// The wrap-up time after the agent's current call.
+    fn wrap_up_of(&self, agent: &str) -> Duration {
+        self.queue_of(agent)
+            .and_then(|q| self.queues.get(q))
+            .map_or(Duration::from_secs(10), |q| q.config.wrap_up)
+    }
+
+    pub fn step(&mut self, input: Input, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Join {
+                call,
+                queue,
+                priority,
+                skills,
+                caller,
+            } => {
+                if !self.queues.contains_key(&queue) {
+                    warn!(%call, %queue, "no such queue");
+                } else {
+                    info!(%call, %queue, priority, %caller, "caller joined the queue");
+                    self.waiting.push(Waiting {
+                        call,
+                        queue,
+                        priority,
+                        skills,
+                        joined: now,
+                        offered: None,
+                        missed: Vec::new(),
+                    });
+                }
+            }
+            Input::Leave { call } => {
+                if let Some(i) = self.waiting.iter().position(|w| w.call == call) {
+                    let w = self.waiting.remove(i);
+                    info!(%call, queue = %w.queue, waited = ?now.duration_since(w.joined), "caller left the queue");
+                    if let Some(agent) = w.offered {
+                        self.set(&agent, AgentEvent::Ended, now, &mut out);
+                    }
+                }
+            }
+            Input::Answered { call } => {
+                if let Some(i) = self.waiting.iter().position(|w| w.call == call) {
+                    let w = self.waiting.remove(i);
+                    if let Some(agent) = w.offered {
+                        if self.set(&agent, AgentEvent::Answered, now, &mut out) {
+                            if let Some(a) = self.agents.get_mut(&agent) {
+                                a.calls += 1;
+                                a.misses = 0;
+                                a.answered_at = Some(now);
+                            }
+                            self.talking.insert(call, agent);
+                        }
+                    }
+                }
+            }
+            Input::NoAnswer { call } => {
+                let Some(w) = self.waiting.iter_mut().find(|w| w.call == call) else {
+                    return out;
+                };
+                let Some(agent) = w.offered.take() else {
+                    return out;
+                };
+                w.missed.push(agent.clone());
+                let queue = w.queue.clone();
+                let max = self
+                    .queues
+                    .get(&queue)
+                    .map_or(1, |q| q.config.max_no_answer.max(1));
+                if self.set(&agent, AgentEvent::NoAnswer, now, &mut out) {
+                    if let Some(a) = self.agents.get_mut(&agent) {
+                        a.misses += 1;
+                        if a.misses >= max {
+                            a.misses = 0;
+                            warn!(%agent, %call, "agent did not answer; paused");
+                            self.set(&agent, AgentEvent::Pause("no-answer".into()), now, &mut out);
+                        }
+                    }
+                }
+            }
+            Input::Ended { call } => {
+                if let Some(agent) = self.talking.remove(&call) {
+                    let handled = self
+                        .agents
+                        .get(&agent)
+                        .and_then(|a| a.answered_at)
+                        .map(|t| now.duration_since(t));
+                    let wrap = self.wrap_up_of(&agent);
+                    let queue = self.queue_of(&agent).map(str::to_owned);
+                    if let (Some(h), Some(q)) =
+                        (handled, queue.and_then(|q| self.queues.get_mut(&q)))
+                    {
+                        q.estimator.record(h + wrap);
+                    }
+                    self.set(&agent, AgentEvent::Ended, now, &mut out);
+                }
+            }
+            Input::Contacts { agent, contacts } => {
+                let Some(a) = self.agents.get_mut(&agent) else {
+                    return out;
+                };
+                let was = !a.contacts.is_empty();
+                a.contacts = contacts;
+                let now_reachable = !a.contacts.is_empty();
+                let auto = a.auto_login;
+                if now_reachable && !was && auto && a.state == AgentState::LoggedOut {
+                    self.set(&agent, AgentEvent::Login, now, &mut out);
+                }
+            }
+            Input::Login { agent } => {
+                self.set(&agent, AgentEvent::Login, now, &mut out);
+            }
+            Input::Logout { agent } => {
+                self.set(&agent, AgentEvent::Logout, now, &mut out);
+            }
+            Input::Pause { agent, reason } => {
+                self.set(&agent, AgentEvent::Pause(reason), now, &mut out);
+            }
+            Input::Unpause { agent } => {
+                self.set(&agent, AgentEvent::Unpause, now, &mut out);
+            }
+            Input::Tick => {
+                let done: Vec<String> = self
+                    .agents
+                    .iter()
+                    .filter(
+                        |(_, a)| matches!(a.state, AgentState::WrapUp { until } if until <= now),
+                    )
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for agent in done {
+                    self.set(&agent, AgentEvent::WrapUpDone, now, &mut out);
+                }
+            }
+        }
+        self.dispatch(now, &mut out);
+        out
+    }
+
+    /// Offers waiting callers to free agents: the longest-waiting caller
+    /// first (higher priority first; across queues, heavier queues first).
+    fn dispatch(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let mut order: Vec<usize> = (0..self.waiting.len()).collect();
+        order.sort_by_key(|&i| {
+            let w = &self.waiting[i];
+            let weight = self.queues.get(&w.queue).map_or(0, |q| q.config.weight);
+            (
+                std::cmp::Reverse(weight),
+                std::cmp::Reverse(w.priority),
+                w.joined,
+            )
+        });
+        for i in order {
+            if self.waiting[i].offered.is_some() {
+                continue;
+            }
+            let (queue_name, skills, missed, call) = {
+                let w = &self.waiting[i];
+                (
+                    w.queue.clone(),
+                    w.skills.clone(),
+                    w.missed.clone(),
+                    w.call.clone(),
+                )
+            };
+            let Some(q) = self.queues.get(&queue_name) else {
+                continue;
+            };
+            let free: Vec<strategy::Candidate> = q
+                .members
+                .iter()
+                .filter_map(|m| {
+                    let a = self.agents.get(m)?;
+                    let AgentState::Available { since } = a.state else {
+                        return None;
+                    };
+                    if a.contacts.is_empty() {
+                        return None;
+                    }
+                    let level = if skills.is_empty() {
+                        0
+                    } else {
+                        skills
+                            .iter()
+                            .map(|s| a.skills.get(s).copied().unwrap_or(0))
+                            .min()
+                            .unwrap_or(0)
+                    };
+                    if !skills.is_empty() && level == 0 {
+                        return None;
+                    }
+                    Some(strategy::Candidate {
+                        id: m.as_str(),
+                        idle_since: since,
+                        calls: a.calls,
+                        level,
+                    })
+                })
+                .collect();
+            // Agents who already missed this caller come last.
+            let fresh: Vec<strategy::Candidate> = free
+                .iter()
+                .filter(|c| !missed.iter().any(|m| m == c.id))
+                .cloned()
+                .collect();
+            let pool = if fresh.is_empty() { &free } else { &fresh };
+            let Some(agent) =
+                strategy::pick(q.config.strategy, pool, &q.members, q.last.as_deref())
+                    .map(str::to_owned)
+            else {
+                continue;
+            };
+            let ring_timeout = q.config.ring_timeout;
+            if !self.set(&agent, AgentEvent::Offer(call.clone()), now, out) {
+                continue;
+            }
+            if let Some(q) = self.queues.get_mut(&queue_name) {
+                q.last = Some(agent.clone());
+            }
+            self.waiting[i].offered = Some(agent.clone());
+            if let Some(a) = self.agents.get_mut(&agent) {
+                a.call_queue = Some(queue_name.clone());
+            }
+            let a = &self.agents[&agent];
+            info!(%call, %agent, queue = %queue_name, "offering the caller to an agent");
+            out.push(Output::Offer {
+                call,
+                agent: agent.clone(),
+                name: a.name.clone(),
+                contacts: a.contacts.clone(),
+                ring_timeout,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,326 @@
+//! The ACD on a virtual clock: routing, priorities, skills, no-answer,
+//! wrap-up, several queues, and positions.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const CONFIG: &str = "
+queues:
+  sales: { ring-timeout: 15s, wrap-up: 5s }
+  support: { strategy: skills, max-no-answer: 2 }
+  vip: { weight: 10 }
+agents:
+  - { id: a1, password: x, queues: [sales, support], skills: { spanish: 3 }, auto-login: true }
+  - { id: a2, password: x, queues: [sales, support, vip], skills: { spanish: 8 }, auto-login: true }
+  - { id: a3, password: x, queues: [support], auto-login: false }
+";
+
+fn acd() -> Acd {
+    Acd::new(&Config::parse(CONFIG).unwrap())
+}
+
+fn contact(agent: &str) -> Vec<Binding> {
+    vec![Binding {
+        contact: format!("sip:{agent}@10.0.0.1"),
+        source: "10.0.0.1:5060".parse().unwrap(),
+        expires_at: Instant::now() + Duration::from_secs(3600),
+        call_id: "r".into(),
+        cseq: 1,
+    }]
+}
+
+fn join(call: &str, queue: &str, priority: i64, skills: &[&str]) -> Input {
+    Input::Join {
+        call: call.into(),
+        queue: queue.into(),
+        priority,
+        skills: skills.iter().map(|s| s.to_string()).collect(),
+        caller: "+1555".into(),
+    }
+}
+
+fn offers(out: &[Output]) -> Vec<(String, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Offer { call, agent, .. } => Some((call.clone(), agent.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pair(c: &str, a: &str) -> (String, String) {
+    (c.to_owned(), a.to_owned())
+}
+
+#[test]
+fn registration_logs_in_auto_login_agents_and_the_longest_idle_gets_the_call() {
+    let mut acd = acd();
+    let t = Instant::now();
+    // Nobody is reachable: the caller waits.
+    assert!(offers(&acd.step(join("c1", "sales", 0, &[]), t)).is_empty());
+    assert_eq!(acd.agent_state("a1"), Some(&AgentState::LoggedOut));
+    // a2 registers first, so it has been idle longest when a1 arrives.
+    let out = acd.step(
+        Input::Contacts {
+            agent: "a2".into(),
+            contacts: contact("a2"),
+        },
+        t,
+    );
+    assert_eq!(offers(&out), vec![pair("c1", "a2")]);
+    match &out
+        .iter()
+        .find(|o| matches!(o, Output::Offer { .. }))
+        .unwrap()
+    {
+        Output::Offer {
+            ring_timeout,
+            contacts,
+            ..
+        } => {
+            assert_eq!(*ring_timeout, Duration::from_secs(15));
+            assert_eq!(contacts[0].contact, "sip:a2@10.0.0.1");
+        }
+        _ => unreachable!(),
+    }
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t + Duration::from_secs(1),
+    );
+    acd.step(
+        Input::Answered { call: "c1".into() },
+        t + Duration::from_secs(2),
+    );
+    assert!(matches!(
+        acd.agent_state("a2"),
+        Some(AgentState::OnCall { .. })
+    ));
+    // The next caller goes to a1, the only free agent.
+    let out = acd.step(join("c2", "sales", 0, &[]), t + Duration::from_secs(3));
+    assert_eq!(offers(&out), vec![pair("c2", "a1")]);
+    // a3 has no auto-login: registered but not offered calls until it logs in.
+    acd.step(
+        Input::Contacts {
+            agent: "a3".into(),
+            contacts: contact("a3"),
+        },
+        t,
+    );
+    assert_eq!(acd.agent_state("a3"), Some(&AgentState::LoggedOut));
+}
+
+#[test]
+fn priority_then_arrival_order_and_heavier_queues_first() {
+    let mut acd = acd();
+    let t = Instant::now();
+    acd.step(join("early", "sales", 0, &[]), t);
+    acd.step(join("urgent", "sales", 5, &[]), t + Duration::from_secs(1));
+    acd.step(join("late", "sales", 0, &[]), t + Duration::from_secs(2));
+    acd.step(join("vip", "vip", 0, &[]), t + Duration::from_secs(3));
+    assert_eq!(acd.position("urgent").unwrap().position, 1);
+    assert_eq!(acd.position("early").unwrap().position, 2);
+    assert_eq!(acd.position("late").unwrap().position, 3);
+    // a2 works sales and vip: the vip queue weighs more.
+    let out = acd.step(
+        Input::Contacts {
+            agent: "a2".into(),
+            contacts: contact("a2"),
+        },
+        t + Duration::from_secs(4),
+    );
+    assert_eq!(offers(&out), vec![pair("vip", "a2")]);
+    // a1 (sales only): the urgent caller before the earlier one.
+    let out = acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t + Duration::from_secs(5),
+    );
+    assert_eq!(offers(&out), vec![pair("urgent", "a1")]);
+}
+
+#[test]
+fn skills_route_to_the_best_level_and_exclude_agents_without_them() {
+    let mut acd = acd();
+    let t = Instant::now();
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t,
+    );
+    acd.step(
+        Input::Contacts {
+            agent: "a2".into(),
+            contacts: contact("a2"),
+        },
+        t + Duration::from_secs(1),
+    );
+    // a1 has been idle longer, but a2 speaks better Spanish.
+    let out = acd.step(
+        join("c", "support", 0, &["spanish"]),
+        t + Duration::from_secs(2),
+    );
+    assert_eq!(offers(&out), vec![pair("c", "a2")]);
+    // Nobody free speaks German: the caller waits.
+    let out = acd.step(
+        join("d", "support", 0, &["german"]),
+        t + Duration::from_secs(3),
+    );
+    assert!(offers(&out).is_empty());
+}
+
+#[test]
+fn no_answer_pauses_after_the_configured_misses_and_the_caller_keeps_their_place() {
+    let mut acd = acd();
+    let t = Instant::now();
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t,
+    );
+    acd.step(
+        Input::Contacts {
+            agent: "a2".into(),
+            contacts: contact("a2"),
+        },
+        t + Duration::from_secs(1),
+    );
+    acd.step(join("c", "sales", 0, &[]), t + Duration::from_secs(2));
+    acd.step(join("d", "sales", 0, &[]), t + Duration::from_secs(3));
+    // sales pauses after one miss (the default): c goes to a2.
+    let out = acd.step(
+        Input::NoAnswer { call: "c".into() },
+        t + Duration::from_secs(17),
+    );
+    assert!(
+        matches!(acd.agent_state("a1"), Some(AgentState::Paused { reason, .. }) if reason == "no-answer")
+    );
+    assert!(offers(&out).is_empty(), "a2 is ringing for d");
+    assert_eq!(
+        acd.position("c").unwrap().position,
+        1,
+        "c keeps its place ahead of d"
+    );
+    // d is answered by a2; c still waits for the next free agent.
+    acd.step(
+        Input::Answered { call: "d".into() },
+        t + Duration::from_secs(18),
+    );
+    let out = acd.step(
+        Input::Unpause { agent: "a1".into() },
+        t + Duration::from_secs(30),
+    );
+    assert_eq!(offers(&out), vec![pair("c", "a1")]);
+
+    // support allows two misses before pausing.
+    let mut acd = super::Acd::new(&Config::parse(CONFIG).unwrap());
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t,
+    );
+    acd.step(join("s", "support", 0, &[]), t);
+    acd.step(
+        Input::NoAnswer { call: "s".into() },
+        t + Duration::from_secs(20),
+    );
+    assert!(
+        matches!(acd.agent_state("a1"), Some(AgentState::Ringing { .. })),
+        "offered again"
+    );
+    acd.step(
+        Input::NoAnswer { call: "s".into() },
+        t + Duration::from_secs(40),
+    );
+    assert_eq!(acd.agent_state("a1").map(|s| s.name()), Some("paused"));
+}
+
+#[test]
+fn wrap_up_then_available_and_a_caller_who_hangs_up_frees_the_ringing_agent() {
+    let mut acd = acd();
+    let t = Instant::now();
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t,
+    );
+    acd.step(join("c", "sales", 0, &[]), t);
+    acd.step(
+        Input::Answered { call: "c".into() },
+        t + Duration::from_secs(1),
+    );
+    acd.step(
+        Input::Ended { call: "c".into() },
+        t + Duration::from_secs(61),
+    );
+    assert_eq!(acd.agent_state("a1").map(|s| s.name()), Some("wrap-up"));
+    let out = acd.step(join("d", "sales", 0, &[]), t + Duration::from_secs(62));
+    assert!(offers(&out).is_empty(), "wrap-up is honoured");
+    acd.step(Input::Tick, t + Duration::from_secs(65));
+    assert_eq!(
+        acd.agent_state("a1").map(|s| s.name()),
+        Some("wrap-up"),
+        "4 s in"
+    );
+    acd.step(Input::Tick, t + Duration::from_secs(66));
+    assert!(
+        matches!(acd.agent_state("a1"), Some(AgentState::Ringing { .. })),
+        "offered d after 5 s of wrap-up"
+    );
+    // d hangs up while a1's phone rings: a1 is free again at once.
+    acd.step(
+        Input::Leave { call: "d".into() },
+        t + Duration::from_secs(67),
+    );
+    assert_eq!(acd.agent_state("a1").map(|s| s.name()), Some("available"));
+    assert!(acd.position("d").is_none());
+}
+
+#[test]
+fn the_estimated_wait_uses_position_staffing_and_recent_handle_times() {
+    let mut acd = acd();
+    let t = Instant::now();
+    for (i, c) in ["x", "y", "z"].iter().enumerate() {
+        acd.step(
+            join(c, "support", 0, &[]),
+            t + Duration::from_secs(i as u64),
+        );
+    }
+    // No agent staffed: fallback 180 s per call ahead.
+    assert_eq!(
+        acd.position("z").unwrap().estimated_wait,
+        Duration::from_secs(540)
+    );
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t + Duration::from_secs(10),
+    );
+    acd.step(
+        Input::Answered { call: "x".into() },
+        t + Duration::from_secs(10),
+    );
+    acd.step(
+        Input::Ended { call: "x".into() },
+        t + Duration::from_secs(60),
+    );
+    // One call handled in 50 s + 10 s wrap-up; one agent staffed; z is now second.
+    let p = acd.position("z").unwrap();
+    assert_eq!(p.position, 2);
+    assert_eq!(p.estimated_wait, Duration::from_secs(120));
+}
