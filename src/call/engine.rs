@@ -93,8 +93,10 @@ pub async fn run(
     let store = StoreHandle::open_sqlite(&config.data_dir)?;
     let media = MediaEngine::start(&config.rtp);
     let mut sip = sip::start(config.clone()).await?;
-    // Until the ACD takes them, agents' registrations are logged.
+    let acd = crate::acd::actor::start(crate::acd::Acd::new(&config));
+    // Agents' registrations go to the ACD.
     let mut registrations = sip.registrations;
+    let acd_regs = acd.clone();
     tokio::spawn(async move {
         while let Some(r) = registrations.recv().await {
             let contacts: Vec<String> = r
@@ -103,6 +105,10 @@ pub async fn run(
                 .map(|b| format!("{} via {}", b.contact, b.source))
                 .collect();
             info!(agent = %r.agent, contacts = ?contacts, "agent contacts");
+            acd_regs.send(crate::acd::Input::Contacts {
+                agent: r.agent,
+                contacts: r.contacts,
+            });
         }
     });
     let (hangup_tx, hangup_rx) = watch::channel(false);
@@ -114,6 +120,7 @@ pub async fn run(
         http: reqwest::Client::new(),
         store,
         dialer: sip.dialer.clone(),
+        acd,
         hangup_all: hangup_rx,
     };
     let active = Arc::new(AtomicUsize::new(0));

@@ -13,9 +13,17 @@ pub const RING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 
 type Dialed = Result<(DialogHandle, mpsc::UnboundedReceiver<DialogEvent>), DialError>;
 
+/// Why the leg was placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purpose {
+    /// A transfer node; the flow's token for `Event::Transferred`.
+    Transfer { token: u64 },
+    /// An agent offered the caller by the ACD.
+    Agent { agent: String },
+}
+
 pub struct Leg {
-    /// The flow's token for `Event::Transferred`.
-    pub token: u64,
+    pub purpose: Purpose,
     pub target: String,
     pub media: MediaChannel,
     /// Set once the INVITE is out (the target's name is resolved first).
@@ -39,19 +47,20 @@ pub enum LegEvent {
 
 impl Leg {
     pub fn new(
-        token: u64,
+        purpose: Purpose,
         target: String,
         media: MediaChannel,
         dialed: oneshot::Receiver<Dialed>,
+        ring_timeout: std::time::Duration,
     ) -> Leg {
         Leg {
-            token,
+            purpose,
             target,
             media,
             dialog: None,
             events: None,
             dialed: Some(dialed),
-            deadline: Some(Instant::now() + RING_TIMEOUT),
+            deadline: Some(Instant::now() + ring_timeout),
             bridged: false,
         }
     }

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
+use crate::acd::actor::{AcdHandle, ToCall};
+use crate::acd::Input as AcdInput;
 use crate::config::Config;
 use crate::flow::{self, Action, Event, FlowSet, Outcome, Run, Vars};
 use crate::media::{
@@ -39,6 +41,7 @@ pub struct CallContext {
     pub http: reqwest::Client,
     pub store: StoreHandle,
     pub dialer: Dialer,
+    pub acd: AcdHandle,
     /// Becomes `true` when the drain timeout is over: hang up now.
     pub hangup_all: watch::Receiver<bool>,
 }
@@ -90,8 +93,10 @@ struct Call {
     call_id: String,
     caller: String,
     recording: Option<recording::Active>,
-    /// The call placed for a transfer, ringing or bridged.
+    /// The call placed for a transfer or to an agent, ringing or bridged.
     leg: Option<leg::Leg>,
+    /// Offers from the ACD while the caller is queued.
+    queued: Option<mpsc::UnboundedReceiver<ToCall>>,
 }
 
 impl Call {
@@ -148,6 +153,7 @@ impl Call {
             caller,
             recording: None,
             leg: None,
+            queued: None,
         };
         // An unusable offer is refused before any ringing.
         let offered = match offer {
@@ -179,7 +185,9 @@ impl Call {
                 info!("answered with an offer; waiting for the answer in ACK");
             }
         }
-        call.run().await
+        let end = call.run().await;
+        call.leave_acd();
+        end
     }
 
     /// Rings for the configured answer delay; `Some` if the caller gave up.
@@ -225,6 +233,7 @@ impl Call {
                 Some(ev) = self.media.events.recv() => self.on_media(ev),
                 Some(ev) = self.feedback.1.recv() => self.feed(ev),
                 ev = leg::next_of(self.leg.as_mut()) => self.on_leg(ev),
+                Some(offer) = recv_offer(self.queued.as_mut()) => self.on_offer(offer),
                 _ = sleep_until_opt(timer) => {
                     if let Some((token, _)) = self.timer.take() {
                         self.feed(Event::Timer(token));
@@ -381,6 +390,7 @@ impl Call {
             from_user: self.caller.clone(),
             from_display: None,
             sdp: offer,
+            via: None,
         };
         tokio::spawn(async move {
             let _ = tx.send(dialer.call(call).await);
@@ -389,7 +399,13 @@ impl Call {
         let q = crate::config::QueueConfig::default();
         self.playlist
             .start_then_loop(Vec::new(), q.music, &mut self.media, &self.ctx.prompts);
-        self.leg = Some(leg::Leg::new(token, target, media, rx));
+        self.leg = Some(leg::Leg::new(
+            leg::Purpose::Transfer { token },
+            target,
+            media,
+            rx,
+            leg::RING_TIMEOUT,
+        ));
     }
 
     /// An event to feed once the current one is done.
@@ -401,10 +417,9 @@ impl Call {
         let Some(leg) = self.leg.as_mut() else {
             return;
         };
-        let token = leg.token;
         match ev {
             leg::LegEvent::Dialog(DialogEvent::Ringing) => {
-                info!(target = %leg.target, "transfer target ringing")
+                info!(target = %leg.target, "ringing")
             }
             leg::LegEvent::Dialog(DialogEvent::Answered { sdp: answer }) => {
                 let negotiated = match answer {
@@ -427,47 +442,142 @@ impl Call {
                         leg.bridged = true;
                         self.playlist.stop(&self.media);
                         self.media.bridge(&leg.media);
-                        info!(target = %leg.target, codec = n.codec.name(), "transfer answered; caller bridged");
-                        self.feed(Event::Transferred(token, Ok(())));
+                        info!(target = %leg.target, codec = n.codec.name(), "answered; caller bridged");
+                        match leg.purpose.clone() {
+                            leg::Purpose::Transfer { token } => {
+                                self.feed(Event::Transferred(token, Ok(())))
+                            }
+                            leg::Purpose::Agent { .. } => self.ctx.acd.send(AcdInput::Answered {
+                                call: self.call_id.clone(),
+                            }),
+                        }
                     }
-                    Err(e) => self.fail_transfer(format!("unusable answer: {e}")),
+                    Err(e) => self.fail_leg(format!("unusable answer: {e}")),
                 }
             }
             leg::LegEvent::Dialog(DialogEvent::Rejected { status }) => {
-                self.fail_transfer(format!("answered {status}"))
+                self.fail_leg(format!("answered {status}"))
             }
             leg::LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) => {
                 if leg.bridged {
-                    info!(target = %leg.target, "the transfer target hung up");
+                    info!(target = %leg.target, "the other side hung up");
+                    if let leg::Purpose::Agent { .. } = leg.purpose {
+                        self.ctx.acd.send(AcdInput::Ended {
+                            call: self.call_id.clone(),
+                        });
+                        self.queued = None;
+                    }
                     self.leg = None;
                     self.hang_up = true;
                 } else {
-                    self.fail_transfer("the call ended before it was answered".into());
+                    self.fail_leg("the call ended before it was answered".into());
                 }
             }
             leg::LegEvent::Dialog(_) => {}
             leg::LegEvent::Media(MediaEvent::Digit(d, _)) => {
-                // Keys the target presses reach the caller as they were sent.
+                // Keys the other side presses reach the caller as they were sent.
                 self.media.send_digit(d);
             }
             leg::LegEvent::Media(_) => {}
-            leg::LegEvent::Failed(e) => self.fail_transfer(e),
-            leg::LegEvent::NoAnswer => self.fail_transfer(format!(
-                "no answer within {} s",
-                leg::RING_TIMEOUT.as_secs()
-            )),
+            leg::LegEvent::Failed(e) => self.fail_leg(e),
+            leg::LegEvent::NoAnswer => self.fail_leg("no answer".into()),
         }
     }
 
-    /// The transfer did not happen: the leg is dropped (CANCEL or BYE) and
-    /// the flow takes its error path.
-    fn fail_transfer(&mut self, why: String) {
-        if let Some(leg) = self.leg.take() {
-            warn!(target = %leg.target, error = %why, "transfer failed");
-            self.playlist.stop(&self.media);
-            self.media.unbridge();
-            self.feed(Event::Transferred(leg.token, Err(why)));
+    /// The second leg did not come up: it is dropped (CANCEL or BYE). A
+    /// transfer takes the flow's error path; an agent's miss goes back to
+    /// the ACD, and the caller keeps their place and their music.
+    fn fail_leg(&mut self, why: String) {
+        let Some(leg) = self.leg.take() else {
+            return;
+        };
+        match leg.purpose {
+            leg::Purpose::Transfer { token } => {
+                warn!(target = %leg.target, error = %why, "transfer failed");
+                self.playlist.stop(&self.media);
+                self.media.unbridge();
+                self.feed(Event::Transferred(token, Err(why)));
+            }
+            leg::Purpose::Agent { agent } => {
+                warn!(%agent, target = %leg.target, error = %why, "agent did not take the call");
+                self.ctx.acd.send(AcdInput::NoAnswer {
+                    call: self.call_id.clone(),
+                });
+            }
         }
+    }
+
+    /// The ACD offers the caller to an agent: ring the agent's phone where
+    /// it registered from; the caller keeps hearing the queue's music.
+    fn on_offer(&mut self, offer: ToCall) {
+        let ToCall::Offer {
+            agent,
+            name,
+            contacts,
+            ring_timeout,
+        } = offer;
+        let Some(contact) = contacts.first().cloned() else {
+            self.ctx.acd.send(AcdInput::NoAnswer {
+                call: self.call_id.clone(),
+            });
+            return;
+        };
+        if self.leg.is_some() {
+            self.ctx.acd.send(AcdInput::NoAnswer {
+                call: self.call_id.clone(),
+            });
+            return;
+        }
+        let media = match self.ctx.media.open_beside(&self.media) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "no media for the agent leg");
+                self.ctx.acd.send(AcdInput::NoAnswer {
+                    call: self.call_id.clone(),
+                });
+                return;
+            }
+        };
+        let mut origin = Origin::new(self.ctx.config.media_address());
+        let offer = sdp::offer(&mut origin, media.local_port());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let dialer = self.ctx.dialer.clone();
+        let call = OutboundCall {
+            target: contact.contact.clone(),
+            from_user: self.caller.clone(),
+            // The agent's phone shows who is calling.
+            from_display: Some(self.caller.clone()),
+            sdp: offer,
+            via: Some(contact.source),
+        };
+        tokio::spawn(async move {
+            let _ = tx.send(dialer.call(call).await);
+        });
+        info!(%agent, name = ?name, contact = %contact.contact, via = %contact.source, "ringing the agent");
+        self.leg = Some(leg::Leg::new(
+            leg::Purpose::Agent { agent },
+            contact.contact,
+            media,
+            rx,
+            ring_timeout,
+        ));
+    }
+
+    /// The call is over: the ACD forgets it (and frees its agent).
+    fn leave_acd(&mut self) {
+        if self.queued.take().is_none() {
+            return;
+        }
+        let bridged_to_agent = self
+            .leg
+            .as_ref()
+            .is_some_and(|l| l.bridged && matches!(l.purpose, leg::Purpose::Agent { .. }));
+        let call = self.call_id.clone();
+        self.ctx.acd.send(if bridged_to_agent {
+            AcdInput::Ended { call }
+        } else {
+            AcdInput::Leave { call }
+        });
     }
 
     fn on_digit(&mut self, d: Digit, source: DigitSource) {
@@ -577,6 +687,18 @@ impl Call {
                 skills,
             } => {
                 info!(%queue, priority, ?skills, "caller queued");
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.ctx.acd.join(
+                    AcdInput::Join {
+                        call: self.call_id.clone(),
+                        queue: queue.clone(),
+                        priority,
+                        skills: skills.clone(),
+                        caller: self.caller.clone(),
+                    },
+                    tx,
+                );
+                self.queued = Some(rx);
                 // Until the ACD exists, a queued caller hears the queue's
                 // greeting and then its music.
                 let q = self
@@ -648,6 +770,13 @@ impl Call {
         {
             warn!(error = %e, "message not saved");
         }
+    }
+}
+
+async fn recv_offer(rx: Option<&mut mpsc::UnboundedReceiver<ToCall>>) -> Option<ToCall> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

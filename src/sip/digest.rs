@@ -194,27 +194,34 @@ impl Nonces {
         }
     }
 
-    fn mac(&self, issued: u64) -> String {
+    fn mac(&self, issued: u64, salt: u64) -> String {
         let mut h = Sha256::new();
         h.update(self.secret);
         h.update(issued.to_be_bytes());
+        h.update(salt.to_be_bytes());
         hex::encode(&h.finalize()[..12])
     }
 
-    /// A new nonce; `now_secs` is wall-clock seconds.
+    /// A new nonce, unique even within a second; `now_secs` is wall-clock
+    /// seconds.
     pub fn issue(&self, now_secs: u64) -> String {
-        format!("{now_secs:x}.{}", self.mac(now_secs))
+        let salt: u64 = rand::random();
+        format!("{now_secs:x}.{salt:x}.{}", self.mac(now_secs, salt))
     }
 
     /// Checks a nonce and records `nc` when it is fresh.
     pub fn check(&mut self, nonce: &str, nc: u32, now_secs: u64) -> NonceState {
-        let Some((ts, mac)) = nonce.split_once('.') else {
+        let mut parts = nonce.split('.');
+        let (Some(ts), Some(salt), Some(mac), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return NonceState::Unknown;
         };
-        let Ok(issued) = u64::from_str_radix(ts, 16) else {
+        let (Ok(issued), Ok(salt)) = (u64::from_str_radix(ts, 16), u64::from_str_radix(salt, 16))
+        else {
             return NonceState::Unknown;
         };
-        if !constant_time_eq(mac.as_bytes(), self.mac(issued).as_bytes()) {
+        if !constant_time_eq(mac.as_bytes(), self.mac(issued, salt).as_bytes()) {
             return NonceState::Unknown;
         }
         if now_secs.saturating_sub(issued) > self.lifetime.as_secs() || issued > now_secs + 60 {
@@ -315,7 +322,8 @@ mod tests {
         }
         assert_eq!(n.check(&nonce, 256, 1_020), NonceState::Replayed);
         assert_eq!(n.check(&nonce, 301, 1_400), NonceState::Stale);
-        assert_eq!(n.check("1f4.0000", 1, 1_010), NonceState::Unknown);
+        assert_eq!(n.check("1f4.0.0000", 1, 1_010), NonceState::Unknown);
+        assert_ne!(n.issue(1_000), n.issue(1_000), "unique within a second");
         assert_eq!(n.check("garbage", 1, 1_010), NonceState::Unknown);
         // Another engine's (another secret's) nonce is not ours.
         let other = Nonces::new(Duration::from_secs(300)).issue(1_000);

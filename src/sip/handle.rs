@@ -59,6 +59,9 @@ pub struct OutboundCall {
     pub from_user: String,
     pub from_display: Option<String>,
     pub sdp: Vec<u8>,
+    /// Send the INVITE here rather than to the URI's host: a registered
+    /// phone is reached where its REGISTER came from (NAT).
+    pub via: Option<SocketAddr>,
 }
 
 /// Why a call could not be placed.
@@ -96,9 +99,10 @@ impl Dialer {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let addr = match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => SocketAddr::new(ip, port),
-            Err(_) => tokio::net::lookup_host((host.as_str(), port))
+        let addr = match (call.via, host.parse::<std::net::IpAddr>()) {
+            (Some(addr), _) => addr,
+            (None, Ok(ip)) => SocketAddr::new(ip, port),
+            (None, Err(_)) => tokio::net::lookup_host((host.as_str(), port))
                 .await
                 .map_err(|e| DialError::Resolve {
                     host: host.clone(),

@@ -1,0 +1,170 @@
+//! Callers queued by a flow reach agents: SIPp agents register with digest
+//! from their own port, then answer there; the ACD offers the caller to the
+//! longest-idle agent, skips (and pauses) one that refuses, and the engine
+//! bridges the caller to the one who answers, audio both ways.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{keys_scenario_with, payloads_of_busiest, rtp_sink, scenario, Engine};
+
+fn sipp_at(args: &[&str], port: u16, remote: Option<&str>) -> Child {
+    common::require("sipp", "sip-tester");
+    let mut cmd = Command::new("sipp");
+    cmd.args(args)
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args([
+            "-mp",
+            &(port + 2).to_string(),
+            "-cp",
+            &(port + 1).to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"]);
+    if let Some(r) = remote {
+        cmd.arg(r);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start sipp")
+}
+
+fn finish(mut child: Child) -> (bool, String) {
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut out);
+    }
+    (child.wait().map(|s| s.success()).unwrap_or(false), out)
+}
+
+/// Registers agent `id` from `port` (SIPp exits; the port is free again).
+fn register(engine: &Engine, id: &str, port: u16) {
+    let sip = engine.sip.to_string();
+    let reg = sipp_at(
+        &[
+            "-sf",
+            &scenario("agent-register.xml").display().to_string(),
+            "-s",
+            id,
+            "-au",
+            id,
+            "-ap",
+            &format!("{id}pass"),
+        ],
+        port,
+        Some(&sip),
+    );
+    let (ok, out) = finish(reg);
+    assert!(ok, "registration of {id} failed:\n{out}");
+    assert!(
+        engine.wait_log(
+            &format!("agent contacts agent={id}"),
+            Duration::from_secs(3)
+        ),
+        "{}",
+        engine.log()
+    );
+}
+
+#[test]
+fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
+    let flows = std::env::temp_dir().join(format!("hotline-queue-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&flows);
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("q.yaml"),
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+    )
+    .unwrap();
+    let engine = Engine::start_with(
+        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+        &format!(
+            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ ring-timeout: 5s }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\n  - {{ id: '1002', password: 1002pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5], keepalive: 0s }}\n",
+            flows.display()
+        ),
+    );
+    let busy_port = common::Ports::next().spare(0);
+    let answer_port = common::Ports::next().spare(0);
+    // 1001 registers first (idle longest) but refuses; 1002 answers and echoes.
+    register(&engine, "1001", busy_port);
+    std::thread::sleep(Duration::from_millis(50));
+    register(&engine, "1002", answer_port);
+    let busy = sipp_at(
+        &["-sf", &scenario("uas-busy.xml").display().to_string()],
+        busy_port,
+        None,
+    );
+    let agent = sipp_at(
+        &[
+            "-sf",
+            &scenario("agent-answer.xml").display().to_string(),
+            "-rtp_echo",
+        ],
+        answer_port,
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(10));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 8000, true);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let report = sink.join().unwrap();
+
+    let (ok, out) = finish(busy);
+    assert!(ok, "the busy agent saw no INVITE:\n{out}");
+    let (ok, out) = finish(agent);
+    assert!(
+        ok,
+        "the answering agent saw no complete call (the caller's BYE must reach it):\n{out}\n{}",
+        engine.log()
+    );
+    let log = engine.log();
+    assert!(
+        log.contains("agent=1001") && log.contains("agent did not take the call"),
+        "{log}"
+    );
+    assert!(
+        log.contains("agent state agent=1001 state=\"paused\""),
+        "{log}"
+    );
+    assert!(log.contains("answered; caller bridged"), "{log}");
+
+    // The caller's own audio came back through the agent's echo.
+    let spoken = std::fs::read(scenario("load-audio.ulaw")).unwrap();
+    let frames: std::collections::HashSet<&[u8]> = spoken.chunks(160).collect();
+    let heard = payloads_of_busiest(&report);
+    let echoed = heard
+        .iter()
+        .filter(|p| frames.contains(p.as_slice()))
+        .count();
+    assert!(
+        echoed >= 100,
+        "only {echoed} of {} packets came back from the agent",
+        heard.len()
+    );
+    // The caller hung up; the agent enters wrap-up.
+    assert!(
+        engine.wait_log(
+            "agent state agent=1002 state=\"wrap-up\"",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        engine.log()
+    );
+    let _ = std::fs::remove_dir_all(&flows);
+}
