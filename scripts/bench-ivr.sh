@@ -49,7 +49,7 @@ trunks:
 flows-dir: $work/flows
 routes: { default: hold }
 queues:
-  bench: { greeting: null, music: music/default }
+  bench: { greeting: null, music: music/default, announce-position: false }
 calls:
   max-duration: 10m
 shutdown:

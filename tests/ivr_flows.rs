@@ -35,9 +35,9 @@ fn pressing_2_and_an_account_number_reaches_the_support_queue() {
     let engine = support_line("");
     // The shipped scenario: 2 during the greeting (barge-in), then 1234#.
     let port = engine.ports.spare(0);
-    let sink = rtp_sink(port, Duration::from_secs(11));
+    let sink = rtp_sink(port, Duration::from_secs(20));
     let sc = common::scenario_to_sink(&engine, "caller-ivr-account.xml", port);
-    sipp(&engine, 0, &sc, &["-s", "100", "-d", "5000", "-m", "1"]).assert_ok();
+    sipp(&engine, 0, &sc, &["-s", "100", "-d", "14000", "-m", "1"]).assert_ok();
     assert_heard(
         &sink.join().unwrap(),
         &["greeting", "ask/account", "please-hold", "music/default"],
@@ -107,5 +107,48 @@ fn pressing_9_leaves_a_voicemail_kept_when_the_caller_hangs_up() {
             .starts_with(&data.join("voicemail/support").display().to_string()),
         "{}",
         vm.path
+    );
+}
+
+#[test]
+fn a_waiting_caller_hears_position_and_estimated_wait_between_the_music() {
+    // Announced on joining and 5 s after each announcement ends; no agent
+    // is staffed, so the wait is the fallback 3 minutes per caller ahead.
+    let engine =
+        support_line("queues:\n  support: { announce-every: 5s }\n  sales: {}\n  operator: {}\n");
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(26));
+    let sc = keys_scenario(
+        &engine,
+        "wait.xml",
+        port,
+        &[
+            (800, '2'),
+            (1500, '1'),
+            (300, '2'),
+            (300, '3'),
+            (300, '4'),
+            (300, '#'),
+        ],
+        21_000,
+    );
+    sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    assert_heard(
+        &sink.join().unwrap(),
+        &[
+            "ask/account",
+            "please-hold",
+            "queue/you-are-caller",
+            "numbers/1",
+            "queue/in-line",
+            "queue/about",
+            "numbers/3",
+            "queue/minutes",
+            "music/default",
+            // Again, 5 s after the first ended.
+            "queue/you-are-caller",
+            "numbers/1",
+        ],
+        8,
     );
 }

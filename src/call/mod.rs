@@ -97,6 +97,14 @@ struct Call {
     leg: Option<leg::Leg>,
     /// Offers from the ACD while the caller is queued.
     queued: Option<mpsc::UnboundedReceiver<ToCall>>,
+    queue_name: Option<String>,
+    /// When to tell the waiting caller their position again.
+    announce_at: Option<Instant>,
+    /// Positions the ACD answered, with what to play before them.
+    positions: (
+        mpsc::UnboundedSender<(Option<String>, Option<crate::acd::Position>)>,
+        mpsc::UnboundedReceiver<(Option<String>, Option<crate::acd::Position>)>,
+    ),
 }
 
 impl Call {
@@ -154,6 +162,9 @@ impl Call {
             recording: None,
             leg: None,
             queued: None,
+            queue_name: None,
+            announce_at: None,
+            positions: mpsc::unbounded_channel(),
         };
         // An unusable offer is refused before any ringing.
         let offered = match offer {
@@ -234,6 +245,11 @@ impl Call {
                 Some(ev) = self.feedback.1.recv() => self.feed(ev),
                 ev = leg::next_of(self.leg.as_mut()) => self.on_leg(ev),
                 Some(offer) = recv_offer(self.queued.as_mut()) => self.on_offer(offer),
+                Some((first, pos)) = self.positions.1.recv() => self.on_position(first, pos),
+                _ = sleep_until_opt(self.announce_at) => {
+                    self.announce_at = None;
+                    self.announce(None);
+                }
                 _ = sleep_until_opt(timer) => {
                     if let Some((token, _)) = self.timer.take() {
                         self.feed(Event::Timer(token));
@@ -440,6 +456,7 @@ impl Call {
                         });
                         leg.deadline = None;
                         leg.bridged = true;
+                        self.announce_at = None;
                         self.playlist.stop(&self.media);
                         self.media.bridge(&leg.media);
                         info!(target = %leg.target, codec = n.codec.name(), "answered; caller bridged");
@@ -561,6 +578,63 @@ impl Call {
             rx,
             ring_timeout,
         ));
+    }
+
+    /// Asks the ACD where the caller stands; the answer comes back to the
+    /// call's loop, which plays it (after `first`, the queue's greeting).
+    fn announce(&mut self, first: Option<String>) {
+        let acd = self.ctx.acd.clone();
+        let call = self.call_id.clone();
+        let tx = self.positions.0.clone();
+        tokio::spawn(async move {
+            let pos = acd.position(&call).await;
+            let _ = tx.send((first, pos));
+        });
+    }
+
+    /// "You are caller number 3 in line. Your expected wait is about 4
+    /// minutes.", then the music again.
+    fn on_position(&mut self, first: Option<String>, pos: Option<crate::acd::Position>) {
+        let Some(q) = self
+            .queue_name
+            .as_ref()
+            .and_then(|n| self.ctx.config.queues.get(n))
+            .cloned()
+        else {
+            return;
+        };
+        if self.leg.as_ref().is_some_and(|l| l.bridged) {
+            return;
+        }
+        let mut prompts: Vec<String> = first.into_iter().collect();
+        if let Some(p) = pos {
+            prompts.push("queue/you-are-caller".into());
+            flow::run::number_prompts(p.position as i64, &mut prompts);
+            prompts.push("queue/in-line".into());
+            let minutes = p.estimated_wait.as_secs().div_ceil(60).max(1);
+            prompts.push("queue/about".into());
+            flow::run::number_prompts(minutes as i64, &mut prompts);
+            prompts.push(
+                if minutes == 1 {
+                    "queue/minute"
+                } else {
+                    "queue/minutes"
+                }
+                .into(),
+            );
+            info!(position = p.position, waiting = p.waiting, estimated_wait = ?p.estimated_wait, "position announced");
+        }
+        // The next one comes `announce-every` after this one ends.
+        let length: std::time::Duration = prompts
+            .iter()
+            .filter_map(|p| self.ctx.prompts.get(p))
+            .map(|p| p.duration())
+            .sum();
+        self.playlist
+            .start_then_loop(prompts, q.music.clone(), &mut self.media, &self.ctx.prompts);
+        if !q.announce_every.is_zero() {
+            self.announce_at = Some(Instant::now() + length + q.announce_every);
+        }
     }
 
     /// The call is over: the ACD forgets it (and frees its agent).
@@ -699,8 +773,6 @@ impl Call {
                     tx,
                 );
                 self.queued = Some(rx);
-                // Until the ACD exists, a queued caller hears the queue's
-                // greeting and then its music.
                 let q = self
                     .ctx
                     .config
@@ -708,6 +780,13 @@ impl Call {
                     .get(&queue)
                     .cloned()
                     .unwrap_or_default();
+                if q.announce_position {
+                    // The greeting and the first announcement play together,
+                    // once the ACD says where the caller stands.
+                    self.queue_name = Some(queue);
+                    self.announce(q.greeting.clone());
+                    return None;
+                }
                 self.playlist.start_then_loop(
                     q.greeting.into_iter().collect(),
                     q.music,

@@ -161,6 +161,11 @@ pub struct QueueConfig {
     pub max_no_answer: u32,
     /// Higher is served first when an agent works several queues.
     pub weight: i64,
+    /// Tell callers their position and estimated wait when they join.
+    pub announce_position: bool,
+    /// And again this often while they wait (0: only on joining).
+    #[serde(deserialize_with = "de_duration")]
+    pub announce_every: Duration,
 }
 
 /// How a queue picks among free agents.
@@ -185,6 +190,8 @@ impl Default for QueueConfig {
             wrap_up: Duration::from_secs(10),
             max_no_answer: 1,
             weight: 0,
+            announce_position: true,
+            announce_every: Duration::from_secs(60),
         }
     }
 }
