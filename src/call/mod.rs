@@ -73,6 +73,9 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
     .await
 }
 
+/// A position to announce, with the prompt to play before it.
+type Announcement = (Option<String>, Option<crate::acd::Position>);
+
 /// Results of work the call started in other tasks (webhooks).
 type Feedback = (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>);
 
@@ -102,8 +105,8 @@ struct Call {
     announce_at: Option<Instant>,
     /// Positions the ACD answered, with what to play before them.
     positions: (
-        mpsc::UnboundedSender<(Option<String>, Option<crate::acd::Position>)>,
-        mpsc::UnboundedReceiver<(Option<String>, Option<crate::acd::Position>)>,
+        mpsc::UnboundedSender<Announcement>,
+        mpsc::UnboundedReceiver<Announcement>,
     ),
 }
 
