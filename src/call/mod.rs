@@ -410,6 +410,7 @@ impl Call {
             from_display: None,
             sdp: offer,
             via: None,
+            headers: Vec::new(),
         };
         tokio::spawn(async move {
             let _ = tx.send(dialer.call(call).await);
@@ -562,6 +563,22 @@ impl Call {
         let offer = sdp::offer(&mut origin, media.local_port());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let dialer = self.ctx.dialer.clone();
+        // The screen pop: what the IVR learned travels with the INVITE (and
+        // to the log), so the caller never repeats themselves.
+        let mut headers = vec![
+            ("X-Hotline-Call-ID".to_owned(), self.call_id.clone()),
+            (
+                "X-Hotline-Queue".to_owned(),
+                self.queue_name.clone().unwrap_or_default(),
+            ),
+        ];
+        for (k, v) in self.run.vars() {
+            if !matches!(k.as_str(), "call_id") {
+                let name: String = k.chars().map(|c| if c == '_' { '-' } else { c }).collect();
+                headers.push((format!("X-Hotline-Var-{name}"), flow::expr::render_value(v)));
+            }
+        }
+        info!(%agent, vars = ?self.run.vars(), "screen pop");
         let call = OutboundCall {
             target: contact.contact.clone(),
             from_user: self.caller.clone(),
@@ -569,6 +586,7 @@ impl Call {
             from_display: Some(self.caller.clone()),
             sdp: offer,
             via: Some(contact.source),
+            headers,
         };
         tokio::spawn(async move {
             let _ = tx.send(dialer.call(call).await);

@@ -776,6 +776,14 @@ impl SipCore {
         headers.push("Contact", format!("<sip:hotline@{}>", self.local));
         headers.push("User-Agent", self.config.sip.user_agent.clone());
         headers.push("Allow", reply::ALLOW);
+        for (k, v) in &call.headers {
+            // Only token names and printable values: these come from callers.
+            let name_ok = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            let value: String = v.chars().filter(|c| !c.is_control()).take(256).collect();
+            if name_ok {
+                headers.push(k.clone(), value);
+            }
+        }
         headers.push("Content-Type", "application/sdp");
         headers.push("Content-Length", call.sdp.len().to_string());
         let invite = Request {

@@ -62,6 +62,8 @@ pub struct OutboundCall {
     /// Send the INVITE here rather than to the URI's host: a registered
     /// phone is reached where its REGISTER came from (NAT).
     pub via: Option<SocketAddr>,
+    /// Extra headers (`X-Hotline-*`: what the IVR learned, for the agent).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Why a call could not be placed.
