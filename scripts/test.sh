@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Hotline's whole test suite: unit tests and the real-peer tests that
-# start the hotline binary on loopback and call it with SIPp.
+# start the hotline binary on loopback and call it with SIPp and baresip.
 #
 # It installs what the tests need when run as root (Debian/Ubuntu), or stops
 # with the exact command to run. No real-peer test is ever skipped.
@@ -10,13 +10,14 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
 [ -e /usr/share/sip-tester/dtmf_2833_1.pcap ] || packages+=(sip-tester)
+[ -e /usr/lib/baresip/modules/sndfile.so ] || packages+=(baresip-core)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${packages[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "test.sh: the tests need SIPp. Run: sudo apt-get install -y sip-tester" >&2
+    echo "test.sh: the tests need SIPp and baresip. Run: sudo apt-get install -y ${packages[*]}" >&2
     exit 1
   fi
 fi

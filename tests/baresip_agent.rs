@@ -1,0 +1,177 @@
+//! A real softphone as the agent: baresip registers as agent 1001 with
+//! digest, auto-answers the queued caller, and hears the caller's own audio
+//! (its sndfile module records what it heard); the caller hears the
+//! agent's audio back.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{keys_scenario_with, rtp_sink, sipp, Engine};
+
+struct Baresip(Child);
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn baresip_takes_a_queued_call_and_hears_the_caller() {
+    common::require("baresip", "baresip-core");
+    let flows = std::env::temp_dir().join(format!("hotline-baresip-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&flows);
+    std::fs::create_dir_all(flows.join("conf")).unwrap();
+    std::fs::create_dir_all(flows.join("rec")).unwrap();
+    std::fs::write(
+        flows.join("q.yaml"),
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+    )
+    .unwrap();
+    let engine = Engine::start_with(
+        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+        &format!(
+            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ announce-position: false }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5] }}\n",
+            flows.display()
+        ),
+    );
+    let phone_port = common::Ports::next().spare(0);
+    let root = common::root();
+    std::fs::write(
+        flows.join("conf/config"),
+        format!(
+            "sip_listen 127.0.0.1:{phone_port}\naudio_source aufile,{}\naudio_player aufile,/dev/null\naudio_alert aufile,/dev/null\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nsnd_path {}\n",
+            root.join("sounds/greeting.wav").display(),
+            flows.join("rec").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        flows.join("conf/accounts"),
+        format!(
+            "<sip:1001@127.0.0.1:{}>;auth_user=1001;auth_pass=1001pass;answermode=auto;audio_codecs=PCMU,PCMA;regint=300\n",
+            engine.ports.sip()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(flows.join("baresip.log")).unwrap();
+    let _phone = Baresip(
+        Command::new("baresip")
+            .args(["-4", "-f"])
+            .arg(flows.join("conf"))
+            .args(["-t", "60"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start baresip"),
+    );
+    assert!(
+        engine.wait_log(
+            "agent state agent=1001 state=\"available\"",
+            Duration::from_secs(10)
+        ),
+        "baresip did not register:\n{}\n{}",
+        engine.log(),
+        std::fs::read_to_string(flows.join("baresip.log")).unwrap_or_default()
+    );
+
+    // The caller speaks for 2 s after the answer, then hangs up; baresip
+    // plays the greeting prompt as the agent's voice.
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(5));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 2000, true);
+    sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let report = sink.join().unwrap();
+    assert!(
+        engine.log().contains("answered; caller bridged"),
+        "{}",
+        engine.log()
+    );
+    // The caller heard the agent: baresip's own encoding of the greeting,
+    // so compared by correlation rather than byte for byte.
+    let received: Vec<i16> = common::payloads_of_busiest(&report)
+        .iter()
+        .flat_map(|p| {
+            p.iter()
+                .map(|&b| hotline::media::g711::ulaw_decode(b))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let greeting = hotline::media::prompt::decode_file(&root.join("sounds/greeting.wav")).unwrap();
+    assert!(
+        best_correlation(&received, &greeting) > 0.9,
+        "the caller did not hear the agent's audio ({} samples)",
+        received.len()
+    );
+
+    // What baresip heard is the caller's audio, sample for sample (G.711
+    // relayed unchanged): a stretch of it appears in the caller's file.
+    std::thread::sleep(Duration::from_millis(500));
+    let heard_file = std::fs::read_dir(flows.join("rec"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip recorded nothing");
+    let heard = hotline::media::prompt::decode_file(&heard_file).unwrap();
+    let spoken: Vec<i16> = std::fs::read(common::scenario("load-audio.ulaw"))
+        .unwrap()
+        .iter()
+        .map(|&b| hotline::media::g711::ulaw_decode(b))
+        .collect();
+    let loud: Vec<usize> = (0..heard.len().saturating_sub(64))
+        .step_by(800)
+        .filter(|&i| heard[i..i + 64].iter().any(|s| s.abs() > 500))
+        .collect();
+    assert!(
+        !loud.is_empty(),
+        "the agent heard silence ({} samples)",
+        heard.len()
+    );
+    let found = loud.iter().filter(|&&i| {
+        let w = &heard[i..i + 64];
+        spoken
+            .windows(64)
+            .any(|s| s.iter().zip(w).all(|(a, b)| (a - b).abs() <= 1))
+    });
+    assert!(
+        found.count() * 2 >= loud.len(),
+        "what the agent heard is not the caller's audio"
+    );
+    let _ = std::fs::remove_dir_all(&flows);
+}
+
+/// The best normalised correlation of a loud 400-sample stretch of `heard`
+/// with any stretch of `source`.
+fn best_correlation(heard: &[i16], source: &[i16]) -> f64 {
+    const N: usize = 400;
+    let Some(start) = (0..heard.len().saturating_sub(N))
+        .step_by(80)
+        .max_by_key(|&i| {
+            heard[i..i + N]
+                .iter()
+                .map(|s| i64::from(*s).abs())
+                .sum::<i64>()
+        })
+    else {
+        return 0.0;
+    };
+    let w: Vec<f64> = heard[start..start + N]
+        .iter()
+        .map(|&s| f64::from(s))
+        .collect();
+    let wn = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let mut best = 0.0f64;
+    for off in 0..source.len().saturating_sub(N) {
+        let s = &source[off..off + N];
+        let dot: f64 = s.iter().zip(&w).map(|(a, b)| f64::from(*a) * b).sum();
+        let sn = s.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+        if sn > 0.0 && wn > 0.0 {
+            best = best.max(dot / (sn * wn));
+        }
+    }
+    best
+}
