@@ -92,7 +92,7 @@ fn the_caller_is_bridged_to_the_target_and_audio_flows_both_ways() {
         engine.log()
     );
     let log = engine.log();
-    assert!(log.contains("transfer answered; caller bridged"), "{log}");
+    assert!(log.contains("answered; caller bridged"), "{log}");
 
     // The caller heard the greeting, then their own voice: it crossed the
     // bridge to the target, was echoed, and crossed back.

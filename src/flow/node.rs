@@ -128,12 +128,8 @@ impl Kind {
                 .collect(),
             Kind::Record(r) => [Some(r.next), r.on_error].into_iter().flatten().collect(),
             Kind::Survey(s) => vec![s.next],
-            Kind::Queue { .. }
-            | Kind::Transfer { .. }
-            | Kind::Goto { .. }
-            | Kind::Hangup { .. } => {
-                vec![]
-            }
+            Kind::Transfer { on_error, .. } => on_error.iter().copied().collect(),
+            Kind::Queue { .. } | Kind::Goto { .. } | Kind::Hangup { .. } => vec![],
         }
     }
 }

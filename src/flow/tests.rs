@@ -888,3 +888,12 @@ fn the_json_schema_names_exactly_the_keys_the_loader_accepts() {
         );
     }
 }
+
+#[test]
+fn a_transfer_error_path_counts_as_reachable() {
+    let loaded = load(&[(
+        "f",
+        "entry: x\nnodes:\n  x: { transfer: operator, on-error: busy }\n  busy: { hangup: goodbye }\n",
+    )]);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+}
