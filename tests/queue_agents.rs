@@ -93,7 +93,7 @@ fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
     let engine = Engine::start_with(
         "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
         &format!(
-            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ ring-timeout: 5s }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\n  - {{ id: '1002', password: 1002pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5], keepalive: 0s }}\n",
+            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ ring-timeout: 5s }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\n  - {{ id: '1002', password: 1002pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5], keepalive: 0s }}\ncalls: {{ leg-check: 2s, leg-check-timeout: 2s }}\n",
             flows.display()
         ),
     );
@@ -143,6 +143,10 @@ fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
         "{log}"
     );
     assert!(log.contains("answered; caller bridged"), "{log}");
+    assert!(
+        !log.contains("stopped answering"),
+        "the agent answered every check: {log}"
+    );
 
     // The caller's own audio came back through the agent's echo.
     let spoken = std::fs::read(scenario("load-audio.ulaw")).unwrap();
@@ -165,6 +169,104 @@ fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
         ),
         "{}",
         engine.log()
+    );
+    let _ = std::fs::remove_dir_all(&flows);
+}
+
+#[test]
+fn an_agent_phone_that_dies_mid_call_is_noticed_and_the_caller_is_released() {
+    let flows = std::env::temp_dir().join(format!("hotline-queue-dead-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&flows);
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("q.yaml"),
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+    )
+    .unwrap();
+    let engine = Engine::start_with(
+        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+        &format!(
+            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ announce-position: false, wrap-up: 30s }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5], keepalive: 0s }}\ncalls: {{ leg-check: 2s, leg-check-timeout: 2s }}\n",
+            flows.display()
+        ),
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let mut agent = sipp_at(
+        &[
+            "-sf",
+            &scenario("agent-answer.xml").display().to_string(),
+            "-rtp_echo",
+        ],
+        agent_port,
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The caller waits for the engine's BYE instead of hanging up itself.
+    let port = engine.ports.spare(0);
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 1, false);
+    let text = std::fs::read_to_string(&sc).unwrap();
+    let cut = text.rfind("  <pause milliseconds=\"1\"/>").unwrap();
+    let text = format!(
+        "{}  <recv request=\"BYE\" timeout=\"30000\"/>\n  <send><![CDATA[\n\n      SIP/2.0 200 OK\n      [last_Via:]\n      [last_From:]\n      [last_To:]\n      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n\n]]></send>\n</scenario>\n",
+        &text[..cut]
+    );
+    std::fs::write(&sc, text).unwrap();
+    let caller = std::thread::spawn({
+        let engine_sip = engine.sip;
+        let ports = engine.ports;
+        let dir = engine.dir.clone();
+        move || {
+            // Like common::sipp, without borrowing the engine across threads.
+            let out = Command::new("sipp")
+                .arg("-sf")
+                .arg(&sc)
+                .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+                .args([
+                    "-p",
+                    &ports.sipp(0).to_string(),
+                    "-mp",
+                    &ports.sipp_media(0).to_string(),
+                ])
+                .args(["-cp", &ports.sipp_control(0).to_string()])
+                .args([
+                    "-s",
+                    "100",
+                    "-m",
+                    "1",
+                    "-nostdin",
+                    "-timeout",
+                    "60s",
+                    "-timeout_error",
+                ])
+                .arg(engine_sip.to_string())
+                .current_dir(dir)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+            )
+        }
+    });
+    assert!(
+        engine.wait_log("answered; caller bridged", Duration::from_secs(10)),
+        "{}",
+        engine.log()
+    );
+    // The agent's phone dies: no BYE, no more answers.
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let (ok, out) = caller.join().unwrap();
+    assert!(ok, "the caller was not released:\n{out}\n{}", engine.log());
+    let log = engine.log();
+    assert!(log.contains("the other leg stopped answering"), "{log}");
+    // Freed into wrap-up, not left on a call that no longer exists.
+    assert!(
+        log.contains("agent state agent=1001 state=\"wrap-up\""),
+        "{log}"
     );
     let _ = std::fs::remove_dir_all(&flows);
 }

@@ -33,6 +33,11 @@ pub struct Leg {
     /// Until the answer: when to give up ringing.
     pub deadline: Option<Instant>,
     pub bridged: bool,
+    /// Once bridged: when to ask the leg whether it still has the call, and
+    /// by when it must have answered.
+    check: Option<(std::time::Duration, std::time::Duration)>,
+    check_at: Option<Instant>,
+    check_deadline: Option<Instant>,
 }
 
 /// What happened on the leg.
@@ -43,6 +48,9 @@ pub enum LegEvent {
     Failed(String),
     /// Ringing too long.
     NoAnswer,
+    /// Bridged, but the leg stopped answering checks (its phone died
+    /// without a BYE) or no longer knows the call.
+    Gone,
 }
 
 impl Leg {
@@ -62,7 +70,20 @@ impl Leg {
             dialed: Some(dialed),
             deadline: Some(Instant::now() + ring_timeout),
             bridged: false,
+            check: None,
+            check_at: None,
+            check_deadline: None,
         }
+    }
+
+    /// Checks every `every` that the leg still has the call, each answer
+    /// due within `timeout` (zero `every`: never).
+    pub fn start_checks(&mut self, every: std::time::Duration, timeout: std::time::Duration) {
+        if every.is_zero() {
+            return;
+        }
+        self.check = Some((every, timeout));
+        self.check_at = Some(Instant::now() + every);
     }
 
     /// The next thing that happens on the leg.
@@ -87,14 +108,32 @@ impl Leg {
                 }
             }
             let deadline = self.deadline;
+            let (check_at, check_deadline) = (self.check_at, self.check_deadline);
             let events = self.events.as_mut();
             return tokio::select! {
                 ev = recv_opt(events) => match ev {
+                    Some(DialogEvent::Alive) => {
+                        self.check_deadline = None;
+                        if let Some((every, _)) = self.check {
+                            self.check_at = Some(Instant::now() + every);
+                        }
+                        continue;
+                    }
+                    Some(DialogEvent::Lost) => LegEvent::Gone,
                     Some(ev) => LegEvent::Dialog(ev),
                     None => LegEvent::Failed("the SIP layer stopped".into()),
                 },
                 Some(ev) = self.media.events.recv() => LegEvent::Media(ev),
                 _ = sleep_until_opt(deadline) => LegEvent::NoAnswer,
+                _ = sleep_until_opt(check_at) => {
+                    self.check_at = None;
+                    if let (Some(dialog), Some((_, timeout))) = (&self.dialog, self.check) {
+                        dialog.ping();
+                        self.check_deadline = Some(Instant::now() + timeout);
+                    }
+                    continue;
+                }
+                _ = sleep_until_opt(check_deadline) => LegEvent::Gone,
             };
         }
     }

@@ -329,10 +329,13 @@ impl Call {
             DialogEvent::Cancelled => Some(Ending::Cancelled),
             DialogEvent::NoAck => Some(Ending::NoAck),
             DialogEvent::Ended => Some(Ending::WeHungUp),
-            // Only for calls we place, never on the caller's dialog.
-            DialogEvent::Ringing | DialogEvent::Answered { .. } | DialogEvent::Rejected { .. } => {
-                None
-            }
+            // Only for calls we place, or answers to checks we do not send
+            // on the caller's dialog.
+            DialogEvent::Ringing
+            | DialogEvent::Answered { .. }
+            | DialogEvent::Rejected { .. }
+            | DialogEvent::Alive
+            | DialogEvent::Lost => None,
         }
     }
 
@@ -460,6 +463,8 @@ impl Call {
                         });
                         leg.deadline = None;
                         leg.bridged = true;
+                        let calls = &self.ctx.config.calls;
+                        leg.start_checks(calls.leg_check, calls.leg_check_timeout);
                         self.announce_at = None;
                         self.playlist.stop(&self.media);
                         self.media.bridge(&leg.media);
@@ -502,6 +507,21 @@ impl Call {
             leg::LegEvent::Media(_) => {}
             leg::LegEvent::Failed(e) => self.fail_leg(e),
             leg::LegEvent::NoAnswer => self.fail_leg("no answer".into()),
+            leg::LegEvent::Gone => {
+                warn!(target = %leg.target, "the other leg stopped answering (no BYE came); ending the call");
+                if leg.bridged {
+                    if let leg::Purpose::Agent { .. } = leg.purpose {
+                        self.ctx.acd.send(AcdInput::Ended {
+                            call: self.call_id.clone(),
+                        });
+                        self.queued = None;
+                    }
+                    self.leg = None;
+                    self.hang_up = true;
+                } else {
+                    self.fail_leg("gone".into());
+                }
+            }
         }
     }
 

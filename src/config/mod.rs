@@ -287,12 +287,23 @@ pub struct CallsConfig {
     /// Ring (180) this long before answering; 0 answers at once.
     #[serde(deserialize_with = "de_duration")]
     pub answer_delay: Duration,
+    /// While a caller is bridged to an agent (or a transfer target), ask the
+    /// other leg this often whether it still has the call (in-dialog
+    /// OPTIONS); 0 turns it off.
+    #[serde(deserialize_with = "de_duration")]
+    pub leg_check: Duration,
+    /// A leg that does not answer the check within this long is gone (its
+    /// phone died without a BYE): the call ends and the agent is freed.
+    #[serde(deserialize_with = "de_duration")]
+    pub leg_check_timeout: Duration,
 }
 
 impl Default for CallsConfig {
     fn default() -> Self {
         CallsConfig {
             max_duration: Duration::from_secs(4 * 3600),
+            leg_check: Duration::from_secs(15),
+            leg_check_timeout: Duration::from_secs(6),
             answer_delay: Duration::ZERO,
         }
     }

@@ -108,6 +108,7 @@ pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
         ),
         registrations: reg_tx,
         keepalives: HashMap::new(),
+        pings: HashMap::new(),
         next_keepalive: now(),
     };
     tokio::spawn(core.run(in_rx, cmd_rx));
@@ -151,6 +152,8 @@ struct SipCore {
     registrations: mpsc::UnboundedSender<Registration>,
     /// Keep-alive OPTIONS in flight → (agent, contact).
     keepalives: HashMap<TxId, (String, String)>,
+    /// In-dialog OPTIONS in flight → their dialog.
+    pings: HashMap<TxId, DialogId>,
     next_keepalive: Instant,
 }
 
@@ -263,6 +266,22 @@ impl SipCore {
                         }
                     }
                 }
+            }
+            TxEvent::Response(tx, resp) if self.pings.contains_key(&tx) => {
+                if let Some(id) = self.pings.remove(&tx) {
+                    if let Some(slot) = self.dialogs.get(&id) {
+                        let ev = if resp.status == 481 {
+                            DialogEvent::Lost
+                        } else {
+                            DialogEvent::Alive
+                        };
+                        let _ = slot.events.send(ev);
+                    }
+                }
+            }
+            TxEvent::Timeout(tx) if self.pings.contains_key(&tx) => {
+                // The call task has its own, shorter deadline.
+                self.pings.remove(&tx);
             }
             TxEvent::Response(tx, _) if self.keepalives.contains_key(&tx) => {
                 // Any answer means the phone is there.
@@ -570,6 +589,7 @@ impl SipCore {
                 addr,
                 events,
             } => self.send_invite(dialog, call, addr, events),
+            Command::Ping { dialog } => self.send_ping(dialog),
             Command::Release { dialog } => {
                 if let Some(slot) = self.dialogs.get_mut(&dialog) {
                     slot.released = true;
@@ -726,6 +746,30 @@ impl SipCore {
             self.keepalives.insert(tx, (agent, b.contact));
             self.out.push(transmit);
         }
+    }
+
+    fn send_ping(&mut self, id: DialogId) {
+        let branch = format!("z9hG4bK{}", random_token(16));
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        if slot.dialog.state != DialogState::Confirmed || slot.dialog.bye_tx.is_some() {
+            return;
+        }
+        let target = slot.dialog.request_target();
+        let via = format!(
+            "SIP/2.0/{} {};branch={};rport",
+            target.transport.as_str(),
+            self.local,
+            branch
+        );
+        let mut req = slot
+            .dialog
+            .request(Method::Options, via, &self.config.sip.user_agent);
+        req.headers.push("Content-Length", "0");
+        let (tx, transmit) = self.txs.send_request(&branch, &req, target, now());
+        self.pings.insert(tx, id);
+        self.out.push(transmit);
     }
 
     /// Places a call: the INVITE on a client transaction, a UAC dialog.
@@ -934,6 +978,7 @@ impl SipCore {
                 .remove(&(d.call_id.clone(), d.local_tag.clone()));
             self.by_tx.retain(|_, v| *v != id);
             self.by_invite.retain(|_, v| *v != id);
+            self.pings.retain(|_, v| *v != id);
             self.status.dialogs.fetch_sub(1, Ordering::SeqCst);
             debug!(call_id = %d.call_id, "dialog removed");
         }

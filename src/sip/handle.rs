@@ -48,6 +48,10 @@ pub enum DialogEvent {
     Answered { sdp: Option<Vec<u8>> },
     /// Our INVITE failed: a final error response, 408 when nothing answered.
     Rejected { status: u16 },
+    /// The far end answered our in-dialog OPTIONS ([`DialogHandle::ping`]).
+    Alive,
+    /// It answered 481: it no longer knows the call.
+    Lost,
 }
 
 /// A call we place: an INVITE with our SDP offer.
@@ -151,6 +155,8 @@ pub(super) enum Command {
     Hangup { dialog: DialogId },
     /// The call task is gone.
     Release { dialog: DialogId },
+    /// Send an in-dialog OPTIONS (is the far end still there?).
+    Ping { dialog: DialogId },
     /// Place a call.
     Invite {
         dialog: DialogId,
@@ -190,6 +196,15 @@ impl DialogHandle {
     /// CANCEL for one we placed.
     pub fn hangup(&self) {
         let _ = self.commands.send(Command::Hangup { dialog: self.id });
+    }
+}
+
+impl DialogHandle {
+    /// Asks the far end whether it still has the call (in-dialog OPTIONS).
+    /// `Alive` or `Lost` follows, or nothing if it is gone for good: the
+    /// caller decides how long to wait.
+    pub fn ping(&self) {
+        let _ = self.commands.send(Command::Ping { dialog: self.id });
     }
 }
 
