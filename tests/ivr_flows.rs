@@ -46,6 +46,21 @@ fn pressing_2_and_an_account_number_reaches_the_support_queue() {
     assert!(engine.wait_log("call ended", Duration::from_secs(5)));
     let log = engine.log();
     assert!(log.contains("caller queued queue=support"), "{log}");
+    // No agent is staffed: the record says the caller gave up in the queue,
+    // with the account number the IVR collected.
+    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+    let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
+    assert_eq!(cdrs.len(), 1);
+    assert_eq!(
+        (cdrs[0].outcome.as_str(), cdrs[0].queue.as_deref()),
+        ("abandoned", Some("support"))
+    );
+    assert!(
+        cdrs[0].vars.contains("\"account\":\"1234\""),
+        "{}",
+        cdrs[0].vars
+    );
+    assert!(cdrs[0].wait_ms.unwrap() > 5000, "{:?}", cdrs[0]);
 }
 
 #[test]

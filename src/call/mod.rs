@@ -27,7 +27,7 @@ use crate::media::{
 };
 use crate::sdp::{self, Negotiated, Origin};
 use crate::sip::{Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall};
-use crate::store::StoreHandle;
+use crate::store::{Cdr, StoreHandle};
 use playlist::Playlist;
 
 /// What every call task shares.
@@ -66,11 +66,61 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
     );
     async move {
         info!(trunk = %call.trunk, source = %call.source, "call arrived");
-        let ending = Call::setup(ctx, call).await;
+        let store = ctx.store.clone();
+        let mut cdr = Cdr {
+            call_id: call.call_id.clone(),
+            caller: call.caller.clone(),
+            dialed: call.dialed.clone(),
+            trunk: call.trunk.clone(),
+            arrived_at: Some(jiff::Timestamp::now()),
+            vars: "{}".into(),
+            ..Cdr::default()
+        };
+        let ending = Call::setup(ctx, call, &mut cdr).await;
+        finish_cdr(&mut cdr, ending);
+        // The record is written before the call's task (and what it holds) goes.
+        match tokio::time::timeout(std::time::Duration::from_secs(10), store.save_cdr(cdr)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "CDR not written"),
+            Err(_) => warn!("CDR not written: the store did not answer within 10 s"),
+        }
         info!(?ending, "call ended");
     }
     .instrument(span)
     .await
+}
+
+/// When a call's stages began, for its CDR.
+#[derive(Debug, Default)]
+struct Marks {
+    answered_at: Option<jiff::Timestamp>,
+    ivr_exit_at: Option<jiff::Timestamp>,
+    queue: Option<String>,
+    queued_at: Option<jiff::Timestamp>,
+    offered_at: Option<jiff::Timestamp>,
+    agent: Option<String>,
+    bridged_at: Option<jiff::Timestamp>,
+}
+
+/// Ends the record: the end time, who ended it, the wait and talk times.
+fn finish_cdr(cdr: &mut Cdr, ending: Ending) {
+    let end = jiff::Timestamp::now();
+    cdr.ended_at = Some(end);
+    cdr.ended_by = match ending {
+        Ending::CallerHungUp | Ending::Cancelled => "caller",
+        Ending::WeHungUp | Ending::Refused | Ending::NoAck => "engine",
+    }
+    .into();
+    if cdr.outcome.is_empty() {
+        cdr.outcome = "failed".into();
+    }
+    let ms = |a: jiff::Timestamp, b: jiff::Timestamp| b.duration_since(a).as_millis() as i64;
+    if let Some(q) = cdr.queued_at {
+        cdr.wait_ms = Some(ms(q, cdr.bridged_at.unwrap_or(end)));
+    }
+    if let Some(b) = cdr.bridged_at {
+        cdr.talk_ms = Some(ms(b, end));
+    }
 }
 
 /// A position to announce, with the prompt to play before it.
@@ -101,6 +151,8 @@ struct Call {
     /// Offers from the ACD while the caller is queued.
     queued: Option<mpsc::UnboundedReceiver<ToCall>>,
     queue_name: Option<String>,
+    /// When the call's stages began, for its record.
+    marks: Marks,
     /// When to tell the waiting caller their position again.
     announce_at: Option<Instant>,
     /// Positions the ACD answered, with what to play before them.
@@ -111,7 +163,7 @@ struct Call {
 }
 
 impl Call {
-    async fn setup(ctx: CallContext, call: IncomingCall) -> Ending {
+    async fn setup(ctx: CallContext, call: IncomingCall, cdr: &mut Cdr) -> Ending {
         let IncomingCall {
             dialog,
             events,
@@ -126,6 +178,7 @@ impl Call {
         let Some(flow) = set.route(&dialed) else {
             warn!("no route for the dialled number and no default route");
             dialog.respond(404);
+            cdr.outcome = "refused".into();
             return Ending::Refused;
         };
         let media = match ctx.media.open() {
@@ -133,6 +186,7 @@ impl Call {
             Err(e) => {
                 warn!(error = %e, "no media for the call");
                 dialog.respond(503);
+                cdr.outcome = "refused".into();
                 return Ending::Refused;
             }
         };
@@ -166,6 +220,7 @@ impl Call {
             leg: None,
             queued: None,
             queue_name: None,
+            marks: Marks::default(),
             announce_at: None,
             positions: mpsc::unbounded_channel(),
         };
@@ -176,14 +231,18 @@ impl Call {
                 Err(e) => {
                     warn!(error = %e, "offer refused");
                     call.dialog.respond(488);
+                    cdr.outcome = "refused".into();
                     return Ending::Refused;
                 }
             },
             None => None,
         };
+        cdr.flow = Some(call.run.flow_name().to_owned());
         if let Some(end) = call.ring().await {
+            cdr.outcome = "cancelled".into();
             return end;
         }
+        call.marks.answered_at = Some(jiff::Timestamp::now());
         match offered {
             Some(n) => {
                 call.apply(n);
@@ -201,7 +260,31 @@ impl Call {
         }
         let end = call.run().await;
         call.leave_acd();
+        call.fill_cdr(cdr);
         end
+    }
+
+    /// What the call's record says of its IVR, queue and agent stages.
+    fn fill_cdr(&self, cdr: &mut Cdr) {
+        let m = &self.marks;
+        cdr.answered_at = m.answered_at;
+        cdr.flow = Some(self.run.flow_name().to_owned());
+        cdr.ivr_exit_at = m.ivr_exit_at;
+        cdr.queue = m.queue.clone();
+        cdr.queued_at = m.queued_at;
+        cdr.offered_at = m.offered_at;
+        cdr.agent = m.agent.clone();
+        cdr.bridged_at = m.bridged_at;
+        cdr.vars = serde_json::to_string(self.run.vars()).unwrap_or_else(|_| "{}".into());
+        cdr.outcome = match (self.run.outcome(), m.bridged_at) {
+            (Some(Outcome::Queued { .. }), Some(_)) => "agent",
+            (Some(Outcome::Queued { .. }), None) => "abandoned",
+            (Some(Outcome::Transferred { .. }), _) => "transferred",
+            (Some(Outcome::Ended), _) => "ivr",
+            (Some(Outcome::Failed { .. }), _) => "failed",
+            (Some(Outcome::CallerHungUp), _) | (None, _) => "ivr-abandoned",
+        }
+        .into();
     }
 
     /// Rings for the configured answer delay; `Some` if the caller gave up.
@@ -396,6 +479,7 @@ impl Call {
     /// Places the call to the transfer target; the caller hears hold music
     /// while it rings.
     fn transfer(&mut self, token: u64, target: String, uri: String) {
+        self.marks.ivr_exit_at.get_or_insert(jiff::Timestamp::now());
         let media = match self.ctx.media.open_beside(&self.media) {
             Ok(m) => m,
             Err(e) => {
@@ -463,6 +547,7 @@ impl Call {
                         });
                         leg.deadline = None;
                         leg.bridged = true;
+                        self.marks.bridged_at = Some(jiff::Timestamp::now());
                         let calls = &self.ctx.config.calls;
                         leg.start_checks(calls.leg_check, calls.leg_check_timeout);
                         self.announce_at = None;
@@ -612,6 +697,8 @@ impl Call {
             let _ = tx.send(dialer.call(call).await);
         });
         info!(%agent, name = ?name, contact = %contact.contact, via = %contact.source, "ringing the agent");
+        self.marks.offered_at.get_or_insert(jiff::Timestamp::now());
+        self.marks.agent = Some(agent.clone());
         self.leg = Some(leg::Leg::new(
             leg::Purpose::Agent { agent },
             contact.contact,
@@ -802,6 +889,10 @@ impl Call {
                 skills,
             } => {
                 info!(%queue, priority, ?skills, "caller queued");
+                let now = jiff::Timestamp::now();
+                self.marks.queue = Some(queue.clone());
+                self.marks.queued_at = Some(now);
+                self.marks.ivr_exit_at.get_or_insert(now);
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.ctx.acd.join(
                     AcdInput::Join {

@@ -52,8 +52,44 @@ pub struct SurveyAnswer {
     pub score: u8,
 }
 
+/// One call's record, written when it ends: when each stage began, who
+/// took it, how it ended, and what the IVR learned.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Cdr {
+    pub call_id: String,
+    pub caller: String,
+    pub dialed: String,
+    pub trunk: String,
+    pub arrived_at: Option<Timestamp>,
+    pub answered_at: Option<Timestamp>,
+    pub flow: Option<String>,
+    /// When the caller left the IVR (queued, transferred, or the call ended there).
+    pub ivr_exit_at: Option<Timestamp>,
+    pub queue: Option<String>,
+    pub queued_at: Option<Timestamp>,
+    /// The first time an agent's phone rang for it.
+    pub offered_at: Option<Timestamp>,
+    pub agent: Option<String>,
+    /// When the caller was bridged to an agent or a transfer target.
+    pub bridged_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    /// `agent`, `abandoned`, `transferred`, `ivr`, `ivr-abandoned`,
+    /// `refused`, `cancelled`, `failed`.
+    pub outcome: String,
+    /// Who ended the call: `caller`, `engine`.
+    pub ended_by: String,
+    /// Queue wait (join to bridge, or to the caller leaving), in ms.
+    pub wait_ms: Option<i64>,
+    /// Talk (bridge to end), in ms.
+    pub talk_ms: Option<i64>,
+    /// The flow's variables, as JSON.
+    pub vars: String,
+}
+
 /// The storage operations the engine needs.
 pub trait Store: Send {
+    fn save_cdr(&mut self, c: &Cdr) -> Result<i64, StoreError>;
+    fn cdrs(&mut self) -> Result<Vec<Cdr>, StoreError>;
     fn save_voicemail(&mut self, v: &Voicemail) -> Result<i64, StoreError>;
     fn save_survey(&mut self, a: &SurveyAnswer) -> Result<i64, StoreError>;
     fn voicemails(&mut self) -> Result<Vec<Voicemail>, StoreError>;
@@ -108,6 +144,10 @@ impl StoreHandle {
 
     pub async fn save_survey(&self, a: SurveyAnswer) -> Result<i64, StoreError> {
         self.call(move |s| s.save_survey(&a)).await
+    }
+
+    pub async fn save_cdr(&self, c: Cdr) -> Result<i64, StoreError> {
+        self.call(move |s| s.save_cdr(&c)).await
     }
 
     pub async fn voicemails(&self) -> Result<Vec<Voicemail>, StoreError> {

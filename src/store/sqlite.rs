@@ -6,10 +6,11 @@ use std::path::Path;
 use jiff::Timestamp;
 use rusqlite::{params, Connection};
 
-use super::{Store, StoreError, SurveyAnswer, Voicemail};
+use super::{Cdr, Store, StoreError, SurveyAnswer, Voicemail};
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE voicemail (
     id INTEGER PRIMARY KEY,
     created_at TEXT NOT NULL,
@@ -31,7 +32,36 @@ CREATE TABLE survey_answer (
     score INTEGER NOT NULL CHECK (score BETWEEN 0 AND 10)
 );
 CREATE INDEX survey_answer_time ON survey_answer (created_at);
-"];
+",
+    "
+CREATE TABLE cdr (
+    id INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    dialed TEXT NOT NULL,
+    trunk TEXT NOT NULL,
+    arrived_at TEXT,
+    answered_at TEXT,
+    flow TEXT,
+    ivr_exit_at TEXT,
+    queue TEXT,
+    queued_at TEXT,
+    offered_at TEXT,
+    agent TEXT,
+    bridged_at TEXT,
+    ended_at TEXT,
+    outcome TEXT NOT NULL,
+    ended_by TEXT NOT NULL,
+    wait_ms INTEGER,
+    talk_ms INTEGER,
+    vars TEXT NOT NULL
+);
+CREATE INDEX cdr_arrived ON cdr (arrived_at);
+CREATE INDEX cdr_queue ON cdr (queue, arrived_at);
+CREATE INDEX cdr_agent ON cdr (agent, arrived_at);
+CREATE INDEX cdr_caller ON cdr (caller, arrived_at);
+",
+];
 
 pub struct SqliteStore {
     conn: Connection,
@@ -79,7 +109,78 @@ fn ts(s: String) -> Timestamp {
     s.parse().unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+fn ts_opt(s: Option<String>) -> Option<Timestamp> {
+    s.and_then(|s| s.parse().ok())
+}
+
+fn text(t: Option<Timestamp>) -> Option<String> {
+    t.map(|t| t.to_string())
+}
+
 impl Store for SqliteStore {
+    fn save_cdr(&mut self, c: &Cdr) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO cdr (call_id, caller, dialed, trunk, arrived_at, answered_at, flow,
+                ivr_exit_at, queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome,
+                ended_by, wait_ms, talk_ms, vars)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            params![
+                c.call_id,
+                c.caller,
+                c.dialed,
+                c.trunk,
+                text(c.arrived_at),
+                text(c.answered_at),
+                c.flow,
+                text(c.ivr_exit_at),
+                c.queue,
+                text(c.queued_at),
+                text(c.offered_at),
+                c.agent,
+                text(c.bridged_at),
+                text(c.ended_at),
+                c.outcome,
+                c.ended_by,
+                c.wait_ms,
+                c.talk_ms,
+                c.vars
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn cdrs(&mut self) -> Result<Vec<Cdr>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT call_id, caller, dialed, trunk, arrived_at, answered_at, flow, ivr_exit_at,
+                queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome, ended_by,
+                wait_ms, talk_ms, vars FROM cdr ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Cdr {
+                call_id: r.get(0)?,
+                caller: r.get(1)?,
+                dialed: r.get(2)?,
+                trunk: r.get(3)?,
+                arrived_at: ts_opt(r.get(4)?),
+                answered_at: ts_opt(r.get(5)?),
+                flow: r.get(6)?,
+                ivr_exit_at: ts_opt(r.get(7)?),
+                queue: r.get(8)?,
+                queued_at: ts_opt(r.get(9)?),
+                offered_at: ts_opt(r.get(10)?),
+                agent: r.get(11)?,
+                bridged_at: ts_opt(r.get(12)?),
+                ended_at: ts_opt(r.get(13)?),
+                outcome: r.get(14)?,
+                ended_by: r.get(15)?,
+                wait_ms: r.get(16)?,
+                talk_ms: r.get(17)?,
+                vars: r.get(18)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn save_voicemail(&mut self, v: &Voicemail) -> Result<i64, StoreError> {
         self.conn.execute(
             "INSERT INTO voicemail (created_at, call_id, caller, mailbox, flow, path, duration_ms)
