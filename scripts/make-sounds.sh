@@ -9,7 +9,7 @@ for tool in espeak-ng sox; do
   command -v "$tool" >/dev/null || { echo "needs $tool: apt-get install -y espeak-ng sox" >&2; exit 1; }
 done
 out=sounds
-mkdir -p "$out/digits" "$out/numbers" "$out/time" "$out/menu" "$out/ask" "$out/queue" "$out/callback" "$out/music"
+mkdir -p "$out/agent" "$out/digits" "$out/numbers" "$out/time" "$out/menu" "$out/ask" "$out/queue" "$out/callback" "$out/music"
 
 say() { # say FILE TEXT: speak TEXT into FILE (8 kHz mono s16, light padding)
   local file=$1; shift
@@ -50,6 +50,11 @@ say queue/about "Your expected wait is about"
 say queue/minutes "minutes."
 say queue/minute "minute."
 say queue/thanks-waiting "Thank you for waiting. An agent will be with you shortly."
+say agent/logged-in "You are logged in."
+say agent/logged-out "You are logged out."
+say agent/paused "You are paused."
+say agent/available "You are available."
+say agent/not-allowed "Sorry, that is not possible now."
 say callback/offer "To hang up and keep your place in line, press 1. We will call you back."
 say callback/confirm-number "We will call you back at"
 say callback/press-1-correct "If this is correct, press 1. To enter another number, press 2."

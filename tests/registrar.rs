@@ -119,3 +119,61 @@ fn a_phone_that_stops_answering_options_is_dropped() {
         engine.log()
     );
 }
+
+#[test]
+fn agents_change_state_with_feature_codes_from_their_phones() {
+    let engine = Engine::start(&format!(
+        "{AGENTS}registrar: {{ algorithms: [MD5], keepalive: 0s }}\n"
+    ));
+    let fc = scenario("agent-feature-code.xml");
+    let dial = |code: &str, password: &str| {
+        sipp(
+            &engine,
+            1,
+            &fc,
+            &[
+                "-s", code, "-key", "agent", "1001", "-au", "1001", "-ap", password, "-m", "1",
+            ],
+        )
+    };
+    dial("*45", "1001pass").assert_ok();
+    assert!(
+        engine.wait_log(
+            "agent state agent=1001 state=\"available\"",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        engine.log()
+    );
+    dial("*47", "1001pass").assert_ok();
+    assert!(
+        engine.wait_log(
+            "agent state agent=1001 state=\"paused\"",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        engine.log()
+    );
+    dial("*47", "1001pass").assert_ok();
+    assert!(
+        engine.log().matches("state=\"available\"").count() >= 2,
+        "{}",
+        engine.log()
+    );
+    dial("*46", "1001pass").assert_ok();
+    assert!(
+        engine.wait_log(
+            "agent state agent=1001 state=\"logged-out\"",
+            Duration::from_secs(3)
+        ),
+        "{}",
+        engine.log()
+    );
+    // A wrong password changes nothing (SIPp expects the 200 it never gets).
+    let before = engine.log().matches("agent state agent=1001").count();
+    assert!(!dial("*45", "guess").status.success());
+    assert_eq!(
+        engine.log().matches("agent state agent=1001").count(),
+        before
+    );
+}

@@ -27,6 +27,7 @@ pub enum Request {
     /// A call joins and gives the channel its offers come on.
     Join(Input, mpsc::UnboundedSender<ToCall>),
     Position(String, oneshot::Sender<Option<Position>>),
+    AgentState(String, oneshot::Sender<Option<&'static str>>),
 }
 
 /// A handle to the ACD task; cheap to clone.
@@ -42,6 +43,16 @@ impl AcdHandle {
 
     pub fn join(&self, input: Input, calls: mpsc::UnboundedSender<ToCall>) {
         let _ = self.tx.send(Request::Join(input, calls));
+    }
+
+    /// The agent's state name (`available`, `paused`, …), after every input
+    /// sent before this call has been handled.
+    pub async fn agent_state(&self, agent: &str) -> Option<&'static str> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::AgentState(agent.to_owned(), tx))
+            .ok()?;
+        rx.await.ok().flatten()
     }
 
     pub async fn position(&self, call: &str) -> Option<Position> {
@@ -74,6 +85,10 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
                 }
                 Some(Request::Position(call, reply)) => {
                     let _ = reply.send(acd.position(&call));
+                    continue;
+                }
+                Some(Request::AgentState(agent, reply)) => {
+                    let _ = reply.send(acd.agent_state(&agent).map(|s| s.name()));
                     continue;
                 }
             },

@@ -3,6 +3,7 @@
 //! place where the layers meet.
 
 pub mod engine;
+mod feature;
 mod leg;
 mod playlist;
 mod recording;
@@ -76,7 +77,13 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
             vars: "{}".into(),
             ..Cdr::default()
         };
-        let ending = Call::setup(ctx, call, &mut cdr).await;
+        let ending = match call.feature.clone() {
+            Some((agent, code)) => {
+                cdr.outcome = "feature-code".into();
+                feature::run(&ctx, call, agent, code).await
+            }
+            None => Call::setup(ctx, call, &mut cdr).await,
+        };
         finish_cdr(&mut cdr, ending);
         // The record is written before the call's task (and what it holds) goes.
         match tokio::time::timeout(std::time::Duration::from_secs(10), store.save_cdr(cdr)).await {

@@ -56,6 +56,8 @@ pub struct Config {
     /// Agents: who may REGISTER, with what secret, in which queues.
     pub agents: Vec<Agent>,
     pub registrar: RegistrarConfig,
+    /// What agents dial from their softphones to change their state.
+    pub feature_codes: FeatureCodes,
     pub shutdown: ShutdownConfig,
 }
 
@@ -229,6 +231,27 @@ pub struct Agent {
     /// Logged in as soon as a softphone registers (the demo's agents).
     #[serde(default)]
     pub auto_login: bool,
+}
+
+/// Numbers an agent dials (authenticated as the agent) to log in, log out
+/// and pause or resume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FeatureCodes {
+    pub login: String,
+    pub logout: String,
+    /// Pauses an available agent; resumes a paused one.
+    pub pause: String,
+}
+
+impl Default for FeatureCodes {
+    fn default() -> Self {
+        FeatureCodes {
+            login: "*45".into(),
+            logout: "*46".into(),
+            pause: "*47".into(),
+        }
+    }
 }
 
 /// How agents' softphones register.

@@ -400,11 +400,47 @@ impl SipCore {
             info!(%call_id, "refusing call: shutting down");
             return self.reply(tx, &req, 503, None);
         }
-        let Some(trunk) = self.config.trunk_for(from.addr.ip()) else {
-            warn!(%call_id, peer = %from.addr, "call from an address no trunk allows");
-            return self.reply(tx, &req, 403, None);
+        let dialed_user = SipUri::parse(&req.uri)
+            .and_then(|u| u.user)
+            .unwrap_or_default();
+        let codes = &self.config.feature_codes;
+        let is_code = [&codes.login, &codes.logout, &codes.pause]
+            .iter()
+            .any(|c| **c == dialed_user);
+        let mut feature = None;
+        let trunk = if is_code {
+            // An agent's phone, dialling a feature code: prove who it is.
+            let agent = req
+                .headers
+                .get("From")
+                .and_then(NameAddr::parse)
+                .and_then(|n| SipUri::parse(&n.uri))
+                .and_then(|u| u.user)
+                .unwrap_or_default();
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if let Err(answer) = self
+                .registrar
+                .authenticate(&req, &agent, from.addr, now(), wall)
+            {
+                let mut resp = self.response(&req, answer.status, None, None);
+                for (k, v) in answer.headers {
+                    resp.headers.push(k, v);
+                }
+                self.out.extend(self.txs.respond(tx, &resp, now()));
+                return;
+            }
+            info!(%call_id, %agent, code = %dialed_user, "agent feature code");
+            feature = Some((agent, dialed_user.clone()));
+            "agents".to_owned()
+        } else {
+            let Some(trunk) = self.config.trunk_for(from.addr.ip()) else {
+                warn!(%call_id, peer = %from.addr, "call from an address no trunk allows");
+                return self.reply(tx, &req, 403, None);
+            };
+            trunk.name.clone()
         };
-        let trunk = trunk.name.clone();
         if !req.body.is_empty() {
             let ctype = req.headers.get("Content-Type").unwrap_or_default();
             if !ctype.to_ascii_lowercase().starts_with("application/sdp") {
@@ -443,6 +479,7 @@ impl SipCore {
                 commands: self.cmd_tx.clone(),
             },
             events: ev_rx,
+            feature,
         };
         if self.incoming.try_send(call).is_err() {
             warn!(%call_id, "call layer overloaded; refusing call");

@@ -23,6 +23,9 @@ pub struct IncomingCall {
     pub offer: Option<Vec<u8>>,
     pub dialog: DialogHandle,
     pub events: mpsc::UnboundedReceiver<DialogEvent>,
+    /// Set when an agent dialled a feature code (authenticated by digest):
+    /// (the agent's id, the code dialled).
+    pub feature: Option<(String, String)>,
 }
 
 /// What happens on a call's dialog, told to its call task.

@@ -157,13 +157,6 @@ impl Registrar {
         now: Instant,
         now_secs: u64,
     ) -> Answer {
-        let ip = source.ip();
-        if let Some(until) = self.locked.get(&ip) {
-            if now < *until {
-                return Answer::status(403);
-            }
-            self.locked.remove(&ip);
-        }
         let Some(aor) = req
             .headers
             .get("To")
@@ -173,53 +166,79 @@ impl Registrar {
         else {
             return Answer::status(400);
         };
+        // An agent registers its own address.
+        if let Err(answer) = self.authenticate(req, &aor, source, now, now_secs) {
+            return answer;
+        }
+        self.update_bindings(&aor, req, source, now)
+    }
+
+    /// Checks that `req` carries valid digest credentials of agent `user`
+    /// (qop=auth, a fresh nonce of ours). `Err` is the answer to send: a
+    /// challenge, or 403 (counted towards the source's lockout).
+    pub fn authenticate(
+        &mut self,
+        req: &Request,
+        user: &str,
+        source: SocketAddr,
+        now: Instant,
+        now_secs: u64,
+    ) -> Result<(), Answer> {
+        let ip = source.ip();
+        if let Some(until) = self.locked.get(&ip) {
+            if now < *until {
+                return Err(Answer::status(403));
+            }
+            self.locked.remove(&ip);
+        }
         let Some(creds) = req
             .headers
             .get_all("Authorization")
             .filter_map(Credentials::parse)
             .find(|c| c.realm == self.config.realm)
         else {
-            return self.challenges(false, now_secs);
+            return Err(self.challenges(false, now_secs));
         };
         if !self.algorithms.contains(&creds.algorithm) {
-            return self.challenges(false, now_secs);
+            return Err(self.challenges(false, now_secs));
         }
-        // An agent registers its own address, and only with qop=auth.
         let ha1 = self
             .secrets
-            .get(&aor)
+            .get(user)
             .and_then(|s| s.ha1.get(&creds.algorithm))
             .cloned();
         let (Some(ha1), true, Some(nc), Some(cnonce)) = (
             ha1,
-            creds.username == aor && creds.qop.as_deref() == Some("auth"),
+            creds.username == user && creds.qop.as_deref() == Some("auth"),
             creds.nc_value(),
             creds.cnonce.clone(),
         ) else {
-            info!(user = %creds.username, %aor, %source, "registration refused");
-            return self.fail(ip, now);
+            info!(user = %creds.username, expected = %user, %source, method = %req.method, "authentication refused");
+            return Err(self.fail(ip, now));
         };
         let expected = digest::response(
             creds.algorithm,
             &ha1,
-            "REGISTER",
+            req.method.as_str(),
             &creds.uri,
             &creds.nonce,
             creds.nc.as_deref().unwrap_or_default(),
             &cnonce,
         );
         if !digest::constant_time_eq(expected.as_bytes(), creds.response.as_bytes()) {
-            info!(user = %creds.username, %source, "registration with a wrong password");
-            return self.fail(ip, now);
+            info!(user = %creds.username, %source, method = %req.method, "authentication with a wrong password");
+            return Err(self.fail(ip, now));
         }
         match self.nonces.check(&creds.nonce, nc, now_secs) {
             NonceState::Fresh => {}
-            NonceState::Stale => return self.challenges(true, now_secs),
+            NonceState::Stale => return Err(self.challenges(true, now_secs)),
             // A nonce from before a restart, or a replay: ask again.
-            NonceState::Unknown | NonceState::Replayed => return self.challenges(false, now_secs),
+            NonceState::Unknown | NonceState::Replayed => {
+                return Err(self.challenges(false, now_secs))
+            }
         }
         self.failures.remove(&ip);
-        self.update_bindings(&aor, req, source, now)
+        Ok(())
     }
 
     fn update_bindings(

@@ -1,0 +1,102 @@
+//! An agent dialling a feature code from their softphone (`*45` log in,
+//! `*46` log out, `*47` pause or resume; see `feature-codes:`). The SIP
+//! layer has already checked the agent's digest credentials. The call is
+//! answered, the ACD told, the new state spoken, and the call ended.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{CallContext, Ending};
+use crate::acd::Input;
+use crate::media::{MediaEvent, StreamConfig};
+use crate::sdp::{self, Origin};
+use crate::sip::{DialogEvent, IncomingCall};
+
+pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: String) -> Ending {
+    let IncomingCall {
+        dialog,
+        mut events,
+        offer,
+        ..
+    } = call;
+    let Some(n) = offer
+        .as_deref()
+        .and_then(|b| sdp::parse(b).ok())
+        .and_then(|o| sdp::negotiate(&o).ok())
+    else {
+        dialog.respond(488);
+        return Ending::Refused;
+    };
+    let mut media = match ctx.media.open() {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "no media for the feature code");
+            dialog.respond(503);
+            return Ending::Refused;
+        }
+    };
+    media.configure(StreamConfig {
+        remote: n.remote,
+        codec: n.codec,
+        payload_type: n.payload_type,
+        dtmf_pt: n.dtmf_pt,
+        send: n.we_send(),
+        symmetric: true,
+    });
+    let mut origin = Origin::new(ctx.config.media_address());
+    dialog.answer(sdp::answer(&mut origin, media.local_port(), &n));
+
+    let codes = &ctx.config.feature_codes;
+    let before = ctx.acd.agent_state(&agent).await;
+    if code == codes.login {
+        ctx.acd.send(Input::Login {
+            agent: agent.clone(),
+        });
+    } else if code == codes.logout {
+        ctx.acd.send(Input::Logout {
+            agent: agent.clone(),
+        });
+    } else if before == Some("paused") {
+        ctx.acd.send(Input::Unpause {
+            agent: agent.clone(),
+        });
+    } else {
+        ctx.acd.send(Input::Pause {
+            agent: agent.clone(),
+            reason: "break".into(),
+        });
+    }
+    let after = ctx.acd.agent_state(&agent).await;
+    let prompt = match (before, after) {
+        (b, a) if b == a && code != codes.login => "agent/not-allowed",
+        (_, Some("logged-out")) => "agent/logged-out",
+        (_, Some("paused")) => "agent/paused",
+        (Some("logged-out"), Some(_)) => "agent/logged-in",
+        (_, Some(_)) => "agent/available",
+        (_, None) => "agent/not-allowed",
+    };
+    info!(%agent, %code, ?before, ?after, "agent state by feature code");
+    let token = ctx.prompts.get(prompt).map(|p| media.play(p, false));
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            ev = media.events.recv() => match ev {
+                Some(MediaEvent::PlaybackDone { token: t }) if Some(t) == token => break,
+                Some(_) => {}
+                None => break,
+            },
+            ev = events.recv() => match ev {
+                Some(DialogEvent::Bye) | None => return Ending::CallerHungUp,
+                Some(_) => {}
+            },
+            _ = tokio::time::sleep_until(until) => break,
+        }
+        if token.is_none() {
+            break;
+        }
+    }
+    dialog.hangup();
+    Ending::WeHungUp
+}
