@@ -270,3 +270,39 @@ fn an_agent_phone_that_dies_mid_call_is_noticed_and_the_caller_is_released() {
     );
     let _ = std::fs::remove_dir_all(&flows);
 }
+
+#[test]
+fn a_caller_who_waits_too_long_leaves_by_the_queue_nodes_timeout() {
+    let flows = std::env::temp_dir().join(format!("hotline-queue-max-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&flows);
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("q.yaml"),
+        "entry: q\nnodes:\n  q: { queue: support, on-timeout: closed }\n  closed: { hangup: menu/closed }\n",
+    )
+    .unwrap();
+    // Nobody answers; after 6 s of waiting the caller hears the closed message.
+    let engine = Engine::start_with(
+        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+        &format!(
+            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ max-wait: 6s, announce-position: false }}\n",
+            flows.display()
+        ),
+    );
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(13));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 12_000, false);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]);
+    common::assert_heard(
+        &sink.join().unwrap(),
+        &["please-hold", "music/default", "menu/closed"],
+        20,
+    );
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+    let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
+    assert_eq!(cdrs[0].outcome, "queue-timeout", "{:?}", cdrs[0]);
+    let wait = cdrs[0].wait_ms.unwrap();
+    let _ = std::fs::remove_dir_all(&flows);
+    assert!(wait >= 6000, "{wait}");
+}

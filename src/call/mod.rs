@@ -107,6 +107,8 @@ struct Marks {
     offered_at: Option<jiff::Timestamp>,
     agent: Option<String>,
     bridged_at: Option<jiff::Timestamp>,
+    /// The caller left the queue at its maximum wait.
+    queue_timeout: bool,
 }
 
 /// Ends the record: the end time, who ended it, the wait and talk times.
@@ -160,6 +162,8 @@ struct Call {
     queue_name: Option<String>,
     /// When the call's stages began, for its record.
     marks: Marks,
+    /// When the caller has waited the queue's maximum.
+    queue_deadline: Option<Instant>,
     /// When to tell the waiting caller their position again.
     announce_at: Option<Instant>,
     /// Positions the ACD answered, with what to play before them.
@@ -228,6 +232,7 @@ impl Call {
             queued: None,
             queue_name: None,
             marks: Marks::default(),
+            queue_deadline: None,
             announce_at: None,
             positions: mpsc::unbounded_channel(),
         };
@@ -285,6 +290,10 @@ impl Call {
         cdr.vars = serde_json::to_string(self.run.vars()).unwrap_or_else(|_| "{}".into());
         cdr.outcome = match (self.run.outcome(), m.bridged_at) {
             (Some(Outcome::Queued { .. }), Some(_)) => "agent",
+            (Some(Outcome::Transferred { .. }), _) if m.queue_timeout => "queue-timeout",
+            (Some(Outcome::Ended | Outcome::CallerHungUp) | None, _) if m.queue_timeout => {
+                "queue-timeout"
+            }
             (Some(Outcome::Queued { .. }), None) => "abandoned",
             (Some(Outcome::Transferred { .. }), _) => "transferred",
             (Some(Outcome::Ended), _) => "ivr",
@@ -339,6 +348,10 @@ impl Call {
                 ev = leg::next_of(self.leg.as_mut()) => self.on_leg(ev),
                 Some(offer) = recv_offer(self.queued.as_mut()) => self.on_offer(offer),
                 Some((first, pos)) = self.positions.1.recv() => self.on_position(first, pos),
+                _ = sleep_until_opt(self.queue_deadline) => {
+                    self.queue_deadline = None;
+                    self.queue_timeout();
+                }
                 _ = sleep_until_opt(self.announce_at) => {
                     self.announce_at = None;
                     self.announce(None);
@@ -772,6 +785,24 @@ impl Call {
         }
     }
 
+    /// The caller waited the queue's maximum: out of the queue (an agent
+    /// still ringing is cancelled) and on by the node's `on-timeout`.
+    fn queue_timeout(&mut self) {
+        if self.leg.as_ref().is_some_and(|l| l.bridged) {
+            return;
+        }
+        info!(queue = ?self.queue_name, "the caller reached the queue's maximum wait");
+        self.leg = None;
+        self.ctx.acd.send(AcdInput::Leave {
+            call: self.call_id.clone(),
+        });
+        self.queued = None;
+        self.announce_at = None;
+        self.marks.queue_timeout = true;
+        self.playlist.stop(&self.media);
+        self.feed(Event::QueueTimeout);
+    }
+
     /// The call is over: the ACD forgets it (and frees its agent).
     fn leave_acd(&mut self) {
         if self.queued.take().is_none() {
@@ -897,6 +928,15 @@ impl Call {
             } => {
                 info!(%queue, priority, ?skills, "caller queued");
                 let now = jiff::Timestamp::now();
+                let max_wait = self
+                    .ctx
+                    .config
+                    .queues
+                    .get(&queue)
+                    .map_or(std::time::Duration::ZERO, |q| q.max_wait);
+                if !max_wait.is_zero() && self.run.leaves_queue_on_timeout() {
+                    self.queue_deadline = Some(Instant::now() + max_wait);
+                }
                 self.marks.queue = Some(queue.clone());
                 self.marks.queued_at = Some(now);
                 self.marks.ivr_exit_at.get_or_insert(now);

@@ -168,6 +168,10 @@ pub struct QueueConfig {
     /// And again this often while they wait (0: only on joining).
     #[serde(deserialize_with = "de_duration")]
     pub announce_every: Duration,
+    /// After waiting this long, a caller leaves by the queue node's
+    /// `on-timeout` (voicemail, another queue, …); 0: no limit.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_wait: Duration,
 }
 
 /// How a queue picks among free agents.
@@ -194,6 +198,7 @@ impl Default for QueueConfig {
             weight: 0,
             announce_position: true,
             announce_every: Duration::from_secs(60),
+            max_wait: Duration::ZERO,
         }
     }
 }

@@ -208,7 +208,7 @@ fn allowed(kind: &str) -> &'static [&'static str] {
         "webhook" => &["next", "on-error", "on-timeout"],
         "set" => &["next"],
         "branch" => &["else", "on-error"],
-        "queue" => &["priority", "skills"],
+        "queue" => &["priority", "skills", "on-timeout"],
         "record" | "voicemail" => &["next", "on-error"],
         "survey" => &["next"],
         "transfer" => &["on-error"],
@@ -456,10 +456,12 @@ impl Checker<'_> {
                     Some(p) => Some(self.template(&p.value.0, &p.referenced)?),
                     None => None,
                 };
+                let on_timeout = self.optional(&n.on_timeout)?;
                 Some(Kind::Queue {
                     queue: q.value.clone(),
                     priority,
                     skills: n.skills.iter().flatten().map(|s| s.value.clone()).collect(),
+                    on_timeout,
                 })
             }
             "transfer" => {

@@ -69,6 +69,8 @@ pub enum Kind {
         queue: String,
         priority: Option<Template>,
         skills: Vec<String>,
+        /// Where the caller goes when the queue's `max-wait` passes.
+        on_timeout: Option<NodeId>,
     },
     Transfer {
         target: String,
@@ -129,7 +131,8 @@ impl Kind {
             Kind::Record(r) => [Some(r.next), r.on_error].into_iter().flatten().collect(),
             Kind::Survey(s) => vec![s.next],
             Kind::Transfer { on_error, .. } => on_error.iter().copied().collect(),
-            Kind::Queue { .. } | Kind::Goto { .. } | Kind::Hangup { .. } => vec![],
+            Kind::Queue { on_timeout, .. } => on_timeout.iter().copied().collect(),
+            Kind::Goto { .. } | Kind::Hangup { .. } => vec![],
         }
     }
 }

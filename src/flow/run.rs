@@ -29,6 +29,9 @@ pub enum Event {
     Recorded(u64, Result<String, String>),
     /// A survey answer reached the store (or could not).
     Saved(u64, Result<(), String>),
+    /// The caller waited in the queue for its `max-wait`: leave by the
+    /// queue node's `on-timeout` (if it has none, the caller stays queued).
+    QueueTimeout,
     /// The transfer target answered and the call is bridged to it (`Ok`),
     /// or it was busy, did not answer or could not be reached.
     Transferred(u64, Result<(), String>),
@@ -168,6 +171,8 @@ enum Phase {
     Transferring {
         token: u64,
     },
+    /// Handed to a queue: the flow waits for the queue's timeout.
+    Queued,
     HangingUp {
         token: u64,
     },
@@ -230,6 +235,19 @@ impl Run {
         &self.set.flows[self.flow].nodes[self.node].name
     }
 
+    /// Whether the queue node the call waits in says where to go after the
+    /// queue's maximum wait.
+    pub fn leaves_queue_on_timeout(&self) -> bool {
+        self.phase == Phase::Queued
+            && matches!(
+                self.kind(),
+                Kind::Queue {
+                    on_timeout: Some(_),
+                    ..
+                }
+            )
+    }
+
     /// The version of the flow set this call runs on.
     pub fn version(&self) -> u64 {
         self.set.version
@@ -263,6 +281,18 @@ impl Run {
             Event::Saved(t, result) => {
                 if self.phase == (Phase::Saving { token: t }) {
                     self.saved(result, now, &mut out);
+                }
+            }
+            Event::QueueTimeout => {
+                if self.phase == Phase::Queued {
+                    if let Kind::Queue {
+                        on_timeout: Some(next),
+                        ..
+                    } = self.kind().clone()
+                    {
+                        self.outcome = None;
+                        self.enter(next, now, &mut out);
+                    }
                 }
             }
             Event::Transferred(t, result) => {
@@ -405,6 +435,7 @@ impl Run {
                 queue,
                 priority,
                 skills,
+                ..
             } => {
                 let priority = match priority.as_ref().map(|p| p.eval(&self.vars)) {
                     None => 0,
@@ -430,7 +461,7 @@ impl Run {
                         0
                     }
                 };
-                self.phase = Phase::Done;
+                self.phase = Phase::Queued;
                 self.outcome = Some(Outcome::Queued {
                     queue: queue.clone(),
                 });

@@ -897,3 +897,25 @@ fn a_transfer_error_path_counts_as_reachable() {
     )]);
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
 }
+
+#[test]
+fn a_queue_node_leaves_by_on_timeout_when_the_wait_is_too_long() {
+    let f =
+        "entry: q\nnodes:\n  q: { queue: support, on-timeout: vm }\n  vm: { hangup: goodbye }\n";
+    let mut s = Sim::new(set(&[("f", f)]), "f");
+    assert!(s.run.leaves_queue_on_timeout());
+    assert_eq!(
+        s.run.outcome(),
+        Some(&Outcome::Queued {
+            queue: "support".into()
+        })
+    );
+    s.send(Event::QueueTimeout);
+    assert_eq!(s.node(), "vm");
+    assert_eq!(s.last_play().1, ["goodbye"]);
+    // Without on-timeout, the caller stays queued.
+    let g = "entry: q\nnodes:\n  q: { queue: support }\n";
+    let mut s = Sim::new(set(&[("g", g)]), "g");
+    assert!(!s.run.leaves_queue_on_timeout());
+    assert!(s.send(Event::QueueTimeout).is_empty());
+}
