@@ -4,49 +4,9 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{assert_heard, keys_scenario_with, payloads_of_busiest, rtp_sink, sipp, Engine};
-
-/// A SIPp answering side on `port` (media on `port + 2`) for one call.
-fn answering_side(args: &[&str], port: u16) -> Child {
-    common::require("sipp", "sip-tester");
-    Command::new("sipp")
-        .args(args)
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-mi",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .args([
-            "-mp",
-            &(port + 2).to_string(),
-            "-cp",
-            &(port + 1).to_string(),
-        ])
-        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start sipp")
-}
-
-fn finish(mut child: Child) -> (bool, String) {
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut out);
-    }
-    (child.wait().map(|s| s.success()).unwrap_or(false), out)
-}
 
 fn engine(target_port: u16) -> Engine {
     let flows = std::env::temp_dir().join(format!(
@@ -75,7 +35,7 @@ fn the_caller_is_bridged_to_the_target_and_audio_flows_both_ways() {
     let target_port = common::Ports::next().spare(0);
     let engine = engine(target_port);
     // The target answers and echoes every RTP packet back.
-    let target = answering_side(&["-sn", "uas", "-rtp_echo"], target_port);
+    let target = common::sipp_side(&["-sn", "uas", "-rtp_echo"], target_port, None);
     std::thread::sleep(Duration::from_millis(300));
 
     let port = engine.ports.spare(0);
@@ -85,7 +45,7 @@ fn the_caller_is_bridged_to_the_target_and_audio_flows_both_ways() {
     sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
     let report = sink.join().unwrap();
 
-    let (ok, out) = finish(target);
+    let (ok, out) = common::finish(target);
     assert!(
         ok,
         "the target saw no complete call:\n{out}\n{}",
@@ -115,13 +75,8 @@ fn the_caller_is_bridged_to_the_target_and_audio_flows_both_ways() {
 fn a_busy_target_sends_the_caller_down_the_error_path() {
     let target_port = common::Ports::next().spare(0);
     let engine = engine(target_port);
-    let target = answering_side(
-        &[
-            "-sf",
-            &common::scenario("uas-busy.xml").display().to_string(),
-        ],
-        target_port,
-    );
+    let busy = common::scenario("uas-busy.xml").display().to_string();
+    let target = common::sipp_side(&["-sf", &busy], target_port, None);
     std::thread::sleep(Duration::from_millis(300));
 
     let port = engine.ports.spare(0);
@@ -129,7 +84,7 @@ fn a_busy_target_sends_the_caller_down_the_error_path() {
     let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 6500, false);
     sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
     assert_heard(&sink.join().unwrap(), &["greeting", "menu/closed"], 20);
-    let (ok, out) = finish(target);
+    let (ok, out) = common::finish(target);
     assert!(ok, "{out}");
     let log = engine.log();
     assert!(

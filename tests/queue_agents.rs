@@ -5,56 +5,15 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{keys_scenario_with, payloads_of_busiest, rtp_sink, scenario, Engine};
 
-fn sipp_at(args: &[&str], port: u16, remote: Option<&str>) -> Child {
-    common::require("sipp", "sip-tester");
-    let mut cmd = Command::new("sipp");
-    cmd.args(args)
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-mi",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .args([
-            "-mp",
-            &(port + 2).to_string(),
-            "-cp",
-            &(port + 1).to_string(),
-        ])
-        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"]);
-    if let Some(r) = remote {
-        cmd.arg(r);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot start sipp")
-}
-
-fn finish(mut child: Child) -> (bool, String) {
-    let mut out = String::new();
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut out);
-    }
-    (child.wait().map(|s| s.success()).unwrap_or(false), out)
-}
-
 /// Registers agent `id` from `port` (SIPp exits; the port is free again).
 fn register(engine: &Engine, id: &str, port: u16) {
     let sip = engine.sip.to_string();
-    let reg = sipp_at(
+    let reg = common::sipp_side(
         &[
             "-sf",
             &scenario("agent-register.xml").display().to_string(),
@@ -68,7 +27,7 @@ fn register(engine: &Engine, id: &str, port: u16) {
         port,
         Some(&sip),
     );
-    let (ok, out) = finish(reg);
+    let (ok, out) = common::finish(reg);
     assert!(ok, "registration of {id} failed:\n{out}");
     assert!(
         engine.wait_log(
@@ -103,12 +62,12 @@ fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
     register(&engine, "1001", busy_port);
     std::thread::sleep(Duration::from_millis(50));
     register(&engine, "1002", answer_port);
-    let busy = sipp_at(
+    let busy = common::sipp_side(
         &["-sf", &scenario("uas-busy.xml").display().to_string()],
         busy_port,
         None,
     );
-    let agent = sipp_at(
+    let agent = common::sipp_side(
         &[
             "-sf",
             &scenario("agent-answer.xml").display().to_string(),
@@ -125,9 +84,9 @@ fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
     common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
     let report = sink.join().unwrap();
 
-    let (ok, out) = finish(busy);
+    let (ok, out) = common::finish(busy);
     assert!(ok, "the busy agent saw no INVITE:\n{out}");
-    let (ok, out) = finish(agent);
+    let (ok, out) = common::finish(agent);
     assert!(
         ok,
         "the answering agent saw no complete call (the caller's BYE must reach it):\n{out}\n{}",
@@ -192,7 +151,7 @@ fn an_agent_phone_that_dies_mid_call_is_noticed_and_the_caller_is_released() {
     );
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
-    let mut agent = sipp_at(
+    let mut agent = common::sipp_side(
         &[
             "-sf",
             &scenario("agent-answer.xml").display().to_string(),

@@ -5,6 +5,7 @@
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::sleep_until_opt;
 use crate::media::{MediaChannel, MediaEvent};
 use crate::sip::{DialError, DialogEvent, DialogHandle};
 
@@ -142,13 +143,6 @@ impl Leg {
 async fn recv_opt(rx: Option<&mut mpsc::UnboundedReceiver<DialogEvent>>) -> Option<DialogEvent> {
     match rx {
         Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -592,14 +592,7 @@ impl Call {
             leg::LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) => {
                 if leg.bridged {
                     info!(target = %leg.target, "the other side hung up");
-                    if let leg::Purpose::Agent { .. } = leg.purpose {
-                        self.ctx.acd.send(AcdInput::Ended {
-                            call: self.call_id.clone(),
-                        });
-                        self.queued = None;
-                    }
-                    self.leg = None;
-                    self.hang_up = true;
+                    self.end_bridge();
                 } else {
                     self.fail_leg("the call ended before it was answered".into());
                 }
@@ -615,19 +608,25 @@ impl Call {
             leg::LegEvent::Gone => {
                 warn!(target = %leg.target, "the other leg stopped answering (no BYE came); ending the call");
                 if leg.bridged {
-                    if let leg::Purpose::Agent { .. } = leg.purpose {
-                        self.ctx.acd.send(AcdInput::Ended {
-                            call: self.call_id.clone(),
-                        });
-                        self.queued = None;
-                    }
-                    self.leg = None;
-                    self.hang_up = true;
+                    self.end_bridge();
                 } else {
                     self.fail_leg("gone".into());
                 }
             }
         }
+    }
+
+    /// The bridged leg ended: the agent (if it was one) is freed into
+    /// wrap-up and the caller is hung up.
+    fn end_bridge(&mut self) {
+        if let Some(leg::Purpose::Agent { .. }) = self.leg.as_ref().map(|l| &l.purpose) {
+            self.ctx.acd.send(AcdInput::Ended {
+                call: self.call_id.clone(),
+            });
+            self.queued = None;
+        }
+        self.leg = None;
+        self.hang_up = true;
     }
 
     /// The second leg did not come up: it is dropped (CANCEL or BYE). A

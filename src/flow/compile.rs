@@ -364,16 +364,7 @@ impl Checker<'_> {
             "collect" => self.collect(name, at, n).map(Kind::Collect),
             "hours" => {
                 let s = n.hours.as_ref()?;
-                if !self.catalog.schedules.contains(&s.value) {
-                    let hint = self.hint(&s.value, &self.catalog.schedules);
-                    self.error(
-                        &s.referenced,
-                        format!(
-                            "there is no schedule `{}` under `schedules:` in the config{hint}",
-                            s.value
-                        ),
-                    );
-                }
+                self.listed(s, |c| &c.schedules, "schedule", "schedules", "");
                 let open = self.required(
                     name,
                     at,
@@ -442,16 +433,7 @@ impl Checker<'_> {
             }
             "queue" => {
                 let q = n.queue.as_ref()?;
-                if !self.catalog.queues.contains(&q.value) {
-                    let hint = self.hint(&q.value, &self.catalog.queues);
-                    self.error(
-                        &q.referenced,
-                        format!(
-                            "there is no queue `{}` under `queues:` in the config{hint}",
-                            q.value
-                        ),
-                    );
-                }
+                self.listed(q, |c| &c.queues, "queue", "queues", "");
                 let priority = match &n.priority {
                     Some(p) => Some(self.template(&p.value.0, &p.referenced)?),
                     None => None,
@@ -466,16 +448,13 @@ impl Checker<'_> {
             }
             "transfer" => {
                 let t = n.transfer.as_ref()?;
-                if !self.catalog.transfers.contains(&t.value) {
-                    let hint = self.hint(&t.value, &self.catalog.transfers);
-                    self.error(
-                        &t.referenced,
-                        format!(
-                            "there is no transfer target `{}` under `transfers:` in the config{hint}; a flow may only transfer to targets listed there",
-                            t.value
-                        ),
-                    );
-                }
+                self.listed(
+                    t,
+                    |c| &c.transfers,
+                    "transfer target",
+                    "transfers",
+                    "; a flow may only transfer to targets listed there",
+                );
                 let on_error = self.optional(&n.on_error)?;
                 Some(Kind::Transfer {
                     target: t.value.clone(),
@@ -507,6 +486,30 @@ impl Checker<'_> {
             }
             _ => None,
         }
+    }
+
+    /// Reports `name` when the config does not list it under `section`.
+    fn listed(
+        &mut self,
+        name: &Name,
+        known: fn(&Catalog) -> &BTreeSet<String>,
+        what: &str,
+        section: &str,
+        extra: &str,
+    ) {
+        let catalog = self.catalog;
+        let set = known(catalog);
+        if set.contains(&name.value) {
+            return;
+        }
+        let hint = self.hint(&name.value, set);
+        self.error(
+            &name.referenced,
+            format!(
+                "there is no {what} `{}` under `{section}:` in the config{hint}{extra}",
+                name.value
+            ),
+        );
     }
 
     fn hint(&self, word: &str, from: &BTreeSet<String>) -> String {

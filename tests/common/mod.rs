@@ -464,3 +464,47 @@ pub fn assert_heard(report: &SinkReport, names: &[&str], min_run: usize) {
         );
     }
 }
+
+/// A SIPp of its own on `port` (control `port + 1`, media `port + 2`) for
+/// one call, running in the background: an agent's phone, a transfer
+/// target. `remote` is where it sends to, if it starts the call.
+pub fn sipp_side(args: &[&str], port: u16, remote: Option<&str>) -> Child {
+    require("sipp", "sip-tester");
+    let mut cmd = Command::new("sipp");
+    cmd.args(args)
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args([
+            "-mp",
+            &(port + 2).to_string(),
+            "-cp",
+            &(port + 1).to_string(),
+        ])
+        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"]);
+    if let Some(r) = remote {
+        cmd.arg(r);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start sipp")
+}
+
+/// Waits for a background SIPp: whether its call succeeded, and what it printed.
+pub fn finish(mut child: Child) -> (bool, String) {
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut out);
+    }
+    (child.wait().map(|s| s.success()).unwrap_or(false), out)
+}
