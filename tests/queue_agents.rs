@@ -265,3 +265,32 @@ fn a_caller_who_waits_too_long_leaves_by_the_queue_nodes_timeout() {
     let _ = std::fs::remove_dir_all(&flows);
     assert!(wait >= 6000, "{wait}");
 }
+
+#[test]
+fn a_queue_nobody_staffs_sends_callers_on_at_once_when_it_may_not_be_joined_empty() {
+    let flows = std::env::temp_dir().join(format!("hotline-queue-empty-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&flows);
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("q.yaml"),
+        "entry: q\nnodes:\n  q: { queue: support, on-timeout: closed }\n  closed: { hangup: menu/closed }\n",
+    )
+    .unwrap();
+    let engine = Engine::start_with(
+        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+        &format!(
+            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ join-empty: false }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\n",
+            flows.display()
+        ),
+    );
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(6));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 5_000, false);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]);
+    common::assert_heard(&sink.join().unwrap(), &["menu/closed"], 20);
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+    let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
+    let _ = std::fs::remove_dir_all(&flows);
+    assert_eq!(cdrs[0].outcome, "queue-empty", "{:?}", cdrs[0]);
+}

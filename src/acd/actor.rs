@@ -20,6 +20,8 @@ pub enum ToCall {
         contacts: Vec<crate::sip::registrar::Binding>,
         ring_timeout: Duration,
     },
+    /// Out of the queue: nobody staffs it.
+    Empty,
 }
 
 pub enum Request {
@@ -98,6 +100,12 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
             calls.remove(call);
         }
         for out in acd.step(input, Instant::now().into_std()) {
+            if let Output::Empty { call } = &out {
+                if let Some(tx) = calls.remove(call) {
+                    let _ = tx.send(ToCall::Empty);
+                }
+                continue;
+            }
             if let Output::Offer {
                 call,
                 agent,

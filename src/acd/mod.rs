@@ -80,6 +80,9 @@ pub enum Output {
     },
     /// An agent's state changed.
     State { agent: String, state: &'static str },
+    /// The caller is out of the queue: no agent is staffing it
+    /// (`join-empty: false`, or `leave-empty: true` and the last one left).
+    Empty { call: CallId },
 }
 
 struct Agent {
@@ -202,15 +205,7 @@ impl Acd {
         mine.sort_by_key(|w| (std::cmp::Reverse(w.priority), w.joined));
         let position = mine.iter().position(|w| w.call == call)? + 1;
         let q = self.queues.get(&me.queue)?;
-        let staffed = q
-            .members
-            .iter()
-            .filter(|m| {
-                self.agents
-                    .get(*m)
-                    .is_some_and(|a| a.state != AgentState::LoggedOut && !a.contacts.is_empty())
-            })
-            .count();
+        let staffed = self.staffed(&me.queue);
         Some(Position {
             position,
             waiting: mine.len(),
@@ -270,6 +265,9 @@ impl Acd {
             } => {
                 if !self.queues.contains_key(&queue) {
                     warn!(%call, %queue, "no such queue");
+                } else if !self.queues[&queue].config.join_empty && self.staffed(&queue) == 0 {
+                    info!(%call, %queue, "no agent staffs the queue; the caller is not queued");
+                    out.push(Output::Empty { call });
                 } else {
                     info!(%call, %queue, priority, %caller, "caller joined the queue");
                     self.waiting.push(Waiting {
@@ -386,8 +384,45 @@ impl Acd {
                 }
             }
         }
+        self.leave_empty(&mut out);
         self.dispatch(now, &mut out);
         out
+    }
+
+    /// Agents logged in to `queue` with a reachable phone (paused ones count:
+    /// they come back).
+    fn staffed(&self, queue: &str) -> usize {
+        self.queues.get(queue).map_or(0, |q| {
+            q.members
+                .iter()
+                .filter(|m| {
+                    self.agents
+                        .get(*m)
+                        .is_some_and(|a| a.state != AgentState::LoggedOut && !a.contacts.is_empty())
+                })
+                .count()
+        })
+    }
+
+    /// Callers of `leave-empty` queues that nobody staffs any more leave.
+    fn leave_empty(&mut self, out: &mut Vec<Output>) {
+        let empty: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(name, q)| q.config.leave_empty && self.staffed(name) == 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if empty.is_empty() {
+            return;
+        }
+        let (gone, stay): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| empty.contains(&w.queue) && w.offered.is_none());
+        self.waiting = stay;
+        for w in gone {
+            info!(call = %w.call, queue = %w.queue, "the last agent left the queue; the caller leaves");
+            out.push(Output::Empty { call: w.call });
+        }
     }
 
     /// Offers waiting callers to free agents: the longest-waiting caller

@@ -324,3 +324,58 @@ fn the_estimated_wait_uses_position_staffing_and_recent_handle_times() {
     assert_eq!(p.position, 2);
     assert_eq!(p.estimated_wait, Duration::from_secs(120));
 }
+
+#[test]
+fn join_empty_and_leave_empty() {
+    let cfg = "
+queues:
+  strict: { join-empty: false, leave-empty: true }
+  lenient: {}
+agents:
+  - { id: a1, password: x, queues: [strict, lenient], auto-login: true }
+";
+    let mut acd = Acd::new(&Config::parse(cfg).unwrap());
+    let t = Instant::now();
+    let empty = |out: &[Output]| -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Empty { call } => Some(call.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Nobody staffs either queue: strict refuses, lenient keeps the caller.
+    assert_eq!(
+        empty(&acd.step(join("s1", "strict", 0, &[]), t)),
+        vec!["s1".to_string()]
+    );
+    assert!(empty(&acd.step(join("l1", "lenient", 0, &[]), t)).is_empty());
+    assert!(acd.position("l1").is_some());
+    // a1 comes, takes l1, and is paused afterwards: still staffing.
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t,
+    );
+    acd.step(Input::Answered { call: "l1".into() }, t);
+    acd.step(Input::Ended { call: "l1".into() }, t);
+    acd.step(
+        Input::Pause {
+            agent: "a1".into(),
+            reason: "lunch".into(),
+        },
+        t,
+    );
+    assert!(
+        empty(&acd.step(join("s2", "strict", 0, &[]), t)).is_empty(),
+        "a paused agent still staffs"
+    );
+    acd.step(join("l2", "lenient", 0, &[]), t);
+    // The last agent logs out: strict's callers leave, lenient's wait on.
+    let out = acd.step(Input::Logout { agent: "a1".into() }, t);
+    assert_eq!(empty(&out), vec!["s2".to_string()]);
+    assert!(acd.position("s2").is_none());
+    assert!(acd.position("l2").is_some());
+}

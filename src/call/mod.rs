@@ -107,8 +107,9 @@ struct Marks {
     offered_at: Option<jiff::Timestamp>,
     agent: Option<String>,
     bridged_at: Option<jiff::Timestamp>,
-    /// The caller left the queue at its maximum wait.
-    queue_timeout: bool,
+    /// Why the caller left the queue without an agent: `queue-timeout`
+    /// (its maximum wait) or `queue-empty` (nobody staffs it).
+    queue_left: Option<&'static str>,
 }
 
 /// Ends the record: the end time, who ended it, the wait and talk times.
@@ -288,17 +289,14 @@ impl Call {
         cdr.agent = m.agent.clone();
         cdr.bridged_at = m.bridged_at;
         cdr.vars = serde_json::to_string(self.run.vars()).unwrap_or_else(|_| "{}".into());
-        cdr.outcome = match (self.run.outcome(), m.bridged_at) {
-            (Some(Outcome::Queued { .. }), Some(_)) => "agent",
-            (Some(Outcome::Transferred { .. }), _) if m.queue_timeout => "queue-timeout",
-            (Some(Outcome::Ended | Outcome::CallerHungUp) | None, _) if m.queue_timeout => {
-                "queue-timeout"
-            }
-            (Some(Outcome::Queued { .. }), None) => "abandoned",
-            (Some(Outcome::Transferred { .. }), _) => "transferred",
-            (Some(Outcome::Ended), _) => "ivr",
-            (Some(Outcome::Failed { .. }), _) => "failed",
-            (Some(Outcome::CallerHungUp), _) | (None, _) => "ivr-abandoned",
+        cdr.outcome = match (self.run.outcome(), m.bridged_at, m.queue_left) {
+            (Some(Outcome::Queued { .. }), Some(_), _) => "agent",
+            (_, None, Some(left)) => left,
+            (Some(Outcome::Queued { .. }), None, _) => "abandoned",
+            (Some(Outcome::Transferred { .. }), _, _) => "transferred",
+            (Some(Outcome::Ended), _, _) => "ivr",
+            (Some(Outcome::Failed { .. }), _, _) => "failed",
+            (Some(Outcome::CallerHungUp), _, _) | (None, _, _) => "ivr-abandoned",
         }
         .into();
     }
@@ -655,12 +653,15 @@ impl Call {
     /// The ACD offers the caller to an agent: ring the agent's phone where
     /// it registered from; the caller keeps hearing the queue's music.
     fn on_offer(&mut self, offer: ToCall) {
-        let ToCall::Offer {
-            agent,
-            name,
-            contacts,
-            ring_timeout,
-        } = offer;
+        let (agent, name, contacts, ring_timeout) = match offer {
+            ToCall::Offer {
+                agent,
+                name,
+                contacts,
+                ring_timeout,
+            } => (agent, name, contacts, ring_timeout),
+            ToCall::Empty => return self.queue_empty(),
+        };
         let Some(contact) = contacts.first().cloned() else {
             self.ctx.acd.send(AcdInput::NoAnswer {
                 call: self.call_id.clone(),
@@ -797,9 +798,25 @@ impl Call {
         });
         self.queued = None;
         self.announce_at = None;
-        self.marks.queue_timeout = true;
+        self.marks.queue_left = Some("queue-timeout");
         self.playlist.stop(&self.media);
         self.feed(Event::QueueTimeout);
+    }
+
+    /// Nobody staffs the queue: on by the node's `on-timeout`, or, without
+    /// one, the call ends (the queue's config asked for callers to leave).
+    fn queue_empty(&mut self) {
+        self.queued = None;
+        self.queue_deadline = None;
+        self.announce_at = None;
+        self.marks.queue_left = Some("queue-empty");
+        if self.run.leaves_queue_on_timeout() {
+            self.playlist.stop(&self.media);
+            self.feed(Event::QueueTimeout);
+        } else {
+            warn!(queue = ?self.queue_name, "nobody staffs the queue and its node has no on-timeout; hanging up");
+            self.hang_up = true;
+        }
     }
 
     /// The call is over: the ACD forgets it (and frees its agent).

@@ -172,6 +172,12 @@ pub struct QueueConfig {
     /// `on-timeout` (voicemail, another queue, …); 0: no limit.
     #[serde(deserialize_with = "de_duration")]
     pub max_wait: Duration,
+    /// Callers may join while no agent of the queue is logged in and
+    /// reachable; `false` sends them on by `on-timeout` at once.
+    pub join_empty: bool,
+    /// Waiting callers leave (by `on-timeout`) when the queue's last agent
+    /// logs out or becomes unreachable.
+    pub leave_empty: bool,
 }
 
 /// How a queue picks among free agents.
@@ -199,6 +205,8 @@ impl Default for QueueConfig {
             announce_position: true,
             announce_every: Duration::from_secs(60),
             max_wait: Duration::ZERO,
+            join_empty: true,
+            leave_empty: false,
         }
     }
 }
