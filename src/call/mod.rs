@@ -751,7 +751,9 @@ impl Call {
         else {
             return;
         };
-        if self.leg.as_ref().is_some_and(|l| l.bridged) {
+        // Out of the queue (bridged, timed out, turned away) since the
+        // position was asked for: nothing to announce.
+        if self.queued.is_none() || self.leg.as_ref().is_some_and(|l| l.bridged) {
             return;
         }
         let mut prompts: Vec<String> = first.into_iter().collect();
