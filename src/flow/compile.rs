@@ -389,16 +389,11 @@ impl Checker<'_> {
             "set" => {
                 let mut vars = Vec::new();
                 for (k, v) in &n.set.as_ref()?.0 {
-                    if !valid_var(&k.value.0) {
-                        self.error(
-                            &k.referenced,
-                            format!(
-                                "`{}` is not a variable name: use letters, digits and `_`",
-                                k.value.0
-                            ),
-                        );
+                    let name = self.var_name(&k.value.0, &k.referenced);
+                    let value = self.template(&v.value.0, &v.referenced);
+                    if let (Some(name), Some(value)) = (name, value) {
+                        vars.push((name, value));
                     }
-                    vars.push((k.value.0.clone(), self.template(&v.value.0, &v.referenced)?));
                 }
                 let next =
                     self.required(name, at, "next", &n.next, "(where the call goes next)")?;
@@ -486,6 +481,18 @@ impl Checker<'_> {
             }
             _ => None,
         }
+    }
+
+    /// `name` as a variable name, or an error at `at`.
+    fn var_name(&mut self, name: &str, at: &Location) -> Option<String> {
+        if valid_var(name) {
+            return Some(name.to_owned());
+        }
+        self.error(
+            at,
+            format!("`{name}` is not a variable name: use letters, digits and `_`"),
+        );
+        None
     }
 
     /// Reports `name` when the config does not list it under `section`.
@@ -696,17 +703,7 @@ impl Checker<'_> {
         let c = n.collect.as_ref()?;
         let prompt = self.opt_say(&c.prompt);
         let into = match &c.into {
-            Some(v) if valid_var(&v.value) => Some(v.value.clone()),
-            Some(v) => {
-                self.error(
-                    &v.referenced,
-                    format!(
-                        "`{}` is not a variable name: use letters, digits and `_`",
-                        v.value
-                    ),
-                );
-                None
-            }
+            Some(v) => self.var_name(&v.value, &v.referenced),
             None => {
                 self.error(
                     at,
@@ -844,17 +841,7 @@ impl Checker<'_> {
             None => None,
         };
         let into = match &w.into {
-            Some(v) if valid_var(&v.value) => Some(v.value.clone()),
-            Some(v) => {
-                self.error(
-                    &v.referenced,
-                    format!(
-                        "`{}` is not a variable name: use letters, digits and `_`",
-                        v.value
-                    ),
-                );
-                None
-            }
+            Some(v) => Some(self.var_name(&v.value, &v.referenced)?),
             None => None,
         };
         let next = self.required(
@@ -925,16 +912,9 @@ impl Checker<'_> {
                 );
             }
             match &r.into {
-                Some(v) if valid_var(&v.value) => RecordKind::Recording {
-                    into: v.value.clone(),
+                Some(v) => RecordKind::Recording {
+                    into: self.var_name(&v.value, &v.referenced)?,
                 },
-                Some(v) => {
-                    self.error(
-                        &v.referenced,
-                        format!("`{}` is not a variable name", v.value),
-                    );
-                    return None;
-                }
                 None => {
                     self.error(at, format!("the node `{name}` needs `into:` (the variable that receives the recording's path)"));
                     return None;
@@ -974,14 +954,7 @@ impl Checker<'_> {
             }
         };
         let into = match &s.into {
-            Some(v) if valid_var(&v.value) => Some(v.value.clone()),
-            Some(v) => {
-                self.error(
-                    &v.referenced,
-                    format!("`{}` is not a variable name", v.value),
-                );
-                None
-            }
+            Some(v) => Some(self.var_name(&v.value, &v.referenced)?),
             None => None,
         };
         let no_input = self.opt_say(&s.no_input);

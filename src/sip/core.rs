@@ -161,6 +161,16 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// A Via for a request we start, with a fresh branch: (the Via, the branch).
+fn new_via(local: SocketAddr, transport: Transport) -> (String, String) {
+    let branch = format!("z9hG4bK{}", random_token(16));
+    let via = format!(
+        "SIP/2.0/{} {local};branch={branch};rport",
+        transport.as_str()
+    );
+    (via, branch)
+}
+
 fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -678,17 +688,11 @@ impl SipCore {
     }
 
     fn send_bye(&mut self, id: DialogId) {
-        let branch = format!("z9hG4bK{}", random_token(16));
         let Some(slot) = self.dialogs.get_mut(&id) else {
             return;
         };
         let target = slot.dialog.request_target();
-        let via = format!(
-            "SIP/2.0/{} {};branch={};rport",
-            target.transport.as_str(),
-            self.local,
-            branch
-        );
+        let (via, branch) = new_via(self.local, target.transport);
         let bye = slot
             .dialog
             .request(Method::Bye, via, &self.config.sip.user_agent);
@@ -750,12 +754,9 @@ impl SipCore {
             {
                 continue;
             }
-            let branch = format!("z9hG4bK{}", random_token(16));
+            let (via, branch) = new_via(self.local, Transport::Udp);
             let mut headers = Headers::default();
-            headers.push(
-                "Via",
-                format!("SIP/2.0/UDP {};branch={branch};rport", self.local),
-            );
+            headers.push("Via", via);
             headers.push("Max-Forwards", "70");
             headers.push(
                 "From",
@@ -786,7 +787,6 @@ impl SipCore {
     }
 
     fn send_ping(&mut self, id: DialogId) {
-        let branch = format!("z9hG4bK{}", random_token(16));
         let Some(slot) = self.dialogs.get_mut(&id) else {
             return;
         };
@@ -794,12 +794,7 @@ impl SipCore {
             return;
         }
         let target = slot.dialog.request_target();
-        let via = format!(
-            "SIP/2.0/{} {};branch={};rport",
-            target.transport.as_str(),
-            self.local,
-            branch
-        );
+        let (via, branch) = new_via(self.local, target.transport);
         let mut req = slot
             .dialog
             .request(Method::Options, via, &self.config.sip.user_agent);
@@ -817,7 +812,7 @@ impl SipCore {
         addr: SocketAddr,
         events: mpsc::UnboundedSender<DialogEvent>,
     ) {
-        let branch = format!("z9hG4bK{}", random_token(16));
+        let (via, branch) = new_via(self.local, Transport::Udp);
         let local_tag = random_token(10);
         let call_id = format!("{}@{}", random_token(20), self.local.ip());
         let host = match self.local.ip() {
@@ -845,10 +840,7 @@ impl SipCore {
             None => format!("<{from_uri}>;tag={local_tag}"),
         };
         let mut headers = Headers::default();
-        headers.push(
-            "Via",
-            format!("SIP/2.0/UDP {};branch={branch};rport", self.local),
-        );
+        headers.push("Via", via);
         headers.push("Max-Forwards", "70");
         headers.push("From", from);
         headers.push("To", format!("<{}>", call.target));
@@ -943,12 +935,7 @@ impl SipCore {
             // Still acknowledged, to the address we sent to, then ended.
         }
         let target = slot.dialog.request_target();
-        let via = format!(
-            "SIP/2.0/{} {};branch=z9hG4bK{};rport",
-            target.transport.as_str(),
-            self.local,
-            random_token(16)
-        );
+        let (via, _) = new_via(self.local, target.transport);
         let ack = slot.dialog.ack(via, &self.config.sip.user_agent).to_bytes();
         self.out.push(Transmit {
             target,
