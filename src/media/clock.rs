@@ -94,6 +94,36 @@ pub(crate) enum ChannelCommand {
 /// go, so a peer sending faster than 20 ms frames cannot build up delay.
 const RELAY_MAX: usize = 5;
 
+/// The largest payload relayed across a bridge: 60 ms of G.711.
+const RELAY_FRAME: usize = 480;
+
+/// One relayed payload, held inline: the relay path allocates nothing per
+/// packet.
+#[derive(Clone, Copy)]
+struct Frame {
+    len: u16,
+    data: [u8; RELAY_FRAME],
+}
+
+impl Frame {
+    fn of(payload: &[u8]) -> Option<Frame> {
+        let mut data = [0u8; RELAY_FRAME];
+        data.get_mut(..payload.len())?.copy_from_slice(payload);
+        Some(Frame {
+            len: payload.len() as u16,
+            data,
+        })
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.data[..usize::from(self.len)]
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
+}
+
 /// The caller's audio being kept for a voicemail or a recording. Packets
 /// are appended in arrival order; a lost packet is a short gap.
 struct Recording {
@@ -133,9 +163,9 @@ pub(crate) struct Channel {
     /// The channel this one is bridged to.
     bridge: Option<u64>,
     /// Audio received this tick, for the bridged peer (in our codec).
-    outbox: Vec<Vec<u8>>,
+    outbox: Vec<Frame>,
     /// Audio from the bridged peer, in our codec, sent one frame per tick.
-    relay: std::collections::VecDeque<Vec<u8>>,
+    relay: std::collections::VecDeque<Frame>,
 }
 
 impl Channel {
@@ -216,6 +246,9 @@ impl Channel {
                 self.outbox.clear();
                 if peer.is_some() {
                     self.source = Source::Silence;
+                    // Sized once, so relaying never grows them.
+                    self.relay.reserve(RELAY_MAX);
+                    self.outbox.reserve(MAX_READS_PER_TICK);
                 }
             }
         }
@@ -255,7 +288,12 @@ impl Channel {
             self.latched = true;
         }
         if self.bridge.is_some() && info.payload_type == stream.payload_type {
-            self.outbox.push(payload.to_vec());
+            match Frame::of(payload) {
+                Some(f) => self.outbox.push(f),
+                None => {
+                    stats.packets_bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
         if Some(info.payload_type) == stream.dtmf_pt {
             if let Some(d) = self.rfc4733.on_packet(info.timestamp, payload) {
@@ -362,6 +400,8 @@ pub(crate) async fn run(
 struct Channels {
     list: Vec<Channel>,
     index: HashMap<u64, usize>,
+    /// Frames on their way from one bridged channel to its peer.
+    moving: Vec<Frame>,
 }
 
 impl Channels {
@@ -380,27 +420,32 @@ impl Channels {
             if self.list[i].outbox.is_empty() {
                 continue;
             }
-            let frames = std::mem::take(&mut self.list[i].outbox);
+            // Through a buffer kept here, so no Vec is made per tick.
+            let mut moving = std::mem::take(&mut self.moving);
+            moving.append(&mut self.list[i].outbox);
             let from = self.list[i].stream.map(|s| s.codec);
-            let Some(p) = self.get_mut(peer) else {
-                continue;
-            };
-            let to = p.stream.map(|s| s.codec);
-            for mut frame in frames {
-                match (from, to) {
-                    (Some(Codec::Pcmu), Some(Codec::Pcma)) => frame
-                        .iter_mut()
-                        .for_each(|b| *b = g711::alaw_encode(g711::ulaw_decode(*b))),
-                    (Some(Codec::Pcma), Some(Codec::Pcmu)) => frame
-                        .iter_mut()
-                        .for_each(|b| *b = g711::ulaw_encode(g711::alaw_decode(*b))),
-                    _ => {}
+            if let Some(p) = self.get_mut(peer) {
+                let to = p.stream.map(|s| s.codec);
+                for mut frame in moving.drain(..) {
+                    match (from, to) {
+                        (Some(Codec::Pcmu), Some(Codec::Pcma)) => frame
+                            .bytes_mut()
+                            .iter_mut()
+                            .for_each(|b| *b = g711::alaw_encode(g711::ulaw_decode(*b))),
+                        (Some(Codec::Pcma), Some(Codec::Pcmu)) => frame
+                            .bytes_mut()
+                            .iter_mut()
+                            .for_each(|b| *b = g711::ulaw_encode(g711::alaw_decode(*b))),
+                        _ => {}
+                    }
+                    if p.relay.len() >= RELAY_MAX {
+                        p.relay.pop_front();
+                    }
+                    p.relay.push_back(frame);
                 }
-                if p.relay.len() >= RELAY_MAX {
-                    p.relay.pop_front();
-                }
-                p.relay.push_back(frame);
             }
+            moving.clear();
+            self.moving = moving;
         }
     }
 
@@ -474,7 +519,7 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats) {
             None
         };
         let payload: &[u8] = match (&ch.source, index, &relayed) {
-            (_, _, Some(frame)) => frame,
+            (_, _, Some(frame)) => frame.bytes(),
             (Source::Prompt { prompt, .. }, Some(i), _) => prompt.frame(stream.codec, i),
             _ => silence(stream.codec),
         };
