@@ -9,23 +9,9 @@ use std::time::Duration;
 use common::{assert_heard, keys_scenario_with, payloads_of_busiest, rtp_sink, sipp, Engine};
 
 fn engine(target_port: u16) -> Engine {
-    let flows = std::env::temp_dir().join(format!(
-        "hotline-transfer-{}-{target_port}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&flows);
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::write(
-        flows.join("desk.yaml"),
+    Engine::with_flow(
         "entry: hello\nnodes:\n  hello: { play: greeting, next: xfer }\n  xfer: { transfer: desk, on-error: sorry }\n  sorry: { hangup: menu/closed }\n",
-    )
-    .unwrap();
-    Engine::start_with(
-        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
-        &format!(
-            "flows-dir: {}\nroutes: {{ default: desk }}\ntransfers: {{ desk: 'sip:desk@127.0.0.1:{target_port}' }}\n",
-            flows.display()
-        ),
+        &format!("transfers: {{ desk: 'sip:desk@127.0.0.1:{target_port}' }}\n"),
     )
 }
 

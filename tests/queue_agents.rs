@@ -41,20 +41,9 @@ fn register(engine: &Engine, id: &str, port: u16) {
 
 #[test]
 fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
-    let flows = std::env::temp_dir().join(format!("hotline-queue-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&flows);
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::write(
-        flows.join("q.yaml"),
+    let engine = Engine::with_flow(
         "entry: q\nnodes:\n  q: { queue: support }\n",
-    )
-    .unwrap();
-    let engine = Engine::start_with(
-        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
-        &format!(
-            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ ring-timeout: 5s }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\n  - {{ id: '1002', password: 1002pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5], keepalive: 0s }}\ncalls: {{ leg-check: 2s, leg-check-timeout: 2s }}\n",
-            flows.display()
-        ),
+        "queues:\n  support: { ring-timeout: 5s }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\n  - { id: '1002', password: 1002pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 2s, leg-check-timeout: 2s }\n",
     );
     let busy_port = common::Ports::next().spare(0);
     let answer_port = common::Ports::next().spare(0);
@@ -129,25 +118,13 @@ fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
         "{}",
         engine.log()
     );
-    let _ = std::fs::remove_dir_all(&flows);
 }
 
 #[test]
 fn an_agent_phone_that_dies_mid_call_is_noticed_and_the_caller_is_released() {
-    let flows = std::env::temp_dir().join(format!("hotline-queue-dead-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&flows);
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::write(
-        flows.join("q.yaml"),
+    let engine = Engine::with_flow(
         "entry: q\nnodes:\n  q: { queue: support }\n",
-    )
-    .unwrap();
-    let engine = Engine::start_with(
-        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
-        &format!(
-            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ announce-position: false, wrap-up: 30s }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5], keepalive: 0s }}\ncalls: {{ leg-check: 2s, leg-check-timeout: 2s }}\n",
-            flows.display()
-        ),
+        "queues:\n  support: { announce-position: false, wrap-up: 30s }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 2s, leg-check-timeout: 2s }\n",
     );
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
@@ -227,26 +204,14 @@ fn an_agent_phone_that_dies_mid_call_is_noticed_and_the_caller_is_released() {
         log.contains("agent state agent=1001 state=\"wrap-up\""),
         "{log}"
     );
-    let _ = std::fs::remove_dir_all(&flows);
 }
 
 #[test]
 fn a_caller_who_waits_too_long_leaves_by_the_queue_nodes_timeout() {
-    let flows = std::env::temp_dir().join(format!("hotline-queue-max-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&flows);
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::write(
-        flows.join("q.yaml"),
-        "entry: q\nnodes:\n  q: { queue: support, on-timeout: closed }\n  closed: { hangup: menu/closed }\n",
-    )
-    .unwrap();
     // Nobody answers; after 6 s of waiting the caller hears the closed message.
-    let engine = Engine::start_with(
-        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
-        &format!(
-            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ max-wait: 6s, announce-position: false }}\n",
-            flows.display()
-        ),
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support, on-timeout: closed }\n  closed: { hangup: menu/closed }\n",
+        "queues:\n  support: { max-wait: 6s, announce-position: false }\n",
     );
     let port = engine.ports.spare(0);
     let sink = rtp_sink(port, Duration::from_secs(13));
@@ -262,26 +227,14 @@ fn a_caller_who_waits_too_long_leaves_by_the_queue_nodes_timeout() {
     let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
     assert_eq!(cdrs[0].outcome, "queue-timeout", "{:?}", cdrs[0]);
     let wait = cdrs[0].wait_ms.unwrap();
-    let _ = std::fs::remove_dir_all(&flows);
     assert!(wait >= 6000, "{wait}");
 }
 
 #[test]
 fn a_queue_nobody_staffs_sends_callers_on_at_once_when_it_may_not_be_joined_empty() {
-    let flows = std::env::temp_dir().join(format!("hotline-queue-empty-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&flows);
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::write(
-        flows.join("q.yaml"),
+    let engine = Engine::with_flow(
         "entry: q\nnodes:\n  q: { queue: support, on-timeout: closed }\n  closed: { hangup: menu/closed }\n",
-    )
-    .unwrap();
-    let engine = Engine::start_with(
-        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
-        &format!(
-            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ join-empty: false }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\n",
-            flows.display()
-        ),
+        "queues:\n  support: { join-empty: false }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\n",
     );
     let port = engine.ports.spare(0);
     let sink = rtp_sink(port, Duration::from_secs(6));
@@ -291,6 +244,5 @@ fn a_queue_nobody_staffs_sends_callers_on_at_once_when_it_may_not_be_joined_empt
     assert!(engine.wait_log("call ended", Duration::from_secs(5)));
     let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
     let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
-    let _ = std::fs::remove_dir_all(&flows);
     assert_eq!(cdrs[0].outcome, "queue-empty", "{:?}", cdrs[0]);
 }

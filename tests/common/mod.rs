@@ -67,9 +67,36 @@ pub struct Engine {
     pub sip: SocketAddr,
     pub dir: PathBuf,
     log_path: PathBuf,
+    /// A flows directory of the test's own (see [`Engine::with_flow`]).
+    flows_dir: Option<PathBuf>,
 }
 
+static NEXT_FLOWS: AtomicU16 = AtomicU16::new(0);
+
 impl Engine {
+    /// Starts the engine with one flow of the test's own (`flow`, YAML),
+    /// which every dialled number reaches, the loopback trunk sending RTP
+    /// where the SDP says (a sink of the test), and `extra` YAML appended.
+    pub fn with_flow(flow: &str, extra: &str) -> Engine {
+        let dir = std::env::temp_dir().join(format!(
+            "hotline-flows-{}-{}",
+            std::process::id(),
+            NEXT_FLOWS.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("main.yaml"), flow).unwrap();
+        let mut engine = Engine::start_with(
+            "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+            &format!(
+                "flows-dir: {}\nroutes: {{ default: main }}\n{extra}",
+                dir.display()
+            ),
+        );
+        engine.flows_dir = Some(dir);
+        engine
+    }
+
     /// Starts the engine with the loopback trunk and `extra` YAML appended.
     pub fn start(extra: &str) -> Engine {
         Engine::start_with(
@@ -134,6 +161,7 @@ impl Engine {
             sip,
             dir,
             log_path,
+            flows_dir: None,
         };
         assert!(
             engine.wait_log("hotline ready", Duration::from_secs(20)),
@@ -187,6 +215,9 @@ impl Drop for Engine {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(flows) = &self.flows_dir {
+            let _ = std::fs::remove_dir_all(flows);
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
