@@ -246,3 +246,78 @@ fn a_queue_nobody_staffs_sends_callers_on_at_once_when_it_may_not_be_joined_empt
     let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
     assert_eq!(cdrs[0].outcome, "queue-empty", "{:?}", cdrs[0]);
 }
+
+#[test]
+fn an_agent_who_holds_the_call_gives_the_caller_music_then_the_conversation_again() {
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        "queues:\n  support: { announce-position: false }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = common::sipp_side(
+        &[
+            "-sf",
+            &scenario("agent-hold.xml").display().to_string(),
+            "-rtp_echo",
+        ],
+        agent_port,
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(10));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 8000, true);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let report = sink.join().unwrap();
+    let (ok, out) = common::finish(agent);
+    assert!(
+        ok,
+        "the agent's hold and resume were not answered as they should be:\n{out}\n{}",
+        engine.log()
+    );
+
+    // What the caller heard: their own voice back, then the hold music for
+    // most of the 3 s hold, then their own voice again.
+    let spoken = std::fs::read(scenario("load-audio.ulaw")).unwrap();
+    let frames: std::collections::HashSet<&[u8]> = spoken.chunks(160).collect();
+    let heard = payloads_of_busiest(&report);
+    let heard: Vec<&[u8]> = heard.iter().map(Vec::as_slice).collect();
+    let cache = hotline::media::PromptCache::load_dir(&common::root().join("sounds")).unwrap();
+    let music = cache.get("music/default").unwrap();
+    let codec = hotline::sdp::Codec::Pcmu;
+    let first_echo = heard
+        .iter()
+        .position(|p| frames.contains(p))
+        .expect("the agent's audio never reached the caller");
+    let hold = (first_echo..heard.len())
+        .find(|&i| common::music_run(&heard, i, &music, codec) >= 100)
+        .unwrap_or_else(|| {
+            panic!(
+                "no hold music after the conversation began ({} packets)",
+                heard.len()
+            )
+        });
+    let run = common::music_run(&heard, hold, &music, codec);
+    assert!(
+        run <= 175,
+        "the music went on after the resume: {run} frames"
+    );
+    let echoed_after = heard[hold + run..]
+        .iter()
+        .filter(|p| frames.contains(*p))
+        .count();
+    assert!(
+        echoed_after >= 50,
+        "the conversation did not come back after the hold: {echoed_after} frames"
+    );
+
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+    let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
+    let cdr = &cdrs[0];
+    assert_eq!(cdr.outcome, "agent", "{cdr:?}");
+    let hold_ms = cdr.hold_ms.unwrap();
+    assert!((2500..=4000).contains(&hold_ms), "hold {hold_ms} ms");
+    assert_eq!(cdr.wrap_up_ms, Some(10_000), "{cdr:?}");
+}

@@ -1,5 +1,5 @@
 //! The second leg of a call: the INVITE Hotline places to a transfer target
-//! (later: to an agent), its media channel on the same media clock as the
+//! or to an agent, its media channel on the same media clock as the
 //! caller's, and the bridge between the two once it answers.
 
 use tokio::sync::{mpsc, oneshot};
@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::sleep_until_opt;
 use crate::media::{MediaChannel, MediaEvent};
+use crate::sdp::Origin;
 use crate::sip::{DialError, DialogEvent, DialogHandle};
 
 /// How long a transfer target may ring before the caller's flow moves on.
@@ -27,6 +28,10 @@ pub struct Leg {
     pub purpose: Purpose,
     pub target: String,
     pub media: MediaChannel,
+    /// Our SDP session on this leg (its version grows with each answer).
+    pub origin: Origin,
+    /// Since when the far end holds the call (re-INVITE sendonly/inactive).
+    pub held_since: Option<Instant>,
     /// Set once the INVITE is out (the target's name is resolved first).
     pub dialog: Option<DialogHandle>,
     events: Option<mpsc::UnboundedReceiver<DialogEvent>>,
@@ -59,6 +64,7 @@ impl Leg {
         purpose: Purpose,
         target: String,
         media: MediaChannel,
+        origin: Origin,
         dialed: oneshot::Receiver<Dialed>,
         ring_timeout: std::time::Duration,
     ) -> Leg {
@@ -66,6 +72,8 @@ impl Leg {
             purpose,
             target,
             media,
+            origin,
+            held_since: None,
             dialog: None,
             events: None,
             dialed: Some(dialed),

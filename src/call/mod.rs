@@ -107,6 +107,8 @@ struct Marks {
     offered_at: Option<jiff::Timestamp>,
     agent: Option<String>,
     bridged_at: Option<jiff::Timestamp>,
+    /// Time on hold so far (a hold still going on is added at the end).
+    held: std::time::Duration,
     /// Why the caller left the queue without an agent: `queue-timeout`
     /// (its maximum wait) or `queue-empty` (nobody staffs it).
     queue_left: Option<&'static str>,
@@ -277,9 +279,20 @@ impl Call {
         end
     }
 
+    /// A hold still going on ends with the bridge.
+    fn count_hold(&mut self) {
+        if let Some(since) = self.leg.as_mut().and_then(|l| l.held_since.take()) {
+            self.marks.held += since.elapsed();
+        }
+    }
+
     /// What the call's record says of its IVR, queue and agent stages.
-    fn fill_cdr(&self, cdr: &mut Cdr) {
+    fn fill_cdr(&mut self, cdr: &mut Cdr) {
+        self.count_hold();
         let m = &self.marks;
+        if m.bridged_at.is_some() {
+            cdr.hold_ms = Some(m.held.as_millis() as i64);
+        }
         cdr.answered_at = m.answered_at;
         cdr.flow = Some(self.run.flow_name().to_owned());
         cdr.ivr_exit_at = m.ivr_exit_at;
@@ -299,6 +312,14 @@ impl Call {
             (Some(Outcome::CallerHungUp), _, _) | (None, _, _) => "ivr-abandoned",
         }
         .into();
+        if cdr.outcome == "agent" {
+            let wrap_up = m
+                .queue
+                .as_ref()
+                .and_then(|q| self.ctx.config.queues.get(q))
+                .map_or(std::time::Duration::ZERO, |q| q.wrap_up);
+            cdr.wrap_up_ms = Some(wrap_up.as_millis() as i64);
+        }
     }
 
     /// Rings for the configured answer delay; `Some` if the caller gave up.
@@ -528,6 +549,7 @@ impl Call {
             leg::Purpose::Transfer { token },
             target,
             media,
+            origin,
             rx,
             leg::RING_TIMEOUT,
         ));
@@ -595,6 +617,9 @@ impl Call {
                     self.fail_leg("the call ended before it was answered".into());
                 }
             }
+            leg::LegEvent::Dialog(DialogEvent::ReInvite { sdp: body }) => {
+                self.on_leg_reinvite(body)
+            }
             leg::LegEvent::Dialog(_) => {}
             leg::LegEvent::Media(MediaEvent::Digit(d, _)) => {
                 // Keys the other side presses reach the caller as they were sent.
@@ -614,9 +639,88 @@ impl Call {
         }
     }
 
+    /// The music the caller hears while waiting on this call: its queue's,
+    /// or the default class.
+    fn music(&self) -> String {
+        self.queue_name
+            .as_ref()
+            .and_then(|n| self.ctx.config.queues.get(n))
+            .map_or_else(
+                || crate::config::QueueConfig::default().music,
+                |q| q.music.clone(),
+            )
+    }
+
+    /// The agent (or transfer target) sent a re-INVITE. It is answered;
+    /// when it holds the call (sendonly, inactive) the caller hears hold
+    /// music until it resumes, and the time counts as hold in the record.
+    fn on_leg_reinvite(&mut self, body: Option<Vec<u8>>) {
+        let music = self.music();
+        let Some(leg) = self.leg.as_mut() else {
+            return;
+        };
+        let Some(dialog) = leg.dialog.as_ref() else {
+            return;
+        };
+        let port = leg.media.local_port();
+        let Some(body) = body else {
+            // It asks for our offer; the answer comes in its ACK, and the
+            // stream stays as it was.
+            dialog.answer(sdp::offer(&mut leg.origin, port));
+            return;
+        };
+        let parsed = sdp::parse(&body).and_then(|o| {
+            let holds = !o.effective_direction().receives();
+            sdp::negotiate(&o).map(|n| (n, holds))
+        });
+        let (n, holds) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(target = %leg.target, error = %e, "re-INVITE from the other leg refused; the call goes on as before");
+                dialog.respond(488);
+                return;
+            }
+        };
+        leg.media.configure(StreamConfig {
+            remote: n.remote,
+            codec: n.codec,
+            payload_type: n.payload_type,
+            dtmf_pt: n.dtmf_pt,
+            send: n.we_send(),
+            symmetric: true,
+        });
+        dialog.answer(sdp::answer(&mut leg.origin, port, &n));
+        if !leg.bridged {
+            return;
+        }
+        match (holds, leg.held_since) {
+            (true, None) => {
+                info!(target = %leg.target, "the caller is on hold");
+                leg.held_since = Some(Instant::now());
+                self.media.unbridge();
+                leg.media.unbridge();
+                self.playlist.start_then_loop(
+                    Vec::new(),
+                    music,
+                    &mut self.media,
+                    &self.ctx.prompts,
+                );
+            }
+            (false, Some(since)) => {
+                info!(target = %leg.target, "the caller is off hold");
+                leg.held_since = None;
+                self.marks.held += since.elapsed();
+                self.playlist.stop(&self.media);
+                self.media.bridge(&leg.media);
+            }
+            _ => {}
+        }
+    }
+
     /// The bridged leg ended: the agent (if it was one) is freed into
     /// wrap-up and the caller is hung up.
     fn end_bridge(&mut self) {
+        self.count_hold();
         if let Some(leg::Purpose::Agent { .. }) = self.leg.as_ref().map(|l| &l.purpose) {
             self.ctx.acd.send(AcdInput::Ended {
                 call: self.call_id.clone(),
@@ -723,6 +827,7 @@ impl Call {
             leg::Purpose::Agent { agent },
             contact.contact,
             media,
+            origin,
             rx,
             ring_timeout,
         ));
@@ -977,10 +1082,10 @@ impl Call {
                     .get(&queue)
                     .cloned()
                     .unwrap_or_default();
+                self.queue_name = Some(queue);
                 if q.announce_position {
                     // The greeting and the first announcement play together,
                     // once the ACD says where the caller stands.
-                    self.queue_name = Some(queue);
                     self.announce(q.greeting.clone());
                     return None;
                 }

@@ -84,12 +84,20 @@ pub struct Cdr {
     pub talk_ms: Option<i64>,
     /// The flow's variables, as JSON.
     pub vars: String,
+    /// Time the agent (or transfer target) held the caller, in ms.
+    pub hold_ms: Option<i64>,
+    /// The agent's wrap-up after the call, in ms.
+    pub wrap_up_ms: Option<i64>,
+    /// The conversation's recording (a stereo WAV: caller left, agent right).
+    pub recording: Option<String>,
 }
 
 /// The storage operations the engine needs.
 pub trait Store: Send {
     fn save_cdr(&mut self, c: &Cdr) -> Result<i64, StoreError>;
     fn cdrs(&mut self) -> Result<Vec<Cdr>, StoreError>;
+    /// The caller's latest calls, newest first.
+    fn cdrs_of_caller(&mut self, caller: &str, limit: usize) -> Result<Vec<Cdr>, StoreError>;
     fn save_voicemail(&mut self, v: &Voicemail) -> Result<i64, StoreError>;
     fn save_survey(&mut self, a: &SurveyAnswer) -> Result<i64, StoreError>;
     fn voicemails(&mut self) -> Result<Vec<Voicemail>, StoreError>;
@@ -148,6 +156,12 @@ impl StoreHandle {
 
     pub async fn save_cdr(&self, c: Cdr) -> Result<i64, StoreError> {
         self.call(move |s| s.save_cdr(&c)).await
+    }
+
+    /// The caller's latest calls, newest first (their history, for the screen pop).
+    pub async fn cdrs_of_caller(&self, caller: &str, limit: usize) -> Result<Vec<Cdr>, StoreError> {
+        let caller = caller.to_owned();
+        self.call(move |s| s.cdrs_of_caller(&caller, limit)).await
     }
 
     pub async fn voicemails(&self) -> Result<Vec<Voicemail>, StoreError> {

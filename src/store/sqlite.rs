@@ -61,6 +61,11 @@ CREATE INDEX cdr_queue ON cdr (queue, arrived_at);
 CREATE INDEX cdr_agent ON cdr (agent, arrived_at);
 CREATE INDEX cdr_caller ON cdr (caller, arrived_at);
 ",
+    "
+ALTER TABLE cdr ADD COLUMN hold_ms INTEGER;
+ALTER TABLE cdr ADD COLUMN wrap_up_ms INTEGER;
+ALTER TABLE cdr ADD COLUMN recording TEXT;
+",
 ];
 
 pub struct SqliteStore {
@@ -117,45 +122,19 @@ fn text(t: Option<Timestamp>) -> Option<String> {
     t.map(|t| t.to_string())
 }
 
-impl Store for SqliteStore {
-    fn save_cdr(&mut self, c: &Cdr) -> Result<i64, StoreError> {
-        self.conn.execute(
-            "INSERT INTO cdr (call_id, caller, dialed, trunk, arrived_at, answered_at, flow,
-                ivr_exit_at, queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome,
-                ended_by, wait_ms, talk_ms, vars)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
-            params![
-                c.call_id,
-                c.caller,
-                c.dialed,
-                c.trunk,
-                text(c.arrived_at),
-                text(c.answered_at),
-                c.flow,
-                text(c.ivr_exit_at),
-                c.queue,
-                text(c.queued_at),
-                text(c.offered_at),
-                c.agent,
-                text(c.bridged_at),
-                text(c.ended_at),
-                c.outcome,
-                c.ended_by,
-                c.wait_ms,
-                c.talk_ms,
-                c.vars
-            ],
-        )?;
-        Ok(self.conn.last_insert_rowid())
-    }
-
-    fn cdrs(&mut self) -> Result<Vec<Cdr>, StoreError> {
-        let mut stmt = self.conn.prepare(
+impl SqliteStore {
+    /// CDRs matching `filter` (an SQL condition, then the order and limit).
+    fn query_cdrs<P: rusqlite::Params>(
+        &mut self,
+        filter: &str,
+        params: P,
+    ) -> Result<Vec<Cdr>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
             "SELECT call_id, caller, dialed, trunk, arrived_at, answered_at, flow, ivr_exit_at,
                 queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome, ended_by,
-                wait_ms, talk_ms, vars FROM cdr ORDER BY id",
-        )?;
-        let rows = stmt.query_map([], |r| {
+                wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording FROM cdr WHERE {filter}"
+        ))?;
+        let rows = stmt.query_map(params, |r| {
             Ok(Cdr {
                 call_id: r.get(0)?,
                 caller: r.get(1)?,
@@ -176,9 +155,61 @@ impl Store for SqliteStore {
                 wait_ms: r.get(16)?,
                 talk_ms: r.get(17)?,
                 vars: r.get(18)?,
+                hold_ms: r.get(19)?,
+                wrap_up_ms: r.get(20)?,
+                recording: r.get(21)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Store for SqliteStore {
+    fn save_cdr(&mut self, c: &Cdr) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO cdr (call_id, caller, dialed, trunk, arrived_at, answered_at, flow,
+                ivr_exit_at, queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome,
+                ended_by, wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                ?18, ?19, ?20, ?21, ?22)",
+            params![
+                c.call_id,
+                c.caller,
+                c.dialed,
+                c.trunk,
+                text(c.arrived_at),
+                text(c.answered_at),
+                c.flow,
+                text(c.ivr_exit_at),
+                c.queue,
+                text(c.queued_at),
+                text(c.offered_at),
+                c.agent,
+                text(c.bridged_at),
+                text(c.ended_at),
+                c.outcome,
+                c.ended_by,
+                c.wait_ms,
+                c.talk_ms,
+                c.vars,
+                c.hold_ms,
+                c.wrap_up_ms,
+                c.recording
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn cdrs(&mut self) -> Result<Vec<Cdr>, StoreError> {
+        self.query_cdrs("1 ORDER BY id", [])
+    }
+
+    fn cdrs_of_caller(&mut self, caller: &str, limit: usize) -> Result<Vec<Cdr>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query_cdrs(
+            "caller = ?1 ORDER BY id DESC LIMIT ?2",
+            params![caller, limit],
+        )
     }
 
     fn save_voicemail(&mut self, v: &Voicemail) -> Result<i64, StoreError> {

@@ -382,9 +382,34 @@ pub fn prompt_run(
         .count()
 }
 
+/// How many frames of `prompt` match `payloads` in a row from `start`,
+/// starting anywhere in the prompt and wrapping: hold music is one shared
+/// stream, so a caller joins it wherever it is.
+pub fn music_run(
+    payloads: &[&[u8]],
+    start: usize,
+    prompt: &hotline::media::Prompt,
+    codec: hotline::sdp::Codec,
+) -> usize {
+    let n = prompt.frames();
+    let Some(first) = payloads.get(start) else {
+        return 0;
+    };
+    (0..n)
+        .filter(|&o| prompt.frame(codec, o) == *first)
+        .map(|o| {
+            (0..)
+                .take_while(|&i| payloads.get(start + i) == Some(&prompt.frame(codec, (o + i) % n)))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Whether the caller heard `names` spoken one after another. Each prompt
 /// counts once `min_run` of its frames (or all, if shorter) arrived in a row,
-/// since the next key press may cut it short.
+/// since the next key press may cut it short. Music (`music/…`) may be
+/// joined anywhere in its loop.
 pub fn spoken_in_order(
     payloads: &[&[u8]],
     cache: &hotline::media::PromptCache,
@@ -396,8 +421,15 @@ pub fn spoken_in_order(
     for name in names {
         let prompt = cache.get(name).ok_or(format!("no prompt {name}"))?;
         let need = min_run.min(prompt.frames());
+        let run = |s| {
+            if name.starts_with("music/") {
+                music_run(payloads, s, &prompt, codec)
+            } else {
+                prompt_run(payloads, s, &prompt, codec)
+            }
+        };
         let start = (pos..payloads.len())
-            .find(|&s| prompt_run(payloads, s, &prompt, codec) >= need)
+            .find(|&s| run(s) >= need)
             .ok_or(format!("{name} not heard after packet {pos}"))?;
         pos = start + need;
     }
