@@ -321,3 +321,66 @@ fn an_agent_who_holds_the_call_gives_the_caller_music_then_the_conversation_agai
     assert!((2500..=4000).contains(&hold_ms), "hold {hold_ms} ms");
     assert_eq!(cdr.wrap_up_ms, Some(10_000), "{cdr:?}");
 }
+
+#[test]
+fn callers_waiting_on_one_music_class_hear_the_same_music_at_the_same_moment() {
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        "queues:\n  support: { announce-position: false }\n",
+    );
+    // Two callers, 2.5 s apart, both waiting 9 s; one sink hears both.
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(14));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 9000, false);
+    common::sipp(
+        &engine,
+        0,
+        &sc,
+        &["-s", "100", "-m", "2", "-r", "1", "-rp", "2500"],
+    )
+    .assert_ok();
+    let report = sink.join().unwrap();
+    let cache = hotline::media::PromptCache::load_dir(&common::root().join("sounds")).unwrap();
+    let music = cache.get("music/default").unwrap();
+    let music_frames: std::collections::HashSet<&[u8]> = (0..music.frames())
+        .map(|i| music.frame(hotline::sdp::Codec::Pcmu, i))
+        .collect();
+    let mut streams: Vec<Vec<(std::time::Instant, Vec<u8>)>> = report
+        .by_source
+        .values()
+        .map(|packets| {
+            packets
+                .iter()
+                .filter_map(|(t, bytes)| {
+                    hotline::media::rtp::parse(bytes).map(|(_, p)| (*t, p.to_vec()))
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(streams.len(), 2, "two calls, two streams");
+    streams.sort_by_key(|s| s.first().map(|(t, _)| *t));
+    let (early, late) = (&streams[0], &streams[1]);
+    // Every music frame the late caller hears, the early caller hears at
+    // the same moment (within a frame or two of network and pacing jitter).
+    let early_end = early.last().map(|(t, _)| *t).unwrap();
+    let late_music: Vec<&(std::time::Instant, Vec<u8>)> = late
+        .iter()
+        .filter(|(t, p)| {
+            music_frames.contains(p.as_slice()) && *t + Duration::from_millis(200) < early_end
+        })
+        .collect();
+    assert!(late_music.len() > 100, "{} music frames", late_music.len());
+    let in_step = late_music
+        .iter()
+        .filter(|(t, p)| {
+            early.iter().any(|(te, pe)| {
+                pe == p && (if te > t { *te - *t } else { *t - *te }) <= Duration::from_millis(60)
+            })
+        })
+        .count();
+    assert!(
+        in_step * 100 >= late_music.len() * 90,
+        "only {in_step} of {} music frames were heard in step by both callers",
+        late_music.len()
+    );
+}

@@ -74,11 +74,11 @@ impl Playlist {
 
     fn advance(&mut self, media: &mut MediaChannel) -> Option<u64> {
         if let Some(p) = self.rest.pop_front() {
-            self.playing = Some(media.play(p, false));
+            self.playing = Some(media.play(p));
             return None;
         }
         if let Some(music) = self.then_loop.take() {
-            self.playing = Some(media.play(music, true));
+            media.play_music(music);
         }
         self.token.take()
     }

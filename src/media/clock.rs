@@ -72,11 +72,14 @@ pub(crate) enum ClockCommand {
 
 pub(crate) enum ChannelCommand {
     Configure(StreamConfig),
+    /// Play a prompt once, from its start.
     Play {
         prompt: Arc<Prompt>,
-        looping: bool,
         token: u64,
     },
+    /// Hold music: the prompt as one endless stream shared by every channel
+    /// playing it, joined wherever it is now (see [`music_frame`]).
+    Music(Arc<Prompt>),
     Stop,
     SendDigit(Digit),
     /// Keep the caller's audio, up to `max_samples`.
@@ -137,9 +140,21 @@ enum Source {
     Prompt {
         prompt: Arc<Prompt>,
         pos: usize,
-        looping: bool,
         token: u64,
     },
+    Music(Arc<Prompt>),
+}
+
+/// The frame of the shared music stream at this moment: frames of 20 ms
+/// counted from the first use in this process, the same for every ticker,
+/// so all callers on one class hear the same frame at once (a broadcast, as
+/// on a radio) and music costs nothing per caller beyond the send.
+/// `tick` is the tick's scheduled time, not when it ran: a late tick still
+/// counts one frame on, so the stream never repeats or skips a frame.
+pub(crate) fn music_frame(tick: std::time::Instant) -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    (tick.saturating_duration_since(epoch).as_millis() / TICK.as_millis()) as u64
 }
 
 /// One call's media state, owned by exactly one ticker.
@@ -213,17 +228,16 @@ impl Channel {
                     ..cfg
                 });
             }
-            ChannelCommand::Play {
-                prompt,
-                looping,
-                token,
-            } => {
+            ChannelCommand::Play { prompt, token } => {
                 self.source = Source::Prompt {
                     prompt,
                     pos: 0,
-                    looping,
                     token,
                 };
+                self.marker = true;
+            }
+            ChannelCommand::Music(prompt) => {
+                self.source = Source::Music(prompt);
                 self.marker = true;
             }
             ChannelCommand::Stop => self.source = Source::Silence,
@@ -337,23 +351,19 @@ impl Channel {
     }
 
     /// Moves the playback position one frame on; returns the frame index to
-    /// send (`None`: silence) and whether playback just ended.
-    fn advance(&mut self) -> (Option<usize>, bool) {
+    /// send (`None`: silence) and whether playback just ended. `music` is
+    /// the shared music stream's frame now.
+    fn advance(&mut self, music: u64) -> (Option<usize>, bool) {
         match &mut self.source {
             Source::Silence => (None, false),
-            Source::Prompt {
-                prompt,
-                pos,
-                looping,
-                token,
-            } => {
+            Source::Music(prompt) => {
+                let n = prompt.frames() as u64;
+                ((n > 0).then(|| (music % n.max(1)) as usize), false)
+            }
+            Source::Prompt { prompt, pos, token } => {
                 let i = *pos;
                 *pos += 1;
                 if *pos < prompt.frames() {
-                    return (Some(i), false);
-                }
-                if *looping {
-                    *pos = 0;
                     return (Some(i), false);
                 }
                 let _ = self.events.send(MediaEvent::PlaybackDone { token: *token });
@@ -380,15 +390,16 @@ pub(crate) async fn run(
                 Some(cmd) => channels.apply(cmd),
                 None => return,
             },
-            _ = interval.tick() => {
+            at = interval.tick() => {
                 // Probing a silent socket costs one EAGAIN; an epoll set
                 // checked once per tick measured no clear gain over it.
                 for ch in channels.list.iter_mut() {
                     ch.receive_all(&mut rbuf, &stats);
                 }
                 channels.relay();
+                let music = music_frame(at.into_std());
                 for ch in channels.list.iter_mut() {
-                    tick(ch, &mut wbuf, &stats);
+                    tick(ch, &mut wbuf, &stats, music);
                 }
             }
         }
@@ -483,7 +494,7 @@ fn silence(codec: Codec) -> &'static [u8] {
 }
 
 /// Sends one 20 ms packet (audio, or a telephone-event while a digit is sent).
-fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats) {
+fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats, music: u64) {
     let Some(stream) = ch.stream else {
         return;
     };
@@ -509,7 +520,7 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats) {
     }
     // The prompt advances even while a digit is sent or the call is held,
     // so playback keeps real time.
-    let (index, finished) = ch.advance();
+    let (index, finished) = ch.advance(music);
     let marker = std::mem::take(&mut ch.marker);
     if len.is_none() {
         info.marker = marker;
@@ -520,7 +531,9 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats) {
         };
         let payload: &[u8] = match (&ch.source, index, &relayed) {
             (_, _, Some(frame)) => frame.bytes(),
-            (Source::Prompt { prompt, .. }, Some(i), _) => prompt.frame(stream.codec, i),
+            (Source::Prompt { prompt, .. } | Source::Music(prompt), Some(i), _) => {
+                prompt.frame(stream.codec, i)
+            }
             _ => silence(stream.codec),
         };
         len = rtp::write(&info, payload, wbuf);
@@ -542,5 +555,57 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats) {
         Err(_) => {
             stats.send_errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel() -> (Channel, mpsc::UnboundedReceiver<MediaEvent>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Channel::new(1, socket, tx), rx)
+    }
+
+    #[test]
+    fn callers_on_one_music_class_hear_the_same_frame_whenever_they_joined() {
+        let music = Arc::new(Prompt::from_samples("music/test", &vec![0i16; 160 * 50]));
+        let (mut early, _e) = channel();
+        let (mut late, _l) = channel();
+        early.apply(ChannelCommand::Music(music.clone()));
+        let mut frames = Vec::new();
+        for t in 1000..1010u64 {
+            frames.push(early.advance(t).0);
+        }
+        // The second caller joins at frame 1010 and is in step at once.
+        late.apply(ChannelCommand::Music(music.clone()));
+        for t in 1010..1200u64 {
+            let (a, b) = (early.advance(t).0, late.advance(t).0);
+            assert_eq!(a, b);
+            assert_eq!(a, Some((t % 50) as usize));
+        }
+        assert_eq!(frames[0], Some((1000 % 50) as usize));
+        // Music never ends by itself.
+        assert!(!early.advance(5000).1);
+    }
+
+    #[test]
+    fn a_prompt_plays_once_from_its_start_and_reports_its_end() {
+        let p = Arc::new(Prompt::from_samples("beep", &vec![0i16; 160 * 3]));
+        let (mut ch, mut events) = channel();
+        ch.apply(ChannelCommand::Play {
+            prompt: p,
+            token: 7,
+        });
+        let played: Vec<_> = (0..3).map(|t| ch.advance(900 + t)).collect();
+        assert_eq!(
+            played,
+            vec![(Some(0), false), (Some(1), false), (Some(2), true)]
+        );
+        assert_eq!(
+            events.try_recv().ok(),
+            Some(MediaEvent::PlaybackDone { token: 7 })
+        );
     }
 }

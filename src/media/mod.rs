@@ -174,15 +174,17 @@ impl MediaChannel {
 
     /// Starts a prompt, replacing whatever played; returns the token its
     /// [`MediaEvent::PlaybackDone`] will carry.
-    pub fn play(&mut self, prompt: Arc<Prompt>, looping: bool) -> u64 {
+    pub fn play(&mut self, prompt: Arc<Prompt>) -> u64 {
         self.next_token += 1;
         let token = self.next_token;
-        self.send(ChannelCommand::Play {
-            prompt,
-            looping,
-            token,
-        });
+        self.send(ChannelCommand::Play { prompt, token });
         token
+    }
+
+    /// Plays hold music until stopped: one stream per music prompt, shared
+    /// by every caller on it, joined where it is now.
+    pub fn play_music(&self, prompt: Arc<Prompt>) {
+        self.send(ChannelCommand::Music(prompt));
     }
 
     /// Stops playback; silence follows.

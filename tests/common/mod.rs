@@ -430,7 +430,10 @@ pub fn spoken_in_order(
         };
         let start = (pos..payloads.len())
             .find(|&s| run(s) >= need)
-            .ok_or(format!("{name} not heard after packet {pos}"))?;
+            .ok_or_else(|| {
+                let best = (pos..payloads.len()).map(run).max().unwrap_or(0);
+                format!("{name} not heard after packet {pos} (longest run {best})")
+            })?;
         pos = start + need;
     }
     Ok(())
