@@ -2,6 +2,7 @@
 //! flow run together, and carries out the flow's actions. This is the only
 //! place where the layers meet.
 
+mod conversation;
 pub mod engine;
 mod feature;
 mod leg;
@@ -21,7 +22,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::acd::actor::{AcdHandle, ToCall};
 use crate::acd::Input as AcdInput;
-use crate::config::Config;
+use crate::config::{Config, Record};
 use crate::flow::{self, Action, Event, FlowSet, Outcome, Run, Vars};
 use crate::media::{
     dtmf, Digit, DigitSource, MediaChannel, MediaEngine, MediaEvent, PromptCache, StreamConfig,
@@ -107,6 +108,8 @@ struct Marks {
     offered_at: Option<jiff::Timestamp>,
     agent: Option<String>,
     bridged_at: Option<jiff::Timestamp>,
+    /// Conversation recordings written, in order.
+    recordings: Vec<String>,
     /// Time on hold so far (a hold still going on is added at the end).
     held: std::time::Duration,
     /// Why the caller left the queue without an agent: `queue-timeout`
@@ -169,6 +172,14 @@ struct Call {
     queue_deadline: Option<Instant>,
     /// When to tell the waiting caller their position again.
     announce_at: Option<Instant>,
+    /// The conversation being recorded, if it is.
+    conversation: Option<conversation::Conversation>,
+    /// Recordings stopped during the call, still being written.
+    recordings_closing: Vec<tokio::task::JoinHandle<Result<(String, std::time::Duration), String>>>,
+    /// The agent's keys held back while they may be the start of the
+    /// record feature code, and until when.
+    agent_keys: String,
+    agent_keys_until: Option<Instant>,
     /// Positions the ACD answered, with what to play before them.
     positions: (
         mpsc::UnboundedSender<Announcement>,
@@ -237,6 +248,10 @@ impl Call {
             marks: Marks::default(),
             queue_deadline: None,
             announce_at: None,
+            conversation: None,
+            recordings_closing: Vec::new(),
+            agent_keys: String::new(),
+            agent_keys_until: None,
             positions: mpsc::unbounded_channel(),
         };
         // An unusable offer is refused before any ringing.
@@ -275,6 +290,7 @@ impl Call {
         }
         let end = call.run().await;
         call.leave_acd();
+        call.close_recordings().await;
         call.fill_cdr(cdr);
         end
     }
@@ -292,6 +308,9 @@ impl Call {
         let m = &self.marks;
         if m.bridged_at.is_some() {
             cdr.hold_ms = Some(m.held.as_millis() as i64);
+        }
+        if !m.recordings.is_empty() {
+            cdr.recording = Some(m.recordings.join("\n"));
         }
         cdr.answered_at = m.answered_at;
         cdr.flow = Some(self.run.flow_name().to_owned());
@@ -371,6 +390,7 @@ impl Call {
                     self.queue_deadline = None;
                     self.queue_timeout();
                 }
+                _ = sleep_until_opt(self.agent_keys_until) => self.flush_agent_keys(),
                 _ = sleep_until_opt(self.announce_at) => {
                     self.announce_at = None;
                     self.announce(None);
@@ -504,6 +524,21 @@ impl Call {
                     .in_current_span(),
                 );
             }
+            MediaEvent::Conversation {
+                token,
+                samples,
+                last,
+            } => {
+                let Some(c) = self.conversation.as_ref().filter(|c| c.token == token) else {
+                    return;
+                };
+                c.feed(samples);
+                if last {
+                    if let Some(c) = self.conversation.take() {
+                        self.recordings_closing.push(tokio::spawn(c.finish()));
+                    }
+                }
+            }
             MediaEvent::PlaybackDone { token } => {
                 if let Some(done) = self
                     .playlist
@@ -598,9 +633,14 @@ impl Call {
                             leg::Purpose::Transfer { token } => {
                                 self.feed(Event::Transferred(token, Ok(())))
                             }
-                            leg::Purpose::Agent { .. } => self.ctx.acd.send(AcdInput::Answered {
-                                call: self.call_id.clone(),
-                            }),
+                            leg::Purpose::Agent { .. } => {
+                                self.ctx.acd.send(AcdInput::Answered {
+                                    call: self.call_id.clone(),
+                                });
+                                if self.record_mode() == Record::Always {
+                                    self.start_recording();
+                                }
+                            }
                         }
                     }
                     Err(e) => self.fail_leg(format!("unusable answer: {e}")),
@@ -620,11 +660,13 @@ impl Call {
             leg::LegEvent::Dialog(DialogEvent::ReInvite { sdp: body }) => {
                 self.on_leg_reinvite(body)
             }
-            leg::LegEvent::Dialog(_) => {}
-            leg::LegEvent::Media(MediaEvent::Digit(d, _)) => {
-                // Keys the other side presses reach the caller as they were sent.
-                self.media.send_digit(d);
+            leg::LegEvent::Dialog(DialogEvent::Info { content_type, body }) => {
+                if let Some(d) = dtmf::parse_info(&content_type, &body) {
+                    self.on_leg_digit(d);
+                }
             }
+            leg::LegEvent::Dialog(_) => {}
+            leg::LegEvent::Media(MediaEvent::Digit(d, _)) => self.on_leg_digit(d),
             leg::LegEvent::Media(_) => {}
             leg::LegEvent::Failed(e) => self.fail_leg(e),
             leg::LegEvent::NoAnswer => self.fail_leg("no answer".into()),
@@ -635,6 +677,102 @@ impl Call {
                 } else {
                     self.fail_leg("gone".into());
                 }
+            }
+        }
+    }
+
+    /// Whether this call's queue records its conversations.
+    fn record_mode(&self) -> Record {
+        self.queue_name
+            .as_ref()
+            .and_then(|n| self.ctx.config.queues.get(n))
+            .map_or(Record::Off, |q| q.record)
+    }
+
+    /// A key the agent (or transfer target) pressed. It reaches the caller
+    /// as sent, except the record feature code of an `on-demand` queue,
+    /// which is held back while it may be that code.
+    fn on_leg_digit(&mut self, d: Digit) {
+        let code = &self.ctx.config.feature_codes.record;
+        let agent_on_call = self
+            .leg
+            .as_ref()
+            .is_some_and(|l| l.bridged && matches!(l.purpose, leg::Purpose::Agent { .. }));
+        if !agent_on_call || code.is_empty() || self.record_mode() != Record::OnDemand {
+            self.media.send_digit(d);
+            return;
+        }
+        self.agent_keys.push(d.as_char());
+        if *code == self.agent_keys {
+            self.agent_keys.clear();
+            self.agent_keys_until = None;
+            if self.conversation.is_some() {
+                info!("the agent stopped the recording");
+                self.media.stop_conversation();
+            } else {
+                info!("the agent started the recording");
+                self.start_recording();
+            }
+        } else if code.starts_with(&self.agent_keys) {
+            self.agent_keys_until = Some(Instant::now() + std::time::Duration::from_millis(1500));
+        } else {
+            self.flush_agent_keys();
+        }
+    }
+
+    /// Keys held back that were not the feature code go on to the caller.
+    fn flush_agent_keys(&mut self) {
+        self.agent_keys_until = None;
+        for c in std::mem::take(&mut self.agent_keys).chars() {
+            if let Some(d) = Digit::from_char(c) {
+                self.media.send_digit(d);
+            }
+        }
+    }
+
+    /// Records the conversation from now on (caller left, agent right).
+    fn start_recording(&mut self) {
+        let n = self.recordings_closing.len() + 1;
+        let path = conversation::path_for(&self.ctx.config.data_dir, &self.call_id, n);
+        info!(path = %path.display(), "recording the conversation");
+        self.conversation = Some(conversation::start(&mut self.media, path));
+    }
+
+    /// Stops a recording still going and waits (bounded) until every file
+    /// is written, so the record can name them.
+    async fn close_recordings(&mut self) {
+        if let Some(c) = self.conversation.take() {
+            self.media.stop_conversation();
+            let until = Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                tokio::select! {
+                    ev = self.media.events.recv() => match ev {
+                        Some(MediaEvent::Conversation { token, samples, last }) if token == c.token => {
+                            c.feed(samples);
+                            if last {
+                                break;
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(until) => {
+                        warn!("the end of the recording did not come back from the media layer");
+                        break;
+                    }
+                }
+            }
+            self.recordings_closing.push(tokio::spawn(c.finish()));
+        }
+        for h in std::mem::take(&mut self.recordings_closing) {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), h).await {
+                Ok(Ok(Ok((path, duration)))) => {
+                    info!(%path, ?duration, "conversation recorded");
+                    self.marks.recordings.push(path);
+                }
+                Ok(Ok(Err(e))) => warn!(error = %e, "conversation recording lost"),
+                Ok(Err(e)) => warn!(error = %e, "conversation recording lost"),
+                Err(_) => warn!("conversation recording not finished within 10 s"),
             }
         }
     }

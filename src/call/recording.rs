@@ -69,7 +69,7 @@ pub async fn save(
 }
 
 /// A name safe as one path component: Call-IDs come from the network.
-fn safe(s: &str) -> String {
+pub(super) fn safe(s: &str) -> String {
     let cleaned: String = s
         .chars()
         .map(|c| {

@@ -178,6 +178,38 @@ pub struct QueueConfig {
     /// Waiting callers leave (by `on-timeout`) when the queue's last agent
     /// logs out or becomes unreachable.
     pub leave_empty: bool,
+    /// Record the conversation with the agent (stereo WAV, caller left,
+    /// agent right): `false`, `true`, or `on-demand` (the agent starts and
+    /// stops it with the `record` feature code during the call).
+    pub record: Record,
+}
+
+/// Whether a queue's conversations are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Record {
+    #[default]
+    Off,
+    Always,
+    OnDemand,
+}
+
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Flag(true) => Ok(Record::Always),
+            Raw::Flag(false) => Ok(Record::Off),
+            Raw::Word(w) if w == "on-demand" => Ok(Record::OnDemand),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "`{w}`: expected true, false or on-demand"
+            ))),
+        }
+    }
 }
 
 /// How a queue picks among free agents.
@@ -207,6 +239,7 @@ impl Default for QueueConfig {
             max_wait: Duration::ZERO,
             join_empty: true,
             leave_empty: false,
+            record: Record::Off,
         }
     }
 }
@@ -255,6 +288,9 @@ pub struct FeatureCodes {
     pub logout: String,
     /// Pauses an available agent; resumes a paused one.
     pub pause: String,
+    /// Pressed by the agent during a call of an `on-demand` queue: starts
+    /// recording the conversation, or stops it.
+    pub record: String,
 }
 
 impl Default for FeatureCodes {
@@ -263,6 +299,7 @@ impl Default for FeatureCodes {
             login: "*45".into(),
             logout: "*46".into(),
             pause: "*47".into(),
+            record: "*1".into(),
         }
     }
 }

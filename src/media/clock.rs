@@ -39,6 +39,14 @@ pub enum MediaEvent {
         token: u64,
         samples: Vec<i16>,
     },
+    /// More of the conversation being recorded: 8 kHz stereo, interleaved
+    /// (this channel's caller left, the bridged peer right). `last` when
+    /// the recording stopped.
+    Conversation {
+        token: u64,
+        samples: Vec<i16>,
+        last: bool,
+    },
 }
 
 /// The RTP stream's agreed parameters.
@@ -88,6 +96,12 @@ pub(crate) enum ChannelCommand {
         max_samples: usize,
     },
     StopRecord,
+    /// Keep both sides of the conversation (this channel's caller and what
+    /// the bridged peer sends), streamed out as [`MediaEvent::Conversation`].
+    RecordConversation {
+        token: u64,
+    },
+    StopConversation,
     /// Relay this channel's incoming audio to the channel with this id (on
     /// the same clock), and send what it relays back; `None` ends it.
     Bridge(Option<u64>),
@@ -105,15 +119,18 @@ const RELAY_FRAME: usize = 480;
 #[derive(Clone, Copy)]
 struct Frame {
     len: u16,
+    /// The RTP timestamp it came with (to place it in a recording).
+    ts: u32,
     data: [u8; RELAY_FRAME],
 }
 
 impl Frame {
-    fn of(payload: &[u8]) -> Option<Frame> {
+    fn of(payload: &[u8], ts: u32) -> Option<Frame> {
         let mut data = [0u8; RELAY_FRAME];
         data.get_mut(..payload.len())?.copy_from_slice(payload);
         Some(Frame {
             len: payload.len() as u16,
+            ts,
             data,
         })
     }
@@ -133,6 +150,89 @@ struct Recording {
     token: u64,
     samples: Vec<i16>,
     max: usize,
+}
+
+/// Samples kept in memory per side before they are handed out: late
+/// packets up to a second can still be placed.
+const CONVERSATION_WINDOW: usize = 8000;
+
+/// One side of a recorded conversation. Packets are placed by their RTP
+/// timestamp, so jitter and loss neither shift nor stretch the side.
+#[derive(Default)]
+struct Track {
+    /// The first packet's timestamp and where (in samples since the
+    /// recording began) it was placed.
+    anchor: Option<(u32, usize)>,
+    /// Samples from `flushed` on.
+    buf: Vec<i16>,
+}
+
+impl Track {
+    fn put(&mut self, ts: u32, pcm: &[i16], now: usize, flushed: usize) {
+        let (ts0, at) = *self.anchor.get_or_insert((ts, now));
+        let mut pos = at + ts.wrapping_sub(ts0) as usize;
+        // A new stream (another SSRC after a re-INVITE) or a jump of more
+        // than a second: placed from now on.
+        if pos.abs_diff(now) > CONVERSATION_WINDOW {
+            self.anchor = Some((ts, now));
+            pos = now;
+        }
+        let mut pcm = pcm;
+        if pos < flushed {
+            let late = flushed - pos;
+            let Some(rest) = pcm.get(late..) else {
+                return;
+            };
+            pcm = rest;
+            pos = flushed;
+        }
+        let i = pos - flushed;
+        if self.buf.len() < i + pcm.len() {
+            self.buf.resize(i + pcm.len(), 0);
+        }
+        self.buf[i..i + pcm.len()].copy_from_slice(pcm);
+    }
+}
+
+/// A conversation being recorded on a channel.
+struct Conversation {
+    token: u64,
+    left: Track,
+    right: Track,
+    /// Samples since the recording began (one frame a tick).
+    now: usize,
+    /// Samples already handed out.
+    flushed: usize,
+}
+
+impl Conversation {
+    /// Hands out everything before `upto`, interleaved (silence where a
+    /// side had nothing).
+    fn take(&mut self, upto: usize) -> Vec<i16> {
+        let n = upto.saturating_sub(self.flushed);
+        let mut out = Vec::with_capacity(n * 2);
+        for i in 0..n {
+            out.push(self.left.buf.get(i).copied().unwrap_or(0));
+            out.push(self.right.buf.get(i).copied().unwrap_or(0));
+        }
+        for t in [&mut self.left, &mut self.right] {
+            t.buf.drain(..n.min(t.buf.len()));
+        }
+        self.flushed += n;
+        out
+    }
+
+    /// One tick on: a second's worth is handed out once two are kept.
+    fn tick(&mut self) -> Option<Vec<i16>> {
+        self.now += FRAME_SAMPLES;
+        (self.now - self.flushed >= 2 * CONVERSATION_WINDOW)
+            .then(|| self.take(self.now - CONVERSATION_WINDOW))
+    }
+
+    fn finish(&mut self) -> Vec<i16> {
+        let end = self.flushed + self.left.buf.len().max(self.right.buf.len());
+        self.take(end)
+    }
 }
 
 enum Source {
@@ -175,6 +275,7 @@ pub(crate) struct Channel {
     digits: Vec<Digit>,
     pcm: Vec<i16>,
     recording: Option<Recording>,
+    conversation: Option<Conversation>,
     /// The channel this one is bridged to.
     bridge: Option<u64>,
     /// Audio received this tick, for the bridged peer (in our codec).
@@ -206,6 +307,7 @@ impl Channel {
             digits: Vec::new(),
             pcm: Vec::with_capacity(FRAME_SAMPLES * 2),
             recording: None,
+            conversation: None,
             bridge: None,
             outbox: Vec::new(),
             relay: std::collections::VecDeque::new(),
@@ -254,6 +356,17 @@ impl Channel {
                 });
             }
             ChannelCommand::StopRecord => self.finish_recording(),
+            ChannelCommand::RecordConversation { token } => {
+                self.finish_conversation();
+                self.conversation = Some(Conversation {
+                    token,
+                    left: Track::default(),
+                    right: Track::default(),
+                    now: 0,
+                    flushed: 0,
+                });
+            }
+            ChannelCommand::StopConversation => self.finish_conversation(),
             ChannelCommand::Bridge(peer) => {
                 self.bridge = peer;
                 self.relay.clear();
@@ -302,7 +415,7 @@ impl Channel {
             self.latched = true;
         }
         if self.bridge.is_some() && info.payload_type == stream.payload_type {
-            match Frame::of(payload) {
+            match Frame::of(payload, info.timestamp) {
                 Some(f) => self.outbox.push(f),
                 None => {
                     stats.packets_bad.fetch_add(1, Ordering::Relaxed);
@@ -313,7 +426,10 @@ impl Channel {
             if let Some(d) = self.rfc4733.on_packet(info.timestamp, payload) {
                 let _ = self.events.send(MediaEvent::Digit(d, DigitSource::Rfc4733));
             }
-        } else if stream.dtmf_pt.is_none() || self.recording.is_some() {
+        } else if stream.dtmf_pt.is_none()
+            || self.recording.is_some()
+            || self.conversation.is_some()
+        {
             self.pcm.clear();
             match stream.codec {
                 Codec::Pcmu => self
@@ -329,6 +445,9 @@ impl Channel {
                     let _ = self.events.send(MediaEvent::Digit(d, DigitSource::InBand));
                 }
             }
+            if let Some(c) = self.conversation.as_mut() {
+                c.left.put(info.timestamp, &self.pcm, c.now, c.flushed);
+            }
             if let Some(rec) = self.recording.as_mut() {
                 let room = rec.max.saturating_sub(rec.samples.len());
                 rec.samples
@@ -339,6 +458,30 @@ impl Channel {
             }
         }
         true
+    }
+
+    fn finish_conversation(&mut self) {
+        if let Some(mut c) = self.conversation.take() {
+            let _ = self.events.send(MediaEvent::Conversation {
+                token: c.token,
+                samples: c.finish(),
+                last: true,
+            });
+        }
+    }
+
+    /// A tick of the conversation's clock; hands out what is settled.
+    fn conversation_tick(&mut self) {
+        let Some(c) = self.conversation.as_mut() else {
+            return;
+        };
+        if let Some(samples) = c.tick() {
+            let _ = self.events.send(MediaEvent::Conversation {
+                token: c.token,
+                samples,
+                last: false,
+            });
+        }
     }
 
     fn finish_recording(&mut self) {
@@ -400,6 +543,7 @@ pub(crate) async fn run(
                 let music = music_frame(at.into_std());
                 for ch in channels.list.iter_mut() {
                     tick(ch, &mut wbuf, &stats, music);
+                    ch.conversation_tick();
                 }
             }
         }
@@ -438,6 +582,17 @@ impl Channels {
             if let Some(p) = self.get_mut(peer) {
                 let to = p.stream.map(|s| s.codec);
                 for mut frame in moving.drain(..) {
+                    if let (Some(c), Some(codec)) = (p.conversation.as_mut(), from) {
+                        let mut pcm = [0i16; RELAY_FRAME];
+                        let pcm = &mut pcm[..frame.bytes().len()];
+                        for (s, b) in pcm.iter_mut().zip(frame.bytes()) {
+                            *s = match codec {
+                                Codec::Pcmu => g711::ulaw_decode(*b),
+                                Codec::Pcma => g711::alaw_decode(*b),
+                            };
+                        }
+                        c.right.put(frame.ts, pcm, c.now, c.flushed);
+                    }
                     match (from, to) {
                         (Some(Codec::Pcmu), Some(Codec::Pcma)) => frame
                             .bytes_mut()
@@ -588,6 +743,47 @@ mod tests {
         assert_eq!(frames[0], Some((1000 % 50) as usize));
         // Music never ends by itself.
         assert!(!early.advance(5000).1);
+    }
+
+    #[test]
+    fn a_conversation_places_each_side_by_timestamp_despite_jitter_and_loss() {
+        let mut c = Conversation {
+            token: 1,
+            left: Track::default(),
+            right: Track::default(),
+            now: 0,
+            flushed: 0,
+        };
+        let frame = |v: i16| vec![v; FRAME_SAMPLES];
+        let mut out = Vec::new();
+        // Left: packets 0..150 in order, except 10 arriving a tick late
+        // and 20 lost. Right starts 5 ticks later, all in order.
+        for tick in 0..150u32 {
+            let now = c.now;
+            if tick != 10 && tick != 20 {
+                c.left
+                    .put(1000 + tick * 160, &frame(tick as i16 + 1), now, c.flushed);
+            }
+            if tick == 11 {
+                c.left.put(1000 + 10 * 160, &frame(11), now, c.flushed);
+            }
+            if tick >= 5 {
+                c.right.put(
+                    77 + (tick - 5) * 160,
+                    &frame(-(tick as i16)),
+                    now,
+                    c.flushed,
+                );
+            }
+            out.extend(c.tick().unwrap_or_default());
+        }
+        out.extend(c.finish());
+        let left = |i: usize| out[2 * i * FRAME_SAMPLES];
+        let right = |i: usize| out[2 * i * FRAME_SAMPLES + 1];
+        assert_eq!(out.len(), 2 * 150 * FRAME_SAMPLES);
+        assert_eq!((left(0), left(9), left(10), left(11)), (1, 10, 11, 12));
+        assert_eq!(left(20), 0, "a lost packet is silence");
+        assert_eq!((right(4), right(5), right(149)), (0, -5, -149));
     }
 
     #[test]

@@ -207,6 +207,21 @@ impl MediaChannel {
         self.send(ChannelCommand::StopRecord);
     }
 
+    /// Starts recording the conversation on this channel and its bridged
+    /// peer (kept across hold and re-bridging); returns the token its
+    /// [`MediaEvent::Conversation`] events carry.
+    pub fn record_conversation(&mut self) -> u64 {
+        self.next_token += 1;
+        let token = self.next_token;
+        self.send(ChannelCommand::RecordConversation { token });
+        token
+    }
+
+    /// Ends it; the last `Conversation` event (`last: true`) follows.
+    pub fn stop_conversation(&self) {
+        self.send(ChannelCommand::StopConversation);
+    }
+
     /// Bridges this channel and `other` (opened with
     /// [`MediaEngine::open_beside`]): each sends what the other receives.
     /// Playback on both stops.
