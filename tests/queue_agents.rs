@@ -384,3 +384,117 @@ fn callers_waiting_on_one_music_class_hear_the_same_music_at_the_same_moment() {
         late_music.len()
     );
 }
+
+/// Registers agent `id` from `port` as one more of its phones.
+fn register_phone(engine: &Engine, id: &str, port: u16) {
+    let sip = engine.sip.to_string();
+    let reg = common::sipp_side(
+        &[
+            "-sf",
+            &scenario("agent-register.xml").display().to_string(),
+            "-s",
+            id,
+            "-au",
+            id,
+            "-ap",
+            &format!("{id}pass"),
+        ],
+        port,
+        Some(&sip),
+    );
+    let (ok, out) = common::finish(reg);
+    assert!(ok, "registration of {id} from {port} failed:\n{out}");
+}
+
+/// A SIPp phone running `name` on `port`.
+fn phone(name: &str, port: u16, echo: bool) -> std::process::Child {
+    let sf = scenario(name).display().to_string();
+    let mut args = vec!["-sf", sf.as_str()];
+    if echo {
+        args.push("-rtp_echo");
+    }
+    common::sipp_side(&args, port, None)
+}
+
+#[test]
+fn every_phone_of_the_agent_rings_and_the_one_that_answers_is_bridged() {
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        "queues:\n  support: { announce-position: false }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
+    );
+    // The agent's desk phone and softphone: the desk phone keeps ringing,
+    // the softphone answers.
+    let desk = common::Ports::next().spare(0);
+    let soft = common::Ports::next().spare(0);
+    register_phone(&engine, "1001", desk);
+    register_phone(&engine, "1001", soft);
+    assert!(engine.wait_log("agent contacts agent=1001", Duration::from_secs(3)));
+    let desk_phone = phone("agent-ring-cancel.xml", desk, false);
+    let soft_phone = phone("agent-answer.xml", soft, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let port = engine.ports.spare(0);
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 3000, true);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(soft_phone);
+    assert!(
+        ok,
+        "the softphone did not take the call:\n{out}\n{}",
+        engine.log()
+    );
+    let (ok, out) = common::finish(desk_phone);
+    assert!(
+        ok,
+        "the desk phone was not rung and then cancelled:\n{out}\n{}",
+        engine.log()
+    );
+}
+
+#[test]
+fn a_ring_all_queue_rings_every_free_agent_and_cancels_the_others_on_the_first_answer() {
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        "queues:\n  support: { announce-position: false, strategy: ring-all, answer-after: 0s }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\n  - { id: '1002', password: 1002pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
+    );
+    let p1 = common::Ports::next().spare(0);
+    let p2 = common::Ports::next().spare(0);
+    register(&engine, "1001", p1);
+    register(&engine, "1002", p2);
+    let ringing = phone("agent-ring-cancel.xml", p1, false);
+    // 1002's phone also checks the auto-answer hint the queue asks for.
+    let answer = std::fs::read_to_string(scenario("agent-answer.xml"))
+        .unwrap()
+        .replace(
+            "assign_to=\"queue\"/>",
+            "assign_to=\"queue\"/>\n      <ereg regexp=\"Call-Info: &lt;sip:127.0.0.1&gt;;answer-after=0\" search_in=\"msg\" check_it=\"true\" assign_to=\"info\"/>",
+        )
+        .replace("variables=\"callid,queue\"", "variables=\"callid,queue,info\"");
+    let answer_sf = engine.dir.join("agent-answer-info.xml");
+    std::fs::write(&answer_sf, answer).unwrap();
+    let answering = common::sipp_side(
+        &["-sf", &answer_sf.display().to_string(), "-rtp_echo"],
+        p2,
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let port = engine.ports.spare(0);
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 3000, true);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(answering);
+    assert!(ok, "1002 did not take the call:\n{out}\n{}", engine.log());
+    let (ok, out) = common::finish(ringing);
+    assert!(
+        ok,
+        "1001 was not rung and cancelled:\n{out}\n{}",
+        engine.log()
+    );
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+    let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
+    assert_eq!(cdrs[0].agent.as_deref(), Some("1002"), "{:?}", cdrs[0]);
+    // 1001 rang but was not missed: it is free, not paused.
+    let log = engine.log();
+    assert!(
+        !log.contains("agent state agent=1001 state=\"paused\""),
+        "{log}"
+    );
+}

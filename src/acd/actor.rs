@@ -10,14 +10,21 @@ use tokio::time::Instant;
 
 use super::{Acd, Input, Output, Position};
 
+/// An agent offered a call, with where their phones are.
+#[derive(Debug, Clone)]
+pub struct Offered {
+    pub agent: String,
+    pub name: Option<String>,
+    pub contacts: Vec<crate::sip::registrar::Binding>,
+}
+
 /// What a queued call hears from the ACD.
 #[derive(Debug, Clone)]
 pub enum ToCall {
-    /// Ring this agent; report Answered or NoAnswer.
+    /// Ring these agents (one, or every free one in a ring-all queue) on
+    /// every phone they registered; report Answered (by whom) or NoAnswer.
     Offer {
-        agent: String,
-        name: Option<String>,
-        contacts: Vec<crate::sip::registrar::Binding>,
+        agents: Vec<Offered>,
         ring_timeout: Duration,
     },
     /// Out of the queue: nobody staffs it.
@@ -99,36 +106,46 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
         if let Input::Leave { call } | Input::Ended { call } = &input {
             calls.remove(call);
         }
+        // Offers to one call (ring-all) travel together.
+        let mut offers: Vec<(String, Vec<Offered>, Duration)> = Vec::new();
         for out in acd.step(input, Instant::now().into_std()) {
-            if let Output::Empty { call } = &out {
-                if let Some(tx) = calls.remove(call) {
-                    let _ = tx.send(ToCall::Empty);
+            match out {
+                Output::Empty { call } => {
+                    if let Some(tx) = calls.remove(&call) {
+                        let _ = tx.send(ToCall::Empty);
+                    }
                 }
-                continue;
+                Output::Offer {
+                    call,
+                    agent,
+                    name,
+                    contacts,
+                    ring_timeout,
+                } => {
+                    let offered = Offered {
+                        agent,
+                        name,
+                        contacts,
+                    };
+                    match offers.iter_mut().find(|(c, _, _)| *c == call) {
+                        Some((_, agents, _)) => agents.push(offered),
+                        None => offers.push((call, vec![offered], ring_timeout)),
+                    }
+                }
+                Output::State { .. } => {}
             }
-            if let Output::Offer {
-                call,
-                agent,
-                name,
-                contacts,
-                ring_timeout,
-            } = out
-            {
-                match calls.get(&call) {
-                    Some(tx) => {
-                        let _ = tx.send(ToCall::Offer {
-                            agent,
-                            name,
-                            contacts,
-                            ring_timeout,
-                        });
-                    }
-                    None => {
-                        // The call is gone: free the agent.
-                        for o in acd.step(Input::Leave { call }, Instant::now().into_std()) {
-                            let _ = o;
-                        }
-                    }
+        }
+        for (call, agents, ring_timeout) in offers {
+            match calls.get(&call) {
+                Some(tx) => {
+                    let _ = tx.send(ToCall::Offer {
+                        agents,
+                        ring_timeout,
+                    });
+                }
+                None => {
+                    // The call is gone: free the agents.
+                    let _ = acd.step(Input::Leave { call }, Instant::now().into_std());
                 }
             }
         }

@@ -33,11 +33,13 @@ pub enum Input {
     Leave {
         call: CallId,
     },
-    /// The offered agent answered: the call leaves the queue.
+    /// An offered agent answered: the call leaves the queue, and agents
+    /// rung with it (ring-all) are free again.
     Answered {
         call: CallId,
+        agent: String,
     },
-    /// The offered agent did not answer (or refused, or could not be reached).
+    /// No offered agent answered (or they refused, or could not be reached).
     NoAnswer {
         call: CallId,
     },
@@ -70,7 +72,8 @@ pub enum Input {
 /// What the ACD asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// Ring this agent for this call.
+    /// Ring this agent for this call (a ring-all queue gives one for each
+    /// free agent, in a row).
     Offer {
         call: CallId,
         agent: String,
@@ -106,8 +109,8 @@ struct Waiting {
     priority: i64,
     skills: Vec<String>,
     joined: Instant,
-    /// The agent ringing for it now.
-    offered: Option<String>,
+    /// The agents ringing for it now (several in a ring-all queue).
+    offered: Vec<String>,
     /// Agents who missed it, tried last.
     missed: Vec<String>,
 }
@@ -276,7 +279,7 @@ impl Acd {
                         priority,
                         skills,
                         joined: now,
-                        offered: None,
+                        offered: Vec::new(),
                         missed: Vec::new(),
                     });
                 }
@@ -285,23 +288,29 @@ impl Acd {
                 if let Some(i) = self.waiting.iter().position(|w| w.call == call) {
                     let w = self.waiting.remove(i);
                     info!(%call, queue = %w.queue, waited = ?now.duration_since(w.joined), "caller left the queue");
-                    if let Some(agent) = w.offered {
+                    for agent in w.offered {
                         self.set(&agent, AgentEvent::Ended, now, &mut out);
                     }
                 }
             }
-            Input::Answered { call } => {
-                if let Some(i) = self.waiting.iter().position(|w| w.call == call) {
+            Input::Answered { call, agent } => {
+                if let Some(i) = self
+                    .waiting
+                    .iter()
+                    .position(|w| w.call == call && w.offered.contains(&agent))
+                {
                     let w = self.waiting.remove(i);
-                    if let Some(agent) = w.offered {
-                        if self.set(&agent, AgentEvent::Answered, now, &mut out) {
-                            if let Some(a) = self.agents.get_mut(&agent) {
-                                a.calls += 1;
-                                a.misses = 0;
-                                a.answered_at = Some(now);
-                            }
-                            self.talking.insert(call, agent);
+                    // The others rung with it stop ringing.
+                    for other in w.offered.iter().filter(|a| **a != agent) {
+                        self.set(other, AgentEvent::Ended, now, &mut out);
+                    }
+                    if self.set(&agent, AgentEvent::Answered, now, &mut out) {
+                        if let Some(a) = self.agents.get_mut(&agent) {
+                            a.calls += 1;
+                            a.misses = 0;
+                            a.answered_at = Some(now);
                         }
+                        self.talking.insert(call, agent);
                     }
                 }
             }
@@ -309,22 +318,27 @@ impl Acd {
                 let Some(w) = self.waiting.iter_mut().find(|w| w.call == call) else {
                     return out;
                 };
-                let Some(agent) = w.offered.take() else {
-                    return out;
-                };
-                w.missed.push(agent.clone());
+                let missed = std::mem::take(&mut w.offered);
+                w.missed.extend(missed.iter().cloned());
                 let queue = w.queue.clone();
                 let max = self
                     .queues
                     .get(&queue)
                     .map_or(1, |q| q.config.max_no_answer.max(1));
-                if self.set(&agent, AgentEvent::NoAnswer, now, &mut out) {
-                    if let Some(a) = self.agents.get_mut(&agent) {
-                        a.misses += 1;
-                        if a.misses >= max {
-                            a.misses = 0;
-                            warn!(%agent, %call, "agent did not answer; paused");
-                            self.set(&agent, AgentEvent::Pause("no-answer".into()), now, &mut out);
+                for agent in missed {
+                    if self.set(&agent, AgentEvent::NoAnswer, now, &mut out) {
+                        if let Some(a) = self.agents.get_mut(&agent) {
+                            a.misses += 1;
+                            if a.misses >= max {
+                                a.misses = 0;
+                                warn!(%agent, %call, "agent did not answer; paused");
+                                self.set(
+                                    &agent,
+                                    AgentEvent::Pause("no-answer".into()),
+                                    now,
+                                    &mut out,
+                                );
+                            }
                         }
                     }
                 }
@@ -417,7 +431,7 @@ impl Acd {
         }
         let (gone, stay): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|w| empty.contains(&w.queue) && w.offered.is_none());
+            .partition(|w| empty.contains(&w.queue) && w.offered.is_empty());
         self.waiting = stay;
         for w in gone {
             info!(call = %w.call, queue = %w.queue, "the last agent left the queue; the caller leaves");
@@ -439,7 +453,7 @@ impl Acd {
             )
         });
         for i in order {
-            if self.waiting[i].offered.is_some() {
+            if !self.waiting[i].offered.is_empty() {
                 continue;
             }
             let (queue_name, skills, missed, call) = {
@@ -492,32 +506,36 @@ impl Acd {
                 .cloned()
                 .collect();
             let pool = if fresh.is_empty() { &free } else { &fresh };
-            let Some(agent) =
+            let chosen: Vec<String> = if q.config.strategy == crate::config::Strategy::RingAll {
+                pool.iter().map(|c| c.id.to_owned()).collect()
+            } else {
                 strategy::pick(q.config.strategy, pool, &q.members, q.last.as_deref())
                     .map(str::to_owned)
-            else {
-                continue;
+                    .into_iter()
+                    .collect()
             };
             let ring_timeout = q.config.ring_timeout;
-            if !self.set(&agent, AgentEvent::Offer(call.clone()), now, out) {
-                continue;
-            }
-            if let Some(q) = self.queues.get_mut(&queue_name) {
-                q.last = Some(agent.clone());
-            }
-            self.waiting[i].offered = Some(agent.clone());
-            if let Some(a) = self.agents.get_mut(&agent) {
+            for agent in chosen {
+                if !self.set(&agent, AgentEvent::Offer(call.clone()), now, out) {
+                    continue;
+                }
+                if let Some(q) = self.queues.get_mut(&queue_name) {
+                    q.last = Some(agent.clone());
+                }
+                self.waiting[i].offered.push(agent.clone());
+                let Some(a) = self.agents.get_mut(&agent) else {
+                    continue;
+                };
                 a.call_queue = Some(queue_name.clone());
+                info!(%call, %agent, queue = %queue_name, "offering the caller to an agent");
+                out.push(Output::Offer {
+                    call: call.clone(),
+                    agent: agent.clone(),
+                    name: a.name.clone(),
+                    contacts: a.contacts.clone(),
+                    ring_timeout,
+                });
             }
-            let a = &self.agents[&agent];
-            info!(%call, %agent, queue = %queue_name, "offering the caller to an agent");
-            out.push(Output::Offer {
-                call,
-                agent: agent.clone(),
-                name: a.name.clone(),
-                contacts: a.contacts.clone(),
-                ring_timeout,
-            });
         }
     }
 }

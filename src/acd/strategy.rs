@@ -27,7 +27,9 @@ pub fn pick<'a>(
 ) -> Option<&'a str> {
     let longest_idle = |c: &[Candidate<'a>]| c.iter().min_by_key(|c| c.idle_since).map(|c| c.id);
     match strategy {
-        Strategy::LongestIdle => longest_idle(candidates),
+        // Ring-all offers every candidate (the ACD does); asked for one, the
+        // longest idle.
+        Strategy::LongestIdle | Strategy::RingAll => longest_idle(candidates),
         Strategy::FewestCalls => candidates
             .iter()
             .min_by_key(|c| (c.calls, c.idle_since))

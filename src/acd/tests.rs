@@ -92,7 +92,10 @@ fn registration_logs_in_auto_login_agents_and_the_longest_idle_gets_the_call() {
         t + Duration::from_secs(1),
     );
     acd.step(
-        Input::Answered { call: "c1".into() },
+        Input::Answered {
+            call: "c1".into(),
+            agent: "a2".into(),
+        },
         t + Duration::from_secs(2),
     );
     assert!(matches!(
@@ -212,7 +215,10 @@ fn no_answer_pauses_after_the_configured_misses_and_the_caller_keeps_their_place
     );
     // d is answered by a2; c still waits for the next free agent.
     acd.step(
-        Input::Answered { call: "d".into() },
+        Input::Answered {
+            call: "d".into(),
+            agent: "a2".into(),
+        },
         t + Duration::from_secs(18),
     );
     let out = acd.step(
@@ -259,7 +265,10 @@ fn wrap_up_then_available_and_a_caller_who_hangs_up_frees_the_ringing_agent() {
     );
     acd.step(join("c", "sales", 0, &[]), t);
     acd.step(
-        Input::Answered { call: "c".into() },
+        Input::Answered {
+            call: "c".into(),
+            agent: "a1".into(),
+        },
         t + Duration::from_secs(1),
     );
     acd.step(
@@ -312,7 +321,10 @@ fn the_estimated_wait_uses_position_staffing_and_recent_handle_times() {
         t + Duration::from_secs(10),
     );
     acd.step(
-        Input::Answered { call: "x".into() },
+        Input::Answered {
+            call: "x".into(),
+            agent: "a1".into(),
+        },
         t + Duration::from_secs(10),
     );
     acd.step(
@@ -359,7 +371,13 @@ agents:
         },
         t,
     );
-    acd.step(Input::Answered { call: "l1".into() }, t);
+    acd.step(
+        Input::Answered {
+            call: "l1".into(),
+            agent: "a1".into(),
+        },
+        t,
+    );
     acd.step(Input::Ended { call: "l1".into() }, t);
     acd.step(
         Input::Pause {
@@ -378,4 +396,77 @@ agents:
     assert_eq!(empty(&out), vec!["s2".to_string()]);
     assert!(acd.position("s2").is_none());
     assert!(acd.position("l2").is_some());
+}
+
+#[test]
+fn ring_all_rings_every_free_agent_and_the_first_answer_frees_the_others() {
+    let config = "
+queues:
+  hunt: { strategy: ring-all, max-no-answer: 1 }
+agents:
+  - { id: a1, password: x, queues: [hunt], auto-login: true }
+  - { id: a2, password: x, queues: [hunt], auto-login: true }
+  - { id: a3, password: x, queues: [hunt], auto-login: true }
+";
+    let mut acd = Acd::new(&Config::parse(config).unwrap());
+    let t = Instant::now();
+    for a in ["a1", "a2", "a3"] {
+        acd.step(
+            Input::Contacts {
+                agent: a.into(),
+                contacts: contact(a),
+            },
+            t,
+        );
+    }
+    // a3 is paused: not rung.
+    acd.step(
+        Input::Pause {
+            agent: "a3".into(),
+            reason: "lunch".into(),
+        },
+        t,
+    );
+    let out = acd.step(join("c", "hunt", 0, &[]), t);
+    assert_eq!(offers(&out), vec![pair("c", "a1"), pair("c", "a2")]);
+    let out = acd.step(join("d", "hunt", 0, &[]), t);
+    assert!(offers(&out).is_empty(), "both are ringing for c");
+    // a2 answers: a1 stops ringing for c and is offered d at once.
+    let out = acd.step(
+        Input::Answered {
+            call: "c".into(),
+            agent: "a2".into(),
+        },
+        t + Duration::from_secs(2),
+    );
+    assert!(matches!(
+        acd.agent_state("a2"),
+        Some(AgentState::OnCall { .. })
+    ));
+    assert_eq!(offers(&out), vec![pair("d", "a1")]);
+    // An answer from an agent who was not rung for the call changes nothing.
+    acd.step(
+        Input::Answered {
+            call: "d".into(),
+            agent: "a3".into(),
+        },
+        t + Duration::from_secs(3),
+    );
+    assert!(matches!(
+        acd.agent_state("a1"),
+        Some(AgentState::Ringing { .. })
+    ));
+    assert!(matches!(
+        acd.agent_state("a3"),
+        Some(AgentState::Paused { .. })
+    ));
+    // Nobody answers d: a1 missed it and is paused; d keeps waiting.
+    acd.step(
+        Input::NoAnswer { call: "d".into() },
+        t + Duration::from_secs(20),
+    );
+    assert!(
+        matches!(acd.agent_state("a1"), Some(AgentState::Paused { reason, .. }) if reason == "no-answer")
+    );
+    assert_eq!(acd.position("d").map(|p| p.position), Some(1));
 }

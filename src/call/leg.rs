@@ -1,41 +1,64 @@
 //! The second leg of a call: the INVITE Hotline places to a transfer target
-//! or to an agent, its media channel on the same media clock as the
-//! caller's, and the bridge between the two once it answers.
+//! or to agents, its media channel on the same media clock as the caller's,
+//! and the bridge between the two once it answers.
+//!
+//! A leg may ring several phones at once (every phone an agent registered;
+//! every free agent of a ring-all queue): each is a branch with its own
+//! INVITE and the same SDP offer. The first to answer wins; the others are
+//! cancelled (or, if they answered too, hung up).
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::sleep_until_opt;
 use crate::media::{MediaChannel, MediaEvent};
 use crate::sdp::Origin;
-use crate::sip::{DialError, DialogEvent, DialogHandle};
+use crate::sip::{Dialer, DialogEvent, DialogHandle, OutboundCall};
 
 /// How long a transfer target may ring before the caller's flow moves on.
 pub const RING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-type Dialed = Result<(DialogHandle, mpsc::UnboundedReceiver<DialogEvent>), DialError>;
 
 /// Why the leg was placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Purpose {
     /// A transfer node; the flow's token for `Event::Transferred`.
     Transfer { token: u64 },
-    /// An agent offered the caller by the ACD.
-    Agent { agent: String },
+    /// Agents offered the caller by the ACD.
+    Agents,
+}
+
+/// One phone rung.
+struct Branch {
+    target: String,
+    /// The agent whose phone it is.
+    agent: Option<String>,
+    /// Set once the INVITE is out (the target's name is resolved first).
+    dialog: Option<DialogHandle>,
+    /// It failed, refused, or was dropped.
+    over: bool,
+}
+
+/// What a branch's forwarding task reports.
+enum BranchEvent {
+    Placed(DialogHandle),
+    Failed(String),
+    Dialog(DialogEvent),
 }
 
 pub struct Leg {
     pub purpose: Purpose,
+    /// Who is rung (for the log): the target, or the agents.
     pub target: String,
     pub media: MediaChannel,
     /// Our SDP session on this leg (its version grows with each answer).
     pub origin: Origin,
     /// Since when the far end holds the call (re-INVITE sendonly/inactive).
     pub held_since: Option<Instant>,
-    /// Set once the INVITE is out (the target's name is resolved first).
-    pub dialog: Option<DialogHandle>,
-    events: Option<mpsc::UnboundedReceiver<DialogEvent>>,
-    dialed: Option<oneshot::Receiver<Dialed>>,
+    branches: Vec<Branch>,
+    /// The branch that answered.
+    winner: Option<usize>,
+    events: mpsc::UnboundedReceiver<(usize, BranchEvent)>,
+    events_tx: mpsc::UnboundedSender<(usize, BranchEvent)>,
     /// Until the answer: when to give up ringing.
     pub deadline: Option<Instant>,
     pub bridged: bool,
@@ -44,13 +67,24 @@ pub struct Leg {
     check: Option<(std::time::Duration, std::time::Duration)>,
     check_at: Option<Instant>,
     check_deadline: Option<Instant>,
+    /// The last refusal, reported when every branch is over.
+    last_status: Option<u16>,
+    last_failure: Option<String>,
 }
 
 /// What happened on the leg.
 pub enum LegEvent {
+    /// A branch answered (2xx; ACK sent): the agent it rang, and the SDP.
+    Answered {
+        agent: Option<String>,
+        sdp: Option<Vec<u8>>,
+    },
+    /// The winning branch's dialog: re-INVITE, INFO, BYE; or `Ringing`.
     Dialog(DialogEvent),
     Media(MediaEvent),
-    /// The INVITE could not be sent.
+    /// Every branch refused: the last final status.
+    Rejected(u16),
+    /// No INVITE could be sent (or every branch failed so).
     Failed(String),
     /// Ringing too long.
     NoAnswer,
@@ -65,24 +99,68 @@ impl Leg {
         target: String,
         media: MediaChannel,
         origin: Origin,
-        dialed: oneshot::Receiver<Dialed>,
         ring_timeout: std::time::Duration,
     ) -> Leg {
+        let (events_tx, events) = mpsc::unbounded_channel();
         Leg {
             purpose,
             target,
             media,
             origin,
             held_since: None,
-            dialog: None,
-            events: None,
-            dialed: Some(dialed),
+            branches: Vec::new(),
+            winner: None,
+            events,
+            events_tx,
             deadline: Some(Instant::now() + ring_timeout),
             bridged: false,
             check: None,
             check_at: None,
             check_deadline: None,
+            last_status: None,
+            last_failure: None,
         }
+    }
+
+    /// Rings one more phone.
+    pub fn dial(&mut self, dialer: &Dialer, call: OutboundCall, agent: Option<String>) {
+        let i = self.branches.len();
+        self.branches.push(Branch {
+            target: call.target.clone(),
+            agent,
+            dialog: None,
+            over: false,
+        });
+        let (dialer, tx) = (dialer.clone(), self.events_tx.clone());
+        // If the leg is gone, sends fail and the dialog handle is dropped:
+        // the SIP layer cancels (or hangs up) the call.
+        tokio::spawn(async move {
+            match dialer.call(call).await {
+                Ok((handle, mut rx)) => {
+                    if tx.send((i, BranchEvent::Placed(handle))).is_err() {
+                        return;
+                    }
+                    while let Some(ev) = rx.recv().await {
+                        if tx.send((i, BranchEvent::Dialog(ev))).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send((i, BranchEvent::Failed(e.to_string())));
+                }
+            }
+        });
+    }
+
+    /// The answered branch's dialog.
+    pub fn dialog(&self) -> Option<&DialogHandle> {
+        self.branches.get(self.winner?)?.dialog.as_ref()
+    }
+
+    /// Where the answered branch was sent.
+    pub fn answered_target(&self) -> Option<&str> {
+        Some(&self.branches.get(self.winner?)?.target)
     }
 
     /// Checks every `every` that the leg still has the call, each answer
@@ -95,63 +173,109 @@ impl Leg {
         self.check_at = Some(Instant::now() + every);
     }
 
+    /// A branch is over; when all are, what to report.
+    fn branch_over(&mut self, i: usize) -> Option<LegEvent> {
+        if let Some(b) = self.branches.get_mut(i) {
+            b.over = true;
+            b.dialog = None;
+        }
+        if self.winner.is_some() || self.branches.iter().any(|b| !b.over) {
+            return None;
+        }
+        Some(match (self.last_status, self.last_failure.take()) {
+            (Some(status), _) => LegEvent::Rejected(status),
+            (None, Some(why)) => LegEvent::Failed(why),
+            (None, None) => LegEvent::Failed("the call ended before it was answered".into()),
+        })
+    }
+
     /// The next thing that happens on the leg.
     pub async fn next(&mut self) -> LegEvent {
         loop {
-            if let Some(rx) = self.dialed.as_mut() {
-                let deadline = self.deadline;
-                tokio::select! {
-                    res = rx => {
-                        self.dialed = None;
-                        match res {
-                            Ok(Ok((dialog, events))) => {
-                                self.dialog = Some(dialog);
-                                self.events = Some(events);
-                                continue;
-                            }
-                            Ok(Err(e)) => return LegEvent::Failed(e.to_string()),
-                            Err(_) => return LegEvent::Failed("the dialer stopped".into()),
-                        }
-                    }
-                    _ = sleep_until_opt(deadline) => return LegEvent::NoAnswer,
-                }
-            }
             let deadline = self.deadline;
             let (check_at, check_deadline) = (self.check_at, self.check_deadline);
-            let events = self.events.as_mut();
-            return tokio::select! {
-                ev = recv_opt(events) => match ev {
-                    Some(DialogEvent::Alive) => {
-                        self.check_deadline = None;
-                        if let Some((every, _)) = self.check {
-                            self.check_at = Some(Instant::now() + every);
-                        }
-                        continue;
-                    }
-                    Some(DialogEvent::Lost) => LegEvent::Gone,
-                    Some(ev) => LegEvent::Dialog(ev),
-                    None => LegEvent::Failed("the SIP layer stopped".into()),
-                },
-                Some(ev) = self.media.events.recv() => LegEvent::Media(ev),
-                _ = sleep_until_opt(deadline) => LegEvent::NoAnswer,
+            let (i, ev) = tokio::select! {
+                Some(ev) = self.events.recv() => ev,
+                Some(ev) = self.media.events.recv() => return LegEvent::Media(ev),
+                _ = sleep_until_opt(deadline) => return LegEvent::NoAnswer,
                 _ = sleep_until_opt(check_at) => {
                     self.check_at = None;
-                    if let (Some(dialog), Some((_, timeout))) = (&self.dialog, self.check) {
+                    if let (Some(dialog), Some((_, timeout))) = (self.dialog(), self.check) {
                         dialog.ping();
                         self.check_deadline = Some(Instant::now() + timeout);
                     }
                     continue;
                 }
-                _ = sleep_until_opt(check_deadline) => LegEvent::Gone,
+                _ = sleep_until_opt(check_deadline) => return LegEvent::Gone,
             };
+            let ev = match ev {
+                BranchEvent::Placed(handle) => {
+                    match self.branches.get_mut(i) {
+                        Some(b) if !b.over && self.winner.is_none() => b.dialog = Some(handle),
+                        // Answered elsewhere meanwhile: dropping it cancels it.
+                        _ => drop(handle),
+                    }
+                    continue;
+                }
+                BranchEvent::Failed(why) => {
+                    self.last_failure = Some(why);
+                    match self.branch_over(i) {
+                        Some(report) => return report,
+                        None => continue,
+                    }
+                }
+                BranchEvent::Dialog(ev) => ev,
+            };
+            match self.winner {
+                Some(w) if w == i => match ev {
+                    DialogEvent::Alive => {
+                        self.check_deadline = None;
+                        if let Some((every, _)) = self.check {
+                            self.check_at = Some(Instant::now() + every);
+                        }
+                    }
+                    DialogEvent::Lost => return LegEvent::Gone,
+                    ev => return LegEvent::Dialog(ev),
+                },
+                Some(_) => {
+                    // Another phone answered too late: it gets a BYE.
+                    if let DialogEvent::Answered { .. } = ev {
+                        if let Some(d) = self.branches.get(i).and_then(|b| b.dialog.as_ref()) {
+                            d.hangup();
+                        }
+                    }
+                }
+                None => match ev {
+                    DialogEvent::Answered { sdp } => {
+                        self.winner = Some(i);
+                        // The other phones stop ringing.
+                        for (k, b) in self.branches.iter_mut().enumerate() {
+                            if k != i {
+                                if let Some(d) = b.dialog.take() {
+                                    d.hangup();
+                                }
+                                b.over = true;
+                            }
+                        }
+                        let agent = self.branches.get(i).and_then(|b| b.agent.clone());
+                        return LegEvent::Answered { agent, sdp };
+                    }
+                    DialogEvent::Ringing => return LegEvent::Dialog(DialogEvent::Ringing),
+                    DialogEvent::Rejected { status } => {
+                        self.last_status = Some(status);
+                        if let Some(report) = self.branch_over(i) {
+                            return report;
+                        }
+                    }
+                    DialogEvent::Bye | DialogEvent::Ended => {
+                        if let Some(report) = self.branch_over(i) {
+                            return report;
+                        }
+                    }
+                    _ => {}
+                },
+            }
         }
-    }
-}
-
-async fn recv_opt(rx: Option<&mut mpsc::UnboundedReceiver<DialogEvent>>) -> Option<DialogEvent> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -563,8 +563,6 @@ impl Call {
         };
         let mut origin = Origin::new(self.ctx.config.media_address());
         let offer = sdp::offer(&mut origin, media.local_port());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let dialer = self.ctx.dialer.clone();
         let call = OutboundCall {
             target: uri.clone(),
             from_user: self.caller.clone(),
@@ -573,21 +571,19 @@ impl Call {
             via: None,
             headers: Vec::new(),
         };
-        tokio::spawn(async move {
-            let _ = tx.send(dialer.call(call).await);
-        });
         info!(%target, %uri, "transferring");
         let q = crate::config::QueueConfig::default();
         self.playlist
             .start_then_loop(Vec::new(), q.music, &mut self.media, &self.ctx.prompts);
-        self.leg = Some(leg::Leg::new(
+        let mut leg = leg::Leg::new(
             leg::Purpose::Transfer { token },
             target,
             media,
             origin,
-            rx,
             leg::RING_TIMEOUT,
-        ));
+        );
+        leg.dial(&self.ctx.dialer, call, None);
+        self.leg = Some(leg);
     }
 
     /// An event to feed once the current one is done.
@@ -603,7 +599,7 @@ impl Call {
             leg::LegEvent::Dialog(DialogEvent::Ringing) => {
                 info!(target = %leg.target, "ringing")
             }
-            leg::LegEvent::Dialog(DialogEvent::Answered { sdp: answer }) => {
+            leg::LegEvent::Answered { agent, sdp: answer } => {
                 let negotiated = match answer {
                     Some(body) => sdp::parse(&body)
                         .and_then(|a| sdp::accept_answer(&a))
@@ -628,14 +624,16 @@ impl Call {
                         self.announce_at = None;
                         self.playlist.stop(&self.media);
                         self.media.bridge(&leg.media);
-                        info!(target = %leg.target, codec = n.codec.name(), "answered; caller bridged");
+                        info!(target = %leg.target, answered = ?leg.answered_target(), ?agent, codec = n.codec.name(), "answered; caller bridged");
                         match leg.purpose.clone() {
                             leg::Purpose::Transfer { token } => {
                                 self.feed(Event::Transferred(token, Ok(())))
                             }
-                            leg::Purpose::Agent { .. } => {
+                            leg::Purpose::Agents => {
+                                self.marks.agent = agent.clone();
                                 self.ctx.acd.send(AcdInput::Answered {
                                     call: self.call_id.clone(),
+                                    agent: agent.unwrap_or_default(),
                                 });
                                 if self.record_mode() == Record::Always {
                                     self.start_recording();
@@ -646,9 +644,7 @@ impl Call {
                     Err(e) => self.fail_leg(format!("unusable answer: {e}")),
                 }
             }
-            leg::LegEvent::Dialog(DialogEvent::Rejected { status }) => {
-                self.fail_leg(format!("answered {status}"))
-            }
+            leg::LegEvent::Rejected(status) => self.fail_leg(format!("answered {status}")),
             leg::LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) => {
                 if leg.bridged {
                     info!(target = %leg.target, "the other side hung up");
@@ -697,7 +693,7 @@ impl Call {
         let agent_on_call = self
             .leg
             .as_ref()
-            .is_some_and(|l| l.bridged && matches!(l.purpose, leg::Purpose::Agent { .. }));
+            .is_some_and(|l| l.bridged && l.purpose == leg::Purpose::Agents);
         if !agent_on_call || code.is_empty() || self.record_mode() != Record::OnDemand {
             self.media.send_digit(d);
             return;
@@ -797,14 +793,17 @@ impl Call {
         let Some(leg) = self.leg.as_mut() else {
             return;
         };
-        let Some(dialog) = leg.dialog.as_ref() else {
+        if leg.dialog().is_none() {
             return;
-        };
+        }
         let port = leg.media.local_port();
         let Some(body) = body else {
             // It asks for our offer; the answer comes in its ACK, and the
             // stream stays as it was.
-            dialog.answer(sdp::offer(&mut leg.origin, port));
+            let offer = sdp::offer(&mut leg.origin, port);
+            if let Some(d) = leg.dialog() {
+                d.answer(offer);
+            }
             return;
         };
         let parsed = sdp::parse(&body).and_then(|o| {
@@ -815,7 +814,9 @@ impl Call {
             Ok(x) => x,
             Err(e) => {
                 warn!(target = %leg.target, error = %e, "re-INVITE from the other leg refused; the call goes on as before");
-                dialog.respond(488);
+                if let Some(d) = leg.dialog() {
+                    d.respond(488);
+                }
                 return;
             }
         };
@@ -827,7 +828,10 @@ impl Call {
             send: n.we_send(),
             symmetric: true,
         });
-        dialog.answer(sdp::answer(&mut leg.origin, port, &n));
+        let answer = sdp::answer(&mut leg.origin, port, &n);
+        if let Some(d) = leg.dialog() {
+            d.answer(answer);
+        }
         if !leg.bridged {
             return;
         }
@@ -859,7 +863,7 @@ impl Call {
     /// wrap-up and the caller is hung up.
     fn end_bridge(&mut self) {
         self.count_hold();
-        if let Some(leg::Purpose::Agent { .. }) = self.leg.as_ref().map(|l| &l.purpose) {
+        if let Some(leg::Purpose::Agents) = self.leg.as_ref().map(|l| &l.purpose) {
             self.ctx.acd.send(AcdInput::Ended {
                 call: self.call_id.clone(),
             });
@@ -883,8 +887,8 @@ impl Call {
                 self.media.unbridge();
                 self.feed(Event::Transferred(token, Err(why)));
             }
-            leg::Purpose::Agent { agent } => {
-                warn!(%agent, target = %leg.target, error = %why, "agent did not take the call");
+            leg::Purpose::Agents => {
+                warn!(agents = %leg.target, error = %why, "agent did not take the call");
                 self.ctx.acd.send(AcdInput::NoAnswer {
                     call: self.call_id.clone(),
                 });
@@ -892,46 +896,69 @@ impl Call {
         }
     }
 
-    /// The ACD offers the caller to an agent: ring the agent's phone where
-    /// it registered from; the caller keeps hearing the queue's music.
+    /// The ACD offers the caller to agents: ring every phone they
+    /// registered, where it registered from; the caller keeps hearing the
+    /// queue's music. The first phone to answer is bridged.
     fn on_offer(&mut self, offer: ToCall) {
-        let (agent, name, contacts, ring_timeout) = match offer {
+        let (agents, ring_timeout) = match offer {
             ToCall::Offer {
-                agent,
-                name,
-                contacts,
+                agents,
                 ring_timeout,
-            } => (agent, name, contacts, ring_timeout),
+            } => (agents, ring_timeout),
             ToCall::Empty => return self.queue_empty(),
         };
-        let Some(contact) = contacts.first().cloned() else {
-            self.ctx.acd.send(AcdInput::NoAnswer {
-                call: self.call_id.clone(),
-            });
-            return;
+        let no_answer = |call: &Call| {
+            call.ctx.acd.send(AcdInput::NoAnswer {
+                call: call.call_id.clone(),
+            })
         };
-        if self.leg.is_some() {
-            self.ctx.acd.send(AcdInput::NoAnswer {
-                call: self.call_id.clone(),
-            });
-            return;
+        if self.leg.is_some() || agents.iter().all(|a| a.contacts.is_empty()) {
+            return no_answer(self);
         }
         let media = match self.ctx.media.open_beside(&self.media) {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "no media for the agent leg");
-                self.ctx.acd.send(AcdInput::NoAnswer {
-                    call: self.call_id.clone(),
-                });
-                return;
+                return no_answer(self);
             }
         };
         let mut origin = Origin::new(self.ctx.config.media_address());
         let offer = sdp::offer(&mut origin, media.local_port());
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let dialer = self.ctx.dialer.clone();
-        // The screen pop: what the IVR learned travels with the INVITE (and
-        // to the log), so the caller never repeats themselves.
+        let headers = self.screen_pop_headers();
+        let names: Vec<&str> = agents.iter().map(|a| a.agent.as_str()).collect();
+        info!(agents = ?names, vars = ?self.run.vars(), "screen pop");
+        let mut leg = leg::Leg::new(
+            leg::Purpose::Agents,
+            names.join(","),
+            media,
+            origin,
+            ring_timeout,
+        );
+        for a in &agents {
+            for contact in &a.contacts {
+                info!(agent = %a.agent, name = ?a.name, contact = %contact.contact, via = %contact.source, "ringing the agent");
+                let call = OutboundCall {
+                    target: contact.contact.clone(),
+                    from_user: self.caller.clone(),
+                    // The agent's phone shows who is calling.
+                    from_display: Some(self.caller.clone()),
+                    sdp: offer.clone(),
+                    via: Some(contact.source),
+                    headers: headers.clone(),
+                };
+                leg.dial(&self.ctx.dialer, call, Some(a.agent.clone()));
+            }
+        }
+        self.marks.offered_at.get_or_insert(jiff::Timestamp::now());
+        if let [only] = agents.as_slice() {
+            self.marks.agent = Some(only.agent.clone());
+        }
+        self.leg = Some(leg);
+    }
+
+    /// The screen pop: what the IVR learned travels with the INVITE (and
+    /// to the log), so the caller never repeats themselves.
+    fn screen_pop_headers(&self) -> Vec<(String, String)> {
         let mut headers = vec![
             ("X-Hotline-Call-ID".to_owned(), self.call_id.clone()),
             (
@@ -945,30 +972,23 @@ impl Call {
                 headers.push((format!("X-Hotline-Var-{name}"), flow::expr::render_value(v)));
             }
         }
-        info!(%agent, vars = ?self.run.vars(), "screen pop");
-        let call = OutboundCall {
-            target: contact.contact.clone(),
-            from_user: self.caller.clone(),
-            // The agent's phone shows who is calling.
-            from_display: Some(self.caller.clone()),
-            sdp: offer,
-            via: Some(contact.source),
-            headers,
-        };
-        tokio::spawn(async move {
-            let _ = tx.send(dialer.call(call).await);
-        });
-        info!(%agent, name = ?name, contact = %contact.contact, via = %contact.source, "ringing the agent");
-        self.marks.offered_at.get_or_insert(jiff::Timestamp::now());
-        self.marks.agent = Some(agent.clone());
-        self.leg = Some(leg::Leg::new(
-            leg::Purpose::Agent { agent },
-            contact.contact,
-            media,
-            origin,
-            rx,
-            ring_timeout,
-        ));
+        let answer_after = self
+            .queue_name
+            .as_ref()
+            .and_then(|n| self.ctx.config.queues.get(n))
+            .and_then(|q| q.answer_after);
+        if let Some(after) = answer_after {
+            // Phones that honour it answer by themselves (headset agents).
+            headers.push((
+                "Call-Info".to_owned(),
+                format!(
+                    "<sip:{}>;answer-after={}",
+                    self.ctx.config.sip_address(),
+                    after.as_secs()
+                ),
+            ));
+        }
+        headers
     }
 
     /// Asks the ACD where the caller stands; the answer comes back to the
@@ -1072,7 +1092,7 @@ impl Call {
         let bridged_to_agent = self
             .leg
             .as_ref()
-            .is_some_and(|l| l.bridged && matches!(l.purpose, leg::Purpose::Agent { .. }));
+            .is_some_and(|l| l.bridged && l.purpose == leg::Purpose::Agents);
         let call = self.call_id.clone();
         self.ctx.acd.send(if bridged_to_agent {
             AcdInput::Ended { call }

@@ -150,7 +150,7 @@ pub struct QueueConfig {
     /// The prompt looped while callers wait.
     pub music: String,
     /// How the next agent is picked: `longest-idle` (default),
-    /// `round-robin`, `fewest-calls`, `random`, `skills`.
+    /// `round-robin`, `fewest-calls`, `random`, `skills`, `ring-all`.
     pub strategy: Strategy,
     /// How long an agent's phone rings before the next agent is tried.
     #[serde(deserialize_with = "de_duration")]
@@ -182,6 +182,10 @@ pub struct QueueConfig {
     /// agent right): `false`, `true`, or `on-demand` (the agent starts and
     /// stops it with the `record` feature code during the call).
     pub record: Record,
+    /// Ask agents' phones to answer by themselves after this long
+    /// (`Call-Info: …;answer-after=N`); unset: they ring.
+    #[serde(deserialize_with = "de_duration_opt")]
+    pub answer_after: Option<Duration>,
 }
 
 /// Whether a queue's conversations are recorded.
@@ -222,6 +226,8 @@ pub enum Strategy {
     FewestCalls,
     Random,
     Skills,
+    /// Every free agent's phone rings at once; the first to answer takes it.
+    RingAll,
 }
 
 impl Default for QueueConfig {
@@ -240,6 +246,7 @@ impl Default for QueueConfig {
             join_empty: true,
             leave_empty: false,
             record: Record::Off,
+            answer_after: None,
         }
     }
 }
@@ -657,6 +664,10 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Raw::Secs(s) => Ok(Duration::from_secs(s)),
         Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom),
     }
+}
+
+fn de_duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 #[cfg(test)]
