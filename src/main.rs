@@ -110,6 +110,7 @@ fn main() -> ExitCode {
 fn validate(config_path: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let prompts = hotline::call::engine::load_prompts(&config)?;
+    hotline::call::engine::check_queue_prompts(&config, config_path, &prompts)?;
     let names = prompts.names().map(str::to_owned).collect();
     let catalog = flow::set::catalog(&config, names);
     // The flows directory, plus any file named on the command line.

@@ -209,3 +209,27 @@ fn simulate_reads_keys_from_the_terminal_when_none_are_given() {
     assert!(stdout.contains("keys 1234#"), "{stdout}");
     assert!(stdout.contains("end: queued in support"), "{stdout}");
 }
+
+#[test]
+fn a_queue_naming_a_prompt_that_does_not_exist_is_refused() {
+    let dir = temp_dir("queue-prompt");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.join("flows")).unwrap();
+    std::fs::write(
+        dir.join("bad.yaml"),
+        format!(
+            "sounds-dir: {}\nflows-dir: flows\nroutes: {{}}\nqueues:\n  sales: {{ music: music/defualt }}\n",
+            root.join("sounds").display()
+        ),
+    )
+    .unwrap();
+    for cmd in ["validate", "run"] {
+        let (code, _, err) = hotline(&[cmd, "--config", "bad.yaml"], &dir);
+        assert_eq!(code, 1, "{cmd}: {err}");
+        assert!(
+            err.contains("bad.yaml: queues.sales.music: there is no prompt `music/defualt`"),
+            "{cmd}: {err}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

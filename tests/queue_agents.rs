@@ -498,3 +498,49 @@ fn a_ring_all_queue_rings_every_free_agent_and_cancels_the_others_on_the_first_a
         "{log}"
     );
 }
+
+#[test]
+fn a_full_queue_sends_the_next_caller_on_and_waiting_callers_hear_the_periodic_message() {
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support, on-timeout: closed }\n  closed: { hangup: menu/closed }\n",
+        "queues:\n  support: { greeting: null, announce-position: false, max-length: 1, message: beep, message-every: 2s }\n",
+    );
+    // A joins and waits; B comes a second later and finds the line full.
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(11));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 8000, false);
+    common::sipp(
+        &engine,
+        0,
+        &sc,
+        &["-s", "100", "-m", "2", "-r", "1", "-rp", "1000"],
+    );
+    let report = sink.join().unwrap();
+    let mut streams: Vec<&Vec<(std::time::Instant, Vec<u8>)>> = report.by_source.values().collect();
+    streams.sort_by_key(|s| s.first().map(|(t, _)| *t));
+    assert_eq!(streams.len(), 2);
+    let one = |s: &Vec<(std::time::Instant, Vec<u8>)>| common::SinkReport {
+        by_source: [("127.0.0.1:1".parse().unwrap(), s.clone())].into(),
+    };
+    common::assert_heard(
+        &one(streams[0]),
+        &[
+            "music/default",
+            "beep",
+            "music/default",
+            "beep",
+            "music/default",
+        ],
+        20,
+    );
+    common::assert_heard(&one(streams[1]), &["menu/closed"], 20);
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+    let mut outcomes: Vec<String> = hotline::store::Store::cdrs(&mut store)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.outcome)
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["abandoned", "queue-full"]);
+}

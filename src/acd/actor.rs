@@ -27,8 +27,8 @@ pub enum ToCall {
         agents: Vec<Offered>,
         ring_timeout: Duration,
     },
-    /// Out of the queue: nobody staffs it.
-    Empty,
+    /// Out of the queue: nobody staffs it, or it is full.
+    Away(super::Away),
 }
 
 pub enum Request {
@@ -71,26 +71,61 @@ impl AcdHandle {
     }
 }
 
+/// Agents' shifts: each agent with a shift, and its schedule.
+pub type Shifts = Vec<(String, crate::config::schedule::Schedule)>;
+
+/// The agents with a shift in `config`, with their schedules.
+pub fn shifts(config: &crate::config::Config) -> Shifts {
+    config
+        .agents
+        .iter()
+        .filter_map(|a| {
+            let s = config.schedules.get(a.shift.as_ref()?)?;
+            Some((a.id.clone(), s.clone()))
+        })
+        .collect()
+}
+
 /// Starts the ACD task.
-pub fn start(acd: Acd) -> AcdHandle {
+pub fn start(acd: Acd, shifts: Shifts) -> AcdHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(acd, rx));
+    tokio::spawn(run(acd, shifts, rx));
     AcdHandle { tx }
 }
 
-async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
+/// Which shifts began or ended since `last` (the wall clock, checked on
+/// each tick; the ACD itself only sees the events).
+fn shift_changes(
+    shifts: &Shifts,
+    last: &mut HashMap<String, bool>,
+    now: jiff::Timestamp,
+) -> Vec<Input> {
+    shifts
+        .iter()
+        .filter_map(|(agent, schedule)| {
+            let on = schedule.is_open(now);
+            (last.insert(agent.clone(), on) != Some(on)).then(|| Input::Shift {
+                agent: agent.clone(),
+                on,
+            })
+        })
+        .collect()
+}
+
+async fn run(mut acd: Acd, shifts: Shifts, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut calls: HashMap<String, mpsc::UnboundedSender<ToCall>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut on_shift = HashMap::new();
     loop {
-        let input = tokio::select! {
+        let mut pending: std::collections::VecDeque<Input> = tokio::select! {
             req = rx.recv() => match req {
                 None => return,
-                Some(Request::Input(i)) => i,
+                Some(Request::Input(i)) => [i].into(),
                 Some(Request::Join(i, to_call)) => {
                     if let Input::Join { call, .. } = &i {
                         calls.insert(call.clone(), to_call);
                     }
-                    i
+                    [i].into()
                 }
                 Some(Request::Position(call, reply)) => {
                     let _ = reply.send(acd.position(&call));
@@ -101,53 +136,118 @@ async fn run(mut acd: Acd, mut rx: mpsc::UnboundedReceiver<Request>) {
                     continue;
                 }
             },
-            _ = tick.tick() => Input::Tick,
+            _ = tick.tick() => {
+                let mut inputs = shift_changes(&shifts, &mut on_shift, jiff::Timestamp::now());
+                inputs.push(Input::Tick);
+                inputs.into()
+            }
         };
-        if let Input::Leave { call } | Input::Ended { call } = &input {
-            calls.remove(call);
-        }
-        // Offers to one call (ring-all) travel together.
-        let mut offers: Vec<(String, Vec<Offered>, Duration)> = Vec::new();
-        for out in acd.step(input, Instant::now().into_std()) {
-            match out {
-                Output::Empty { call } => {
-                    if let Some(tx) = calls.remove(&call) {
-                        let _ = tx.send(ToCall::Empty);
+        while let Some(input) = pending.pop_front() {
+            if let Input::Leave { call } | Input::Ended { call } = &input {
+                calls.remove(call);
+            }
+            // Offers to one call (ring-all) travel together.
+            let mut offers: Vec<(String, Vec<Offered>, Duration)> = Vec::new();
+            for out in acd.step(input, Instant::now().into_std()) {
+                match out {
+                    Output::Away { call, why } => {
+                        if let Some(tx) = calls.remove(&call) {
+                            let _ = tx.send(ToCall::Away(why));
+                        }
                     }
-                }
-                Output::Offer {
-                    call,
-                    agent,
-                    name,
-                    contacts,
-                    ring_timeout,
-                } => {
-                    let offered = Offered {
+                    Output::Offer {
+                        call,
                         agent,
                         name,
                         contacts,
-                    };
-                    match offers.iter_mut().find(|(c, _, _)| *c == call) {
-                        Some((_, agents, _)) => agents.push(offered),
-                        None => offers.push((call, vec![offered], ring_timeout)),
-                    }
-                }
-                Output::State { .. } => {}
-            }
-        }
-        for (call, agents, ring_timeout) in offers {
-            match calls.get(&call) {
-                Some(tx) => {
-                    let _ = tx.send(ToCall::Offer {
-                        agents,
                         ring_timeout,
-                    });
+                    } => {
+                        let offered = Offered {
+                            agent,
+                            name,
+                            contacts,
+                        };
+                        match offers.iter_mut().find(|(c, _, _)| *c == call) {
+                            Some((_, agents, _)) => agents.push(offered),
+                            None => offers.push((call, vec![offered], ring_timeout)),
+                        }
+                    }
+                    Output::State { .. } => {}
                 }
-                None => {
-                    // The call is gone: free the agents.
-                    let _ = acd.step(Input::Leave { call }, Instant::now().into_std());
+            }
+            for (call, agents, ring_timeout) in offers {
+                match calls.get(&call) {
+                    Some(tx)
+                        if tx
+                            .send(ToCall::Offer {
+                                agents,
+                                ring_timeout,
+                            })
+                            .is_ok() => {}
+                    // The call is gone: its agents are freed (and may be
+                    // offered someone else, so this goes round again).
+                    _ => pending.push_back(Input::Leave { call }),
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shift_is_reported_when_it_begins_and_when_it_ends_not_every_tick() {
+        let config = crate::config::Config::parse(
+            "
+schedules:
+  days: { time-zone: UTC, weekly: { mon-fri: '09:00-17:00' } }
+queues: { q: {} }
+agents:
+  - { id: a1, password: x, queues: [q], shift: days }
+  - { id: a2, password: x, queues: [q] }
+",
+        )
+        .unwrap();
+        let shifts = shifts(&config);
+        assert_eq!(shifts.len(), 1, "only a1 has a shift");
+        let mut last = HashMap::new();
+        let at = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
+        // Monday 2026-11-23.
+        let names = |v: Vec<Input>| -> Vec<(String, bool)> {
+            v.into_iter()
+                .filter_map(|i| match i {
+                    Input::Shift { agent, on } => Some((agent, on)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            names(shift_changes(
+                &shifts,
+                &mut last,
+                at("2026-11-23T08:59:00Z")
+            )),
+            vec![("a1".to_string(), false)]
+        );
+        assert!(shift_changes(&shifts, &mut last, at("2026-11-23T08:59:30Z")).is_empty());
+        assert_eq!(
+            names(shift_changes(
+                &shifts,
+                &mut last,
+                at("2026-11-23T09:00:00Z")
+            )),
+            vec![("a1".to_string(), true)]
+        );
+        assert!(shift_changes(&shifts, &mut last, at("2026-11-23T16:59:59Z")).is_empty());
+        assert_eq!(
+            names(shift_changes(
+                &shifts,
+                &mut last,
+                at("2026-11-23T17:00:00Z")
+            )),
+            vec![("a1".to_string(), false)]
+        );
     }
 }

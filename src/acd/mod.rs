@@ -65,6 +65,12 @@ pub enum Input {
     Unpause {
         agent: String,
     },
+    /// The agent's shift began (`on`) or ended: off shift, they are not
+    /// offered calls and do not staff their queues.
+    Shift {
+        agent: String,
+        on: bool,
+    },
     /// Time passed (wrap-ups end).
     Tick,
 }
@@ -83,9 +89,28 @@ pub enum Output {
     },
     /// An agent's state changed.
     State { agent: String, state: &'static str },
-    /// The caller is out of the queue: no agent is staffing it
-    /// (`join-empty: false`, or `leave-empty: true` and the last one left).
-    Empty { call: CallId },
+    /// The caller is out of the queue (or never got in).
+    Away { call: CallId, why: Away },
+}
+
+/// Why a caller is turned away from a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Away {
+    /// No agent staffs it (`join-empty: false`, or `leave-empty: true` and
+    /// the last one left).
+    Empty,
+    /// It holds `max-length` callers already.
+    Full,
+}
+
+impl Away {
+    /// The outcome a call's record gives for it.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Away::Empty => "queue-empty",
+            Away::Full => "queue-full",
+        }
+    }
 }
 
 struct Agent {
@@ -93,6 +118,8 @@ struct Agent {
     queues: Vec<String>,
     skills: BTreeMap<String, u8>,
     auto_login: bool,
+    /// Within their shift (always, without one).
+    on_shift: bool,
     contacts: Vec<Binding>,
     state: AgentState,
     calls: u32,
@@ -175,6 +202,7 @@ impl Acd {
                         queues: a.queues.clone(),
                         skills: a.skills.clone(),
                         auto_login: a.auto_login,
+                        on_shift: true,
                         contacts: Vec::new(),
                         state: AgentState::LoggedOut,
                         calls: 0,
@@ -270,7 +298,19 @@ impl Acd {
                     warn!(%call, %queue, "no such queue");
                 } else if !self.queues[&queue].config.join_empty && self.staffed(&queue) == 0 {
                     info!(%call, %queue, "no agent staffs the queue; the caller is not queued");
-                    out.push(Output::Empty { call });
+                    out.push(Output::Away {
+                        call,
+                        why: Away::Empty,
+                    });
+                } else if self.queues[&queue].config.max_length > 0
+                    && self.waiting.iter().filter(|w| w.queue == queue).count()
+                        >= self.queues[&queue].config.max_length
+                {
+                    info!(%call, %queue, "the queue is full; the caller is not queued");
+                    out.push(Output::Away {
+                        call,
+                        why: Away::Full,
+                    });
                 } else {
                     info!(%call, %queue, priority, %caller, "caller joined the queue");
                     self.waiting.push(Waiting {
@@ -384,6 +424,14 @@ impl Acd {
             Input::Unpause { agent } => {
                 self.set(&agent, AgentEvent::Unpause, now, &mut out);
             }
+            Input::Shift { agent, on } => {
+                if let Some(a) = self.agents.get_mut(&agent) {
+                    if a.on_shift != on {
+                        info!(%agent, on_shift = on, "agent shift");
+                        a.on_shift = on;
+                    }
+                }
+            }
             Input::Tick => {
                 let done: Vec<String> = self
                     .agents
@@ -410,9 +458,9 @@ impl Acd {
             q.members
                 .iter()
                 .filter(|m| {
-                    self.agents
-                        .get(*m)
-                        .is_some_and(|a| a.state != AgentState::LoggedOut && !a.contacts.is_empty())
+                    self.agents.get(*m).is_some_and(|a| {
+                        a.on_shift && a.state != AgentState::LoggedOut && !a.contacts.is_empty()
+                    })
                 })
                 .count()
         })
@@ -435,7 +483,10 @@ impl Acd {
         self.waiting = stay;
         for w in gone {
             info!(call = %w.call, queue = %w.queue, "the last agent left the queue; the caller leaves");
-            out.push(Output::Empty { call: w.call });
+            out.push(Output::Away {
+                call: w.call,
+                why: Away::Empty,
+            });
         }
     }
 
@@ -476,7 +527,7 @@ impl Acd {
                     let AgentState::Available { since } = a.state else {
                         return None;
                     };
-                    if a.contacts.is_empty() {
+                    if a.contacts.is_empty() || !a.on_shift {
                         return None;
                     }
                     let level = if skills.is_empty() {

@@ -351,7 +351,10 @@ agents:
     let empty = |out: &[Output]| -> Vec<String> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Empty { call } => Some(call.clone()),
+                Output::Away {
+                    call,
+                    why: Away::Empty,
+                } => Some(call.clone()),
                 _ => None,
             })
             .collect()
@@ -469,4 +472,75 @@ agents:
         matches!(acd.agent_state("a1"), Some(AgentState::Paused { reason, .. }) if reason == "no-answer")
     );
     assert_eq!(acd.position("d").map(|p| p.position), Some(1));
+}
+
+#[test]
+fn a_full_queue_turns_callers_away_and_off_shift_agents_take_no_calls() {
+    let config = "
+queues:
+  small: { max-length: 2 }
+agents:
+  - { id: a1, password: x, queues: [small], auto-login: true }
+";
+    let mut acd = Acd::new(&Config::parse(config).unwrap());
+    let t = Instant::now();
+    let away = |out: &[Output]| -> Vec<(String, Away)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Away { call, why } => Some((call.clone(), *why)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(away(&acd.step(join("c1", "small", 0, &[]), t)).is_empty());
+    assert!(away(&acd.step(join("c2", "small", 5, &[]), t)).is_empty());
+    // Two wait already: the third is turned away, whatever its priority.
+    assert_eq!(
+        away(&acd.step(join("c3", "small", 9, &[]), t)),
+        vec![("c3".to_string(), Away::Full)]
+    );
+    assert_eq!(acd.position("c3"), None);
+    assert_eq!(Away::Full.outcome(), "queue-full");
+
+    // a1 registers outside its shift: logged in, but offered nothing.
+    acd.step(
+        Input::Shift {
+            agent: "a1".into(),
+            on: false,
+        },
+        t,
+    );
+    let out = acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t,
+    );
+    assert!(offers(&out).is_empty());
+    assert_eq!(acd.agent_state("a1").map(|s| s.name()), Some("available"));
+    assert_eq!(acd.staffed("small"), 0, "off shift, a1 staffs nothing");
+    // The shift begins: the highest priority caller goes to a1.
+    let out = acd.step(
+        Input::Shift {
+            agent: "a1".into(),
+            on: true,
+        },
+        t + Duration::from_secs(60),
+    );
+    assert_eq!(offers(&out), vec![pair("c2", "a1")]);
+    // A caller whose agent is ringing still holds a place in line.
+    assert_eq!(
+        away(&acd.step(join("c4", "small", 0, &[]), t)),
+        vec![("c4".to_string(), Away::Full)]
+    );
+    // Answered, c2 leaves the line: there is room again.
+    acd.step(
+        Input::Answered {
+            call: "c2".into(),
+            agent: "a1".into(),
+        },
+        t + Duration::from_secs(61),
+    );
+    assert!(away(&acd.step(join("c5", "small", 0, &[]), t)).is_empty());
 }

@@ -29,6 +29,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("the flows are not valid:\n{0}")]
     Flows(String),
+    #[error("{0}")]
+    Queues(String),
 }
 
 /// Counts live call tasks; the guard decrements when a task ends, however it ends.
@@ -53,6 +55,7 @@ pub fn load_flows(
     prompts: &PromptCache,
     version: u64,
 ) -> Result<FlowSet, EngineError> {
+    check_queue_prompts(config, config_path, prompts)?;
     let names = prompts.names().map(str::to_owned).collect();
     let catalog = flow::set::catalog(config, names);
     let loaded = flow::set::load(config, config_path, &catalog, version);
@@ -70,6 +73,37 @@ pub fn load_flows(
                 .join("\n"),
         )
     })
+}
+
+/// Every prompt a queue names (greeting, music, message) must exist: a
+/// caller must never wait in silence because of a typo.
+pub fn check_queue_prompts(
+    config: &Config,
+    config_path: &Path,
+    prompts: &PromptCache,
+) -> Result<(), EngineError> {
+    let mut missing = Vec::new();
+    for (name, q) in &config.queues {
+        let named = [
+            ("greeting", q.greeting.as_ref()),
+            ("music", Some(&q.music)),
+            ("message", q.message.as_ref()),
+        ];
+        for (key, prompt) in named {
+            if let Some(p) = prompt.filter(|p| prompts.get(p).is_none()) {
+                missing.push(format!(
+                    "{}: queues.{name}.{key}: there is no prompt `{p}` under {}",
+                    config_path.display(),
+                    config.sounds_dir.display()
+                ));
+            }
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Queues(missing.join("\n")))
+    }
 }
 
 /// Runs the engine until `shutdown` completes, then drains: new calls get
@@ -93,7 +127,10 @@ pub async fn run(
     let store = StoreHandle::open_sqlite(&config.data_dir)?;
     let media = MediaEngine::start(&config.rtp);
     let mut sip = sip::start(config.clone()).await?;
-    let acd = crate::acd::actor::start(crate::acd::Acd::new(&config));
+    let acd = crate::acd::actor::start(
+        crate::acd::Acd::new(&config),
+        crate::acd::actor::shifts(&config),
+    );
     // Agents' registrations go to the ACD.
     let mut registrations = sip.registrations;
     let acd_regs = acd.clone();

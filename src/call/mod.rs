@@ -172,6 +172,8 @@ struct Call {
     queue_deadline: Option<Instant>,
     /// When to tell the waiting caller their position again.
     announce_at: Option<Instant>,
+    /// When to play the queue's periodic message.
+    message_at: Option<Instant>,
     /// The conversation being recorded, if it is.
     conversation: Option<conversation::Conversation>,
     /// Recordings stopped during the call, still being written.
@@ -248,6 +250,7 @@ impl Call {
             marks: Marks::default(),
             queue_deadline: None,
             announce_at: None,
+            message_at: None,
             conversation: None,
             recordings_closing: Vec::new(),
             agent_keys: String::new(),
@@ -391,6 +394,7 @@ impl Call {
                     self.queue_timeout();
                 }
                 _ = sleep_until_opt(self.agent_keys_until) => self.flush_agent_keys(),
+                _ = sleep_until_opt(self.message_at) => self.play_message(),
                 _ = sleep_until_opt(self.announce_at) => {
                     self.announce_at = None;
                     self.announce(None);
@@ -622,6 +626,7 @@ impl Call {
                         let calls = &self.ctx.config.calls;
                         leg.start_checks(calls.leg_check, calls.leg_check_timeout);
                         self.announce_at = None;
+                        self.message_at = None;
                         self.playlist.stop(&self.media);
                         self.media.bridge(&leg.media);
                         info!(target = %leg.target, answered = ?leg.answered_target(), ?agent, codec = n.codec.name(), "answered; caller bridged");
@@ -905,7 +910,7 @@ impl Call {
                 agents,
                 ring_timeout,
             } => (agents, ring_timeout),
-            ToCall::Empty => return self.queue_empty(),
+            ToCall::Away(why) => return self.queue_away(why),
         };
         let no_answer = |call: &Call| {
             call.ctx.acd.send(AcdInput::NoAnswer {
@@ -1050,6 +1055,40 @@ impl Call {
         }
     }
 
+    /// The queue's periodic message, then the music again; the next one
+    /// comes `message-every` after it ends. Not over another prompt (a
+    /// position announcement): it waits a few seconds for that to end.
+    fn play_message(&mut self) {
+        self.message_at = None;
+        let Some(q) = self
+            .queue_name
+            .as_ref()
+            .and_then(|n| self.ctx.config.queues.get(n))
+            .cloned()
+        else {
+            return;
+        };
+        let Some(message) = q.message.clone() else {
+            return;
+        };
+        if self.queued.is_none() || self.leg.as_ref().is_some_and(|l| l.bridged) {
+            return;
+        }
+        if self.playlist.busy() {
+            self.message_at = Some(Instant::now() + std::time::Duration::from_secs(3));
+            return;
+        }
+        let length = self
+            .ctx
+            .prompts
+            .get(&message)
+            .map_or(std::time::Duration::ZERO, |p| p.duration());
+        info!(%message, "queue message");
+        self.playlist
+            .start_then_loop(vec![message], q.music, &mut self.media, &self.ctx.prompts);
+        self.message_at = Some(Instant::now() + length + q.message_every);
+    }
+
     /// The caller waited the queue's maximum: out of the queue (an agent
     /// still ringing is cancelled) and on by the node's `on-timeout`.
     fn queue_timeout(&mut self) {
@@ -1063,23 +1102,26 @@ impl Call {
         });
         self.queued = None;
         self.announce_at = None;
+        self.message_at = None;
         self.marks.queue_left = Some("queue-timeout");
         self.playlist.stop(&self.media);
         self.feed(Event::QueueTimeout);
     }
 
-    /// Nobody staffs the queue: on by the node's `on-timeout`, or, without
-    /// one, the call ends (the queue's config asked for callers to leave).
-    fn queue_empty(&mut self) {
+    /// Nobody staffs the queue, or it is full: on by the node's
+    /// `on-timeout`, or, without one, the call ends (the queue's config
+    /// asked for callers to be turned away).
+    fn queue_away(&mut self, why: crate::acd::Away) {
         self.queued = None;
         self.queue_deadline = None;
         self.announce_at = None;
-        self.marks.queue_left = Some("queue-empty");
+        self.message_at = None;
+        self.marks.queue_left = Some(why.outcome());
         if self.run.leaves_queue_on_timeout() {
             self.playlist.stop(&self.media);
             self.feed(Event::QueueTimeout);
         } else {
-            warn!(queue = ?self.queue_name, "nobody staffs the queue and its node has no on-timeout; hanging up");
+            warn!(queue = ?self.queue_name, reason = why.outcome(), "the caller was turned away from the queue and its node has no on-timeout; hanging up");
             self.hang_up = true;
         }
     }
@@ -1241,6 +1283,9 @@ impl Call {
                     .cloned()
                     .unwrap_or_default();
                 self.queue_name = Some(queue);
+                if q.message.is_some() {
+                    self.message_at = Some(Instant::now() + q.message_every);
+                }
                 if q.announce_position {
                     // The greeting and the first announcement play together,
                     // once the ACD says where the caller stands.

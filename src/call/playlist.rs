@@ -64,6 +64,11 @@ impl Playlist {
         self.advance(media)
     }
 
+    /// Whether a prompt (not the music) is playing.
+    pub fn busy(&self) -> bool {
+        self.playing.is_some()
+    }
+
     pub fn stop(&mut self, media: &MediaChannel) {
         media.stop();
         self.rest.clear();

@@ -141,7 +141,7 @@ fn yes() -> bool {
     true
 }
 
-/// A queue. The ACD grows this; for now a queue has its hold music.
+/// A queue: how callers wait in it and how its agents are offered them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct QueueConfig {
@@ -182,6 +182,17 @@ pub struct QueueConfig {
     /// agent right): `false`, `true`, or `on-demand` (the agent starts and
     /// stops it with the `record` feature code during the call).
     pub record: Record,
+    /// At most this many callers wait; more go on by `on-timeout` (0: no limit).
+    pub max_length: usize,
+    /// A prompt played to waiting callers every `message-every` (e.g. "you
+    /// can also reach us at example.com"), between the music.
+    pub message: Option<String>,
+    #[serde(deserialize_with = "de_duration")]
+    pub message_every: Duration,
+    /// The service-level target: calls answered within this wait count as
+    /// answered in time (the KPIs' "80 % within 20 s").
+    #[serde(deserialize_with = "de_duration")]
+    pub service_level: Duration,
     /// Ask agents' phones to answer by themselves after this long
     /// (`Call-Info: …;answer-after=N`); unset: they ring.
     #[serde(deserialize_with = "de_duration_opt")]
@@ -246,6 +257,10 @@ impl Default for QueueConfig {
             join_empty: true,
             leave_empty: false,
             record: Record::Off,
+            max_length: 0,
+            message: None,
+            message_every: Duration::from_secs(45),
+            service_level: Duration::from_secs(20),
             answer_after: None,
         }
     }

@@ -19,6 +19,9 @@ pub struct Catalog {
     pub prompts: BTreeSet<String>,
     pub schedules: BTreeSet<String>,
     pub queues: BTreeSet<String>,
+    /// Queues that may turn a caller away (join-empty false, leave-empty,
+    /// max-length): a queue node needs `on-timeout` for those callers.
+    pub queues_turning_away: BTreeSet<String>,
     pub transfers: BTreeSet<String>,
 }
 
@@ -434,6 +437,16 @@ impl Checker<'_> {
                     None => None,
                 };
                 let on_timeout = self.optional(&n.on_timeout)?;
+                if on_timeout.is_none() && self.catalog.queues_turning_away.contains(&q.value) {
+                    let d = self.diag(
+                        &q.referenced,
+                        format!(
+                            "the queue `{}` may turn callers away (join-empty: false, leave-empty or max-length); without `on-timeout` they are hung up",
+                            q.value
+                        ),
+                    );
+                    self.out.push(d.warning());
+                }
                 Some(Kind::Queue {
                     queue: q.value.clone(),
                     priority,

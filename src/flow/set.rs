@@ -62,6 +62,12 @@ pub fn catalog(config: &Config, prompts: BTreeSet<String>) -> Catalog {
         prompts,
         schedules: config.schedules.keys().cloned().collect(),
         queues: config.queues.keys().cloned().collect(),
+        queues_turning_away: config
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.join_empty || q.leave_empty || q.max_length > 0)
+            .map(|(name, _)| name.clone())
+            .collect(),
         transfers: config.transfers.keys().cloned().collect(),
     }
 }

@@ -24,7 +24,7 @@ schedules:
     time-zone: Europe/Berlin
     weekly: { mon-fri: 09:00-17:00 }
     holidays: [2026-12-24]
-queues: { support: {}, sales: {} }
+queues: { support: {}, sales: {}, small: { max-length: 3 } }
 transfers: { operator: 'sip:operator@127.0.0.1:5070' }
 ";
 
@@ -739,6 +739,32 @@ fn references_to_missing_things() {
     assert_eq!(p, ["g.yaml:3:14: there is no flow `elsewhere` to go to"]);
     let p = one("f", "entry: nowhere\nnodes:\n  a: { hangup: true }\n");
     assert_eq!(p[0], "f.yaml:1:8: there is no node `nowhere` in this flow");
+}
+
+#[test]
+fn a_queue_that_turns_callers_away_warns_when_its_node_has_nowhere_to_send_them() {
+    let warnings = |flow: &str| -> Vec<String> {
+        let loaded = load(&[("f", flow)]);
+        assert!(loaded.set.is_some(), "a warning does not refuse the flow");
+        loaded
+            .diagnostics
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                d.snippet = None;
+                d.to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        warnings("entry: q\nnodes:\n  q: { queue: small }\n"),
+        ["f.yaml:3:15: warning: the queue `small` may turn callers away (join-empty: false, leave-empty or max-length); without `on-timeout` they are hung up"]
+    );
+    assert!(warnings(
+        "entry: q\nnodes:\n  q: { queue: small, on-timeout: bye }\n  bye: { hangup: goodbye }\n"
+    )
+    .is_empty());
+    assert!(warnings("entry: q\nnodes:\n  q: { queue: support }\n").is_empty());
 }
 
 #[test]
