@@ -8,6 +8,7 @@ pub mod acd;
 pub mod call;
 pub mod config;
 pub mod diagnostic;
+pub mod events;
 pub mod flow;
 pub mod media;
 pub mod sdp;

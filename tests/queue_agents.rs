@@ -544,3 +544,51 @@ fn a_full_queue_sends_the_next_caller_on_and_waiting_callers_hear_the_periodic_m
     outcomes.sort();
     assert_eq!(outcomes, ["abandoned", "queue-full"]);
 }
+
+#[test]
+fn the_agents_screen_pop_carries_the_callers_earlier_calls() {
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        "queues:\n  support: { announce-position: false, wrap-up: 0s }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let port = engine.ports.spare(0);
+    // The first call: a new caller, nothing to show.
+    let first = std::fs::read_to_string(scenario("agent-answer.xml"))
+        .unwrap()
+        .replace(
+            "assign_to=\"queue\"/>",
+            "assign_to=\"queue\"/>\n      <ereg regexp=\"X-Hotline-Previous-Calls: 0\" search_in=\"msg\" check_it=\"true\" assign_to=\"none\"/>",
+        )
+        .replace("variables=\"callid,queue\"", "variables=\"callid,queue,none\"");
+    let first_sf = engine.dir.join("agent-first.xml");
+    std::fs::write(&first_sf, first).unwrap();
+    let agent = common::sipp_side(&["-sf", &first_sf.display().to_string()], agent_port, None);
+    std::thread::sleep(Duration::from_millis(300));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 1000, false);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "first call:\n{out}");
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+
+    // The same caller again: the agent's phone is told of the first call.
+    let second = std::fs::read_to_string(scenario("agent-answer.xml"))
+        .unwrap()
+        .replace(
+            "assign_to=\"queue\"/>",
+            "assign_to=\"queue\"/>\n      <ereg regexp=\"X-Hotline-Previous-Calls: 1\" search_in=\"msg\" check_it=\"true\" assign_to=\"count\"/>\n      <ereg regexp=\"X-Hotline-Last-Call: [0-9T:.-]+Z; queue=support; agent=1001; outcome=agent\" search_in=\"msg\" check_it=\"true\" assign_to=\"last\"/>",
+        )
+        .replace("variables=\"callid,queue\"", "variables=\"callid,queue,count,last\"");
+    let second_sf = engine.dir.join("agent-second.xml");
+    std::fs::write(&second_sf, second).unwrap();
+    let agent = common::sipp_side(&["-sf", &second_sf.display().to_string()], agent_port, None);
+    std::thread::sleep(Duration::from_millis(300));
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(agent);
+    assert!(
+        ok,
+        "the second screen pop did not show the first call:\n{out}\n{}",
+        engine.log()
+    );
+}

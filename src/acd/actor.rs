@@ -87,9 +87,9 @@ pub fn shifts(config: &crate::config::Config) -> Shifts {
 }
 
 /// Starts the ACD task.
-pub fn start(acd: Acd, shifts: Shifts) -> AcdHandle {
+pub fn start(acd: Acd, shifts: Shifts, events: crate::events::EventBus) -> AcdHandle {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(acd, shifts, rx));
+    tokio::spawn(run(acd, shifts, events, rx));
     AcdHandle { tx }
 }
 
@@ -112,7 +112,12 @@ fn shift_changes(
         .collect()
 }
 
-async fn run(mut acd: Acd, shifts: Shifts, mut rx: mpsc::UnboundedReceiver<Request>) {
+async fn run(
+    mut acd: Acd,
+    shifts: Shifts,
+    events: crate::events::EventBus,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
     let mut calls: HashMap<String, mpsc::UnboundedSender<ToCall>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut on_shift = HashMap::new();
@@ -172,7 +177,15 @@ async fn run(mut acd: Acd, shifts: Shifts, mut rx: mpsc::UnboundedReceiver<Reque
                             None => offers.push((call, vec![offered], ring_timeout)),
                         }
                     }
-                    Output::State { .. } => {}
+                    Output::State {
+                        agent,
+                        state,
+                        reason,
+                    } => events.publish(crate::events::Event::AgentState {
+                        agent,
+                        state: state.to_owned(),
+                        reason,
+                    }),
                 }
             }
             for (call, agents, ring_timeout) in offers {

@@ -87,8 +87,12 @@ pub enum Output {
         contacts: Vec<Binding>,
         ring_timeout: Duration,
     },
-    /// An agent's state changed.
-    State { agent: String, state: &'static str },
+    /// An agent's state changed (a pause carries its reason).
+    State {
+        agent: String,
+        state: &'static str,
+        reason: Option<String>,
+    },
     /// The caller is out of the queue (or never got in).
     Away { call: CallId, why: Away },
 }
@@ -255,9 +259,14 @@ impl Acd {
                 a.state = s;
                 if changed {
                     info!(%agent, state = a.state.name(), ?event, "agent state");
+                    let reason = match &a.state {
+                        AgentState::Paused { reason, .. } => Some(reason.clone()),
+                        _ => None,
+                    };
                     out.push(Output::State {
                         agent: agent.to_owned(),
                         state: a.state.name(),
+                        reason,
                     });
                 }
                 true

@@ -127,9 +127,11 @@ pub async fn run(
     let store = StoreHandle::open_sqlite(&config.data_dir)?;
     let media = MediaEngine::start(&config.rtp);
     let mut sip = sip::start(config.clone()).await?;
+    let events = crate::events::EventBus::new();
     let acd = crate::acd::actor::start(
         crate::acd::Acd::new(&config),
         crate::acd::actor::shifts(&config),
+        events.clone(),
     );
     // Agents' registrations go to the ACD.
     let mut registrations = sip.registrations;
@@ -158,6 +160,7 @@ pub async fn run(
         store,
         dialer: sip.dialer.clone(),
         acd,
+        events,
         hangup_all: hangup_rx,
     };
     let active = Arc::new(AtomicUsize::new(0));

@@ -23,6 +23,7 @@ use tracing::{info, warn, Instrument};
 use crate::acd::actor::{AcdHandle, ToCall};
 use crate::acd::Input as AcdInput;
 use crate::config::{Config, Record};
+use crate::events::{Event as BusEvent, PastCall};
 use crate::flow::{self, Action, Event, FlowSet, Outcome, Run, Vars};
 use crate::media::{
     dtmf, Digit, DigitSource, MediaChannel, MediaEngine, MediaEvent, PromptCache, StreamConfig,
@@ -44,6 +45,8 @@ pub struct CallContext {
     pub store: StoreHandle,
     pub dialer: Dialer,
     pub acd: AcdHandle,
+    /// What happens to calls, for the operations API and screen pops.
+    pub events: crate::events::EventBus,
     /// Becomes `true` when the drain timeout is over: hang up now.
     pub hangup_all: watch::Receiver<bool>,
 }
@@ -68,6 +71,13 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
     );
     async move {
         info!(trunk = %call.trunk, source = %call.source, "call arrived");
+        ctx.events.publish(BusEvent::CallArrived {
+            call_id: call.call_id.clone(),
+            caller: call.caller.clone(),
+            dialed: call.dialed.clone(),
+            trunk: call.trunk.clone(),
+        });
+        let events = ctx.events.clone();
         let store = ctx.store.clone();
         let mut cdr = Cdr {
             call_id: call.call_id.clone(),
@@ -86,6 +96,11 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
             None => Call::setup(ctx, call, &mut cdr).await,
         };
         finish_cdr(&mut cdr, ending);
+        let ended = BusEvent::CallEnded {
+            call_id: cdr.call_id.clone(),
+            outcome: cdr.outcome.clone(),
+            ended_by: cdr.ended_by.clone(),
+        };
         // The record is written before the call's task (and what it holds) goes.
         match tokio::time::timeout(std::time::Duration::from_secs(10), store.save_cdr(cdr)).await {
             Ok(Ok(_)) => {}
@@ -93,6 +108,7 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
             Err(_) => warn!("CDR not written: the store did not answer within 10 s"),
         }
         info!(?ending, "call ended");
+        events.publish(ended);
     }
     .instrument(span)
     .await
@@ -182,6 +198,11 @@ struct Call {
     /// record feature code, and until when.
     agent_keys: String,
     agent_keys_until: Option<Instant>,
+    /// The caller's earlier calls, looked up when they join a queue.
+    history: Vec<PastCall>,
+    history_rx: Option<tokio::sync::oneshot::Receiver<Vec<PastCall>>>,
+    /// An offer that waits (briefly) for the history, and until when.
+    pending_offer: Option<(ToCall, Instant)>,
     /// Positions the ACD answered, with what to play before them.
     positions: (
         mpsc::UnboundedSender<Announcement>,
@@ -255,6 +276,9 @@ impl Call {
             recordings_closing: Vec::new(),
             agent_keys: String::new(),
             agent_keys_until: None,
+            history: Vec::new(),
+            history_rx: None,
+            pending_offer: None,
             positions: mpsc::unbounded_channel(),
         };
         // An unusable offer is refused before any ringing.
@@ -291,6 +315,8 @@ impl Call {
                 info!("answered with an offer; waiting for the answer in ACK");
             }
         }
+        // Read while the IVR runs, so it is there when an agent is offered.
+        call.look_up_history();
         let end = call.run().await;
         call.leave_acd();
         call.close_recordings().await;
@@ -388,6 +414,22 @@ impl Call {
                 Some(ev) = self.feedback.1.recv() => self.feed(ev),
                 ev = leg::next_of(self.leg.as_mut()) => self.on_leg(ev),
                 Some(offer) = recv_offer(self.queued.as_mut()) => self.on_offer(offer),
+                history = recv_history(self.history_rx.as_mut()) => {
+                    self.history = history.unwrap_or_default();
+                    self.history_rx = None;
+                    // Out of the queue meanwhile (its ACD entry is gone too): dropped.
+                    if let Some((offer, _)) = self.pending_offer.take().filter(|_| self.queued.is_some()) {
+                        self.on_offer(offer);
+                    }
+                }
+                _ = sleep_until_opt(self.pending_offer.as_ref().map(|(_, until)| *until)) => {
+                    warn!("the caller's history did not come in time for the screen pop");
+                    self.history_rx = None;
+                    // Out of the queue meanwhile (its ACD entry is gone too): dropped.
+                    if let Some((offer, _)) = self.pending_offer.take().filter(|_| self.queued.is_some()) {
+                        self.on_offer(offer);
+                    }
+                }
                 Some((first, pos)) = self.positions.1.recv() => self.on_position(first, pos),
                 _ = sleep_until_opt(self.queue_deadline) => {
                     self.queue_deadline = None;
@@ -636,6 +678,11 @@ impl Call {
                             }
                             leg::Purpose::Agents => {
                                 self.marks.agent = agent.clone();
+                                self.ctx.events.publish(BusEvent::CallAnswered {
+                                    call_id: self.call_id.clone(),
+                                    agent: agent.clone(),
+                                    target: leg.answered_target().unwrap_or_default().to_owned(),
+                                });
                                 self.ctx.acd.send(AcdInput::Answered {
                                     call: self.call_id.clone(),
                                     agent: agent.unwrap_or_default(),
@@ -905,6 +952,13 @@ impl Call {
     /// registered, where it registered from; the caller keeps hearing the
     /// queue's music. The first phone to answer is bridged.
     fn on_offer(&mut self, offer: ToCall) {
+        if matches!(offer, ToCall::Offer { .. }) && self.history_rx.is_some() {
+            // The screen pop should show the caller's history: wait for it
+            // a moment (it is one indexed query).
+            let until = Instant::now() + std::time::Duration::from_millis(500);
+            self.pending_offer = Some((offer, until));
+            return;
+        }
         let (agents, ring_timeout) = match offer {
             ToCall::Offer {
                 agents,
@@ -931,7 +985,19 @@ impl Call {
         let offer = sdp::offer(&mut origin, media.local_port());
         let headers = self.screen_pop_headers();
         let names: Vec<&str> = agents.iter().map(|a| a.agent.as_str()).collect();
-        info!(agents = ?names, vars = ?self.run.vars(), "screen pop");
+        let wait_ms = self.marks.queued_at.map_or(0, |q| {
+            jiff::Timestamp::now().duration_since(q).as_millis().max(0) as u64
+        });
+        info!(agents = ?names, vars = ?self.run.vars(), previous_calls = self.history.len(), wait_ms, "screen pop");
+        self.ctx.events.publish(BusEvent::AgentOffered {
+            call_id: self.call_id.clone(),
+            agents: names.iter().map(|n| n.to_string()).collect(),
+            caller: self.caller.clone(),
+            queue: self.queue_name.clone().unwrap_or_default(),
+            wait_ms,
+            vars: serde_json::to_value(self.run.vars()).unwrap_or_default(),
+            history: self.history.clone(),
+        });
         let mut leg = leg::Leg::new(
             leg::Purpose::Agents,
             names.join(","),
@@ -961,6 +1027,35 @@ impl Call {
         self.leg = Some(leg);
     }
 
+    /// Looks up the caller's earlier calls (for the screen pop) while they
+    /// wait; an answer that comes too late is simply not shown.
+    fn look_up_history(&mut self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (store, caller) = (self.ctx.store.clone(), self.caller.clone());
+        tokio::spawn(
+            async move {
+                let past = match store.cdrs_of_caller(&caller, 5).await {
+                    Ok(cdrs) => cdrs
+                        .into_iter()
+                        .map(|c| PastCall {
+                            arrived_at: c.arrived_at,
+                            queue: c.queue,
+                            agent: c.agent,
+                            outcome: c.outcome,
+                        })
+                        .collect(),
+                    Err(e) => {
+                        warn!(error = %e, "the caller's history could not be read");
+                        Vec::new()
+                    }
+                };
+                let _ = tx.send(past);
+            }
+            .in_current_span(),
+        );
+        self.history_rx = Some(rx);
+    }
+
     /// The screen pop: what the IVR learned travels with the INVITE (and
     /// to the log), so the caller never repeats themselves.
     fn screen_pop_headers(&self) -> Vec<(String, String)> {
@@ -976,6 +1071,23 @@ impl Call {
                 let name: String = k.chars().map(|c| if c == '_' { '-' } else { c }).collect();
                 headers.push((format!("X-Hotline-Var-{name}"), flow::expr::render_value(v)));
             }
+        }
+        // The caller's history: how many earlier calls, and the last one.
+        headers.push((
+            "X-Hotline-Previous-Calls".to_owned(),
+            self.history.len().to_string(),
+        ));
+        if let Some(last) = self.history.first() {
+            headers.push((
+                "X-Hotline-Last-Call".to_owned(),
+                format!(
+                    "{}; queue={}; agent={}; outcome={}",
+                    last.arrived_at.map(|t| t.to_string()).unwrap_or_default(),
+                    last.queue.as_deref().unwrap_or("-"),
+                    last.agent.as_deref().unwrap_or("-"),
+                    last.outcome
+                ),
+            ));
         }
         let answer_after = self
             .queue_name
@@ -1171,6 +1283,11 @@ impl Call {
         match action {
             Action::Entered { flow, node } => {
                 info!(%flow, %node, "ivr node");
+                self.ctx.events.publish(BusEvent::IvrNode {
+                    call_id: self.call_id.clone(),
+                    flow,
+                    node,
+                });
                 None
             }
             Action::Play { token, prompts, .. } => {
@@ -1250,6 +1367,11 @@ impl Call {
                 skills,
             } => {
                 info!(%queue, priority, ?skills, "caller queued");
+                self.ctx.events.publish(BusEvent::QueueJoined {
+                    call_id: self.call_id.clone(),
+                    queue: queue.clone(),
+                    priority,
+                });
                 let now = jiff::Timestamp::now();
                 let max_wait = self
                     .ctx
@@ -1360,6 +1482,15 @@ impl Call {
 async fn recv_offer(rx: Option<&mut mpsc::UnboundedReceiver<ToCall>>) -> Option<ToCall> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_history(
+    rx: Option<&mut tokio::sync::oneshot::Receiver<Vec<PastCall>>>,
+) -> Option<Vec<PastCall>> {
+    match rx {
+        Some(rx) => rx.await.ok(),
         None => std::future::pending().await,
     }
 }
