@@ -592,3 +592,102 @@ fn the_agents_screen_pop_carries_the_callers_earlier_calls() {
         engine.log()
     );
 }
+
+/// Agent 1001's phone, transferring the caller to `target` by REFER and
+/// expecting the engine's NOTIFY to say `status`.
+fn referring_phone(engine: &Engine, port: u16, target: &str, status: u16) -> std::process::Child {
+    let sf = engine.dir.join(format!("agent-refer-{target}.xml"));
+    let text = std::fs::read_to_string(scenario("agent-refer.xml"))
+        .unwrap()
+        .replace("SIP/2.0 [0-9]{3}", &format!("SIP/2.0 {status}"));
+    std::fs::write(&sf, text).unwrap();
+    let inf = engine.dir.join(format!("target-{target}.csv"));
+    std::fs::write(&inf, format!("SEQUENTIAL\n{target};\n")).unwrap();
+    common::sipp_side(
+        &[
+            "-sf",
+            &sf.display().to_string(),
+            "-inf",
+            &inf.display().to_string(),
+            "-rtp_echo",
+        ],
+        port,
+        None,
+    )
+}
+
+const TWO_QUEUES: &str = "queues:\n  support: { announce-position: false }\n  sales: { announce-position: false }\ntransfers: { operator: 'sip:operator@127.0.0.1:9' }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\n  - { id: '1002', password: 1002pass, queues: [sales], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n";
+
+#[test]
+fn an_agent_transfers_the_caller_blind_to_another_queue_and_its_agent_takes_the_call() {
+    let engine = Engine::with_flow("entry: q\nnodes:\n  q: { queue: support }\n", TWO_QUEUES);
+    let p1 = common::Ports::next().spare(0);
+    let p2 = common::Ports::next().spare(0);
+    register(&engine, "1001", p1);
+    register(&engine, "1002", p2);
+    let first = referring_phone(&engine, p1, "sales", 200);
+    let second = phone("agent-answer.xml", p2, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let port = engine.ports.spare(0);
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 5000, true);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(first);
+    assert!(
+        ok,
+        "1001's transfer was not accepted and ended:\n{out}\n{}",
+        engine.log()
+    );
+    let (ok, out) = common::finish(second);
+    assert!(
+        ok,
+        "1002 did not get the transferred caller:\n{out}\n{}",
+        engine.log()
+    );
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+    let cdr = &hotline::store::Store::cdrs(&mut store).unwrap()[0];
+    assert_eq!(
+        (
+            cdr.outcome.as_str(),
+            cdr.agent.as_deref(),
+            cdr.queue.as_deref()
+        ),
+        ("agent", Some("1002"), Some("sales")),
+        "{cdr:?}"
+    );
+    assert!(engine
+        .log()
+        .contains("agent state agent=1001 state=\"wrap-up\""));
+}
+
+#[test]
+fn a_transfer_to_a_number_the_config_does_not_name_is_refused_and_the_call_goes_on() {
+    let engine = Engine::with_flow("entry: q\nnodes:\n  q: { queue: support }\n", TWO_QUEUES);
+    let p1 = common::Ports::next().spare(0);
+    register(&engine, "1001", p1);
+    // A premium number: Hotline must never dial it for a phone.
+    let first = referring_phone(&engine, p1, "09005551234", 403);
+    std::thread::sleep(Duration::from_millis(300));
+    let port = engine.ports.spare(0);
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 4000, true);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(first);
+    assert!(
+        ok,
+        "the refusal was not reported, or the call did not go on:\n{out}\n{}",
+        engine.log()
+    );
+    let log = engine.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("placing a call") && l.contains("0900")),
+        "{log}"
+    );
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+    let cdr = &hotline::store::Store::cdrs(&mut store).unwrap()[0];
+    assert_eq!(
+        (cdr.outcome.as_str(), cdr.agent.as_deref()),
+        ("agent", Some("1001"))
+    );
+}

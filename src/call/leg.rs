@@ -25,6 +25,8 @@ pub enum Purpose {
     Transfer { token: u64 },
     /// Agents offered the caller by the ACD.
     Agents,
+    /// A target an agent transferred the caller to (REFER).
+    Referred,
 }
 
 /// One phone rung.

@@ -182,6 +182,8 @@ struct Call {
     /// Offers from the ACD while the caller is queued.
     queued: Option<mpsc::UnboundedReceiver<ToCall>>,
     queue_name: Option<String>,
+    /// The caller's priority in it (kept when an agent moves them).
+    queue_priority: i64,
     /// When the call's stages began, for its record.
     marks: Marks,
     /// When the caller has waited the queue's maximum.
@@ -268,6 +270,7 @@ impl Call {
             leg: None,
             queued: None,
             queue_name: None,
+            queue_priority: 0,
             marks: Marks::default(),
             queue_deadline: None,
             announce_at: None,
@@ -513,6 +516,12 @@ impl Call {
                 }
                 None
             }
+            DialogEvent::Refer { refer_to } => {
+                // Callers (trunks) do not move their own calls.
+                warn!(%refer_to, "REFER from the caller's side refused");
+                self.dialog.notify_refer(403);
+                None
+            }
             DialogEvent::Bye => Some(Ending::CallerHungUp),
             DialogEvent::Cancelled => Some(Ending::Cancelled),
             DialogEvent::NoAck => Some(Ending::NoAck),
@@ -598,12 +607,17 @@ impl Call {
 
     /// Places the call to the transfer target; the caller hears hold music
     /// while it rings.
-    fn transfer(&mut self, token: u64, target: String, uri: String) {
+    fn transfer(&mut self, purpose: leg::Purpose, target: String, uri: String) {
         self.marks.ivr_exit_at.get_or_insert(jiff::Timestamp::now());
         let media = match self.ctx.media.open_beside(&self.media) {
             Ok(m) => m,
             Err(e) => {
-                self.feedback_now(Event::Transferred(token, Err(e.to_string())));
+                match purpose {
+                    leg::Purpose::Transfer { token } => {
+                        self.feedback_now(Event::Transferred(token, Err(e.to_string())))
+                    }
+                    _ => self.referral_failed(e.to_string()),
+                }
                 return;
             }
         };
@@ -621,13 +635,7 @@ impl Call {
         let q = crate::config::QueueConfig::default();
         self.playlist
             .start_then_loop(Vec::new(), q.music, &mut self.media, &self.ctx.prompts);
-        let mut leg = leg::Leg::new(
-            leg::Purpose::Transfer { token },
-            target,
-            media,
-            origin,
-            leg::RING_TIMEOUT,
-        );
+        let mut leg = leg::Leg::new(purpose, target, media, origin, leg::RING_TIMEOUT);
         leg.dial(&self.ctx.dialer, call, None);
         self.leg = Some(leg);
     }
@@ -676,6 +684,7 @@ impl Call {
                             leg::Purpose::Transfer { token } => {
                                 self.feed(Event::Transferred(token, Ok(())))
                             }
+                            leg::Purpose::Referred => {}
                             leg::Purpose::Agents => {
                                 self.marks.agent = agent.clone();
                                 self.ctx.events.publish(BusEvent::CallAnswered {
@@ -708,6 +717,7 @@ impl Call {
             leg::LegEvent::Dialog(DialogEvent::ReInvite { sdp: body }) => {
                 self.on_leg_reinvite(body)
             }
+            leg::LegEvent::Dialog(DialogEvent::Refer { refer_to }) => self.on_refer(refer_to),
             leg::LegEvent::Dialog(DialogEvent::Info { content_type, body }) => {
                 if let Some(d) = dtmf::parse_info(&content_type, &body) {
                     self.on_leg_digit(d);
@@ -945,6 +955,7 @@ impl Call {
                     call: self.call_id.clone(),
                 });
             }
+            leg::Purpose::Referred => self.referral_failed(why),
         }
     }
 
@@ -1025,6 +1036,124 @@ impl Call {
             self.marks.agent = Some(only.agent.clone());
         }
         self.leg = Some(leg);
+    }
+
+    /// Puts the caller in `queue`: the ACD learns of them, they hear the
+    /// greeting (and where they stand), then the music.
+    fn enqueue(&mut self, queue: String, priority: i64, skills: Vec<String>) {
+        info!(%queue, priority, ?skills, "caller queued");
+        self.ctx.events.publish(BusEvent::QueueJoined {
+            call_id: self.call_id.clone(),
+            queue: queue.clone(),
+            priority,
+        });
+        self.queue_priority = priority;
+        let now = jiff::Timestamp::now();
+        let max_wait = self
+            .ctx
+            .config
+            .queues
+            .get(&queue)
+            .map_or(std::time::Duration::ZERO, |q| q.max_wait);
+        if !max_wait.is_zero() && self.run.leaves_queue_on_timeout() {
+            self.queue_deadline = Some(Instant::now() + max_wait);
+        }
+        self.marks.queue = Some(queue.clone());
+        self.marks.queued_at = Some(now);
+        self.marks.ivr_exit_at.get_or_insert(now);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.ctx.acd.join(
+            AcdInput::Join {
+                call: self.call_id.clone(),
+                queue: queue.clone(),
+                priority,
+                skills,
+                caller: self.caller.clone(),
+            },
+            tx,
+        );
+        self.queued = Some(rx);
+        let q = self
+            .ctx
+            .config
+            .queues
+            .get(&queue)
+            .cloned()
+            .unwrap_or_default();
+        self.queue_name = Some(queue);
+        if q.message.is_some() {
+            self.message_at = Some(Instant::now() + q.message_every);
+        }
+        if q.announce_position {
+            // The greeting and the first announcement play together,
+            // once the ACD says where the caller stands.
+            self.announce(q.greeting.clone());
+            return;
+        }
+        self.playlist.start_then_loop(
+            q.greeting.into_iter().collect(),
+            q.music,
+            &mut self.media,
+            &self.ctx.prompts,
+        );
+    }
+
+    /// The agent transfers the caller (blind, REFER) to a queue or to a
+    /// target under `transfers:`, named by the Refer-To URI's user part.
+    /// Anything else is refused: a phone must never make Hotline dial where
+    /// the config does not allow (toll fraud).
+    fn on_refer(&mut self, refer_to: String) {
+        let Some(leg) = self.leg.as_ref().filter(|l| l.bridged) else {
+            return;
+        };
+        let target = crate::sip::header::SipUri::parse(&refer_to)
+            .and_then(|u| u.user)
+            .unwrap_or_default();
+        let to_queue = self.ctx.config.queues.contains_key(&target);
+        let to_uri = self.ctx.config.transfers.get(&target).cloned();
+        if !to_queue && to_uri.is_none() {
+            warn!(%refer_to, "REFER to neither a queue nor a configured transfer target; refused");
+            if let Some(d) = leg.dialog() {
+                d.notify_refer(403);
+            }
+            return;
+        }
+        info!(%target, agent = ?self.marks.agent, "blind transfer by the agent");
+        if let Some(d) = leg.dialog() {
+            d.notify_refer(200);
+        }
+        let from_agent = leg.purpose == leg::Purpose::Agents;
+        self.count_hold();
+        self.media.unbridge();
+        // Dropping the leg hangs it up (the NOTIFY goes first).
+        self.leg = None;
+        if from_agent {
+            self.ctx.acd.send(AcdInput::Ended {
+                call: self.call_id.clone(),
+            });
+            self.queued = None;
+        }
+        match to_uri {
+            Some(uri) => self.transfer(leg::Purpose::Referred, target, uri),
+            None => self.enqueue(target, self.queue_priority, Vec::new()),
+        }
+    }
+
+    /// A transfer the agent asked for did not come up: rather than leave
+    /// the caller alone, they go back to the queue they came from.
+    fn referral_failed(&mut self, why: String) {
+        self.playlist.stop(&self.media);
+        self.media.unbridge();
+        match self.queue_name.clone() {
+            Some(queue) => {
+                warn!(error = %why, %queue, "the agent's transfer failed; the caller goes back to the queue");
+                self.enqueue(queue, self.queue_priority, Vec::new());
+            }
+            None => {
+                warn!(error = %why, "the agent's transfer failed; hanging up");
+                self.hang_up = true;
+            }
+        }
     }
 
     /// Looks up the caller's earlier calls (for the screen pop) while they
@@ -1366,64 +1495,11 @@ impl Call {
                 priority,
                 skills,
             } => {
-                info!(%queue, priority, ?skills, "caller queued");
-                self.ctx.events.publish(BusEvent::QueueJoined {
-                    call_id: self.call_id.clone(),
-                    queue: queue.clone(),
-                    priority,
-                });
-                let now = jiff::Timestamp::now();
-                let max_wait = self
-                    .ctx
-                    .config
-                    .queues
-                    .get(&queue)
-                    .map_or(std::time::Duration::ZERO, |q| q.max_wait);
-                if !max_wait.is_zero() && self.run.leaves_queue_on_timeout() {
-                    self.queue_deadline = Some(Instant::now() + max_wait);
-                }
-                self.marks.queue = Some(queue.clone());
-                self.marks.queued_at = Some(now);
-                self.marks.ivr_exit_at.get_or_insert(now);
-                let (tx, rx) = mpsc::unbounded_channel();
-                self.ctx.acd.join(
-                    AcdInput::Join {
-                        call: self.call_id.clone(),
-                        queue: queue.clone(),
-                        priority,
-                        skills: skills.clone(),
-                        caller: self.caller.clone(),
-                    },
-                    tx,
-                );
-                self.queued = Some(rx);
-                let q = self
-                    .ctx
-                    .config
-                    .queues
-                    .get(&queue)
-                    .cloned()
-                    .unwrap_or_default();
-                self.queue_name = Some(queue);
-                if q.message.is_some() {
-                    self.message_at = Some(Instant::now() + q.message_every);
-                }
-                if q.announce_position {
-                    // The greeting and the first announcement play together,
-                    // once the ACD says where the caller stands.
-                    self.announce(q.greeting.clone());
-                    return None;
-                }
-                self.playlist.start_then_loop(
-                    q.greeting.into_iter().collect(),
-                    q.music,
-                    &mut self.media,
-                    &self.ctx.prompts,
-                );
+                self.enqueue(queue, priority, skills);
                 None
             }
             Action::Transfer { token, target, uri } => {
-                self.transfer(token, target, uri);
+                self.transfer(leg::Purpose::Transfer { token }, target, uri);
                 None
             }
             Action::Hangup => {

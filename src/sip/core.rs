@@ -602,6 +602,22 @@ impl SipCore {
                 self.reply(tx, &req, 200, Some(id));
             }
             Method::Options => self.reply(tx, &req, 200, Some(id)),
+            Method::Refer => {
+                let refer_to = req
+                    .headers
+                    .get("Refer-To")
+                    .or_else(|| req.headers.get("r"))
+                    .and_then(NameAddr::parse)
+                    .filter(|n| SipUri::parse(&n.uri).is_some());
+                match refer_to {
+                    Some(to) => {
+                        info!(call_id = %slot.dialog.call_id, refer_to = %to.uri, "REFER received");
+                        let _ = slot.events.send(DialogEvent::Refer { refer_to: to.uri });
+                        self.reply(tx, &req, 202, Some(id));
+                    }
+                    None => self.reply(tx, &req, 400, Some(id)),
+                }
+            }
             Method::Other(_) => self.reply(tx, &req, 501, Some(id)),
             _ => self.reply(tx, &req, 405, Some(id)),
         }
@@ -637,6 +653,7 @@ impl SipCore {
                 events,
             } => self.send_invite(dialog, call, addr, events),
             Command::Ping { dialog } => self.send_ping(dialog),
+            Command::NotifyRefer { dialog, status } => self.send_notify_refer(dialog, status),
             Command::Release { dialog } => {
                 if let Some(slot) = self.dialogs.get_mut(&dialog) {
                     slot.released = true;
@@ -801,6 +818,35 @@ impl SipCore {
         req.headers.push("Content-Length", "0");
         let (tx, transmit) = self.txs.send_request(&branch, &req, target, now());
         self.pings.insert(tx, id);
+        self.out.push(transmit);
+    }
+
+    /// The final NOTIFY of a REFER's implicit subscription. Its answer is
+    /// not awaited: the transfer has happened (or not) either way.
+    fn send_notify_refer(&mut self, id: DialogId, status: u16) {
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        if slot.dialog.state != DialogState::Confirmed || slot.dialog.bye_tx.is_some() {
+            return;
+        }
+        let target = slot.dialog.request_target();
+        let (via, branch) = new_via(self.local, target.transport);
+        let mut req = slot
+            .dialog
+            .request(Method::Notify, via, &self.config.sip.user_agent);
+        let body = format!(
+            "SIP/2.0 {status} {}\r\n",
+            super::message::reason_phrase(status)
+        );
+        req.headers.push("Event", "refer");
+        req.headers
+            .push("Subscription-State", "terminated;reason=noresource");
+        req.headers
+            .push("Content-Type", "message/sipfrag;version=2.0");
+        req.headers.push("Content-Length", body.len().to_string());
+        req.body = body.into_bytes();
+        let (_tx, transmit) = self.txs.send_request(&branch, &req, target, now());
         self.out.push(transmit);
     }
 

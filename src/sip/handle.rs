@@ -55,6 +55,10 @@ pub enum DialogEvent {
     Alive,
     /// It answered 481: it no longer knows the call.
     Lost,
+    /// The far end asks us to transfer the call (REFER, already accepted
+    /// with `202`): the Refer-To URI. Report how it went with
+    /// [`DialogHandle::notify_refer`].
+    Refer { refer_to: String },
 }
 
 /// A call we place: an INVITE with our SDP offer.
@@ -160,6 +164,8 @@ pub(super) enum Command {
     Release { dialog: DialogId },
     /// Send an in-dialog OPTIONS (is the far end still there?).
     Ping { dialog: DialogId },
+    /// Tell the far end how its REFER went (NOTIFY with a sipfrag).
+    NotifyRefer { dialog: DialogId, status: u16 },
     /// Place a call.
     Invite {
         dialog: DialogId,
@@ -208,6 +214,18 @@ impl DialogHandle {
     /// caller decides how long to wait.
     pub fn ping(&self) {
         let _ = self.commands.send(Command::Ping { dialog: self.id });
+    }
+}
+
+impl DialogHandle {
+    /// Reports the outcome of a REFER this dialog received: `status` as the
+    /// final sipfrag (`200`: transferred; `403`, `503`: not), which ends the
+    /// implicit subscription (RFC 3515).
+    pub fn notify_refer(&self, status: u16) {
+        let _ = self.commands.send(Command::NotifyRefer {
+            dialog: self.id,
+            status,
+        });
     }
 }
 
