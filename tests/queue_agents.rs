@@ -691,3 +691,61 @@ fn a_transfer_to_a_number_the_config_does_not_name_is_refused_and_the_call_goes_
         ("agent", Some("1001"))
     );
 }
+
+#[test]
+fn after_a_crash_agents_come_back_from_their_registrations_free_not_stuck_on_a_call() {
+    let mut engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        "queues:\n  support: { announce-position: false, wrap-up: 0s }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    // A call is bridged to the agent when the engine dies (kill -9).
+    let mut agent = phone("agent-answer.xml", agent_port, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let caller_port = common::Ports::next().spare(0);
+    let sc = keys_scenario_with(
+        &engine,
+        "long-caller.xml",
+        engine.ports.spare(2),
+        &[],
+        30_000,
+        false,
+    );
+    let mut caller = common::sipp_side(
+        &["-sf", &sc.display().to_string(), "-s", "100"],
+        caller_port,
+        Some(&engine.sip.to_string()),
+    );
+    assert!(
+        engine.wait_log("answered; caller bridged", Duration::from_secs(10)),
+        "{}",
+        engine.log()
+    );
+    engine.crash_and_restart();
+    for p in [&mut agent, &mut caller] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    // Without registering again, the agent is reachable and free: the next
+    // caller is bridged to them.
+    let log = engine.log();
+    assert!(log.contains("registration restored agent=1001"), "{log}");
+    let agent = phone("agent-answer.xml", agent_port, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let sc = keys_scenario_with(
+        &engine,
+        "caller.xml",
+        engine.ports.spare(0),
+        &[],
+        2000,
+        false,
+    );
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(agent);
+    assert!(
+        ok,
+        "the agent was not offered the call after the restart:\n{out}\n{}",
+        engine.log()
+    );
+}

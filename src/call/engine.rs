@@ -106,6 +106,59 @@ pub fn check_queue_prompts(
     }
 }
 
+/// A registered contact as the store keeps it (wall-clock expiry).
+fn to_registered(b: &crate::sip::registrar::Binding) -> crate::store::Registered {
+    let left = b
+        .expires_at
+        .saturating_duration_since(std::time::Instant::now());
+    let left = jiff::SignedDuration::try_from(left).unwrap_or(jiff::SignedDuration::ZERO);
+    crate::store::Registered {
+        contact: b.contact.clone(),
+        source: b.source.to_string(),
+        expires_at: jiff::Timestamp::now()
+            .checked_add(left)
+            .unwrap_or_else(|_| jiff::Timestamp::now()),
+        call_id: b.call_id.clone(),
+        cseq: b.cseq,
+    }
+}
+
+/// The contacts kept before the last stop or crash that have not expired.
+async fn restored_registrations(store: &StoreHandle) -> Vec<sip::Registration> {
+    let rows = match store.registrations().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %e, "kept registrations not read; agents must register again");
+            return Vec::new();
+        }
+    };
+    let now = jiff::Timestamp::now();
+    let mut by_agent: std::collections::BTreeMap<String, Vec<crate::sip::registrar::Binding>> =
+        Default::default();
+    for (agent, r) in rows {
+        let Ok(source) = r.source.parse() else {
+            continue;
+        };
+        let Ok(left) = std::time::Duration::try_from(r.expires_at.duration_since(now)) else {
+            continue; // expired
+        };
+        by_agent
+            .entry(agent)
+            .or_default()
+            .push(crate::sip::registrar::Binding {
+                contact: r.contact,
+                source,
+                expires_at: std::time::Instant::now() + left,
+                call_id: r.call_id,
+                cseq: r.cseq,
+            });
+    }
+    by_agent
+        .into_iter()
+        .map(|(agent, contacts)| sip::Registration { agent, contacts })
+        .collect()
+}
+
 /// Runs the engine until `shutdown` completes, then drains: new calls get
 /// `503`, calls in progress may finish for the drain timeout, then the rest
 /// are hung up.
@@ -126,7 +179,8 @@ pub async fn run(
     ));
     let store = StoreHandle::open_sqlite(&config.data_dir)?;
     let media = MediaEngine::start(&config.rtp);
-    let mut sip = sip::start(config.clone()).await?;
+    let restored = restored_registrations(&store).await;
+    let mut sip = sip::start(config.clone(), restored).await?;
     let events = crate::events::EventBus::new();
     let acd = crate::acd::actor::start(
         crate::acd::Acd::new(&config),
@@ -136,8 +190,14 @@ pub async fn run(
     // Agents' registrations go to the ACD.
     let mut registrations = sip.registrations;
     let acd_regs = acd.clone();
+    let regs_store = store.clone();
     tokio::spawn(async move {
         while let Some(r) = registrations.recv().await {
+            // Kept, so a restart finds the agents where their phones are.
+            let kept = r.contacts.iter().map(to_registered).collect();
+            if let Err(e) = regs_store.save_registration(r.agent.clone(), kept).await {
+                warn!(agent = %r.agent, error = %e, "registration not kept in the store");
+            }
             let contacts: Vec<String> = r
                 .contacts
                 .iter()

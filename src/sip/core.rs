@@ -40,7 +40,10 @@ pub enum SipError {
 }
 
 /// Binds the transports and starts the SIP core task.
-pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
+/// Starts the SIP layer. `restored` are agents' contacts kept from before
+/// a restart: the registrar takes them back (those not expired) and they
+/// are published like fresh registrations.
+pub async fn start(config: Arc<Config>, restored: Vec<Registration>) -> Result<SipLayer, SipError> {
     let listen = config.sip.listen;
     let (in_tx, in_rx) = mpsc::channel(8192);
     let mut udp = None;
@@ -86,7 +89,7 @@ pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
         commands: cmd_tx.clone(),
         ids: ids.clone(),
     };
-    let core = SipCore {
+    let mut core = SipCore {
         local: SocketAddr::new(config.sip_address(), port),
         config,
         txs: Transactions::new(),
@@ -111,6 +114,12 @@ pub async fn start(config: Arc<Config>) -> Result<SipLayer, SipError> {
         pings: HashMap::new(),
         next_keepalive: now(),
     };
+    for r in restored {
+        if core.registrar.restore(&r.agent, r.contacts, now()) {
+            info!(agent = %r.agent, "registration restored");
+            core.publish(&r.agent);
+        }
+    }
     tokio::spawn(core.run(in_rx, cmd_rx));
     Ok(SipLayer {
         incoming: incoming_rx,

@@ -103,6 +103,23 @@ impl Registrar {
         }
     }
 
+    /// Puts back contacts kept from before a restart (known agents only,
+    /// not yet expired); `true` if any was.
+    pub fn restore(&mut self, agent: &str, bindings: Vec<Binding>, now: Instant) -> bool {
+        if !self.secrets.contains_key(agent) {
+            return false;
+        }
+        let live: Vec<Binding> = bindings
+            .into_iter()
+            .filter(|b| b.expires_at > now)
+            .collect();
+        if live.is_empty() {
+            return false;
+        }
+        self.bindings.insert(agent.to_owned(), live);
+        true
+    }
+
     /// The live contacts of an agent.
     pub fn contacts(&self, agent: &str) -> &[Binding] {
         self.bindings.get(agent).map_or(&[], Vec::as_slice)

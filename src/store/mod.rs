@@ -92,6 +92,17 @@ pub struct Cdr {
     pub recording: Option<String>,
 }
 
+/// An agent's registered contact, as kept across restarts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    pub contact: String,
+    /// Where its REGISTER came from (`IP:PORT`).
+    pub source: String,
+    pub expires_at: Timestamp,
+    pub call_id: String,
+    pub cseq: u32,
+}
+
 /// The storage operations the engine needs.
 pub trait Store: Send {
     fn save_cdr(&mut self, c: &Cdr) -> Result<i64, StoreError>;
@@ -99,6 +110,10 @@ pub trait Store: Send {
     /// The caller's latest calls, newest first.
     fn cdrs_of_caller(&mut self, caller: &str, limit: usize) -> Result<Vec<Cdr>, StoreError>;
     fn save_voicemail(&mut self, v: &Voicemail) -> Result<i64, StoreError>;
+    /// Replaces the agent's kept contacts.
+    fn save_registration(&mut self, agent: &str, bindings: &[Registered])
+        -> Result<(), StoreError>;
+    fn registrations(&mut self) -> Result<Vec<(String, Registered)>, StoreError>;
     fn save_survey(&mut self, a: &SurveyAnswer) -> Result<i64, StoreError>;
     fn voicemails(&mut self) -> Result<Vec<Voicemail>, StoreError>;
     fn survey_answers(&mut self) -> Result<Vec<SurveyAnswer>, StoreError>;
@@ -162,6 +177,19 @@ impl StoreHandle {
     pub async fn cdrs_of_caller(&self, caller: &str, limit: usize) -> Result<Vec<Cdr>, StoreError> {
         let caller = caller.to_owned();
         self.call(move |s| s.cdrs_of_caller(&caller, limit)).await
+    }
+
+    pub async fn save_registration(
+        &self,
+        agent: String,
+        bindings: Vec<Registered>,
+    ) -> Result<(), StoreError> {
+        self.call(move |s| s.save_registration(&agent, &bindings))
+            .await
+    }
+
+    pub async fn registrations(&self) -> Result<Vec<(String, Registered)>, StoreError> {
+        self.call(|s| s.registrations()).await
     }
 
     pub async fn voicemails(&self) -> Result<Vec<Voicemail>, StoreError> {

@@ -6,7 +6,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use rusqlite::{params, Connection};
 
-use super::{Cdr, Store, StoreError, SurveyAnswer, Voicemail};
+use super::{Cdr, Registered, Store, StoreError, SurveyAnswer, Voicemail};
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -65,6 +65,17 @@ CREATE INDEX cdr_caller ON cdr (caller, arrived_at);
 ALTER TABLE cdr ADD COLUMN hold_ms INTEGER;
 ALTER TABLE cdr ADD COLUMN wrap_up_ms INTEGER;
 ALTER TABLE cdr ADD COLUMN recording TEXT;
+",
+    "
+CREATE TABLE registration (
+    agent TEXT NOT NULL,
+    contact TEXT NOT NULL,
+    source TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    cseq INTEGER NOT NULL
+);
+CREATE INDEX registration_agent ON registration (agent);
 ",
 ];
 
@@ -212,6 +223,50 @@ impl Store for SqliteStore {
         )
     }
 
+    fn save_registration(
+        &mut self,
+        agent: &str,
+        bindings: &[Registered],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM registration WHERE agent = ?1", params![agent])?;
+        for b in bindings {
+            tx.execute(
+                "INSERT INTO registration (agent, contact, source, expires_at, call_id, cseq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    agent,
+                    b.contact,
+                    b.source,
+                    b.expires_at.to_string(),
+                    b.call_id,
+                    b.cseq
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn registrations(&mut self) -> Result<Vec<(String, Registered)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT agent, contact, source, expires_at, call_id, cseq FROM registration ORDER BY rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Registered {
+                    contact: r.get(1)?,
+                    source: r.get(2)?,
+                    expires_at: ts(r.get(3)?),
+                    call_id: r.get(4)?,
+                    cseq: r.get(5)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn save_voicemail(&mut self, v: &Voicemail) -> Result<i64, StoreError> {
         self.conn.execute(
             "INSERT INTO voicemail (created_at, call_id, caller, mailbox, flow, path, duration_ms)
@@ -285,6 +340,33 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agents_kept_contacts_are_replaced_as_a_whole() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let b = |c: &str| Registered {
+            contact: c.into(),
+            source: "127.0.0.1:5071".into(),
+            expires_at: at,
+            call_id: "r1".into(),
+            cseq: 7,
+        };
+        s.save_registration("1001", &[b("sip:desk"), b("sip:soft")])
+            .unwrap();
+        s.save_registration("1002", &[b("sip:other")]).unwrap();
+        s.save_registration("1001", &[b("sip:soft")]).unwrap();
+        let rows = s.registrations().unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("1002".to_string(), b("sip:other")),
+                ("1001".to_string(), b("sip:soft"))
+            ]
+        );
+        s.save_registration("1002", &[]).unwrap();
+        assert_eq!(s.registrations().unwrap().len(), 1);
+    }
 
     #[test]
     fn rows_survive_reopening_and_scores_are_checked() {

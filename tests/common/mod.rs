@@ -140,35 +140,61 @@ impl Engine {
         let config_path = dir.join("hotline.yaml");
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.join("hotline.log");
-        let log = std::fs::File::create(&log_path).unwrap();
+        std::fs::File::create(&log_path).unwrap();
         let sip: SocketAddr = format!("127.0.0.1:{}", ports.sip()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--sip-listen")
-            .arg(sip.to_string())
-            .arg("--rtp-ports")
-            .arg(ports.rtp_range())
-            .env("HOTLINE_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start the hotline binary");
-        let engine = Engine {
-            child: Some(child),
+        let mut engine = Engine {
+            child: None,
             ports,
             sip,
             dir,
             log_path,
             flows_dir: None,
         };
-        assert!(
-            engine.wait_log("hotline ready", Duration::from_secs(20)),
-            "engine did not start:\n{}",
-            engine.log()
-        );
+        engine.spawn();
         engine
+    }
+
+    /// Starts the binary with the engine's config, its log appended to the
+    /// same file, and waits until it is ready.
+    fn spawn(&mut self) {
+        let from = self.log().len();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
+            .arg("run")
+            .arg("--config")
+            .arg(self.dir.join("hotline.yaml"))
+            .arg("--sip-listen")
+            .arg(self.sip.to_string())
+            .arg("--rtp-ports")
+            .arg(self.ports.rtp_range())
+            .env("HOTLINE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start the hotline binary");
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(20);
+        while !self.log()[from..].contains("hotline ready") {
+            assert!(
+                Instant::now() < until,
+                "engine did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the engine (SIGKILL: no shutdown of any kind) and starts it
+    /// again with the same config, ports and data directory.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
     }
 
     pub fn log(&self) -> String {
