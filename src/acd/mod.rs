@@ -28,6 +28,9 @@ pub enum Input {
         priority: i64,
         skills: Vec<String>,
         caller: String,
+        /// The longest the caller waits before leaving by the queue node's
+        /// `on-timeout` (`None`: until answered).
+        max_wait: Option<Duration>,
     },
     /// The caller hung up (waiting, or while an agent's phone rang).
     Leave {
@@ -105,6 +108,8 @@ pub enum Away {
     Empty,
     /// It holds `max-length` callers already.
     Full,
+    /// The caller waited their `max-wait`.
+    Timeout,
 }
 
 impl Away {
@@ -113,6 +118,7 @@ impl Away {
         match self {
             Away::Empty => "queue-empty",
             Away::Full => "queue-full",
+            Away::Timeout => "queue-timeout",
         }
     }
 }
@@ -144,6 +150,8 @@ struct Waiting {
     offered: Vec<String>,
     /// Agents who missed it, tried last.
     missed: Vec<String>,
+    /// When it leaves by its `max-wait`.
+    deadline: Option<Instant>,
 }
 
 struct Queue {
@@ -302,6 +310,7 @@ impl Acd {
                 priority,
                 skills,
                 caller,
+                max_wait,
             } => {
                 if !self.queues.contains_key(&queue) {
                     warn!(%call, %queue, "no such queue");
@@ -330,6 +339,7 @@ impl Acd {
                         joined: now,
                         offered: Vec::new(),
                         missed: Vec::new(),
+                        deadline: max_wait.map(|w| now + w),
                     });
                 }
             }
@@ -442,6 +452,19 @@ impl Acd {
                 }
             }
             Input::Tick => {
+                // Callers out of time leave; one whose agent's phone is
+                // ringing waits for that answer (it may be taken yet).
+                let (gone, stay): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+                    .into_iter()
+                    .partition(|w| w.offered.is_empty() && w.deadline.is_some_and(|d| d <= now));
+                self.waiting = stay;
+                for w in gone {
+                    info!(call = %w.call, queue = %w.queue, "the caller waited the queue's maximum");
+                    out.push(Output::Away {
+                        call: w.call,
+                        why: Away::Timeout,
+                    });
+                }
                 let done: Vec<String> = self
                     .agents
                     .iter()

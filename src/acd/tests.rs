@@ -37,6 +37,7 @@ fn join(call: &str, queue: &str, priority: i64, skills: &[&str]) -> Input {
         priority,
         skills: skills.iter().map(|s| s.to_string()).collect(),
         caller: "+1555".into(),
+        max_wait: None,
     }
 }
 
@@ -543,4 +544,75 @@ agents:
         t + Duration::from_secs(61),
     );
     assert!(away(&acd.step(join("c5", "small", 0, &[]), t)).is_empty());
+}
+
+#[test]
+fn a_caller_leaves_at_their_max_wait_unless_an_agent_is_ringing_for_them() {
+    let mut acd = acd();
+    let t = Instant::now();
+    let timed_out = |out: &[Output]| -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Away {
+                    call,
+                    why: Away::Timeout,
+                } => Some(call.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let with_max = |call: &str, secs: u64| match join(call, "sales", 0, &[]) {
+        Input::Join {
+            call,
+            queue,
+            priority,
+            skills,
+            caller,
+            ..
+        } => Input::Join {
+            call,
+            queue,
+            priority,
+            skills,
+            caller,
+            max_wait: Some(Duration::from_secs(secs)),
+        },
+        other => other,
+    };
+    acd.step(with_max("w", 30), t);
+    acd.step(join("forever", "sales", 0, &[]), t);
+    assert!(timed_out(&acd.step(Input::Tick, t + Duration::from_secs(29))).is_empty());
+    assert_eq!(
+        timed_out(&acd.step(Input::Tick, t + Duration::from_secs(30))),
+        vec!["w".to_string()]
+    );
+    assert_eq!(acd.position("w"), None);
+    assert_eq!(acd.position("forever").map(|p| p.position), Some(1));
+    acd.step(
+        Input::Leave {
+            call: "forever".into(),
+        },
+        t,
+    );
+
+    // r's agent starts ringing at 25 s; at 30 s r waits for that answer,
+    // and leaves on the first tick after the agent does not answer.
+    acd.step(with_max("r", 30), t);
+    let out = acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t + Duration::from_secs(25),
+    );
+    assert_eq!(offers(&out), vec![pair("r", "a1")]);
+    assert!(timed_out(&acd.step(Input::Tick, t + Duration::from_secs(31))).is_empty());
+    acd.step(
+        Input::NoAnswer { call: "r".into() },
+        t + Duration::from_secs(40),
+    );
+    assert_eq!(
+        timed_out(&acd.step(Input::Tick, t + Duration::from_secs(41))),
+        vec!["r".to_string()]
+    );
 }

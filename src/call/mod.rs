@@ -186,8 +186,6 @@ struct Call {
     queue_priority: i64,
     /// When the call's stages began, for its record.
     marks: Marks,
-    /// When the caller has waited the queue's maximum.
-    queue_deadline: Option<Instant>,
     /// When to tell the waiting caller their position again.
     announce_at: Option<Instant>,
     /// When to play the queue's periodic message.
@@ -272,7 +270,6 @@ impl Call {
             queue_name: None,
             queue_priority: 0,
             marks: Marks::default(),
-            queue_deadline: None,
             announce_at: None,
             message_at: None,
             conversation: None,
@@ -434,10 +431,6 @@ impl Call {
                     }
                 }
                 Some((first, pos)) = self.positions.1.recv() => self.on_position(first, pos),
-                _ = sleep_until_opt(self.queue_deadline) => {
-                    self.queue_deadline = None;
-                    self.queue_timeout();
-                }
                 _ = sleep_until_opt(self.agent_keys_until) => self.flush_agent_keys(),
                 _ = sleep_until_opt(self.message_at) => self.play_message(),
                 _ = sleep_until_opt(self.announce_at) => {
@@ -1049,15 +1042,15 @@ impl Call {
         });
         self.queue_priority = priority;
         let now = jiff::Timestamp::now();
+        // The ACD keeps the time; only a node with somewhere to go after
+        // it has a maximum wait.
         let max_wait = self
             .ctx
             .config
             .queues
             .get(&queue)
-            .map_or(std::time::Duration::ZERO, |q| q.max_wait);
-        if !max_wait.is_zero() && self.run.leaves_queue_on_timeout() {
-            self.queue_deadline = Some(Instant::now() + max_wait);
-        }
+            .map(|q| q.max_wait)
+            .filter(|w| !w.is_zero() && self.run.leaves_queue_on_timeout());
         self.marks.queue = Some(queue.clone());
         self.marks.queued_at = Some(now);
         self.marks.ivr_exit_at.get_or_insert(now);
@@ -1069,6 +1062,7 @@ impl Call {
                 priority,
                 skills,
                 caller: self.caller.clone(),
+                max_wait,
             },
             tx,
         );
@@ -1330,31 +1324,12 @@ impl Call {
         self.message_at = Some(Instant::now() + length + q.message_every);
     }
 
-    /// The caller waited the queue's maximum: out of the queue (an agent
-    /// still ringing is cancelled) and on by the node's `on-timeout`.
-    fn queue_timeout(&mut self) {
-        if self.leg.as_ref().is_some_and(|l| l.bridged) {
-            return;
-        }
-        info!(queue = ?self.queue_name, "the caller reached the queue's maximum wait");
-        self.leg = None;
-        self.ctx.acd.send(AcdInput::Leave {
-            call: self.call_id.clone(),
-        });
-        self.queued = None;
-        self.announce_at = None;
-        self.message_at = None;
-        self.marks.queue_left = Some("queue-timeout");
-        self.playlist.stop(&self.media);
-        self.feed(Event::QueueTimeout);
-    }
-
-    /// Nobody staffs the queue, or it is full: on by the node's
-    /// `on-timeout`, or, without one, the call ends (the queue's config
-    /// asked for callers to be turned away).
+    /// Out of the queue (nobody staffs it, it is full, or the caller
+    /// waited its maximum): on by the node's `on-timeout`, or, without one,
+    /// the call ends (the queue's config asked for callers to be turned away).
     fn queue_away(&mut self, why: crate::acd::Away) {
+        info!(queue = ?self.queue_name, reason = why.outcome(), "the caller leaves the queue");
         self.queued = None;
-        self.queue_deadline = None;
         self.announce_at = None;
         self.message_at = None;
         self.marks.queue_left = Some(why.outcome());
