@@ -55,6 +55,9 @@ pub struct Config {
     pub calls: CallsConfig,
     /// Agents: who may REGISTER, with what secret, in which queues.
     pub agents: Vec<Agent>,
+    /// A file (relative to this one) with more agents, as a YAML list: a
+    /// team's roster and secrets kept apart from the rest of the config.
+    pub agents_file: Option<PathBuf>,
     pub registrar: RegistrarConfig,
     /// What agents dial from their softphones to change their state.
     pub feature_codes: FeatureCodes,
@@ -449,6 +452,20 @@ impl Config {
         if config.routes.is_empty() {
             config.routes.insert("default".into(), "support".into());
         }
+        if let Some(file) = config.agents_file.clone() {
+            let file = path.parent().unwrap_or(Path::new(".")).join(file);
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                Diagnostic::whole_file(
+                    path,
+                    format!("agents-file: cannot read {}: {e}", file.display()),
+                )
+            })?;
+            if !text.trim().is_empty() {
+                let more: Vec<Agent> =
+                    serde_saphyr::from_str(&text).map_err(|e| Diagnostic::from_yaml(&file, &e))?;
+                config.agents.extend(more);
+            }
+        }
         config
             .check()
             .map_err(|m| Diagnostic::whole_file(path, m))?;
@@ -739,5 +756,37 @@ mod tests {
         );
         assert!("9-3".parse::<PortRange>().is_err());
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn agents_can_live_in_a_file_of_their_own_and_its_mistakes_are_placed_there() {
+        let dir = std::env::temp_dir().join(format!("hotline-agents-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let main = dir.join("hotline.yaml");
+        std::fs::write(
+            &main,
+            "queues: { sales: {} }\nagents:\n  - { id: '1001', password: a, queues: [sales] }\nagents-file: team.yaml\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("team.yaml"),
+            "- id: '2001'\n  password: b\n  queues: [sales]\n",
+        )
+        .unwrap();
+        let c = Config::load(&main).unwrap();
+        let ids: Vec<&str> = c.agents.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["1001", "2001"]);
+        // The roster's own mistakes name the roster; its agents are checked
+        // like any other.
+        std::fs::write(dir.join("team.yaml"), "- id: '2001'\n  pasword: b\n").unwrap();
+        let err = Config::load(&main).unwrap_err().to_string();
+        assert!(
+            err.contains("team.yaml:2:3: unknown field `pasword`"),
+            "{err}"
+        );
+        std::fs::write(dir.join("team.yaml"), "- { id: '1001', password: b }\n").unwrap();
+        let err = Config::load(&main).unwrap_err().to_string();
+        assert!(err.contains("the id '1001' is used twice"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
