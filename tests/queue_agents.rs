@@ -8,36 +8,10 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{keys_scenario_with, payloads_of_busiest, rtp_sink, scenario, Engine};
-
-/// Registers agent `id` from `port` (SIPp exits; the port is free again).
-fn register(engine: &Engine, id: &str, port: u16) {
-    let sip = engine.sip.to_string();
-    let reg = common::sipp_side(
-        &[
-            "-sf",
-            &scenario("agent-register.xml").display().to_string(),
-            "-s",
-            id,
-            "-au",
-            id,
-            "-ap",
-            &format!("{id}pass"),
-        ],
-        port,
-        Some(&sip),
-    );
-    let (ok, out) = common::finish(reg);
-    assert!(ok, "registration of {id} failed:\n{out}");
-    assert!(
-        engine.wait_log(
-            &format!("agent contacts agent={id}"),
-            Duration::from_secs(3)
-        ),
-        "{}",
-        engine.log()
-    );
-}
+use common::{
+    keys_scenario_with, payloads_of_busiest, phone, register, register_phone, rtp_sink, scenario,
+    Engine,
+};
 
 #[test]
 fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
@@ -56,15 +30,7 @@ fn a_queued_caller_skips_a_busy_agent_and_is_bridged_to_the_next() {
         busy_port,
         None,
     );
-    let agent = common::sipp_side(
-        &[
-            "-sf",
-            &scenario("agent-answer.xml").display().to_string(),
-            "-rtp_echo",
-        ],
-        answer_port,
-        None,
-    );
+    let agent = phone("agent-answer.xml", answer_port, true);
     std::thread::sleep(Duration::from_millis(300));
 
     let port = engine.ports.spare(0);
@@ -128,15 +94,7 @@ fn an_agent_phone_that_dies_mid_call_is_noticed_and_the_caller_is_released() {
     );
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
-    let mut agent = common::sipp_side(
-        &[
-            "-sf",
-            &scenario("agent-answer.xml").display().to_string(),
-            "-rtp_echo",
-        ],
-        agent_port,
-        None,
-    );
+    let mut agent = phone("agent-answer.xml", agent_port, true);
     std::thread::sleep(Duration::from_millis(300));
 
     // The caller waits for the engine's BYE instead of hanging up itself.
@@ -255,15 +213,7 @@ fn an_agent_who_holds_the_call_gives_the_caller_music_then_the_conversation_agai
     );
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
-    let agent = common::sipp_side(
-        &[
-            "-sf",
-            &scenario("agent-hold.xml").display().to_string(),
-            "-rtp_echo",
-        ],
-        agent_port,
-        None,
-    );
+    let agent = phone("agent-hold.xml", agent_port, true);
     std::thread::sleep(Duration::from_millis(300));
     let port = engine.ports.spare(0);
     let sink = rtp_sink(port, Duration::from_secs(10));
@@ -383,37 +333,6 @@ fn callers_waiting_on_one_music_class_hear_the_same_music_at_the_same_moment() {
         "only {in_step} of {} music frames were heard in step by both callers",
         late_music.len()
     );
-}
-
-/// Registers agent `id` from `port` as one more of its phones.
-fn register_phone(engine: &Engine, id: &str, port: u16) {
-    let sip = engine.sip.to_string();
-    let reg = common::sipp_side(
-        &[
-            "-sf",
-            &scenario("agent-register.xml").display().to_string(),
-            "-s",
-            id,
-            "-au",
-            id,
-            "-ap",
-            &format!("{id}pass"),
-        ],
-        port,
-        Some(&sip),
-    );
-    let (ok, out) = common::finish(reg);
-    assert!(ok, "registration of {id} from {port} failed:\n{out}");
-}
-
-/// A SIPp phone running `name` on `port`.
-fn phone(name: &str, port: u16, echo: bool) -> std::process::Child {
-    let sf = scenario(name).display().to_string();
-    let mut args = vec!["-sf", sf.as_str()];
-    if echo {
-        args.push("-rtp_echo");
-    }
-    common::sipp_side(&args, port, None)
 }
 
 #[test]

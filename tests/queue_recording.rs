@@ -6,32 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{keys_scenario_with, rtp_sink, scenario, Engine};
-
-/// Registers agent `id` from `port` (SIPp exits; the port is free again).
-fn register(engine: &Engine, id: &str, port: u16) {
-    let sip = engine.sip.to_string();
-    let reg = common::sipp_side(
-        &[
-            "-sf",
-            &scenario("agent-register.xml").display().to_string(),
-            "-s",
-            id,
-            "-au",
-            id,
-            "-ap",
-            &format!("{id}pass"),
-        ],
-        port,
-        Some(&sip),
-    );
-    let (ok, out) = common::finish(reg);
-    assert!(ok, "registration of {id} failed:\n{out}");
-    assert!(engine.wait_log(
-        &format!("agent contacts agent={id}"),
-        Duration::from_secs(3)
-    ));
-}
+use common::{keys_scenario_with, phone, register, rtp_sink, scenario, Engine};
 
 /// A 16-bit WAV file: (channels, rate, samples interleaved).
 fn read_wav(path: &str) -> (u16, u32, Vec<i16>) {
@@ -69,15 +44,7 @@ fn a_recorded_queue_keeps_the_caller_left_and_the_agent_right_in_step() {
     let engine = Engine::with_flow(QUEUE_FLOW, &agents("true"));
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
-    let agent = common::sipp_side(
-        &[
-            "-sf",
-            &scenario("agent-answer.xml").display().to_string(),
-            "-rtp_echo",
-        ],
-        agent_port,
-        None,
-    );
+    let agent = phone("agent-answer.xml", agent_port, true);
     std::thread::sleep(Duration::from_millis(300));
     let port = engine.ports.spare(0);
     let sink = rtp_sink(port, Duration::from_secs(8));
@@ -153,15 +120,7 @@ fn an_agent_starts_and_stops_recording_with_the_feature_code_and_the_caller_neve
     let engine = Engine::with_flow(QUEUE_FLOW, &agents("on-demand"));
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
-    let agent = common::sipp_side(
-        &[
-            "-sf",
-            &scenario("agent-record.xml").display().to_string(),
-            "-rtp_echo",
-        ],
-        agent_port,
-        None,
-    );
+    let agent = phone("agent-record.xml", agent_port, true);
     std::thread::sleep(Duration::from_millis(300));
     let port = engine.ports.spare(0);
     let sink = rtp_sink(port, Duration::from_secs(10));

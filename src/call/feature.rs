@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::{CallContext, Ending};
 use crate::acd::Input;
-use crate::media::{MediaEvent, StreamConfig};
+use crate::media::MediaEvent;
 use crate::sdp::{self, Origin};
 use crate::sip::{DialogEvent, IncomingCall};
 
@@ -37,14 +37,7 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
             return Ending::Refused;
         }
     };
-    media.configure(StreamConfig {
-        remote: n.remote,
-        codec: n.codec,
-        payload_type: n.payload_type,
-        dtmf_pt: n.dtmf_pt,
-        send: n.we_send(),
-        symmetric: true,
-    });
+    media.configure(super::stream_of(&n, true));
     let mut origin = Origin::new(ctx.config.media_address());
     dialog.answer(sdp::answer(&mut origin, media.local_port(), &n));
 

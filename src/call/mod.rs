@@ -464,14 +464,7 @@ impl Call {
     }
 
     fn apply(&mut self, n: Negotiated) {
-        self.media.configure(StreamConfig {
-            remote: n.remote,
-            codec: n.codec,
-            payload_type: n.payload_type,
-            dtmf_pt: n.dtmf_pt,
-            send: n.we_send(),
-            symmetric: self.symmetric,
-        });
+        self.media.configure(stream_of(&n, self.symmetric));
         self.negotiated = Some(n);
     }
 
@@ -655,14 +648,7 @@ impl Call {
                 };
                 match negotiated {
                     Ok(n) => {
-                        leg.media.configure(StreamConfig {
-                            remote: n.remote,
-                            codec: n.codec,
-                            payload_type: n.payload_type,
-                            dtmf_pt: n.dtmf_pt,
-                            send: n.we_send(),
-                            symmetric: true,
-                        });
+                        leg.media.configure(stream_of(&n, true));
                         leg.deadline = None;
                         leg.bridged = true;
                         self.marks.bridged_at = Some(jiff::Timestamp::now());
@@ -732,12 +718,14 @@ impl Call {
         }
     }
 
+    /// The config of the queue the caller is (or was last) in.
+    fn queue_config(&self) -> Option<&crate::config::QueueConfig> {
+        self.ctx.config.queues.get(self.queue_name.as_ref()?)
+    }
+
     /// Whether this call's queue records its conversations.
     fn record_mode(&self) -> Record {
-        self.queue_name
-            .as_ref()
-            .and_then(|n| self.ctx.config.queues.get(n))
-            .map_or(Record::Off, |q| q.record)
+        self.queue_config().map_or(Record::Off, |q| q.record)
     }
 
     /// A key the agent (or transfer target) pressed. It reaches the caller
@@ -831,13 +819,10 @@ impl Call {
     /// The music the caller hears while waiting on this call: its queue's,
     /// or the default class.
     fn music(&self) -> String {
-        self.queue_name
-            .as_ref()
-            .and_then(|n| self.ctx.config.queues.get(n))
-            .map_or_else(
-                || crate::config::QueueConfig::default().music,
-                |q| q.music.clone(),
-            )
+        self.queue_config().map_or_else(
+            || crate::config::QueueConfig::default().music,
+            |q| q.music.clone(),
+        )
     }
 
     /// The agent (or transfer target) sent a re-INVITE. It is answered;
@@ -875,14 +860,7 @@ impl Call {
                 return;
             }
         };
-        leg.media.configure(StreamConfig {
-            remote: n.remote,
-            codec: n.codec,
-            payload_type: n.payload_type,
-            dtmf_pt: n.dtmf_pt,
-            send: n.we_send(),
-            symmetric: true,
-        });
+        leg.media.configure(stream_of(&n, true));
         let answer = sdp::answer(&mut leg.origin, port, &n);
         if let Some(d) = leg.dialog() {
             d.answer(answer);
@@ -1212,11 +1190,7 @@ impl Call {
                 ),
             ));
         }
-        let answer_after = self
-            .queue_name
-            .as_ref()
-            .and_then(|n| self.ctx.config.queues.get(n))
-            .and_then(|q| q.answer_after);
+        let answer_after = self.queue_config().and_then(|q| q.answer_after);
         if let Some(after) = answer_after {
             // Phones that honour it answer by themselves (headset agents).
             headers.push((
@@ -1246,12 +1220,7 @@ impl Call {
     /// "You are caller number 3 in line. Your expected wait is about 4
     /// minutes.", then the music again.
     fn on_position(&mut self, first: Option<String>, pos: Option<crate::acd::Position>) {
-        let Some(q) = self
-            .queue_name
-            .as_ref()
-            .and_then(|n| self.ctx.config.queues.get(n))
-            .cloned()
-        else {
+        let Some(q) = self.queue_config().cloned() else {
             return;
         };
         // Out of the queue (bridged, timed out, turned away) since the
@@ -1295,12 +1264,7 @@ impl Call {
     /// position announcement): it waits a few seconds for that to end.
     fn play_message(&mut self) {
         self.message_at = None;
-        let Some(q) = self
-            .queue_name
-            .as_ref()
-            .and_then(|n| self.ctx.config.queues.get(n))
-            .cloned()
-        else {
+        let Some(q) = self.queue_config().cloned() else {
             return;
         };
         let Some(message) = q.message.clone() else {
@@ -1550,6 +1514,19 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// How RTP flows for a negotiated stream; `symmetric`: send to where the
+/// far end's packets come from.
+pub(crate) fn stream_of(n: &Negotiated, symmetric: bool) -> StreamConfig {
+    StreamConfig {
+        remote: n.remote,
+        codec: n.codec,
+        payload_type: n.payload_type,
+        dtmf_pt: n.dtmf_pt,
+        send: n.we_send(),
+        symmetric,
     }
 }
 

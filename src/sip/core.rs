@@ -813,37 +813,40 @@ impl SipCore {
     }
 
     fn send_ping(&mut self, id: DialogId) {
-        let Some(slot) = self.dialogs.get_mut(&id) else {
+        let Some((mut req, branch, target)) = self.in_dialog_request(id, Method::Options) else {
             return;
         };
-        if slot.dialog.state != DialogState::Confirmed || slot.dialog.bye_tx.is_some() {
-            return;
-        }
-        let target = slot.dialog.request_target();
-        let (via, branch) = new_via(self.local, target.transport);
-        let mut req = slot
-            .dialog
-            .request(Method::Options, via, &self.config.sip.user_agent);
         req.headers.push("Content-Length", "0");
         let (tx, transmit) = self.txs.send_request(&branch, &req, target, now());
         self.pings.insert(tx, id);
         self.out.push(transmit);
     }
 
-    /// The final NOTIFY of a REFER's implicit subscription. Its answer is
-    /// not awaited: the transfer has happened (or not) either way.
-    fn send_notify_refer(&mut self, id: DialogId, status: u16) {
-        let Some(slot) = self.dialogs.get_mut(&id) else {
-            return;
-        };
+    /// A request of ours within a confirmed dialog that is not ending, with
+    /// its branch and where it goes.
+    fn in_dialog_request(
+        &mut self,
+        id: DialogId,
+        method: Method,
+    ) -> Option<(Request, String, Target)> {
+        let slot = self.dialogs.get_mut(&id)?;
         if slot.dialog.state != DialogState::Confirmed || slot.dialog.bye_tx.is_some() {
-            return;
+            return None;
         }
         let target = slot.dialog.request_target();
         let (via, branch) = new_via(self.local, target.transport);
-        let mut req = slot
+        let req = slot
             .dialog
-            .request(Method::Notify, via, &self.config.sip.user_agent);
+            .request(method, via, &self.config.sip.user_agent);
+        Some((req, branch, target))
+    }
+
+    /// The final NOTIFY of a REFER's implicit subscription. Its answer is
+    /// not awaited: the transfer has happened (or not) either way.
+    fn send_notify_refer(&mut self, id: DialogId, status: u16) {
+        let Some((mut req, branch, target)) = self.in_dialog_request(id, Method::Notify) else {
+            return;
+        };
         let body = format!(
             "SIP/2.0 {status} {}\r\n",
             super::message::reason_phrase(status)

@@ -600,3 +600,49 @@ pub fn finish(mut child: Child) -> (bool, String) {
     }
     (child.wait().map(|s| s.success()).unwrap_or(false), out)
 }
+
+/// Registers agent `id` (password `IDpass`) with digest from `port`, as a
+/// phone there would; SIPp exits, so the phone's own SIPp can take the port.
+pub fn register_phone(engine: &Engine, id: &str, port: u16) {
+    let sip = engine.sip.to_string();
+    let reg = sipp_side(
+        &[
+            "-sf",
+            &scenario("agent-register.xml").display().to_string(),
+            "-s",
+            id,
+            "-au",
+            id,
+            "-ap",
+            &format!("{id}pass"),
+        ],
+        port,
+        Some(&sip),
+    );
+    let (ok, out) = finish(reg);
+    assert!(ok, "registration of {id} from {port} failed:\n{out}");
+}
+
+/// As [`register_phone`], then waits until the engine has the agent's contacts.
+pub fn register(engine: &Engine, id: &str, port: u16) {
+    register_phone(engine, id, port);
+    assert!(
+        engine.wait_log(
+            &format!("agent contacts agent={id}"),
+            Duration::from_secs(3)
+        ),
+        "{}",
+        engine.log()
+    );
+}
+
+/// An agent's phone: SIPp running `name` (from `sipp-scenarios/`) on
+/// `port`, echoing the audio it gets with `echo`.
+pub fn phone(name: &str, port: u16, echo: bool) -> Child {
+    let sf = scenario(name).display().to_string();
+    let mut args = vec!["-sf", sf.as_str()];
+    if echo {
+        args.push("-rtp_echo");
+    }
+    sipp_side(&args, port, None)
+}
