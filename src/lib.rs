@@ -5,6 +5,7 @@
 //! task per call ties them together. [`config`] is plain data every layer reads.
 
 pub mod acd;
+pub mod api;
 pub mod call;
 pub mod config;
 pub mod diagnostic;

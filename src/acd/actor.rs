@@ -37,6 +37,7 @@ pub enum Request {
     Join(Input, mpsc::UnboundedSender<ToCall>),
     Position(String, oneshot::Sender<Option<Position>>),
     AgentState(String, oneshot::Sender<Option<&'static str>>),
+    View(oneshot::Sender<(Vec<super::AgentView>, Vec<super::QueueView>)>),
 }
 
 /// A handle to the ACD task; cheap to clone.
@@ -62,6 +63,14 @@ impl AcdHandle {
             .send(Request::AgentState(agent.to_owned(), tx))
             .ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// Every agent and every queue as they are now (after every input
+    /// sent before this call).
+    pub async fn view(&self) -> Option<(Vec<super::AgentView>, Vec<super::QueueView>)> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Request::View(tx)).ok()?;
+        rx.await.ok()
     }
 
     pub async fn position(&self, call: &str) -> Option<Position> {
@@ -138,6 +147,11 @@ async fn run(
                 }
                 Some(Request::AgentState(agent, reply)) => {
                     let _ = reply.send(acd.agent_state(&agent).map(|s| s.name()));
+                    continue;
+                }
+                Some(Request::View(reply)) => {
+                    let now = Instant::now().into_std();
+                    let _ = reply.send((acd.agents_view(now), acd.queues_view(now)));
                     continue;
                 }
             },

@@ -138,10 +138,13 @@ struct Agent {
     answered_at: Option<Instant>,
     /// The queue of the call offered or being handled.
     call_queue: Option<String>,
+    /// When the agent entered its state.
+    state_since: Instant,
 }
 
 struct Waiting {
     call: CallId,
+    caller: String,
     queue: String,
     priority: i64,
     skills: Vec<String>,
@@ -159,6 +162,50 @@ struct Queue {
     members: Vec<String>,
     last: Option<String>,
     estimator: Estimator,
+}
+
+/// An agent as the operations API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentView {
+    pub id: String,
+    pub name: Option<String>,
+    pub state: &'static str,
+    /// Why paused.
+    pub reason: Option<String>,
+    /// The call it rings for or handles.
+    pub call: Option<String>,
+    pub queues: Vec<String>,
+    /// Registered phones.
+    pub contacts: usize,
+    pub on_shift: bool,
+    /// Time in the current state.
+    pub in_state_ms: u64,
+    /// Calls answered since the engine started.
+    pub calls: u32,
+}
+
+/// A waiting caller as the operations API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WaitingView {
+    pub call_id: String,
+    pub caller: String,
+    pub priority: i64,
+    pub position: usize,
+    pub waited_ms: u64,
+    /// Agents whose phones ring for it now.
+    pub ringing: Vec<String>,
+}
+
+/// A queue as the operations API and the wallboard show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueView {
+    pub name: String,
+    pub waiting: Vec<WaitingView>,
+    pub longest_wait_ms: u64,
+    /// Its agents, counted by state.
+    pub agents: BTreeMap<&'static str, usize>,
+    /// Agents logged in, reachable and on shift.
+    pub staffed: usize,
 }
 
 /// A queue's figures, for announcements and the API.
@@ -221,6 +268,7 @@ impl Acd {
                         misses: 0,
                         answered_at: None,
                         call_queue: None,
+                        state_since: Instant::now(),
                     },
                 )
             })
@@ -235,6 +283,65 @@ impl Acd {
 
     pub fn agent_state(&self, agent: &str) -> Option<&AgentState> {
         self.agents.get(agent).map(|a| &a.state)
+    }
+
+    /// Every agent, in id order.
+    pub fn agents_view(&self, now: Instant) -> Vec<AgentView> {
+        self.agents
+            .iter()
+            .map(|(id, a)| AgentView {
+                id: id.clone(),
+                name: a.name.clone(),
+                state: a.state.name(),
+                reason: match &a.state {
+                    AgentState::Paused { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                },
+                call: a.state.call().map(str::to_owned),
+                queues: a.queues.clone(),
+                contacts: a.contacts.len(),
+                on_shift: a.on_shift,
+                in_state_ms: now.saturating_duration_since(a.state_since).as_millis() as u64,
+                calls: a.calls,
+            })
+            .collect()
+    }
+
+    /// Every queue, with its callers in the order they will be served.
+    pub fn queues_view(&self, now: Instant) -> Vec<QueueView> {
+        self.queues
+            .iter()
+            .map(|(name, q)| {
+                let mut mine: Vec<&Waiting> =
+                    self.waiting.iter().filter(|w| w.queue == *name).collect();
+                mine.sort_by_key(|w| (std::cmp::Reverse(w.priority), w.joined));
+                let waiting: Vec<WaitingView> = mine
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| WaitingView {
+                        call_id: w.call.clone(),
+                        caller: w.caller.clone(),
+                        priority: w.priority,
+                        position: i + 1,
+                        waited_ms: now.saturating_duration_since(w.joined).as_millis() as u64,
+                        ringing: w.offered.clone(),
+                    })
+                    .collect();
+                let mut agents = BTreeMap::new();
+                for m in &q.members {
+                    if let Some(a) = self.agents.get(m) {
+                        *agents.entry(a.state.name()).or_insert(0) += 1;
+                    }
+                }
+                QueueView {
+                    name: name.clone(),
+                    longest_wait_ms: waiting.iter().map(|w| w.waited_ms).max().unwrap_or(0),
+                    waiting,
+                    agents,
+                    staffed: self.staffed(name),
+                }
+            })
+            .collect()
     }
 
     /// Where a waiting call stands in its queue.
@@ -266,6 +373,7 @@ impl Acd {
                 let changed = s.name() != a.state.name();
                 a.state = s;
                 if changed {
+                    a.state_since = now;
                     info!(%agent, state = a.state.name(), ?event, "agent state");
                     let reason = match &a.state {
                         AgentState::Paused { reason, .. } => Some(reason.clone()),
@@ -333,6 +441,7 @@ impl Acd {
                     info!(%call, %queue, priority, %caller, "caller joined the queue");
                     self.waiting.push(Waiting {
                         call,
+                        caller,
                         queue,
                         priority,
                         skills,

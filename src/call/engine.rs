@@ -31,6 +31,11 @@ pub enum EngineError {
     Flows(String),
     #[error("{0}")]
     Queues(String),
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Counts live call tasks; the guard decrements when a task ends, however it ends.
@@ -221,13 +226,34 @@ pub async fn run(
         dialer: sip.dialer.clone(),
         acd,
         events,
+        calls: Default::default(),
         hangup_all: hangup_rx,
     };
+    let http = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| EngineError::Http {
+            addr: config.http.listen,
+            source,
+        })?;
+    let http_addr = http.local_addr().ok();
+    if config.http.tokens.is_empty() {
+        warn!("no API tokens configured (http.tokens): every API request is refused");
+    }
+    tokio::spawn(crate::api::serve(
+        http,
+        Arc::new(crate::api::ApiState {
+            config: config.clone(),
+            acd: ctx.acd.clone(),
+            events: ctx.events.clone(),
+            calls: ctx.calls.clone(),
+        }),
+    ));
     let active = Arc::new(AtomicUsize::new(0));
     info!(
         udp = ?sip.udp_addr,
         tcp = ?sip.tcp_addr,
         rtp = %config.rtp.ports,
+        http = ?http_addr,
         "hotline ready"
     );
 

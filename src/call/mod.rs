@@ -6,6 +6,7 @@ mod conversation;
 pub mod engine;
 mod feature;
 mod leg;
+pub mod live;
 mod playlist;
 mod recording;
 pub mod reload;
@@ -47,8 +48,18 @@ pub struct CallContext {
     pub acd: AcdHandle,
     /// What happens to calls, for the operations API and screen pops.
     pub events: crate::events::EventBus,
+    /// The calls in progress.
+    pub calls: Arc<live::LiveCalls>,
     /// Becomes `true` when the drain timeout is over: hang up now.
     pub hangup_all: watch::Receiver<bool>,
+}
+
+impl CallContext {
+    /// Tells the event bus (and the list of calls in progress).
+    pub fn publish(&self, event: BusEvent) {
+        self.calls.apply(&event);
+        self.events.publish(event);
+    }
 }
 
 /// How a call ended, for the log line (and the CDR once the store exists).
@@ -71,13 +82,29 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
     );
     async move {
         info!(trunk = %call.trunk, source = %call.source, "call arrived");
-        ctx.events.publish(BusEvent::CallArrived {
+        let (kill_tx, kill_rx) = mpsc::unbounded_channel();
+        ctx.calls.arrived(
+            live::LiveCall {
+                call_id: call.call_id.clone(),
+                caller: call.caller.clone(),
+                dialed: call.dialed.clone(),
+                trunk: call.trunk.clone(),
+                arrived_at: jiff::Timestamp::now(),
+                state: "ivr",
+                flow: None,
+                node: None,
+                queue: None,
+                agent: None,
+            },
+            kill_tx,
+        );
+        ctx.publish(BusEvent::CallArrived {
             call_id: call.call_id.clone(),
             caller: call.caller.clone(),
             dialed: call.dialed.clone(),
             trunk: call.trunk.clone(),
         });
-        let events = ctx.events.clone();
+        let bus = ctx.clone();
         let store = ctx.store.clone();
         let mut cdr = Cdr {
             call_id: call.call_id.clone(),
@@ -93,9 +120,10 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
                 cdr.outcome = "feature-code".into();
                 feature::run(&ctx, call, agent, code).await
             }
-            None => Call::setup(ctx, call, &mut cdr).await,
+            None => Call::setup(ctx, call, &mut cdr, kill_rx).await,
         };
         finish_cdr(&mut cdr, ending);
+        let cdr_call_id = cdr.call_id.clone();
         let ended = BusEvent::CallEnded {
             call_id: cdr.call_id.clone(),
             outcome: cdr.outcome.clone(),
@@ -108,7 +136,8 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
             Err(_) => warn!("CDR not written: the store did not answer within 10 s"),
         }
         info!(?ending, "call ended");
-        events.publish(ended);
+        bus.calls.ended(&cdr_call_id);
+        bus.publish(ended);
     }
     .instrument(span)
     .await
@@ -203,6 +232,8 @@ struct Call {
     history_rx: Option<tokio::sync::oneshot::Receiver<Vec<PastCall>>>,
     /// An offer that waits (briefly) for the history, and until when.
     pending_offer: Option<(ToCall, Instant)>,
+    /// The operations API asks the call to end.
+    kill: mpsc::UnboundedReceiver<()>,
     /// Positions the ACD answered, with what to play before them.
     positions: (
         mpsc::UnboundedSender<Announcement>,
@@ -211,7 +242,12 @@ struct Call {
 }
 
 impl Call {
-    async fn setup(ctx: CallContext, call: IncomingCall, cdr: &mut Cdr) -> Ending {
+    async fn setup(
+        ctx: CallContext,
+        call: IncomingCall,
+        cdr: &mut Cdr,
+        kill: mpsc::UnboundedReceiver<()>,
+    ) -> Ending {
         let IncomingCall {
             dialog,
             events,
@@ -280,6 +316,7 @@ impl Call {
             history_rx: None,
             pending_offer: None,
             positions: mpsc::unbounded_channel(),
+            kill,
         };
         // An unusable offer is refused before any ringing.
         let offered = match offer {
@@ -441,6 +478,10 @@ impl Call {
                     if let Some((token, _)) = self.timer.take() {
                         self.feed(Event::Timer(token));
                     }
+                }
+                Some(()) = self.kill.recv() => {
+                    info!("hung up by the operations API");
+                    return self.hang_up();
                 }
                 _ = tokio::time::sleep_until(max) => {
                     info!(?limit, "call reached its maximum duration");
@@ -666,7 +707,7 @@ impl Call {
                             leg::Purpose::Referred => {}
                             leg::Purpose::Agents => {
                                 self.marks.agent = agent.clone();
-                                self.ctx.events.publish(BusEvent::CallAnswered {
+                                self.ctx.publish(BusEvent::CallAnswered {
                                     call_id: self.call_id.clone(),
                                     agent: agent.clone(),
                                     target: leg.answered_target().unwrap_or_default().to_owned(),
@@ -971,7 +1012,7 @@ impl Call {
             jiff::Timestamp::now().duration_since(q).as_millis().max(0) as u64
         });
         info!(agents = ?names, vars = ?self.run.vars(), previous_calls = self.history.len(), wait_ms, "screen pop");
-        self.ctx.events.publish(BusEvent::AgentOffered {
+        self.ctx.publish(BusEvent::AgentOffered {
             call_id: self.call_id.clone(),
             agents: names.iter().map(|n| n.to_string()).collect(),
             caller: self.caller.clone(),
@@ -1013,7 +1054,7 @@ impl Call {
     /// greeting (and where they stand), then the music.
     fn enqueue(&mut self, queue: String, priority: i64, skills: Vec<String>) {
         info!(%queue, priority, ?skills, "caller queued");
-        self.ctx.events.publish(BusEvent::QueueJoined {
+        self.ctx.publish(BusEvent::QueueJoined {
             call_id: self.call_id.clone(),
             queue: queue.clone(),
             priority,
@@ -1351,7 +1392,7 @@ impl Call {
         match action {
             Action::Entered { flow, node } => {
                 info!(%flow, %node, "ivr node");
-                self.ctx.events.publish(BusEvent::IvrNode {
+                self.ctx.publish(BusEvent::IvrNode {
                     call_id: self.call_id.clone(),
                     flow,
                     node,

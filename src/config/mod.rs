@@ -92,14 +92,50 @@ impl Default for SipConfig {
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Who may use the operations API: each request carries one of these
+    /// as `Authorization: Bearer TOKEN`. None: every request is refused.
+    pub tokens: Vec<ApiToken>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tokens: Vec::new(),
         }
     }
+}
+
+/// A bearer token of the operations API and what it may do.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiToken {
+    /// Who uses it (for the log; the token itself is never logged).
+    pub name: String,
+    pub token: String,
+    pub role: Role,
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("token", &"<secret>")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// What a token may do; each role may also do what the ones before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Look: calls, queues, agents, events.
+    Read,
+    /// Also log agents in and out, pause and unpause them.
+    Agent,
+    /// Also hang calls up.
+    Admin,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -50,6 +50,10 @@ impl Ports {
     pub fn spare(&self, i: u16) -> u16 {
         self.base + 100 + i * 2
     }
+    /// The engine's HTTP (operations API) port.
+    pub fn http(&self) -> u16 {
+        self.base + 190
+    }
     pub fn rtp_range(&self) -> String {
         format!("{}-{}", self.base + 200, self.base + 399)
     }
@@ -170,6 +174,8 @@ impl Engine {
             .arg(self.sip.to_string())
             .arg("--rtp-ports")
             .arg(self.ports.rtp_range())
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.ports.http()))
             .env("HOTLINE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

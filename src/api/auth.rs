@@ -1,0 +1,85 @@
+//! Bearer tokens: which token, which role. Tokens are compared in constant
+//! time and never logged.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::routes::error;
+use super::ApiState;
+use crate::config::Role;
+
+/// The caller of a request, once its token checked out.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// `Err` (403) unless the token's role is at least `role`. (The error
+    /// is the response itself: handlers return it as it is.)
+    #[allow(clippy::result_large_err)]
+    pub fn needs(&self, role: Role) -> Result<(), Response> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(error(
+                StatusCode::FORBIDDEN,
+                &format!("this needs a token with the role {role:?} or above"),
+                None,
+            ))
+        }
+    }
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn check(State(state): State<Arc<ApiState>>, mut req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(given) = given else {
+        return unauthorized("an Authorization: Bearer TOKEN header is needed");
+    };
+    let found = state
+        .config
+        .http
+        .tokens
+        .iter()
+        // Every token is compared, so the time taken tells nothing.
+        .fold(None, |found, t| {
+            if same(t.token.as_bytes(), given.as_bytes()) {
+                Some(t)
+            } else {
+                found
+            }
+        });
+    match found {
+        Some(t) => {
+            req.extensions_mut().insert(Caller {
+                name: t.name.clone(),
+                role: t.role,
+            });
+            next.run(req).await
+        }
+        None => unauthorized("the token is not valid"),
+    }
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut resp = error(StatusCode::UNAUTHORIZED, why, None).into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}

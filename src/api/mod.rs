@@ -1,0 +1,43 @@
+//! The operations API (axum): calls in progress, queues, agents, and the
+//! live event stream. Every request needs a bearer token from the config;
+//! what it may do depends on the token's role. A refused request changes
+//! nothing and says why in JSON.
+
+mod auth;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::acd::actor::AcdHandle;
+use crate::call::live::LiveCalls;
+use crate::config::Config;
+use crate::events::EventBus;
+
+/// What the API reads and acts on.
+pub struct ApiState {
+    pub config: Arc<Config>,
+    pub acd: AcdHandle,
+    pub events: EventBus,
+    pub calls: Arc<LiveCalls>,
+}
+
+/// The API's routes, behind the token check.
+pub fn router(state: Arc<ApiState>) -> Router {
+    routes::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check,
+        ))
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::warn!(error = %e, "the operations API stopped");
+    }
+}

@@ -1,0 +1,299 @@
+//! The API's resources: agents, queues, calls in progress, and events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::StreamExt;
+use tracing::info;
+
+use super::auth::Caller;
+use super::ApiState;
+use crate::acd::Input;
+use crate::config::Role;
+use crate::events::Event;
+
+type Shared = State<Arc<ApiState>>;
+
+pub fn routes() -> Router<Arc<ApiState>> {
+    Router::new()
+        .route("/api/agents", get(agents))
+        .route("/api/agents/{id}", get(agent))
+        .route("/api/agents/{id}/{action}", post(agent_action))
+        .route("/api/queues", get(queues))
+        .route("/api/queues/{name}", get(queue))
+        .route("/api/calls", get(calls))
+        .route("/api/calls/{id}", get(call))
+        .route("/api/calls/{id}/hangup", post(hang_up))
+        .route("/api/events", get(events))
+}
+
+/// A JSON error: `{"error": "...", "field": "..."}` (the field when a body
+/// or query named one wrongly).
+pub fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
+    let mut body = serde_json::json!({ "error": message });
+    if let Some(f) = field {
+        body["field"] = f.into();
+    }
+    (status, Json(body)).into_response()
+}
+
+pub async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such resource", None)
+}
+
+fn unavailable() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the ACD did not answer",
+        None,
+    )
+}
+
+async fn agents(State(state): Shared) -> Response {
+    match state.acd.view().await {
+        Some((agents, _)) => Json(agents).into_response(),
+        None => unavailable(),
+    }
+}
+
+async fn agent(State(state): Shared, Path(id): Path<String>) -> Response {
+    match state.acd.view().await {
+        Some((agents, _)) => match agents.into_iter().find(|a| a.id == id) {
+            Some(a) => Json(a).into_response(),
+            None => error(StatusCode::NOT_FOUND, "no such agent", None),
+        },
+        None => unavailable(),
+    }
+}
+
+/// The body of `pause`: an optional reason (default `break`). Checked by
+/// hand so a mistake names its field. (The error is the response to send.)
+#[allow(clippy::result_large_err)]
+fn pause_reason(body: &[u8]) -> Result<String, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok("break".into());
+    }
+    let bad = |msg: &str, field: Option<&str>| error(StatusCode::BAD_REQUEST, msg, field);
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| bad(&format!("the body is not JSON: {e}"), None))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad("the body must be a JSON object", None))?;
+    if let Some(k) = obj.keys().find(|k| *k != "reason") {
+        return Err(bad(
+            &format!("unknown field `{k}`; expected `reason`"),
+            Some(k),
+        ));
+    }
+    match obj.get("reason") {
+        None => Ok("break".into()),
+        Some(serde_json::Value::String(r))
+            if !r.trim().is_empty() && r.len() <= 64 && !r.chars().any(char::is_control) =>
+        {
+            Ok(r.trim().to_owned())
+        }
+        Some(_) => Err(bad(
+            "`reason` must be a short text (1 to 64 characters)",
+            Some("reason"),
+        )),
+    }
+}
+
+async fn agent_action(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = caller.needs(Role::Agent) {
+        return r;
+    }
+    if !state.config.agents.iter().any(|a| a.id == id) {
+        return error(StatusCode::NOT_FOUND, "no such agent", None);
+    }
+    let (input, done): (Input, fn(&str) -> bool) = match action.as_str() {
+        "login" => (Input::Login { agent: id.clone() }, |s| s != "logged-out"),
+        "logout" => (Input::Logout { agent: id.clone() }, |s| s == "logged-out"),
+        "unpause" => (Input::Unpause { agent: id.clone() }, |s| s != "paused"),
+        "pause" => match pause_reason(&body) {
+            Ok(reason) => (
+                Input::Pause {
+                    agent: id.clone(),
+                    reason,
+                },
+                |s| s == "paused",
+            ),
+            Err(r) => return r,
+        },
+        _ => return not_found().await,
+    };
+    if action != "pause" && !body.iter().all(u8::is_ascii_whitespace) && body.as_ref() != b"{}" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("`{action}` takes no body"),
+            None,
+        );
+    }
+    info!(by = %caller.name, agent = %id, %action, "agent action from the API");
+    state.acd.send(input);
+    let Some((agents, _)) = state.acd.view().await else {
+        return unavailable();
+    };
+    let Some(a) = agents.into_iter().find(|a| a.id == id) else {
+        return error(StatusCode::NOT_FOUND, "no such agent", None);
+    };
+    if done(a.state) {
+        Json(a).into_response()
+    } else {
+        // Refused by the agent's state machine: a call is under way, or the
+        // agent is logged out.
+        let message = format!("cannot {action} an agent who is {}", a.state);
+        (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({ "error": message, "agent": a })),
+        )
+            .into_response()
+    }
+}
+
+async fn queues(State(state): Shared) -> Response {
+    match state.acd.view().await {
+        Some((_, queues)) => Json(queues).into_response(),
+        None => unavailable(),
+    }
+}
+
+async fn queue(State(state): Shared, Path(name): Path<String>) -> Response {
+    match state.acd.view().await {
+        Some((_, queues)) => match queues.into_iter().find(|q| q.name == name) {
+            Some(q) => Json(q).into_response(),
+            None => error(StatusCode::NOT_FOUND, "no such queue", None),
+        },
+        None => unavailable(),
+    }
+}
+
+async fn calls(State(state): Shared) -> Response {
+    Json(state.calls.list()).into_response()
+}
+
+async fn call(State(state): Shared, Path(id): Path<String>) -> Response {
+    match state.calls.get(&id) {
+        Some(c) => Json(c).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such call in progress", None),
+    }
+}
+
+async fn hang_up(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = caller.needs(Role::Admin) {
+        return r;
+    }
+    if state.calls.hang_up(&id) {
+        info!(by = %caller.name, call_id = %id, "hang-up from the API");
+        (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "call_id": id, "hanging_up": true })),
+        )
+            .into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "no such call in progress", None)
+    }
+}
+
+/// Which events a listener wants.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filter {
+    queue: Option<String>,
+    agent: Option<String>,
+}
+
+impl Filter {
+    fn wants(&self, event: &Event) -> bool {
+        let queue_ok = self.queue.as_ref().is_none_or(|q| match event {
+            Event::QueueJoined { queue, .. } | Event::AgentOffered { queue, .. } => queue == q,
+            _ => false,
+        });
+        let agent_ok = self.agent.as_ref().is_none_or(|a| match event {
+            Event::AgentOffered { agents, .. } => agents.contains(a),
+            Event::CallAnswered { agent, .. } => agent.as_ref() == Some(a),
+            Event::AgentState { agent, .. } => agent == a,
+            _ => false,
+        });
+        queue_ok && agent_ok
+    }
+}
+
+/// The live events: a WebSocket when the request asks to upgrade, else
+/// Server-Sent Events. Each is one JSON object with a `type`.
+async fn events(
+    State(state): Shared,
+    query: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let filter = match query {
+        Ok(Query(f)) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text(), None),
+    };
+    let rx = state.events.subscribe();
+    if let Ok(ws) = ws {
+        return ws.on_upgrade(move |socket| websocket(socket, rx, filter));
+    }
+    let stream = BroadcastStream::new(rx).filter_map(move |item| {
+        let json = match item {
+            Ok(ev) if filter.wants(&ev) => serde_json::to_string(&*ev).ok()?,
+            Ok(_) => return None,
+            Err(BroadcastStreamRecvError::Lagged(n)) => {
+                serde_json::json!({ "type": "lagged", "missed": n }).to_string()
+            }
+        };
+        Some(Ok::<_, Infallible>(SseEvent::default().data(json)))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn websocket(
+    mut socket: WebSocket,
+    mut rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
+    filter: Filter,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let json = tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(ev) if filter.wants(&ev) => match serde_json::to_string(&*ev) {
+                    Ok(j) => j,
+                    Err(_) => continue,
+                },
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => serde_json::json!({ "type": "lagged", "missed": n }).to_string(),
+                Err(RecvError::Closed) => return,
+            },
+            // The listener closed, or sent something: only a close matters.
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => continue,
+            },
+        };
+        if socket.send(Message::Text(json.into())).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The calls in progress, as the operations API lists them: kept up to
+//! date from the events each call publishes, with a way to hang one up.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::events::Event;
+
+/// A call in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LiveCall {
+    pub call_id: String,
+    pub caller: String,
+    pub dialed: String,
+    pub trunk: String,
+    pub arrived_at: jiff::Timestamp,
+    /// `ivr`, `queued`, `ringing` (agents' phones ring) or `talking`.
+    pub state: &'static str,
+    pub flow: Option<String>,
+    pub node: Option<String>,
+    pub queue: Option<String>,
+    pub agent: Option<String>,
+}
+
+#[derive(Default)]
+pub struct LiveCalls {
+    calls: Mutex<HashMap<String, (LiveCall, mpsc::UnboundedSender<()>)>>,
+}
+
+impl LiveCalls {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, (LiveCall, mpsc::UnboundedSender<()>)>) -> T,
+    ) -> T {
+        // A panic elsewhere never poisons this for good: the map stays usable.
+        let mut map = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut map)
+    }
+
+    /// A call arrived; `hangup` is how the API ends it.
+    pub fn arrived(&self, call: LiveCall, hangup: mpsc::UnboundedSender<()>) {
+        self.with(|m| m.insert(call.call_id.clone(), (call, hangup)));
+    }
+
+    pub fn ended(&self, call_id: &str) {
+        self.with(|m| m.remove(call_id));
+    }
+
+    /// Follows a call's progress.
+    pub fn apply(&self, event: &Event) {
+        self.with(|m| match event {
+            Event::IvrNode {
+                call_id,
+                flow,
+                node,
+            } => {
+                if let Some((c, _)) = m.get_mut(call_id) {
+                    c.flow = Some(flow.clone());
+                    c.node = Some(node.clone());
+                }
+            }
+            Event::QueueJoined { call_id, queue, .. } => {
+                if let Some((c, _)) = m.get_mut(call_id) {
+                    c.state = "queued";
+                    c.queue = Some(queue.clone());
+                }
+            }
+            Event::AgentOffered { call_id, .. } => {
+                if let Some((c, _)) = m.get_mut(call_id) {
+                    c.state = "ringing";
+                }
+            }
+            Event::CallAnswered { call_id, agent, .. } => {
+                if let Some((c, _)) = m.get_mut(call_id) {
+                    c.state = "talking";
+                    c.agent = agent.clone();
+                }
+            }
+            _ => {}
+        })
+    }
+
+    /// Every call in progress, oldest first.
+    pub fn list(&self) -> Vec<LiveCall> {
+        let mut calls: Vec<LiveCall> = self.with(|m| m.values().map(|(c, _)| c.clone()).collect());
+        calls.sort_by(|a, b| (a.arrived_at, &a.call_id).cmp(&(b.arrived_at, &b.call_id)));
+        calls
+    }
+
+    pub fn get(&self, call_id: &str) -> Option<LiveCall> {
+        self.with(|m| m.get(call_id).map(|(c, _)| c.clone()))
+    }
+
+    /// Asks the call to hang up; `false` if there is no such call.
+    pub fn hang_up(&self, call_id: &str) -> bool {
+        self.with(|m| m.get(call_id).is_some_and(|(_, tx)| tx.send(()).is_ok()))
+    }
+}

@@ -1,0 +1,325 @@
+//! The operations API against the running binary: bearer tokens and roles,
+//! agents' states, queues and calls in progress (with SIPp callers), and the
+//! live events over SSE and WebSocket.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{keys_scenario_with, phone, register, Engine};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+const TOKENS: &str = "http:\n  tokens:\n    - { name: ops, token: admin-secret-1, role: admin }\n    - { name: lead, token: agent-secret-2, role: agent }\n    - { name: board, token: read-secret-3, role: read }\n";
+
+fn engine(flow: &str, extra: &str) -> Engine {
+    Engine::with_flow(
+        flow,
+        &format!(
+            "{TOKENS}queues:\n  support: {{ announce-position: false }}\n  sales: {{}}\nagents:\n  - {{ id: '1001', name: Alice, password: 1001pass, queues: [support], auto-login: true }}\n  - {{ id: '1002', password: 1002pass, queues: [support, sales] }}\nregistrar: {{ algorithms: [MD5], keepalive: 0s }}\ncalls: {{ leg-check: 0s }}\n{extra}"
+        ),
+    )
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn new(engine: &Engine) -> Api {
+        Api {
+            base: format!("http://127.0.0.1:{}", engine.ports.http()),
+            http: reqwest::Client::new(),
+            rt: tokio::runtime::Runtime::new().unwrap(),
+        }
+    }
+
+    /// (status, JSON body) of a request with `token` (none: no header).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        self.rt.block_on(async {
+            let mut req = self
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", self.base));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                req = req
+                    .header("content-type", "application/json")
+                    .body(b.to_owned());
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    }
+
+    fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call("GET", path, Some(token), None)
+    }
+
+    fn post(&self, path: &str, token: &str, body: Option<&str>) -> (u16, Value) {
+        self.call("POST", path, Some(token), body)
+    }
+}
+
+const ADMIN: &str = "admin-secret-1";
+const AGENT: &str = "agent-secret-2";
+const READ: &str = "read-secret-3";
+
+#[test]
+fn requests_without_a_valid_token_or_role_are_refused_and_change_nothing() {
+    let engine = engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let api = Api::new(&engine);
+    let (status, body) = api.call("GET", "/api/agents", None, None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+    let (status, _) = api.get("/api/agents", "admin-secret-2");
+    assert_eq!(status, 401);
+    // A read token may look but not act.
+    let (status, agents) = api.get("/api/agents", READ);
+    assert_eq!(status, 200);
+    assert_eq!(agents[0]["id"], "1001");
+    assert_eq!(agents[0]["name"], "Alice");
+    assert_eq!(agents[0]["state"], "logged-out");
+    let (status, body) = api.post("/api/agents/1001/login", READ, None);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = api.post("/api/calls/nope/hangup", AGENT, None);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(api.get("/api/agents/1001", READ).1["state"], "logged-out");
+    // The secret never reaches the log.
+    let log = engine.log();
+    for secret in [ADMIN, AGENT, READ] {
+        assert!(!log.contains(secret), "{secret} logged");
+    }
+    assert_eq!(api.get("/api/nothing", READ).0, 404);
+}
+
+#[test]
+fn agents_are_logged_in_paused_and_out_through_the_api_and_bad_bodies_name_the_field() {
+    let engine = engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let api = Api::new(&engine);
+    let (status, a) = api.post("/api/agents/1002/login", AGENT, None);
+    assert_eq!(
+        (status, a["state"].as_str()),
+        (200, Some("available")),
+        "{a}"
+    );
+    let (status, a) = api.post(
+        "/api/agents/1002/pause",
+        AGENT,
+        Some(r#"{"reason": "lunch"}"#),
+    );
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(
+        (a["state"].as_str(), a["reason"].as_str()),
+        (Some("paused"), Some("lunch"))
+    );
+    // Bad bodies: 400 naming the field; the agent stays as it was.
+    let (status, e) = api.post("/api/agents/1002/pause", AGENT, Some(r#"{"resaon": "x"}"#));
+    assert_eq!((status, e["field"].as_str()), (400, Some("resaon")), "{e}");
+    let (status, e) = api.post("/api/agents/1002/pause", AGENT, Some(r#"{"reason": 5}"#));
+    assert_eq!((status, e["field"].as_str()), (400, Some("reason")), "{e}");
+    let (status, e) = api.post("/api/agents/1002/pause", AGENT, Some("{not json"));
+    assert_eq!(status, 400, "{e}");
+    let (status, e) = api.post("/api/agents/1002/login", AGENT, Some(r#"{"x": 1}"#));
+    assert_eq!(status, 400, "{e}");
+    let a = api.get("/api/agents/1002", READ).1;
+    assert_eq!(
+        (a["state"].as_str(), a["reason"].as_str()),
+        (Some("paused"), Some("lunch"))
+    );
+    let (status, a) = api.post("/api/agents/1002/unpause", AGENT, None);
+    assert_eq!((status, a["state"].as_str()), (200, Some("available")));
+    let (status, a) = api.post("/api/agents/1002/logout", ADMIN, None);
+    assert_eq!((status, a["state"].as_str()), (200, Some("logged-out")));
+    // A logged-out agent cannot be paused: 409, with the agent as it is.
+    let (status, e) = api.post("/api/agents/1002/pause", AGENT, None);
+    assert_eq!(
+        (status, e["agent"]["state"].as_str()),
+        (409, Some("logged-out")),
+        "{e}"
+    );
+    assert_eq!(api.post("/api/agents/9999/login", AGENT, None).0, 404);
+    assert_eq!(api.post("/api/agents/1002/dance", AGENT, None).0, 404);
+    // Who did what is logged (by the token's name).
+    assert!(
+        engine
+            .log()
+            .contains("agent action from the API by=ops agent=1002 action=logout"),
+        "{}",
+        engine.log()
+    );
+}
+
+#[test]
+fn a_waiting_caller_shows_in_its_queue_and_the_calls_list_and_an_admin_can_hang_it_up() {
+    let engine = engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let api = Api::new(&engine);
+    // The caller waits for the engine's BYE.
+    let port = engine.ports.spare(0);
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 1, false);
+    let text = std::fs::read_to_string(&sc).unwrap();
+    let cut = text.rfind("  <pause milliseconds=\"1\"/>").unwrap();
+    std::fs::write(
+        &sc,
+        format!(
+            "{}  <recv request=\"BYE\" timeout=\"20000\"/>\n  <send><![CDATA[\n\n      SIP/2.0 200 OK\n      [last_Via:]\n      [last_From:]\n      [last_To:]\n      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n\n]]></send>\n</scenario>\n",
+            &text[..cut]
+        ),
+    )
+    .unwrap();
+    let caller = common::sipp_side(
+        &["-sf", &sc.display().to_string(), "-s", "100"],
+        common::Ports::next().spare(0),
+        Some(&engine.sip.to_string()),
+    );
+    assert!(engine.wait_log("caller joined the queue", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, q) = api.get("/api/queues/support", READ);
+    assert_eq!(status, 200, "{q}");
+    assert_eq!(q["waiting"].as_array().map(Vec::len), Some(1), "{q}");
+    let w = &q["waiting"][0];
+    assert_eq!(
+        (w["caller"].as_str(), w["position"].as_u64()),
+        (Some("sipp"), Some(1))
+    );
+    assert!(w["waited_ms"].as_u64().unwrap() >= 1000, "{w}");
+    assert!(q["longest_wait_ms"].as_u64().unwrap() >= 1000);
+    assert_eq!(q["agents"]["logged-out"], 2, "{q}");
+    let (_, calls) = api.get("/api/calls", READ);
+    assert_eq!(calls.as_array().map(Vec::len), Some(1), "{calls}");
+    let id = calls[0]["call_id"].as_str().unwrap().to_owned();
+    assert_eq!(calls[0]["state"], "queued");
+    assert_eq!(calls[0]["queue"], "support");
+    assert_eq!(
+        api.get(&format!("/api/calls/{id}"), READ).1["caller"],
+        "sipp"
+    );
+
+    assert_eq!(
+        api.post(&format!("/api/calls/{id}/hangup"), AGENT, None).0,
+        403
+    );
+    let (status, body) = api.post(&format!("/api/calls/{id}/hangup"), ADMIN, None);
+    assert_eq!(status, 202, "{body}");
+    let (ok, out) = common::finish(caller);
+    assert!(ok, "the caller got no BYE:\n{out}");
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+    assert_eq!(api.get("/api/calls", READ).1, json!([]));
+    assert_eq!(api.get(&format!("/api/calls/{id}"), READ).0, 404);
+    assert_eq!(api.get("/api/queues/support", READ).1["waiting"], json!([]));
+}
+
+#[test]
+fn a_websocket_listener_gets_the_screen_pop_with_the_ivr_variables_before_the_agent_answers() {
+    let engine = engine(
+        "entry: s\nnodes:\n  s: { set: { account: '48213' }, next: q }\n  q: { queue: support }\n",
+        "",
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let api = Api::new(&engine);
+    let url = format!(
+        "ws://127.0.0.1:{}/api/events?queue=support",
+        engine.ports.http()
+    );
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {READ}").parse().unwrap());
+    let (mut ws, _) = api
+        .rt
+        .block_on(tokio_tungstenite::connect_async(req))
+        .unwrap();
+    // SSE too, for everything about agent 1001.
+    let sse = api.rt.block_on(
+        api.http
+            .get(format!("{}/api/events?agent=1001", api.base))
+            .bearer_auth(READ)
+            .send(),
+    );
+    let mut sse = sse.unwrap();
+
+    let agent = phone("agent-answer.xml", agent_port, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let sc = keys_scenario_with(
+        &engine,
+        "caller.xml",
+        engine.ports.spare(0),
+        &[],
+        1500,
+        false,
+    );
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "{out}");
+
+    let events: Vec<Value> = api.rt.block_on(async {
+        let mut got = Vec::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(5);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(until, ws.next()).await {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                let offered = v["type"] == "agent.offered";
+                got.push(v);
+                if offered {
+                    break;
+                }
+            }
+        }
+        got
+    });
+    let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(types, ["queue.joined", "agent.offered"], "{events:?}");
+    let pop = &events[1];
+    assert_eq!(pop["vars"]["account"], "48213", "{pop}");
+    assert_eq!(pop["agents"], json!(["1001"]));
+    assert_eq!(pop["caller"], "sipp");
+    assert_eq!(pop["history"], json!([]));
+
+    // The agent's stream: offered, then answered (the pop came first), and
+    // its state changes.
+    let sse_types: Vec<String> = api.rt.block_on(async {
+        let mut text = String::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(until, sse.chunk()).await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("\"wrap-up\"") {
+                break;
+            }
+        }
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .map(|v| match v["state"].as_str() {
+                Some(s) => format!("{}:{s}", v["type"].as_str().unwrap_or("")),
+                None => v["type"].as_str().unwrap_or("").to_owned(),
+            })
+            .collect()
+    });
+    assert_eq!(
+        sse_types,
+        [
+            "agent.state:ringing",
+            "agent.offered",
+            "call.answered",
+            "agent.state:on-call",
+            "agent.state:wrap-up"
+        ],
+        "{sse_types:?}"
+    );
+}
