@@ -66,6 +66,16 @@ impl Api {
         })
     }
 
+    /// The body of a GET as text (panics on a status other than 200).
+    fn text(&self, path: &str, token: Option<&str>) -> String {
+        let (status, body) = self.call("GET", path, token, None);
+        assert_eq!(status, 200, "{body}");
+        match body {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }
+    }
+
     fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.call("GET", path, Some(token), None)
     }
@@ -73,6 +83,14 @@ impl Api {
     fn post(&self, path: &str, token: &str, body: Option<&str>) -> (u16, Value) {
         self.call("POST", path, Some(token), body)
     }
+}
+
+/// The value of an unlabelled metric in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 const ADMIN: &str = "admin-secret-1";
@@ -209,6 +227,25 @@ fn a_waiting_caller_shows_in_its_queue_and_the_calls_list_and_an_admin_can_hang_
         "sipp"
     );
 
+    // /metrics says the same as the API.
+    let text = api.text("/metrics", Some(READ));
+    for line in [
+        "hotline_calls_active{state=\"queued\"} 1",
+        "hotline_queue_waiting_calls{queue=\"support\"} 1",
+        "hotline_queue_waiting_calls{queue=\"sales\"} 0",
+        "hotline_agents{state=\"logged-out\"} 2",
+        "hotline_sip_requests_total{method=\"INVITE\"} 1",
+        "hotline_sip_responses_total{code=\"200\"} 1",
+        "hotline_registrations 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+    let sent = metric(&text, "hotline_rtp_packets_sent_total");
+    assert!(
+        sent >= 40.0,
+        "{sent} RTP packets sent in over a second of music"
+    );
+
     assert_eq!(
         api.post(&format!("/api/calls/{id}/hangup"), AGENT, None).0,
         403
@@ -322,4 +359,21 @@ fn a_websocket_listener_gets_the_screen_pop_with_the_ivr_variables_before_the_ag
         ],
         "{sse_types:?}"
     );
+}
+
+#[test]
+fn metrics_need_a_token_unless_configured_public_for_this_machine() {
+    let private = engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let api = Api::new(&private);
+    assert_eq!(api.call("GET", "/metrics", None, None).0, 401);
+    drop(private);
+    let public = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        "http: { public: [metrics] }\nqueues: { support: {} }\n",
+    );
+    let api = Api::new(&public);
+    let text = api.text("/metrics", None);
+    assert!(text.contains("hotline_calls_active"), "{text}");
+    // Only that page: the API still needs a token.
+    assert_eq!(api.call("GET", "/api/calls", None, None).0, 401);
 }

@@ -4,6 +4,7 @@
 //! nothing and says why in JSON.
 
 mod auth;
+mod metrics;
 mod routes;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::events::EventBus;
 /// What the API reads and acts on.
 pub struct ApiState {
     pub config: Arc<Config>,
+    pub media: Arc<crate::media::MediaStats>,
     pub acd: AcdHandle,
     pub events: EventBus,
     pub calls: Arc<LiveCalls>,
@@ -37,7 +39,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
 
 /// Serves the API on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
-    if let Err(e) = axum::serve(listener, router(state)).await {
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(e) = axum::serve(listener, app).await {
         tracing::warn!(error = %e, "the operations API stopped");
     }
 }

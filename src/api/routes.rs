@@ -36,6 +36,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/calls/{id}", get(call))
         .route("/api/calls/{id}/hangup", post(hang_up))
         .route("/api/events", get(events))
+        .route("/metrics", get(super::metrics::render))
 }
 
 /// A JSON error: `{"error": "...", "field": "..."}` (the field when a body

@@ -172,6 +172,9 @@ pub async fn run(
     config_path: &Path,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), EngineError> {
+    if crate::telemetry::install().is_none() {
+        warn!("metrics recorder not installed (another one was); /metrics will be empty");
+    }
     let prompts = Arc::new(load_prompts(&config)?);
     let flows = load_flows(&config, config_path, &prompts, 1)?;
     info!(flows = flows.flows.len(), "flows loaded");
@@ -243,6 +246,7 @@ pub async fn run(
         http,
         Arc::new(crate::api::ApiState {
             config: config.clone(),
+            media: media.stats.clone(),
             acd: ctx.acd.clone(),
             events: ctx.events.clone(),
             calls: ctx.calls.clone(),

@@ -1365,6 +1365,12 @@ impl Call {
     }
 
     fn on_digit(&mut self, d: Digit, source: DigitSource) {
+        let method = match source {
+            DigitSource::Rfc4733 => "rfc4733",
+            DigitSource::SipInfo => "sip-info",
+            DigitSource::InBand => "in-band",
+        };
+        metrics::counter!("hotline_dtmf_digits_total", "method" => method).increment(1);
         if let Some(leg) = self.leg.as_ref().filter(|l| l.bridged) {
             // Bridged: the caller's keys go on to the target (RFC 4733).
             leg.media.send_digit(d);

@@ -79,6 +79,7 @@ impl Playlist {
 
     fn advance(&mut self, media: &mut MediaChannel) -> Option<u64> {
         if let Some(p) = self.rest.pop_front() {
+            metrics::counter!("hotline_prompt_plays_total").increment(1);
             self.playing = Some(media.play(p));
             return None;
         }

@@ -9,10 +9,19 @@ use crate::flow::{WebhookOutcome, WebhookRequest};
 const MAX_BODY: usize = 256 * 1024;
 
 pub async fn call(client: &reqwest::Client, req: &WebhookRequest) -> WebhookOutcome {
-    match tokio::time::timeout(req.timeout, send(client, req)).await {
+    let started = std::time::Instant::now();
+    let outcome = match tokio::time::timeout(req.timeout, send(client, req)).await {
         Ok(outcome) => outcome,
         Err(_) => WebhookOutcome::TimedOut,
-    }
+    };
+    let label = match &outcome {
+        WebhookOutcome::Ok(_) => "ok",
+        WebhookOutcome::Failed(_) => "failed",
+        WebhookOutcome::TimedOut => "timeout",
+    };
+    metrics::histogram!("hotline_webhook_duration_seconds", "outcome" => label)
+        .record(started.elapsed().as_secs_f64());
+    outcome
 }
 
 async fn send(client: &reqwest::Client, req: &WebhookRequest) -> WebhookOutcome {

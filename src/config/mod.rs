@@ -95,6 +95,9 @@ pub struct HttpConfig {
     /// Who may use the operations API: each request carries one of these
     /// as `Authorization: Bearer TOKEN`. None: every request is refused.
     pub tokens: Vec<ApiToken>,
+    /// Pages served without a token to clients on loopback: `metrics`,
+    /// `wallboard` (for a scraper or a wall screen on the same machine).
+    pub public: Vec<PublicPage>,
 }
 
 impl Default for HttpConfig {
@@ -102,8 +105,17 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tokens: Vec::new(),
+            public: Vec::new(),
         }
     }
+}
+
+/// A page that may be served without a token on loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PublicPage {
+    Metrics,
+    Wallboard,
 }
 
 /// A bearer token of the operations API and what it may do.

@@ -69,6 +69,10 @@ pub struct MediaStats {
     pub packets_out: AtomicU64,
     pub packets_bad: AtomicU64,
     pub send_errors: AtomicU64,
+    /// Sequence numbers skipped (packets that never came).
+    pub packets_lost: AtomicU64,
+    /// Packets older than one already received.
+    pub packets_late: AtomicU64,
 }
 
 pub(crate) enum ClockCommand {
@@ -264,6 +268,8 @@ pub(crate) struct Channel {
     events: mpsc::UnboundedSender<MediaEvent>,
     stream: Option<StreamConfig>,
     latched: bool,
+    /// The highest sequence number received (for loss and lateness).
+    last_seq: Option<u16>,
     ssrc: u32,
     seq: u16,
     ts: u32,
@@ -296,6 +302,7 @@ impl Channel {
             events,
             stream: None,
             latched: false,
+            last_seq: None,
             ssrc: rand::random(),
             seq: rand::random(),
             ts: rand::random(),
@@ -408,6 +415,23 @@ impl Channel {
             info.payload_type == stream.payload_type || Some(info.payload_type) == stream.dtmf_pt;
         if !known {
             return true;
+        }
+        if let Some(last) = self.last_seq {
+            let ahead = info.sequence.wrapping_sub(last);
+            // Up to a few seconds ahead is loss; far ahead is old (late)
+            // or a new stream, which is counted as neither.
+            if (2..1000).contains(&ahead) {
+                stats
+                    .packets_lost
+                    .fetch_add(u64::from(ahead - 1), Ordering::Relaxed);
+            } else if ahead > u16::MAX - 1000 {
+                stats.packets_late.fetch_add(1, Ordering::Relaxed);
+            }
+            if ahead != 0 && ahead < u16::MAX / 2 {
+                self.last_seq = Some(info.sequence);
+            }
+        } else {
+            self.last_seq = Some(info.sequence);
         }
         if stream.symmetric && !self.latched {
             // Latch once: later packets from elsewhere cannot steal the stream.

@@ -353,6 +353,11 @@ impl SipCore {
     }
 
     fn on_request(&mut self, mut req: Request, from: Target) {
+        metrics::counter!(
+            "hotline_sip_requests_total",
+            "method" => crate::telemetry::method_label(req.method.as_str())
+        )
+        .increment(1);
         // Stamp where the request came from (RFC 3261 §18.2.1, RFC 3581).
         let Some(mut via) = req.top_via().and_then(Via::parse) else {
             self.on_malformed(
@@ -1074,6 +1079,7 @@ impl SipCore {
         dialog: Option<DialogId>,
         sdp: Option<Vec<u8>>,
     ) -> Response {
+        metrics::counter!("hotline_sip_responses_total", "code" => status.to_string()).increment(1);
         let to_tag = dialog
             .and_then(|id| self.dialogs.get(&id))
             .map(|s| s.dialog.local_tag.clone())

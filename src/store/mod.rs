@@ -148,6 +148,19 @@ impl StoreHandle {
         StoreHandle { jobs: tx }
     }
 
+    /// A write, timed for the metrics.
+    async fn write<T: Send + 'static>(
+        &self,
+        kind: &'static str,
+        f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.call(f).await;
+        metrics::histogram!("hotline_store_write_duration_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
     async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
@@ -162,15 +175,15 @@ impl StoreHandle {
     }
 
     pub async fn save_voicemail(&self, v: Voicemail) -> Result<i64, StoreError> {
-        self.call(move |s| s.save_voicemail(&v)).await
+        self.write("voicemail", move |s| s.save_voicemail(&v)).await
     }
 
     pub async fn save_survey(&self, a: SurveyAnswer) -> Result<i64, StoreError> {
-        self.call(move |s| s.save_survey(&a)).await
+        self.write("survey", move |s| s.save_survey(&a)).await
     }
 
     pub async fn save_cdr(&self, c: Cdr) -> Result<i64, StoreError> {
-        self.call(move |s| s.save_cdr(&c)).await
+        self.write("cdr", move |s| s.save_cdr(&c)).await
     }
 
     /// The caller's latest calls, newest first (their history, for the screen pop).
@@ -184,8 +197,10 @@ impl StoreHandle {
         agent: String,
         bindings: Vec<Registered>,
     ) -> Result<(), StoreError> {
-        self.call(move |s| s.save_registration(&agent, &bindings))
-            .await
+        self.write("registration", move |s| {
+            s.save_registration(&agent, &bindings)
+        })
+        .await
     }
 
     pub async fn registrations(&self) -> Result<Vec<(String, Registered)>, StoreError> {

@@ -1,0 +1,66 @@
+//! `GET /metrics`: the Prometheus text format. Counters and histograms are
+//! recorded where things happen; the engine's state (calls, queues,
+//! agents, registrations, RTP totals) is read as the page is rendered.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::routes::error;
+use super::ApiState;
+
+const CALL_STATES: [&str; 4] = ["ivr", "queued", "ringing", "talking"];
+const AGENT_STATES: [&str; 6] = [
+    "logged-out",
+    "available",
+    "ringing",
+    "on-call",
+    "wrap-up",
+    "paused",
+];
+
+pub async fn render(State(state): State<Arc<ApiState>>) -> Response {
+    let Some(handle) = crate::telemetry::install() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder", None);
+    };
+    let calls = state.calls.list();
+    for s in CALL_STATES {
+        let n = calls.iter().filter(|c| c.state == s).count();
+        metrics::gauge!("hotline_calls_active", "state" => s).set(n as f64);
+    }
+    if let Some((agents, queues)) = state.acd.view().await {
+        for s in AGENT_STATES {
+            let n = agents.iter().filter(|a| a.state == s).count();
+            metrics::gauge!("hotline_agents", "state" => s).set(n as f64);
+        }
+        let phones: usize = agents.iter().map(|a| a.contacts).sum();
+        metrics::gauge!("hotline_registrations").set(phones as f64);
+        for q in queues {
+            metrics::gauge!("hotline_queue_waiting_calls", "queue" => q.name.clone())
+                .set(q.waiting.len() as f64);
+            metrics::gauge!("hotline_queue_longest_wait_seconds", "queue" => q.name)
+                .set(q.longest_wait_ms as f64 / 1000.0);
+        }
+    }
+    let m = &state.media;
+    for (name, v) in [
+        ("hotline_rtp_packets_received_total", &m.packets_in),
+        ("hotline_rtp_packets_sent_total", &m.packets_out),
+        ("hotline_rtp_packets_malformed_total", &m.packets_bad),
+        ("hotline_rtp_packets_lost_total", &m.packets_lost),
+        ("hotline_rtp_packets_late_total", &m.packets_late),
+    ] {
+        metrics::counter!(name).absolute(v.load(Ordering::Relaxed));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,120 @@
+//! Prometheus metrics: counters and histograms recorded where things
+//! happen (SIP, media, DTMF, prompts, webhooks, the store), and gauges of
+//! the engine's state taken when `/metrics` is read. Names and labels
+//! follow Prometheus conventions (`_total`, `_seconds`, snake case); label
+//! values come from fixed sets or the config, never from the network as is.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets, in seconds: 1 ms to 10 s.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process-wide recorder (once); `None` if another recorder
+/// was installed first.
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!("hotline_calls_active", "Calls in progress, by state.");
+    describe_counter!(
+        "hotline_sip_requests_total",
+        "SIP requests received, by method."
+    );
+    describe_counter!(
+        "hotline_sip_responses_total",
+        "SIP responses sent, by status code."
+    );
+    describe_gauge!("hotline_registrations", "Agents' phones registered.");
+    describe_counter!(
+        "hotline_rtp_packets_received_total",
+        "RTP packets received."
+    );
+    describe_counter!("hotline_rtp_packets_sent_total", "RTP packets sent.");
+    describe_counter!(
+        "hotline_rtp_packets_malformed_total",
+        "UDP datagrams on RTP ports that were not RTP."
+    );
+    describe_counter!(
+        "hotline_rtp_packets_lost_total",
+        "RTP packets never received (sequence gaps)."
+    );
+    describe_counter!(
+        "hotline_rtp_packets_late_total",
+        "RTP packets received out of order."
+    );
+    describe_counter!(
+        "hotline_dtmf_digits_total",
+        "DTMF digits received, by method."
+    );
+    describe_counter!("hotline_prompt_plays_total", "Prompts started.");
+    describe_gauge!("hotline_queue_waiting_calls", "Callers waiting, by queue.");
+    describe_gauge!(
+        "hotline_queue_longest_wait_seconds",
+        Unit::Seconds,
+        "The longest current wait, by queue."
+    );
+    describe_gauge!("hotline_agents", "Agents, by state.");
+    describe_histogram!(
+        "hotline_webhook_duration_seconds",
+        Unit::Seconds,
+        "Webhook round trips, by outcome."
+    );
+    describe_histogram!(
+        "hotline_store_write_duration_seconds",
+        Unit::Seconds,
+        "Store writes, by kind."
+    );
+}
+
+/// The SIP method as a label: the standard ones, else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 14] = [
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "INFO",
+        "REFER",
+        "NOTIFY",
+        "SUBSCRIBE",
+        "UPDATE",
+        "PRACK",
+        "MESSAGE",
+        "PUBLISH",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| m.eq_ignore_ascii_case(method))
+        .copied()
+        .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_known_methods_become_labels() {
+        assert_eq!(super::method_label("invite"), "INVITE");
+        assert_eq!(super::method_label("X-EVIL-{}"), "other");
+    }
+}
