@@ -11,6 +11,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod events;
 pub mod flow;
+pub mod kpi;
 pub mod media;
 pub mod sdp;
 pub mod sip;

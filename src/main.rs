@@ -34,6 +34,40 @@ enum Command {
     },
     /// Walk a flow without a network, on a virtual clock, printing each step.
     Simulate(SimulateArgs),
+    /// Print the contact-center figures (service level, ASA, AHT, abandon
+    /// rate, …) from the call records.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The engine configuration (its data directory and queues' targets).
+    #[arg(long, default_value = "hotline.yaml")]
+    config: PathBuf,
+    /// From: RFC 3339, or a duration ago (90m, 24h, 7d).
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// Until (excluded): RFC 3339, or a duration ago; default now.
+    #[arg(long)]
+    until: Option<String>,
+    /// Group by all, queue, agent or interval.
+    #[arg(long, default_value = "queue")]
+    by: String,
+    /// The length of an interval with --by interval (15m, 1h, 1d).
+    #[arg(long, default_value = "1h")]
+    interval: String,
+    /// Only calls of this queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only calls taken by this agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Abandons within this wait count as short.
+    #[arg(long, default_value = "5s")]
+    short_abandon: String,
+    /// table, csv or json.
+    #[arg(long, default_value = "table")]
+    format: String,
 }
 
 #[derive(clap::Args)]
@@ -96,6 +130,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Validate { config, paths } => validate(&config, &paths),
         Command::Simulate(args) => simulate(args),
+        Command::Report(args) => report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,6 +140,61 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn report(args: ReportArgs) -> anyhow::Result<()> {
+    use hotline::kpi;
+    use hotline::store::Store as _;
+    let config = Config::load(&args.config)?;
+    let now = jiff::Timestamp::now();
+    let since = kpi::when(&args.since, now).map_err(anyhow::Error::msg)?;
+    let until = match &args.until {
+        Some(u) => kpi::when(u, now).map_err(anyhow::Error::msg)?,
+        None => now,
+    };
+    let interval = hotline::config::parse_duration(&args.interval)
+        .or_else(
+            |e| match args.interval.strip_suffix('d').map(str::parse::<u64>) {
+                Some(Ok(d)) => Ok(std::time::Duration::from_secs(d * 86_400)),
+                _ => Err(e),
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+    let by = kpi::group_by(&args.by, interval).map_err(anyhow::Error::msg)?;
+    let short = hotline::config::parse_duration(&args.short_abandon).map_err(anyhow::Error::msg)?;
+    let mut store = hotline::store::SqliteStore::open(&config.data_dir)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let mut cdrs = store.cdrs_between(since, until)?;
+    cdrs.retain(|c| {
+        args.queue
+            .as_ref()
+            .is_none_or(|q| c.queue.as_ref() == Some(q))
+            && args
+                .agent
+                .as_ref()
+                .is_none_or(|a| c.agent.as_ref() == Some(a))
+    });
+    let surveys = store.survey_answers()?;
+    let rows = kpi::report(
+        &cdrs,
+        &surveys,
+        by,
+        |q| config.queues.get(q).map(|q| q.service_level),
+        short,
+    );
+    match args.format.as_str() {
+        "table" => {
+            println!("calls from {since} to {until}");
+            print!("{}", kpi::table(&rows));
+        }
+        "csv" => print!("{}", kpi::csv(&rows)),
+        "json" => println!(
+            "{}",
+            serde_json::to_string_pretty(&kpi::json(since, until, &args.by, &rows, &cdrs))?
+        ),
+        other => anyhow::bail!("`{other}`: the format is table, csv or json"),
+    }
+    Ok(())
 }
 
 fn validate(config_path: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {

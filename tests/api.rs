@@ -377,3 +377,106 @@ fn metrics_need_a_token_unless_configured_public_for_this_machine() {
     // Only that page: the API still needs a token.
     assert_eq!(api.call("GET", "/api/calls", None, None).0, 401);
 }
+
+#[test]
+fn after_real_calls_the_report_the_api_and_the_metrics_agree_with_what_sipp_did() {
+    let engine = engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = phone("agent-answer.xml", agent_port, true);
+    std::thread::sleep(Duration::from_millis(300));
+    // Two callers half a second apart, each on the line 3 s: the first is
+    // answered at once, the second waits for the busy agent and gives up.
+    let sc = keys_scenario_with(
+        &engine,
+        "caller.xml",
+        engine.ports.spare(0),
+        &[],
+        3000,
+        true,
+    );
+    common::sipp(
+        &engine,
+        0,
+        &sc,
+        &["-s", "100", "-m", "2", "-r", "1", "-rp", "500"],
+    )
+    .assert_ok();
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "{out}");
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while engine.log().matches("call ended").count() < 2 {
+        assert!(std::time::Instant::now() < until, "{}", engine.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["report", "--config"])
+        .arg(engine.dir.join("hotline.yaml"))
+        .args(["--since", "10m", "--until", "0s", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = &report["rows"];
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{report}");
+    let r = &rows[0];
+    assert_eq!(r["group"], "support");
+    assert_eq!(
+        (
+            &r["offered"],
+            &r["answered"],
+            &r["abandoned"],
+            &r["short_abandoned"]
+        ),
+        (&json!(2), &json!(1), &json!(1), &json!(1)),
+        "{r}"
+    );
+    assert_eq!(r["service_level"], json!(0.5), "{r}");
+    assert!(r["asa_seconds"].as_f64().unwrap() < 1.0, "{r}");
+    let aht = r["aht_seconds"].as_f64().unwrap();
+    assert!(
+        (12.0..14.0).contains(&aht),
+        "talk ~3 s + wrap-up 10 s: {aht}"
+    );
+    let longest = r["longest_wait_seconds"].as_f64().unwrap();
+    assert!((2.0..3.5).contains(&longest), "{longest}");
+
+    // The API computes the same rows; /metrics counted the same calls.
+    let api = Api::new(&engine);
+    let (status, from_api) = api.get("/api/kpis?since=10m", READ);
+    assert_eq!(status, 200, "{from_api}");
+    assert_eq!(from_api["rows"], report["rows"]);
+    let text = api.text("/metrics", Some(READ));
+    assert!(
+        text.lines()
+            .any(|l| l == "hotline_sip_requests_total{method=\"INVITE\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "hotline_calls_active{state=\"talking\"} 0"),
+        "{text}"
+    );
+    let (status, e) = api.get("/api/kpis?by=weekday", READ);
+    assert_eq!((status, e["field"].as_str()), (400, Some("by")), "{e}");
+
+    // And as a table for people.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["report", "--config"])
+        .arg(engine.dir.join("hotline.yaml"))
+        .args(["--since", "10m"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("support"))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cols[1..7], ["2", "1", "1", "1", "0", "50.0"], "{table}");
+}

@@ -21,6 +21,7 @@ use crate::events::EventBus;
 pub struct ApiState {
     pub config: Arc<Config>,
     pub media: Arc<crate::media::MediaStats>,
+    pub store: crate::store::StoreHandle,
     pub acd: AcdHandle,
     pub events: EventBus,
     pub calls: Arc<LiveCalls>,

@@ -36,6 +36,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/calls/{id}", get(call))
         .route("/api/calls/{id}/hangup", post(hang_up))
         .route("/api/events", get(events))
+        .route("/api/kpis", get(kpis))
         .route("/metrics", get(super::metrics::render))
 }
 
@@ -214,6 +215,77 @@ async fn hang_up(
     } else {
         error(StatusCode::NOT_FOUND, "no such call in progress", None)
     }
+}
+
+/// The query of `/api/kpis`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KpiQuery {
+    since: Option<String>,
+    until: Option<String>,
+    by: Option<String>,
+    interval: Option<String>,
+    queue: Option<String>,
+    agent: Option<String>,
+}
+
+/// The contact-center figures from the call records, as `hotline report`
+/// computes them.
+async fn kpis(
+    State(state): Shared,
+    query: Result<Query<KpiQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    use crate::kpi;
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text(), None),
+    };
+    let bad = |field: &str, msg: String| error(StatusCode::BAD_REQUEST, &msg, Some(field));
+    let now = jiff::Timestamp::now();
+    let since = match kpi::when(q.since.as_deref().unwrap_or("24h"), now) {
+        Ok(t) => t,
+        Err(e) => return bad("since", e),
+    };
+    let until = match q.until.as_deref().map(|u| kpi::when(u, now)) {
+        None => now,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return bad("until", e),
+    };
+    let interval = match crate::config::parse_duration(q.interval.as_deref().unwrap_or("1h")) {
+        Ok(d) => d,
+        Err(e) => return bad("interval", e),
+    };
+    let by_name = q.by.clone().unwrap_or_else(|| "queue".into());
+    let by = match kpi::group_by(&by_name, interval) {
+        Ok(b) => b,
+        Err(e) => return bad("by", e),
+    };
+    let (mut cdrs, surveys) = match (
+        state.store.cdrs_between(since, until).await,
+        state.store.survey_answers_all().await,
+    ) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) | (_, Err(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store: {e}"),
+                None,
+            )
+        }
+    };
+    cdrs.retain(|c| {
+        q.queue.as_ref().is_none_or(|x| c.queue.as_ref() == Some(x))
+            && q.agent.as_ref().is_none_or(|x| c.agent.as_ref() == Some(x))
+    });
+    let config = &state.config;
+    let rows = kpi::report(
+        &cdrs,
+        &surveys,
+        by,
+        |name| config.queues.get(name).map(|q| q.service_level),
+        std::time::Duration::from_secs(5),
+    );
+    Json(kpi::json(since, until, &by_name, &rows, &cdrs)).into_response()
 }
 
 /// Which events a listener wants.

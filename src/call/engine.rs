@@ -247,6 +247,7 @@ pub async fn run(
         Arc::new(crate::api::ApiState {
             config: config.clone(),
             media: media.stats.clone(),
+            store: ctx.store.clone(),
             acd: ctx.acd.clone(),
             events: ctx.events.clone(),
             calls: ctx.calls.clone(),

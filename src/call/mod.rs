@@ -380,6 +380,7 @@ impl Call {
         }
         cdr.answered_at = m.answered_at;
         cdr.flow = Some(self.run.flow_name().to_owned());
+        cdr.exit_node = Some(self.run.node_name().to_owned());
         cdr.ivr_exit_at = m.ivr_exit_at;
         cdr.queue = m.queue.clone();
         cdr.queued_at = m.queued_at;

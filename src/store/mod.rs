@@ -90,6 +90,8 @@ pub struct Cdr {
     pub wrap_up_ms: Option<i64>,
     /// The conversation's recording (a stereo WAV: caller left, agent right).
     pub recording: Option<String>,
+    /// The flow node the call was at when it left the IVR or ended.
+    pub exit_node: Option<String>,
 }
 
 /// An agent's registered contact, as kept across restarts.
@@ -107,6 +109,8 @@ pub struct Registered {
 pub trait Store: Send {
     fn save_cdr(&mut self, c: &Cdr) -> Result<i64, StoreError>;
     fn cdrs(&mut self) -> Result<Vec<Cdr>, StoreError>;
+    /// Calls that arrived in `[since, until)`, oldest first.
+    fn cdrs_between(&mut self, since: Timestamp, until: Timestamp) -> Result<Vec<Cdr>, StoreError>;
     /// The caller's latest calls, newest first.
     fn cdrs_of_caller(&mut self, caller: &str, limit: usize) -> Result<Vec<Cdr>, StoreError>;
     fn save_voicemail(&mut self, v: &Voicemail) -> Result<i64, StoreError>;
@@ -205,6 +209,18 @@ impl StoreHandle {
 
     pub async fn registrations(&self) -> Result<Vec<(String, Registered)>, StoreError> {
         self.call(|s| s.registrations()).await
+    }
+
+    pub async fn cdrs_between(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<Cdr>, StoreError> {
+        self.call(move |s| s.cdrs_between(since, until)).await
+    }
+
+    pub async fn survey_answers_all(&self) -> Result<Vec<SurveyAnswer>, StoreError> {
+        self.call(|s| s.survey_answers()).await
     }
 
     pub async fn voicemails(&self) -> Result<Vec<Voicemail>, StoreError> {

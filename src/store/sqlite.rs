@@ -77,6 +77,9 @@ CREATE TABLE registration (
 );
 CREATE INDEX registration_agent ON registration (agent);
 ",
+    "
+ALTER TABLE cdr ADD COLUMN exit_node TEXT;
+",
 ];
 
 pub struct SqliteStore {
@@ -143,7 +146,8 @@ impl SqliteStore {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT call_id, caller, dialed, trunk, arrived_at, answered_at, flow, ivr_exit_at,
                 queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome, ended_by,
-                wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording FROM cdr WHERE {filter}"
+                wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node
+             FROM cdr WHERE {filter}"
         ))?;
         let rows = stmt.query_map(params, |r| {
             Ok(Cdr {
@@ -169,6 +173,7 @@ impl SqliteStore {
                 hold_ms: r.get(19)?,
                 wrap_up_ms: r.get(20)?,
                 recording: r.get(21)?,
+                exit_node: r.get(22)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -180,9 +185,9 @@ impl Store for SqliteStore {
         self.conn.execute(
             "INSERT INTO cdr (call_id, caller, dialed, trunk, arrived_at, answered_at, flow,
                 ivr_exit_at, queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome,
-                ended_by, wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording)
+                ended_by, wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22)",
+                ?18, ?19, ?20, ?21, ?22, ?23)",
             params![
                 c.call_id,
                 c.caller,
@@ -205,7 +210,8 @@ impl Store for SqliteStore {
                 c.vars,
                 c.hold_ms,
                 c.wrap_up_ms,
-                c.recording
+                c.recording,
+                c.exit_node
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
@@ -213,6 +219,21 @@ impl Store for SqliteStore {
 
     fn cdrs(&mut self) -> Result<Vec<Cdr>, StoreError> {
         self.query_cdrs("1 ORDER BY id", [])
+    }
+
+    fn cdrs_between(&mut self, since: Timestamp, until: Timestamp) -> Result<Vec<Cdr>, StoreError> {
+        // Timestamps are stored as RFC 3339 in UTC, which sorts as text
+        // except for fractions of a second ("…36Z" after "…36.5Z"): the
+        // query takes a second more each side, the exact bounds are applied here.
+        let slack = jiff::SignedDuration::from_secs(1);
+        let wide = |t: Timestamp, d| t.checked_add(d).unwrap_or(t).to_string();
+        let mut rows = self.query_cdrs(
+            "arrived_at >= ?1 AND arrived_at < ?2 ORDER BY id",
+            params![wide(since, -slack), wide(until, slack)],
+        )?;
+        rows.retain(|c| c.arrived_at.is_some_and(|a| a >= since && a < until));
+        rows.sort_by_key(|c| c.arrived_at);
+        Ok(rows)
     }
 
     fn cdrs_of_caller(&mut self, caller: &str, limit: usize) -> Result<Vec<Cdr>, StoreError> {

@@ -1,0 +1,459 @@
+//! Contact-center figures computed from the call records: what supervisors
+//! run a call center by. Pure functions over CDRs and survey answers, so
+//! `hotline report`, the API and the wallboard agree by construction.
+//!
+//! Definitions (per group of calls, e.g. one queue for one day):
+//! - **offered**: calls that joined a queue.
+//! - **answered**: offered calls bridged to an agent.
+//! - **abandoned**: offered calls whose caller hung up waiting; **short**
+//!   abandons gave up within the short-abandon threshold (wrong number,
+//!   impatience) and are reported apart.
+//! - **turned away**: sent on by the queue (max wait, full, nobody staffs it).
+//! - **service level**: answered within the target wait ÷ offered; the
+//!   variant leaves short abandons out of the offered calls.
+//! - **ASA**: mean wait of answered calls. **AHT**: mean talk (hold
+//!   included) plus wrap-up of answered calls.
+//! - **repeat callers**: callers who called again within 24 h of an
+//!   earlier call in the period (a first-contact-resolution proxy).
+//! - **IVR contained**: calls that ended in the IVR without reaching a
+//!   queue or a transfer; [`containment`] breaks them down by flow and node.
+//! - **NPS**: % of survey scores 9–10 minus % of 0–6.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::store::{Cdr, SurveyAnswer};
+
+/// The thresholds the figures depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub service_level: Duration,
+    pub short_abandon: Duration,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            service_level: Duration::from_secs(20),
+            short_abandon: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Kpis {
+    pub calls: usize,
+    pub offered: usize,
+    pub answered: usize,
+    pub abandoned: usize,
+    pub short_abandoned: usize,
+    pub turned_away: usize,
+    /// 0–1; `None` with nothing offered.
+    pub service_level: Option<f64>,
+    pub service_level_excluding_short: Option<f64>,
+    pub asa_seconds: Option<f64>,
+    pub aht_seconds: Option<f64>,
+    pub longest_wait_seconds: f64,
+    pub abandon_rate: Option<f64>,
+    pub repeat_callers_24h: usize,
+    pub ivr_contained: usize,
+    pub surveys: usize,
+    pub nps: Option<f64>,
+}
+
+fn secs(ms: Option<i64>) -> f64 {
+    ms.unwrap_or(0).max(0) as f64 / 1000.0
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+fn ratio(a: usize, b: usize) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
+/// The figures of one group of calls; `surveys` are matched to the calls
+/// by Call-ID.
+pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
+    let offered: Vec<&&Cdr> = cdrs.iter().filter(|c| c.queued_at.is_some()).collect();
+    let answered: Vec<&&Cdr> = offered
+        .iter()
+        .copied()
+        .filter(|c| c.outcome == "agent")
+        .collect();
+    let abandoned: Vec<&&Cdr> = offered
+        .iter()
+        .copied()
+        .filter(|c| c.outcome == "abandoned")
+        .collect();
+    let short_ms = t.short_abandon.as_millis() as i64;
+    let short = abandoned
+        .iter()
+        .filter(|c| c.wait_ms.unwrap_or(0) < short_ms)
+        .count();
+    let turned_away = offered
+        .iter()
+        .filter(|c| c.outcome.starts_with("queue-"))
+        .count();
+    let sl_ms = t.service_level.as_millis() as i64;
+    let in_time = answered
+        .iter()
+        .filter(|c| c.wait_ms.unwrap_or(i64::MAX) <= sl_ms)
+        .count();
+    let waits: Vec<f64> = answered.iter().map(|c| secs(c.wait_ms)).collect();
+    let handles: Vec<f64> = answered
+        .iter()
+        .map(|c| secs(c.talk_ms) + secs(c.wrap_up_ms))
+        .collect();
+    let longest = offered.iter().map(|c| secs(c.wait_ms)).fold(0.0, f64::max);
+    // Repeat callers: a call less than 24 h after the same caller's previous one.
+    let mut by_caller: BTreeMap<&str, Vec<Timestamp>> = BTreeMap::new();
+    for c in cdrs {
+        if let Some(at) = c.arrived_at {
+            by_caller.entry(c.caller.as_str()).or_default().push(at);
+        }
+    }
+    let day = jiff::SignedDuration::from_hours(24);
+    let repeat = by_caller
+        .values_mut()
+        .map(|times| {
+            times.sort();
+            times.windows(2).any(|w| w[1].duration_since(w[0]) < day)
+        })
+        .filter(|again| *again)
+        .count();
+    let contained = cdrs.iter().filter(|c| c.outcome == "ivr").count();
+    let ids: std::collections::HashSet<&str> = cdrs.iter().map(|c| c.call_id.as_str()).collect();
+    let scores: Vec<u8> = surveys
+        .iter()
+        .filter(|s| ids.contains(s.call_id.as_str()))
+        .map(|s| s.score)
+        .collect();
+    let promoters = scores.iter().filter(|&&s| s >= 9).count();
+    let detractors = scores.iter().filter(|&&s| s <= 6).count();
+    Kpis {
+        calls: cdrs.len(),
+        offered: offered.len(),
+        answered: answered.len(),
+        abandoned: abandoned.len(),
+        short_abandoned: short,
+        turned_away,
+        service_level: ratio(in_time, offered.len()),
+        service_level_excluding_short: ratio(in_time, offered.len() - short),
+        asa_seconds: mean(&waits),
+        aht_seconds: mean(&handles),
+        longest_wait_seconds: longest,
+        abandon_rate: ratio(abandoned.len(), offered.len()),
+        repeat_callers_24h: repeat,
+        ivr_contained: contained,
+        surveys: scores.len(),
+        nps: (!scores.is_empty())
+            .then(|| (promoters as f64 - detractors as f64) * 100.0 / scores.len() as f64),
+    }
+}
+
+/// How calls are grouped in a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// One group: every call.
+    All,
+    Queue,
+    Agent,
+    /// Intervals of this length from midnight UTC (15 min, 1 h, 1 day).
+    Interval(Duration),
+}
+
+/// Calls by group key (`-` for calls without a queue or agent); intervals
+/// are keyed by their start.
+pub fn group(cdrs: &[Cdr], by: GroupBy) -> BTreeMap<String, Vec<&Cdr>> {
+    let mut out: BTreeMap<String, Vec<&Cdr>> = BTreeMap::new();
+    for c in cdrs {
+        let key = match by {
+            GroupBy::All => "all".to_owned(),
+            GroupBy::Queue => c.queue.clone().unwrap_or_else(|| "-".into()),
+            GroupBy::Agent => c.agent.clone().unwrap_or_else(|| "-".into()),
+            GroupBy::Interval(len) => {
+                let Some(at) = c.arrived_at else { continue };
+                let len = len.as_secs().max(60) as i64;
+                let start = at.as_second().div_euclid(len) * len;
+                Timestamp::from_second(start)
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|_| "-".into())
+            }
+        };
+        out.entry(key).or_default().push(c);
+    }
+    out
+}
+
+/// One row of a report: a group and its figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub group: String,
+    #[serde(flatten)]
+    pub kpis: Kpis,
+}
+
+/// A report: the calls grouped by `by`, each group's figures; a queue's
+/// own service-level target applies to its group (`service_level_of`).
+pub fn report(
+    cdrs: &[Cdr],
+    surveys: &[SurveyAnswer],
+    by: GroupBy,
+    service_level_of: impl Fn(&str) -> Option<Duration>,
+    short_abandon: Duration,
+) -> Vec<Row> {
+    group(cdrs, by)
+        .into_iter()
+        .map(|(key, calls)| {
+            let t = Thresholds {
+                service_level: (by == GroupBy::Queue)
+                    .then(|| service_level_of(&key))
+                    .flatten()
+                    .unwrap_or(Thresholds::default().service_level),
+                short_abandon,
+            };
+            Row {
+                kpis: compute(&calls, surveys, t),
+                group: key,
+            }
+        })
+        .collect()
+}
+
+/// Parses `all`, `queue`, `agent`, `interval` (with its length).
+pub fn group_by(name: &str, interval: Duration) -> Result<GroupBy, String> {
+    match name {
+        "all" => Ok(GroupBy::All),
+        "queue" => Ok(GroupBy::Queue),
+        "agent" => Ok(GroupBy::Agent),
+        "interval" if interval >= Duration::from_secs(60) => Ok(GroupBy::Interval(interval)),
+        "interval" => Err("the interval must be at least 1m".into()),
+        other => Err(format!("`{other}`: group by all, queue, agent or interval")),
+    }
+}
+
+/// A point in time as the report and the API take it: RFC 3339
+/// (`2026-11-23T09:00:00Z`), or a duration before `now` (`90m`, `24h`, `7d`).
+pub fn when(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    let ago = match text.strip_suffix('d') {
+        Some(days) => days
+            .parse::<u64>()
+            .map(|d| Duration::from_secs(d * 86_400))
+            .map_err(|_| format!("`{text}` is not a time or a duration")),
+        None => crate::config::parse_duration(text)
+            .map_err(|_| format!("`{text}` is not a time (RFC 3339) or a duration (90m, 24h, 7d)")),
+    }?;
+    let ago = jiff::SignedDuration::try_from(ago).map_err(|e| e.to_string())?;
+    now.checked_sub(ago).map_err(|e| e.to_string())
+}
+
+fn cell(v: Option<f64>, scale: f64) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{:.1}", v * scale))
+}
+
+const HEADER: [&str; 15] = [
+    "group",
+    "offered",
+    "answered",
+    "abandoned",
+    "short",
+    "turned_away",
+    "sl_%",
+    "sl_excl_short_%",
+    "asa_s",
+    "aht_s",
+    "longest_wait_s",
+    "abandon_%",
+    "repeat_24h",
+    "ivr_contained",
+    "nps",
+];
+
+fn cells(r: &Row) -> [String; 15] {
+    let k = &r.kpis;
+    [
+        r.group.clone(),
+        k.offered.to_string(),
+        k.answered.to_string(),
+        k.abandoned.to_string(),
+        k.short_abandoned.to_string(),
+        k.turned_away.to_string(),
+        cell(k.service_level, 100.0),
+        cell(k.service_level_excluding_short, 100.0),
+        cell(k.asa_seconds, 1.0),
+        cell(k.aht_seconds, 1.0),
+        format!("{:.1}", k.longest_wait_seconds),
+        cell(k.abandon_rate, 100.0),
+        k.repeat_callers_24h.to_string(),
+        k.ivr_contained.to_string(),
+        cell(k.nps, 1.0),
+    ]
+}
+
+/// The rows as an aligned text table.
+pub fn table(rows: &[Row]) -> String {
+    let all: Vec<[String; 15]> = std::iter::once(HEADER.map(str::to_owned))
+        .chain(rows.iter().map(cells))
+        .collect();
+    let widths: Vec<usize> = (0..15)
+        .map(|i| all.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &all {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i == 0 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The rows as CSV (a header line, then one line per group).
+pub fn csv(rows: &[Row]) -> String {
+    let quote = |c: &str| {
+        if c.contains([',', '"', '\n']) {
+            format!("\"{}\"", c.replace('"', "\"\""))
+        } else {
+            c.to_owned()
+        }
+    };
+    let mut out = HEADER.join(",");
+    out.push('\n');
+    for r in rows {
+        let line: Vec<String> = cells(r).iter().map(|c| quote(c)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// A report as JSON: its window, grouping, rows and IVR containment.
+pub fn json(
+    since: Timestamp,
+    until: Timestamp,
+    by: &str,
+    rows: &[Row],
+    cdrs: &[Cdr],
+) -> serde_json::Value {
+    let containment: Vec<serde_json::Value> = containment(cdrs)
+        .into_iter()
+        .map(
+            |((flow, node), calls)| serde_json::json!({"flow": flow, "node": node, "calls": calls}),
+        )
+        .collect();
+    serde_json::json!({
+        "since": since, "until": until, "by": by, "rows": rows,
+        "ivr_containment": containment,
+    })
+}
+
+/// Calls contained in the IVR, by (flow, node where they ended).
+pub fn containment(cdrs: &[Cdr]) -> BTreeMap<(String, String), usize> {
+    let mut out = BTreeMap::new();
+    for c in cdrs.iter().filter(|c| c.outcome == "ivr") {
+        let flow = c.flow.clone().unwrap_or_else(|| "-".into());
+        let node = c.exit_node.clone().unwrap_or_else(|| "-".into());
+        *out.entry((flow, node)).or_insert(0) += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cdr(
+        id: &str,
+        caller: &str,
+        at_min: i64,
+        outcome: &str,
+        wait: Option<i64>,
+        talk: Option<i64>,
+    ) -> Cdr {
+        let at = Timestamp::from_second(1_795_420_800 + at_min * 60).unwrap();
+        Cdr {
+            call_id: id.into(),
+            caller: caller.into(),
+            arrived_at: Some(at),
+            queue: wait.map(|_| "sales".into()),
+            queued_at: wait.map(|_| at),
+            agent: (outcome == "agent").then(|| "1001".into()),
+            outcome: outcome.into(),
+            wait_ms: wait,
+            talk_ms: talk,
+            wrap_up_ms: talk.map(|_| 10_000),
+            flow: Some("support".into()),
+            exit_node: Some(if outcome == "ivr" { "closed" } else { "q" }.into()),
+            ..Cdr::default()
+        }
+    }
+
+    #[test]
+    fn the_figures_follow_their_definitions() {
+        let cdrs = vec![
+            cdr("a", "+1", 0, "agent", Some(10_000), Some(60_000)),
+            cdr("b", "+2", 1, "agent", Some(30_000), Some(120_000)),
+            cdr("c", "+3", 2, "abandoned", Some(2_000), None),
+            cdr("d", "+4", 3, "abandoned", Some(40_000), None),
+            cdr("e", "+5", 4, "queue-timeout", Some(90_000), None),
+            cdr("f", "+1", 90, "ivr", None, None),
+            cdr("g", "+6", 100, "ivr-abandoned", None, None),
+        ];
+        let refs: Vec<&Cdr> = cdrs.iter().collect();
+        let survey = |id: &str, score| SurveyAnswer {
+            created_at: Timestamp::UNIX_EPOCH,
+            call_id: id.into(),
+            caller: String::new(),
+            flow: String::new(),
+            question: "nps".into(),
+            score,
+        };
+        let surveys = [survey("a", 10), survey("b", 3), survey("zz", 10)];
+        let k = compute(&refs, &surveys, Thresholds::default());
+        assert_eq!((k.calls, k.offered, k.answered), (7, 5, 2));
+        assert_eq!((k.abandoned, k.short_abandoned, k.turned_away), (2, 1, 1));
+        // 1 of 5 answered within 20 s; 1 of 4 leaving out the short abandon.
+        assert_eq!(k.service_level, Some(0.2));
+        assert_eq!(k.service_level_excluding_short, Some(0.25));
+        assert_eq!(k.asa_seconds, Some(20.0));
+        assert_eq!(k.aht_seconds, Some(100.0));
+        assert_eq!(k.longest_wait_seconds, 90.0);
+        assert_eq!(k.abandon_rate, Some(0.4));
+        assert_eq!(k.repeat_callers_24h, 1, "+1 called twice within 24 h");
+        assert_eq!(k.ivr_contained, 1);
+        // Surveys of these calls only: one promoter, one detractor.
+        assert_eq!((k.surveys, k.nps), (2, Some(0.0)));
+        let by = group(&cdrs, GroupBy::Interval(Duration::from_secs(3600)));
+        assert_eq!(by.values().map(Vec::len).collect::<Vec<_>>(), [5, 2]);
+        let by = group(&cdrs, GroupBy::Queue);
+        assert_eq!(by["sales"].len(), 5);
+        assert_eq!(by["-"].len(), 2);
+        assert_eq!(
+            containment(&cdrs),
+            [(("support".to_string(), "closed".to_string()), 1)].into()
+        );
+        let empty = compute(&[], &[], Thresholds::default());
+        assert_eq!(
+            (empty.service_level, empty.asa_seconds, empty.nps),
+            (None, None, None)
+        );
+    }
+}
