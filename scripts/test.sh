@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Hotline's whole test suite: unit tests and the real-peer tests that
-# start the hotline binary on loopback and call it with SIPp and baresip.
+# start the hotline binary on loopback and call it with SIPp and baresip,
+# and load the wallboard in headless Chromium.
 #
 # It installs what the tests need when run as root (Debian/Ubuntu), or stops
 # with the exact command to run. No real-peer test is ever skipped.
@@ -11,13 +12,14 @@ packages=()
 command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
 [ -e /usr/share/sip-tester/dtmf_2833_1.pcap ] || packages+=(sip-tester)
 [ -e /usr/lib/baresip/modules/sndfile.so ] || packages+=(baresip-core)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${packages[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "test.sh: the tests need SIPp and baresip. Run: sudo apt-get install -y ${packages[*]}" >&2
+    echo "test.sh: the tests need SIPp, baresip and Chromium. Run: sudo apt-get install -y ${packages[*]}" >&2
     exit 1
   fi
 fi

@@ -376,6 +376,26 @@ fn metrics_need_a_token_unless_configured_public_for_this_machine() {
     assert!(text.contains("hotline_calls_active"), "{text}");
     // Only that page: the API still needs a token.
     assert_eq!(api.call("GET", "/api/calls", None, None).0, 401);
+    assert_eq!(api.call("GET", "/wallboard", None, None).0, 401);
+}
+
+#[test]
+fn the_wallboard_takes_its_token_from_the_url_and_only_it_does() {
+    let engine = engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let api = Api::new(&engine);
+    assert_eq!(api.call("GET", "/wallboard", None, None).0, 401);
+    let page = api.text(&format!("/wallboard?token={READ}"), None);
+    assert!(page.contains("<title>Hotline wallboard</title>"), "{page}");
+    let (status, data) = api.call("GET", &format!("/wallboard/data?token={READ}"), None, None);
+    assert_eq!(status, 200, "{data}");
+    assert_eq!(data["queues"][0]["name"], "sales");
+    assert_eq!(data["agents"][1]["id"], "1002");
+    assert_eq!(api.call("GET", "/wallboard?token=wrong", None, None).0, 401);
+    assert_eq!(
+        api.call("GET", &format!("/api/queues?token={READ}"), None, None)
+            .0,
+        401
+    );
 }
 
 #[test]

@@ -66,12 +66,24 @@ pub async fn check(State(state): State<Arc<ApiState>>, mut req: Request, next: N
         });
         return next.run(req).await;
     }
-    let given = req
+    let from_header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(|t| t.trim().to_owned());
+    // A wall screen opens a URL and cannot set headers (nor can
+    // EventSource): the wallboard takes its token from `?token=` too.
+    let from_query = (public_page(req.uri().path()) == Some(PublicPage::Wallboard))
+        .then(|| {
+            req.uri().query()?.split('&').find_map(|kv| {
+                let v = kv.strip_prefix("token=")?;
+                Some(percent_decode(v))
+            })
+        })
+        .flatten();
+    let given = from_header.or(from_query);
+    let given = given.as_deref();
     let Some(given) = given else {
         return unauthorized("an Authorization: Bearer TOKEN header is needed");
     };
@@ -100,6 +112,32 @@ pub async fn check(State(state): State<Arc<ApiState>>, mut req: Request, next: N
     }
 }
 
+/// `%XX` escapes and `+` in a query value.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn unauthorized(why: &str) -> Response {
     let mut resp = error(StatusCode::UNAUTHORIZED, why, None).into_response();
     resp.headers_mut().insert(
@@ -107,4 +145,19 @@ fn unauthorized(why: &str) -> Response {
         header::HeaderValue::from_static("Bearer"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_decoded_and_a_bad_escape_is_kept() {
+        assert_eq!(super::percent_decode("a%2Fb+c%zz%4"), "a/b c%zz%4");
+    }
+
+    #[test]
+    fn tokens_compare_equal_only_when_identical() {
+        assert!(super::same(b"secret", b"secret"));
+        assert!(!super::same(b"secret", b"secreT"));
+        assert!(!super::same(b"secret", b"secret2"));
+    }
 }

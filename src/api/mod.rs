@@ -6,6 +6,7 @@
 mod auth;
 mod metrics;
 mod routes;
+mod wallboard;
 
 use std::sync::Arc;
 

@@ -38,6 +38,9 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/events", get(events))
         .route("/api/kpis", get(kpis))
         .route("/metrics", get(super::metrics::render))
+        .route("/wallboard", get(super::wallboard::page))
+        .route("/wallboard/data", get(super::wallboard::data))
+        .route("/wallboard/events", get(events))
 }
 
 /// A JSON error: `{"error": "...", "field": "..."}` (the field when a body

@@ -1,0 +1,66 @@
+//! The wallboard: one page (embedded in the binary, no build step) that
+//! shows each queue's waiting callers, longest wait and service level
+//! today, and every agent's state with its time, live from the events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::routes::error;
+use super::ApiState;
+
+const PAGE: &str = include_str!("../../web/wallboard.html");
+
+pub async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// Queues, agents, and each queue's figures since midnight (UTC).
+pub async fn data(State(state): State<Arc<ApiState>>) -> Response {
+    let Some((agents, queues)) = state.acd.view().await else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the ACD did not answer",
+            None,
+        );
+    };
+    let now = jiff::Timestamp::now();
+    let midnight =
+        jiff::Timestamp::from_second(now.as_second().div_euclid(86_400) * 86_400).unwrap_or(now);
+    let (cdrs, surveys) = match (
+        state.store.cdrs_between(midnight, now).await,
+        state.store.survey_answers_all().await,
+    ) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) | (_, Err(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store: {e}"),
+                None,
+            )
+        }
+    };
+    let config = &state.config;
+    let today: BTreeMap<String, crate::kpi::Kpis> = crate::kpi::report(
+        &cdrs,
+        &surveys,
+        crate::kpi::GroupBy::Queue,
+        |q| config.queues.get(q).map(|q| q.service_level),
+        std::time::Duration::from_secs(5),
+    )
+    .into_iter()
+    .map(|r| (r.group, r.kpis))
+    .collect();
+    Json(serde_json::json!({ "queues": queues, "agents": agents, "today": today })).into_response()
+}
