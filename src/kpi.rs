@@ -326,19 +326,62 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
+/// One CSV cell, quoted when it holds a comma, a quote or a line break.
+fn csv_cell(c: &str) -> String {
+    if c.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", c.replace('"', "\"\""))
+    } else {
+        c.to_owned()
+    }
+}
+
 /// The rows as CSV (a header line, then one line per group).
 pub fn csv(rows: &[Row]) -> String {
-    let quote = |c: &str| {
-        if c.contains([',', '"', '\n']) {
-            format!("\"{}\"", c.replace('"', "\"\""))
-        } else {
-            c.to_owned()
-        }
-    };
     let mut out = HEADER.join(",");
     out.push('\n');
     for r in rows {
-        let line: Vec<String> = cells(r).iter().map(|c| quote(c)).collect();
+        let line: Vec<String> = cells(r).iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Call records as CSV: a header line, one line per call.
+pub fn cdr_csv(cdrs: &[Cdr]) -> String {
+    let t = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
+    let s = |s: &Option<String>| s.clone().unwrap_or_default();
+    let n = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+    let mut out = String::from(
+        "call_id,caller,dialed,trunk,arrived_at,answered_at,flow,exit_node,ivr_exit_at,queue,queued_at,offered_at,agent,bridged_at,ended_at,outcome,ended_by,wait_ms,talk_ms,hold_ms,wrap_up_ms,recording,vars\n",
+    );
+    for c in cdrs {
+        let cells = [
+            c.call_id.clone(),
+            c.caller.clone(),
+            c.dialed.clone(),
+            c.trunk.clone(),
+            t(c.arrived_at),
+            t(c.answered_at),
+            s(&c.flow),
+            s(&c.exit_node),
+            t(c.ivr_exit_at),
+            s(&c.queue),
+            t(c.queued_at),
+            t(c.offered_at),
+            s(&c.agent),
+            t(c.bridged_at),
+            t(c.ended_at),
+            c.outcome.clone(),
+            c.ended_by.clone(),
+            n(c.wait_ms),
+            n(c.talk_ms),
+            n(c.hold_ms),
+            n(c.wrap_up_ms),
+            s(&c.recording),
+            c.vars.clone(),
+        ];
+        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
         out.push_str(&line.join(","));
         out.push('\n');
     }

@@ -500,3 +500,134 @@ fn after_real_calls_the_report_the_api_and_the_metrics_agree_with_what_sipp_did(
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&cols[1..7], ["2", "1", "1", "1", "0", "50.0"], "{table}");
 }
+
+/// A web server of the test's own: records each POST (path, JSON body);
+/// answers the first request to `fail_first` with 500, the rest with 200.
+fn webhook_receiver(
+    port: u16,
+    fail_first: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (seen, fail_first) = (got.clone(), fail_first.to_owned());
+    std::thread::spawn(move || {
+        let mut failed = false;
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let fail = path == fail_first && !failed;
+            failed |= fail;
+            let status = if fail { "500 Oops" } else { "200 OK" };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            seen.lock()
+                .unwrap()
+                .push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+        }
+    });
+    got
+}
+
+#[test]
+fn the_crm_gets_the_screen_pop_retried_and_the_call_record_and_cdrs_are_served() {
+    let hook = common::Ports::next().spare(0);
+    let got = webhook_receiver(hook, "/pop");
+    let engine = Engine::with_flow(
+        "entry: s\nnodes:\n  s: { set: { account: '48213' }, next: q }\n  q: { queue: support }\n",
+        &format!(
+            "{TOKENS}queues:\n  support: {{ announce-position: false, screen-pop-url: 'http://127.0.0.1:{hook}/pop' }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5], keepalive: 0s }}\ncalls: {{ leg-check: 0s, end-webhook: 'http://127.0.0.1:{hook}/end' }}\n"
+        ),
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = phone("agent-answer.xml", agent_port, true);
+    std::thread::sleep(Duration::from_millis(300));
+    let sc = keys_scenario_with(
+        &engine,
+        "caller.xml",
+        engine.ports.spare(0),
+        &[],
+        1500,
+        false,
+    );
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    assert!(common::finish(agent).0);
+
+    // The pop was refused once (500) and delivered on the retry; the
+    // record followed when the call ended.
+    let until = std::time::Instant::now() + Duration::from_secs(8);
+    while got.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < until,
+            "{:?}\n{}",
+            got.lock().unwrap(),
+            engine.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = got.lock().unwrap().clone();
+    let pops: Vec<&Value> = got
+        .iter()
+        .filter(|(p, _)| p == "/pop")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(pops.len(), 2, "{got:?}");
+    assert_eq!(pops[1]["type"], "agent.offered");
+    assert_eq!(pops[1]["vars"]["account"], "48213");
+    let ends: Vec<&Value> = got
+        .iter()
+        .filter(|(p, _)| p == "/end")
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(ends.len(), 1, "{got:?}");
+    assert_eq!(ends[0]["outcome"], "agent");
+    assert_eq!(ends[0]["agent"], "1001");
+    assert_eq!(ends[0]["vars"]["account"], "48213");
+
+    // The same record from the API, as JSON and as CSV.
+    let api = Api::new(&engine);
+    let (status, cdrs) = api.get("/api/cdrs?queue=support", READ);
+    assert_eq!(status, 200, "{cdrs}");
+    assert_eq!(cdrs.as_array().map(Vec::len), Some(1));
+    assert_eq!(cdrs[0]["call_id"], ends[0]["call_id"]);
+    assert_eq!(cdrs[0]["vars"]["account"], "48213");
+    assert_eq!(api.get("/api/cdrs?caller=nobody", READ).1, json!([]));
+    assert_eq!(
+        api.get("/api/cdrs?agent=1001&since=1h", READ)
+            .1
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let csv = api.text("/api/cdrs?format=csv", Some(READ));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].starts_with("call_id,caller,dialed"));
+    assert!(
+        lines[1].contains(",agent,caller,") || lines[1].contains(",agent,engine,"),
+        "{csv}"
+    );
+    let (status, e) = api.get("/api/cdrs?format=xml", READ);
+    assert_eq!((status, e["field"].as_str()), (400, Some("format")));
+    let (status, _) = api.get("/api/cdrs?color=red", READ);
+    assert_eq!(status, 400);
+}

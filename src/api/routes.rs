@@ -37,6 +37,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/calls/{id}/hangup", post(hang_up))
         .route("/api/events", get(events))
         .route("/api/kpis", get(kpis))
+        .route("/api/cdrs", get(cdrs))
         .route("/metrics", get(super::metrics::render))
         .route("/wallboard", get(super::wallboard::page))
         .route("/wallboard/data", get(super::wallboard::data))
@@ -218,6 +219,86 @@ async fn hang_up(
     } else {
         error(StatusCode::NOT_FOUND, "no such call in progress", None)
     }
+}
+
+/// The query of `/api/cdrs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CdrQuery {
+    since: Option<String>,
+    until: Option<String>,
+    queue: Option<String>,
+    agent: Option<String>,
+    caller: Option<String>,
+    limit: Option<usize>,
+    format: Option<String>,
+}
+
+/// Call records in a time range (default the last 24 h), oldest first,
+/// filtered by queue, agent or caller; `format=csv` for a spreadsheet.
+async fn cdrs(
+    State(state): Shared,
+    query: Result<Query<CdrQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text(), None),
+    };
+    let bad = |field: &str, msg: String| error(StatusCode::BAD_REQUEST, &msg, Some(field));
+    let now = jiff::Timestamp::now();
+    let since = match crate::kpi::when(q.since.as_deref().unwrap_or("24h"), now) {
+        Ok(t) => t,
+        Err(e) => return bad("since", e),
+    };
+    let until = match q.until.as_deref().map(|u| crate::kpi::when(u, now)) {
+        None => now,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return bad("until", e),
+    };
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => return bad("format", format!("`{other}`: json or csv")),
+    };
+    let mut rows = match state.store.cdrs_between(since, until).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store: {e}"),
+                None,
+            )
+        }
+    };
+    rows.retain(|c| {
+        q.queue.as_ref().is_none_or(|x| c.queue.as_ref() == Some(x))
+            && q.agent.as_ref().is_none_or(|x| c.agent.as_ref() == Some(x))
+            && q.caller.as_ref().is_none_or(|x| c.caller == *x)
+    });
+    rows.truncate(q.limit.unwrap_or(10_000));
+    if csv {
+        return (
+            [
+                (axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"cdrs.csv\"",
+                ),
+            ],
+            crate::kpi::cdr_csv(&rows),
+        )
+            .into_response();
+    }
+    // The IVR's variables as JSON, not as a string of JSON.
+    let list: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|c| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            v["vars"] = serde_json::from_str(&c.vars).unwrap_or_default();
+            v
+        })
+        .collect();
+    Json(list).into_response()
 }
 
 /// The query of `/api/kpis`.

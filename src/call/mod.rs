@@ -7,6 +7,7 @@ pub mod engine;
 mod feature;
 mod leg;
 pub mod live;
+mod notify;
 mod playlist;
 mod recording;
 pub mod reload;
@@ -129,6 +130,11 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
             outcome: cdr.outcome.clone(),
             ended_by: cdr.ended_by.clone(),
         };
+        if let Some(url) = bus.config.calls.end_webhook.as_deref() {
+            let mut body = serde_json::to_value(&cdr).unwrap_or_default();
+            body["vars"] = serde_json::from_str(&cdr.vars).unwrap_or_default();
+            notify::post(&bus.http, url, "call record", body);
+        }
         // The record is written before the call's task (and what it holds) goes.
         match tokio::time::timeout(std::time::Duration::from_secs(10), store.save_cdr(cdr)).await {
             Ok(Ok(_)) => {}
@@ -1013,7 +1019,7 @@ impl Call {
             jiff::Timestamp::now().duration_since(q).as_millis().max(0) as u64
         });
         info!(agents = ?names, vars = ?self.run.vars(), previous_calls = self.history.len(), wait_ms, "screen pop");
-        self.ctx.publish(BusEvent::AgentOffered {
+        let pop = BusEvent::AgentOffered {
             call_id: self.call_id.clone(),
             agents: names.iter().map(|n| n.to_string()).collect(),
             caller: self.caller.clone(),
@@ -1021,7 +1027,16 @@ impl Call {
             wait_ms,
             vars: serde_json::to_value(self.run.vars()).unwrap_or_default(),
             history: self.history.clone(),
-        });
+        };
+        if let Some(url) = self.queue_config().and_then(|q| q.screen_pop_url.clone()) {
+            notify::post(
+                &self.ctx.http,
+                &url,
+                "screen pop",
+                serde_json::to_value(&pop).unwrap_or_default(),
+            );
+        }
+        self.ctx.publish(pop);
         let mut leg = leg::Leg::new(
             leg::Purpose::Agents,
             names.join(","),

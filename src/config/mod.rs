@@ -244,6 +244,9 @@ pub struct QueueConfig {
     /// answered in time (the KPIs' "80 % within 20 s").
     #[serde(deserialize_with = "de_duration")]
     pub service_level: Duration,
+    /// The screen pop (caller, IVR variables, history) is POSTed here as
+    /// JSON when an agent's phone starts ringing.
+    pub screen_pop_url: Option<String>,
     /// Ask agents' phones to answer by themselves after this long
     /// (`Call-Info: …;answer-after=N`); unset: they ring.
     #[serde(deserialize_with = "de_duration_opt")]
@@ -313,6 +316,7 @@ impl Default for QueueConfig {
             message_every: Duration::from_secs(45),
             service_level: Duration::from_secs(20),
             answer_after: None,
+            screen_pop_url: None,
         }
     }
 }
@@ -433,6 +437,9 @@ pub struct CallsConfig {
     /// Ring (180) this long before answering; 0 answers at once.
     #[serde(deserialize_with = "de_duration")]
     pub answer_delay: Duration,
+    /// Every call's record (with the IVR's variables) is POSTed here as
+    /// JSON when it ends: a CRM or help desk logs the contact.
+    pub end_webhook: Option<String>,
     /// While a caller is bridged to an agent (or a transfer target), ask the
     /// other leg this often whether it still has the call (in-dialog
     /// OPTIONS); 0 turns it off.
@@ -451,6 +458,7 @@ impl Default for CallsConfig {
             leg_check: Duration::from_secs(15),
             leg_check_timeout: Duration::from_secs(6),
             answer_delay: Duration::ZERO,
+            end_webhook: None,
         }
     }
 }
@@ -574,6 +582,26 @@ impl Config {
                 if jiff::tz::TimeZone::get(tz).is_err() {
                     return Err(format!("agents: {}: `{tz}` is not an IANA time zone", a.id));
                 }
+            }
+        }
+        let urls = self
+            .queues
+            .iter()
+            .filter_map(|(n, q)| {
+                Some((
+                    format!("queues.{n}.screen-pop-url"),
+                    q.screen_pop_url.as_ref()?,
+                ))
+            })
+            .chain(
+                self.calls
+                    .end_webhook
+                    .iter()
+                    .map(|u| ("calls.end-webhook".to_owned(), u)),
+            );
+        for (key, url) in urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{key}: `{url}` is not an http:// or https:// URL"));
             }
         }
         for alg in &self.registrar.algorithms {

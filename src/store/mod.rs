@@ -54,7 +54,7 @@ pub struct SurveyAnswer {
 
 /// One call's record, written when it ends: when each stage began, who
 /// took it, how it ended, and what the IVR learned.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct Cdr {
     pub call_id: String,
     pub caller: String,
