@@ -231,6 +231,7 @@ fn validate(config_path: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
     let warnings = loaded.diagnostics.len() - errors;
     match loaded.set {
         Some(set) => {
+            hotline::call::engine::check_queue_flows(&config, config_path, &set)?;
             let nodes: usize = set.flows.iter().map(|f| f.nodes.len()).sum();
             println!(
                 "{}: ok ({} flows, {nodes} nodes, {} prompts, {warnings} warnings)",

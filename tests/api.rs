@@ -189,16 +189,7 @@ fn a_waiting_caller_shows_in_its_queue_and_the_calls_list_and_an_admin_can_hang_
     // The caller waits for the engine's BYE.
     let port = engine.ports.spare(0);
     let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 1, false);
-    let text = std::fs::read_to_string(&sc).unwrap();
-    let cut = text.rfind("  <pause milliseconds=\"1\"/>").unwrap();
-    std::fs::write(
-        &sc,
-        format!(
-            "{}  <recv request=\"BYE\" timeout=\"20000\"/>\n  <send><![CDATA[\n\n      SIP/2.0 200 OK\n      [last_Via:]\n      [last_From:]\n      [last_To:]\n      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n\n]]></send>\n</scenario>\n",
-            &text[..cut]
-        ),
-    )
-    .unwrap();
+    common::wait_for_bye(&sc);
     let caller = common::sipp_side(
         &["-sf", &sc.display().to_string(), "-s", "100"],
         common::Ports::next().spare(0),

@@ -100,13 +100,7 @@ fn an_agent_phone_that_dies_mid_call_is_noticed_and_the_caller_is_released() {
     // The caller waits for the engine's BYE instead of hanging up itself.
     let port = engine.ports.spare(0);
     let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 1, false);
-    let text = std::fs::read_to_string(&sc).unwrap();
-    let cut = text.rfind("  <pause milliseconds=\"1\"/>").unwrap();
-    let text = format!(
-        "{}  <recv request=\"BYE\" timeout=\"30000\"/>\n  <send><![CDATA[\n\n      SIP/2.0 200 OK\n      [last_Via:]\n      [last_From:]\n      [last_To:]\n      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n\n]]></send>\n</scenario>\n",
-        &text[..cut]
-    );
-    std::fs::write(&sc, text).unwrap();
+    common::wait_for_bye(&sc);
     let caller = std::thread::spawn({
         let engine_sip = engine.sip;
         let ports = engine.ports;
@@ -667,4 +661,53 @@ fn after_a_crash_agents_come_back_from_their_registrations_free_not_stuck_on_a_c
         "the agent was not offered the call after the restart:\n{out}\n{}",
         engine.log()
     );
+}
+
+#[test]
+fn when_the_agent_hangs_up_first_the_caller_is_asked_the_survey_and_it_counts_for_the_queue() {
+    let engine = Engine::with_flows(
+        &[
+            ("main", "entry: q\nnodes:\n  q: { queue: support }\n"),
+            (
+                "after-call",
+                "entry: ask\nnodes:\n  ask:\n    survey: { prompt: ask/survey, timeout: 8s }\n    next: bye\n  bye: { hangup: goodbye }\n",
+            ),
+        ],
+        "queues:\n  support: { announce-position: false, survey: after-call }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = phone("agent-hangs-up.xml", agent_port, true);
+    std::thread::sleep(Duration::from_millis(300));
+    // The caller answers 9 once the agent has gone, then waits for the
+    // engine to hang up after "goodbye".
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(12));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[(4500, '9')], 1, false);
+    common::wait_for_bye(&sc);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "{out}");
+    common::assert_heard(&sink.join().unwrap(), &["ask/survey", "goodbye"], 20);
+
+    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
+    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+    let cdr = hotline::store::Store::cdrs(&mut store).unwrap().remove(0);
+    assert_eq!(
+        (
+            cdr.outcome.as_str(),
+            cdr.agent.as_deref(),
+            cdr.flow.as_deref()
+        ),
+        ("agent", Some("1001"), Some("main")),
+        "{cdr:?}"
+    );
+    let answers = hotline::store::Store::survey_answers(&mut store).unwrap();
+    assert_eq!(answers.len(), 1);
+    assert_eq!(
+        (answers[0].score, answers[0].call_id.as_str()),
+        (9, cdr.call_id.as_str())
+    );
+    let k = hotline::kpi::compute(&[&cdr], &answers, hotline::kpi::Thresholds::default());
+    assert_eq!((k.answered, k.surveys, k.nps), (1, 1, Some(100.0)));
 }

@@ -67,6 +67,9 @@ pub fn load_flows(
     for d in loaded.diagnostics.iter().filter(|d| !d.is_error()) {
         warn!("{d}");
     }
+    if let Some(set) = &loaded.set {
+        check_queue_flows(config, config_path, set)?;
+    }
     loaded.set.ok_or_else(|| {
         EngineError::Flows(
             loaded
@@ -78,6 +81,33 @@ pub fn load_flows(
                 .join("\n"),
         )
     })
+}
+
+/// A queue's survey flow must be one of the flows.
+pub fn check_queue_flows(
+    config: &Config,
+    config_path: &Path,
+    set: &FlowSet,
+) -> Result<(), EngineError> {
+    let missing: Vec<String> = config
+        .queues
+        .iter()
+        .filter_map(|(name, q)| {
+            let survey = q.survey.as_ref()?;
+            set.flow(survey).is_none().then(|| {
+                format!(
+                    "{}: queues.{name}.survey: there is no flow `{survey}` in {}",
+                    config_path.display(),
+                    config.flows_dir.display()
+                )
+            })
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Queues(missing.join("\n")))
+    }
 }
 
 /// Every prompt a queue names (greeting, music, message) must exist: a

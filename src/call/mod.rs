@@ -161,6 +161,8 @@ struct Marks {
     bridged_at: Option<jiff::Timestamp>,
     /// Conversation recordings written, in order.
     recordings: Vec<String>,
+    /// The flow and node the call left for the survey after its agent.
+    before_survey: Option<(String, String)>,
     /// Time on hold so far (a hold still going on is added at the end).
     held: std::time::Duration,
     /// Why the caller left the queue without an agent: `queue-timeout`
@@ -387,6 +389,10 @@ impl Call {
         cdr.answered_at = m.answered_at;
         cdr.flow = Some(self.run.flow_name().to_owned());
         cdr.exit_node = Some(self.run.node_name().to_owned());
+        if let Some((flow, node)) = &m.before_survey {
+            cdr.flow = Some(flow.clone());
+            cdr.exit_node = Some(node.clone());
+        }
         cdr.ivr_exit_at = m.ivr_exit_at;
         cdr.queue = m.queue.clone();
         cdr.queued_at = m.queued_at;
@@ -395,6 +401,7 @@ impl Call {
         cdr.bridged_at = m.bridged_at;
         cdr.vars = serde_json::to_string(self.run.vars()).unwrap_or_else(|_| "{}".into());
         cdr.outcome = match (self.run.outcome(), m.bridged_at, m.queue_left) {
+            _ if m.before_survey.is_some() => "agent",
             (Some(Outcome::Queued { .. }), Some(_), _) => "agent",
             (_, None, Some(left)) => left,
             (Some(Outcome::Queued { .. }), None, _) => "abandoned",
@@ -944,14 +951,47 @@ impl Call {
     /// wrap-up and the caller is hung up.
     fn end_bridge(&mut self) {
         self.count_hold();
-        if let Some(leg::Purpose::Agents) = self.leg.as_ref().map(|l| &l.purpose) {
+        let from_agent = self.leg.as_ref().map(|l| &l.purpose) == Some(&leg::Purpose::Agents);
+        if from_agent {
             self.ctx.acd.send(AcdInput::Ended {
                 call: self.call_id.clone(),
             });
             self.queued = None;
         }
         self.leg = None;
+        let survey = self.queue_config().and_then(|q| q.survey.clone());
+        if let Some(flow) = survey.filter(|_| from_agent) {
+            if self.start_survey(&flow) {
+                return;
+            }
+        }
         self.hang_up = true;
+    }
+
+    /// The agent hung up: the caller goes on to the queue's survey flow,
+    /// with what the IVR learned and the agent's id (`agent`). The call
+    /// stays the agent's in its record.
+    fn start_survey(&mut self, name: &str) -> bool {
+        let set = self.run.flow_set().clone();
+        let Some(flow) = set.flow(name) else {
+            warn!(flow = %name, "the queue's survey flow does not exist; hanging up");
+            return false;
+        };
+        info!(flow = %name, "the agent hung up; the caller goes on to the survey");
+        self.media.unbridge();
+        self.playlist.stop(&self.media);
+        self.timer = None;
+        self.marks.before_survey = Some((
+            self.run.flow_name().to_owned(),
+            self.run.node_name().to_owned(),
+        ));
+        let mut vars = self.run.vars().clone();
+        if let Some(agent) = &self.marks.agent {
+            vars.insert("agent".into(), agent.clone().into());
+        }
+        self.run = Run::new(set, flow, vars);
+        self.feed(Event::Start);
+        true
     }
 
     /// The second leg did not come up: it is dropped (CANCEL or BYE). A

@@ -244,6 +244,9 @@ pub struct QueueConfig {
     /// answered in time (the KPIs' "80 % within 20 s").
     #[serde(deserialize_with = "de_duration")]
     pub service_level: Duration,
+    /// A flow (e.g. with a `survey` node) the caller is sent to when the
+    /// agent hangs up first, instead of being hung up.
+    pub survey: Option<String>,
     /// The screen pop (caller, IVR variables, history) is POSTed here as
     /// JSON when an agent's phone starts ringing.
     pub screen_pop_url: Option<String>,
@@ -317,6 +320,7 @@ impl Default for QueueConfig {
             service_level: Duration::from_secs(20),
             answer_after: None,
             screen_pop_url: None,
+            survey: None,
         }
     }
 }

@@ -223,6 +223,11 @@ impl Run {
         &self.vars
     }
 
+    /// The flow set (version) this run belongs to.
+    pub fn flow_set(&self) -> &Arc<FlowSet> {
+        &self.set
+    }
+
     pub fn outcome(&self) -> Option<&Outcome> {
         self.outcome.as_ref()
     }

@@ -82,6 +82,12 @@ impl Engine {
     /// which every dialled number reaches, the loopback trunk sending RTP
     /// where the SDP says (a sink of the test), and `extra` YAML appended.
     pub fn with_flow(flow: &str, extra: &str) -> Engine {
+        Engine::with_flows(&[("main", flow)], extra)
+    }
+
+    /// As [`Engine::with_flow`], with several flows (name, YAML); calls
+    /// reach the first.
+    pub fn with_flows(flows: &[(&str, &str)], extra: &str) -> Engine {
         let dir = std::env::temp_dir().join(format!(
             "hotline-flows-{}-{}",
             std::process::id(),
@@ -89,11 +95,14 @@ impl Engine {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("main.yaml"), flow).unwrap();
+        for (name, flow) in flows {
+            std::fs::write(dir.join(format!("{name}.yaml")), flow).unwrap();
+        }
+        let first = flows.first().map_or("main", |(name, _)| *name);
         let mut engine = Engine::start_with(
             "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
             &format!(
-                "flows-dir: {}\nroutes: {{ default: main }}\n{extra}",
+                "flows-dir: {}\nroutes: {{ default: {first} }}\n{extra}",
                 dir.display()
             ),
         );
@@ -651,4 +660,21 @@ pub fn phone(name: &str, port: u16, echo: bool) -> Child {
         args.push("-rtp_echo");
     }
     sipp_side(&args, port, None)
+}
+
+/// Rewrites a [`keys_scenario`] so that, instead of hanging up, the caller
+/// waits (up to 30 s) for the engine's BYE and answers it.
+pub fn wait_for_bye(scenario: &Path) {
+    let text = std::fs::read_to_string(scenario).unwrap();
+    let cut = text
+        .rfind("  <pause milliseconds=")
+        .expect("a keys scenario ends with a pause and a BYE");
+    std::fs::write(
+        scenario,
+        format!(
+            "{}  <recv request=\"BYE\" timeout=\"30000\"/>\n  <send><![CDATA[\n\n      SIP/2.0 200 OK\n      [last_Via:]\n      [last_From:]\n      [last_To:]\n      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n\n]]></send>\n</scenario>\n",
+            &text[..cut]
+        ),
+    )
+    .unwrap();
 }
