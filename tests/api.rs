@@ -622,3 +622,44 @@ fn the_crm_gets_the_screen_pop_retried_and_the_call_record_and_cdrs_are_served()
     let (status, _) = api.get("/api/cdrs?color=red", READ);
     assert_eq!(status, 400);
 }
+
+#[test]
+fn flows_are_listed_checked_before_saving_and_reloaded_on_demand() {
+    let engine = engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let api = Api::new(&engine);
+    let (status, flows) = api.get("/api/flows", READ);
+    assert_eq!(status, 200, "{flows}");
+    assert_eq!(flows["version"], 1);
+    assert_eq!(flows["flows"][0]["name"], "main");
+    assert_eq!(flows["flows"][0]["entry"], "q");
+
+    // A draft is checked with the other flows, saved nowhere.
+    let bad = "entry: nowhere\nnodes:\n  a: { hangup: true }\n";
+    let (status, r) = api.post("/api/flows/validate?name=main", READ, Some(bad));
+    assert_eq!(status, 422, "{r}");
+    assert_eq!(r["valid"], false);
+    let first = r["diagnostics"][0].as_str().unwrap();
+    assert!(
+        first.contains("main.yaml:1:8: there is no node `nowhere`"),
+        "{r}"
+    );
+    let good = "entry: a\nnodes:\n  a: { hangup: goodbye }\n";
+    let (status, r) = api.post("/api/flows/validate?name=extra", READ, Some(good));
+    assert_eq!((status, &r["valid"]), (200, &json!(true)), "{r}");
+    let (status, r) = api.post("/api/flows/validate", READ, Some(good));
+    assert_eq!((status, r["field"].as_str()), (400, Some("name")), "{r}");
+    let (status, r) = api.post("/api/flows/validate?name=../etc", READ, Some(good));
+    assert_eq!((status, r["field"].as_str()), (400, Some("name")), "{r}");
+    assert_eq!(
+        api.get("/api/flows", READ).1["version"],
+        1,
+        "validating loads nothing"
+    );
+
+    // Reload: admins only; the new version is what new calls take.
+    assert_eq!(api.post("/api/flows/reload", AGENT, None).0, 403);
+    let (status, r) = api.post("/api/flows/reload", ADMIN, None);
+    assert_eq!((status, &r["version"]), (200, &json!(2)), "{r}");
+    assert_eq!(api.get("/api/flows", READ).1["version"], 2);
+    assert!(engine.log().contains("flows reloaded"), "{}", engine.log());
+}

@@ -4,6 +4,7 @@
 //! nothing and says why in JSON.
 
 mod auth;
+mod flows;
 mod metrics;
 mod routes;
 mod wallboard;
@@ -23,6 +24,11 @@ pub struct ApiState {
     pub config: Arc<Config>,
     pub media: Arc<crate::media::MediaStats>,
     pub store: crate::store::StoreHandle,
+    /// The flows new calls take, and how to reload them.
+    pub flows: tokio::sync::watch::Receiver<Arc<crate::flow::FlowSet>>,
+    pub reloader: crate::call::reload::Reloader,
+    pub prompts: Arc<crate::media::PromptCache>,
+    pub config_path: std::path::PathBuf,
     pub acd: AcdHandle,
     pub events: EventBus,
     pub calls: Arc<LiveCalls>,

@@ -209,11 +209,14 @@ pub async fn run(
     let flows = load_flows(&config, config_path, &prompts, 1)?;
     info!(flows = flows.flows.len(), "flows loaded");
     let (flows_tx, flows_rx) = watch::channel(Arc::new(flows));
+    let (reload_handle, reload_requests) = super::reload::channel();
     let reloader = tokio::spawn(super::reload::run(
         config.clone(),
         config_path.to_owned(),
         prompts.clone(),
         flows_tx,
+        reload_handle.clone(),
+        reload_requests,
     ));
     let store = StoreHandle::open_sqlite(&config.data_dir)?;
     let media = MediaEngine::start(&config.rtp);
@@ -278,6 +281,10 @@ pub async fn run(
             config: config.clone(),
             media: media.stats.clone(),
             store: ctx.store.clone(),
+            flows: ctx.flows.clone(),
+            reloader: reload_handle,
+            prompts: ctx.prompts.clone(),
+            config_path: config_path.to_owned(),
             acd: ctx.acd.clone(),
             events: ctx.events.clone(),
             calls: ctx.calls.clone(),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::Watcher as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::engine::load_flows;
@@ -21,6 +21,32 @@ use crate::media::PromptCache;
 /// the burst to settle before loading.
 const SETTLE: Duration = Duration::from_millis(300);
 
+/// A reload asked for, and (from the API) where to say how it went: the
+/// new version, or the errors.
+pub type Request = (&'static str, Option<oneshot::Sender<Result<u64, String>>>);
+
+/// Asks for reloads; cheap to clone.
+#[derive(Clone)]
+pub struct Reloader(mpsc::UnboundedSender<Request>);
+
+impl Reloader {
+    /// Reloads now and waits for the outcome.
+    pub async fn reload(&self, why: &'static str) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send((why, Some(tx)))
+            .map_err(|_| "the reloader has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the reloader has stopped".to_owned())?
+    }
+}
+
+/// A channel for reload requests: the handle, and what [`run`] takes.
+pub fn channel() -> (Reloader, mpsc::UnboundedReceiver<Request>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Reloader(tx), rx)
+}
+
 /// Watches the flows directory and SIGHUP until the sender side of `flows`
 /// is the only thing left; runs for the life of the engine.
 pub async fn run(
@@ -28,13 +54,15 @@ pub async fn run(
     config_path: PathBuf,
     prompts: Arc<PromptCache>,
     flows: watch::Sender<Arc<FlowSet>>,
+    reloader: Reloader,
+    mut changes: mpsc::UnboundedReceiver<Request>,
 ) {
-    let (tx, mut changes) = mpsc::unbounded_channel::<&'static str>();
+    let tx = reloader.0;
     let fs_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
             if !ev.kind.is_access() {
-                let _ = fs_tx.send("file change");
+                let _ = fs_tx.send(("file change", None));
             }
         }
     });
@@ -56,7 +84,7 @@ pub async fn run(
         Ok(mut hup) => {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    if tx.send("SIGHUP").is_err() {
+                    if tx.send(("SIGHUP", None)).is_err() {
                         break;
                     }
                 }
@@ -65,19 +93,28 @@ pub async fn run(
         Err(e) => warn!(error = %e, "cannot listen for SIGHUP"),
     }
 
-    while let Some(mut why) = changes.recv().await {
-        // Let the burst settle; a SIGHUP in it still names the reload.
+    while let Some((mut why, reply)) = changes.recv().await {
+        let mut replies: Vec<_> = reply.into_iter().collect();
+        // Let the burst settle; a SIGHUP or API request in it still names
+        // the reload (and is answered).
         loop {
             match tokio::time::timeout(SETTLE, changes.recv()).await {
-                Ok(Some(w)) => {
-                    if w == "SIGHUP" {
+                Ok(Some((w, reply))) => {
+                    if w != "file change" {
                         why = w;
                     }
+                    replies.extend(reply);
                 }
                 Ok(None) => return,
                 Err(_) => break,
             }
         }
+        let answer = |replies: &mut Vec<oneshot::Sender<Result<u64, String>>>,
+                      r: Result<u64, String>| {
+            for tx in replies.drain(..) {
+                let _ = tx.send(r.clone());
+            }
+        };
         let version = flows.borrow().version + 1;
         let (config, path, prompts) = (config.clone(), config_path.clone(), prompts.clone());
         let loaded =
@@ -94,6 +131,7 @@ pub async fn run(
                 if flows.send(Arc::new(set)).is_err() {
                     return;
                 }
+                answer(&mut replies, Ok(version));
             }
             Ok(Err(e)) => {
                 let running = flows.borrow().version;
@@ -101,8 +139,12 @@ pub async fn run(
                     trigger = why,
                     running, "flow edit refused; version {running} keeps running\n{e}"
                 );
+                answer(&mut replies, Err(e.to_string()));
             }
-            Err(e) => error!(error = %e, "flow reload failed"),
+            Err(e) => {
+                error!(error = %e, "flow reload failed");
+                answer(&mut replies, Err(e.to_string()));
+            }
         }
     }
 }
