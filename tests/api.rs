@@ -663,3 +663,57 @@ fn flows_are_listed_checked_before_saving_and_reloaded_on_demand() {
     assert_eq!(api.get("/api/flows", READ).1["version"], 2);
     assert!(engine.log().contains("flows reloaded"), "{}", engine.log());
 }
+
+#[test]
+fn the_openapi_document_names_every_route_and_every_route_it_names_exists() {
+    let engine = engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let api = Api::new(&engine);
+    // The document needs no token: it holds no secret.
+    let (status, doc) = api.call("GET", "/openapi.json", None, None);
+    assert_eq!(status, 200, "{doc}");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert_eq!(paths.len(), 18, "{:?}", paths.keys().collect::<Vec<_>>());
+    let mut checked = 0;
+    for (path, methods) in paths {
+        for (method, op) in methods.as_object().unwrap() {
+            assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()));
+            assert!(op["x-hotline-role"].is_string());
+            let concrete = path
+                .replace("{action}", "login")
+                .replace("{id}", "x")
+                .replace("{name}", "x");
+            // Only the status: event streams never end.
+            let (status, fallback) = api.rt.block_on(async {
+                let resp = api
+                    .http
+                    .request(
+                        method.to_uppercase().parse().unwrap(),
+                        format!("{}{concrete}", api.base),
+                    )
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                let body = if status == 404 {
+                    resp.text().await.unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                (status, body.contains("no such resource"))
+            });
+            assert_ne!(status, 405, "{method} {path}: not routed for this method");
+            assert!(
+                !fallback,
+                "{method} {path}: the document names a route that does not exist"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 18);
+    assert_eq!(
+        api.get("/api/nothing", ADMIN).1["error"],
+        "no such resource"
+    );
+}

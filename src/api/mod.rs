@@ -6,7 +6,7 @@
 mod auth;
 mod flows;
 mod metrics;
-mod routes;
+pub mod routes;
 mod wallboard;
 
 use std::sync::Arc;
@@ -41,6 +41,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
             state.clone(),
             auth::check,
         ))
+        .route(
+            "/openapi.json",
+            axum::routing::get(|| async { axum::Json(routes::openapi()) }),
+        )
         .fallback(routes::not_found)
         .with_state(state)
 }

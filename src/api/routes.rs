@@ -25,26 +25,117 @@ use crate::events::Event;
 
 type Shared = State<Arc<ApiState>>;
 
+/// One route of the API: the router and the OpenAPI document are both
+/// made from this table, so they cannot disagree.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// The least role a token needs.
+    pub role: Role,
+    pub summary: &'static str,
+    /// Query parameters it takes.
+    pub query: &'static [&'static str],
+    /// The request body's content type, when it takes one.
+    pub body: Option<&'static str>,
+    router: fn() -> MethodRouter<Arc<ApiState>>,
+}
+
+use axum::routing::MethodRouter;
+
+/// Every route, in the order the document lists them.
+pub fn table() -> Vec<Route> {
+    let r = |method, path, role, summary, query, body, router| Route {
+        method,
+        path,
+        role,
+        summary,
+        query,
+        body,
+        router,
+    };
+    const NONE: &[&str] = &[];
+    const JSON: Option<&str> = Some("application/json");
+    vec![
+        r("get", "/api/agents", Role::Read, "Every agent: state, pause reason, time in state, call, queues, phones, shift, calls answered.", NONE, None, || get(agents)),
+        r("get", "/api/agents/{id}", Role::Read, "One agent.", NONE, None, || get(agent)),
+        r("post", "/api/agents/{id}/{action}", Role::Agent, "Change an agent's state; action is login, logout, pause (body {\"reason\": \"lunch\"}, optional) or unpause. 409 when the agent's state does not allow it.", NONE, JSON, || post(agent_action)),
+        r("get", "/api/queues", Role::Read, "Every queue: waiting callers in serving order, longest wait, agents by state, staffed agents.", NONE, None, || get(queues)),
+        r("get", "/api/queues/{name}", Role::Read, "One queue.", NONE, None, || get(queue)),
+        r("get", "/api/calls", Role::Read, "Calls in progress.", NONE, None, || get(calls)),
+        r("get", "/api/calls/{id}", Role::Read, "One call in progress.", NONE, None, || get(call)),
+        r("post", "/api/calls/{id}/hangup", Role::Admin, "End a call in progress (202).", NONE, None, || post(hang_up)),
+        r("get", "/api/events", Role::Read, "Live events as Server-Sent Events, or a WebSocket when the request upgrades.", &["queue", "agent"], None, || get(events)),
+        r("get", "/api/kpis", Role::Read, "Contact-center figures from the call records, grouped.", &["since", "until", "by", "interval", "queue", "agent"], None, || get(kpis)),
+        r("get", "/api/cdrs", Role::Read, "Call records in a time range, as JSON or CSV.", &["since", "until", "queue", "agent", "caller", "limit", "format"], None, || get(cdrs)),
+        r("get", "/api/flows", Role::Read, "The running flow version and its flows.", NONE, None, || get(super::flows::list)),
+        r("post", "/api/flows/reload", Role::Admin, "Load the flows directory again now (422 with the errors when invalid).", NONE, None, || post(super::flows::reload)),
+        r("post", "/api/flows/validate", Role::Read, "Check a draft flow (YAML body) with the others, as if saved as NAME.yaml.", &["name"], Some("application/yaml"), || post(super::flows::validate)),
+        r("get", "/metrics", Role::Read, "Prometheus metrics (public on loopback with http.public: [metrics]).", NONE, None, || get(super::metrics::render)),
+        r("get", "/wallboard", Role::Read, "The wallboard page (token in ?token=, or public on loopback).", &["token"], None, || get(super::wallboard::page)),
+        r("get", "/wallboard/data", Role::Read, "What the wallboard shows: queues, agents, today's figures per queue.", &["token"], None, || get(super::wallboard::data)),
+        r("get", "/wallboard/events", Role::Read, "The wallboard's event stream (SSE).", &["token"], None, || get(events)),
+    ]
+}
+
 pub fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/api/agents", get(agents))
-        .route("/api/agents/{id}", get(agent))
-        .route("/api/agents/{id}/{action}", post(agent_action))
-        .route("/api/queues", get(queues))
-        .route("/api/queues/{name}", get(queue))
-        .route("/api/calls", get(calls))
-        .route("/api/calls/{id}", get(call))
-        .route("/api/calls/{id}/hangup", post(hang_up))
-        .route("/api/events", get(events))
-        .route("/api/kpis", get(kpis))
-        .route("/api/cdrs", get(cdrs))
-        .route("/api/flows", get(super::flows::list))
-        .route("/api/flows/reload", post(super::flows::reload))
-        .route("/api/flows/validate", post(super::flows::validate))
-        .route("/metrics", get(super::metrics::render))
-        .route("/wallboard", get(super::wallboard::page))
-        .route("/wallboard/data", get(super::wallboard::data))
-        .route("/wallboard/events", get(events))
+    let mut by_path: std::collections::BTreeMap<&str, MethodRouter<Arc<ApiState>>> =
+        std::collections::BTreeMap::new();
+    for r in table() {
+        let method = (r.router)();
+        let merged = match by_path.remove(r.path) {
+            Some(m) => m.merge(method),
+            None => method,
+        };
+        by_path.insert(r.path, merged);
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, m)| router.route(path, m))
+}
+
+/// The OpenAPI 3.1 document of [`table`].
+pub fn openapi() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for r in table() {
+        let mut parameters: Vec<serde_json::Value> = r
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| serde_json::json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        parameters.extend(r.query.iter().map(|name| {
+            serde_json::json!({ "name": name, "in": "query", "required": *name == "name", "schema": { "type": "string" } })
+        }));
+        let mut op = serde_json::json!({
+            "summary": r.summary,
+            "x-hotline-role": r.role,
+            "security": [{ "bearer": [] }],
+            "parameters": parameters,
+            "responses": {
+                "200": { "description": "OK" },
+                "400": { "description": "A bad query or body: {\"error\", \"field\"}" },
+                "401": { "description": "No token, or an unknown one" },
+                "403": { "description": "The token's role is too low" },
+                "404": { "description": "No such resource" },
+            },
+        });
+        if let Some(ct) = r.body {
+            op["requestBody"] = serde_json::json!({ "required": false, "content": { ct: {} } });
+        }
+        let entry = paths
+            .entry(r.path.to_owned())
+            .or_insert_with(|| serde_json::json!({}));
+        entry[r.method] = op;
+    }
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Hotline operations API",
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+        "components": { "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } } },
+        "paths": paths,
+    })
 }
 
 /// A JSON error: `{"error": "...", "field": "..."}` (the field when a body
