@@ -18,6 +18,8 @@
 //! - **IVR contained**: calls that ended in the IVR without reaching a
 //!   queue or a transfer; [`containment`] breaks them down by flow and node.
 //! - **NPS**: % of survey scores 9–10 minus % of 0–6.
+//! - **occupancy**: of the agents' time logged in and not paused, the share
+//!   spent on calls (on a call or in wrap-up; available and ringing are idle).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,7 +27,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::store::{Cdr, SurveyAnswer};
+use crate::store::{AgentStateRow, Cdr, SurveyAnswer};
 
 /// The thresholds the figures depend on.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +64,8 @@ pub struct Kpis {
     pub ivr_contained: usize,
     pub surveys: usize,
     pub nps: Option<f64>,
+    /// 0–1; `None` without agent time in the window.
+    pub occupancy: Option<f64>,
 }
 
 fn secs(ms: Option<i64>) -> f64 {
@@ -153,6 +157,7 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         surveys: scores.len(),
         nps: (!scores.is_empty())
             .then(|| (promoters as f64 - detractors as f64) * 100.0 / scores.len() as f64),
+        occupancy: None,
     }
 }
 
@@ -198,16 +203,27 @@ pub struct Row {
     pub kpis: Kpis,
 }
 
-/// A report: the calls grouped by `by`, each group's figures; a queue's
-/// own service-level target applies to its group (`service_level_of`).
+/// What a report is made of: the calls, the surveys, the agents' state
+/// changes and the window they cover.
+pub struct Sources<'a> {
+    pub cdrs: &'a [Cdr],
+    pub surveys: &'a [SurveyAnswer],
+    pub states: &'a [AgentStateRow],
+    pub since: Timestamp,
+    pub until: Timestamp,
+}
+
+/// A report: the calls grouped by `by`, each group's figures. A queue's
+/// own service-level target (`service_level_of`) and agents
+/// (`members_of`, for occupancy) apply to its group.
 pub fn report(
-    cdrs: &[Cdr],
-    surveys: &[SurveyAnswer],
+    src: &Sources<'_>,
     by: GroupBy,
     service_level_of: impl Fn(&str) -> Option<Duration>,
+    members_of: impl Fn(&str) -> Vec<String>,
     short_abandon: Duration,
 ) -> Vec<Row> {
-    group(cdrs, by)
+    group(src.cdrs, by)
         .into_iter()
         .map(|(key, calls)| {
             let t = Thresholds {
@@ -217,12 +233,84 @@ pub fn report(
                     .unwrap_or(Thresholds::default().service_level),
                 short_abandon,
             };
-            Row {
-                kpis: compute(&calls, surveys, t),
-                group: key,
-            }
+            let mut kpis = compute(&calls, src.surveys, t);
+            kpis.occupancy = match by {
+                GroupBy::All => occupancy(src.states, src.since, src.until, None),
+                GroupBy::Queue => {
+                    occupancy(src.states, src.since, src.until, Some(&members_of(&key)))
+                }
+                GroupBy::Agent => occupancy(
+                    src.states,
+                    src.since,
+                    src.until,
+                    Some(std::slice::from_ref(&key)),
+                ),
+                GroupBy::Interval(len) => key.parse::<Timestamp>().ok().and_then(|start| {
+                    let end = start
+                        .checked_add(jiff::SignedDuration::try_from(len).ok()?)
+                        .ok()?;
+                    occupancy(src.states, start.max(src.since), end.min(src.until), None)
+                }),
+            };
+            Row { kpis, group: key }
         })
         .collect()
+}
+
+/// [`report`] with each queue's target and agents from the config.
+pub fn report_for(
+    config: &crate::config::Config,
+    src: &Sources<'_>,
+    by: GroupBy,
+    short_abandon: Duration,
+) -> Vec<Row> {
+    report(
+        src,
+        by,
+        |q| config.queues.get(q).map(|q| q.service_level),
+        |q| {
+            config
+                .agents
+                .iter()
+                .filter(|a| a.queues.iter().any(|x| x == q))
+                .map(|a| a.id.clone())
+                .collect()
+        },
+        short_abandon,
+    )
+}
+
+/// Occupancy over `[since, until)` of `agents` (all, with `None`), from
+/// their state changes (each agent's state as the window opens first).
+pub fn occupancy(
+    rows: &[AgentStateRow],
+    since: Timestamp,
+    until: Timestamp,
+    agents: Option<&[String]>,
+) -> Option<f64> {
+    let mut by_agent: BTreeMap<&str, Vec<&AgentStateRow>> = BTreeMap::new();
+    for r in rows {
+        if agents.is_none_or(|a| a.contains(&r.agent)) {
+            by_agent.entry(r.agent.as_str()).or_default().push(r);
+        }
+    }
+    let (mut busy, mut idle) = (0.0, 0.0);
+    for changes in by_agent.values() {
+        for (i, r) in changes.iter().enumerate() {
+            let from = r.at.max(since);
+            let to = changes.get(i + 1).map_or(until, |n| n.at).min(until);
+            if to <= from {
+                continue;
+            }
+            let secs = to.duration_since(from).as_secs_f64();
+            match r.state.as_str() {
+                "on-call" | "wrap-up" => busy += secs,
+                "available" | "ringing" => idle += secs,
+                _ => {}
+            }
+        }
+    }
+    (busy + idle > 0.0).then(|| busy / (busy + idle))
 }
 
 /// Parses `all`, `queue`, `agent`, `interval` (with its length).
@@ -259,7 +347,7 @@ fn cell(v: Option<f64>, scale: f64) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.1}", v * scale))
 }
 
-const HEADER: [&str; 15] = [
+const HEADER: [&str; 16] = [
     "group",
     "offered",
     "answered",
@@ -275,9 +363,10 @@ const HEADER: [&str; 15] = [
     "repeat_24h",
     "ivr_contained",
     "nps",
+    "occupancy_%",
 ];
 
-fn cells(r: &Row) -> [String; 15] {
+fn cells(r: &Row) -> [String; 16] {
     let k = &r.kpis;
     [
         r.group.clone(),
@@ -295,15 +384,16 @@ fn cells(r: &Row) -> [String; 15] {
         k.repeat_callers_24h.to_string(),
         k.ivr_contained.to_string(),
         cell(k.nps, 1.0),
+        cell(k.occupancy, 100.0),
     ]
 }
 
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 15]> = std::iter::once(HEADER.map(str::to_owned))
+    let all: Vec<[String; 16]> = std::iter::once(HEADER.map(str::to_owned))
         .chain(rows.iter().map(cells))
         .collect();
-    let widths: Vec<usize> = (0..15)
+    let widths: Vec<usize> = (0..HEADER.len())
         .map(|i| all.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
@@ -493,6 +583,28 @@ mod tests {
             containment(&cdrs),
             [(("support".to_string(), "closed".to_string()), 1)].into()
         );
+        // Occupancy: a1 is on calls 30 of its 60 idle-or-busy minutes (its
+        // lunch pause counts for neither); a2 only from 09:30, all idle.
+        let t = |hm: &str| format!("2026-11-23T{hm}:00Z").parse::<Timestamp>().unwrap();
+        let row = |agent: &str, state: &str, at: &str| AgentStateRow {
+            agent: agent.into(),
+            state: state.into(),
+            at: t(at),
+        };
+        let states = [
+            row("a1", "available", "08:00"),
+            row("a1", "on-call", "09:10"),
+            row("a1", "wrap-up", "09:30"),
+            row("a1", "available", "09:40"),
+            row("a1", "paused", "09:50"),
+            row("a1", "available", "10:00"),
+            row("a2", "available", "09:30"),
+        ];
+        let occ = |agents: Option<&[String]>| occupancy(&states, t("09:00"), t("10:10"), agents);
+        assert_eq!(occ(Some(&["a1".to_string()])), Some(0.5));
+        assert_eq!(occ(Some(&["a2".to_string()])), Some(0.0));
+        assert_eq!(occ(None), Some(30.0 / 100.0));
+        assert_eq!(occ(Some(&["nobody".to_string()])), None);
         let empty = compute(&[], &[], Thresholds::default());
         assert_eq!(
             (empty.service_level, empty.asa_seconds, empty.nps),

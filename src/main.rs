@@ -175,13 +175,15 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
                 .is_none_or(|a| c.agent.as_ref() == Some(a))
     });
     let surveys = store.survey_answers()?;
-    let rows = kpi::report(
-        &cdrs,
-        &surveys,
-        by,
-        |q| config.queues.get(q).map(|q| q.service_level),
-        short,
-    );
+    let states = store.agent_states(since, until)?;
+    let src = kpi::Sources {
+        cdrs: &cdrs,
+        surveys: &surveys,
+        states: &states,
+        since,
+        until,
+    };
+    let rows = kpi::report_for(&config, &src, by, short);
     match args.format.as_str() {
         "table" => {
             println!("calls from {since} to {until}");

@@ -421,10 +421,12 @@ fn after_real_calls_the_report_the_api_and_the_metrics_agree_with_what_sipp_did(
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // One end for both, so time-based figures (occupancy) match too.
+    let until = jiff::Timestamp::now().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
         .args(["report", "--config"])
         .arg(engine.dir.join("hotline.yaml"))
-        .args(["--since", "10m", "--until", "0s", "--format", "json"])
+        .args(["--since", "10m", "--until", &until, "--format", "json"])
         .output()
         .unwrap();
     assert!(
@@ -454,12 +456,16 @@ fn after_real_calls_the_report_the_api_and_the_metrics_agree_with_what_sipp_did(
         (12.0..14.0).contains(&aht),
         "talk ~3 s + wrap-up 10 s: {aht}"
     );
+    let occupancy = r["occupancy"]
+        .as_f64()
+        .expect("occupancy of the queue's agent");
+    assert!(occupancy > 0.2 && occupancy <= 1.0, "{occupancy}");
     let longest = r["longest_wait_seconds"].as_f64().unwrap();
     assert!((2.0..3.5).contains(&longest), "{longest}");
 
     // The API computes the same rows; /metrics counted the same calls.
     let api = Api::new(&engine);
-    let (status, from_api) = api.get("/api/kpis?since=10m", READ);
+    let (status, from_api) = api.get(&format!("/api/kpis?since=10m&until={until}"), READ);
     assert_eq!(status, 200, "{from_api}");
     assert_eq!(from_api["rows"], report["rows"]);
     let text = api.text("/metrics", Some(READ));

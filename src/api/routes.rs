@@ -438,12 +438,13 @@ async fn kpis(
         Ok(b) => b,
         Err(e) => return bad("by", e),
     };
-    let (mut cdrs, surveys) = match (
+    let (mut cdrs, surveys, states) = match (
         state.store.cdrs_between(since, until).await,
         state.store.survey_answers_all().await,
+        state.store.agent_states(since, until).await,
     ) {
-        (Ok(c), Ok(s)) => (c, s),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(c), Ok(s), Ok(a)) => (c, s, a),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("the store: {e}"),
@@ -455,14 +456,14 @@ async fn kpis(
         q.queue.as_ref().is_none_or(|x| c.queue.as_ref() == Some(x))
             && q.agent.as_ref().is_none_or(|x| c.agent.as_ref() == Some(x))
     });
-    let config = &state.config;
-    let rows = kpi::report(
-        &cdrs,
-        &surveys,
-        by,
-        |name| config.queues.get(name).map(|q| q.service_level),
-        std::time::Duration::from_secs(5),
-    );
+    let src = kpi::Sources {
+        cdrs: &cdrs,
+        surveys: &surveys,
+        states: &states,
+        since,
+        until,
+    };
+    let rows = kpi::report_for(&state.config, &src, by, std::time::Duration::from_secs(5));
     Json(kpi::json(since, until, &by_name, &rows, &cdrs)).into_response()
 }
 

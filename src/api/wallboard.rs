@@ -38,12 +38,13 @@ pub async fn data(State(state): State<Arc<ApiState>>) -> Response {
     let now = jiff::Timestamp::now();
     let midnight =
         jiff::Timestamp::from_second(now.as_second().div_euclid(86_400) * 86_400).unwrap_or(now);
-    let (cdrs, surveys) = match (
+    let (cdrs, surveys, states) = match (
         state.store.cdrs_between(midnight, now).await,
         state.store.survey_answers_all().await,
+        state.store.agent_states(midnight, now).await,
     ) {
-        (Ok(c), Ok(s)) => (c, s),
-        (Err(e), _) | (_, Err(e)) => {
+        (Ok(c), Ok(s), Ok(a)) => (c, s, a),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("the store: {e}"),
@@ -51,12 +52,17 @@ pub async fn data(State(state): State<Arc<ApiState>>) -> Response {
             )
         }
     };
-    let config = &state.config;
-    let today: BTreeMap<String, crate::kpi::Kpis> = crate::kpi::report(
-        &cdrs,
-        &surveys,
+    let src = crate::kpi::Sources {
+        cdrs: &cdrs,
+        surveys: &surveys,
+        states: &states,
+        since: midnight,
+        until: now,
+    };
+    let today: BTreeMap<String, crate::kpi::Kpis> = crate::kpi::report_for(
+        &state.config,
+        &src,
         crate::kpi::GroupBy::Queue,
-        |q| config.queues.get(q).map(|q| q.service_level),
         std::time::Duration::from_secs(5),
     )
     .into_iter()

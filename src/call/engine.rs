@@ -141,6 +141,47 @@ pub fn check_queue_prompts(
     }
 }
 
+/// Agents' state changes go into the store (for occupancy). Every agent
+/// starts logged out: a state from before a stop or crash ends here.
+async fn keep_agent_states(config: &Config, store: &StoreHandle, events: &crate::events::EventBus) {
+    let now = jiff::Timestamp::now();
+    for a in &config.agents {
+        let row = crate::store::AgentStateRow {
+            agent: a.id.clone(),
+            state: "logged-out".into(),
+            at: now,
+        };
+        if let Err(e) = store.save_agent_state(row).await {
+            warn!(agent = %a.id, error = %e, "agent state not kept");
+        }
+    }
+    let mut rx = events.subscribe();
+    let store = store.clone();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if let crate::events::Event::AgentState { agent, state, .. } = &*ev {
+                        let row = crate::store::AgentStateRow {
+                            agent: agent.clone(),
+                            state: state.clone(),
+                            at: jiff::Timestamp::now(),
+                        };
+                        if let Err(e) = store.save_agent_state(row).await {
+                            warn!(%agent, error = %e, "agent state not kept");
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    warn!(missed = n, "agent states missed by the store");
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
 /// A registered contact as the store keeps it (wall-clock expiry).
 fn to_registered(b: &crate::sip::registrar::Binding) -> crate::store::Registered {
     let left = b
@@ -223,6 +264,7 @@ pub async fn run(
     let restored = restored_registrations(&store).await;
     let mut sip = sip::start(config.clone(), restored).await?;
     let events = crate::events::EventBus::new();
+    keep_agent_states(&config, &store, &events).await;
     let acd = crate::acd::actor::start(
         crate::acd::Acd::new(&config),
         crate::acd::actor::shifts(&config),

@@ -105,6 +105,14 @@ pub struct Registered {
     pub cseq: u32,
 }
 
+/// An agent's state change, kept for occupancy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AgentStateRow {
+    pub agent: String,
+    pub state: String,
+    pub at: Timestamp,
+}
+
 /// The storage operations the engine needs.
 pub trait Store: Send {
     fn save_cdr(&mut self, c: &Cdr) -> Result<i64, StoreError>;
@@ -118,6 +126,13 @@ pub trait Store: Send {
     fn save_registration(&mut self, agent: &str, bindings: &[Registered])
         -> Result<(), StoreError>;
     fn registrations(&mut self) -> Result<Vec<(String, Registered)>, StoreError>;
+    fn save_agent_state(&mut self, row: &AgentStateRow) -> Result<(), StoreError>;
+    /// Each agent's state as `since` begins, then its changes until `until`.
+    fn agent_states(
+        &mut self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<AgentStateRow>, StoreError>;
     fn save_survey(&mut self, a: &SurveyAnswer) -> Result<i64, StoreError>;
     fn voicemails(&mut self) -> Result<Vec<Voicemail>, StoreError>;
     fn survey_answers(&mut self) -> Result<Vec<SurveyAnswer>, StoreError>;
@@ -205,6 +220,19 @@ impl StoreHandle {
             s.save_registration(&agent, &bindings)
         })
         .await
+    }
+
+    pub async fn save_agent_state(&self, row: AgentStateRow) -> Result<(), StoreError> {
+        self.write("agent-state", move |s| s.save_agent_state(&row))
+            .await
+    }
+
+    pub async fn agent_states(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<AgentStateRow>, StoreError> {
+        self.call(move |s| s.agent_states(since, until)).await
     }
 
     pub async fn registrations(&self) -> Result<Vec<(String, Registered)>, StoreError> {

@@ -6,7 +6,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use rusqlite::{params, Connection};
 
-use super::{Cdr, Registered, Store, StoreError, SurveyAnswer, Voicemail};
+use super::{AgentStateRow, Cdr, Registered, Store, StoreError, SurveyAnswer, Voicemail};
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -79,6 +79,15 @@ CREATE INDEX registration_agent ON registration (agent);
 ",
     "
 ALTER TABLE cdr ADD COLUMN exit_node TEXT;
+",
+    "
+CREATE TABLE agent_state (
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX agent_state_at ON agent_state (at);
 ",
 ];
 
@@ -267,6 +276,47 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn save_agent_state(&mut self, row: &AgentStateRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO agent_state (agent, state, at) VALUES (?1, ?2, ?3)",
+            params![row.agent, row.state, row.at.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn agent_states(
+        &mut self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<AgentStateRow>, StoreError> {
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok(AgentStateRow {
+                agent: r.get(0)?,
+                state: r.get(1)?,
+                at: ts(r.get(2)?),
+            })
+        };
+        // Each agent's state as the window opens (its latest change
+        // before it), then every change within it; by id, which is the
+        // order they happened in.
+        let mut before = self.conn.prepare(
+            "SELECT agent, state, at FROM agent_state WHERE id IN
+                (SELECT MAX(id) FROM agent_state WHERE at < ?1 GROUP BY agent)",
+        )?;
+        let mut rows: Vec<AgentStateRow> = before
+            .query_map(params![since.to_string()], row)?
+            .collect::<Result<_, _>>()?;
+        let mut within = self.conn.prepare(
+            "SELECT agent, state, at FROM agent_state WHERE at >= ?1 AND at < ?2 ORDER BY id",
+        )?;
+        rows.extend(
+            within
+                .query_map(params![since.to_string(), until.to_string()], row)?
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        Ok(rows)
     }
 
     fn registrations(&mut self) -> Result<Vec<(String, Registered)>, StoreError> {
