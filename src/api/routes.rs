@@ -59,12 +59,13 @@ pub fn table() -> Vec<Route> {
         r("get", "/api/agents", Role::Read, "Every agent: state, pause reason, time in state, call, queues, phones, shift, calls answered.", NONE, None, || get(agents)),
         r("get", "/api/agents/{id}", Role::Read, "One agent.", NONE, None, || get(agent)),
         r("post", "/api/agents/{id}/{action}", Role::Agent, "Change an agent's state; action is login, logout, pause (body {\"reason\": \"lunch\"}, optional) or unpause. 409 when the agent's state does not allow it.", NONE, JSON, || post(agent_action)),
-        r("get", "/api/queues", Role::Read, "Every queue: waiting callers in serving order, longest wait, agents by state, staffed agents.", NONE, None, || get(queues)),
+        r("get", "/api/queues", Role::Read, "Every queue: waiting callers in serving order, longest wait, agents by state, staffed agents, and today's figures.", NONE, None, || get(queues)),
         r("get", "/api/queues/{name}", Role::Read, "One queue.", NONE, None, || get(queue)),
         r("get", "/api/calls", Role::Read, "Calls in progress.", NONE, None, || get(calls)),
         r("get", "/api/calls/{id}", Role::Read, "One call in progress.", NONE, None, || get(call)),
         r("post", "/api/calls/{id}/hangup", Role::Admin, "End a call in progress (202).", NONE, None, || post(hang_up)),
         r("get", "/api/events", Role::Read, "Live events as Server-Sent Events, or a WebSocket when the request upgrades.", &["queue", "agent"], None, || get(events)),
+        r("get", "/events", Role::Read, "The same as /api/events.", &["queue", "agent"], None, || get(events)),
         r("get", "/api/kpis", Role::Read, "Contact-center figures from the call records, grouped.", &["since", "until", "by", "interval", "queue", "agent"], None, || get(kpis)),
         r("get", "/api/cdrs", Role::Read, "Call records in a time range, as JSON or CSV.", &["since", "until", "queue", "agent", "caller", "limit", "format"], None, || get(cdrs)),
         r("get", "/api/flows", Role::Read, "The running flow version and its flows.", NONE, None, || get(super::flows::list)),
@@ -267,20 +268,42 @@ async fn agent_action(
     }
 }
 
+/// Queues as the ACD has them, each with its figures since midnight (UTC)
+/// under `today`.
+async fn queue_views(state: &ApiState) -> Result<Vec<serde_json::Value>, Response> {
+    let Some((_, queues)) = state.acd.view().await else {
+        return Err(unavailable());
+    };
+    let today = super::wallboard::today_by_queue(state)
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, &e, None))?;
+    Ok(queues
+        .into_iter()
+        .map(|q| {
+            let mut v = serde_json::to_value(&q).unwrap_or_default();
+            v["today"] = today
+                .get(&q.name)
+                .and_then(|k| serde_json::to_value(k).ok())
+                .unwrap_or_default();
+            v
+        })
+        .collect())
+}
+
 async fn queues(State(state): Shared) -> Response {
-    match state.acd.view().await {
-        Some((_, queues)) => Json(queues).into_response(),
-        None => unavailable(),
+    match queue_views(&state).await {
+        Ok(q) => Json(q).into_response(),
+        Err(r) => r,
     }
 }
 
 async fn queue(State(state): Shared, Path(name): Path<String>) -> Response {
-    match state.acd.view().await {
-        Some((_, queues)) => match queues.into_iter().find(|q| q.name == name) {
+    match queue_views(&state).await {
+        Ok(q) => match q.into_iter().find(|q| q["name"] == name.as_str()) {
             Some(q) => Json(q).into_response(),
             None => error(StatusCode::NOT_FOUND, "no such queue", None),
         },
-        None => unavailable(),
+        Err(r) => r,
     }
 }
 

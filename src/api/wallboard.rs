@@ -35,6 +35,17 @@ pub async fn data(State(state): State<Arc<ApiState>>) -> Response {
             None,
         );
     };
+    let today = match today_by_queue(&state).await {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, &e, None),
+    };
+    Json(serde_json::json!({ "queues": queues, "agents": agents, "today": today })).into_response()
+}
+
+/// Each queue's figures since midnight (UTC).
+pub async fn today_by_queue(
+    state: &ApiState,
+) -> Result<BTreeMap<String, crate::kpi::Kpis>, String> {
     let now = jiff::Timestamp::now();
     let midnight =
         jiff::Timestamp::from_second(now.as_second().div_euclid(86_400) * 86_400).unwrap_or(now);
@@ -44,13 +55,7 @@ pub async fn data(State(state): State<Arc<ApiState>>) -> Response {
         state.store.agent_states(midnight, now).await,
     ) {
         (Ok(c), Ok(s), Ok(a)) => (c, s, a),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("the store: {e}"),
-                None,
-            )
-        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(format!("the store: {e}")),
     };
     let src = crate::kpi::Sources {
         cdrs: &cdrs,
@@ -59,7 +64,7 @@ pub async fn data(State(state): State<Arc<ApiState>>) -> Response {
         since: midnight,
         until: now,
     };
-    let today: BTreeMap<String, crate::kpi::Kpis> = crate::kpi::report_for(
+    Ok(crate::kpi::report_for(
         &state.config,
         &src,
         crate::kpi::GroupBy::Queue,
@@ -67,6 +72,5 @@ pub async fn data(State(state): State<Arc<ApiState>>) -> Response {
     )
     .into_iter()
     .map(|r| (r.group, r.kpis))
-    .collect();
-    Json(serde_json::json!({ "queues": queues, "agents": agents, "today": today })).into_response()
+    .collect())
 }
