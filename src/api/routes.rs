@@ -338,6 +338,25 @@ async fn hang_up(
     }
 }
 
+/// A time window from a query: `since` (default 24 h ago) and `until`
+/// (default now), each RFC 3339 or a duration ago; `Err` is the 400.
+#[allow(clippy::result_large_err)]
+fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<(jiff::Timestamp, jiff::Timestamp), Response> {
+    let now = jiff::Timestamp::now();
+    let at = |field: &str, text: &str| {
+        crate::kpi::when(text, now).map_err(|e| error(StatusCode::BAD_REQUEST, &e, Some(field)))
+    };
+    let since = at("since", since.unwrap_or("24h"))?;
+    let until = match until {
+        Some(u) => at("until", u)?,
+        None => now,
+    };
+    Ok((since, until))
+}
+
 /// The query of `/api/cdrs`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -362,15 +381,9 @@ async fn cdrs(
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text(), None),
     };
     let bad = |field: &str, msg: String| error(StatusCode::BAD_REQUEST, &msg, Some(field));
-    let now = jiff::Timestamp::now();
-    let since = match crate::kpi::when(q.since.as_deref().unwrap_or("24h"), now) {
-        Ok(t) => t,
-        Err(e) => return bad("since", e),
-    };
-    let until = match q.until.as_deref().map(|u| crate::kpi::when(u, now)) {
-        None => now,
-        Some(Ok(t)) => t,
-        Some(Err(e)) => return bad("until", e),
+    let (since, until) = match window(q.since.as_deref(), q.until.as_deref()) {
+        Ok(w) => w,
+        Err(r) => return r,
     };
     let csv = match q.format.as_deref() {
         None | Some("json") => false,
@@ -442,15 +455,9 @@ async fn kpis(
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text(), None),
     };
     let bad = |field: &str, msg: String| error(StatusCode::BAD_REQUEST, &msg, Some(field));
-    let now = jiff::Timestamp::now();
-    let since = match kpi::when(q.since.as_deref().unwrap_or("24h"), now) {
-        Ok(t) => t,
-        Err(e) => return bad("since", e),
-    };
-    let until = match q.until.as_deref().map(|u| kpi::when(u, now)) {
-        None => now,
-        Some(Ok(t)) => t,
-        Some(Err(e)) => return bad("until", e),
+    let (since, until) = match window(q.since.as_deref(), q.until.as_deref()) {
+        Ok(w) => w,
+        Err(r) => return r,
     };
     let interval = match crate::config::parse_duration(q.interval.as_deref().unwrap_or("1h")) {
         Ok(d) => d,
