@@ -9,6 +9,7 @@ pub mod api;
 pub mod call;
 pub mod config;
 pub mod diagnostic;
+pub mod dialplan;
 pub mod events;
 pub mod flow;
 pub mod kpi;

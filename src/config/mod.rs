@@ -186,6 +186,9 @@ pub struct Trunk {
     /// Send RTP to where the caller's RTP comes from once it arrives (NAT).
     #[serde(default = "yes")]
     pub symmetric_rtp: bool,
+    /// The numbers this trunk may dial out to (callbacks); none by default.
+    #[serde(default)]
+    pub dial_plan: crate::dialplan::DialPlan,
 }
 
 fn yes() -> bool {
@@ -543,6 +546,9 @@ impl Config {
             if !names.insert(trunk.name.as_str()) {
                 return Err(format!("trunks: the name '{}' is used twice", trunk.name));
             }
+            if let Some(p) = trunk.dial_plan.problems().first() {
+                return Err(format!("trunks: {}: dial-plan: {p}", trunk.name));
+            }
         }
         let mut ids = std::collections::HashSet::new();
         for a in &self.agents {
@@ -868,5 +874,22 @@ mod tests {
         let err = Config::load(&main).unwrap_err().to_string();
         assert!(err.contains("the id '1001' is used twice"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_trunks_dial_plan_is_read_and_a_bad_pattern_refused() {
+        let c = Config::parse(
+            "trunks:\n  - name: carrier\n    allow: [192.0.2.0/24]\n    dial-plan: { country-code: '1', national-prefix: '1', allow: ['+1NXXNXXXXXX'], deny: ['+1900.'] }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.trunks[0].dial_plan.check("202 555 0100").as_deref(),
+            Ok("+12025550100")
+        );
+        let err = Config::parse(
+            "trunks:\n  - name: carrier\n    allow: [192.0.2.0/24]\n    dial-plan: { allow: ['+1[5-'] }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("trunks: carrier: dial-plan: `+1[5-`"), "{err}");
     }
 }
