@@ -13,6 +13,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
+/// The read token the harness gives the operations API (unless a test
+/// configures `http:` itself).
+pub const TEST_TOKEN: &str = "test-read-token";
+
 /// Ports of one test: SIP, SIPp's own, RTP range.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
@@ -143,6 +147,11 @@ impl Engine {
                 "schedules:\n  support-hours:\n    time-zone: UTC\n    weekly: { daily: 00:00-24:00 }\n".to_owned(),
             ),
             ("queues:", "queues: { sales: {}, support: {}, operator: {} }\n".to_owned()),
+            // A read token, so tests can see what an operator sees.
+            (
+                "http:",
+                format!("http: {{ tokens: [{{ name: test, token: {TEST_TOKEN}, role: read }}] }}\n"),
+            ),
         ];
         for (key, text) in defaults {
             if !extra.lines().any(|l| l.starts_with(key)) {
@@ -677,4 +686,59 @@ pub fn wait_for_bye(scenario: &Path) {
         ),
     )
     .unwrap();
+}
+
+/// A GET to the engine's operations API with the harness's read token:
+/// (status, body). Plain HTTP/1.1 over a socket, bounded in time.
+pub fn api_get(engine: &Engine, path: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", engine.ports.http())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TEST_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Chunked bodies: the JSON is the chunk between the size lines.
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if b >= a => &body[a..=b],
+        _ => body,
+    };
+    (status, body.to_owned())
+}
+
+/// An agent as the operations API shows it: (state, pause reason).
+pub fn agent_state(engine: &Engine, id: &str) -> (String, Option<String>) {
+    let (status, body) = api_get(engine, &format!("/api/agents/{id}"));
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (
+        v["state"].as_str().unwrap_or_default().to_owned(),
+        v["reason"].as_str().map(str::to_owned),
+    )
+}
+
+/// Waits (up to `timeout`) until the API shows agent `id` in `state`.
+pub fn wait_agent_state(engine: &Engine, id: &str, state: &str, timeout: Duration) {
+    let until = Instant::now() + timeout;
+    loop {
+        let (now, _) = agent_state(engine, id);
+        if now == state {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "agent {id} is {now}, not {state}:\n{}",
+            engine.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
