@@ -136,7 +136,7 @@ async fn run(
                 None => return,
                 Some(Request::Input(i)) => [i].into(),
                 Some(Request::Join(i, to_call)) => {
-                    if let Input::Join { call, .. } = &i {
+                    if let Input::Join { call, .. } | Input::Callback { call, .. } = &i {
                         calls.insert(call.clone(), to_call);
                     }
                     [i].into()

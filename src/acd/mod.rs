@@ -32,6 +32,20 @@ pub enum Input {
         /// `on-timeout` (`None`: until answered).
         max_wait: Option<Duration>,
     },
+    /// A callback's virtual entry: it stands where the caller stood
+    /// (`waited` before now, with their priority), is counted in others'
+    /// positions and waits, and is never turned away (nobody staffing the
+    /// queue, a full queue, `max-wait`). `replaces` is the caller's own
+    /// entry, which it takes over; their place is kept exactly.
+    Callback {
+        call: CallId,
+        queue: String,
+        priority: i64,
+        skills: Vec<String>,
+        caller: String,
+        waited: Duration,
+        replaces: Option<CallId>,
+    },
     /// The caller hung up (waiting, or while an agent's phone rang).
     Leave {
         call: CallId,
@@ -155,6 +169,8 @@ struct Waiting {
     missed: Vec<String>,
     /// When it leaves by its `max-wait`.
     deadline: Option<Instant>,
+    /// A callback's virtual entry (nobody is on the line).
+    callback: bool,
 }
 
 struct Queue {
@@ -194,6 +210,8 @@ pub struct WaitingView {
     pub waited_ms: u64,
     /// Agents whose phones ring for it now.
     pub ringing: Vec<String>,
+    /// A callback keeping the caller's place (nobody is on the line).
+    pub callback: bool,
 }
 
 /// A queue as the operations API and the wallboard show it.
@@ -325,6 +343,7 @@ impl Acd {
                         position: i + 1,
                         waited_ms: now.saturating_duration_since(w.joined).as_millis() as u64,
                         ringing: w.offered.clone(),
+                        callback: w.callback,
                     })
                     .collect();
                 let mut agents = BTreeMap::new();
@@ -449,6 +468,44 @@ impl Acd {
                         offered: Vec::new(),
                         missed: Vec::new(),
                         deadline: max_wait.map(|w| now + w),
+                        callback: false,
+                    });
+                }
+            }
+            Input::Callback {
+                call,
+                queue,
+                priority,
+                skills,
+                caller,
+                waited,
+                replaces,
+            } => {
+                let mut joined = now.checked_sub(waited).unwrap_or(now);
+                if let Some(old) = replaces {
+                    if let Some(i) = self.waiting.iter().position(|w| w.call == old) {
+                        let w = self.waiting.remove(i);
+                        joined = w.joined;
+                        for agent in w.offered {
+                            self.set(&agent, AgentEvent::Ended, now, &mut out);
+                        }
+                    }
+                }
+                if !self.queues.contains_key(&queue) {
+                    warn!(%call, %queue, "no such queue for the callback");
+                } else {
+                    info!(%call, %queue, priority, %caller, waited = ?now.saturating_duration_since(joined), "callback keeps its place in the queue");
+                    self.waiting.push(Waiting {
+                        call,
+                        caller,
+                        queue,
+                        priority,
+                        skills,
+                        joined,
+                        offered: Vec::new(),
+                        missed: Vec::new(),
+                        deadline: None,
+                        callback: true,
                     });
                 }
             }
@@ -620,7 +677,7 @@ impl Acd {
         }
         let (gone, stay): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|w| empty.contains(&w.queue) && w.offered.is_empty());
+            .partition(|w| empty.contains(&w.queue) && w.offered.is_empty() && !w.callback);
         self.waiting = stay;
         for w in gone {
             info!(call = %w.call, queue = %w.queue, "the last agent left the queue; the caller leaves");

@@ -616,3 +616,103 @@ fn a_caller_leaves_at_their_max_wait_unless_an_agent_is_ringing_for_them() {
         vec!["r".to_string()]
     );
 }
+
+#[test]
+fn a_callback_keeps_the_callers_place_and_is_never_turned_away() {
+    let cfg = "
+queues:
+  q: { leave-empty: true, max-length: 3 }
+agents:
+  - { id: a1, password: x, queues: [q], auto-login: true }
+";
+    let mut acd = Acd::new(&Config::parse(cfg).unwrap());
+    let t = Instant::now();
+    let s = Duration::from_secs(1);
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t,
+    );
+    acd.step(
+        Input::Pause {
+            agent: "a1".into(),
+            reason: "busy".into(),
+        },
+        t,
+    );
+    // C joins, then A, then B; A books a callback at t+30s.
+    let mut c = join("C", "q", 0, &[]);
+    if let Input::Join { max_wait, .. } = &mut c {
+        *max_wait = Some(60 * s);
+    }
+    acd.step(c, t);
+    acd.step(join("A", "q", 0, &[]), t + 10 * s);
+    let out = acd.step(
+        Input::Callback {
+            call: "cb-1".into(),
+            queue: "q".into(),
+            priority: 0,
+            skills: Vec::new(),
+            caller: "+1555".into(),
+            waited: Duration::ZERO,
+            replaces: Some("A".into()),
+        },
+        t + 30 * s,
+    );
+    assert!(offers(&out).is_empty());
+    assert!(acd.position("A").is_none(), "the caller's own entry is gone");
+    acd.step(join("B", "q", 0, &[]), t + 40 * s);
+    let order: Vec<(String, bool)> = acd.queues_view(t + 40 * s)[0]
+        .waiting
+        .iter()
+        .map(|w| (w.call_id.clone(), w.callback))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("C".to_string(), false),
+            ("cb-1".to_string(), true),
+            ("B".to_string(), false)
+        ],
+        "the callback stands where A stood: after C, before B"
+    );
+    assert_eq!(acd.position("B").unwrap().position, 3);
+    // Past max-wait, the callers on the line leave; the callback stays.
+    let out = acd.step(Input::Tick, t + 75 * s);
+    let away: Vec<String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Away { call, .. } => Some(call.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(away, vec!["C".to_string()]);
+    // The last agent logs out (leave-empty): the callback still waits,
+    // and is served first when an agent comes back.
+    let out = acd.step(Input::Logout { agent: "a1".into() }, t + 80 * s);
+    assert!(out
+        .iter()
+        .all(|o| !matches!(o, Output::Away { call, .. } if call == "cb-1")));
+    acd.step(Input::Login { agent: "a1".into() }, t + 90 * s);
+    acd.step(Input::Unpause { agent: "a1".into() }, t + 90 * s);
+    assert_eq!(acd.position("cb-1").unwrap().position, 1);
+    // Restored after a restart, with the time it had waited, it goes
+    // before a caller who joined since.
+    let mut acd = Acd::new(&Config::parse(cfg).unwrap());
+    acd.step(join("D", "q", 0, &[]), t);
+    acd.step(
+        Input::Callback {
+            call: "cb-2".into(),
+            queue: "q".into(),
+            priority: 0,
+            skills: Vec::new(),
+            caller: "+1555".into(),
+            waited: 300 * s,
+            replaces: None,
+        },
+        t + 5 * s,
+    );
+    assert_eq!(acd.position("cb-2").unwrap().position, 1);
+}

@@ -189,6 +189,111 @@ pub struct Trunk {
     /// The numbers this trunk may dial out to (callbacks); none by default.
     #[serde(default)]
     pub dial_plan: crate::dialplan::DialPlan,
+    /// How calls are placed over this trunk (callbacks); unset: never.
+    #[serde(default)]
+    pub outbound: Option<Outbound>,
+}
+
+/// How Hotline places calls over a trunk: where INVITEs go and as whom.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Outbound {
+    /// The carrier's proxy (and registrar): `sip:HOST[:PORT]`.
+    pub proxy: String,
+    /// The account, for digest on `401`/`407` and for REGISTER.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The number presented as caller ID (From's user part).
+    #[serde(default)]
+    pub caller_id: String,
+    /// At most this many calls placed over the trunk at once.
+    #[serde(default = "default_max_calls")]
+    pub max_calls: usize,
+    /// Register the account at the proxy (refreshed before it expires).
+    #[serde(default)]
+    pub register: bool,
+    /// The registration lifetime asked for.
+    #[serde(default = "default_register_expires", deserialize_with = "de_duration")]
+    pub register_expires: Duration,
+    /// Send OPTIONS to the proxy this often (0: never).
+    #[serde(default, deserialize_with = "de_duration")]
+    pub keepalive: Duration,
+}
+
+fn default_max_calls() -> usize {
+    10
+}
+
+fn default_register_expires() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbound")
+            .field("proxy", &self.proxy)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<secret>"))
+            .field("caller_id", &self.caller_id)
+            .field("max_calls", &self.max_calls)
+            .field("register", &self.register)
+            .field("register_expires", &self.register_expires)
+            .field("keepalive", &self.keepalive)
+            .finish()
+    }
+}
+
+/// A queue's callback offer: waiting callers may hang up, keep their
+/// place, and be called back over `trunk` when their turn comes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CallbackConfig {
+    /// The trunk (with `outbound:` and a `dial-plan:`) callbacks go over.
+    pub trunk: String,
+    /// Offer a callback once the caller has waited this long.
+    #[serde(deserialize_with = "de_duration_opt")]
+    pub offer_after: Option<Duration>,
+    /// Or: offer it on joining when the estimated wait is over this.
+    #[serde(deserialize_with = "de_duration_opt")]
+    pub when_wait_over: Option<Duration>,
+    /// The key that accepts the offer.
+    pub key: String,
+    /// After a failed attempt (busy, no answer, not confirmed), the next
+    /// one comes this much later.
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_delay: Duration,
+    /// Attempts before the callback is given up as failed.
+    pub max_attempts: u32,
+    /// A callback not delivered this long after it was booked expires.
+    #[serde(deserialize_with = "de_duration")]
+    pub expire_after: Duration,
+    /// Outside this schedule (under `schedules:`), callbacks wait.
+    pub schedule: Option<String>,
+    /// How long the customer's phone rings.
+    #[serde(deserialize_with = "de_duration")]
+    pub ring_timeout: Duration,
+    /// How long the customer has to press 1 once they answer.
+    #[serde(deserialize_with = "de_duration")]
+    pub confirm_timeout: Duration,
+}
+
+impl Default for CallbackConfig {
+    fn default() -> Self {
+        CallbackConfig {
+            trunk: String::new(),
+            offer_after: None,
+            when_wait_over: None,
+            key: "1".into(),
+            retry_delay: Duration::from_secs(120),
+            max_attempts: 3,
+            expire_after: Duration::from_secs(24 * 3600),
+            schedule: None,
+            ring_timeout: Duration::from_secs(30),
+            confirm_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -257,6 +362,8 @@ pub struct QueueConfig {
     /// (`Call-Info: …;answer-after=N`); unset: they ring.
     #[serde(deserialize_with = "de_duration_opt")]
     pub answer_after: Option<Duration>,
+    /// Offer waiting callers a callback that keeps their place.
+    pub callback: Option<CallbackConfig>,
 }
 
 /// Whether a queue's conversations are recorded.
@@ -324,6 +431,7 @@ impl Default for QueueConfig {
             answer_after: None,
             screen_pop_url: None,
             survey: None,
+            callback: None,
         }
     }
 }
@@ -550,6 +658,35 @@ impl Config {
                 return Err(format!("trunks: {}: dial-plan: {p}", trunk.name));
             }
         }
+        for trunk in &self.trunks {
+            if let Some(o) = &trunk.outbound {
+                let ok = crate::sip::header::SipUri::parse(&o.proxy)
+                    .is_some_and(|u| u.scheme.eq_ignore_ascii_case("sip"));
+                if !ok {
+                    return Err(format!(
+                        "trunks: {}: outbound.proxy: `{}` is not a SIP URI (sip:HOST[:PORT])",
+                        trunk.name, o.proxy
+                    ));
+                }
+                if o.password.is_some() != o.username.is_some() {
+                    return Err(format!(
+                        "trunks: {}: outbound: give both username and password, or neither",
+                        trunk.name
+                    ));
+                }
+                if o.register && o.username.is_none() {
+                    return Err(format!(
+                        "trunks: {}: outbound.register needs a username and password",
+                        trunk.name
+                    ));
+                }
+            }
+        }
+        for (name, q) in &self.queues {
+            if let Some(cb) = &q.callback {
+                self.check_callback(name, cb)?;
+            }
+        }
         let mut ids = std::collections::HashSet::new();
         for a in &self.agents {
             if a.id.is_empty()
@@ -623,6 +760,54 @@ impl Config {
         }
         if self.registrar.algorithms.is_empty() {
             return Err("registrar.algorithms: give at least one of SHA-256, MD5".into());
+        }
+        Ok(())
+    }
+
+    fn check_callback(&self, queue: &str, cb: &CallbackConfig) -> Result<(), String> {
+        let key = format!("queues.{queue}.callback");
+        match self.trunks.iter().find(|t| t.name == cb.trunk) {
+            None if cb.trunk.is_empty() => {
+                return Err(format!("{key}: give the `trunk` callbacks are dialled over"))
+            }
+            None => {
+                return Err(format!(
+                    "{key}.trunk: `{}` is not under `trunks:`",
+                    cb.trunk
+                ))
+            }
+            Some(t) if t.outbound.is_none() => {
+                return Err(format!(
+                    "{key}.trunk: the trunk `{}` has no `outbound:` settings",
+                    cb.trunk
+                ))
+            }
+            Some(_) => {}
+        }
+        if cb.offer_after.is_none() && cb.when_wait_over.is_none() {
+            return Err(format!(
+                "{key}: give `offer-after` (a wait) or `when-wait-over` (an estimated wait)"
+            ));
+        }
+        let mut k = cb.key.chars();
+        match (k.next(), k.next()) {
+            (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#' => {}
+            _ => {
+                return Err(format!(
+                    "{key}.key: `{}` is not one key (0-9, *, #)",
+                    cb.key
+                ))
+            }
+        }
+        if cb.max_attempts == 0 {
+            return Err(format!("{key}.max-attempts: must be at least 1"));
+        }
+        if let Some(s) = &cb.schedule {
+            if !self.schedules.contains_key(s) {
+                return Err(format!(
+                    "{key}.schedule: `{s}` is not under `schedules:`"
+                ));
+            }
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! through a [`StoreHandle`] and await the result, so a row is written
 //! before the caller is told it was.
 
+mod callback;
 mod sqlite;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 
+pub use callback::{AttemptEnd, Callback, CallbackAttempt, CallbackState};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,41 @@ pub trait Store: Send {
         -> Result<(), StoreError>;
     fn registrations(&mut self) -> Result<Vec<(String, Registered)>, StoreError>;
     fn save_agent_state(&mut self, row: &AgentStateRow) -> Result<(), StoreError>;
+    /// A new callback request; its id.
+    fn save_callback(&mut self, c: &Callback) -> Result<i64, StoreError>;
+    fn callback(&mut self, id: i64) -> Result<Option<Callback>, StoreError>;
+    /// Callbacks booked in `[since, until)`, oldest first.
+    fn callbacks_between(
+        &mut self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<Callback>, StoreError>;
+    /// After a restart: the pending callbacks. Attempts cut short are
+    /// counted as `interrupted`; their callbacks wait `ring_for` from the
+    /// attempt's start, in case that call still rings.
+    fn recover_callbacks(
+        &mut self,
+        now: Timestamp,
+        ring_for: std::time::Duration,
+    ) -> Result<Vec<Callback>, StoreError>;
+    /// Counts an attempt before its call is placed: (its id, its number).
+    fn start_attempt(
+        &mut self,
+        callback_id: i64,
+        agent: Option<&str>,
+        at: Timestamp,
+    ) -> Result<(i64, u32), StoreError>;
+    fn end_attempt(&mut self, attempt: i64, end: &AttemptEnd) -> Result<(), StoreError>;
+    /// Ends a pending callback (expired, cancelled); `false` if it was not pending.
+    fn finish_callback(
+        &mut self,
+        id: i64,
+        state: CallbackState,
+        outcome: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    fn reschedule_callback(&mut self, id: i64, at: Timestamp) -> Result<bool, StoreError>;
+    fn callback_attempts(&mut self, id: i64) -> Result<Vec<CallbackAttempt>, StoreError>;
     /// Each agent's state as `since` begins, then its changes until `until`.
     fn agent_states(
         &mut self,
@@ -225,6 +262,68 @@ impl StoreHandle {
     pub async fn save_agent_state(&self, row: AgentStateRow) -> Result<(), StoreError> {
         self.write("agent-state", move |s| s.save_agent_state(&row))
             .await
+    }
+
+    pub async fn save_callback(&self, c: Callback) -> Result<i64, StoreError> {
+        self.write("callback", move |s| s.save_callback(&c)).await
+    }
+
+    pub async fn callback(&self, id: i64) -> Result<Option<Callback>, StoreError> {
+        self.call(move |s| s.callback(id)).await
+    }
+
+    pub async fn callbacks_between(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<Callback>, StoreError> {
+        self.call(move |s| s.callbacks_between(since, until)).await
+    }
+
+    pub async fn recover_callbacks(
+        &self,
+        now: Timestamp,
+        ring_for: std::time::Duration,
+    ) -> Result<Vec<Callback>, StoreError> {
+        self.write("callback", move |s| s.recover_callbacks(now, ring_for))
+            .await
+    }
+
+    pub async fn start_attempt(
+        &self,
+        callback_id: i64,
+        agent: Option<String>,
+        at: Timestamp,
+    ) -> Result<(i64, u32), StoreError> {
+        self.write("callback", move |s| {
+            s.start_attempt(callback_id, agent.as_deref(), at)
+        })
+        .await
+    }
+
+    pub async fn end_attempt(&self, attempt: i64, end: AttemptEnd) -> Result<(), StoreError> {
+        self.write("callback", move |s| s.end_attempt(attempt, &end))
+            .await
+    }
+
+    pub async fn finish_callback(
+        &self,
+        id: i64,
+        state: CallbackState,
+        outcome: &'static str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write("callback", move |s| s.finish_callback(id, state, outcome, at))
+            .await
+    }
+
+    pub async fn reschedule_callback(&self, id: i64, at: Timestamp) -> Result<bool, StoreError> {
+        self.write("callback", move |s| s.reschedule_callback(id, at))
+            .await
+    }
+
+    pub async fn callback_attempts(&self, id: i64) -> Result<Vec<CallbackAttempt>, StoreError> {
+        self.call(move |s| s.callback_attempts(id)).await
     }
 
     pub async fn agent_states(

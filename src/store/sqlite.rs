@@ -6,6 +6,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use rusqlite::{params, Connection};
 
+use super::callback::{self, AttemptEnd, Callback, CallbackAttempt, CallbackState};
 use super::{AgentStateRow, Cdr, Registered, Store, StoreError, SurveyAnswer, Voicemail};
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
@@ -89,6 +90,7 @@ CREATE TABLE agent_state (
 );
 CREATE INDEX agent_state_at ON agent_state (at);
 ",
+    super::callback::MIGRATION,
 ];
 
 pub struct SqliteStore {
@@ -278,6 +280,64 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn save_callback(&mut self, c: &Callback) -> Result<i64, StoreError> {
+        callback::save(&self.conn, c)
+    }
+
+    fn callback(&mut self, id: i64) -> Result<Option<Callback>, StoreError> {
+        callback::get(&self.conn, id)
+    }
+
+    fn callbacks_between(
+        &mut self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<Callback>, StoreError> {
+        callback::between(&self.conn, since, until)
+    }
+
+    fn recover_callbacks(
+        &mut self,
+        now: Timestamp,
+        ring_for: std::time::Duration,
+    ) -> Result<Vec<Callback>, StoreError> {
+        let ring_for = jiff::SignedDuration::try_from(ring_for).unwrap_or_default();
+        callback::recover(&mut self.conn, now, |started| {
+            started.checked_add(ring_for).unwrap_or(started)
+        })
+    }
+
+    fn start_attempt(
+        &mut self,
+        callback_id: i64,
+        agent: Option<&str>,
+        at: Timestamp,
+    ) -> Result<(i64, u32), StoreError> {
+        callback::start_attempt(&mut self.conn, callback_id, agent, at)
+    }
+
+    fn end_attempt(&mut self, attempt: i64, end: &AttemptEnd) -> Result<(), StoreError> {
+        callback::end_attempt(&mut self.conn, attempt, end)
+    }
+
+    fn finish_callback(
+        &mut self,
+        id: i64,
+        state: CallbackState,
+        outcome: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        callback::finish(&self.conn, id, state, outcome, at)
+    }
+
+    fn reschedule_callback(&mut self, id: i64, at: Timestamp) -> Result<bool, StoreError> {
+        callback::reschedule(&self.conn, id, at)
+    }
+
+    fn callback_attempts(&mut self, id: i64) -> Result<Vec<CallbackAttempt>, StoreError> {
+        callback::attempts(&self.conn, id)
+    }
+
     fn save_agent_state(&mut self, row: &AgentStateRow) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO agent_state (agent, state, at) VALUES (?1, ?2, ?3)",
@@ -437,6 +497,83 @@ mod tests {
         );
         s.save_registration("1002", &[]).unwrap();
         assert_eq!(s.registrations().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_callback_cut_short_by_a_crash_counts_its_attempt_and_waits_out_the_ring() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let at = |t: &str| -> Timestamp { t.parse().unwrap() };
+        let c = Callback {
+            id: 0,
+            created_at: at("2026-11-23T10:05:00Z"),
+            call_id: "c1".into(),
+            caller: "+15551230000".into(),
+            number: "+15551230000".into(),
+            queue: "support".into(),
+            priority: 2,
+            skills: vec!["fr".into()],
+            queued_at: at("2026-11-23T10:00:00Z"),
+            vars: "{}".into(),
+            state: CallbackState::Pending,
+            attempts: 0,
+            next_attempt_at: None,
+            ended_at: None,
+            outcome: None,
+        };
+        let id = s.save_callback(&c).unwrap();
+        let (first, n) = s
+            .start_attempt(id, Some("1001"), at("2026-11-23T10:10:00Z"))
+            .unwrap();
+        assert_eq!(n, 1);
+        s.end_attempt(
+            first,
+            &AttemptEnd {
+                outcome: "busy".into(),
+                at: at("2026-11-23T10:10:05Z"),
+                state: CallbackState::Pending,
+                next_attempt_at: Some(at("2026-11-23T10:12:05Z")),
+            },
+        )
+        .unwrap();
+        let (_, n) = s
+            .start_attempt(id, Some("1001"), at("2026-11-23T10:12:10Z"))
+            .unwrap();
+        assert_eq!(n, 2);
+        // The engine dies here, the second attempt's call ringing.
+        let pending = s
+            .recover_callbacks(
+                at("2026-11-23T10:12:20Z"),
+                std::time::Duration::from_secs(30),
+            )
+            .unwrap();
+        assert_eq!(pending.len(), 1);
+        let p = &pending[0];
+        assert_eq!(p.attempts, 2, "the cut-short attempt counts");
+        assert_eq!(p.queued_at, c.queued_at, "the caller's place is kept");
+        assert_eq!(p.skills, c.skills);
+        assert_eq!(
+            p.next_attempt_at,
+            Some(at("2026-11-23T10:12:40Z")),
+            "not before the interrupted call could have stopped ringing"
+        );
+        let tries = s.callback_attempts(id).unwrap();
+        let outcomes: Vec<_> = tries.iter().map(|a| a.outcome.as_deref()).collect();
+        assert_eq!(outcomes, vec![Some("busy"), Some("interrupted")]);
+        // A second recovery finds nothing more in flight.
+        let again = s
+            .recover_callbacks(at("2026-11-23T10:13:00Z"), std::time::Duration::ZERO)
+            .unwrap();
+        assert_eq!(again[0].attempts, 2);
+        assert!(s
+            .finish_callback(id, CallbackState::Expired, "expired", at("2026-11-24T10:00:00Z"))
+            .unwrap());
+        assert!(!s
+            .finish_callback(id, CallbackState::Cancelled, "cancelled", at("2026-11-24T10:00:00Z"))
+            .unwrap(), "only a pending callback can end");
+        assert!(s
+            .recover_callbacks(at("2026-11-24T11:00:00Z"), std::time::Duration::ZERO)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
