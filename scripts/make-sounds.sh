@@ -62,6 +62,8 @@ say callback/enter-number "Please enter the number we should call, followed by t
 say callback/booked "Your callback is booked. You keep your place in line. Goodbye."
 say callback/this-is "This is your callback from Hotline. Press 1 to be connected to an agent."
 say callback/refused "Sorry, we cannot call that number."
+say callback/for "Callback for"
+say callback/waited "who waited"
 
 # The tone before a recording starts.
 sox -q -n -r 8000 -c 1 -b 16 "$out/beep.wav" synth 0.4 sine 1000 vol 0.5 pad 0.05 0.05

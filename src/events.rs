@@ -69,6 +69,28 @@ pub enum Event {
         outcome: String,
         ended_by: String,
     },
+    #[serde(rename = "callback.booked")]
+    CallbackBooked {
+        id: i64,
+        /// The call that booked it.
+        call_id: String,
+        queue: String,
+        number: String,
+    },
+    /// The customer is being dialled (attempt 1, 2, …).
+    #[serde(rename = "callback.attempt")]
+    CallbackAttempt {
+        id: i64,
+        attempt: u32,
+        number: String,
+    },
+    /// `completed`, `failed`, `expired` or `cancelled`, with the last outcome.
+    #[serde(rename = "callback.ended")]
+    CallbackEnded {
+        id: i64,
+        state: String,
+        outcome: String,
+    },
     #[serde(rename = "agent.state")]
     AgentState {
         agent: String,

@@ -662,7 +662,10 @@ agents:
         t + 30 * s,
     );
     assert!(offers(&out).is_empty());
-    assert!(acd.position("A").is_none(), "the caller's own entry is gone");
+    assert!(
+        acd.position("A").is_none(),
+        "the caller's own entry is gone"
+    );
     acd.step(join("B", "q", 0, &[]), t + 40 * s);
     let order: Vec<(String, bool)> = acd.queues_view(t + 40 * s)[0]
         .waiting

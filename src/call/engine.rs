@@ -124,6 +124,29 @@ pub fn check_queue_prompts(
             ("music", Some(&q.music)),
             ("message", q.message.as_ref()),
         ];
+        // The callback offer speaks these (and digits, minutes).
+        const CALLBACK: [&str; 10] = [
+            "callback/offer",
+            "callback/confirm-number",
+            "callback/press-1-correct",
+            "callback/enter-number",
+            "callback/refused",
+            "callback/booked",
+            "callback/this-is",
+            "callback/for",
+            "callback/waited",
+            "digits/0",
+        ];
+        let callback_prompts = q
+            .callback
+            .as_ref()
+            .map_or(&[][..], |_| &CALLBACK[..])
+            .iter()
+            .map(|p| ("callback", Some(*p)));
+        let named = named
+            .into_iter()
+            .map(|(k, p)| (k, p.map(String::as_str)))
+            .chain(callback_prompts);
         for (key, prompt) in named {
             if let Some(p) = prompt.filter(|p| prompts.get(p).is_none()) {
                 missing.push(format!(
@@ -294,6 +317,7 @@ pub async fn run(
         }
     });
     let (hangup_tx, hangup_rx) = watch::channel(false);
+    let (callbacks, callback_inbox) = crate::callback::channel();
     let ctx = CallContext {
         config: config.clone(),
         prompts,
@@ -306,7 +330,9 @@ pub async fn run(
         events,
         calls: Default::default(),
         hangup_all: hangup_rx,
+        callbacks: callbacks.clone(),
     };
+    crate::callback::start(ctx.clone(), &callbacks, callback_inbox).await;
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| EngineError::Http {

@@ -27,6 +27,8 @@ pub enum Purpose {
     Agents,
     /// A target an agent transferred the caller to (REFER).
     Referred,
+    /// A callback: the customer called over a trunk.
+    Callback,
 }
 
 /// One phone rung.

@@ -5,10 +5,10 @@
 mod conversation;
 pub mod engine;
 mod feature;
-mod leg;
+pub(crate) mod leg;
 pub mod live;
 mod notify;
-mod playlist;
+pub(crate) mod playlist;
 mod recording;
 pub mod reload;
 pub mod simulate;
@@ -32,7 +32,7 @@ use crate::media::{
 };
 use crate::sdp::{self, Negotiated, Origin};
 use crate::sip::{Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall};
-use crate::store::{Cdr, StoreHandle};
+use crate::store::{Callback, Cdr, StoreHandle};
 use playlist::Playlist;
 
 /// What every call task shares.
@@ -53,6 +53,8 @@ pub struct CallContext {
     pub calls: Arc<live::LiveCalls>,
     /// Becomes `true` when the drain timeout is over: hang up now.
     pub hangup_all: watch::Receiver<bool>,
+    /// Where booked callbacks go.
+    pub callbacks: crate::callback::CallbackHandle,
 }
 
 impl CallContext {
@@ -221,6 +223,8 @@ struct Call {
     queue_name: Option<String>,
     /// The caller's priority in it (kept when an agent moves them).
     queue_priority: i64,
+    /// The skills the caller needs there.
+    queue_skills: Vec<String>,
     /// When the call's stages began, for its record.
     marks: Marks,
     /// When to tell the waiting caller their position again.
@@ -247,7 +251,31 @@ struct Call {
         mpsc::UnboundedSender<Announcement>,
         mpsc::UnboundedReceiver<Announcement>,
     ),
+    /// The callback offer, once made.
+    callback: Option<CallbackOffer>,
+    /// When to make it (`offer-after`).
+    callback_at: Option<Instant>,
+    /// How the request's write went.
+    booking: Booking,
 }
+
+/// How a callback request's write went: the stored request, or why not.
+type Booking = (
+    mpsc::UnboundedSender<Result<Callback, String>>,
+    mpsc::UnboundedReceiver<Result<Callback, String>>,
+);
+
+/// The callback offer made to a waiting caller, and until when their
+/// answer is awaited.
+struct CallbackOffer {
+    offer: crate::callback::offer::Offer,
+    listen_until: Option<Instant>,
+}
+
+/// The playlist token of "your callback is booked" (flows' tokens are small).
+const BOOKED_TOKEN: u64 = u64::MAX;
+/// How long a caller has to answer the offer's questions, or between keys.
+const OFFER_ANSWER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Call {
     async fn setup(
@@ -313,6 +341,7 @@ impl Call {
             queued: None,
             queue_name: None,
             queue_priority: 0,
+            queue_skills: Vec::new(),
             marks: Marks::default(),
             announce_at: None,
             message_at: None,
@@ -325,6 +354,9 @@ impl Call {
             pending_offer: None,
             positions: mpsc::unbounded_channel(),
             kill,
+            callback: None,
+            callback_at: None,
+            booking: mpsc::unbounded_channel(),
         };
         // An unusable offer is refused before any ringing.
         let offered = match offer {
@@ -482,6 +514,21 @@ impl Call {
                     }
                 }
                 Some((first, pos)) = self.positions.1.recv() => self.on_position(first, pos),
+                _ = sleep_until_opt(self.callback_at) => {
+                    self.callback_at = None;
+                    self.offer_callback(Vec::new());
+                }
+                _ = sleep_until_opt(self.callback.as_ref().and_then(|c| c.listen_until)) => {
+                    let actions = match self.callback.as_mut() {
+                        Some(c) => {
+                            c.listen_until = None;
+                            c.offer.timeout()
+                        }
+                        None => Vec::new(),
+                    };
+                    self.on_callback_actions(actions);
+                }
+                Some(booked) = self.booking.1.recv() => self.on_booked(booked),
                 _ = sleep_until_opt(self.agent_keys_until) => self.flush_agent_keys(),
                 _ = sleep_until_opt(self.message_at) => self.play_message(),
                 _ = sleep_until_opt(self.announce_at) => {
@@ -636,11 +683,16 @@ impl Call {
                 }
             }
             MediaEvent::PlaybackDone { token } => {
-                if let Some(done) = self
+                match self
                     .playlist
                     .on_done(token, &mut self.media, &self.ctx.prompts)
                 {
-                    self.feed(Event::PlayDone(done));
+                    Some(BOOKED_TOKEN) => {
+                        info!("callback booked; the caller is released");
+                        self.hang_up = true;
+                    }
+                    Some(done) => self.feed(Event::PlayDone(done)),
+                    None => {}
                 }
             }
         }
@@ -671,6 +723,7 @@ impl Call {
             sdp: offer,
             via: None,
             headers: Vec::new(),
+            auth: None,
         };
         info!(%target, %uri, "transferring");
         let q = crate::config::QueueConfig::default();
@@ -718,7 +771,7 @@ impl Call {
                             leg::Purpose::Transfer { token } => {
                                 self.feed(Event::Transferred(token, Ok(())))
                             }
-                            leg::Purpose::Referred => {}
+                            leg::Purpose::Referred | leg::Purpose::Callback => {}
                             leg::Purpose::Agents => {
                                 self.marks.agent = agent.clone();
                                 self.ctx.publish(BusEvent::CallAnswered {
@@ -1015,6 +1068,8 @@ impl Call {
                 });
             }
             leg::Purpose::Referred => self.referral_failed(why),
+            // Placed by the callback service, never by a caller's call.
+            leg::Purpose::Callback => {}
         }
     }
 
@@ -1043,6 +1098,12 @@ impl Call {
         };
         if self.leg.is_some() || agents.iter().all(|a| a.contacts.is_empty()) {
             return no_answer(self);
+        }
+        // An agent is free: better than a callback. The offer is dropped
+        // (a request being written is cancelled when the write is done).
+        if self.callback.take().is_some() {
+            info!("an agent is free; the callback offer is dropped");
+            self.callback_at = None;
         }
         let media = match self.ctx.media.open_beside(&self.media) {
             Ok(m) => m,
@@ -1095,6 +1156,7 @@ impl Call {
                     sdp: offer.clone(),
                     via: Some(contact.source),
                     headers: headers.clone(),
+                    auth: None,
                 };
                 leg.dial(&self.ctx.dialer, call, Some(a.agent.clone()));
             }
@@ -1116,6 +1178,7 @@ impl Call {
             priority,
         });
         self.queue_priority = priority;
+        self.queue_skills = skills.clone();
         let now = jiff::Timestamp::now();
         // The ACD keeps the time; only a node with somewhere to go after
         // it has a maximum wait.
@@ -1150,6 +1213,9 @@ impl Call {
             .cloned()
             .unwrap_or_default();
         self.queue_name = Some(queue);
+        if let Some(after) = q.callback.as_ref().and_then(|c| c.offer_after) {
+            self.callback_at = Some(Instant::now() + after);
+        }
         if q.message.is_some() {
             self.message_at = Some(Instant::now() + q.message_every);
         }
@@ -1342,6 +1408,14 @@ impl Call {
                 .into(),
             );
             info!(position = p.position, waiting = p.waiting, estimated_wait = ?p.estimated_wait, "position announced");
+            let long = q
+                .callback
+                .as_ref()
+                .and_then(|c| c.when_wait_over)
+                .is_some_and(|over| p.estimated_wait > over);
+            if long && self.callback.is_none() {
+                return self.offer_callback(prompts);
+            }
         }
         // The next one comes `announce-every` after this one ends.
         let length: std::time::Duration = prompts
@@ -1433,6 +1507,20 @@ impl Call {
             return;
         }
         info!(digit = %d, ?source, node = self.run.node_name(), "digit received");
+        if self.queued.is_some() && self.leg.is_none() {
+            if let Some(c) = self.callback.as_mut() {
+                let before = c.offer.engaged();
+                let actions = c.offer.key(d.as_char());
+                if c.offer.engaged() {
+                    c.listen_until = Some(Instant::now() + OFFER_ANSWER_TIME);
+                }
+                let taken = before || !actions.is_empty();
+                self.on_callback_actions(actions);
+                if taken {
+                    return;
+                }
+            }
+        }
         self.feed(Event::Digit(d.as_char()));
     }
 
@@ -1560,6 +1648,166 @@ impl Call {
 }
 
 impl Call {
+    /// Offers the waiting caller a callback, after `first` (an announcement).
+    fn offer_callback(&mut self, first: Vec<String>) {
+        if self.callback.is_some() || self.queued.is_none() || self.leg.is_some() || self.hang_up {
+            return;
+        }
+        let Some(cfg) = self.queue_config().and_then(|q| q.callback.clone()) else {
+            return;
+        };
+        let Some(trunk) = self.ctx.config.trunks.iter().find(|t| t.name == cfg.trunk) else {
+            return;
+        };
+        let key = cfg.key.chars().next().unwrap_or('1');
+        let (offer, first_do) =
+            crate::callback::offer::Offer::start(key, trunk.dial_plan.clone(), &self.caller);
+        info!(%key, "callback offered");
+        self.callback = Some(CallbackOffer {
+            offer,
+            listen_until: None,
+        });
+        let mut prompts = first;
+        if let crate::callback::offer::Do::Say { prompts: p, .. } = first_do {
+            prompts.extend(p);
+        }
+        self.say_then_music(prompts);
+    }
+
+    /// Plays `prompts`, then the queue's music again; their length.
+    fn say_then_music(&mut self, prompts: Vec<String>) -> std::time::Duration {
+        let length = prompts
+            .iter()
+            .filter_map(|p| self.ctx.prompts.get(p))
+            .map(|p| p.duration())
+            .sum();
+        let music = self.music();
+        self.playlist
+            .start_then_loop(prompts, music, &mut self.media, &self.ctx.prompts);
+        length
+    }
+
+    fn on_callback_actions(&mut self, actions: Vec<crate::callback::offer::Do>) {
+        use crate::callback::offer::Do;
+        for action in actions {
+            match action {
+                Do::Say { prompts, listen } => {
+                    let length = self.say_then_music(prompts);
+                    if let Some(c) = self.callback.as_mut() {
+                        c.listen_until =
+                            listen.then(|| Instant::now() + length + OFFER_ANSWER_TIME);
+                    }
+                }
+                Do::Book(number) => self.book_callback(number),
+                Do::SayAndHangUp(prompts) => {
+                    self.announce_at = None;
+                    self.message_at = None;
+                    if let Some(done) = self.playlist.start(
+                        BOOKED_TOKEN,
+                        prompts,
+                        &mut self.media,
+                        &self.ctx.prompts,
+                    ) {
+                        debug_assert_eq!(done, BOOKED_TOKEN);
+                        self.hang_up = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the request; "booked" plays only once it is stored.
+    fn book_callback(&mut self, number: String) {
+        let Some(queue) = self.queue_name.clone() else {
+            return;
+        };
+        if let Some(c) = self.callback.as_mut() {
+            c.listen_until = None;
+        }
+        let skills = self.queue_skills.clone();
+        let now = jiff::Timestamp::now();
+        let callback = Callback {
+            id: 0,
+            created_at: now,
+            call_id: self.call_id.clone(),
+            caller: self.caller.clone(),
+            number,
+            queue,
+            priority: self.queue_priority,
+            skills,
+            queued_at: self.marks.queued_at.unwrap_or(now),
+            vars: serde_json::to_string(self.run.vars()).unwrap_or_else(|_| "{}".into()),
+            state: crate::store::CallbackState::Pending,
+            attempts: 0,
+            next_attempt_at: None,
+            ended_at: None,
+            outcome: None,
+        };
+        let (store, tx) = (self.ctx.store.clone(), self.booking.0.clone());
+        tokio::spawn(
+            async move {
+                let result = match store.save_callback(callback.clone()).await {
+                    Ok(id) => Ok(Callback { id, ..callback }),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = tx.send(result);
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn on_booked(&mut self, booked: Result<Callback, String>) {
+        let callback = match booked {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "the callback request was not stored; the caller waits on the line");
+                if let Some(c) = self.callback.as_mut() {
+                    let actions = c.offer.stored(false);
+                    self.on_callback_actions(actions);
+                }
+                return;
+            }
+        };
+        let offered = self
+            .callback
+            .as_ref()
+            .is_some_and(|c| matches!(c.offer.step(), crate::callback::offer::Step::Booking(_)));
+        if !offered || self.queued.is_none() {
+            // An agent took the caller meanwhile (or they left): the
+            // request written is withdrawn.
+            info!(
+                callback = callback.id,
+                "the caller was taken meanwhile; the callback request is cancelled"
+            );
+            let store = self.ctx.store.clone();
+            tokio::spawn(async move {
+                let _ = store
+                    .finish_callback(
+                        callback.id,
+                        crate::store::CallbackState::Cancelled,
+                        "answered-meanwhile",
+                        jiff::Timestamp::now(),
+                    )
+                    .await;
+            });
+            return;
+        }
+        info!(callback = callback.id, number = %callback.number, "callback request stored");
+        // The callback takes over the caller's place in the queue; the
+        // call no longer listens for offers (one that comes frees its agent).
+        self.queued = None;
+        self.marks.queue_left = Some("callback");
+        self.ctx
+            .callbacks
+            .booked(callback, Some(self.call_id.clone()));
+        if let Some(c) = self.callback.as_mut() {
+            let actions = c.offer.stored(true);
+            self.on_callback_actions(actions);
+        }
+    }
+}
+
+impl Call {
     /// The caller hung up while recording: what they said is the message.
     /// Waits (bounded) for the media layer to hand it over, then saves it.
     async fn keep_recording(&mut self) {
@@ -1613,7 +1861,7 @@ async fn recv_history(
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
+pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -768,7 +768,9 @@ impl Config {
         let key = format!("queues.{queue}.callback");
         match self.trunks.iter().find(|t| t.name == cb.trunk) {
             None if cb.trunk.is_empty() => {
-                return Err(format!("{key}: give the `trunk` callbacks are dialled over"))
+                return Err(format!(
+                    "{key}: give the `trunk` callbacks are dialled over"
+                ))
             }
             None => {
                 return Err(format!(
@@ -804,9 +806,7 @@ impl Config {
         }
         if let Some(s) = &cb.schedule {
             if !self.schedules.contains_key(s) {
-                return Err(format!(
-                    "{key}.schedule: `{s}` is not under `schedules:`"
-                ));
+                return Err(format!("{key}.schedule: `{s}` is not under `schedules:`"));
             }
         }
         Ok(())

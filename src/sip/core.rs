@@ -665,7 +665,7 @@ impl SipCore {
                 call,
                 addr,
                 events,
-            } => self.send_invite(dialog, call, addr, events),
+            } => self.send_invite(dialog, *call, addr, events),
             Command::Ping { dialog } => self.send_ping(dialog),
             Command::NotifyRefer { dialog, status } => self.send_notify_refer(dialog, status),
             Command::Release { dialog } => {

@@ -75,6 +75,24 @@ pub struct OutboundCall {
     pub via: Option<SocketAddr>,
     /// Extra headers (`X-Hotline-*`: what the IVR learned, for the agent).
     pub headers: Vec<(String, String)>,
+    /// Answer a `401`/`407` challenge with this account (a trunk's).
+    pub auth: Option<Account>,
+}
+
+/// A SIP account Hotline authenticates with (digest).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("username", &self.username)
+            .field("password", &"<secret>")
+            .finish()
+    }
 }
 
 /// Why a call could not be placed.
@@ -132,7 +150,7 @@ impl Dialer {
         self.commands
             .send(Command::Invite {
                 dialog: id,
-                call,
+                call: Box::new(call),
                 addr,
                 events: tx,
             })
@@ -169,7 +187,7 @@ pub(super) enum Command {
     /// Place a call.
     Invite {
         dialog: DialogId,
-        call: OutboundCall,
+        call: Box<OutboundCall>,
         addr: SocketAddr,
         events: mpsc::UnboundedSender<DialogEvent>,
     },

@@ -15,6 +15,6 @@ pub mod transport;
 
 pub use self::core::{start, SipError};
 pub use self::handle::{
-    DialError, Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall, Registration,
-    SipLayer, SipStatus,
+    Account, DialError, Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall,
+    Registration, SipLayer, SipStatus,
 };

@@ -313,8 +313,10 @@ impl StoreHandle {
         outcome: &'static str,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.write("callback", move |s| s.finish_callback(id, state, outcome, at))
-            .await
+        self.write("callback", move |s| {
+            s.finish_callback(id, state, outcome, at)
+        })
+        .await
     }
 
     pub async fn reschedule_callback(&self, id: i64, at: Timestamp) -> Result<bool, StoreError> {

@@ -565,11 +565,23 @@ mod tests {
             .unwrap();
         assert_eq!(again[0].attempts, 2);
         assert!(s
-            .finish_callback(id, CallbackState::Expired, "expired", at("2026-11-24T10:00:00Z"))
+            .finish_callback(
+                id,
+                CallbackState::Expired,
+                "expired",
+                at("2026-11-24T10:00:00Z")
+            )
             .unwrap());
-        assert!(!s
-            .finish_callback(id, CallbackState::Cancelled, "cancelled", at("2026-11-24T10:00:00Z"))
-            .unwrap(), "only a pending callback can end");
+        assert!(
+            !s.finish_callback(
+                id,
+                CallbackState::Cancelled,
+                "cancelled",
+                at("2026-11-24T10:00:00Z")
+            )
+            .unwrap(),
+            "only a pending callback can end"
+        );
         assert!(s
             .recover_callbacks(at("2026-11-24T11:00:00Z"), std::time::Duration::ZERO)
             .unwrap()

@@ -92,6 +92,15 @@ impl Engine {
     /// As [`Engine::with_flow`], with several flows (name, YAML); calls
     /// reach the first.
     pub fn with_flows(flows: &[(&str, &str)], extra: &str) -> Engine {
+        Engine::with_flows_and_trunks(
+            flows,
+            "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+            extra,
+        )
+    }
+
+    /// As [`Engine::with_flows`], with a `trunks:` section of the test's own.
+    pub fn with_flows_and_trunks(flows: &[(&str, &str)], trunks: &str, extra: &str) -> Engine {
         let dir = std::env::temp_dir().join(format!(
             "hotline-flows-{}-{}",
             std::process::id(),
@@ -104,7 +113,7 @@ impl Engine {
         }
         let first = flows.first().map_or("main", |(name, _)| *name);
         let mut engine = Engine::start_with(
-            "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+            trunks,
             &format!(
                 "flows-dir: {}\nroutes: {{ default: {first} }}\n{extra}",
                 dir.display()

@@ -1,0 +1,615 @@
+//! Callbacks: a waiting caller hangs up and keeps their place; when their
+//! virtual entry reaches the head of the queue and an agent is reserved,
+//! the customer is called back over the queue's trunk and bridged.
+//!
+//! One service task owns every pending callback: it puts each in its
+//! queue (as a virtual entry, with the caller's original place) when it
+//! may be dialled — its retry delay over, the queue's callback schedule
+//! open — starts one delivery per offer, and writes each outcome. Only one
+//! attempt per callback runs at a time, and each follows an agent's
+//! reservation, so no more customers are dialled than agents wait for them.
+
+pub mod deliver;
+pub mod offer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tracing::{info, warn};
+
+use crate::acd::actor::ToCall;
+use crate::acd::Input as AcdInput;
+use crate::call::CallContext;
+use crate::config::CallbackConfig;
+use crate::store::{AttemptEnd, Callback, CallbackState};
+use deliver::{Attempt, Progress};
+
+/// The ACD's name for a callback's virtual entry.
+pub fn acd_id(id: i64) -> String {
+    format!("callback-{id}")
+}
+
+/// A callback as the operations API shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CallbackView {
+    #[serde(flatten)]
+    pub callback: Callback,
+    /// `waiting` (for its retry time or the schedule), `queued` (its
+    /// virtual entry waits for an agent), `delivering`.
+    pub phase: &'static str,
+}
+
+enum Request {
+    Booked {
+        callback: Box<Callback>,
+        replaces: Option<String>,
+    },
+    Offer(i64, ToCall),
+    Progress(i64, Progress),
+    List(oneshot::Sender<Vec<CallbackView>>),
+    Cancel(i64, oneshot::Sender<Result<(), String>>),
+    Reschedule(i64, Timestamp, oneshot::Sender<Result<(), String>>),
+}
+
+/// A handle to the callback service; cheap to clone.
+#[derive(Clone)]
+pub struct CallbackHandle {
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+/// The service's side of the channel, until it starts.
+pub struct Inbox(mpsc::UnboundedReceiver<Request>);
+
+/// A handle, and the inbox to start the service with.
+pub fn channel() -> (CallbackHandle, Inbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (CallbackHandle { tx }, Inbox(rx))
+}
+
+impl CallbackHandle {
+    /// A request was written to the store: it takes over the caller's
+    /// queue entry (`replaces`, their Call-ID).
+    pub fn booked(&self, callback: Callback, replaces: Option<String>) {
+        let _ = self.tx.send(Request::Booked {
+            callback: Box::new(callback),
+            replaces,
+        });
+    }
+
+    /// The pending callbacks.
+    pub async fn list(&self) -> Vec<CallbackView> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Request::List(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Cancels a pending callback (not one being delivered).
+    pub async fn cancel(&self, id: i64) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Cancel(id, tx))
+            .map_err(|_| "the callback service has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the callback service has stopped".to_owned())?
+    }
+
+    /// Moves a pending callback's next attempt to `at` (it keeps its place
+    /// in the queue once that time comes).
+    pub async fn reschedule(&self, id: i64, at: Timestamp) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Reschedule(id, at, tx))
+            .map_err(|_| "the callback service has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the callback service has stopped".to_owned())?
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not in the queue: its next attempt's time or the schedule has not come.
+    Waiting,
+    /// Its virtual entry waits in the ACD.
+    Queued,
+    /// An attempt is going on.
+    Delivering,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Waiting => "waiting",
+            Phase::Queued => "queued",
+            Phase::Delivering => "delivering",
+        }
+    }
+}
+
+struct Entry {
+    callback: Callback,
+    phase: Phase,
+    /// The caller's own queue entry, taken over on the first submission.
+    replaces: Option<String>,
+    /// The attempt going on, once the customer is being dialled.
+    attempt: Option<i64>,
+}
+
+struct Service {
+    ctx: CallContext,
+    tx: mpsc::UnboundedSender<Request>,
+    entries: BTreeMap<i64, Entry>,
+    /// Each trunk's free call slots (`outbound.max-calls`).
+    slots: HashMap<String, Arc<Semaphore>>,
+}
+
+/// The longest a customer's phone may ring, over every queue: after a
+/// crash, an interrupted attempt's callback waits this long from its start.
+fn longest_ring(ctx: &CallContext) -> Duration {
+    ctx.config
+        .queues
+        .values()
+        .filter_map(|q| q.callback.as_ref())
+        .map(|c| c.ring_timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(30))
+        + Duration::from_secs(5)
+}
+
+/// Reloads the pending callbacks from the store and starts the service.
+pub async fn start(ctx: CallContext, handle: &CallbackHandle, inbox: Inbox) {
+    let pending = match ctx
+        .store
+        .recover_callbacks(Timestamp::now(), longest_ring(&ctx))
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "pending callbacks not read from the store");
+            Vec::new()
+        }
+    };
+    if !pending.is_empty() {
+        info!(count = pending.len(), "pending callbacks restored");
+    }
+    let slots = ctx
+        .config
+        .trunks
+        .iter()
+        .filter_map(|t| {
+            let o = t.outbound.as_ref()?;
+            Some((t.name.clone(), Arc::new(Semaphore::new(o.max_calls.max(1)))))
+        })
+        .collect();
+    let mut service = Service {
+        ctx,
+        tx: handle.tx.clone(),
+        entries: BTreeMap::new(),
+        slots,
+    };
+    for callback in pending {
+        service.entries.insert(
+            callback.id,
+            Entry {
+                callback,
+                phase: Phase::Waiting,
+                replaces: None,
+                attempt: None,
+            },
+        );
+    }
+    service.publish_pending();
+    tokio::spawn(service.run(inbox.0));
+}
+
+impl Service {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                req = rx.recv() => match req {
+                    None => return,
+                    Some(req) => self.on_request(req).await,
+                },
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+    }
+
+    fn config_of(&self, queue: &str) -> Option<&CallbackConfig> {
+        self.ctx.config.queues.get(queue)?.callback.as_ref()
+    }
+
+    fn publish_pending(&self) {
+        metrics::gauge!("hotline_callbacks_pending").set(self.entries.len() as f64);
+    }
+
+    fn publish(&self, event: crate::events::Event) {
+        self.ctx.events.publish(event);
+    }
+
+    async fn on_request(&mut self, req: Request) {
+        match req {
+            Request::Booked { callback, replaces } => {
+                let id = callback.id;
+                info!(callback = id, queue = %callback.queue, number = %callback.number, "callback booked");
+                self.publish(crate::events::Event::CallbackBooked {
+                    id,
+                    call_id: callback.call_id.clone(),
+                    queue: callback.queue.clone(),
+                    number: callback.number.clone(),
+                });
+                self.entries.insert(
+                    id,
+                    Entry {
+                        callback: *callback,
+                        phase: Phase::Waiting,
+                        replaces,
+                        attempt: None,
+                    },
+                );
+                self.publish_pending();
+                // At once: the caller's place must not be left empty.
+                self.submit_due(Timestamp::now());
+            }
+            Request::Offer(
+                id,
+                ToCall::Offer {
+                    agents,
+                    ring_timeout,
+                },
+            ) => self.deliver(id, agents, ring_timeout),
+            Request::Offer(id, ToCall::Away(why)) => {
+                // Virtual entries are never turned away; if one is, it is
+                // put back on the next tick.
+                warn!(callback = id, ?why, "the callback's entry left the queue");
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.phase = Phase::Waiting;
+                }
+            }
+            Request::Progress(id, p) => self.on_progress(id, p).await,
+            Request::List(reply) => {
+                let views = self
+                    .entries
+                    .values()
+                    .map(|e| CallbackView {
+                        callback: e.callback.clone(),
+                        phase: e.phase.name(),
+                    })
+                    .collect();
+                let _ = reply.send(views);
+            }
+            Request::Cancel(id, reply) => {
+                let _ = reply.send(
+                    self.end_without_attempt(id, CallbackState::Cancelled, "cancelled")
+                        .await,
+                );
+            }
+            Request::Reschedule(id, at, reply) => {
+                let result = match self.entries.get(&id).map(|e| e.phase) {
+                    None => Err(format!("no pending callback {id}")),
+                    Some(Phase::Delivering) => Err(format!("callback {id} is being delivered now")),
+                    Some(phase) => match self.ctx.store.reschedule_callback(id, at).await {
+                        Ok(true) => {
+                            if phase == Phase::Queued {
+                                self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+                            }
+                            if let Some(e) = self.entries.get_mut(&id) {
+                                e.callback.next_attempt_at = Some(at);
+                                e.phase = Phase::Waiting;
+                            }
+                            info!(callback = id, %at, "callback rescheduled");
+                            Ok(())
+                        }
+                        Ok(false) => Err(format!("no pending callback {id}")),
+                        Err(e) => Err(format!("the store: {e}")),
+                    },
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Ends a callback that is not being delivered (expired, cancelled).
+    async fn end_without_attempt(
+        &mut self,
+        id: i64,
+        state: CallbackState,
+        outcome: &'static str,
+    ) -> Result<(), String> {
+        let phase = match self.entries.get(&id) {
+            None => return Err(format!("no pending callback {id}")),
+            Some(e) if e.phase == Phase::Delivering => {
+                return Err(format!("callback {id} is being delivered now"))
+            }
+            Some(e) => e.phase,
+        };
+        match self
+            .ctx
+            .store
+            .finish_callback(id, state, outcome, Timestamp::now())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => return Err(format!("the store: {e}")),
+        }
+        if phase == Phase::Queued {
+            self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+        }
+        self.entries.remove(&id);
+        self.publish_pending();
+        info!(callback = id, outcome, "callback ended");
+        self.publish(crate::events::Event::CallbackEnded {
+            id,
+            state: state.as_str().to_owned(),
+            outcome: outcome.to_owned(),
+        });
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Timestamp::now();
+        let expired: Vec<i64> = self
+            .entries
+            .values()
+            .filter(|e| e.phase != Phase::Delivering)
+            .filter(|e| {
+                self.config_of(&e.callback.queue).is_some_and(|c| {
+                    let age = now.duration_since(e.callback.created_at);
+                    Duration::try_from(age).is_ok_and(|age| age >= c.expire_after)
+                })
+            })
+            .map(|e| e.callback.id)
+            .collect();
+        for id in expired {
+            info!(callback = id, "callback expired undelivered");
+            let _ = self
+                .end_without_attempt(id, CallbackState::Expired, "expired")
+                .await;
+        }
+        self.submit_due(now);
+    }
+
+    /// Puts in the queue every waiting callback whose time has come and
+    /// whose schedule is open; takes out queued ones whose schedule closed.
+    fn submit_due(&mut self, now: Timestamp) {
+        let mut submit = Vec::new();
+        let mut withdraw = Vec::new();
+        for e in self.entries.values() {
+            let cfg = self.config_of(&e.callback.queue);
+            let open = cfg
+                .and_then(|c| c.schedule.as_ref())
+                .and_then(|s| self.ctx.config.schedules.get(s))
+                .is_none_or(|s| s.is_open(now));
+            match e.phase {
+                Phase::Waiting if open && e.callback.next_attempt_at.is_none_or(|t| t <= now) => {
+                    submit.push(e.callback.id)
+                }
+                Phase::Queued if !open => withdraw.push(e.callback.id),
+                _ => {}
+            }
+        }
+        for id in withdraw {
+            info!(
+                callback = id,
+                "the callback schedule closed; the callback waits for it"
+            );
+            self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.phase = Phase::Waiting;
+            }
+        }
+        for id in submit {
+            self.submit(id);
+        }
+    }
+
+    /// The callback's virtual entry joins its queue at the caller's place.
+    fn submit(&mut self, id: i64) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        let c = &e.callback;
+        let waited =
+            Duration::try_from(Timestamp::now().duration_since(c.queued_at)).unwrap_or_default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.ctx.acd.join(
+            AcdInput::Callback {
+                call: acd_id(id),
+                queue: c.queue.clone(),
+                priority: c.priority,
+                skills: c.skills.clone(),
+                caller: c.number.clone(),
+                waited,
+                replaces: e.replaces.take(),
+            },
+            tx,
+        );
+        e.phase = Phase::Queued;
+        let inbox = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if inbox.send(Request::Offer(id, m)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// An agent is reserved for the callback: one attempt starts.
+    fn deliver(
+        &mut self,
+        id: i64,
+        agents: Vec<crate::acd::actor::Offered>,
+        ring_timeout: Duration,
+    ) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            // Cancelled or expired meanwhile: its agents are freed.
+            self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+            return;
+        };
+        if e.phase == Phase::Delivering {
+            warn!(
+                callback = id,
+                "an offer for a callback already being delivered; refused"
+            );
+            self.ctx.acd.send(AcdInput::NoAnswer { call: acd_id(id) });
+            return;
+        }
+        let queue = e.callback.queue.clone();
+        let Some(cfg) = self.config_of(&queue).cloned() else {
+            warn!(callback = id, %queue, "the queue no longer offers callbacks; the callback waits");
+            self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.phase = Phase::Waiting;
+                e.callback.next_attempt_at = Some(Timestamp::now() + Duration::from_secs(60));
+            }
+            return;
+        };
+        let trunk = self.ctx.config.trunks.iter().find(|t| t.name == cfg.trunk);
+        let symmetric = trunk.is_none_or(|t| t.symmetric_rtp);
+        let (Some(outbound), Some(slots)) = (
+            trunk.and_then(|t| t.outbound.clone()),
+            self.slots.get(&cfg.trunk).cloned(),
+        ) else {
+            warn!(callback = id, trunk = %cfg.trunk, "the callback's trunk cannot place calls");
+            return;
+        };
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        e.phase = Phase::Delivering;
+        let (ptx, mut prx) = mpsc::unbounded_channel();
+        let attempt = Attempt {
+            ctx: self.ctx.clone(),
+            callback: e.callback.clone(),
+            acd_id: acd_id(id),
+            config: cfg.clone(),
+            trunk: cfg.trunk.clone(),
+            outbound,
+            symmetric,
+            agents,
+            ring_timeout,
+            slots,
+            progress: ptx,
+        };
+        let inbox = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(p) = prx.recv().await {
+                if inbox.send(Request::Progress(id, p)).is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(attempt.run());
+    }
+
+    async fn on_progress(&mut self, id: i64, p: Progress) {
+        let Some(e) = self.entries.get_mut(&id) else {
+            return;
+        };
+        match p {
+            Progress::AgentMissed => {
+                // Its virtual entry is still in the queue, for the next agent.
+                e.phase = Phase::Queued;
+            }
+            Progress::Started { attempt, n } => {
+                e.attempt = Some(attempt);
+                e.callback.attempts = n;
+                let number = e.callback.number.clone();
+                metrics::counter!("hotline_callback_attempts_total").increment(1);
+                self.publish(crate::events::Event::CallbackAttempt {
+                    id,
+                    attempt: n,
+                    number,
+                });
+            }
+            Progress::Connected { attempt } => {
+                let end = AttemptEnd {
+                    outcome: "connected".into(),
+                    at: Timestamp::now(),
+                    state: CallbackState::Completed,
+                    next_attempt_at: None,
+                };
+                // Written at once: a crash during the conversation must not
+                // call the customer again.
+                if let Err(err) = self.ctx.store.end_attempt(attempt, end).await {
+                    warn!(callback = id, error = %err, "the callback's completion was not stored");
+                }
+                if let Some(e) = self.entries.get_mut(&id) {
+                    e.attempt = None;
+                }
+                metrics::counter!("hotline_callbacks_total", "outcome" => "completed").increment(1);
+                self.publish(crate::events::Event::CallbackEnded {
+                    id,
+                    state: "completed".into(),
+                    outcome: "connected".into(),
+                });
+            }
+            Progress::Done => {
+                self.entries.remove(&id);
+                self.publish_pending();
+            }
+            Progress::Failed { attempt, outcome } => {
+                let queue = e.callback.queue.clone();
+                let max = self.config_of(&queue).map_or(1, |c| c.max_attempts);
+                let delay = self
+                    .config_of(&queue)
+                    .map_or(Duration::from_secs(120), |c| c.retry_delay);
+                let Some(e) = self.entries.get_mut(&id) else {
+                    return;
+                };
+                e.attempt = None;
+                let Some(attempt) = attempt else {
+                    // Nobody was dialled (the agent hung up first, no slot):
+                    // back in the queue at once, at its place.
+                    e.phase = Phase::Waiting;
+                    return;
+                };
+                let now = Timestamp::now();
+                let last = e.callback.attempts >= max;
+                let next = (!last).then(|| now + delay);
+                let end = AttemptEnd {
+                    outcome: outcome.into(),
+                    at: now,
+                    state: if last {
+                        CallbackState::Failed
+                    } else {
+                        CallbackState::Pending
+                    },
+                    next_attempt_at: next,
+                };
+                if let Err(err) = self.ctx.store.end_attempt(attempt, end).await {
+                    warn!(callback = id, error = %err, "the attempt's outcome was not stored");
+                }
+                info!(
+                    callback = id,
+                    attempt = e.callback.attempts,
+                    outcome,
+                    last,
+                    "callback attempt failed"
+                );
+                if last {
+                    self.entries.remove(&id);
+                    self.publish_pending();
+                    metrics::counter!("hotline_callbacks_total", "outcome" => "failed")
+                        .increment(1);
+                    self.publish(crate::events::Event::CallbackEnded {
+                        id,
+                        state: "failed".into(),
+                        outcome: outcome.into(),
+                    });
+                } else {
+                    e.phase = Phase::Waiting;
+                    e.callback.next_attempt_at = next;
+                    e.callback.outcome = Some(outcome.into());
+                }
+            }
+        }
+    }
+}

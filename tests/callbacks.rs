@@ -1,0 +1,213 @@
+//! Callbacks against the running binary: a SIPp caller presses 1 while
+//! waiting, types the number and confirms, and hangs up with their place
+//! kept; when it comes up, the agent (a SIPp phone registered with digest)
+//! is rung first, and the customer is called over the trunk (a SIPp UAS on
+//! the trunk's proxy address), presses 1, and is bridged to the agent.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{assert_heard, keys_scenario, payloads_of_busiest, phone, register, rtp_sink, Engine};
+
+const FLOW: &str = "entry: q\nnodes:\n  q: { queue: support }\n";
+
+/// The loopback trunk callers come in on, and the carrier callbacks go out
+/// over (its proxy: a SIPp of the test's on `carrier_port`).
+fn trunks(carrier_port: u16) -> String {
+    format!(
+        "trunks:
+  - name: loopback
+    allow: [127.0.0.0/8]
+    symmetric-rtp: false
+  - name: carrier
+    allow: []
+    symmetric-rtp: false
+    outbound: {{ proxy: 'sip:127.0.0.1:{carrier_port}', caller-id: '+15550100' }}
+    dial-plan:
+      country-code: '1'
+      national-prefix: '1'
+      international-prefix: '011'
+      allow: ['+1NXXNXXXXXX']
+      deny: ['+1900.']
+"
+    )
+}
+
+fn engine(carrier_port: u16, callback: &str) -> Engine {
+    Engine::with_flows_and_trunks(
+        &[("main", FLOW)],
+        &trunks(carrier_port),
+        &format!(
+            "queues:
+  support:
+    announce-position: false
+    callback: {{ trunk: carrier, offer-after: 1s, {callback} }}
+agents:
+  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}
+registrar: {{ algorithms: [MD5], keepalive: 0s }}
+calls: {{ leg-check: 0s }}
+"
+        ),
+    )
+}
+
+/// The caller's keys: 1 (accept the offer), the number, #, then 1 (confirm).
+fn booking_keys(number: &str) -> Vec<(u64, char)> {
+    let mut keys = vec![(2500, '1'), (400, number.chars().next().unwrap())];
+    keys.extend(number.chars().skip(1).map(|c| (120, c)));
+    keys.push((120, '#'));
+    keys.push((600, '1'));
+    keys
+}
+
+/// A SIPp caller books a callback to `number` and waits for the engine to
+/// hang up (after "your callback is booked").
+fn book(engine: &Engine, name: &str, number: &str) {
+    let port = engine.ports.spare(0);
+    let sc = keys_scenario(engine, name, port, &booking_keys(number), 1);
+    common::wait_for_bye(&sc);
+    common::sipp(engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+}
+
+/// The engine's database, opened read-only beside it.
+fn db(engine: &Engine) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(
+        engine.dir.join("data").join("hotline.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap()
+}
+
+/// (state, attempts, number) of every callback, oldest first.
+fn callbacks(engine: &Engine) -> Vec<(String, u32, String)> {
+    let db = db(engine);
+    let mut stmt = db
+        .prepare("SELECT state, attempts, number FROM callback ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The outcomes of the callback's attempts, in order.
+fn attempts(engine: &Engine) -> Vec<String> {
+    let db = db(engine);
+    let mut stmt = db
+        .prepare("SELECT COALESCE(outcome, 'in-flight') FROM callback_attempt ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// `carrier-answer.xml` sending its RTP (SIPp's audio file, looped) once it
+/// pressed 1, and its SDP naming `sink` as its media port.
+fn carrier_scenario(engine: &Engine, sink: u16) -> PathBuf {
+    let text = std::fs::read_to_string(common::scenario("carrier-answer.xml")).unwrap();
+    let text = text.replace("m=audio [media_port]", &format!("m=audio {sink}"));
+    let stream = format!(
+        "  <recv response=\"200\"/>\n  <nop><action><exec rtp_stream=\"{},-1,0\"/></action></nop>\n  <pause/>",
+        common::scenario("load-audio.ulaw").display()
+    );
+    let text = text.replacen("  <recv response=\"200\"/>\n  <pause/>", &stream, 1);
+    assert!(text.contains("rtp_stream"));
+    let path = engine.dir.join("carrier.xml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The numbers the carrier's SIPp was asked to call, from its log file.
+fn dialled(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split("INVITE for ").nth(1))
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_booked_callback_rings_the_agent_then_dials_the_customer_once_and_bridges_them() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = engine(carrier_port, "retry-delay: 2s");
+    book(&engine, "booker.xml", "2125550123");
+    let log = engine.log();
+    assert!(log.contains("callback offered"), "{log}");
+    assert!(log.contains("callback request stored"), "{log}");
+    assert_eq!(
+        callbacks(&engine),
+        vec![("pending".to_owned(), 0, "+12125550123".to_owned())],
+        "written before the caller was released, not dialled yet (no agent)"
+    );
+
+    // The carrier answers on the trunk; the agent's phone echoes.
+    let sink_port = engine.ports.spare(2);
+    let sink = rtp_sink(sink_port, Duration::from_secs(24));
+    let carrier_log = engine.dir.join("carrier.log");
+    let carrier = common::sipp_side(
+        &[
+            "-sf",
+            &carrier_scenario(&engine, sink_port).display().to_string(),
+            "-d",
+            "3000",
+            "-trace_logs",
+            "-log_file",
+            &carrier_log.display().to_string(),
+        ],
+        carrier_port,
+        None,
+    );
+    // The agent registers (from the port their phone then answers on):
+    // the callback's turn has come.
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = phone("agent-answer.xml", agent_port, true);
+
+    let (ok, out) = common::finish(carrier);
+    assert!(
+        ok,
+        "the carrier saw no complete call:\n{out}\n{}",
+        engine.log()
+    );
+    let (ok, out) = common::finish(agent);
+    assert!(
+        ok,
+        "the agent saw no complete call:\n{out}\n{}",
+        engine.log()
+    );
+    let report = sink.join().unwrap();
+
+    assert_eq!(dialled(&carrier_log), vec!["+12125550123".to_owned()]);
+    let log = engine.log();
+    assert!(log.contains("callback whisper"), "{log}");
+    // The customer heard the answering-machine guard, then the agent: their
+    // own audio came back through the agent's echo.
+    assert_heard(&report, &["callback/this-is"], 25);
+    let spoken = std::fs::read(common::scenario("load-audio.ulaw")).unwrap();
+    let frames: std::collections::HashSet<&[u8]> = spoken.chunks(160).collect();
+    let echoed = payloads_of_busiest(&report)
+        .iter()
+        .filter(|p| frames.contains(p.as_slice()))
+        .count();
+    assert!(
+        echoed >= 50,
+        "only {echoed} packets came back from the agent"
+    );
+    assert_eq!(
+        callbacks(&engine),
+        vec![("completed".to_owned(), 1, "+12125550123".to_owned())]
+    );
+    assert_eq!(attempts(&engine), vec!["connected".to_owned()]);
+    // The booking call is a callback in its record, not an abandon.
+    let outcome: String = db(&engine)
+        .query_row("SELECT outcome FROM cdr WHERE queue = 'support'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(outcome, "callback");
+    common::wait_agent_state(&engine, "1001", "wrap-up", Duration::from_secs(3));
+}
