@@ -43,6 +43,7 @@ fn engine(carrier_port: u16, callback: &str) -> Engine {
             "queues:
   support:
     announce-position: false
+    wrap-up: 1s
     callback: {{ trunk: carrier, offer-after: 1s, {callback} }}
 agents:
   - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}
@@ -210,4 +211,197 @@ fn a_booked_callback_rings_the_agent_then_dials_the_customer_once_and_bridges_th
         .unwrap();
     assert_eq!(outcome, "callback");
     common::wait_agent_state(&engine, "1001", "wrap-up", Duration::from_secs(3));
+}
+
+#[test]
+fn a_busy_customer_is_retried_after_the_delay_and_every_attempt_is_recorded() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = engine(
+        carrier_port,
+        "retry-delay: 2s, max-attempts: 3, whisper: false",
+    );
+    book(&engine, "booker.xml", "2125550123");
+
+    // The carrier answers 486 twice; the agent's phone takes all three.
+    let busy_log = engine.dir.join("busy.log");
+    let busy = common::sipp_side_calls(
+        &[
+            "-sf",
+            &common::scenario("carrier-busy.xml").display().to_string(),
+            "-trace_logs",
+            "-log_file",
+            &busy_log.display().to_string(),
+        ],
+        carrier_port,
+        None,
+        2,
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = common::sipp_side_calls(
+        &[
+            "-sf",
+            &common::scenario("agent-answer.xml").display().to_string(),
+            "-rtp_echo",
+        ],
+        agent_port,
+        None,
+        3,
+    );
+    let (ok, out) = common::finish(busy);
+    assert!(
+        ok,
+        "the carrier was not called twice:\n{out}\n{}",
+        engine.log()
+    );
+    assert_eq!(
+        attempts(&engine),
+        vec!["busy".to_owned(), "busy".to_owned()],
+        "both refusals are recorded"
+    );
+    // The third attempt, after the retry delay, is answered.
+    let answer_log = engine.dir.join("answer.log");
+    let answer = common::sipp_side(
+        &[
+            "-sf",
+            &common::scenario("carrier-answer.xml").display().to_string(),
+            "-d",
+            "1000",
+            "-rtp_echo",
+            "-trace_logs",
+            "-log_file",
+            &answer_log.display().to_string(),
+        ],
+        carrier_port,
+        None,
+    );
+    let (ok, out) = common::finish(answer);
+    assert!(
+        ok,
+        "the third attempt was not answered:\n{out}\n{}",
+        engine.log()
+    );
+    let (ok, out) = common::finish(agent);
+    assert!(
+        ok,
+        "the agent did not take three calls:\n{out}\n{}",
+        engine.log()
+    );
+    assert_eq!(dialled(&busy_log).len(), 2);
+    assert_eq!(dialled(&answer_log), vec!["+12125550123".to_owned()]);
+    assert_eq!(
+        attempts(&engine),
+        vec!["busy".to_owned(), "busy".to_owned(), "connected".to_owned()]
+    );
+    assert_eq!(
+        callbacks(&engine),
+        vec![("completed".to_owned(), 3, "+12125550123".to_owned())]
+    );
+    let log = engine.log();
+    assert_eq!(
+        log.matches("calling the customer back").count(),
+        3,
+        "exactly one call per attempt:\n{log}"
+    );
+}
+
+/// Waits (bounded) until the SIPp log at `path` shows an INVITE.
+fn wait_for_invite(path: &Path, timeout: Duration) -> std::time::Instant {
+    let until = std::time::Instant::now() + timeout;
+    while dialled(path).is_empty() {
+        assert!(
+            std::time::Instant::now() < until,
+            "no INVITE reached the carrier"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::time::Instant::now()
+}
+
+#[test]
+fn after_kill_9_a_pending_callback_is_delivered_once_and_a_ringing_attempt_is_not_doubled() {
+    let carrier_port = common::Ports::next().spare(0);
+    let mut engine = engine(
+        carrier_port,
+        "ring-timeout: 3s, retry-delay: 1s, whisper: false",
+    );
+    book(&engine, "booker.xml", "2125550123");
+
+    // The customer's phone rings and rings (180, no answer)...
+    let ring = engine.dir.join("ring.xml");
+    let text = std::fs::read_to_string(common::scenario("carrier-busy.xml"))
+        .unwrap()
+        .replace("486 Busy Here", "180 Ringing")
+        .replace(
+            "<recv request=\"ACK\" crlf=\"true\"/>",
+            "<recv request=\"CANCEL\" timeout=\"60000\"/>",
+        );
+    std::fs::write(&ring, text).unwrap();
+    let ring_log = engine.dir.join("ring.log");
+    let mut ringing = common::sipp_side(
+        &[
+            "-sf",
+            &ring.display().to_string(),
+            "-trace_logs",
+            "-log_file",
+            &ring_log.display().to_string(),
+        ],
+        carrier_port,
+        None,
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let mut agent = phone("agent-answer.xml", agent_port, true);
+    let first = wait_for_invite(&ring_log, Duration::from_secs(10));
+    assert_eq!(attempts(&engine), vec!["in-flight".to_owned()]);
+
+    // ... when the engine is killed: no shutdown, no CANCEL.
+    engine.crash_and_restart();
+    let _ = ringing.kill();
+    let _ = ringing.wait();
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    // Restarted, it knows the callback and the attempt cut short; the
+    // agent's registration was kept. The next attempt is answered.
+    let answer_log = engine.dir.join("answer.log");
+    let answer = common::sipp_side(
+        &[
+            "-sf",
+            &common::scenario("carrier-answer.xml").display().to_string(),
+            "-d",
+            "1000",
+            "-rtp_echo",
+            "-trace_logs",
+            "-log_file",
+            &answer_log.display().to_string(),
+        ],
+        carrier_port,
+        None,
+    );
+    let agent = phone("agent-answer.xml", agent_port, true);
+    let second = wait_for_invite(&answer_log, Duration::from_secs(30));
+    let (ok, out) = common::finish(answer);
+    assert!(
+        ok,
+        "the callback was not delivered after the restart:\n{out}\n{}",
+        engine.log()
+    );
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "{out}");
+    assert!(
+        second - first >= Duration::from_secs(3),
+        "called again {:?} after the interrupted attempt, while it could still ring",
+        second - first
+    );
+    assert_eq!(dialled(&answer_log), vec!["+12125550123".to_owned()]);
+    assert_eq!(
+        attempts(&engine),
+        vec!["interrupted".to_owned(), "connected".to_owned()]
+    );
+    assert_eq!(
+        callbacks(&engine),
+        vec![("completed".to_owned(), 2, "+12125550123".to_owned())]
+    );
+    assert!(engine.log().contains("pending callbacks restored count=1"));
 }

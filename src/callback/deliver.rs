@@ -209,9 +209,10 @@ impl Attempt {
             .into(),
         );
         info!(%agent, callback = cb.id, number = %cb.number, minutes, "callback whisper");
-        let mut whispering = agent_list
-            .start(WHISPER, whisper, &mut agent_leg.media, prompts)
-            .is_none();
+        let mut whispering = self.config.whisper
+            && agent_list
+                .start(WHISPER, whisper, &mut agent_leg.media, prompts)
+                .is_none();
         while whispering {
             match agent_leg.next().await {
                 LegEvent::Media(MediaEvent::PlaybackDone { token }) => {

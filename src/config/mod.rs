@@ -277,6 +277,9 @@ pub struct CallbackConfig {
     /// How long the customer has to press 1 once they answer.
     #[serde(deserialize_with = "de_duration")]
     pub confirm_timeout: Duration,
+    /// Tell the agent whom they are calling back and how long that caller
+    /// waited, before the customer is dialled.
+    pub whisper: bool,
 }
 
 impl Default for CallbackConfig {
@@ -292,6 +295,7 @@ impl Default for CallbackConfig {
             schedule: None,
             ring_timeout: Duration::from_secs(30),
             confirm_timeout: Duration::from_secs(10),
+            whisper: true,
         }
     }
 }

@@ -594,6 +594,11 @@ pub fn assert_heard(report: &SinkReport, names: &[&str], min_run: usize) {
 /// one call, running in the background: an agent's phone, a transfer
 /// target. `remote` is where it sends to, if it starts the call.
 pub fn sipp_side(args: &[&str], port: u16, remote: Option<&str>) -> Child {
+    sipp_side_calls(args, port, remote, 1)
+}
+
+/// As [`sipp_side`], for `calls` calls one after another.
+pub fn sipp_side_calls(args: &[&str], port: u16, remote: Option<&str>, calls: u32) -> Child {
     require("sipp", "sip-tester");
     let mut cmd = Command::new("sipp");
     cmd.args(args)
@@ -611,7 +616,14 @@ pub fn sipp_side(args: &[&str], port: u16, remote: Option<&str>) -> Child {
             "-cp",
             &(port + 1).to_string(),
         ])
-        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"]);
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ]);
     if let Some(r) = remote {
         cmd.arg(r);
     }
