@@ -16,6 +16,11 @@ const FLOW: &str = "entry: q\nnodes:\n  q: { queue: support }\n";
 /// The loopback trunk callers come in on, and the carrier callbacks go out
 /// over (its proxy: a SIPp of the test's on `carrier_port`).
 fn trunks(carrier_port: u16) -> String {
+    trunks_with(carrier_port, "")
+}
+
+/// As [`trunks`], with more `outbound:` settings (`, key: value`).
+fn trunks_with(carrier_port: u16, outbound: &str) -> String {
     format!(
         "trunks:
   - name: loopback
@@ -24,7 +29,7 @@ fn trunks(carrier_port: u16) -> String {
   - name: carrier
     allow: []
     symmetric-rtp: false
-    outbound: {{ proxy: 'sip:127.0.0.1:{carrier_port}', caller-id: '+15550100' }}
+    outbound: {{ proxy: 'sip:127.0.0.1:{carrier_port}', caller-id: '+15550100'{outbound} }}
     dial-plan:
       country-code: '1'
       national-prefix: '1'
@@ -36,9 +41,13 @@ fn trunks(carrier_port: u16) -> String {
 }
 
 fn engine(carrier_port: u16, callback: &str) -> Engine {
+    engine_with(&trunks(carrier_port), callback)
+}
+
+fn engine_with(trunks: &str, callback: &str) -> Engine {
     Engine::with_flows_and_trunks(
         &[("main", FLOW)],
-        &trunks(carrier_port),
+        trunks,
         &format!(
             "queues:
   support:
@@ -404,4 +413,49 @@ fn after_kill_9_a_pending_callback_is_delivered_once_and_a_ringing_attempt_is_no
         vec![("completed".to_owned(), 2, "+12125550123".to_owned())]
     );
     assert!(engine.log().contains("pending callbacks restored count=1"));
+}
+
+#[test]
+fn a_carrier_that_challenges_gets_the_trunks_digest_credentials() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = engine_with(
+        &trunks_with(carrier_port, ", username: hotline, password: s3cret"),
+        "whisper: false",
+    );
+    book(&engine, "booker.xml", "2125550123");
+    let carrier_log = engine.dir.join("carrier.log");
+    let carrier = common::sipp_side(
+        &[
+            "-sf",
+            &common::scenario("carrier-auth.xml").display().to_string(),
+            "-d",
+            "1000",
+            "-rtp_echo",
+            "-trace_logs",
+            "-log_file",
+            &carrier_log.display().to_string(),
+        ],
+        carrier_port,
+        None,
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = phone("agent-answer.xml", agent_port, true);
+    let (ok, out) = common::finish(carrier);
+    assert!(ok, "{out}\n{}", engine.log());
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "{out}");
+    let carrier_said = std::fs::read_to_string(&carrier_log).unwrap();
+    assert!(
+        carrier_said.contains("INVITE for +12125550123 authenticated true")
+            || carrier_said.contains("INVITE for +12125550123 authenticated 1"),
+        "{carrier_said}"
+    );
+    assert_eq!(attempts(&engine), vec!["connected".to_owned()]);
+    let log = engine.log();
+    assert!(log.contains("sending it again with credentials"), "{log}");
+    assert!(
+        !log.contains("s3cret"),
+        "the trunk's password is never logged"
+    );
 }

@@ -933,10 +933,13 @@ impl SipCore {
             addr,
         };
         let (tx, transmit) = self.txs.send_request(&branch, &invite, target, now());
-        let Some(dialog) = Dialog::outbound(invite, local_tag.clone(), tx, target) else {
+        let Some(mut dialog) = Dialog::outbound(invite, local_tag.clone(), tx, target) else {
             let _ = events.send(DialogEvent::Rejected { status: 400 });
             return;
         };
+        if let Some(out) = dialog.outbound.as_mut() {
+            out.auth = call.auth;
+        }
         info!(%call_id, to = %call.target, %addr, "placing a call");
         self.out.push(transmit);
         self.by_invite.insert(tx, id);
@@ -968,8 +971,14 @@ impl SipCore {
     /// The final response to our INVITE: ACK a 2xx (again, if it is
     /// retransmitted) and confirm the dialog; report a failure.
     fn on_invite_final(&mut self, id: DialogId, tx: TxId, resp: &Response) {
-        let Some(slot) = self.dialogs.get_mut(&id) else {
+        if !self.dialogs.contains_key(&id) {
             self.by_invite.remove(&tx);
+            return;
+        }
+        if matches!(resp.status, 401 | 407) && self.resend_with_credentials(id, tx, resp) {
+            return;
+        }
+        let Some(slot) = self.dialogs.get_mut(&id) else {
             return;
         };
         if !(200..300).contains(&resp.status) {
@@ -1017,6 +1026,70 @@ impl SipCore {
         info!(call_id = %slot.dialog.call_id, "our INVITE was answered");
         let sdp = (!resp.body.is_empty()).then(|| resp.body.clone());
         let _ = slot.events.send(DialogEvent::Answered { sdp });
+    }
+
+    /// Our INVITE was challenged (`401`/`407`): sends it again, once, with
+    /// the call's account (a carrier's trunk). `false` when it cannot be
+    /// answered: no account, already tried, cancelled, or a challenge we do
+    /// not understand. The transaction layer has ACKed the challenge.
+    fn resend_with_credentials(&mut self, id: DialogId, old_tx: TxId, resp: &Response) -> bool {
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return false;
+        };
+        if slot.dialog.state != DialogState::Early {
+            return false;
+        }
+        let Some(out) = slot.dialog.outbound.as_mut() else {
+            return false;
+        };
+        let Some(account) = out
+            .auth
+            .clone()
+            .filter(|_| !out.authenticated && !out.cancelled)
+        else {
+            return false;
+        };
+        let (header, answer_in) = if resp.status == 401 {
+            ("WWW-Authenticate", "Authorization")
+        } else {
+            ("Proxy-Authenticate", "Proxy-Authorization")
+        };
+        let Some(challenge) = resp
+            .headers
+            .get_all(header)
+            .find_map(super::digest::Challenge::parse)
+        else {
+            warn!(call_id = %slot.dialog.call_id, status = resp.status, "a challenge we cannot answer");
+            return false;
+        };
+        let mut invite = out.invite.clone();
+        let seq = invite.cseq().map_or(1, |(n, _)| n) + 1;
+        let value = challenge.answer(
+            &account.username,
+            &account.password,
+            "INVITE",
+            &invite.uri,
+            &random_token(16),
+            1,
+        );
+        let target = slot.dialog.source;
+        let (via, branch) = new_via(self.local, target.transport);
+        invite.headers.replace_top_via(&via);
+        invite.headers.remove("CSeq");
+        invite.headers.push("CSeq", format!("{seq} INVITE"));
+        invite.headers.remove(answer_in);
+        invite.headers.push(answer_in, value);
+        // Content-Length stays last for readability only; order is free.
+        let (tx, transmit) = self.txs.send_request(&branch, &invite, target, now());
+        info!(call_id = %slot.dialog.call_id, status = resp.status, realm = %challenge.realm, user = %account.username, "our INVITE was challenged; sending it again with credentials");
+        out.invite = invite;
+        out.invite_tx = tx;
+        out.authenticated = true;
+        slot.dialog.local_seq = seq;
+        self.out.push(transmit);
+        self.by_invite.remove(&old_tx);
+        self.by_invite.insert(tx, id);
+        true
     }
 
     /// Gives up on our INVITE before its answer.

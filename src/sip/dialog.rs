@@ -70,6 +70,10 @@ pub struct Outbound {
     pub cancelled: bool,
     /// The ACK of the 2xx, sent again for each retransmitted 2xx.
     pub ack: Option<Vec<u8>>,
+    /// The account to answer a `401`/`407` with (once).
+    pub auth: Option<super::Account>,
+    /// The INVITE was sent again with credentials.
+    pub authenticated: bool,
 }
 
 impl Dialog {
@@ -155,6 +159,8 @@ impl Dialog {
                 ringing: false,
                 cancelled: false,
                 ack: None,
+                auth: None,
+                authenticated: false,
             }),
         })
     }

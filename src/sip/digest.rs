@@ -164,6 +164,81 @@ pub fn challenge(realm: &str, nonce: &str, alg: Algorithm, stale: bool) -> Strin
     )
 }
 
+/// A server's challenge (`WWW-Authenticate`, `Proxy-Authenticate`), as a
+/// client answers it: Hotline authenticating to a carrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub nonce: String,
+    pub algorithm: Algorithm,
+    /// The server offers `qop=auth` (RFC 2617/7616); else the RFC 2069 form.
+    pub qop_auth: bool,
+    pub opaque: Option<String>,
+}
+
+impl Challenge {
+    /// `None` for another scheme, a missing realm or nonce, or an
+    /// algorithm we do not speak.
+    pub fn parse(value: &str) -> Option<Challenge> {
+        let (scheme, params) = value.trim().split_once(char::is_whitespace)?;
+        if !scheme.eq_ignore_ascii_case("digest") {
+            return None;
+        }
+        let mut map: HashMap<String, String> = HashMap::new();
+        for (k, v) in params_of(params) {
+            map.insert(k.to_ascii_lowercase(), v);
+        }
+        let algorithm = match map.get("algorithm") {
+            Some(a) => Algorithm::parse(a)?,
+            None => Algorithm::Md5,
+        };
+        let qop_auth = map
+            .get("qop")
+            .is_some_and(|q| q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")));
+        Some(Challenge {
+            realm: map.remove("realm")?,
+            nonce: map.remove("nonce")?,
+            algorithm,
+            qop_auth,
+            opaque: map.remove("opaque"),
+        })
+    }
+
+    /// The `Authorization` (or `Proxy-Authorization`) value for a request.
+    pub fn answer(
+        &self,
+        user: &str,
+        password: &str,
+        method: &str,
+        uri: &str,
+        cnonce: &str,
+        nc: u32,
+    ) -> String {
+        let ha1 = ha1(self.algorithm, user, &self.realm, password);
+        let mut v = format!(
+            "Digest username=\"{user}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", algorithm={}",
+            self.realm,
+            self.nonce,
+            self.algorithm.name()
+        );
+        if self.qop_auth {
+            let nc = format!("{nc:08x}");
+            let r = response(self.algorithm, &ha1, method, uri, &self.nonce, &nc, cnonce);
+            v.push_str(&format!(
+                ", response=\"{r}\", qop=auth, nc={nc}, cnonce=\"{cnonce}\""
+            ));
+        } else {
+            let ha2 = self.algorithm.hash(&format!("{method}:{uri}"));
+            let r = self.algorithm.hash(&format!("{ha1}:{}:{ha2}", self.nonce));
+            v.push_str(&format!(", response=\"{r}\""));
+        }
+        if let Some(o) = &self.opaque {
+            v.push_str(&format!(", opaque=\"{o}\""));
+        }
+        v
+    }
+}
+
 /// What a nonce in a client's response turns out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceState {
@@ -255,6 +330,53 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_answer_to_a_challenge_is_what_a_registrar_checks() {
+        // RFC 2617 §3.5's example, with qop=auth.
+        let c = Challenge::parse(
+            "Digest realm=\"testrealm@host.com\", qop=\"auth,auth-int\", nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"",
+        )
+        .unwrap();
+        assert!(c.qop_auth);
+        let v = c.answer(
+            "Mufasa",
+            "Circle Of Life",
+            "GET",
+            "/dir/index.html",
+            "0a4f113b",
+            1,
+        );
+        assert!(
+            v.contains("response=\"6629fae49393a05397450978507c4ef1\""),
+            "{v}"
+        );
+        assert!(
+            v.contains("nc=00000001") && v.contains("opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"")
+        );
+        // And our own registrar accepts what we send.
+        let creds = Credentials::parse(&v).unwrap();
+        let ha1 = ha1(
+            Algorithm::Md5,
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+        );
+        assert_eq!(
+            response(
+                Algorithm::Md5,
+                &ha1,
+                "GET",
+                "/dir/index.html",
+                &creds.nonce,
+                creds.nc.as_deref().unwrap(),
+                creds.cnonce.as_deref().unwrap()
+            ),
+            creds.response
+        );
+        assert!(Challenge::parse("Basic realm=\"x\"").is_none());
+        assert!(Challenge::parse("Digest realm=\"x\"").is_none(), "no nonce");
+    }
 
     #[test]
     fn rfc_7616_example_values() {
