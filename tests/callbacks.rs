@@ -459,3 +459,58 @@ fn a_carrier_that_challenges_gets_the_trunks_digest_credentials() {
         "the trunk's password is never logged"
     );
 }
+
+#[test]
+fn a_trunk_registers_with_digest_and_refreshes_before_expiry_after_backing_off() {
+    let carrier_port = common::Ports::next().spare(0);
+    // The registrar refuses the first REGISTER (503): the engine retries
+    // after a delay, then authenticates, and refreshes in time.
+    let text = std::fs::read_to_string(common::scenario("carrier-registrar.xml")).unwrap();
+    let first = text.find("  <recv request=\"REGISTER\"").unwrap();
+    let refuse = "  <recv request=\"REGISTER\" crlf=\"true\"/>\n  <send>\n    <![CDATA[\n\n      SIP/2.0 503 Service Unavailable\n      [last_Via:]\n      [last_From:]\n      [last_To:];tag=refused\n      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n\n    ]]>\n  </send>\n";
+    let text = format!("{}{refuse}{}", &text[..first], &text[first..]);
+    let dir = std::env::temp_dir().join(format!("hotline-registrar-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sc = dir.join("registrar.xml");
+    std::fs::write(&sc, text).unwrap();
+    let log = dir.join("registrar.log");
+    let registrar = common::sipp_side(
+        &[
+            "-sf",
+            &sc.display().to_string(),
+            "-trace_logs",
+            "-log_file",
+            &log.display().to_string(),
+        ],
+        carrier_port,
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let engine = engine_with(
+        &trunks_with(
+            carrier_port,
+            ", username: hotline, password: s3cret, register: true, register-expires: 60s",
+        ),
+        "whisper: false",
+    );
+    let (ok, out) = common::finish(registrar);
+    assert!(ok, "{out}\n{}", engine.log());
+    let said = std::fs::read_to_string(&log).unwrap();
+    for n in 1..=2 {
+        assert!(
+            said.contains(&format!("REGISTER {n} authenticated true"))
+                || said.contains(&format!("REGISTER {n} authenticated 1")),
+            "{said}"
+        );
+    }
+    let log = engine.log();
+    assert!(
+        log.contains("trunk registration failed trunk=carrier why=answered 503 retry_in=2s"),
+        "{log}"
+    );
+    assert!(
+        log.contains("trunk registered trunk=carrier expires=6s"),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret"), "the password is never logged");
+}

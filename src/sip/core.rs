@@ -26,6 +26,7 @@ use super::transaction::{
     RequestMatch, ServerKey, Target, Transactions, Transmit, Transport, TxEvent, TxId,
 };
 use super::transport::{self, Inbound};
+use super::trunk_client::{Kind as TrunkKind, TrunkClient};
 use crate::config::Config;
 
 /// Why the SIP layer could not start.
@@ -113,7 +114,22 @@ pub async fn start(config: Arc<Config>, restored: Vec<Registration>) -> Result<S
         keepalives: HashMap::new(),
         pings: HashMap::new(),
         next_keepalive: now(),
+        trunk_clients: Vec::new(),
+        trunk_txs: HashMap::new(),
     };
+    for trunk in &core.config.trunks.clone() {
+        let Some(o) = &trunk.outbound else {
+            continue;
+        };
+        let Some(addr) = resolve_proxy(&o.proxy).await else {
+            warn!(trunk = %trunk.name, proxy = %o.proxy, "cannot resolve the trunk's proxy; it is not registered or pinged");
+            continue;
+        };
+        let call_id = format!("{}@{}", random_token(20), core.local.ip());
+        if let Some(c) = TrunkClient::new(trunk, addr, call_id, random_token(10), now()) {
+            core.trunk_clients.push(c);
+        }
+    }
     for r in restored {
         if core.registrar.restore(&r.agent, r.contacts, now()) {
             info!(agent = %r.agent, "registration restored");
@@ -164,6 +180,21 @@ struct SipCore {
     /// In-dialog OPTIONS in flight → their dialog.
     pings: HashMap<TxId, DialogId>,
     next_keepalive: Instant,
+    /// Trunks that register at their carrier or ping it.
+    trunk_clients: Vec<TrunkClient>,
+    /// Their requests in flight → (which client, what, the request).
+    trunk_txs: HashMap<TxId, (usize, TrunkKind, Request)>,
+}
+
+/// The address a trunk's proxy URI names (A/AAAA; no SRV).
+async fn resolve_proxy(proxy: &str) -> Option<SocketAddr> {
+    let uri = SipUri::parse(proxy)?;
+    let host = uri.host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port.unwrap_or(5060);
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(SocketAddr::new(ip, port)),
+        Err(_) => tokio::net::lookup_host((host, port)).await.ok()?.next(),
+    }
 }
 
 fn now() -> Instant {
@@ -301,6 +332,12 @@ impl SipCore {
             TxEvent::Timeout(tx) if self.pings.contains_key(&tx) => {
                 // The call task has its own, shorter deadline.
                 self.pings.remove(&tx);
+            }
+            TxEvent::Response(tx, resp) if self.trunk_txs.contains_key(&tx) => {
+                self.on_trunk_response(tx, Some(&resp));
+            }
+            TxEvent::Timeout(tx) if self.trunk_txs.contains_key(&tx) => {
+                self.on_trunk_response(tx, None);
             }
             TxEvent::Response(tx, _) if self.keepalives.contains_key(&tx) => {
                 // Any answer means the phone is there.
@@ -762,8 +799,63 @@ impl SipCore {
     }
 
     /// Once a second: expired registrations, and keep-alive OPTIONS.
+    /// Sends the trunk clients' due REGISTERs and OPTIONS.
+    fn trunk_requests(&mut self, t: Instant) {
+        let (local, ua) = (self.local, self.config.sip.user_agent.clone());
+        for i in 0..self.trunk_clients.len() {
+            let due = self.trunk_clients[i].due(t, local, &ua, || new_via(local, Transport::Udp));
+            let proxy = self.trunk_clients[i].proxy;
+            for (kind, req, branch) in due {
+                self.send_trunk_request(i, kind, req, &branch, proxy, t);
+            }
+        }
+    }
+
+    fn send_trunk_request(
+        &mut self,
+        i: usize,
+        kind: TrunkKind,
+        req: Request,
+        branch: &str,
+        proxy: SocketAddr,
+        t: Instant,
+    ) {
+        let target = Target {
+            transport: Transport::Udp,
+            addr: proxy,
+        };
+        let (tx, transmit) = self.txs.send_request(branch, &req, target, t);
+        self.trunk_txs.insert(tx, (i, kind, req));
+        self.out.push(transmit);
+    }
+
+    /// A trunk client's request was answered (`None`: never).
+    fn on_trunk_response(&mut self, tx: TxId, resp: Option<&Response>) {
+        let Some((i, kind, sent)) = self.trunk_txs.remove(&tx) else {
+            return;
+        };
+        let t = now();
+        let local = self.local;
+        let Some(client) = self.trunk_clients.get_mut(i) else {
+            return;
+        };
+        match (kind, resp) {
+            (TrunkKind::Options, answer) => client.on_options(answer.is_some()),
+            (TrunkKind::Register, None) => client.on_register_timeout(t),
+            (TrunkKind::Register, Some(resp)) => {
+                let proxy = client.proxy;
+                if let Some((again, branch)) =
+                    client.on_register_response(resp, &sent, t, new_via(local, Transport::Udp))
+                {
+                    self.send_trunk_request(i, TrunkKind::Register, again, &branch, proxy, t);
+                }
+            }
+        }
+    }
+
     fn housekeeping(&mut self) {
         let t = now();
+        self.trunk_requests(t);
         for agent in self.registrar.expire(t) {
             self.publish(&agent);
         }

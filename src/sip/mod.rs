@@ -12,6 +12,7 @@ pub mod registrar;
 pub mod reply;
 pub mod transaction;
 pub mod transport;
+pub mod trunk_client;
 
 pub use self::core::{start, SipError};
 pub use self::handle::{
