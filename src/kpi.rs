@@ -20,6 +20,13 @@
 //! - **NPS**: % of survey scores 9–10 minus % of 0–6.
 //! - **occupancy**: of the agents' time logged in and not paused, the share
 //!   spent on calls (on a call or in wrap-up; available and ringing are idle).
+//! - **callbacks**: offered calls whose caller booked a callback (outcome
+//!   `callback`: not abandons), and callbacks that ended: **completed**
+//!   (the customer was connected to an agent), **failed** (every attempt
+//!   failed, or it expired), with the mean wait of completed ones from the
+//!   caller joining the queue to talking to the agent. Callback deliveries
+//!   have records of their own (outcome `callback-completed`, …, no
+//!   `queued_at`), counted only here.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -66,6 +73,12 @@ pub struct Kpis {
     pub nps: Option<f64>,
     /// 0–1; `None` without agent time in the window.
     pub occupancy: Option<f64>,
+    pub callbacks_booked: usize,
+    pub callbacks_completed: usize,
+    /// Failed after every attempt, or expired.
+    pub callbacks_failed: usize,
+    /// Queue join to connected, for completed callbacks.
+    pub callback_wait_seconds: Option<f64>,
 }
 
 fn secs(ms: Option<i64>) -> f64 {
@@ -83,6 +96,21 @@ fn ratio(a: usize, b: usize) -> Option<f64> {
 /// The figures of one group of calls; `surveys` are matched to the calls
 /// by Call-ID.
 pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
+    // Callback deliveries count as callbacks, not as calls.
+    let (deliveries, calls): (Vec<&Cdr>, Vec<&Cdr>) = cdrs
+        .iter()
+        .copied()
+        .partition(|c| c.outcome.starts_with("callback-"));
+    let cdrs = calls.as_slice();
+    let completed: Vec<f64> = deliveries
+        .iter()
+        .filter(|c| c.outcome == "callback-completed")
+        .map(|c| secs(c.wait_ms))
+        .collect();
+    let failed = deliveries
+        .iter()
+        .filter(|c| matches!(c.outcome.as_str(), "callback-failed" | "callback-expired"))
+        .count();
     let offered: Vec<&&Cdr> = cdrs.iter().filter(|c| c.queued_at.is_some()).collect();
     let answered: Vec<&&Cdr> = offered
         .iter()
@@ -158,6 +186,10 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         nps: (!scores.is_empty())
             .then(|| (promoters as f64 - detractors as f64) * 100.0 / scores.len() as f64),
         occupancy: None,
+        callbacks_booked: offered.iter().filter(|c| c.outcome == "callback").count(),
+        callbacks_completed: completed.len(),
+        callbacks_failed: failed,
+        callback_wait_seconds: mean(&completed),
     }
 }
 
@@ -347,7 +379,7 @@ fn cell(v: Option<f64>, scale: f64) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.1}", v * scale))
 }
 
-const HEADER: [&str; 16] = [
+const HEADER: [&str; 19] = [
     "group",
     "offered",
     "answered",
@@ -364,9 +396,12 @@ const HEADER: [&str; 16] = [
     "ivr_contained",
     "nps",
     "occupancy_%",
+    "callbacks",
+    "callbacks_done",
+    "callbacks_failed",
 ];
 
-fn cells(r: &Row) -> [String; 16] {
+fn cells(r: &Row) -> [String; 19] {
     let k = &r.kpis;
     [
         r.group.clone(),
@@ -385,12 +420,15 @@ fn cells(r: &Row) -> [String; 16] {
         k.ivr_contained.to_string(),
         cell(k.nps, 1.0),
         cell(k.occupancy, 100.0),
+        k.callbacks_booked.to_string(),
+        k.callbacks_completed.to_string(),
+        k.callbacks_failed.to_string(),
     ]
 }
 
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 16]> = std::iter::once(HEADER.map(str::to_owned))
+    let all: Vec<[String; 19]> = std::iter::once(HEADER.map(str::to_owned))
         .chain(rows.iter().map(cells))
         .collect();
     let widths: Vec<usize> = (0..HEADER.len())
@@ -605,6 +643,34 @@ mod tests {
         assert_eq!(occ(Some(&["a2".to_string()])), Some(0.0));
         assert_eq!(occ(None), Some(30.0 / 100.0));
         assert_eq!(occ(Some(&["nobody".to_string()])), None);
+        // Callbacks: the booking call is offered and not an abandon; the
+        // deliveries count only as callbacks.
+        let mut with_callbacks = cdrs.clone();
+        with_callbacks.push(cdr("h", "+7", 5, "callback", Some(50_000), None));
+        let mut done = cdr(
+            "callback-1",
+            "+7",
+            20,
+            "callback-completed",
+            None,
+            Some(30_000),
+        );
+        done.wait_ms = Some(900_000);
+        with_callbacks.push(done);
+        with_callbacks.push(cdr("callback-2", "+8", 21, "callback-expired", None, None));
+        let refs: Vec<&Cdr> = with_callbacks.iter().collect();
+        let c = compute(&refs, &[], Thresholds::default());
+        assert_eq!((c.calls, c.offered, c.abandoned), (8, 6, 2));
+        assert_eq!(
+            (
+                c.callbacks_booked,
+                c.callbacks_completed,
+                c.callbacks_failed
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(c.callback_wait_seconds, Some(900.0));
+        assert_eq!(c.repeat_callers_24h, 1, "a callback is not a repeat call");
         let empty = compute(&[], &[], Thresholds::default());
         assert_eq!(
             (empty.service_level, empty.asa_seconds, empty.nps),

@@ -12,6 +12,8 @@ use std::time::Duration;
 use common::{assert_heard, keys_scenario, payloads_of_busiest, phone, register, rtp_sink, Engine};
 
 const FLOW: &str = "entry: q\nnodes:\n  q: { queue: support }\n";
+/// A supervisor's token (role `agent`): may cancel and reschedule callbacks.
+const SUPERVISOR: &str = "supervisor-token";
 
 /// The loopback trunk callers come in on, and the carrier callbacks go out
 /// over (its proxy: a SIPp of the test's on `carrier_port`).
@@ -58,7 +60,9 @@ agents:
   - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}
 registrar: {{ algorithms: [MD5], keepalive: 0s }}
 calls: {{ leg-check: 0s }}
-"
+http: {{ tokens: [{{ name: test, token: {read}, role: read }}, {{ name: supervisor, token: {SUPERVISOR}, role: agent }}] }}
+",
+            read = common::TEST_TOKEN
         ),
     )
 }
@@ -513,4 +517,70 @@ fn a_trunk_registers_with_digest_and_refreshes_before_expiry_after_backing_off()
         "{log}"
     );
     assert!(!log.contains("s3cret"), "the password is never logged");
+}
+
+#[test]
+fn operators_see_pending_callbacks_in_place_and_may_reschedule_or_cancel_them() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = engine(carrier_port, "whisper: false");
+    book(&engine, "booker.xml", "2125550123");
+    // Where it stands: in the queue, flagged as a callback.
+    let (status, body) = common::api_get(&engine, "/api/queues/support");
+    assert_eq!(status, 200, "{body}");
+    let q: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(q["waiting"][0]["call_id"], "callback-1", "{q}");
+    assert_eq!(q["waiting"][0]["callback"], true);
+    assert_eq!(q["waiting"][0]["caller"], "+12125550123");
+    let (_, body) = common::api_get(&engine, "/api/callbacks");
+    // (`api_get` keeps a body's outer object: here, the one callback.)
+    let list: serde_json::Value = serde_json::from_str(&format!("[{body}]")).unwrap();
+    assert_eq!(list[0]["number"], "+12125550123", "{body}");
+    assert_eq!(list[0]["phase"], "queued");
+    assert_eq!(list[0]["state"], "pending");
+
+    // A read token may look, not change.
+    let (status, _) = common::api_post(&engine, "/api/callbacks/1/cancel", common::TEST_TOKEN, "");
+    assert_eq!(status, 403);
+    let (status, body) = common::api_post(
+        &engine,
+        "/api/callbacks/1/reschedule",
+        SUPERVISOR,
+        r#"{"when": "tomorrow"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"field\":\"when\""), "{body}");
+    // Tomorrow morning: out of the queue until then.
+    let (status, body) = common::api_post(
+        &engine,
+        "/api/callbacks/1/reschedule",
+        SUPERVISOR,
+        r#"{"at": "2099-01-01T09:00:00Z"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = common::api_get(&engine, "/api/queues/support");
+    let q: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(q["waiting"].as_array().map(Vec::len), Some(0), "{q}");
+    let (_, body) = common::api_get(&engine, "/api/callbacks/1");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["phase"], "waiting", "{one}");
+    assert_eq!(one["next_attempt_at"], "2099-01-01T09:00:00Z");
+
+    let (status, body) = common::api_post(&engine, "/api/callbacks/1/cancel", SUPERVISOR, "");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = common::api_post(&engine, "/api/callbacks/1/cancel", SUPERVISOR, "");
+    assert_eq!(status, 404, "only a pending callback can be cancelled");
+    let (_, body) = common::api_get(&engine, "/api/callbacks/1");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["state"], "cancelled", "{one}");
+    assert_eq!(attempts(&engine), Vec::<String>::new(), "never dialled");
+
+    // The figures: one booked (not an abandon), none completed.
+    let (_, body) = common::api_get(&engine, "/api/kpis?by=queue");
+    let k: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = &k["rows"][0];
+    assert_eq!(row["callbacks_booked"], 1, "{k}");
+    assert_eq!(row["abandoned"], 0);
+    assert_eq!(row["callbacks_completed"], 0);
+    let (_, metrics) = common::api_get(&engine, "/metrics");
+    assert!(metrics.contains("hotline_callbacks_pending 0"), "{metrics}");
 }

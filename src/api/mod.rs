@@ -4,6 +4,7 @@
 //! nothing and says why in JSON.
 
 mod auth;
+mod callbacks;
 mod flows;
 mod metrics;
 pub mod routes;
@@ -32,6 +33,7 @@ pub struct ApiState {
     pub acd: AcdHandle,
     pub events: EventBus,
     pub calls: Arc<LiveCalls>,
+    pub callbacks: crate::callback::CallbackHandle,
 }
 
 /// The API's routes, behind the token check.

@@ -356,6 +356,7 @@ pub async fn run(
             acd: ctx.acd.clone(),
             events: ctx.events.clone(),
             calls: ctx.calls.clone(),
+            callbacks: ctx.callbacks.clone(),
         }),
     ));
     let active = Arc::new(AtomicUsize::new(0));

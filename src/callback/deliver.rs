@@ -30,7 +30,7 @@ pub enum Progress {
     /// ACD was told), nobody was dialled.
     AgentMissed,
     /// The attempt is counted (in the store): the customer is being called.
-    Started { attempt: i64, n: u32 },
+    Started { attempt: i64, n: u32, agent: String },
     /// The customer pressed 1 and is talking to the agent.
     Connected { attempt: i64 },
     /// It failed: `attempt` is set when the customer was dialled.
@@ -264,7 +264,11 @@ impl Attempt {
                 };
             }
         };
-        self.report(Progress::Started { attempt, n });
+        self.report(Progress::Started {
+            attempt,
+            n,
+            agent: agent.to_owned(),
+        });
         let outcome = self
             .call_customer(agent_leg, &mut agent_list, attempt, n)
             .await;

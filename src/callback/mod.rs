@@ -42,6 +42,19 @@ pub struct CallbackView {
     pub phase: &'static str,
 }
 
+/// Why an operator's change to a callback was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error("no pending callback {0}")]
+    NotPending(i64),
+    #[error("callback {0} is being delivered now")]
+    Delivering(i64),
+    #[error("the store: {0}")]
+    Store(String),
+    #[error("the callback service has stopped")]
+    Stopped,
+}
+
 enum Request {
     Booked {
         callback: Box<Callback>,
@@ -50,8 +63,8 @@ enum Request {
     Offer(i64, ToCall),
     Progress(i64, Progress),
     List(oneshot::Sender<Vec<CallbackView>>),
-    Cancel(i64, oneshot::Sender<Result<(), String>>),
-    Reschedule(i64, Timestamp, oneshot::Sender<Result<(), String>>),
+    Cancel(i64, oneshot::Sender<Result<(), CallbackError>>),
+    Reschedule(i64, Timestamp, oneshot::Sender<Result<(), CallbackError>>),
 }
 
 /// A handle to the callback service; cheap to clone.
@@ -89,24 +102,22 @@ impl CallbackHandle {
     }
 
     /// Cancels a pending callback (not one being delivered).
-    pub async fn cancel(&self, id: i64) -> Result<(), String> {
+    pub async fn cancel(&self, id: i64) -> Result<(), CallbackError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::Cancel(id, tx))
-            .map_err(|_| "the callback service has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the callback service has stopped".to_owned())?
+            .map_err(|_| CallbackError::Stopped)?;
+        rx.await.map_err(|_| CallbackError::Stopped)?
     }
 
     /// Moves a pending callback's next attempt to `at` (it keeps its place
     /// in the queue once that time comes).
-    pub async fn reschedule(&self, id: i64, at: Timestamp) -> Result<(), String> {
+    pub async fn reschedule(&self, id: i64, at: Timestamp) -> Result<(), CallbackError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::Reschedule(id, at, tx))
-            .map_err(|_| "the callback service has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the callback service has stopped".to_owned())?
+            .map_err(|_| CallbackError::Stopped)?;
+        rx.await.map_err(|_| CallbackError::Stopped)?
     }
 }
 
@@ -137,6 +148,51 @@ struct Entry {
     replaces: Option<String>,
     /// The attempt going on, once the customer is being dialled.
     attempt: Option<i64>,
+    /// The last attempt's agent, start, and when the customer was connected.
+    agent: Option<String>,
+    started_at: Option<Timestamp>,
+    connected_at: Option<Timestamp>,
+}
+
+impl Entry {
+    fn new(callback: Callback, replaces: Option<String>) -> Entry {
+        Entry {
+            callback,
+            phase: Phase::Waiting,
+            replaces,
+            attempt: None,
+            agent: None,
+            started_at: None,
+            connected_at: None,
+        }
+    }
+
+    /// The delivery's own record (its outcome `callback-…`), for the
+    /// reports: it has no `queued_at`, so it is no second queued call.
+    fn record(&self, outcome: &str, trunk: &str) -> crate::store::Cdr {
+        let c = &self.callback;
+        let now = Timestamp::now();
+        let ms = |a: Timestamp, b: Timestamp| b.duration_since(a).as_millis() as i64;
+        crate::store::Cdr {
+            call_id: acd_id(c.id),
+            caller: c.number.clone(),
+            dialed: c.number.clone(),
+            trunk: trunk.to_owned(),
+            arrived_at: Some(self.started_at.unwrap_or(now)),
+            answered_at: self.connected_at,
+            queue: Some(c.queue.clone()),
+            agent: self.agent.clone(),
+            bridged_at: self.connected_at,
+            ended_at: Some(now),
+            outcome: format!("callback-{outcome}"),
+            ended_by: String::new(),
+            // The customer's whole wait: from joining the queue to talking.
+            wait_ms: self.connected_at.map(|t| ms(c.queued_at, t)),
+            talk_ms: self.connected_at.map(|t| ms(t, now)),
+            vars: c.vars.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 struct Service {
@@ -192,15 +248,9 @@ pub async fn start(ctx: CallContext, handle: &CallbackHandle, inbox: Inbox) {
         slots,
     };
     for callback in pending {
-        service.entries.insert(
-            callback.id,
-            Entry {
-                callback,
-                phase: Phase::Waiting,
-                replaces: None,
-                attempt: None,
-            },
-        );
+        service
+            .entries
+            .insert(callback.id, Entry::new(callback, None));
     }
     service.publish_pending();
     tokio::spawn(service.run(inbox.0));
@@ -233,6 +283,21 @@ impl Service {
         self.ctx.events.publish(event);
     }
 
+    /// Writes the delivery's record (in its own task: the service goes on).
+    fn keep_record(&self, e: &Entry, outcome: &str) {
+        let trunk = self
+            .config_of(&e.callback.queue)
+            .map(|c| c.trunk.clone())
+            .unwrap_or_default();
+        let cdr = e.record(outcome, &trunk);
+        let store = self.ctx.store.clone();
+        tokio::spawn(async move {
+            if let Err(err) = store.save_cdr(cdr).await {
+                warn!(error = %err, "the callback's record was not stored");
+            }
+        });
+    }
+
     async fn on_request(&mut self, req: Request) {
         match req {
             Request::Booked { callback, replaces } => {
@@ -244,15 +309,7 @@ impl Service {
                     queue: callback.queue.clone(),
                     number: callback.number.clone(),
                 });
-                self.entries.insert(
-                    id,
-                    Entry {
-                        callback: *callback,
-                        phase: Phase::Waiting,
-                        replaces,
-                        attempt: None,
-                    },
-                );
+                self.entries.insert(id, Entry::new(*callback, replaces));
                 self.publish_pending();
                 // At once: the caller's place must not be left empty.
                 self.submit_due(Timestamp::now());
@@ -292,8 +349,8 @@ impl Service {
             }
             Request::Reschedule(id, at, reply) => {
                 let result = match self.entries.get(&id).map(|e| e.phase) {
-                    None => Err(format!("no pending callback {id}")),
-                    Some(Phase::Delivering) => Err(format!("callback {id} is being delivered now")),
+                    None => Err(CallbackError::NotPending(id)),
+                    Some(Phase::Delivering) => Err(CallbackError::Delivering(id)),
                     Some(phase) => match self.ctx.store.reschedule_callback(id, at).await {
                         Ok(true) => {
                             if phase == Phase::Queued {
@@ -306,8 +363,8 @@ impl Service {
                             info!(callback = id, %at, "callback rescheduled");
                             Ok(())
                         }
-                        Ok(false) => Err(format!("no pending callback {id}")),
-                        Err(e) => Err(format!("the store: {e}")),
+                        Ok(false) => Err(CallbackError::NotPending(id)),
+                        Err(e) => Err(CallbackError::Store(e.to_string())),
                     },
                 };
                 let _ = reply.send(result);
@@ -321,12 +378,10 @@ impl Service {
         id: i64,
         state: CallbackState,
         outcome: &'static str,
-    ) -> Result<(), String> {
+    ) -> Result<(), CallbackError> {
         let phase = match self.entries.get(&id) {
-            None => return Err(format!("no pending callback {id}")),
-            Some(e) if e.phase == Phase::Delivering => {
-                return Err(format!("callback {id} is being delivered now"))
-            }
+            None => return Err(CallbackError::NotPending(id)),
+            Some(e) if e.phase == Phase::Delivering => return Err(CallbackError::Delivering(id)),
             Some(e) => e.phase,
         };
         match self
@@ -336,12 +391,14 @@ impl Service {
             .await
         {
             Ok(_) => {}
-            Err(e) => return Err(format!("the store: {e}")),
+            Err(e) => return Err(CallbackError::Store(e.to_string())),
         }
         if phase == Phase::Queued {
             self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
         }
-        self.entries.remove(&id);
+        if let Some(e) = self.entries.remove(&id) {
+            self.keep_record(&e, outcome);
+        }
         self.publish_pending();
         info!(callback = id, outcome, "callback ended");
         self.publish(crate::events::Event::CallbackEnded {
@@ -518,9 +575,12 @@ impl Service {
                 // Its virtual entry is still in the queue, for the next agent.
                 e.phase = Phase::Queued;
             }
-            Progress::Started { attempt, n } => {
+            Progress::Started { attempt, n, agent } => {
                 e.attempt = Some(attempt);
                 e.callback.attempts = n;
+                e.agent = Some(agent);
+                e.started_at = Some(Timestamp::now());
+                e.connected_at = None;
                 let number = e.callback.number.clone();
                 metrics::counter!("hotline_callback_attempts_total").increment(1);
                 self.publish(crate::events::Event::CallbackAttempt {
@@ -543,6 +603,7 @@ impl Service {
                 }
                 if let Some(e) = self.entries.get_mut(&id) {
                     e.attempt = None;
+                    e.connected_at = Some(Timestamp::now());
                 }
                 metrics::counter!("hotline_callbacks_total", "outcome" => "completed").increment(1);
                 self.publish(crate::events::Event::CallbackEnded {
@@ -552,7 +613,9 @@ impl Service {
                 });
             }
             Progress::Done => {
-                self.entries.remove(&id);
+                if let Some(e) = self.entries.remove(&id) {
+                    self.keep_record(&e, "completed");
+                }
                 self.publish_pending();
             }
             Progress::Failed { attempt, outcome } => {
@@ -595,7 +658,9 @@ impl Service {
                     "callback attempt failed"
                 );
                 if last {
-                    self.entries.remove(&id);
+                    if let Some(e) = self.entries.remove(&id) {
+                        self.keep_record(&e, "failed");
+                    }
                     self.publish_pending();
                     metrics::counter!("hotline_callbacks_total", "outcome" => "failed")
                         .increment(1);

@@ -736,6 +736,32 @@ pub fn api_get(engine: &Engine, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// A POST to the engine's operations API with `token`: (status, body).
+pub fn api_post(engine: &Engine, path: &str, token: &str, body: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", engine.ports.http())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) if b >= a => &body[a..=b],
+        _ => body,
+    };
+    (status, body.to_owned())
+}
+
 /// An agent as the operations API shows it: (state, pause reason).
 pub fn agent_state(engine: &Engine, id: &str) -> (String, Option<String>) {
     let (status, body) = api_get(engine, &format!("/api/agents/{id}"));
