@@ -584,3 +584,62 @@ fn operators_see_pending_callbacks_in_place_and_may_reschedule_or_cancel_them() 
     let (_, metrics) = common::api_get(&engine, "/metrics");
     assert!(metrics.contains("hotline_callbacks_pending 0"), "{metrics}");
 }
+
+#[test]
+fn outside_its_schedule_a_callback_waits_out_of_the_queue_and_expires_undelivered() {
+    let carrier_port = common::Ports::next().spare(0);
+    // Open two to three hours from now (UTC): closed during the test.
+    let hour = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 3600
+        + 2)
+        % 24;
+    let schedule = format!(
+        "schedules:\n  evenings: {{ time-zone: UTC, weekly: {{ daily: '{hour:02}:00-{:02}:00' }} }}\n",
+        hour + 1
+    );
+    let engine = Engine::with_flows_and_trunks(
+        &[("main", FLOW)],
+        &trunks(carrier_port),
+        &format!(
+            "{schedule}queues:
+  support:
+    announce-position: false
+    callback: {{ trunk: carrier, offer-after: 1s, schedule: evenings, expire-after: 14s }}
+agents:
+  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}
+registrar: {{ algorithms: [MD5], keepalive: 0s }}
+"
+        ),
+    );
+    book(&engine, "booker.xml", "2125550123");
+    // An agent is free, but the callback waits for its hours: nobody is
+    // rung, and the caller's own entry left the queue with them.
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, body) = common::api_get(&engine, "/api/queues/support");
+    let q: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(q["waiting"].as_array().map(Vec::len), Some(0), "{q}");
+    let (_, body) = common::api_get(&engine, "/api/callbacks/1");
+    let one: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["phase"], "waiting", "{one}");
+    assert_eq!(common::agent_state(&engine, "1001").0, "available");
+    // Still undelivered when it is too old: expired, with its record.
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while callbacks(&engine)[0].0 != "expired" {
+        assert!(std::time::Instant::now() < until, "{}", engine.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(attempts(&engine), Vec::<String>::new(), "never dialled");
+    let outcome: String = db(&engine)
+        .query_row(
+            "SELECT outcome FROM cdr WHERE call_id = 'callback-1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(outcome, "callback-expired");
+}

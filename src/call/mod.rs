@@ -1744,13 +1744,22 @@ impl Call {
             outcome: None,
         };
         let (store, tx) = (self.ctx.store.clone(), self.booking.0.clone());
+        let (callbacks, call_id) = (self.ctx.callbacks.clone(), self.call_id.clone());
         tokio::spawn(
             async move {
                 let result = match store.save_callback(callback.clone()).await {
                     Ok(id) => Ok(Callback { id, ..callback }),
                     Err(e) => Err(e.to_string()),
                 };
-                let _ = tx.send(result);
+                // The caller confirmed; if they hung up while it was being
+                // written, the request stands all the same.
+                if let Err(mpsc::error::SendError(Ok(booked))) = tx.send(result) {
+                    info!(
+                        callback = booked.id,
+                        "the caller hung up as the callback was stored; it stands"
+                    );
+                    callbacks.booked(booked, Some(call_id));
+                }
             }
             .in_current_span(),
         );

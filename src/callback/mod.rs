@@ -443,6 +443,11 @@ impl Service {
                 .and_then(|c| c.schedule.as_ref())
                 .and_then(|s| self.ctx.config.schedules.get(s))
                 .is_none_or(|s| s.is_open(now));
+            if cfg.is_none() {
+                // Its queue no longer offers callbacks (the config changed):
+                // it waits, and an operator may cancel it.
+                continue;
+            }
             match e.phase {
                 Phase::Waiting if open && e.callback.next_attempt_at.is_none_or(|t| t <= now) => {
                     submit.push(e.callback.id)
@@ -463,6 +468,15 @@ impl Service {
         }
         for id in submit {
             self.submit(id);
+        }
+        // A callback booked while it may not be dialled yet (its schedule
+        // is closed): the caller's own entry must not wait on without them.
+        for e in self.entries.values_mut() {
+            if e.phase == Phase::Waiting {
+                if let Some(call) = e.replaces.take() {
+                    self.ctx.acd.send(AcdInput::Leave { call });
+                }
+            }
         }
     }
 
