@@ -643,3 +643,77 @@ registrar: {{ algorithms: [MD5], keepalive: 0s }}
         .unwrap();
     assert_eq!(outcome, "callback-expired");
 }
+
+#[test]
+fn a_callback_is_served_before_a_caller_who_joined_after_its_caller() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = engine(carrier_port, "whisper: false");
+    // A books a callback; then B calls and waits on the line.
+    book(&engine, "a.xml", "2125550123");
+    let b_port = engine.ports.spare(4);
+    let b = keys_scenario(&engine, "b.xml", b_port, &[], 16_000);
+    let b_call = std::thread::spawn({
+        let (sip, ports) = (engine.sip, engine.ports);
+        move || {
+            std::process::Command::new("sipp")
+                .arg("-sf")
+                .arg(&b)
+                .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+                .args(["-p", &ports.sipp(1).to_string()])
+                .args(["-mp", &ports.sipp_media(1).to_string()])
+                .args(["-cp", &ports.sipp_control(1).to_string()])
+                .args(["-s", "100", "-m", "1", "-nostdin", "-timeout", "40s"])
+                .arg(sip.to_string())
+                .output()
+                .unwrap()
+        }
+    });
+    assert!(engine.wait_log("caller joined the queue call=1-", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // One agent comes: A's callback is first, B next.
+    let carrier = common::sipp_side(
+        &[
+            "-sf",
+            &common::scenario("carrier-answer.xml").display().to_string(),
+            "-d",
+            "2000",
+            "-rtp_echo",
+        ],
+        carrier_port,
+        None,
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = common::sipp_side_calls(
+        &[
+            "-sf",
+            &common::scenario("agent-answer.xml").display().to_string(),
+            "-rtp_echo",
+        ],
+        agent_port,
+        None,
+        2,
+    );
+    let (ok, out) = common::finish(carrier);
+    assert!(ok, "{out}\n{}", engine.log());
+    let b_out = b_call.join().unwrap();
+    assert!(
+        b_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&b_out.stdout)
+    );
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "the agent did not take both:\n{out}\n{}", engine.log());
+    let log = engine.log();
+    let callback_rung = log
+        .find("ringing the agent for a callback")
+        .expect("callback rung");
+    let b_rung = log.find("ringing the agent agent=1001").expect("B rung");
+    assert!(
+        callback_rung < b_rung,
+        "B was served before A's callback:\n{log}"
+    );
+    assert!(log.contains("answered; caller bridged"), "{log}");
+    assert_eq!(attempts(&engine), vec!["connected".to_owned()]);
+}
