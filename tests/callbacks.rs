@@ -223,7 +223,11 @@ fn a_booked_callback_rings_the_agent_then_dials_the_customer_once_and_bridges_th
         })
         .unwrap();
     assert_eq!(outcome, "callback");
-    common::wait_agent_state(&engine, "1001", "wrap-up", Duration::from_secs(3));
+    // The agent is free again after the queue's wrap-up, with the call counted.
+    common::wait_agent_state(&engine, "1001", "available", Duration::from_secs(5));
+    let (_, body) = common::api_get(&engine, "/api/agents/1001");
+    let a: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(a["calls"], 1, "{a}");
 }
 
 #[test]
