@@ -37,7 +37,8 @@ pkill -x sipp 2>/dev/null || true
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --lib --bins --tests "$@" 2>&1 | tee "$log"
+# Every test binary runs even when one fails: the summary names every failure.
+cargo test --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite, summed over every test binary.

@@ -270,10 +270,15 @@ type Booking = (
 struct CallbackOffer {
     offer: crate::callback::offer::Offer,
     listen_until: Option<Instant>,
+    /// Asked by a flow's `callback` node: its token and queue. (Otherwise
+    /// offered to a waiting caller by their queue.)
+    node: Option<(u64, String)>,
 }
 
 /// The playlist token of "your callback is booked" (flows' tokens are small).
 const BOOKED_TOKEN: u64 = u64::MAX;
+/// The token of a flow's callback node's questions (their end means nothing).
+const QUESTION_TOKEN: u64 = u64::MAX - 1;
 /// How long a caller has to answer the offer's questions, or between keys.
 const OFFER_ANSWER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -691,6 +696,7 @@ impl Call {
                         info!("callback booked; the caller is released");
                         self.hang_up = true;
                     }
+                    Some(QUESTION_TOKEN) => self.callback_node_over(),
                     Some(done) => self.feed(Event::PlayDone(done)),
                     None => {}
                 }
@@ -1507,8 +1513,13 @@ impl Call {
             return;
         }
         info!(digit = %d, ?source, node = self.run.node_name(), "digit received");
-        if self.queued.is_some() && self.leg.is_none() {
-            if let Some(c) = self.callback.as_mut() {
+        let waiting = self.queued.is_some() && self.leg.is_none();
+        if let Some(c) = self
+            .callback
+            .as_mut()
+            .filter(|c| waiting || c.node.is_some())
+        {
+            {
                 let before = c.offer.engaged();
                 let actions = c.offer.key(d.as_char());
                 if c.offer.engaged() {
@@ -1632,6 +1643,10 @@ impl Call {
                 self.transfer(leg::Purpose::Transfer { token }, target, uri);
                 None
             }
+            Action::OfferCallback { token, queue } => {
+                self.callback_node(token, queue);
+                None
+            }
             Action::Hangup => {
                 if let Some(Outcome::Failed { message }) = self.run.outcome() {
                     warn!(node = self.run.node_name(), error = %message, "the flow failed; hanging up");
@@ -1666,6 +1681,7 @@ impl Call {
         self.callback = Some(CallbackOffer {
             offer,
             listen_until: None,
+            node: None,
         });
         let mut prompts = first;
         if let crate::callback::offer::Do::Say { prompts: p, .. } = first_do {
@@ -1687,10 +1703,82 @@ impl Call {
         length
     }
 
+    /// A flow's `callback` node: straight to the number (the flow asked).
+    fn callback_node(&mut self, token: u64, queue: String) {
+        let cfg = self
+            .ctx
+            .config
+            .queues
+            .get(&queue)
+            .and_then(|q| q.callback.clone());
+        let trunk = cfg
+            .as_ref()
+            .and_then(|c| self.ctx.config.trunks.iter().find(|t| t.name == c.trunk));
+        let (Some(cfg), Some(trunk)) = (cfg, trunk) else {
+            self.feedback_now(Event::CallbackBooked(
+                token,
+                Err(format!("the queue `{queue}` offers no callbacks")),
+            ));
+            return;
+        };
+        let key = cfg.key.chars().next().unwrap_or('1');
+        let (mut offer, _) =
+            crate::callback::offer::Offer::start(key, trunk.dial_plan.clone(), &self.caller);
+        let actions = offer.key(key);
+        info!(%queue, "callback node: asking for the number");
+        self.callback = Some(CallbackOffer {
+            offer,
+            listen_until: None,
+            node: Some((token, queue)),
+        });
+        self.on_callback_actions(actions);
+    }
+
+    /// A flow's callback node ended without a booking: the flow goes on.
+    fn callback_node_over(&mut self) {
+        let closed = self.callback.as_ref().is_some_and(|c| {
+            c.node.is_some() && *c.offer.step() == crate::callback::offer::Step::Closed
+        });
+        if !closed {
+            return;
+        }
+        if let Some((token, _)) = self.callback.take().and_then(|c| c.node) {
+            self.feedback_now(Event::CallbackBooked(
+                token,
+                Err("no number to call back was given".into()),
+            ));
+        }
+    }
+
     fn on_callback_actions(&mut self, actions: Vec<crate::callback::offer::Do>) {
         use crate::callback::offer::Do;
+        let in_flow = self.callback.as_ref().is_some_and(|c| c.node.is_some());
+        let says = actions.iter().any(|a| matches!(a, Do::Say { .. }));
         for action in actions {
             match action {
+                Do::Say { prompts, listen } if in_flow => {
+                    let length: std::time::Duration = prompts
+                        .iter()
+                        .filter_map(|p| self.ctx.prompts.get(p))
+                        .map(|p| p.duration())
+                        .sum();
+                    self.playlist.start(
+                        QUESTION_TOKEN,
+                        prompts,
+                        &mut self.media,
+                        &self.ctx.prompts,
+                    );
+                    if let Some(c) = self.callback.as_mut() {
+                        c.listen_until =
+                            listen.then(|| Instant::now() + length + OFFER_ANSWER_TIME);
+                    }
+                }
+                Do::SayAndHangUp(_) if in_flow => {
+                    // The flow says what follows a booking.
+                    if let Some((token, _)) = self.callback.take().and_then(|c| c.node) {
+                        self.feedback_now(Event::CallbackBooked(token, Ok(())));
+                    }
+                }
                 Do::Say { prompts, listen } => {
                     let length = self.say_then_music(prompts);
                     if let Some(c) = self.callback.as_mut() {
@@ -1714,18 +1802,36 @@ impl Call {
                 }
             }
         }
+        // A flow's node that ended silently (no answer, not stored) goes on
+        // now; one that said why goes on when that is said.
+        if in_flow && !says {
+            self.callback_node_over();
+        }
     }
 
     /// Writes the request; "booked" plays only once it is stored.
     fn book_callback(&mut self, number: String) {
-        let Some(queue) = self.queue_name.clone() else {
+        let node_queue = self
+            .callback
+            .as_ref()
+            .and_then(|c| c.node.as_ref())
+            .map(|(_, q)| q.clone());
+        let Some(queue) = node_queue.clone().or_else(|| self.queue_name.clone()) else {
             return;
         };
         if let Some(c) = self.callback.as_mut() {
             c.listen_until = None;
         }
-        let skills = self.queue_skills.clone();
         let now = jiff::Timestamp::now();
+        // From a flow's node, the callback's place is from now.
+        let (priority, skills, queued_at) = match node_queue {
+            Some(_) => (0, Vec::new(), now),
+            None => (
+                self.queue_priority,
+                self.queue_skills.clone(),
+                self.marks.queued_at.unwrap_or(now),
+            ),
+        };
         let callback = Callback {
             id: 0,
             created_at: now,
@@ -1733,9 +1839,9 @@ impl Call {
             caller: self.caller.clone(),
             number,
             queue,
-            priority: self.queue_priority,
+            priority,
             skills,
-            queued_at: self.marks.queued_at.unwrap_or(now),
+            queued_at,
             vars: serde_json::to_string(self.run.vars()).unwrap_or_else(|_| "{}".into()),
             state: crate::store::CallbackState::Pending,
             attempts: 0,
@@ -1781,6 +1887,16 @@ impl Call {
             .callback
             .as_ref()
             .is_some_and(|c| matches!(c.offer.step(), crate::callback::offer::Step::Booking(_)));
+        let from_node = self.callback.as_ref().is_some_and(|c| c.node.is_some());
+        if offered && from_node {
+            info!(callback = callback.id, number = %callback.number, queue = %callback.queue, "callback request stored");
+            self.ctx.callbacks.booked(callback, None);
+            if let Some(c) = self.callback.as_mut() {
+                let actions = c.offer.stored(true);
+                self.on_callback_actions(actions);
+            }
+            return;
+        }
         if !offered || self.queued.is_none() {
             // An agent took the caller meanwhile (or they left): the
             // request written is withdrawn.

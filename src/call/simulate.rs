@@ -236,6 +236,13 @@ impl Simulation {
                 )?;
                 pending.push_back(Event::Transferred(token, Ok(())));
             }
+            Action::OfferCallback { token, queue } => {
+                writeln!(
+                    out,
+                    "{t}  callback in {queue}: the caller's number read back; simulated as booked"
+                )?;
+                pending.push_back(Event::CallbackBooked(token, Ok(())));
+            }
             Action::Hangup => writeln!(out, "{t}  hang up")?,
             Action::Error { node, message } => writeln!(out, "{t}  error in {node}: {message}")?,
         }

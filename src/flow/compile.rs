@@ -23,6 +23,8 @@ pub struct Catalog {
     /// max-length): a queue node needs `on-timeout` for those callers.
     pub queues_turning_away: BTreeSet<String>,
     pub transfers: BTreeSet<String>,
+    /// Queues with `callback:` settings (a trunk to call back over).
+    pub queues_with_callback: BTreeSet<String>,
 }
 
 /// A checked flow and what it needs from the other flows of its set.
@@ -36,7 +38,7 @@ pub struct Compiled {
 }
 
 /// The kind keys, in the order the docs list them.
-const KINDS: [&str; 14] = [
+const KINDS: [&str; 15] = [
     "play",
     "menu",
     "collect",
@@ -51,6 +53,7 @@ const KINDS: [&str; 14] = [
     "survey",
     "goto",
     "hangup",
+    "callback",
 ];
 
 pub const KEYS: &str = "0123456789*#";
@@ -215,6 +218,7 @@ fn allowed(kind: &str) -> &'static [&'static str] {
         "record" | "voicemail" => &["next", "on-error"],
         "survey" => &["next"],
         "transfer" => &["on-error"],
+        "callback" => &["next", "on-error"],
         _ => &[],
     }
 }
@@ -284,6 +288,7 @@ impl Checker<'_> {
             n.survey.is_some(),
             n.goto.is_some(),
             n.hangup.is_some(),
+            n.callback.is_some(),
         ]
         .iter()
         .zip(KINDS)
@@ -483,6 +488,34 @@ impl Checker<'_> {
                 let g = n.goto.as_ref()?;
                 Some(Kind::Goto {
                     flow: g.value.clone(),
+                })
+            }
+            "callback" => {
+                let q = n.callback.as_ref()?;
+                self.listed(q, |c| &c.queues, "queue", "queues", "");
+                if self.catalog.queues.contains(&q.value)
+                    && !self.catalog.queues_with_callback.contains(&q.value)
+                {
+                    self.error(
+                        &q.referenced,
+                        format!(
+                            "the queue `{}` offers no callbacks: give it `callback:` settings (its trunk, …) in the config",
+                            q.value
+                        ),
+                    );
+                }
+                let next = self.required(
+                    name,
+                    at,
+                    "next",
+                    &n.next,
+                    "(where the call goes once the callback is booked)",
+                );
+                let on_error = self.optional(&n.on_error)?;
+                Some(Kind::Callback {
+                    queue: q.value.clone(),
+                    next: next?,
+                    on_error,
                 })
             }
             "hangup" => {

@@ -49,6 +49,8 @@ pub struct RawNode {
     pub survey: Option<RawSurvey>,
     pub goto: Option<Name>,
     pub hangup: Option<Spanned<Hangup>>,
+    /// The queue a callback booked here waits in.
+    pub callback: Option<Name>,
 
     pub next: Option<Name>,
     pub open: Option<Name>,

@@ -86,6 +86,15 @@ pub enum Kind {
     Hangup {
         say: Vec<Say>,
     },
+    /// Books a callback: the caller's number is read back for them to
+    /// confirm (or they type another); it waits in `queue` from now.
+    Callback {
+        queue: String,
+        /// Booked.
+        next: NodeId,
+        /// Not booked: no number the trunk may call, or no answer.
+        on_error: Option<NodeId>,
+    },
 }
 
 impl Kind {
@@ -132,6 +141,9 @@ impl Kind {
             Kind::Survey(s) => vec![s.next],
             Kind::Transfer { on_error, .. } => on_error.iter().copied().collect(),
             Kind::Queue { on_timeout, .. } => on_timeout.iter().copied().collect(),
+            Kind::Callback { next, on_error, .. } => {
+                [Some(*next), *on_error].into_iter().flatten().collect()
+            }
             Kind::Goto { .. } | Kind::Hangup { .. } => vec![],
         }
     }

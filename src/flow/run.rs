@@ -35,6 +35,9 @@ pub enum Event {
     /// The transfer target answered and the call is bridged to it (`Ok`),
     /// or it was busy, did not answer or could not be reached.
     Transferred(u64, Result<(), String>),
+    /// The callback asked by `Action::OfferCallback { token }` was booked
+    /// (`Ok`), or not.
+    CallbackBooked(u64, Result<(), String>),
     /// The caller hung up.
     Hangup,
 }
@@ -104,6 +107,12 @@ pub enum Action {
     },
     /// Call a configured target and bridge the caller to it; report
     /// `Transferred(token, …)`.
+    /// Book a callback in `queue`: confirm the caller's number (or take
+    /// another); answer with `Event::CallbackBooked(token, …)`.
+    OfferCallback {
+        token: u64,
+        queue: String,
+    },
     Transfer {
         token: u64,
         target: String,
@@ -169,6 +178,10 @@ enum Phase {
         token: u64,
     },
     Transferring {
+        token: u64,
+    },
+    /// The callback's number is being confirmed or typed.
+    OfferingCallback {
         token: u64,
     },
     /// Handed to a queue: the flow waits for the queue's timeout.
@@ -303,6 +316,26 @@ impl Run {
             Event::Transferred(t, result) => {
                 if self.phase == (Phase::Transferring { token: t }) {
                     self.transferred(result, now, &mut out);
+                }
+            }
+            Event::CallbackBooked(t, result) => {
+                if self.phase == (Phase::OfferingCallback { token: t }) {
+                    if let Kind::Callback {
+                        queue,
+                        next,
+                        on_error,
+                    } = self.kind().clone()
+                    {
+                        match result {
+                            Ok(()) => self.enter(next, now, &mut out),
+                            Err(e) => self.error(
+                                format!("callback in {queue}: {e}"),
+                                on_error,
+                                now,
+                                &mut out,
+                            ),
+                        }
+                    }
                 }
             }
             Event::Hangup => {
@@ -474,6 +507,14 @@ impl Run {
                     queue: queue.clone(),
                     priority,
                     skills: skills.clone(),
+                });
+            }
+            Kind::Callback { queue, .. } => {
+                let token = self.token();
+                self.phase = Phase::OfferingCallback { token };
+                out.push(Action::OfferCallback {
+                    token,
+                    queue: queue.clone(),
                 });
             }
             Kind::Transfer { target, .. } => {

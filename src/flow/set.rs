@@ -69,6 +69,12 @@ pub fn catalog(config: &Config, prompts: BTreeSet<String>) -> Catalog {
             .map(|(name, _)| name.clone())
             .collect(),
         transfers: config.transfers.keys().cloned().collect(),
+        queues_with_callback: config
+            .queues
+            .iter()
+            .filter(|(_, q)| q.callback.is_some())
+            .map(|(name, _)| name.clone())
+            .collect(),
     }
 }
 

@@ -24,8 +24,14 @@ schedules:
     time-zone: Europe/Berlin
     weekly: { mon-fri: 09:00-17:00 }
     holidays: [2026-12-24]
-queues: { support: {}, sales: {}, small: { max-length: 3 } }
+queues:
+  support: {}
+  sales: {}
+  small: { max-length: 3 }
+  callbacks: { callback: { trunk: carrier, offer-after: 60s } }
 transfers: { operator: 'sip:operator@127.0.0.1:5070' }
+trunks:
+  - { name: carrier, allow: [], outbound: { proxy: 'sip:127.0.0.1:5090' } }
 ";
 
 fn config() -> Config {
@@ -944,4 +950,56 @@ fn a_queue_node_leaves_by_on_timeout_when_the_wait_is_too_long() {
     let mut s = Sim::new(set(&[("g", g)]), "g");
     assert!(!s.run.leaves_queue_on_timeout());
     assert!(s.send(Event::QueueTimeout).is_empty());
+}
+
+#[test]
+fn a_callback_node_books_in_its_queue_and_goes_on_by_next_or_on_error() {
+    let flow = "entry: cb\nnodes:\n  cb: { callback: callbacks, next: booked, on-error: sorry }\n  booked: { hangup: goodbye }\n  sorry: { hangup: menu/closed }\n";
+    let set = set(&[("f", flow)]);
+    let mut s = Sim::new(set.clone(), "f");
+    let token = s
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::OfferCallback { token, queue } if queue == "callbacks" => Some(*token),
+            _ => None,
+        })
+        .expect("the callback is offered");
+    // Keys belong to the offer (the call task takes them): the flow waits.
+    assert!(s.send(Event::Digit('1')).is_empty());
+    s.send(Event::CallbackBooked(token + 1, Ok(())));
+    assert_eq!(s.run.node_name(), "cb", "another token changes nothing");
+    s.send(Event::CallbackBooked(token, Ok(())));
+    assert_eq!(s.run.node_name(), "booked");
+    let mut s = Sim::new(set, "f");
+    let token = s
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::OfferCallback { token, .. } => Some(*token),
+            _ => None,
+        })
+        .unwrap();
+    s.send(Event::CallbackBooked(token, Err("no number".into())));
+    assert_eq!(s.run.node_name(), "sorry");
+}
+
+#[test]
+fn a_callback_node_needs_a_queue_that_offers_callbacks_and_a_next() {
+    let flow = "entry: cb\nnodes:\n  cb: { callback: support, next: bye }\n  bye: { hangup: true }\n  cb2: { callback: callbackz, on-error: bye }\n";
+    let p = problems(&[("f", flow)]);
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("f.yaml:3:19: the queue `support` offers no callbacks")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.contains("f.yaml:5:20:") && m.contains("did you mean `callbacks`")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|m| m == "f.yaml:5:3: the node `cb2` needs `next:` (where the call goes once the callback is booked)"),
+        "{p:?}"
+    );
 }
