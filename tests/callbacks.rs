@@ -122,6 +122,25 @@ fn attempts(engine: &Engine) -> Vec<String> {
         .unwrap()
 }
 
+/// A SIPp of the test's (the carrier, a phone) running `scenario` on
+/// `port` for `calls` calls, logging what it logs to `log`.
+fn sipp_peer(
+    port: u16,
+    scenario: &Path,
+    log: Option<&Path>,
+    extra: &[&str],
+    calls: u32,
+) -> std::process::Child {
+    let sf = scenario.display().to_string();
+    let lf = log.map(|l| l.display().to_string());
+    let mut args = vec!["-sf", sf.as_str()];
+    if let Some(lf) = &lf {
+        args.extend(["-trace_logs", "-log_file", lf.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    common::sipp_side_calls(&args, port, None, calls)
+}
+
 /// Waits (bounded) until the attempts' outcomes are `expected`.
 fn wait_attempts(engine: &Engine, expected: &[&str]) {
     let until = std::time::Instant::now() + Duration::from_secs(5);
@@ -183,18 +202,12 @@ fn a_booked_callback_rings_the_agent_then_dials_the_customer_once_and_bridges_th
     let sink_port = engine.ports.spare(2);
     let sink = rtp_sink(sink_port, Duration::from_secs(24));
     let carrier_log = engine.dir.join("carrier.log");
-    let carrier = common::sipp_side(
-        &[
-            "-sf",
-            &carrier_scenario(&engine, sink_port).display().to_string(),
-            "-d",
-            "3000",
-            "-trace_logs",
-            "-log_file",
-            &carrier_log.display().to_string(),
-        ],
+    let carrier = sipp_peer(
         carrier_port,
-        None,
+        &carrier_scenario(&engine, sink_port),
+        Some(&carrier_log),
+        &["-d", "3000"],
+        1,
     );
     // The agent registers (from the port their phone then answers on):
     // the callback's turn has come.
@@ -262,28 +275,20 @@ fn a_busy_customer_is_retried_after_the_delay_and_every_attempt_is_recorded() {
 
     // The carrier answers 486 twice; the agent's phone takes all three.
     let busy_log = engine.dir.join("busy.log");
-    let busy = common::sipp_side_calls(
-        &[
-            "-sf",
-            &common::scenario("carrier-busy.xml").display().to_string(),
-            "-trace_logs",
-            "-log_file",
-            &busy_log.display().to_string(),
-        ],
+    let busy = sipp_peer(
         carrier_port,
-        None,
+        &common::scenario("carrier-busy.xml"),
+        Some(&busy_log),
+        &[],
         2,
     );
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
-    let agent = common::sipp_side_calls(
-        &[
-            "-sf",
-            &common::scenario("agent-answer.xml").display().to_string(),
-            "-rtp_echo",
-        ],
+    let agent = sipp_peer(
         agent_port,
+        &common::scenario("agent-answer.xml"),
         None,
+        &["-rtp_echo"],
         3,
     );
     let (ok, out) = common::finish(busy);
@@ -296,19 +301,12 @@ fn a_busy_customer_is_retried_after_the_delay_and_every_attempt_is_recorded() {
     wait_attempts(&engine, &["busy", "busy"]);
     // The third attempt, after the retry delay, is answered.
     let answer_log = engine.dir.join("answer.log");
-    let answer = common::sipp_side(
-        &[
-            "-sf",
-            &common::scenario("carrier-answer.xml").display().to_string(),
-            "-d",
-            "1000",
-            "-rtp_echo",
-            "-trace_logs",
-            "-log_file",
-            &answer_log.display().to_string(),
-        ],
+    let answer = sipp_peer(
         carrier_port,
-        None,
+        &common::scenario("carrier-answer.xml"),
+        Some(&answer_log),
+        &["-d", "1000", "-rtp_echo"],
+        1,
     );
     let (ok, out) = common::finish(answer);
     assert!(
@@ -370,17 +368,7 @@ fn after_kill_9_a_pending_callback_is_delivered_once_and_a_ringing_attempt_is_no
         );
     std::fs::write(&ring, text).unwrap();
     let ring_log = engine.dir.join("ring.log");
-    let mut ringing = common::sipp_side(
-        &[
-            "-sf",
-            &ring.display().to_string(),
-            "-trace_logs",
-            "-log_file",
-            &ring_log.display().to_string(),
-        ],
-        carrier_port,
-        None,
-    );
+    let mut ringing = sipp_peer(carrier_port, &ring, Some(&ring_log), &[], 1);
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
     let mut agent = phone("agent-answer.xml", agent_port, true);
@@ -397,19 +385,12 @@ fn after_kill_9_a_pending_callback_is_delivered_once_and_a_ringing_attempt_is_no
     // Restarted, it knows the callback and the attempt cut short; the
     // agent's registration was kept. The next attempt is answered.
     let answer_log = engine.dir.join("answer.log");
-    let answer = common::sipp_side(
-        &[
-            "-sf",
-            &common::scenario("carrier-answer.xml").display().to_string(),
-            "-d",
-            "1000",
-            "-rtp_echo",
-            "-trace_logs",
-            "-log_file",
-            &answer_log.display().to_string(),
-        ],
+    let answer = sipp_peer(
         carrier_port,
-        None,
+        &common::scenario("carrier-answer.xml"),
+        Some(&answer_log),
+        &["-d", "1000", "-rtp_echo"],
+        1,
     );
     let agent = phone("agent-answer.xml", agent_port, true);
     let second = wait_for_invite(&answer_log, Duration::from_secs(30));
@@ -444,19 +425,12 @@ fn a_carrier_that_challenges_gets_the_trunks_digest_credentials() {
     );
     book(&engine, "booker.xml", "2125550123");
     let carrier_log = engine.dir.join("carrier.log");
-    let carrier = common::sipp_side(
-        &[
-            "-sf",
-            &common::scenario("carrier-auth.xml").display().to_string(),
-            "-d",
-            "1000",
-            "-rtp_echo",
-            "-trace_logs",
-            "-log_file",
-            &carrier_log.display().to_string(),
-        ],
+    let carrier = sipp_peer(
         carrier_port,
-        None,
+        &common::scenario("carrier-auth.xml"),
+        Some(&carrier_log),
+        &["-d", "1000", "-rtp_echo"],
+        1,
     );
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
@@ -494,17 +468,7 @@ fn a_trunk_registers_with_digest_and_refreshes_before_expiry_after_backing_off()
     let sc = dir.join("registrar.xml");
     std::fs::write(&sc, text).unwrap();
     let log = dir.join("registrar.log");
-    let registrar = common::sipp_side(
-        &[
-            "-sf",
-            &sc.display().to_string(),
-            "-trace_logs",
-            "-log_file",
-            &log.display().to_string(),
-        ],
-        carrier_port,
-        None,
-    );
+    let registrar = sipp_peer(carrier_port, &sc, Some(&log), &[], 1);
     std::thread::sleep(Duration::from_millis(200));
     let engine = engine_with(
         &trunks_with(
@@ -688,27 +652,20 @@ fn a_callback_is_served_before_a_caller_who_joined_after_its_caller() {
     std::thread::sleep(Duration::from_millis(500));
 
     // One agent comes: A's callback is first, B next.
-    let carrier = common::sipp_side(
-        &[
-            "-sf",
-            &common::scenario("carrier-answer.xml").display().to_string(),
-            "-d",
-            "2000",
-            "-rtp_echo",
-        ],
+    let carrier = sipp_peer(
         carrier_port,
+        &common::scenario("carrier-answer.xml"),
         None,
+        &["-d", "2000", "-rtp_echo"],
+        1,
     );
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
-    let agent = common::sipp_side_calls(
-        &[
-            "-sf",
-            &common::scenario("agent-answer.xml").display().to_string(),
-            "-rtp_echo",
-        ],
+    let agent = sipp_peer(
         agent_port,
+        &common::scenario("agent-answer.xml"),
         None,
+        &["-rtp_echo"],
         2,
     );
     let (ok, out) = common::finish(carrier);

@@ -111,10 +111,12 @@ fn a_phone_that_stops_answering_options_is_dropped() {
         "{}",
         engine.log()
     );
+    // The ACD hears of it once the store has kept the change.
     assert!(
-        engine
-            .log()
-            .contains("agent contacts agent=1001 contacts=[]"),
+        engine.wait_log(
+            "agent contacts agent=1001 contacts=[]",
+            Duration::from_secs(3)
+        ),
         "{}",
         engine.log()
     );

@@ -25,6 +25,13 @@ fn id_of(text: &str) -> Result<i64, Response> {
         .map_err(|_| error(StatusCode::NOT_FOUND, "no such callback", None))
 }
 
+/// A supervisor's change: the token's role (`agent` at least), then the id.
+#[allow(clippy::result_large_err)]
+fn may_change(caller: &Caller, id: &str) -> Result<i64, Response> {
+    caller.needs(Role::Agent)?;
+    id_of(id)
+}
+
 fn refused(e: CallbackError) -> Response {
     let status = match e {
         CallbackError::NotPending(_) => StatusCode::NOT_FOUND,
@@ -77,10 +84,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = caller.needs(Role::Agent) {
-        return r;
-    }
-    let id = match id_of(&id) {
+    let id = match may_change(&caller, &id) {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -100,15 +104,8 @@ pub async fn cancel(
 #[allow(clippy::result_large_err)]
 fn when(body: &[u8]) -> Result<jiff::Timestamp, Response> {
     let bad = |msg: &str, field: Option<&str>| error(StatusCode::BAD_REQUEST, msg, field);
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| bad(&format!("the body is not JSON: {e}"), None))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| bad("the body must be a JSON object", None))?;
-    if let Some(k) = obj.keys().find(|k| *k != "at") {
-        return Err(bad(&format!("unknown field `{k}`; expected `at`"), Some(k)));
-    }
-    obj.get("at")
+    super::routes::json_object(body, "at")?
+        .get("at")
         .and_then(|v| v.as_str())
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| {
@@ -125,10 +122,7 @@ pub async fn reschedule(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = caller.needs(Role::Agent) {
-        return r;
-    }
-    let id = match id_of(&id) {
+    let id = match may_change(&caller, &id) {
         Ok(id) => id,
         Err(r) => return r,
     };

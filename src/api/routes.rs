@@ -182,6 +182,28 @@ async fn agent(State(state): Shared, Path(id): Path<String>) -> Response {
     }
 }
 
+/// A JSON object body with at most the one field `field`; else a 400
+/// naming what is wrong. (The error is the response to send.)
+#[allow(clippy::result_large_err)]
+pub fn json_object(
+    body: &[u8],
+    field: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, Response> {
+    let bad = |msg: &str, field: Option<&str>| error(StatusCode::BAD_REQUEST, msg, field);
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| bad(&format!("the body is not JSON: {e}"), None))?;
+    let serde_json::Value::Object(obj) = value else {
+        return Err(bad("the body must be a JSON object", None));
+    };
+    if let Some(k) = obj.keys().find(|k| *k != field) {
+        return Err(bad(
+            &format!("unknown field `{k}`; expected `{field}`"),
+            Some(k),
+        ));
+    }
+    Ok(obj)
+}
+
 /// The body of `pause`: an optional reason (default `break`). Checked by
 /// hand so a mistake names its field. (The error is the response to send.)
 #[allow(clippy::result_large_err)]
@@ -190,17 +212,7 @@ fn pause_reason(body: &[u8]) -> Result<String, Response> {
         return Ok("break".into());
     }
     let bad = |msg: &str, field: Option<&str>| error(StatusCode::BAD_REQUEST, msg, field);
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| bad(&format!("the body is not JSON: {e}"), None))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| bad("the body must be a JSON object", None))?;
-    if let Some(k) = obj.keys().find(|k| *k != "reason") {
-        return Err(bad(
-            &format!("unknown field `{k}`; expected `reason`"),
-            Some(k),
-        ));
-    }
+    let obj = json_object(body, "reason")?;
     match obj.get("reason") {
         None => Ok("break".into()),
         Some(serde_json::Value::String(r))

@@ -77,19 +77,7 @@ pub struct Credentials {
 
 impl Credentials {
     pub fn parse(value: &str) -> Option<Credentials> {
-        let rest = value.trim();
-        let (scheme, params) = rest.split_once(char::is_whitespace)?;
-        if !scheme.eq_ignore_ascii_case("digest") {
-            return None;
-        }
-        let mut map: HashMap<String, String> = HashMap::new();
-        for (k, v) in params_of(params) {
-            map.insert(k.to_ascii_lowercase(), v);
-        }
-        let algorithm = match map.get("algorithm") {
-            Some(a) => Algorithm::parse(a)?,
-            None => Algorithm::Md5,
-        };
+        let (mut map, algorithm) = digest_params(value)?;
         Some(Credentials {
             username: map.remove("username")?,
             realm: map.remove("realm")?,
@@ -107,6 +95,25 @@ impl Credentials {
     pub fn nc_value(&self) -> Option<u32> {
         u32::from_str_radix(self.nc.as_deref()?, 16).ok()
     }
+}
+
+/// A `Digest k=v, …` header's parameters (names in lower case) and its
+/// algorithm (MD5 when not named); `None` for another scheme or an
+/// algorithm we do not speak.
+fn digest_params(value: &str) -> Option<(HashMap<String, String>, Algorithm)> {
+    let (scheme, params) = value.trim().split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("digest") {
+        return None;
+    }
+    let map: HashMap<String, String> = params_of(params)
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let algorithm = match map.get("algorithm") {
+        Some(a) => Algorithm::parse(a)?,
+        None => Algorithm::Md5,
+    };
+    Some((map, algorithm))
 }
 
 /// `k=v, k="v, with comma"` pairs; quoted values may hold commas and `\"`.
@@ -180,18 +187,7 @@ impl Challenge {
     /// `None` for another scheme, a missing realm or nonce, or an
     /// algorithm we do not speak.
     pub fn parse(value: &str) -> Option<Challenge> {
-        let (scheme, params) = value.trim().split_once(char::is_whitespace)?;
-        if !scheme.eq_ignore_ascii_case("digest") {
-            return None;
-        }
-        let mut map: HashMap<String, String> = HashMap::new();
-        for (k, v) in params_of(params) {
-            map.insert(k.to_ascii_lowercase(), v);
-        }
-        let algorithm = match map.get("algorithm") {
-            Some(a) => Algorithm::parse(a)?,
-            None => Algorithm::Md5,
-        };
+        let (mut map, algorithm) = digest_params(value)?;
         let qop_auth = map
             .get("qop")
             .is_some_and(|q| q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")));

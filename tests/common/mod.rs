@@ -712,38 +712,28 @@ pub fn wait_for_bye(scenario: &Path) {
 /// A GET to the engine's operations API with the harness's read token:
 /// (status, body). Plain HTTP/1.1 over a socket, bounded in time.
 pub fn api_get(engine: &Engine, path: &str) -> (u16, String) {
-    use std::io::Write as _;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", engine.ports.http())).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TEST_TOKEN}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    // Chunked bodies: the JSON is the chunk between the size lines.
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) if b >= a => &body[a..=b],
-        _ => body,
-    };
-    (status, body.to_owned())
+    api_request(engine, "GET", path, TEST_TOKEN, "")
 }
 
 /// A POST to the engine's operations API with `token`: (status, body).
 pub fn api_post(engine: &Engine, path: &str, token: &str, body: &str) -> (u16, String) {
+    api_request(engine, "POST", path, token, body)
+}
+
+/// One request with a JSON body: (status, the body's outer JSON object).
+fn api_request(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, String) {
     use std::io::Write as _;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", engine.ports.http())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -755,6 +745,7 @@ pub fn api_post(engine: &Engine, path: &str, token: &str, body: &str) -> (u16, S
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Chunked bodies: the JSON is the chunk between the size lines.
     let body = match (body.find('{'), body.rfind('}')) {
         (Some(a), Some(b)) if b >= a => &body[a..=b],
         _ => body,
