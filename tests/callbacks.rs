@@ -728,3 +728,68 @@ nodes:
         "{q}"
     );
 }
+
+#[test]
+fn customer_first_calls_the_customer_at_the_head_of_the_line_before_an_agent_is_free() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = engine(carrier_port, "delivery: customer-first");
+    let carrier_log = engine.dir.join("carrier.log");
+    let carrier = sipp_peer(
+        carrier_port,
+        &common::scenario("carrier-answer.xml"),
+        Some(&carrier_log),
+        &["-d", "6000", "-rtp_echo"],
+        1,
+    );
+    // Nobody staffs the queue: the callback is at the head, so the
+    // customer is called at once and waits there after pressing 1.
+    book(&engine, "booker.xml", "2125550123");
+    wait_for_invite(&carrier_log, Duration::from_secs(10));
+    assert!(
+        engine.wait_log(
+            "the customer waits at the head of the queue",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        engine.log()
+    );
+    // Then an agent comes, is rung, and takes the customer.
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = phone("agent-answer.xml", agent_port, true);
+    let (ok, out) = common::finish(carrier);
+    assert!(ok, "{out}\n{}", engine.log());
+    let (ok, out) = common::finish(agent);
+    assert!(
+        ok,
+        "the agent was not bridged to the customer:\n{out}\n{}",
+        engine.log()
+    );
+    let log = engine.log();
+    let called = log.find("calling the customer back").unwrap();
+    let registered = log.find("agent contacts agent=1001").unwrap();
+    assert!(called < registered, "the customer was called first:\n{log}");
+    assert!(log.contains("callback connected"), "{log}");
+    wait_attempts(&engine, &["connected"]);
+    assert_eq!(
+        callbacks(&engine),
+        vec![("completed".to_owned(), 1, "+12125550123".to_owned())]
+    );
+    // Its record names the agent who took it.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let agent: Option<String> = db(&engine)
+            .query_row(
+                "SELECT agent FROM cdr WHERE call_id = 'callback-1'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+            .flatten();
+        if agent.as_deref() == Some("1001") {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "no record naming 1001");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -31,8 +31,9 @@ pub enum Progress {
     AgentMissed,
     /// The attempt is counted (in the store): the customer is being called.
     Started { attempt: i64, n: u32, agent: String },
-    /// The customer pressed 1 and is talking to the agent.
-    Connected { attempt: i64 },
+    /// The customer pressed 1 and is talking to the agent (named when it
+    /// was not known at the start).
+    Connected { attempt: i64, agent: Option<String> },
     /// It failed: `attempt` is set when the customer was dialled.
     Failed {
         attempt: Option<i64>,
@@ -65,12 +66,13 @@ const WHISPER: u64 = 1;
 const GUARD: u64 = 2;
 
 impl Attempt {
-    fn report(&self, p: Progress) {
+    pub(super) fn report(&self, p: Progress) {
         let _ = self.progress.send(p);
     }
 
     pub async fn run(self) {
-        let Some((mut agent_leg, agent)) = self.ring_agent().await else {
+        let Some((mut agent_leg, agent)) = self.ring_agent(&self.agents, self.ring_timeout).await
+        else {
             self.ctx.acd.send(AcdInput::NoAnswer {
                 call: self.acd_id.clone(),
             });
@@ -91,7 +93,11 @@ impl Attempt {
     }
 
     /// Rings the reserved agents' phones; the one who answered.
-    async fn ring_agent(&self) -> Option<(Leg, String)> {
+    pub(super) async fn ring_agent(
+        &self,
+        agents: &[Offered],
+        ring_timeout: Duration,
+    ) -> Option<(Leg, String)> {
         let media = match self.ctx.media.open() {
             Ok(m) => m,
             Err(e) => {
@@ -102,7 +108,7 @@ impl Attempt {
         let cb = &self.callback;
         let mut origin = Origin::new(self.ctx.config.media_address());
         let offer = sdp::offer(&mut origin, media.local_port());
-        let names: Vec<String> = self.agents.iter().map(|a| a.agent.clone()).collect();
+        let names: Vec<String> = agents.iter().map(|a| a.agent.clone()).collect();
         let waited = waited(cb);
         let mut headers = vec![
             ("X-Hotline-Callback".to_owned(), cb.id.to_string()),
@@ -135,9 +141,9 @@ impl Attempt {
             names.join(","),
             media,
             origin,
-            self.ring_timeout,
+            ring_timeout,
         );
-        for a in &self.agents {
+        for a in agents {
             for contact in &a.contacts {
                 info!(agent = %a.agent, contact = %contact.contact, callback = cb.id, "ringing the agent for a callback");
                 let call = OutboundCall {
@@ -296,34 +302,7 @@ impl Attempt {
                 return failed("failed");
             }
         };
-        let mut origin = Origin::new(self.ctx.config.media_address());
-        let offer = sdp::offer(&mut origin, media.local_port());
-        let target = customer_uri(&cb.number, &self.outbound.proxy);
-        let auth = match (&self.outbound.username, &self.outbound.password) {
-            (Some(u), Some(p)) => Some(Account {
-                username: u.clone(),
-                password: p.clone(),
-            }),
-            _ => None,
-        };
-        let call = OutboundCall {
-            target: target.clone(),
-            from_user: self.outbound.caller_id.clone(),
-            from_display: None,
-            sdp: offer,
-            via: None,
-            headers: Vec::new(),
-            auth,
-        };
-        info!(callback = cb.id, attempt = n, %target, trunk = %self.trunk, "calling the customer back");
-        let mut customer = Leg::new(
-            Purpose::Callback,
-            cb.number.clone(),
-            media,
-            origin,
-            self.config.ring_timeout,
-        );
-        customer.dial(&self.ctx.dialer, call, None);
+        let mut customer = self.dial_customer(media, n);
         let mut guard = Playlist::default();
         let mut confirm_by: Option<Instant> = None;
         let mut connected = false;
@@ -345,33 +324,14 @@ impl Attempt {
                 },
                 ev = customer.next() => match ev {
                     LegEvent::Answered { sdp: answer, .. } => {
-                        let Some(neg) = answer
-                            .as_deref()
-                            .and_then(|b| sdp::parse(b).and_then(|a| sdp::accept_answer(&a)).ok())
-                        else {
-                            warn!(callback = cb.id, "the customer's side answered without usable SDP");
-                            if let Some(d) = customer.dialog() {
-                                d.hangup();
-                            }
-                            return failed("failed");
-                        };
-                        customer.media.configure(stream_of(&neg, self.symmetric));
-                        customer.deadline = None;
-                        customer.bridged = true;
-                        let calls = &self.ctx.config.calls;
-                        customer.start_checks(calls.leg_check, calls.leg_check_timeout);
-                        info!(callback = cb.id, "the customer answered; asking them to press 1");
-                        guard.start(GUARD, vec!["callback/this-is".into()], &mut customer.media, prompts);
-                        let length = prompts.get("callback/this-is").map_or(Duration::ZERO, |p| p.duration());
-                        confirm_by = Some(Instant::now() + length + self.config.confirm_timeout);
+                        match self.customer_answered(&mut customer, &mut guard, answer.as_deref()) {
+                            Ok(by) => confirm_by = Some(by),
+                            Err(outcome) => return failed(outcome),
+                        }
                     }
                     LegEvent::Rejected(status) => {
                         info!(callback = cb.id, status, "the customer's side refused the call");
-                        return failed(match status {
-                            486 | 600 | 603 => "busy",
-                            408 | 480 | 487 => "no-answer",
-                            _ => "failed",
-                        });
+                        return failed(refusal(status));
                     }
                     LegEvent::NoAnswer => {
                         info!(callback = cb.id, "the customer did not answer");
@@ -419,6 +379,83 @@ impl Attempt {
         }
     }
 
+    /// Calls the customer over the trunk (as the trunk's account and caller ID).
+    pub(super) fn dial_customer(&self, media: crate::media::MediaChannel, n: u32) -> Leg {
+        let cb = &self.callback;
+        let mut origin = Origin::new(self.ctx.config.media_address());
+        let offer = sdp::offer(&mut origin, media.local_port());
+        let target = customer_uri(&cb.number, &self.outbound.proxy);
+        let auth = match (&self.outbound.username, &self.outbound.password) {
+            (Some(u), Some(p)) => Some(Account {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            _ => None,
+        };
+        let call = OutboundCall {
+            target: target.clone(),
+            from_user: self.outbound.caller_id.clone(),
+            from_display: None,
+            sdp: offer,
+            via: None,
+            headers: Vec::new(),
+            auth,
+        };
+        info!(callback = cb.id, attempt = n, %target, trunk = %self.trunk, "calling the customer back");
+        let mut customer = Leg::new(
+            Purpose::Callback,
+            cb.number.clone(),
+            media,
+            origin,
+            self.config.ring_timeout,
+        );
+        customer.dial(&self.ctx.dialer, call, None);
+        customer
+    }
+
+    /// The customer answered: their stream is set up and they are asked to
+    /// press 1; by when they must. `Err` with the outcome when unusable.
+    pub(super) fn customer_answered(
+        &self,
+        customer: &mut Leg,
+        guard: &mut Playlist,
+        answer: Option<&[u8]>,
+    ) -> Result<Instant, &'static str> {
+        let cb = &self.callback;
+        let prompts = &self.ctx.prompts;
+        let Some(neg) =
+            answer.and_then(|b| sdp::parse(b).and_then(|a| sdp::accept_answer(&a)).ok())
+        else {
+            warn!(
+                callback = cb.id,
+                "the customer's side answered without usable SDP"
+            );
+            if let Some(d) = customer.dialog() {
+                d.hangup();
+            }
+            return Err("failed");
+        };
+        customer.media.configure(stream_of(&neg, self.symmetric));
+        customer.deadline = None;
+        customer.bridged = true;
+        let calls = &self.ctx.config.calls;
+        customer.start_checks(calls.leg_check, calls.leg_check_timeout);
+        info!(
+            callback = cb.id,
+            "the customer answered; asking them to press 1"
+        );
+        guard.start(
+            GUARD,
+            vec!["callback/this-is".into()],
+            &mut customer.media,
+            prompts,
+        );
+        let length = prompts
+            .get("callback/this-is")
+            .map_or(Duration::ZERO, |p| p.duration());
+        Ok(Instant::now() + length + self.config.confirm_timeout)
+    }
+
     /// The customer pressed 1: they and the agent are bridged.
     fn connect(
         &self,
@@ -435,12 +472,24 @@ impl Attempt {
             callback = self.callback.id,
             "callback connected: customer and agent bridged"
         );
-        self.report(Progress::Connected { attempt });
+        self.report(Progress::Connected {
+            attempt,
+            agent: None,
+        });
+    }
+}
+
+/// The outcome a final refusal of the customer's side stands for.
+pub(super) fn refusal(status: u16) -> &'static str {
+    match status {
+        486 | 600 | 603 => "busy",
+        408 | 480 | 487 => "no-answer",
+        _ => "failed",
     }
 }
 
 /// Waits until the leg's far end hangs up (other events are dropped).
-async fn wait_for_hangup(leg: &mut Leg) {
+pub(super) async fn wait_for_hangup(leg: &mut Leg) {
     loop {
         if let LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) | LegEvent::Gone =
             leg.next().await
@@ -451,7 +500,7 @@ async fn wait_for_hangup(leg: &mut Leg) {
 }
 
 /// How long the caller has kept their place (since they joined the queue).
-fn waited(cb: &Callback) -> Duration {
+pub(super) fn waited(cb: &Callback) -> Duration {
     Duration::try_from(jiff::Timestamp::now().duration_since(cb.queued_at)).unwrap_or_default()
 }
 

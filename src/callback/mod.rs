@@ -9,6 +9,7 @@
 //! attempt per callback runs at a time, and each follows an agent's
 //! reservation, so no more customers are dialled than agents wait for them.
 
+pub mod customer_first;
 pub mod deliver;
 pub mod offer;
 
@@ -23,7 +24,7 @@ use tracing::{info, warn};
 use crate::acd::actor::ToCall;
 use crate::acd::Input as AcdInput;
 use crate::call::CallContext;
-use crate::config::CallbackConfig;
+use crate::config::{CallbackConfig, Delivery};
 use crate::store::{AttemptEnd, Callback, CallbackState};
 use deliver::{Attempt, Progress};
 
@@ -148,6 +149,8 @@ struct Entry {
     replaces: Option<String>,
     /// The attempt going on, once the customer is being dialled.
     attempt: Option<i64>,
+    /// The ACD's offers, to a customer-first attempt under way.
+    offers: Option<mpsc::UnboundedSender<ToCall>>,
     /// The last attempt's agent, start, and when the customer was connected.
     agent: Option<String>,
     started_at: Option<Timestamp>,
@@ -161,6 +164,7 @@ impl Entry {
             phase: Phase::Waiting,
             replaces,
             attempt: None,
+            offers: None,
             agent: None,
             started_at: None,
             connected_at: None,
@@ -430,6 +434,7 @@ impl Service {
                 .await;
         }
         self.submit_due(now);
+        self.start_heads().await;
     }
 
     /// Puts in the queue every waiting callback whose time has come and
@@ -524,6 +529,17 @@ impl Service {
             self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
             return;
         };
+        if let Some(tx) = &e.offers {
+            // A customer-first attempt: the customer waits for this agent.
+            let offer = ToCall::Offer {
+                agents,
+                ring_timeout,
+            };
+            if tx.send(offer).is_err() {
+                self.ctx.acd.send(AcdInput::NoAnswer { call: acd_id(id) });
+            }
+            return;
+        }
         if e.phase == Phase::Delivering {
             warn!(
                 callback = id,
@@ -577,7 +593,49 @@ impl Service {
                 }
             }
         });
-        tokio::spawn(attempt.run());
+        if cfg.delivery == Delivery::CustomerFirst {
+            let (otx, orx) = mpsc::unbounded_channel();
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.offers = Some(otx);
+            }
+            tokio::spawn(attempt.run_customer_first(orx));
+        } else {
+            tokio::spawn(attempt.run());
+        }
+    }
+
+    /// Customer first: a queued callback at the head of its queue is
+    /// called now, before an agent is free.
+    async fn start_heads(&mut self) {
+        let candidates: Vec<i64> = self
+            .entries
+            .values()
+            .filter(|e| e.phase == Phase::Queued)
+            .filter(|e| {
+                self.config_of(&e.callback.queue)
+                    .is_some_and(|c| c.delivery == Delivery::CustomerFirst)
+            })
+            .map(|e| e.callback.id)
+            .collect();
+        for id in candidates {
+            let head = self
+                .ctx
+                .acd
+                .position(&acd_id(id))
+                .await
+                .is_some_and(|p| p.position == 1);
+            let still_queued = self
+                .entries
+                .get(&id)
+                .is_some_and(|e| e.phase == Phase::Queued);
+            if head && still_queued {
+                info!(
+                    callback = id,
+                    "the callback is at the head of its queue; calling the customer first"
+                );
+                self.deliver(id, Vec::new(), Duration::ZERO);
+            }
+        }
     }
 
     async fn on_progress(&mut self, id: i64, p: Progress) {
@@ -592,7 +650,7 @@ impl Service {
             Progress::Started { attempt, n, agent } => {
                 e.attempt = Some(attempt);
                 e.callback.attempts = n;
-                e.agent = Some(agent);
+                e.agent = (!agent.is_empty()).then_some(agent);
                 e.started_at = Some(Timestamp::now());
                 e.connected_at = None;
                 let number = e.callback.number.clone();
@@ -603,7 +661,10 @@ impl Service {
                     number,
                 });
             }
-            Progress::Connected { attempt } => {
+            Progress::Connected { attempt, agent } => {
+                if agent.is_some() {
+                    e.agent = agent;
+                }
                 let end = AttemptEnd {
                     outcome: "connected".into(),
                     at: Timestamp::now(),
@@ -642,6 +703,7 @@ impl Service {
                     return;
                 };
                 e.attempt = None;
+                e.offers = None;
                 let Some(attempt) = attempt else {
                     // Nobody was dialled (the agent hung up first, no slot):
                     // back in the queue at once, at its place.

@@ -280,6 +280,19 @@ pub struct CallbackConfig {
     /// Tell the agent whom they are calling back and how long that caller
     /// waited, before the customer is dialled.
     pub whisper: bool,
+    /// `agent-first` (an agent is reserved, then the customer is called) or
+    /// `customer-first` (the customer is called when the callback reaches
+    /// the head of the queue, and waits there for the next agent).
+    pub delivery: Delivery,
+}
+
+/// Who is reached first when a callback's turn comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    #[default]
+    AgentFirst,
+    CustomerFirst,
 }
 
 impl Default for CallbackConfig {
@@ -296,6 +309,7 @@ impl Default for CallbackConfig {
             ring_timeout: Duration::from_secs(30),
             confirm_timeout: Duration::from_secs(10),
             whisper: true,
+            delivery: Delivery::AgentFirst,
         }
     }
 }
