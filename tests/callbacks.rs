@@ -62,6 +62,7 @@ fn engine_flow(flow: &str, trunks: &str, callback: &str) -> Engine {
     callback: {{ trunk: carrier, offer-after: 1s, {callback} }}
 agents:
   - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}
+  - {{ id: '1002', password: 1002pass, queues: [support], auto-login: true }}
 registrar: {{ algorithms: [MD5], keepalive: 0s }}
 calls: {{ leg-check: 0s }}
 http: {{ tokens: [{{ name: test, token: {read}, role: read }}, {{ name: supervisor, token: {SUPERVISOR}, role: agent }}] }}
@@ -358,15 +359,7 @@ fn after_kill_9_a_pending_callback_is_delivered_once_and_a_ringing_attempt_is_no
     book(&engine, "booker.xml", "2125550123");
 
     // The customer's phone rings and rings (180, no answer)...
-    let ring = engine.dir.join("ring.xml");
-    let text = std::fs::read_to_string(common::scenario("carrier-busy.xml"))
-        .unwrap()
-        .replace("486 Busy Here", "180 Ringing")
-        .replace(
-            "<recv request=\"ACK\" crlf=\"true\"/>",
-            "<recv request=\"CANCEL\" timeout=\"60000\"/>",
-        );
-    std::fs::write(&ring, text).unwrap();
+    let ring = common::scenario("carrier-ring.xml");
     let ring_log = engine.dir.join("ring.log");
     let mut ringing = sipp_peer(carrier_port, &ring, Some(&ring_log), &[], 1);
     let agent_port = common::Ports::next().spare(0);
@@ -792,4 +785,53 @@ fn customer_first_calls_the_customer_at_the_head_of_the_line_before_an_agent_is_
         assert!(std::time::Instant::now() < until, "no record naming 1001");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_trunk_never_carries_more_callbacks_at_once_than_its_max_calls() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = engine_with(
+        &trunks_with(carrier_port, ", max-calls: 1"),
+        "whisper: false, ring-timeout: 3s, retry-delay: 1h",
+    );
+    book(&engine, "first.xml", "2125550123");
+    book(&engine, "second.xml", "2125550124");
+    // The customers' phones ring and ring (180) until cancelled.
+    let ring = common::scenario("carrier-ring.xml");
+    let ring_log = engine.dir.join("ring.log");
+    let carrier = sipp_peer(carrier_port, &ring, Some(&ring_log), &[], 2);
+    // Two agents free at once: both callbacks reach the head together.
+    let (p1, p2) = (
+        common::Ports::next().spare(0),
+        common::Ports::next().spare(0),
+    );
+    register(&engine, "1001", p1);
+    register(&engine, "1002", p2);
+    let a1 = phone("agent-answer.xml", p1, true);
+    let a2 = phone("agent-answer.xml", p2, true);
+    let first = wait_for_invite(&ring_log, Duration::from_secs(10));
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while dialled(&ring_log).len() < 2 {
+        assert!(std::time::Instant::now() < until, "{}", engine.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = std::time::Instant::now();
+    assert!(
+        second - first >= Duration::from_millis(2500),
+        "the second customer was called {:?} after the first, while the trunk's one call was ringing",
+        second - first
+    );
+    let mut numbers = dialled(&ring_log);
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        vec!["+12125550123".to_owned(), "+12125550124".to_owned()]
+    );
+    let (ok, out) = common::finish(carrier);
+    assert!(ok, "{out}");
+    for a in [a1, a2] {
+        let (ok, out) = common::finish(a);
+        assert!(ok, "{out}");
+    }
+    wait_attempts(&engine, &["no-answer", "no-answer"]);
 }
