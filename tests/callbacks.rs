@@ -84,9 +84,19 @@ fn booking_keys(number: &str) -> Vec<(u64, char)> {
 /// A SIPp caller books a callback to `number` and waits for the engine to
 /// hang up (after "your callback is booked").
 fn book(engine: &Engine, name: &str, number: &str) {
+    call_with_keys(engine, name, "sipp", &booking_keys(number));
+}
+
+/// A SIPp caller whose caller ID is `caller` presses `keys` (INFO) while
+/// waiting, then waits for the engine to hang up.
+fn call_with_keys(engine: &Engine, name: &str, caller: &str, keys: &[(u64, char)]) {
     let port = engine.ports.spare(0);
-    let sc = keys_scenario(engine, name, port, &booking_keys(number), 1);
+    let sc = keys_scenario(engine, name, port, keys, 1);
     common::wait_for_bye(&sc);
+    let text = std::fs::read_to_string(&sc)
+        .unwrap()
+        .replace("<sip:sipp@", &format!("<sip:{caller}@"));
+    std::fs::write(&sc, text).unwrap();
     common::sipp(engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
 }
 
@@ -834,4 +844,47 @@ fn a_trunk_never_carries_more_callbacks_at_once_than_its_max_calls() {
         assert!(ok, "{out}");
     }
     wait_attempts(&engine, &["no-answer", "no-answer"]);
+}
+
+#[test]
+fn the_callers_own_number_is_read_back_and_confirmed_with_one_key() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = engine(carrier_port, "whisper: false");
+    // 1 takes the offer; the caller ID is read back; 1 confirms it.
+    call_with_keys(
+        &engine,
+        "own.xml",
+        "+12125550177",
+        &[(2500, '1'), (1500, '1')],
+    );
+    assert_eq!(
+        callbacks(&engine),
+        vec![("pending".to_owned(), 0, "+12125550177".to_owned())]
+    );
+}
+
+#[test]
+fn a_number_the_dial_plan_refuses_is_refused_at_entry_and_never_booked() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = engine(carrier_port, "whisper: false");
+    // A premium caller ID is not offered for confirmation; the premium
+    // number typed is refused with a prompt; then a good one is taken.
+    let mut keys = vec![(2500, '1'), (400, '1')];
+    keys.extend("9005551234".chars().map(|c| (120, c)));
+    keys.push((120, '#'));
+    keys.push((3000, '2'));
+    keys.extend("125550123".chars().map(|c| (120, c)));
+    keys.push((120, '#'));
+    keys.push((600, '1'));
+    call_with_keys(&engine, "premium.xml", "+19005550100", &keys);
+    let log = engine.log();
+    assert!(
+        log.contains("callback number refused typed=19005551234 why=the number matches the denied pattern `+1900.`"),
+        "{log}"
+    );
+    assert_eq!(
+        callbacks(&engine),
+        vec![("pending".to_owned(), 0, "+12125550123".to_owned())],
+        "only the allowed number is booked"
+    );
 }
