@@ -502,10 +502,41 @@ fn a_trunk_registers_with_digest_and_refreshes_before_expiry_after_backing_off()
     assert!(!log.contains("s3cret"), "the password is never logged");
 }
 
+/// The operations API's event stream (SSE), read in the background until
+/// `stop` shows in it or `within` is over: what came.
+fn events_until(
+    engine: &Engine,
+    stop: &'static str,
+    within: Duration,
+) -> std::thread::JoinHandle<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", engine.ports.http())).unwrap();
+    write!(
+        s,
+        "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+        common::TEST_TOKEN
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let until = std::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < until && !String::from_utf8_lossy(&seen).contains(stop) {
+            if let Ok(n) = s.read(&mut buf) {
+                seen.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    })
+}
+
 #[test]
 fn operators_see_pending_callbacks_in_place_and_may_reschedule_or_cancel_them() {
     let carrier_port = common::Ports::next().spare(0);
     let engine = engine(carrier_port, "whisper: false");
+    let events = events_until(&engine, "callback.ended", Duration::from_secs(30));
     book(&engine, "booker.xml", "2125550123");
     // Where it stands: in the queue, flagged as a callback.
     let (status, body) = common::api_get(&engine, "/api/queues/support");
@@ -555,6 +586,19 @@ fn operators_see_pending_callbacks_in_place_and_may_reschedule_or_cancel_them() 
     let (_, body) = common::api_get(&engine, "/api/callbacks/1");
     let one: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(one["state"], "cancelled", "{one}");
+    // The live stream told of it as it happened.
+    let seen = events.join().unwrap();
+    assert!(
+        seen.contains(r#""type":"callback.booked","id":1"#)
+            && seen.contains(r#""number":"+12125550123""#),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(
+            r#""type":"callback.ended","id":1,"state":"cancelled","outcome":"cancelled""#
+        ),
+        "{seen}"
+    );
     assert_eq!(attempts(&engine), Vec::<String>::new(), "never dialled");
 
     // The figures: one booked (not an abandon), none completed.
@@ -627,34 +671,47 @@ registrar: {{ algorithms: [MD5], keepalive: 0s }}
     assert_eq!(outcome, "callback-expired");
 }
 
+/// A SIPp caller (`i`: its SIPp ports) who waits in the queue, pressing
+/// nothing, and hangs up `tail_ms` after the answer; in the background.
+fn waiting_caller(
+    engine: &Engine,
+    name: &str,
+    i: u16,
+    tail_ms: u64,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let sc = keys_scenario(engine, name, engine.ports.spare(4 + i), &[], tail_ms);
+    let (sip, ports) = (engine.sip, engine.ports);
+    std::thread::spawn(move || {
+        std::process::Command::new("sipp")
+            .arg("-sf")
+            .arg(&sc)
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &ports.sipp(i).to_string()])
+            .args(["-mp", &ports.sipp_media(i).to_string()])
+            .args(["-cp", &ports.sipp_control(i).to_string()])
+            .args(["-s", "100", "-m", "1", "-nostdin", "-timeout", "60s"])
+            .arg(sip.to_string())
+            .output()
+            .unwrap()
+    })
+}
+
 #[test]
-fn a_callback_is_served_before_a_caller_who_joined_after_its_caller() {
+fn a_callback_keeps_its_callers_place_between_those_before_and_after_them() {
     let carrier_port = common::Ports::next().spare(0);
     let engine = engine(carrier_port, "whisper: false");
-    // A books a callback; then B calls and waits on the line.
+    // C calls first and waits; A calls next and books a callback; then B
+    // calls and waits.
+    let c = waiting_caller(&engine, "c.xml", 2, 14_000);
+    assert!(engine.wait_log("caller joined the queue", Duration::from_secs(5)));
     book(&engine, "a.xml", "2125550123");
-    let b_port = engine.ports.spare(4);
-    let b = keys_scenario(&engine, "b.xml", b_port, &[], 16_000);
-    let b_call = std::thread::spawn({
-        let (sip, ports) = (engine.sip, engine.ports);
-        move || {
-            std::process::Command::new("sipp")
-                .arg("-sf")
-                .arg(&b)
-                .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-                .args(["-p", &ports.sipp(1).to_string()])
-                .args(["-mp", &ports.sipp_media(1).to_string()])
-                .args(["-cp", &ports.sipp_control(1).to_string()])
-                .args(["-s", "100", "-m", "1", "-nostdin", "-timeout", "40s"])
-                .arg(sip.to_string())
-                .output()
-                .unwrap()
-        }
-    });
-    assert!(engine.wait_log("caller joined the queue call=1-", Duration::from_secs(5)));
-    std::thread::sleep(Duration::from_millis(500));
-
-    // One agent comes: A's callback is first, B next.
+    let b = waiting_caller(&engine, "b.xml", 1, 20_000);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while engine.log().matches("caller joined the queue").count() < 3 {
+        assert!(std::time::Instant::now() < until, "{}", engine.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // One agent comes: C first, then A's callback, then B.
     let carrier = sipp_peer(
         carrier_port,
         &common::scenario("carrier-answer.xml"),
@@ -669,28 +726,53 @@ fn a_callback_is_served_before_a_caller_who_joined_after_its_caller() {
         &common::scenario("agent-answer.xml"),
         None,
         &["-rtp_echo"],
-        2,
+        3,
     );
+    for (who, caller) in [("C", c), ("B", b)] {
+        let out = caller.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{who}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            engine.log()
+        );
+    }
     let (ok, out) = common::finish(carrier);
     assert!(ok, "{out}\n{}", engine.log());
-    let b_out = b_call.join().unwrap();
-    assert!(
-        b_out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&b_out.stdout)
-    );
     let (ok, out) = common::finish(agent);
-    assert!(ok, "the agent did not take both:\n{out}\n{}", engine.log());
-    let log = engine.log();
-    let callback_rung = log
-        .find("ringing the agent for a callback")
-        .expect("callback rung");
-    let b_rung = log.find("ringing the agent agent=1001").expect("B rung");
     assert!(
-        callback_rung < b_rung,
-        "B was served before A's callback:\n{log}"
+        ok,
+        "the agent did not take all three:\n{out}\n{}",
+        engine.log()
     );
-    assert!(log.contains("answered; caller bridged"), "{log}");
+    let log = engine.log();
+    // The callers in the order they joined: C, A, B.
+    let joined: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("caller joined the queue call=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert_eq!(joined.len(), 3, "{log}");
+    let rung = |call_id: &str| {
+        log.lines()
+            .position(|l| {
+                l.contains(&format!("call_id={call_id} "))
+                    && l.contains("ringing the agent agent=1001")
+            })
+            .unwrap_or_else(|| panic!("{call_id} never rung:\n{log}"))
+    };
+    let callback = log
+        .lines()
+        .position(|l| l.contains("ringing the agent for a callback"))
+        .expect("the callback was never delivered");
+    assert!(
+        rung(joined[0]) < callback,
+        "the callback went before C:\n{log}"
+    );
+    assert!(
+        callback < rung(joined[2]),
+        "B went before the callback:\n{log}"
+    );
     wait_attempts(&engine, &["connected"]);
 }
 
