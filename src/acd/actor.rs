@@ -162,7 +162,8 @@ async fn run(
             }
         };
         while let Some(input) = pending.pop_front() {
-            if let Input::Leave { call } | Input::Ended { call } = &input {
+            if let Input::Leave { call } | Input::Ended { call } | Input::Released { call } = &input
+            {
                 calls.remove(call);
             }
             // Offers to one call (ring-all) travel together.

@@ -63,6 +63,9 @@ pub enum AgentEvent {
     NoAnswer,
     /// The call ended (either side hung up, or the offer was withdrawn).
     Ended,
+    /// The agent was on the line for a call that never reached a caller (a
+    /// callback whose customer was busy): free at once, no wrap-up.
+    Released,
     WrapUpDone,
 }
 
@@ -108,6 +111,7 @@ pub fn next(
         (S::OnCall { .. }, E::Ended) => S::WrapUp {
             until: now + wrap_up,
         },
+        (S::OnCall { .. } | S::Ringing { .. }, E::Released) => available,
         (S::WrapUp { .. }, E::WrapUpDone) => available,
         (s, e) => return Err(format!("{e:?} does not apply to an agent {}", s.name())),
     })

@@ -64,6 +64,12 @@ pub enum Input {
     Ended {
         call: CallId,
     },
+    /// The agent's leg of a call that never reached its customer (a
+    /// callback attempt that failed) is over: the agent is free at once,
+    /// and the time is no handle time.
+    Released {
+        call: CallId,
+    },
     /// An agent's registered contacts changed.
     Contacts {
         agent: String,
@@ -583,6 +589,15 @@ impl Acd {
                         q.estimator.record(h + wrap);
                     }
                     self.set(&agent, AgentEvent::Ended, now, &mut out);
+                }
+            }
+            Input::Released { call } => {
+                if let Some(agent) = self.talking.remove(&call) {
+                    if let Some(a) = self.agents.get_mut(&agent) {
+                        // Not a call handled.
+                        a.calls = a.calls.saturating_sub(1);
+                    }
+                    self.set(&agent, AgentEvent::Released, now, &mut out);
                 }
             }
             Input::Contacts { agent, contacts } => {

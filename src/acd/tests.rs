@@ -719,3 +719,46 @@ agents:
     );
     assert_eq!(acd.position("cb-2").unwrap().position, 1);
 }
+
+#[test]
+fn an_agent_released_from_a_failed_callback_is_free_at_once_without_a_call_counted() {
+    let mut acd = acd();
+    let t = Instant::now();
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t,
+    );
+    let out = acd.step(
+        Input::Callback {
+            call: "callback-1".into(),
+            queue: "sales".into(),
+            priority: 0,
+            skills: Vec::new(),
+            caller: "+1555".into(),
+            waited: Duration::from_secs(60),
+            replaces: None,
+        },
+        t,
+    );
+    assert_eq!(offers(&out), vec![pair("callback-1", "a1")]);
+    acd.step(
+        Input::Answered {
+            call: "callback-1".into(),
+            agent: "a1".into(),
+        },
+        t,
+    );
+    // The customer was busy: no wrap-up, no call handled.
+    acd.step(
+        Input::Released {
+            call: "callback-1".into(),
+        },
+        t + Duration::from_secs(20),
+    );
+    assert_eq!(acd.agent_state("a1").map(|s| s.name()), Some("available"));
+    let view = acd.agents_view(t + Duration::from_secs(20));
+    assert_eq!(view.iter().find(|a| a.id == "a1").unwrap().calls, 0);
+}

@@ -86,8 +86,11 @@ impl Attempt {
         if let Some(d) = agent_leg.dialog() {
             d.hangup();
         }
-        self.ctx.acd.send(AcdInput::Ended {
-            call: self.acd_id.clone(),
+        let call = self.acd_id.clone();
+        self.ctx.acd.send(match outcome {
+            // A conversation: wrap-up follows, and it counts as handled.
+            Progress::Done => AcdInput::Ended { call },
+            _ => AcdInput::Released { call },
         });
         self.report(outcome);
     }
