@@ -970,3 +970,36 @@ fn a_number_the_dial_plan_refuses_is_refused_at_entry_and_never_booked() {
         "only the allowed number is booked"
     );
 }
+
+#[test]
+fn a_long_estimated_wait_brings_the_offer_with_the_position_announcement() {
+    let carrier_port = common::Ports::next().spare(0);
+    let engine = Engine::with_flows_and_trunks(
+        &[("main", FLOW)],
+        &trunks(carrier_port),
+        "queues:
+  support:
+    announce-position: true
+    callback: { trunk: carrier, when-wait-over: 2m }
+agents:
+  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }
+",
+    );
+    // Nobody staffs the queue: the estimate (3 minutes until a call has
+    // been handled) is over 2 minutes, so the offer follows the
+    // announcement at once; the caller takes it and confirms their number.
+    call_with_keys(
+        &engine,
+        "long.xml",
+        "+12125550177",
+        &[(9000, '1'), (1500, '1')],
+    );
+    let log = engine.log();
+    let announced = log.find("position announced").expect("announced");
+    let offered = log.find("callback offered").expect("offered");
+    assert!(announced < offered, "{log}");
+    assert_eq!(
+        callbacks(&engine),
+        vec![("pending".to_owned(), 0, "+12125550177".to_owned())]
+    );
+}

@@ -384,11 +384,16 @@ impl Call {
         call.marks.answered_at = Some(jiff::Timestamp::now());
         match offered {
             Some(n) => {
-                call.apply(n);
+                call.negotiated = Some(n);
                 let answer = sdp::answer(&mut call.origin, call.media.local_port(), &n);
                 call.dialog.answer(answer);
                 info!(codec = n.codec.name(), remote = %n.remote, flow = call.run.flow_name(), version = call.run.version(), "answered");
+                // The first prompt is queued before the stream starts, so
+                // the caller's first packet is its first frame even when
+                // the media clock ticks in between (it sends nothing
+                // without a stream, and the prompt waits).
                 call.feed(Event::Start);
+                call.apply(n);
             }
             None => {
                 // Late offer (RFC 3261 §13.2.1): we offer in the 200, they answer in the ACK.
