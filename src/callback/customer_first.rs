@@ -38,26 +38,10 @@ impl Attempt {
                 outcome: "failed",
             };
         };
-        let (attempt, n) = match self
-            .ctx
-            .store
-            .start_attempt(cb.id, None, jiff::Timestamp::now())
-            .await
-        {
+        let (attempt, n) = match self.start_attempt(None).await {
             Ok(v) => v,
-            Err(e) => {
-                warn!(error = %e, callback = cb.id, "the attempt could not be recorded; not dialling");
-                return Progress::Failed {
-                    attempt: None,
-                    outcome: "failed",
-                };
-            }
+            Err(failed) => return failed,
         };
-        self.report(Progress::Started {
-            attempt,
-            n,
-            agent: String::new(),
-        });
         let failed = |outcome| Progress::Failed {
             attempt: Some(attempt),
             outcome,

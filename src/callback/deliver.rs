@@ -256,28 +256,10 @@ impl Attempt {
                 return Progress::Failed { attempt: None, outcome: "agent-hung-up" };
             }
         };
-        // Counted before the INVITE leaves: a crash from here on cannot
-        // lose the attempt or make it happen twice unawares.
-        let (attempt, n) = match self
-            .ctx
-            .store
-            .start_attempt(cb.id, Some(agent.to_owned()), jiff::Timestamp::now())
-            .await
-        {
+        let (attempt, n) = match self.start_attempt(Some(agent)).await {
             Ok(v) => v,
-            Err(e) => {
-                warn!(error = %e, callback = cb.id, "the attempt could not be recorded; not dialling");
-                return Progress::Failed {
-                    attempt: None,
-                    outcome: "failed",
-                };
-            }
+            Err(failed) => return failed,
         };
-        self.report(Progress::Started {
-            attempt,
-            n,
-            agent: agent.to_owned(),
-        });
         let outcome = self
             .call_customer(agent_leg, &mut agent_list, attempt, n)
             .await;
@@ -380,6 +362,32 @@ impl Attempt {
                 }
             }
         }
+    }
+
+    /// Counts the attempt in the store and reports it, before the INVITE
+    /// leaves: a crash from then on cannot lose it or make it happen twice
+    /// unawares. `Err` is the outcome when it could not be written (then
+    /// nobody is dialled).
+    pub(super) async fn start_attempt(&self, agent: Option<&str>) -> Result<(i64, u32), Progress> {
+        let cb = &self.callback;
+        let (attempt, n) = self
+            .ctx
+            .store
+            .start_attempt(cb.id, agent.map(str::to_owned), jiff::Timestamp::now())
+            .await
+            .map_err(|e| {
+                warn!(error = %e, callback = cb.id, "the attempt could not be recorded; not dialling");
+                Progress::Failed {
+                    attempt: None,
+                    outcome: "failed",
+                }
+            })?;
+        self.report(Progress::Started {
+            attempt,
+            n,
+            agent: agent.unwrap_or_default().to_owned(),
+        });
+        Ok((attempt, n))
     }
 
     /// Calls the customer over the trunk (as the trunk's account and caller ID).
