@@ -31,8 +31,10 @@ if [ "$(id -u)" != 0 ] && ! getcap "$(command -v sipp)" 2>/dev/null | grep -q ca
   exit 1
 fi
 
-# Leftovers of an interrupted run would hold the test ports.
-pkill -x sipp 2>/dev/null || true
+# No SIPp is ended here by name: that would end a user's own load test too.
+# Every SIPp a test starts has its own ports (-p, -mp, -cp) and a -timeout,
+# so a leftover of an interrupted run ends by itself and holds no port
+# another test uses.
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
