@@ -356,7 +356,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(d) = args.data_dir {
         config.data_dir = d;
     }
-    raise_open_files_limit(config.rtp.ports.low, config.rtp.ports.high);
+    check_open_files_budget(&config);
+    // Recordings, voicemails and the store are the callers' own: what the
+    // engine creates is for its own user only (directories 0700, files 0600).
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -369,8 +375,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Every call holds an RTP socket, so the common soft limit of 1,024 open
-/// files would cap the engine near 1,000 calls: raise it to the hard limit.
-fn raise_open_files_limit(low: u16, high: u16) {
+/// files would cap the engine near 1,000 calls: raise it to the hard limit,
+/// then check the budget (one socket per RTP port pair, the SIP and HTTP
+/// connection limits, the store and some slack) and say what does not fit.
+fn check_open_files_budget(config: &hotline::config::Config) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -390,12 +398,26 @@ fn raise_open_files_limit(low: u16, high: u16) {
             lim.rlim_cur = lim.rlim_max;
         }
     }
-    let calls = u64::from(high - low) / 2 + 1;
-    if lim.rlim_cur < calls + 64 {
+    let rtp = u64::from(config.rtp.ports.high - config.rtp.ports.low) / 2 + 1;
+    let sip = if config.sip.tcp {
+        config.sip.connections.max as u64
+    } else {
+        0
+    };
+    let http = config.http.connections.max as u64;
+    // The store's files, logs, the listeners, timers, webhooks and recordings.
+    let slack = 128;
+    let reserve = hotline::overload::descriptor_reserve(lim.rlim_cur);
+    let need = rtp + sip + http + slack + reserve;
+    if lim.rlim_cur < need {
         tracing::warn!(
             open_files = lim.rlim_cur,
-            rtp_ports = calls,
-            "the open-file limit allows fewer calls than the RTP port range; raise it (ulimit -n)"
+            rtp_sockets = rtp,
+            sip_connections = sip,
+            http_connections = http,
+            slack,
+            reserve,
+            "the open-file limit is below the budget ({need}): new calls will be refused (503) while fewer than {reserve} descriptors are left; raise it (LimitNOFILE, ulimit -n) or narrow rtp.ports or the connection limits"
         );
     }
 }

@@ -55,6 +55,10 @@ pub async fn render(State(state): State<Arc<ApiState>>) -> Response {
     ] {
         metrics::counter!(name).absolute(v.load(Ordering::Relaxed));
     }
+    for reason in crate::media::learn::DropReason::ALL {
+        metrics::counter!("hotline_rtp_packets_dropped_total", "reason" => reason.as_str())
+            .absolute(m.packets_dropped[reason.index()].load(Ordering::Relaxed));
+    }
     (
         [(
             header::CONTENT_TYPE,

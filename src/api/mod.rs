@@ -12,8 +12,13 @@ mod wallboard;
 
 use std::sync::Arc;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+
+use crate::connections::OpenConnections;
 
 use crate::acd::actor::AcdHandle;
 use crate::call::live::LiveCalls;
@@ -51,10 +56,49 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until the process ends.
+/// Serves the API on `listener` until the process ends, within the
+/// connection budget (`http.connections`): beyond `per-source` from one
+/// address or `max` in all, a new connection is closed at once, and a
+/// request head must be complete within `message-timeout` (hyper's timer
+/// also runs while a kept-alive connection waits for its next request).
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::warn!(error = %e, "the operations API stopped");
+    let limits = state.config.http.connections;
+    let app = router(state);
+    let mut open = OpenConnections::new(limits);
+    // Connections tell the accept loop when they close.
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<std::net::IpAddr>();
+    loop {
+        tokio::select! {
+            Some(ip) = closed_rx.recv() => open.closed(ip),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(why) = open.admit(peer.ip()) {
+                        ::metrics::counter!("hotline_http_connections_refused_total", "reason" => why.as_str())
+                            .increment(1);
+                        tracing::debug!(%peer, reason = why.as_str(), "http connection refused");
+                        drop(stream);
+                        continue;
+                    }
+                    let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
+                    let closed = closed_tx.clone();
+                    tokio::spawn(async move {
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(limits.message_timeout)
+                            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+                            .with_upgrades();
+                        if let Err(e) = connection.await {
+                            tracing::debug!(%peer, error = %e, "http connection ended");
+                        }
+                        let _ = closed.send(peer.ip());
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE) among others: wait, do not spin.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
     }
 }

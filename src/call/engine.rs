@@ -282,10 +282,12 @@ pub async fn run(
         reload_handle.clone(),
         reload_requests,
     ));
-    let store = StoreHandle::open_sqlite(&config.data_dir)?;
+    let admission = Arc::new(crate::overload::Admission::default());
+    tokio::spawn(crate::overload::watch_descriptors(admission.clone()));
+    let store = StoreHandle::open_sqlite(&config.data_dir, admission.clone())?;
     let media = MediaEngine::start(&config.rtp);
     let restored = restored_registrations(&store).await;
-    let mut sip = sip::start(config.clone(), restored).await?;
+    let mut sip = sip::start(config.clone(), restored, admission.clone()).await?;
     let events = crate::events::EventBus::new();
     keep_agent_states(&config, &store, &events).await;
     let acd = crate::acd::actor::start(
@@ -414,6 +416,11 @@ pub async fn run(
     let left = active.load(Ordering::SeqCst);
     if left > 0 {
         warn!(calls = left, "calls still open at exit");
+    }
+    // Every call's record is committed before the process goes.
+    let unwritten = ctx.store.flush(Duration::from_secs(10)).await;
+    if unwritten > 0 {
+        warn!(records = unwritten, "call records still unwritten at exit");
     }
     reloader.abort();
     info!("stopped");

@@ -19,6 +19,7 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
         dialog,
         mut events,
         offer,
+        source,
         ..
     } = call;
     let Some(n) = offer
@@ -37,7 +38,7 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
             return Ending::Refused;
         }
     };
-    media.configure(super::stream_of(&n, true));
+    media.configure(super::stream_of(&n, true, Some(source.ip())));
     let mut origin = Origin::new(ctx.config.media_address());
     dialog.answer(sdp::answer(&mut origin, media.local_port(), &n));
 

@@ -66,6 +66,8 @@ pub struct Leg {
     /// Until the answer: when to give up ringing.
     pub deadline: Option<Instant>,
     pub bridged: bool,
+    /// Where the answering phone's SIP is (its RTP may be learned from there).
+    pub peer: Option<std::net::IpAddr>,
     /// Once bridged: when to ask the leg whether it still has the call, and
     /// by when it must have answered.
     check: Option<(std::time::Duration, std::time::Duration)>,
@@ -118,6 +120,7 @@ impl Leg {
             events_tx,
             deadline: Some(Instant::now() + ring_timeout),
             bridged: false,
+            peer: None,
             check: None,
             check_at: None,
             check_deadline: None,
@@ -250,8 +253,9 @@ impl Leg {
                     }
                 }
                 None => match ev {
-                    DialogEvent::Answered { sdp } => {
+                    DialogEvent::Answered { sdp, peer } => {
                         self.winner = Some(i);
+                        self.peer = Some(peer);
                         // The other phones stop ringing.
                         for (k, b) in self.branches.iter_mut().enumerate() {
                             if k != i {

@@ -32,7 +32,7 @@ use crate::media::{
 };
 use crate::sdp::{self, Negotiated, Origin};
 use crate::sip::{Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall};
-use crate::store::{Callback, Cdr, StoreHandle};
+use crate::store::{Callback, Cdr, RecordKey, StoreHandle};
 use playlist::Playlist;
 
 /// What every call task shares.
@@ -109,6 +109,8 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
         });
         let bus = ctx.clone();
         let store = ctx.store.clone();
+        // Opened in the store at the answer, closed at the end.
+        let record = RecordKey::new();
         let mut cdr = Cdr {
             call_id: call.call_id.clone(),
             caller: call.caller.clone(),
@@ -123,7 +125,7 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
                 cdr.outcome = "feature-code".into();
                 feature::run(&ctx, call, agent, code).await
             }
-            None => Call::setup(ctx, call, &mut cdr, kill_rx).await,
+            None => Call::setup(ctx, call, &mut cdr, kill_rx, &record).await,
         };
         finish_cdr(&mut cdr, ending);
         let cdr_call_id = cdr.call_id.clone();
@@ -137,12 +139,8 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
             body["vars"] = serde_json::from_str(&cdr.vars).unwrap_or_default();
             notify::post(&bus.http, url, "call record", body);
         }
-        // The record is written before the call's task (and what it holds) goes.
-        match tokio::time::timeout(std::time::Duration::from_secs(10), store.save_cdr(cdr)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "CDR not written"),
-            Err(_) => warn!("CDR not written: the store did not answer within 10 s"),
-        }
+        // Queued, never dropped: the store keeps it until it is committed.
+        store.record(&record, cdr, false);
         info!(?ending, "call ended");
         bus.calls.ended(&cdr_call_id);
         bus.publish(ended);
@@ -206,6 +204,8 @@ struct Call {
     media: MediaChannel,
     origin: Origin,
     symmetric: bool,
+    /// The IP the caller's SIP came from.
+    peer_ip: std::net::IpAddr,
     negotiated: Option<Negotiated>,
     run: Run,
     playlist: Playlist,
@@ -251,6 +251,9 @@ struct Call {
         mpsc::UnboundedSender<Announcement>,
         mpsc::UnboundedReceiver<Announcement>,
     ),
+    /// The call's record, open in the store since the answer: its key and
+    /// what was known then.
+    open_record: Option<(RecordKey, Cdr)>,
     /// The callback offer, once made.
     callback: Option<CallbackOffer>,
     /// When to make it (`offer-after`).
@@ -275,6 +278,9 @@ struct CallbackOffer {
     node: Option<(u64, String)>,
 }
 
+/// How long an answer waits for its call's record to be committed.
+const OPEN_RECORD_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The playlist token of "your callback is booked" (flows' tokens are small).
 const BOOKED_TOKEN: u64 = u64::MAX;
 /// The token of a flow's callback node's questions (their end means nothing).
@@ -288,6 +294,7 @@ impl Call {
         call: IncomingCall,
         cdr: &mut Cdr,
         kill: mpsc::UnboundedReceiver<()>,
+        record: &RecordKey,
     ) -> Ending {
         let IncomingCall {
             dialog,
@@ -297,6 +304,7 @@ impl Call {
             call_id,
             caller,
             dialed,
+            source,
             ..
         } = call;
         let set = ctx.flows.borrow().clone();
@@ -334,6 +342,7 @@ impl Call {
             events,
             media,
             symmetric,
+            peer_ip: source.ip(),
             negotiated: None,
             playlist: Playlist::default(),
             timer: None,
@@ -359,6 +368,7 @@ impl Call {
             pending_offer: None,
             positions: mpsc::unbounded_channel(),
             kill,
+            open_record: None,
             callback: None,
             callback_at: None,
             booking: mpsc::unbounded_channel(),
@@ -382,6 +392,14 @@ impl Call {
             return end;
         }
         call.marks.answered_at = Some(jiff::Timestamp::now());
+        let mut open = cdr.clone();
+        open.answered_at = call.marks.answered_at;
+        call.open_record = Some((record.clone(), open));
+        call.checkpoint();
+        // The record is committed before the answer goes out (one group
+        // commit, a few ms), so a crash from now on leaves it behind; a
+        // store that cannot keep up does not hold the caller longer.
+        call.ctx.store.flush(OPEN_RECORD_WAIT).await;
         match offered {
             Some(n) => {
                 call.negotiated = Some(n);
@@ -409,6 +427,26 @@ impl Call {
         call.close_recordings().await;
         call.fill_cdr(cdr);
         end
+    }
+
+    /// Writes what is known of the call so far into its open record, so a
+    /// crash leaves its last state (closed as `interrupted` at restart).
+    fn checkpoint(&self) {
+        let Some((key, base)) = &self.open_record else {
+            return;
+        };
+        let m = &self.marks;
+        let mut cdr = base.clone();
+        cdr.ivr_exit_at = m.ivr_exit_at;
+        cdr.queue = m.queue.clone();
+        cdr.queued_at = m.queued_at;
+        cdr.offered_at = m.offered_at;
+        cdr.agent = m.agent.clone();
+        cdr.bridged_at = m.bridged_at;
+        cdr.exit_node = Some(self.run.node_name().to_owned());
+        // The last moment the call was known to go on.
+        cdr.ended_at = Some(jiff::Timestamp::now());
+        self.ctx.store.record(key, cdr, true);
     }
 
     /// A hold still going on ends with the bridge.
@@ -576,7 +614,8 @@ impl Call {
     }
 
     fn apply(&mut self, n: Negotiated) {
-        self.media.configure(stream_of(&n, self.symmetric));
+        self.media
+            .configure(stream_of(&n, self.symmetric, Some(self.peer_ip)));
         self.negotiated = Some(n);
     }
 
@@ -767,7 +806,7 @@ impl Call {
                 };
                 match negotiated {
                     Ok(n) => {
-                        leg.media.configure(stream_of(&n, true));
+                        leg.media.configure(stream_of(&n, true, leg.peer));
                         leg.deadline = None;
                         leg.bridged = true;
                         self.marks.bridged_at = Some(jiff::Timestamp::now());
@@ -797,6 +836,7 @@ impl Call {
                                 if self.record_mode() == Record::Always {
                                     self.start_recording();
                                 }
+                                self.checkpoint();
                             }
                         }
                     }
@@ -979,7 +1019,7 @@ impl Call {
                 return;
             }
         };
-        leg.media.configure(stream_of(&n, true));
+        leg.media.configure(stream_of(&n, true, leg.peer));
         let answer = sdp::answer(&mut leg.origin, port, &n);
         if let Some(d) = leg.dialog() {
             d.answer(answer);
@@ -1203,6 +1243,7 @@ impl Call {
         self.marks.queue = Some(queue.clone());
         self.marks.queued_at = Some(now);
         self.marks.ivr_exit_at.get_or_insert(now);
+        self.checkpoint();
         let (tx, rx) = mpsc::unbounded_channel();
         self.ctx.acd.join(
             AcdInput::Join {
@@ -1999,8 +2040,12 @@ pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 /// How RTP flows for a negotiated stream; `symmetric`: send to where the
-/// far end's packets come from.
-pub(crate) fn stream_of(n: &Negotiated, symmetric: bool) -> StreamConfig {
+/// far end's packets come from; `signalling`: the IP its SIP comes from.
+pub(crate) fn stream_of(
+    n: &Negotiated,
+    symmetric: bool,
+    signalling: Option<std::net::IpAddr>,
+) -> StreamConfig {
     StreamConfig {
         remote: n.remote,
         codec: n.codec,
@@ -2008,6 +2053,7 @@ pub(crate) fn stream_of(n: &Negotiated, symmetric: bool) -> StreamConfig {
         dtmf_pt: n.dtmf_pt,
         send: n.we_send(),
         symmetric,
+        signalling,
     }
 }
 

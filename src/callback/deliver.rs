@@ -174,7 +174,7 @@ impl Attempt {
                         }
                         return None;
                     };
-                    leg.media.configure(stream_of(&n, true));
+                    leg.media.configure(stream_of(&n, true, leg.peer));
                     leg.deadline = None;
                     leg.bridged = true;
                     let calls = &self.ctx.config.calls;
@@ -446,7 +446,9 @@ impl Attempt {
             }
             return Err("failed");
         };
-        customer.media.configure(stream_of(&neg, self.symmetric));
+        customer
+            .media
+            .configure(stream_of(&neg, self.symmetric, customer.peer));
         customer.deadline = None;
         customer.bridged = true;
         let calls = &self.ctx.config.calls;

@@ -287,19 +287,13 @@ impl Service {
         self.ctx.events.publish(event);
     }
 
-    /// Writes the delivery's record (in its own task: the service goes on).
+    /// Queues the delivery's record (the store keeps it until written).
     fn keep_record(&self, e: &Entry, outcome: &str) {
         let trunk = self
             .config_of(&e.callback.queue)
             .map(|c| c.trunk.clone())
             .unwrap_or_default();
-        let cdr = e.record(outcome, &trunk);
-        let store = self.ctx.store.clone();
-        tokio::spawn(async move {
-            if let Err(err) = store.save_cdr(cdr).await {
-                warn!(error = %err, "the callback's record was not stored");
-            }
-        });
+        self.ctx.store.save_cdr(e.record(outcome, &trunk));
     }
 
     async fn on_request(&mut self, req: Request) {

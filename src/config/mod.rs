@@ -74,6 +74,12 @@ pub struct SipConfig {
     pub udp: bool,
     pub tcp: bool,
     pub user_agent: String,
+    /// The TCP connection budget.
+    #[serde(deserialize_with = "de_sip_limits")]
+    pub connections: ConnectionLimits,
+    /// The largest SIP message taken, on every transport; bigger ones are
+    /// dropped (UDP) or end their connection (TCP).
+    pub max_message_size: usize,
 }
 
 impl Default for SipConfig {
@@ -84,8 +90,76 @@ impl Default for SipConfig {
             udp: true,
             tcp: true,
             user_agent: format!("Hotline/{}", env!("CARGO_PKG_VERSION")),
+            connections: ConnectionLimits::SIP,
+            max_message_size: 65_535,
         }
     }
+}
+
+/// A listener's connection budget (`sip.connections`, `http.connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once, from everyone; more are refused at once.
+    pub max: usize,
+    /// Connections open at once from one IP address.
+    pub per_source: usize,
+    /// A connection that carries nothing else may sit this long without a
+    /// message (SIP: one that carries no registration and no dialog).
+    pub idle_timeout: Duration,
+    /// A message (a request's head, for HTTP) must be complete this long
+    /// after its first byte, and a new connection's first one this long
+    /// after it opened.
+    pub message_timeout: Duration,
+}
+
+/// `connections:` as written: what is not given keeps the listener's default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConnectionLimitsText {
+    max: Option<usize>,
+    per_source: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration_opt")]
+    message_timeout: Option<Duration>,
+}
+
+impl ConnectionLimitsText {
+    fn over(self, base: ConnectionLimits) -> ConnectionLimits {
+        ConnectionLimits {
+            max: self.max.unwrap_or(base.max),
+            per_source: self.per_source.unwrap_or(base.per_source),
+            idle_timeout: self.idle_timeout.unwrap_or(base.idle_timeout),
+            message_timeout: self.message_timeout.unwrap_or(base.message_timeout),
+        }
+    }
+}
+
+fn de_sip_limits<'de, D: Deserializer<'de>>(d: D) -> Result<ConnectionLimits, D::Error> {
+    Ok(ConnectionLimitsText::deserialize(d)?.over(ConnectionLimits::SIP))
+}
+
+fn de_http_limits<'de, D: Deserializer<'de>>(d: D) -> Result<ConnectionLimits, D::Error> {
+    Ok(ConnectionLimitsText::deserialize(d)?.over(ConnectionLimits::HTTP))
+}
+
+impl ConnectionLimits {
+    /// SIP over TCP: phones and trunks keep a connection each; a NAT'd
+    /// office may put a hundred phones behind one address.
+    pub const SIP: ConnectionLimits = ConnectionLimits {
+        max: 1024,
+        per_source: 256,
+        idle_timeout: Duration::from_secs(120),
+        message_timeout: Duration::from_secs(10),
+    };
+
+    /// The operations API: a few operators, wallboards and scrapers.
+    pub const HTTP: ConnectionLimits = ConnectionLimits {
+        max: 256,
+        per_source: 64,
+        idle_timeout: Duration::from_secs(60),
+        message_timeout: Duration::from_secs(10),
+    };
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +172,11 @@ pub struct HttpConfig {
     /// Pages served without a token to clients on loopback: `metrics`,
     /// `wallboard` (for a scraper or a wall screen on the same machine).
     pub public: Vec<PublicPage>,
+    /// The API's connection budget (see [`ConnectionLimits`]); a request
+    /// head must be complete within `message-timeout`, also between
+    /// requests on a kept-alive connection.
+    #[serde(deserialize_with = "de_http_limits")]
+    pub connections: ConnectionLimits,
 }
 
 impl Default for HttpConfig {
@@ -106,6 +185,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tokens: Vec::new(),
             public: Vec::new(),
+            connections: ConnectionLimits::HTTP,
         }
     }
 }

@@ -1,13 +1,13 @@
 //! The media clock: a few ticker tasks, each serving many channels every
-//! 20 ms. On each tick a ticker drains every channel's socket (DTMF
-//! detection, symmetric-RTP latching) and sends each channel one frame, so
+//! 20 ms. On each tick a ticker drains every channel's socket (peer
+//! learning, DTMF detection) and sends each channel one frame, so
 //! thousands of calls cost tens of wake-ups per second, not one timer and one
 //! task per call.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
@@ -16,6 +16,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::dtmf::{Digit, DigitSource, InbandDetector, Rfc4733Receiver, Rfc4733Tone};
 use super::g711;
+use super::learn::{DropReason, PeerLearning, Verdict};
 use super::prompt::{Prompt, FRAME_SAMPLES};
 use super::rtp::{self, RtpInfo};
 use crate::sdp::Codec;
@@ -58,8 +59,11 @@ pub struct StreamConfig {
     pub dtmf_pt: Option<u8>,
     /// `false` while the caller holds us (sendonly/inactive) or has no address.
     pub send: bool,
-    /// Send to where the caller's RTP comes from, once it arrives.
+    /// Send to where the caller's RTP comes from, once it is learned
+    /// (see [`super::learn`]); `false`: only the SDP's address is heard.
     pub symmetric: bool,
+    /// The IP the peer's SIP comes from: its RTP may come from there too.
+    pub signalling: Option<std::net::IpAddr>,
 }
 
 /// Counters the operator graphs.
@@ -73,6 +77,14 @@ pub struct MediaStats {
     pub packets_lost: AtomicU64,
     /// Packets older than one already received.
     pub packets_late: AtomicU64,
+    /// Packets not taken from their source, by [`DropReason::index`].
+    pub packets_dropped: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl MediaStats {
+    fn dropped(&self, reason: DropReason) {
+        self.packets_dropped[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub(crate) enum ClockCommand {
@@ -267,7 +279,11 @@ pub(crate) struct Channel {
     socket: UdpSocket,
     events: mpsc::UnboundedSender<MediaEvent>,
     stream: Option<StreamConfig>,
-    latched: bool,
+    /// Whose packets are taken; set with the first stream.
+    learning: Option<PeerLearning>,
+    /// The peer the socket is `connect()`ed to: the kernel then drops
+    /// every other source before we see it.
+    connected: Option<SocketAddr>,
     /// The highest sequence number received (for loss and lateness).
     last_seq: Option<u16>,
     ssrc: u32,
@@ -301,7 +317,8 @@ impl Channel {
             socket,
             events,
             stream: None,
-            latched: false,
+            learning: None,
+            connected: None,
             last_seq: None,
             ssrc: rand::random(),
             seq: rand::random(),
@@ -321,21 +338,28 @@ impl Channel {
         }
     }
 
-    fn apply(&mut self, cmd: ChannelCommand) {
+    fn apply(&mut self, cmd: ChannelCommand, now: Instant) {
         match cmd {
             ChannelCommand::Configure(cfg) => {
                 let resumed = cfg.send && !self.stream.is_some_and(|s| s.send);
                 self.marker |= resumed;
-                // A re-INVITE keeps the latched address: the caller's SDP
-                // address was not where its packets came from before either.
-                let keep = match self.stream {
-                    Some(old) if self.latched && old.symmetric && cfg.symmetric => Some(old.remote),
-                    _ => None,
-                };
-                self.stream = Some(StreamConfig {
-                    remote: keep.unwrap_or(cfg.remote),
-                    ..cfg
-                });
+                // The answer starts learning; a re-INVITE opens a new window.
+                match self.learning.as_mut() {
+                    None => {
+                        self.learning = Some(PeerLearning::new(
+                            cfg.remote,
+                            cfg.symmetric,
+                            cfg.signalling,
+                            now,
+                        ))
+                    }
+                    Some(l) => {
+                        if l.renegotiate(cfg.remote, cfg.symmetric, cfg.signalling, now) {
+                            self.disconnect();
+                        }
+                    }
+                }
+                self.stream = Some(cfg);
             }
             ChannelCommand::Play { prompt, token } => {
                 self.source = Source::Prompt {
@@ -388,25 +412,57 @@ impl Channel {
         }
     }
 
+    /// Only `peer`'s packets reach the socket from now on, and sends skip
+    /// the route lookup.
+    fn connect(&mut self, peer: SocketAddr) {
+        if self.connected != Some(peer) && self.socket.connect(peer).is_ok() {
+            self.connected = Some(peer);
+        }
+    }
+
+    /// Every source reaches the socket again (a re-INVITE's learning).
+    fn disconnect(&mut self) {
+        if self.connected.take().is_some() {
+            disconnect(&self.socket);
+        }
+    }
+
     /// Reads every waiting packet (up to the per-tick bound).
-    fn receive_all(&mut self, buf: &mut [u8], stats: &MediaStats) {
+    fn receive_all(&mut self, buf: &mut [u8], stats: &MediaStats, now: Instant) {
+        if let Some(peer) = self.learning.as_mut().and_then(|l| l.poll(now)) {
+            self.connect(peer);
+        }
         for _ in 0..MAX_READS_PER_TICK {
-            if !self.receive_one(buf, stats) {
+            if !self.receive_one(buf, stats, now) {
                 return;
             }
         }
     }
 
     /// Reads and handles one datagram; `false` when none was waiting (or the
-    /// socket failed, e.g. an ICMP error surfacing).
-    fn receive_one(&mut self, buf: &mut [u8], stats: &MediaStats) -> bool {
-        let Ok((n, from)) = self.socket.recv_from(buf) else {
-            return false;
+    /// socket failed).
+    fn receive_one(&mut self, buf: &mut [u8], stats: &MediaStats, now: Instant) -> bool {
+        let (n, from) = match self.socket.recv_from(buf) {
+            Ok(got) => got,
+            // An ICMP error for an earlier send to the connected peer.
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionRefused,
         };
         let Some((info, payload)) = rtp::parse(&buf[..n]) else {
             stats.packets_bad.fetch_add(1, Ordering::Relaxed);
             return true;
         };
+        let Some(learning) = self.learning.as_mut() else {
+            stats.dropped(DropReason::NoStream);
+            return true;
+        };
+        match learning.on_packet(from, info.sequence, now) {
+            Verdict::Accept => {}
+            Verdict::Latch(peer) => self.connect(peer),
+            Verdict::Drop(reason) => {
+                stats.dropped(reason);
+                return true;
+            }
+        }
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
         let Some(stream) = self.stream.as_mut() else {
             return true;
@@ -432,11 +488,6 @@ impl Channel {
             }
         } else {
             self.last_seq = Some(info.sequence);
-        }
-        if stream.symmetric && !self.latched {
-            // Latch once: later packets from elsewhere cannot steal the stream.
-            stream.remote = from;
-            self.latched = true;
         }
         if self.bridge.is_some() && info.payload_type == stream.payload_type {
             match Frame::of(payload, info.timestamp) {
@@ -554,14 +605,15 @@ pub(crate) async fn run(
         tokio::select! {
             biased;
             cmd = commands.recv() => match cmd {
-                Some(cmd) => channels.apply(cmd),
+                Some(cmd) => channels.apply(cmd, Instant::now()),
                 None => return,
             },
             at = interval.tick() => {
                 // Probing a silent socket costs one EAGAIN; an epoll set
                 // checked once per tick measured no clear gain over it.
+                let now = Instant::now();
                 for ch in channels.list.iter_mut() {
-                    ch.receive_all(&mut rbuf, &stats);
+                    ch.receive_all(&mut rbuf, &stats, now);
                 }
                 channels.relay();
                 let music = music_frame(at.into_std());
@@ -639,7 +691,7 @@ impl Channels {
         }
     }
 
-    fn apply(&mut self, cmd: ClockCommand) {
+    fn apply(&mut self, cmd: ClockCommand, now: Instant) {
         match cmd {
             ClockCommand::Add(ch) => {
                 self.index.insert(ch.id, self.list.len());
@@ -656,10 +708,30 @@ impl Channels {
             }
             ClockCommand::To(id, cmd) => {
                 if let Some(ch) = self.get_mut(id) {
-                    ch.apply(cmd);
+                    ch.apply(cmd, now);
                 }
             }
         }
+    }
+}
+
+/// Undoes `connect()` on a UDP socket (connect to `AF_UNSPEC`), so it hears
+/// every source again; std has no call for it.
+fn disconnect(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed sockaddr with family AF_UNSPEC is a valid argument,
+    // its size is passed, and the descriptor is owned by `socket`.
+    let ok = unsafe {
+        let mut addr: libc::sockaddr = std::mem::zeroed();
+        addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        libc::connect(
+            socket.as_raw_fd(),
+            &addr,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        ) == 0
+    };
+    if !ok {
+        tracing::debug!("cannot disconnect an RTP socket");
     }
 }
 
@@ -727,7 +799,13 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats, music: u64) {
         return;
     }
     ch.seq = ch.seq.wrapping_add(1);
-    match ch.socket.send_to(&wbuf[..len], stream.remote) {
+    let to = ch.learning.as_ref().map_or(stream.remote, |l| l.send_to());
+    let sent = if ch.connected == Some(to) {
+        ch.socket.send(&wbuf[..len])
+    } else {
+        ch.socket.send_to(&wbuf[..len], to)
+    };
+    match sent {
         Ok(_) => {
             stats.packets_out.fetch_add(1, Ordering::Relaxed);
         }
@@ -752,13 +830,13 @@ mod tests {
         let music = Arc::new(Prompt::from_samples("music/test", &vec![0i16; 160 * 50]));
         let (mut early, _e) = channel();
         let (mut late, _l) = channel();
-        early.apply(ChannelCommand::Music(music.clone()));
+        early.apply(ChannelCommand::Music(music.clone()), Instant::now());
         let mut frames = Vec::new();
         for t in 1000..1010u64 {
             frames.push(early.advance(t).0);
         }
         // The second caller joins at frame 1010 and is in step at once.
-        late.apply(ChannelCommand::Music(music.clone()));
+        late.apply(ChannelCommand::Music(music.clone()), Instant::now());
         for t in 1010..1200u64 {
             let (a, b) = (early.advance(t).0, late.advance(t).0);
             assert_eq!(a, b);
@@ -814,10 +892,13 @@ mod tests {
     fn a_prompt_plays_once_from_its_start_and_reports_its_end() {
         let p = Arc::new(Prompt::from_samples("beep", &vec![0i16; 160 * 3]));
         let (mut ch, mut events) = channel();
-        ch.apply(ChannelCommand::Play {
-            prompt: p,
-            token: 7,
-        });
+        ch.apply(
+            ChannelCommand::Play {
+                prompt: p,
+                token: 7,
+            },
+            Instant::now(),
+        );
         let played: Vec<_> = (0..3).map(|t| ch.advance(900 + t)).collect();
         assert_eq!(
             played,

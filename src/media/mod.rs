@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod dtmf;
 pub mod g711;
+pub mod learn;
 pub mod ports;
 pub mod prompt;
 pub mod rtp;
@@ -13,6 +14,7 @@ pub mod wav;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
@@ -90,7 +92,7 @@ impl MediaEngine {
                 .ports
                 .lock()
                 .map_err(|_| MediaError::NoPorts(self.range.clone()))?
-                .take()
+                .take(Instant::now(), &mut rand::rng())
                 .ok_or_else(|| MediaError::NoPorts(self.range.clone()))?;
             match bind_nonblocking(SocketAddr::new(self.bind, port)) {
                 Ok(socket) => return Ok(self.register(socket, port, clock)),
@@ -135,7 +137,7 @@ impl MediaEngine {
 
     fn give_back(&self, port: u16) {
         if let Ok(mut pool) = self.ports.lock() {
-            pool.give_back(port);
+            pool.give_back(port, Instant::now());
         }
     }
 

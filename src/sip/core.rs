@@ -44,7 +44,11 @@ pub enum SipError {
 /// Starts the SIP layer. `restored` are agents' contacts kept from before
 /// a restart: the registrar takes them back (those not expired) and they
 /// are published like fresh registrations.
-pub async fn start(config: Arc<Config>, restored: Vec<Registration>) -> Result<SipLayer, SipError> {
+pub async fn start(
+    config: Arc<Config>,
+    restored: Vec<Registration>,
+    admission: Arc<crate::overload::Admission>,
+) -> Result<SipLayer, SipError> {
     let listen = config.sip.listen;
     let (in_tx, in_rx) = mpsc::channel(8192);
     let mut udp = None;
@@ -59,7 +63,11 @@ pub async fn start(config: Arc<Config>, restored: Vec<Registration>) -> Result<S
             })?;
         udp_addr = socket.local_addr().ok();
         let socket = Arc::new(socket);
-        tokio::spawn(transport::run_udp(socket.clone(), in_tx.clone()));
+        tokio::spawn(transport::run_udp(
+            socket.clone(),
+            in_tx.clone(),
+            config.sip.max_message_size,
+        ));
         udp = Some(socket);
     }
     let mut tcp_addr = None;
@@ -74,7 +82,12 @@ pub async fn start(config: Arc<Config>, restored: Vec<Registration>) -> Result<S
                 source,
             })?;
         tcp_addr = listener.local_addr().ok();
-        tokio::spawn(transport::run_tcp(listener, in_tx.clone()));
+        tokio::spawn(transport::run_tcp(
+            listener,
+            in_tx.clone(),
+            config.sip.connections,
+            config.sip.max_message_size,
+        ));
     }
     let (incoming_tx, incoming_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -104,6 +117,7 @@ pub async fn start(config: Arc<Config>, restored: Vec<Registration>) -> Result<S
         incoming: incoming_tx,
         cmd_tx,
         status: status.clone(),
+        admission,
         out: Vec::new(),
         events: Vec::new(),
         registrar: Registrar::new(
@@ -153,6 +167,10 @@ struct DialogSlot {
     released: bool,
 }
 
+/// An open TCP connection as the core sees it: its writer, and the flag
+/// that keeps it past its idle timeout.
+type TcpConnection = (mpsc::Sender<Arc<[u8]>>, Arc<std::sync::atomic::AtomicBool>);
+
 struct SipCore {
     config: Arc<Config>,
     local: SocketAddr,
@@ -167,10 +185,14 @@ struct SipCore {
     /// Dialog ids, shared with the [`Dialer`] so it can name a dialog at once.
     next_dialog: Arc<std::sync::atomic::AtomicU64>,
     udp: Option<Arc<UdpSocket>>,
-    tcp: HashMap<SocketAddr, mpsc::Sender<Arc<[u8]>>>,
+    /// Open TCP connections: their writer, and whether they carry a
+    /// registration or a dialog (kept past their idle timeout then).
+    tcp: HashMap<SocketAddr, TcpConnection>,
     incoming: mpsc::Sender<IncomingCall>,
     cmd_tx: mpsc::UnboundedSender<Command>,
     status: Arc<SipStatus>,
+    /// Raised pressures refuse new calls.
+    admission: Arc<crate::overload::Admission>,
     out: Vec<Transmit>,
     events: Vec<TxEvent>,
     registrar: Registrar,
@@ -259,7 +281,7 @@ impl SipCore {
                     }
                 }
                 Transport::Tcp => match self.tcp.get(&t.target.addr) {
-                    Some(w) => {
+                    Some((w, _)) => {
                         if w.try_send(t.bytes).is_err() {
                             warn!(to = %t.target.addr, "tcp connection backed up; message dropped");
                         }
@@ -364,8 +386,12 @@ impl SipCore {
 
     fn on_inbound(&mut self, msg: Inbound) {
         match msg {
-            Inbound::TcpOpened { peer, writer } => {
-                self.tcp.insert(peer, writer);
+            Inbound::TcpOpened {
+                peer,
+                writer,
+                in_use,
+            } => {
+                self.tcp.insert(peer, (writer, in_use));
             }
             Inbound::TcpClosed { peer } => {
                 self.tcp.remove(&peer);
@@ -414,7 +440,7 @@ impl SipCore {
             },
         };
 
-        let key = ServerKey::of(&req, via.branch());
+        let key = ServerKey::of(&req, via.branch()).sent_by(&via.host, via.port.unwrap_or(5060));
         let tx = match self.txs.on_request(&req, key.clone(), reply_to, now()) {
             RequestMatch::New(tx) => tx,
             RequestMatch::Retransmission(resend) => {
@@ -459,6 +485,14 @@ impl SipCore {
         let call_id = req.call_id().to_owned();
         if self.status.draining.load(Ordering::SeqCst) {
             info!(%call_id, "refusing call: shutting down");
+            let mut resp = self.response(&req, 503, None, None);
+            resp.headers.push("Retry-After", "30");
+            self.out.extend(self.txs.respond(tx, &resp, now()));
+            return;
+        }
+        if let Some(p) = self.admission.refusing() {
+            warn!(%call_id, reason = p.as_str(), "refusing call: overloaded");
+            metrics::counter!("hotline_calls_refused_total", "reason" => p.as_str()).increment(1);
             return self.reply(tx, &req, 503, None);
         }
         let dialed_user = SipUri::parse(&req.uri)
@@ -853,8 +887,31 @@ impl SipCore {
         }
     }
 
+    /// Marks each TCP connection that carries a dialog or a registration,
+    /// so its idle timeout does not close it.
+    fn mark_connections_in_use(&self) {
+        if self.tcp.is_empty() {
+            return;
+        }
+        let mut used: std::collections::HashSet<SocketAddr> = self
+            .dialogs
+            .values()
+            .filter(|s| s.dialog.source.transport == Transport::Tcp)
+            .map(|s| s.dialog.source.addr)
+            .collect();
+        used.extend(
+            self.registrar
+                .registered()
+                .flat_map(|(_, bs)| bs.iter().map(|b| b.source)),
+        );
+        for (peer, (_, in_use)) in &self.tcp {
+            in_use.store(used.contains(peer), Ordering::Relaxed);
+        }
+    }
+
     fn housekeeping(&mut self) {
         let t = now();
+        self.mark_connections_in_use();
         self.trunk_requests(t);
         for agent in self.registrar.expire(t) {
             self.publish(&agent);
@@ -1099,6 +1156,7 @@ impl SipCore {
             // Still acknowledged, to the address we sent to, then ended.
         }
         let target = slot.dialog.request_target();
+        let peer = target.addr.ip();
         let (via, _) = new_via(self.local, target.transport);
         let ack = slot.dialog.ack(via, &self.config.sip.user_agent).to_bytes();
         self.out.push(Transmit {
@@ -1117,7 +1175,7 @@ impl SipCore {
         }
         info!(call_id = %slot.dialog.call_id, "our INVITE was answered");
         let sdp = (!resp.body.is_empty()).then(|| resp.body.clone());
-        let _ = slot.events.send(DialogEvent::Answered { sdp });
+        let _ = slot.events.send(DialogEvent::Answered { sdp, peer });
     }
 
     /// Our INVITE was challenged (`401`/`407`): sends it again, once, with

@@ -47,8 +47,12 @@ pub enum DialogEvent {
     Ended,
     /// Our INVITE: the far end is ringing (180/183).
     Ringing,
-    /// Our INVITE was answered (2xx; ACK sent), with the SDP answer.
-    Answered { sdp: Option<Vec<u8>> },
+    /// Our INVITE was answered (2xx; ACK sent), with the SDP answer; `peer`
+    /// is the IP our requests in the dialog go to (where its RTP may come from).
+    Answered {
+        sdp: Option<Vec<u8>>,
+        peer: std::net::IpAddr,
+    },
     /// Our INVITE failed: a final error response, 408 when nothing answered.
     Rejected { status: u16 },
     /// The far end answered our in-dialog OPTIONS ([`DialogHandle::ping`]).

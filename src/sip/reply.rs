@@ -63,9 +63,6 @@ pub fn response(
     if status == 415 {
         headers.push("Accept", "application/sdp");
     }
-    if status == 503 {
-        headers.push("Retry-After", "30");
-    }
     headers.push("Server", us.server);
     let body = match sdp {
         Some(body) => {
@@ -135,7 +132,9 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:100@h>\r\nCall-ID: c\r\nCSeq: 7 {method}\r\nCo
         assert_eq!(trying.headers.get("To"), Some("<sip:100@h>"));
         assert!(trying.headers.get("Contact").is_none());
         let busy = response(&request("INVITE", "UDP"), 503, "t", &US, None);
-        assert_eq!(busy.headers.get("Retry-After"), Some("30"));
+        // Overload: no Retry-After, so a proxy does not take us out of
+        // rotation for it (RFC 6357); a shutdown adds its own.
+        assert!(busy.headers.get("Retry-After").is_none());
         assert!(busy.headers.get("Contact").is_none());
         let nope = response(&request("SUBSCRIBE", "UDP"), 405, "t", &US, None);
         assert_eq!(nope.headers.get("Allow"), Some(ALLOW));

@@ -83,6 +83,13 @@ impl ServerKey {
         ServerKey { branch, method }
     }
 
+    /// Also matched by the top Via's sent-by (RFC 3261 §17.2.3), so two
+    /// senders reusing one branch never meet in one transaction.
+    pub fn sent_by(mut self, host: &str, port: u16) -> ServerKey {
+        self.branch = format!("{}|{}:{port}", self.branch, host.to_ascii_lowercase());
+        self
+    }
+
     /// The INVITE transaction that a CANCEL with this key cancels.
     pub fn invite_of_cancel(&self) -> ServerKey {
         ServerKey {
@@ -582,6 +589,27 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c1\r\nCSeq: 1 {method}\r\nCon
             transport: Transport::Udp,
             addr: "127.0.0.1:5070".parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn one_branch_from_two_senders_is_two_transactions() {
+        let mut txs = Transactions::new();
+        let t0 = Instant::now();
+        let req = invite("INVITE", "z9hG4bKsame");
+        let a = ServerKey::of(&req, Some("z9hG4bKsame")).sent_by("127.0.0.1", 5070);
+        let b = ServerKey::of(&req, Some("z9hG4bKsame")).sent_by("127.0.0.1", 5072);
+        assert!(matches!(
+            txs.on_request(&req, a.clone(), udp(), t0),
+            RequestMatch::New(_)
+        ));
+        assert!(matches!(
+            txs.on_request(&req, b, udp(), t0),
+            RequestMatch::New(_)
+        ));
+        assert!(!matches!(
+            txs.on_request(&req, a, udp(), t0),
+            RequestMatch::New(_)
+        ));
     }
 
     #[test]

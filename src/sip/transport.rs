@@ -2,8 +2,10 @@
 //! the SIP core. Parsing happens in the core so a malformed message can be
 //! answered with `400`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -11,9 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::transaction::{Target, Transport};
-
-/// Largest SIP message accepted on a stream; bigger ones close the connection.
-const MAX_STREAM_MESSAGE: usize = 64 * 1024;
+use crate::connections::{ConnectionClock, ConnectionLimits, Expiry, OpenConnections};
 
 /// What the transports hand to the SIP core.
 #[derive(Debug)]
@@ -25,18 +25,29 @@ pub enum Inbound {
     TcpOpened {
         peer: SocketAddr,
         writer: mpsc::Sender<Arc<[u8]>>,
+        /// Set by the core while the connection carries a registration or
+        /// a dialog: it is then kept past its idle timeout.
+        in_use: Arc<AtomicBool>,
     },
     TcpClosed {
         peer: SocketAddr,
     },
 }
 
-/// Receives datagrams forever and forwards each one.
-pub async fn run_udp(socket: Arc<UdpSocket>, to_core: mpsc::Sender<Inbound>) {
-    let mut buf = vec![0u8; 65_535];
+/// Receives datagrams forever and forwards each one (up to `max_message`
+/// bytes; bigger ones are dropped and counted).
+pub async fn run_udp(socket: Arc<UdpSocket>, to_core: mpsc::Sender<Inbound>, max_message: usize) {
+    // One byte more than allowed, so a datagram too big is seen whole.
+    let mut buf = vec![0u8; max_message.saturating_add(1).min(65_536)];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, peer)) => {
+                if n > max_message {
+                    metrics::counter!("hotline_sip_messages_too_large_total", "transport" => "udp")
+                        .increment(1);
+                    debug!(%peer, size = n, "SIP datagram too large; dropped");
+                    continue;
+                }
                 let bytes = &buf[..n];
                 // RFC 5626 keep-alives (CRLF) need no answer here.
                 if bytes.iter().all(|b| b.is_ascii_whitespace()) {
@@ -59,31 +70,68 @@ pub async fn run_udp(socket: Arc<UdpSocket>, to_core: mpsc::Sender<Inbound>) {
     }
 }
 
-/// Accepts TCP connections forever.
-pub async fn run_tcp(listener: TcpListener, to_core: mpsc::Sender<Inbound>) {
+/// Accepts TCP connections forever, within the connection budget: beyond
+/// `per-source` from one address or `max` in all, a new connection is
+/// closed at once.
+pub async fn run_tcp(
+    listener: TcpListener,
+    to_core: mpsc::Sender<Inbound>,
+    limits: ConnectionLimits,
+    max_message: usize,
+) {
+    let mut open = OpenConnections::new(limits);
+    // Connections tell the accept loop when they close.
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<IpAddr>();
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let to_core = to_core.clone();
-                tokio::spawn(serve_tcp(stream, peer, to_core));
+        tokio::select! {
+            Some(ip) = closed_rx.recv() => {
+                open.closed(ip);
+                metrics::gauge!("hotline_sip_connections", "transport" => "tcp").set(open.total() as f64);
             }
-            Err(e) => {
-                warn!(error = %e, "tcp accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(why) = open.admit(peer.ip()) {
+                        metrics::counter!("hotline_sip_connections_refused_total", "reason" => why.as_str())
+                            .increment(1);
+                        debug!(%peer, reason = why.as_str(), "tcp connection refused");
+                        drop(stream);
+                        continue;
+                    }
+                    metrics::gauge!("hotline_sip_connections", "transport" => "tcp").set(open.total() as f64);
+                    let to_core = to_core.clone();
+                    let closed = closed_tx.clone();
+                    tokio::spawn(async move {
+                        serve_tcp(stream, peer, to_core, limits, max_message).await;
+                        let _ = closed.send(peer.ip());
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors (EMFILE) among others: wait, do not spin.
+                    warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
         }
     }
 }
 
-async fn serve_tcp(stream: TcpStream, peer: SocketAddr, to_core: mpsc::Sender<Inbound>) {
+async fn serve_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    to_core: mpsc::Sender<Inbound>,
+    limits: ConnectionLimits,
+    max_message: usize,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Arc<[u8]>>(256);
-    if to_core
-        .send(Inbound::TcpOpened { peer, writer: tx })
-        .await
-        .is_err()
-    {
+    let in_use = Arc::new(AtomicBool::new(false));
+    let opened = Inbound::TcpOpened {
+        peer,
+        writer: tx,
+        in_use: in_use.clone(),
+    };
+    if to_core.send(opened).await.is_err() {
         return;
     }
     let write_task = tokio::spawn(async move {
@@ -95,16 +143,32 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, to_core: mpsc::Sender<In
     });
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut clock = ConnectionClock::opened(limits, Instant::now());
     'read: loop {
-        let n = match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let (deadline, expiry) = clock.deadline();
+        let read = tokio::time::timeout_at(deadline.into(), reader.read(&mut chunk)).await;
+        let n = match read {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(_) if expiry == Expiry::Idle && in_use.load(Ordering::Relaxed) => {
+                clock.keep(Instant::now());
+                continue;
+            }
+            Err(_) => {
+                metrics::counter!("hotline_sip_connections_closed_total", "reason" => expiry.as_str())
+                    .increment(1);
+                debug!(%peer, reason = expiry.as_str(), "tcp connection closed");
+                break;
+            }
         };
         buf.extend_from_slice(&chunk[..n]);
+        let mut messages = 0;
         loop {
             match frame(&buf) {
                 Framing::Incomplete => {
-                    if buf.len() > MAX_STREAM_MESSAGE {
+                    if buf.len() > max_message {
+                        metrics::counter!("hotline_sip_messages_too_large_total", "transport" => "tcp")
+                            .increment(1);
                         warn!(%peer, "tcp message too large; closing");
                         break 'read;
                     }
@@ -113,7 +177,14 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, to_core: mpsc::Sender<In
                 Framing::Skip(n) => {
                     buf.drain(..n);
                 }
+                Framing::Message(n) if n > max_message => {
+                    metrics::counter!("hotline_sip_messages_too_large_total", "transport" => "tcp")
+                        .increment(1);
+                    warn!(%peer, "tcp message too large; closing");
+                    break 'read;
+                }
                 Framing::Message(n) => {
+                    messages += 1;
                     let bytes: Vec<u8> = buf.drain(..n).collect();
                     let from = Target {
                         transport: Transport::Tcp,
@@ -129,6 +200,7 @@ async fn serve_tcp(stream: TcpStream, peer: SocketAddr, to_core: mpsc::Sender<In
                 }
             }
         }
+        clock.on_read(Instant::now(), messages, !buf.is_empty());
     }
     write_task.abort();
     let _ = to_core.send(Inbound::TcpClosed { peer }).await;

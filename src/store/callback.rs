@@ -218,7 +218,7 @@ pub fn recover(
     now: Timestamp,
     not_before: impl Fn(Timestamp) -> Timestamp,
 ) -> Result<Vec<Callback>, StoreError> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let open: Vec<(i64, i64, String)> = {
         let mut stmt = tx.prepare(
             "SELECT id, callback_id, started_at FROM callback_attempt WHERE outcome IS NULL",
@@ -260,7 +260,7 @@ pub fn start_attempt(
     agent: Option<&str>,
     at: Timestamp,
 ) -> Result<(i64, u32), StoreError> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     tx.execute(
         "UPDATE callback SET attempts = attempts + 1 WHERE id = ?1",
         params![callback],
@@ -285,7 +285,7 @@ pub fn end_attempt(
     attempt: i64,
     end: &AttemptEnd,
 ) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let callback: i64 = tx.query_row(
         "SELECT callback_id FROM callback_attempt WHERE id = ?1",
         params![attempt],

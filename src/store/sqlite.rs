@@ -91,6 +91,13 @@ CREATE TABLE agent_state (
 CREATE INDEX agent_state_at ON agent_state (at);
 ",
     super::callback::MIGRATION,
+    // Records open while their call goes on (kept across a crash).
+    "
+ALTER TABLE cdr ADD COLUMN record_key TEXT;
+ALTER TABLE cdr ADD COLUMN open INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX cdr_record_key ON cdr (record_key);
+CREATE INDEX cdr_open ON cdr (open) WHERE open = 1;
+",
 ];
 
 pub struct SqliteStore {
@@ -99,12 +106,17 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Dir {
+        private_dir(data_dir).map_err(|source| StoreError::Dir {
             path: data_dir.display().to_string(),
             source,
         })?;
         let conn = Connection::open(data_dir.join("hotline.db"))?;
         SqliteStore::with_connection(conn)
+    }
+
+    /// How long a write waits for another process's lock before it fails.
+    pub fn set_busy_timeout(&mut self, wait: std::time::Duration) -> Result<(), StoreError> {
+        Ok(self.conn.busy_timeout(wait)?)
     }
 
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
@@ -135,6 +147,21 @@ impl SqliteStore {
     }
 }
 
+/// Creates `dir` (and its parents) for the engine's user only, and takes
+/// the group's and others' access away from one that exists.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
 fn ts(s: String) -> Timestamp {
     s.parse().unwrap_or(Timestamp::UNIX_EPOCH)
 }
@@ -158,7 +185,7 @@ impl SqliteStore {
             "SELECT call_id, caller, dialed, trunk, arrived_at, answered_at, flow, ivr_exit_at,
                 queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome, ended_by,
                 wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node
-             FROM cdr WHERE {filter}"
+             FROM cdr WHERE open = 0 AND {filter}"
         ))?;
         let rows = stmt.query_map(params, |r| {
             Ok(Cdr {
@@ -192,40 +219,80 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("BEGIN IMMEDIATE")?)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
     fn save_cdr(&mut self, c: &Cdr) -> Result<i64, StoreError> {
-        self.conn.execute(
+        self.write_record(None, c, false)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn write_record(&mut self, key: Option<&str>, c: &Cdr, open: bool) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare(
             "INSERT INTO cdr (call_id, caller, dialed, trunk, arrived_at, answered_at, flow,
                 ivr_exit_at, queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome,
-                ended_by, wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node)
+                ended_by, wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node,
+                record_key, open)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23)",
-            params![
-                c.call_id,
-                c.caller,
-                c.dialed,
-                c.trunk,
-                text(c.arrived_at),
-                text(c.answered_at),
-                c.flow,
-                text(c.ivr_exit_at),
-                c.queue,
-                text(c.queued_at),
-                text(c.offered_at),
-                c.agent,
-                text(c.bridged_at),
-                text(c.ended_at),
-                c.outcome,
-                c.ended_by,
-                c.wait_ms,
-                c.talk_ms,
-                c.vars,
-                c.hold_ms,
-                c.wrap_up_ms,
-                c.recording,
-                c.exit_node
-            ],
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+             ON CONFLICT (record_key) DO UPDATE SET call_id = excluded.call_id,
+                caller = excluded.caller, dialed = excluded.dialed, trunk = excluded.trunk,
+                arrived_at = excluded.arrived_at, answered_at = excluded.answered_at,
+                flow = excluded.flow, ivr_exit_at = excluded.ivr_exit_at, queue = excluded.queue,
+                queued_at = excluded.queued_at, offered_at = excluded.offered_at,
+                agent = excluded.agent, bridged_at = excluded.bridged_at,
+                ended_at = excluded.ended_at, outcome = excluded.outcome,
+                ended_by = excluded.ended_by, wait_ms = excluded.wait_ms,
+                talk_ms = excluded.talk_ms, vars = excluded.vars, hold_ms = excluded.hold_ms,
+                wrap_up_ms = excluded.wrap_up_ms, recording = excluded.recording,
+                exit_node = excluded.exit_node, open = excluded.open",
         )?;
-        Ok(self.conn.last_insert_rowid())
+        stmt.execute(params![
+            c.call_id,
+            c.caller,
+            c.dialed,
+            c.trunk,
+            text(c.arrived_at),
+            text(c.answered_at),
+            c.flow,
+            text(c.ivr_exit_at),
+            c.queue,
+            text(c.queued_at),
+            text(c.offered_at),
+            c.agent,
+            text(c.bridged_at),
+            text(c.ended_at),
+            c.outcome,
+            c.ended_by,
+            c.wait_ms,
+            c.talk_ms,
+            c.vars,
+            c.hold_ms,
+            c.wrap_up_ms,
+            c.recording,
+            c.exit_node,
+            key,
+            open
+        ])?;
+        Ok(())
+    }
+
+    fn close_interrupted(&mut self) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE cdr SET open = 0, outcome = 'interrupted', ended_by = 'engine' WHERE open = 1",
+            [],
+        )?)
     }
 
     fn cdrs(&mut self) -> Result<Vec<Cdr>, StoreError> {
@@ -260,7 +327,7 @@ impl Store for SqliteStore {
         agent: &str,
         bindings: &[Registered],
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         tx.execute("DELETE FROM registration WHERE agent = ?1", params![agent])?;
         for b in bindings {
             tx.execute(
@@ -629,5 +696,38 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].score, 9);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_open_record_is_replaced_by_its_end_and_a_crash_closes_it_as_interrupted() {
+        let mut s = SqliteStore::in_memory().unwrap();
+        let at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let open = |id: &str| Cdr {
+            call_id: id.into(),
+            arrived_at: Some(at),
+            answered_at: Some(at),
+            queue: Some("support".into()),
+            vars: "{}".into(),
+            ..Cdr::default()
+        };
+        s.write_record(Some("k1"), &open("a"), true).unwrap();
+        s.write_record(Some("k2"), &open("b"), true).unwrap();
+        // Open records are not what reports read.
+        assert!(s.cdrs().unwrap().is_empty());
+        let done = Cdr {
+            outcome: "agent".into(),
+            ended_by: "caller".into(),
+            ..open("a")
+        };
+        s.write_record(Some("k1"), &done, false).unwrap();
+        assert_eq!(s.cdrs().unwrap(), vec![done.clone()]);
+        // "b" was going on when the engine died.
+        assert_eq!(s.close_interrupted().unwrap(), 1);
+        let rows = s.cdrs().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].call_id, "b");
+        assert_eq!(rows[1].outcome, "interrupted");
+        assert_eq!(rows[1].queue.as_deref(), Some("support"));
+        assert_eq!(s.close_interrupted().unwrap(), 0);
     }
 }

@@ -77,6 +77,8 @@ pub struct Engine {
     log_path: PathBuf,
     /// A flows directory of the test's own (see [`Engine::with_flow`]).
     flows_dir: Option<PathBuf>,
+    /// The engine's open-file limit, soft and hard (unset: inherited).
+    nofile: Option<u64>,
 }
 
 static NEXT_FLOWS: AtomicU16 = AtomicU16::new(0);
@@ -180,9 +182,28 @@ impl Engine {
             dir,
             log_path,
             flows_dir: None,
+            nofile: None,
         };
         engine.spawn();
         engine
+    }
+
+    /// As [`Engine::start`], with the engine's open-file limit (soft and
+    /// hard) set to `nofile`.
+    pub fn start_with_open_files(extra: &str, nofile: u64) -> Engine {
+        let mut engine = Engine::start(extra);
+        engine.terminate_now();
+        engine.nofile = Some(nofile);
+        engine.spawn();
+        engine
+    }
+
+    /// Ends the engine at once (SIGKILL).
+    fn terminate_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Starts the binary with the engine's config, its log appended to the
@@ -193,7 +214,24 @@ impl Engine {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotline"));
+        if let Some(n) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs here.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(self.dir.join("hotline.yaml"))
@@ -223,10 +261,7 @@ impl Engine {
     /// Kills the engine (SIGKILL: no shutdown of any kind) and starts it
     /// again with the same config, ports and data directory.
     pub fn crash_and_restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.terminate_now();
         self.spawn();
     }
 
@@ -746,7 +781,7 @@ fn api_request(
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     // Chunked bodies: the JSON is the chunk between the size lines.
-    let body = match (body.find('{'), body.rfind('}')) {
+    let body = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
         (Some(a), Some(b)) if b >= a => &body[a..=b],
         _ => body,
     };

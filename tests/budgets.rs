@@ -1,0 +1,171 @@
+//! Connections have budgets: an engine limited to 1,024 descriptors, under
+//! 1,100 trickling TCP connections (SIP, then HTTP) from one address,
+//! still answers a UDP trunk call with audio both ways and still answers
+//! its API; beyond the budget, connections are refused at once, and the
+//! trickling ones are closed by the message timeout.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::ua::TestUa;
+use common::Engine;
+use hotline::media::PromptCache;
+use hotline::sdp::Codec;
+
+const CONNECTIONS: usize = 1100;
+
+/// This test process opens more than a thousand sockets.
+fn raise_own_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    assert!(lim.rlim_cur >= 4096, "this test needs 4,096 open files");
+}
+
+/// Opens `CONNECTIONS` connections from 127.0.0.2 to `target`.
+fn connect_all(target: SocketAddr) -> Vec<TcpStream> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let stream = rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+            tokio::time::timeout(Duration::from_secs(2), socket.connect(target)).await
+        });
+        if let Ok(Ok(stream)) = stream {
+            let stream = stream.into_std().unwrap();
+            stream.set_nonblocking(true).unwrap();
+            out.push(stream);
+        }
+    }
+    out
+}
+
+/// Sends the next byte of `text` on every connection still open; `true`
+/// for those the engine closed (EOF, reset).
+fn trickle(conns: &mut [TcpStream], closed: &mut [bool], text: &[u8], i: usize) {
+    let mut buf = [0u8; 256];
+    for (c, done) in conns.iter_mut().zip(closed.iter_mut()) {
+        if *done {
+            continue;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => *done = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => *done = true,
+        }
+        if !*done && c.write(&text[i % text.len()..][..1]).is_err() {
+            *done = true;
+        }
+    }
+}
+
+/// Keeps `conns` trickling for up to `limit`, checking meanwhile that a
+/// UDP call still has audio both ways and the API still answers; the
+/// time until every connection was closed.
+fn flood_and_check(
+    engine: &Engine,
+    conns: &mut [TcpStream],
+    text: &[u8],
+    ua_ports: u16,
+) -> Duration {
+    let cache = PromptCache::load_dir(&common::root().join("sounds")).unwrap();
+    let started = Instant::now();
+    let mut closed = vec![false; conns.len()];
+    let mut i = 0;
+    let mut checked = false;
+    while closed.iter().any(|c| !c) && started.elapsed() < Duration::from_secs(20) {
+        trickle(conns, &mut closed, text, i);
+        i += 1;
+        if !checked && started.elapsed() > Duration::from_millis(500) {
+            checked = true;
+            // The trunk call over UDP: answered, and the key-test line
+            // says back the key the caller sent as RTP.
+            let p = engine.ports;
+            let mut ua = TestUa::call(
+                engine.sip,
+                p.spare(ua_ports),
+                p.spare(ua_ports + 1),
+                "echo",
+                "0 101",
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            ua.press_rfc4733('5');
+            let heard = ua.receive(Duration::from_millis(1500));
+            ua.bye();
+            let five = cache.get("digits/5").unwrap();
+            let payloads: Vec<&[u8]> = heard.iter().map(|p| p.payload.as_slice()).collect();
+            assert!(
+                (0..payloads.len())
+                    .any(|s| common::prompt_run(&payloads, s, &five, Codec::Pcmu) >= 20),
+                "the caller did not hear their key said back ({} packets)",
+                heard.len()
+            );
+            let (status, body) = common::api_get(engine, "/api/calls");
+            assert_eq!(status, 200, "the API did not answer: {body}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(checked);
+    let open = closed.iter().filter(|c| !**c).count();
+    assert_eq!(open, 0, "{open} trickling connections were never closed");
+    started.elapsed()
+}
+
+fn refused(engine: &Engine, metric: &str) -> f64 {
+    let (_, body) = common::api_get(engine, "/metrics");
+    body.lines()
+        .filter(|l| l.starts_with(metric))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn trickling_connections_starve_neither_calls_nor_the_api() {
+    raise_own_open_files();
+    let engine = Engine::start_with_open_files(
+        "sip:\n  connections: { max: 300, per-source: 100, message-timeout: 2s, idle-timeout: 4s }\n\
+         http:\n  tokens: [{ name: test, token: test-read-token, role: read }]\n  connections: { max: 300, per-source: 100, message-timeout: 2s }\n",
+        1024,
+    );
+    let sip_tcp = engine.sip;
+    let http = SocketAddr::from(([127, 0, 0, 1], engine.ports.http()));
+
+    let mut conns = connect_all(sip_tcp);
+    assert_eq!(conns.len(), CONNECTIONS);
+    let took = flood_and_check(
+        &engine,
+        &mut conns,
+        b"OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: ",
+        0,
+    );
+    println!("SIP: 1,100 trickling connections all closed within {took:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    drop(conns);
+    assert!(refused(&engine, "hotline_sip_connections_refused_total") >= 800.0);
+
+    let mut conns = connect_all(http);
+    let took = flood_and_check(
+        &engine,
+        &mut conns,
+        b"GET /api/calls HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+        2,
+    );
+    println!("HTTP: 1,100 trickling connections all closed within {took:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(refused(&engine, "hotline_http_connections_refused_total") >= 800.0);
+}
