@@ -92,7 +92,8 @@ pub struct Cdr {
     pub bridged_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
     /// `agent`, `abandoned`, `transferred`, `ivr`, `ivr-abandoned`,
-    /// `refused`, `cancelled`, `failed`.
+    /// `refused`, `cancelled`, `failed`; `interrupted` when the engine
+    /// stopped (a crash) while the call went on.
     pub outcome: String,
     /// Who ended the call: `caller`, `engine`.
     pub ended_by: String,
