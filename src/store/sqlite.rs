@@ -317,7 +317,9 @@ impl Store for SqliteStore {
     fn cdrs_of_caller(&mut self, caller: &str, limit: usize) -> Result<Vec<Cdr>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.query_cdrs(
-            "caller = ?1 ORDER BY id DESC LIMIT ?2",
+            // By the (caller, arrived_at) index, newest first: a caller
+            // with thousands of calls costs `limit` rows, not all of them.
+            "caller = ?1 ORDER BY arrived_at DESC LIMIT ?2",
             params![caller, limit],
         )
     }
