@@ -170,6 +170,18 @@ struct Marks {
     queue_left: Option<&'static str>,
 }
 
+impl Marks {
+    /// Writes when the IVR, queue and agent stages began into `cdr`.
+    fn stamp_stages(&self, cdr: &mut Cdr) {
+        cdr.ivr_exit_at = self.ivr_exit_at;
+        cdr.queue = self.queue.clone();
+        cdr.queued_at = self.queued_at;
+        cdr.offered_at = self.offered_at;
+        cdr.agent = self.agent.clone();
+        cdr.bridged_at = self.bridged_at;
+    }
+}
+
 /// Ends the record: the end time, who ended it, the wait and talk times.
 fn finish_cdr(cdr: &mut Cdr, ending: Ending) {
     let end = jiff::Timestamp::now();
@@ -437,12 +449,7 @@ impl Call {
         };
         let m = &self.marks;
         let mut cdr = base.clone();
-        cdr.ivr_exit_at = m.ivr_exit_at;
-        cdr.queue = m.queue.clone();
-        cdr.queued_at = m.queued_at;
-        cdr.offered_at = m.offered_at;
-        cdr.agent = m.agent.clone();
-        cdr.bridged_at = m.bridged_at;
+        m.stamp_stages(&mut cdr);
         cdr.exit_node = Some(self.run.node_name().to_owned());
         // The last moment the call was known to go on.
         cdr.ended_at = Some(jiff::Timestamp::now());
@@ -473,12 +480,7 @@ impl Call {
             cdr.flow = Some(flow.clone());
             cdr.exit_node = Some(node.clone());
         }
-        cdr.ivr_exit_at = m.ivr_exit_at;
-        cdr.queue = m.queue.clone();
-        cdr.queued_at = m.queued_at;
-        cdr.offered_at = m.offered_at;
-        cdr.agent = m.agent.clone();
-        cdr.bridged_at = m.bridged_at;
+        m.stamp_stages(cdr);
         cdr.vars = serde_json::to_string(self.run.vars()).unwrap_or_else(|_| "{}".into());
         cdr.outcome = match (self.run.outcome(), m.bridged_at, m.queue_left) {
             _ if m.before_survey.is_some() => "agent",
