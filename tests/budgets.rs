@@ -169,3 +169,49 @@ fn trickling_connections_starve_neither_calls_nor_the_api() {
     assert!(took < Duration::from_secs(8), "took {took:?}");
     assert!(refused(&engine, "hotline_http_connections_refused_total") >= 800.0);
 }
+
+#[test]
+fn new_calls_are_refused_without_retry_after_while_descriptors_run_short() {
+    // So few descriptors that fewer than the reserve (64) are ever free.
+    let engine = Engine::start_with_open_files("", 80);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let local = sock.local_addr().unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    let answer = loop {
+        n += 1;
+        let invite = format!(
+            "INVITE sip:echo@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKfd{n};rport\r\n\
+From: <sip:fd@{local}>;tag=fd{n}\r\nTo: <sip:echo@{sip}>\r\nCall-ID: fd-{n}-{local}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:fd@{local}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            sip = engine.sip
+        );
+        sock.send_to(invite.as_bytes(), engine.sip).unwrap();
+        let mut buf = [0u8; 4096];
+        let mut last = String::new();
+        while let Ok((len, _)) = sock.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..len]).into_owned();
+            if !text.starts_with("SIP/2.0 1") {
+                last = text;
+                break;
+            }
+        }
+        if last.starts_with("SIP/2.0 503") || Instant::now() > until {
+            break last;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        answer.starts_with("SIP/2.0 503"),
+        "{answer}\n{}",
+        engine.log()
+    );
+    assert!(!answer.contains("Retry-After"), "{answer}");
+    let (_, metrics) = common::api_get(&engine, "/metrics");
+    assert!(
+        metrics.contains("hotline_overload{reason=\"descriptors\"} 1"),
+        "{metrics}"
+    );
+}
