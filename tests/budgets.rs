@@ -215,3 +215,22 @@ Contact: <sip:fd@{local}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         "{metrics}"
     );
 }
+
+#[test]
+fn a_tcp_connection_that_carries_a_call_outlives_its_idle_timeout() {
+    // Idle connections go after 1 s; this call's goes on for 5 s after its
+    // last message (the ACK), then its BYE comes over the same connection.
+    let engine = Engine::start("sip:\n  connections: { idle-timeout: 1s, message-timeout: 2s }\n");
+    common::sipp(
+        &engine,
+        0,
+        &common::scenario("caller-basic.xml"),
+        &["-t", "t1", "-s", "echo", "-d", "5000", "-m", "1"],
+    )
+    .assert_ok();
+    let (_, metrics) = common::api_get(&engine, "/metrics");
+    assert!(
+        !metrics.contains("hotline_sip_connections_closed_total{reason=\"idle-timeout\"}"),
+        "{metrics}"
+    );
+}
