@@ -140,7 +140,13 @@ fn de_sip_limits<'de, D: Deserializer<'de>>(d: D) -> Result<ConnectionLimits, D:
 }
 
 fn de_http_limits<'de, D: Deserializer<'de>>(d: D) -> Result<ConnectionLimits, D::Error> {
-    Ok(ConnectionLimitsText::deserialize(d)?.over(ConnectionLimits::HTTP))
+    let text = ConnectionLimitsText::deserialize(d)?;
+    if text.idle_timeout.is_some() {
+        return Err(serde::de::Error::custom(
+            "`idle-timeout` is for SIP connections; an HTTP connection waiting for its next request is closed after `message-timeout`",
+        ));
+    }
+    Ok(text.over(ConnectionLimits::HTTP))
 }
 
 impl ConnectionLimits {
@@ -1093,6 +1099,29 @@ mod tests {
         assert!(c.trunk_for("::1".parse().unwrap()).is_some());
         assert!(c.trunk_for("10.0.0.1".parse().unwrap()).is_none());
         assert!(c.trunks[0].symmetric_rtp);
+    }
+
+    #[test]
+    fn connection_budgets_keep_each_listeners_defaults_for_what_is_not_given() {
+        let c = Config::parse(
+            "sip:\n  connections: { max: 50, idle-timeout: 30s }\nhttp:\n  connections: { per-source: 8 }\n",
+        )
+        .unwrap();
+        let sip = c.sip.connections;
+        assert_eq!(
+            (sip.max, sip.per_source),
+            (50, ConnectionLimits::SIP.per_source)
+        );
+        assert_eq!(sip.idle_timeout, Duration::from_secs(30));
+        let http = c.http.connections;
+        assert_eq!((http.max, http.per_source), (ConnectionLimits::HTTP.max, 8));
+        let err = Config::parse("http:\n  connections: { idle-timeout: 5s }\n").unwrap_err();
+        assert!(
+            err.contains("`idle-timeout` is for SIP connections"),
+            "{err}"
+        );
+        let err = Config::parse("sip:\n  connections: { maxx: 5 }\n").unwrap_err();
+        assert!(err.contains("unknown field `maxx`"), "{err}");
     }
 
     #[test]
