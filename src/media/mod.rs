@@ -3,6 +3,7 @@
 //! drive a call's media through its [`MediaChannel`].
 
 pub mod clock;
+mod conversation;
 pub mod dtmf;
 pub mod g711;
 pub mod learn;
