@@ -201,8 +201,8 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
 
 fn validate(config_path: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let prompts = hotline::call::engine::load_prompts(&config)?;
-    hotline::call::engine::check_queue_prompts(&config, config_path, &prompts)?;
+    let prompts = hotline::loader::load_prompts(&config)?;
+    hotline::loader::check_queue_prompts(&config, config_path, &prompts)?;
     let names = prompts.names().map(str::to_owned).collect();
     let catalog = flow::set::catalog(&config, names);
     // The flows directory, plus any file named on the command line.
@@ -233,7 +233,7 @@ fn validate(config_path: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
     let warnings = loaded.diagnostics.len() - errors;
     match loaded.set {
         Some(set) => {
-            hotline::call::engine::check_queue_flows(&config, config_path, &set)?;
+            hotline::loader::check_queue_flows(&config, config_path, &set)?;
             let nodes: usize = set.flows.iter().map(|f| f.nodes.len()).sum();
             println!(
                 "{}: ok ({} flows, {nodes} nodes, {} prompts, {warnings} warnings)",
@@ -250,7 +250,7 @@ fn validate(config_path: &Path, paths: &[PathBuf]) -> anyhow::Result<()> {
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     use hotline::call::simulate::{Keys, Simulation};
     let config = Config::load(&args.config)?;
-    let prompts = hotline::call::engine::load_prompts(&config)?;
+    let prompts = hotline::loader::load_prompts(&config)?;
     let names = prompts.names().map(str::to_owned).collect();
     let catalog = flow::set::catalog(&config, names);
     let mut files = flow::set::flow_files(&config.flows_dir)
@@ -368,7 +368,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        hotline::call::engine::run(Arc::new(config), &args.config, shutdown_signal())
+        hotline::engine::run(Arc::new(config), &args.config, shutdown_signal())
             .await
             .context("the engine stopped")
     })

@@ -32,7 +32,7 @@ pub struct ApiState {
     pub store: crate::store::StoreHandle,
     /// The flows new calls take, and how to reload them.
     pub flows: tokio::sync::watch::Receiver<Arc<crate::flow::FlowSet>>,
-    pub reloader: crate::call::reload::Reloader,
+    pub reloader: crate::loader::reload::Reloader,
     pub prompts: Arc<crate::media::PromptCache>,
     pub config_path: std::path::PathBuf,
     pub acd: AcdHandle,

@@ -3,14 +3,12 @@
 //! place where the layers meet.
 
 mod conversation;
-pub mod engine;
 mod feature;
 pub(crate) mod leg;
 pub mod live;
 mod notify;
 pub(crate) mod playlist;
 mod recording;
-pub mod reload;
 pub mod simulate;
 #[cfg(feature = "local-audio")]
 pub mod speaker;

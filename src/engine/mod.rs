@@ -1,5 +1,6 @@
-//! Starting the engine: prompts, media, SIP; handing each incoming call to
-//! its own task; and draining calls on shutdown.
+//! The composition root: starts prompts, flows, the store, media, SIP, the
+//! ACD, callbacks and the API; hands each incoming call to its own task; and
+//! drains calls on shutdown.
 
 use std::future::Future;
 use std::path::Path;
@@ -10,11 +11,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::CallContext;
+use crate::call::{self, CallContext};
 use crate::config::Config;
-use crate::flow::{self, FlowSet};
-use crate::media::prompt::PromptError;
-use crate::media::{MediaEngine, PromptCache};
+use crate::loader::{load_flows, load_prompts, reload, LoadError};
+use crate::media::MediaEngine;
 use crate::sip::{self, SipError};
 use crate::store::{StoreError, StoreHandle};
 
@@ -24,13 +24,9 @@ pub enum EngineError {
     #[error(transparent)]
     Sip(#[from] SipError),
     #[error(transparent)]
-    Prompts(#[from] PromptError),
+    Load(#[from] LoadError),
     #[error("the store: {0}")]
     Store(#[from] StoreError),
-    #[error("the flows are not valid:\n{0}")]
-    Flows(String),
-    #[error("{0}")]
-    Queues(String),
     #[error("cannot listen for the API on {addr}: {source}")]
     Http {
         addr: std::net::SocketAddr,
@@ -44,123 +40,6 @@ struct CallGuard(Arc<AtomicUsize>);
 impl Drop for CallGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Loads every prompt under the sounds directory.
-pub fn load_prompts(config: &Config) -> Result<PromptCache, EngineError> {
-    Ok(PromptCache::load_dir(&config.sounds_dir)?)
-}
-
-/// Loads and checks the flows against the config and the prompts; warnings
-/// are logged, errors refuse the set.
-pub fn load_flows(
-    config: &Config,
-    config_path: &Path,
-    prompts: &PromptCache,
-    version: u64,
-) -> Result<FlowSet, EngineError> {
-    check_queue_prompts(config, config_path, prompts)?;
-    let names = prompts.names().map(str::to_owned).collect();
-    let catalog = flow::set::catalog(config, names);
-    let loaded = flow::set::load(config, config_path, &catalog, version);
-    for d in loaded.diagnostics.iter().filter(|d| !d.is_error()) {
-        warn!("{d}");
-    }
-    if let Some(set) = &loaded.set {
-        check_queue_flows(config, config_path, set)?;
-    }
-    loaded.set.ok_or_else(|| {
-        EngineError::Flows(
-            loaded
-                .diagnostics
-                .iter()
-                .filter(|d| d.is_error())
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-    })
-}
-
-/// A queue's survey flow must be one of the flows.
-pub fn check_queue_flows(
-    config: &Config,
-    config_path: &Path,
-    set: &FlowSet,
-) -> Result<(), EngineError> {
-    let missing: Vec<String> = config
-        .queues
-        .iter()
-        .filter_map(|(name, q)| {
-            let survey = q.survey.as_ref()?;
-            set.flow(survey).is_none().then(|| {
-                format!(
-                    "{}: queues.{name}.survey: there is no flow `{survey}` in {}",
-                    config_path.display(),
-                    config.flows_dir.display()
-                )
-            })
-        })
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(EngineError::Queues(missing.join("\n")))
-    }
-}
-
-/// Every prompt a queue names (greeting, music, message) must exist: a
-/// caller must never wait in silence because of a typo.
-pub fn check_queue_prompts(
-    config: &Config,
-    config_path: &Path,
-    prompts: &PromptCache,
-) -> Result<(), EngineError> {
-    let mut missing = Vec::new();
-    for (name, q) in &config.queues {
-        let named = [
-            ("greeting", q.greeting.as_ref()),
-            ("music", Some(&q.music)),
-            ("message", q.message.as_ref()),
-        ];
-        // The callback offer speaks these (and digits, minutes).
-        const CALLBACK: [&str; 10] = [
-            "callback/offer",
-            "callback/confirm-number",
-            "callback/press-1-correct",
-            "callback/enter-number",
-            "callback/refused",
-            "callback/booked",
-            "callback/this-is",
-            "callback/for",
-            "callback/waited",
-            "digits/0",
-        ];
-        let callback_prompts = q
-            .callback
-            .as_ref()
-            .map_or(&[][..], |_| &CALLBACK[..])
-            .iter()
-            .map(|p| ("callback", Some(*p)));
-        let named = named
-            .into_iter()
-            .map(|(k, p)| (k, p.map(String::as_str)))
-            .chain(callback_prompts);
-        for (key, prompt) in named {
-            if let Some(p) = prompt.filter(|p| prompts.get(p).is_none()) {
-                missing.push(format!(
-                    "{}: queues.{name}.{key}: there is no prompt `{p}` under {}",
-                    config_path.display(),
-                    config.sounds_dir.display()
-                ));
-            }
-        }
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(EngineError::Queues(missing.join("\n")))
     }
 }
 
@@ -273,8 +152,8 @@ pub async fn run(
     let flows = load_flows(&config, config_path, &prompts, 1)?;
     info!(flows = flows.flows.len(), "flows loaded");
     let (flows_tx, flows_rx) = watch::channel(Arc::new(flows));
-    let (reload_handle, reload_requests) = super::reload::channel();
-    let reloader = tokio::spawn(super::reload::run(
+    let (reload_handle, reload_requests) = reload::channel();
+    let reloader = tokio::spawn(reload::run(
         config.clone(),
         config_path.to_owned(),
         prompts.clone(),
@@ -380,7 +259,7 @@ pub async fn run(
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     let _guard = guard;
-                    super::run(ctx, call).await;
+                    call::run(ctx, call).await;
                 });
             }
             _ = &mut shutdown => break,

@@ -12,7 +12,7 @@ use notify::Watcher as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
-use super::engine::load_flows;
+use super::load_flows;
 use crate::config::Config;
 use crate::flow::FlowSet;
 use crate::media::PromptCache;
