@@ -17,7 +17,8 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("sip", &["call", "acd", "api", "flow", "callback", "media"]),
     ("media", &["sip", "call", "acd", "api", "flow", "callback"]),
     ("callback", &["call", "api"]),
-    // The API reaches calls only through the engine's handles.
+    // The API reaches calls only through the engine's handles
+    // (`engine::Calls`: list, hang up).
     ("api", &["call"]),
     (
         "store",
@@ -42,12 +43,7 @@ const GROUND: &[&str] = &[
 ];
 
 /// Broken edges the redesign (issue 13) removes; only ever shrinks.
-const ALLOWED_FOR_NOW: &[(&str, &str)] = &[
-    ("acd", "sip"),
-    ("api", "call"),
-    ("callback", "call"),
-    ("config", "sip"),
-];
+const ALLOWED_FOR_NOW: &[(&str, &str)] = &[("acd", "sip"), ("callback", "call"), ("config", "sip")];
 
 /// The modules a source text names as `crate::X` or `crate::{X, Y::…}`.
 fn crate_paths(text: &str) -> BTreeSet<String> {

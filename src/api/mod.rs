@@ -21,8 +21,8 @@ use tokio::net::TcpListener;
 use crate::connections::OpenConnections;
 
 use crate::acd::actor::AcdHandle;
-use crate::call::live::LiveCalls;
 use crate::config::Config;
+use crate::engine::Calls;
 use crate::events::EventBus;
 
 /// What the API reads and acts on.
@@ -37,7 +37,7 @@ pub struct ApiState {
     pub config_path: std::path::PathBuf,
     pub acd: AcdHandle,
     pub events: EventBus,
-    pub calls: Arc<LiveCalls>,
+    pub calls: Arc<Calls>,
     pub callbacks: crate::callback::CallbackHandle,
 }
 
