@@ -15,7 +15,7 @@ use super::{Acd, Input, Output, Position};
 pub struct Offered {
     pub agent: String,
     pub name: Option<String>,
-    pub contacts: Vec<crate::sip::registrar::Binding>,
+    pub contacts: Vec<super::Contact>,
 }
 
 /// What a queued call hears from the ACD.

@@ -14,8 +14,16 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::config::{Config, QueueConfig};
-use crate::sip::registrar::Binding;
 pub use agent::{AgentEvent, AgentState, CallId};
+
+/// Where one of an agent's phones is rung: the Contact URI it registered
+/// and where its registration came from (the ACD's own view of a
+/// registration; the SIP layer's binding stays in `sip`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub uri: String,
+    pub source: std::net::SocketAddr,
+}
 use estimate::Estimator;
 
 /// What the ACD is told.
@@ -73,7 +81,7 @@ pub enum Input {
     /// An agent's registered contacts changed.
     Contacts {
         agent: String,
-        contacts: Vec<Binding>,
+        contacts: Vec<Contact>,
     },
     Login {
         agent: String,
@@ -107,7 +115,7 @@ pub enum Output {
         call: CallId,
         agent: String,
         name: Option<String>,
-        contacts: Vec<Binding>,
+        contacts: Vec<Contact>,
         ring_timeout: Duration,
     },
     /// An agent's state changed (a pause carries its reason).
@@ -150,7 +158,7 @@ struct Agent {
     auto_login: bool,
     /// Within their shift (always, without one).
     on_shift: bool,
-    contacts: Vec<Binding>,
+    contacts: Vec<Contact>,
     state: AgentState,
     calls: u32,
     misses: u32,

@@ -20,13 +20,10 @@ fn acd() -> Acd {
     Acd::new(&Config::parse(CONFIG).unwrap())
 }
 
-fn contact(agent: &str) -> Vec<Binding> {
-    vec![Binding {
-        contact: format!("sip:{agent}@10.0.0.1"),
+fn contact(agent: &str) -> Vec<Contact> {
+    vec![Contact {
+        uri: format!("sip:{agent}@10.0.0.1"),
         source: "10.0.0.1:5060".parse().unwrap(),
-        expires_at: Instant::now() + Duration::from_secs(3600),
-        call_id: "r".into(),
-        cseq: 1,
     }]
 }
 
@@ -81,7 +78,7 @@ fn registration_logs_in_auto_login_agents_and_the_longest_idle_gets_the_call() {
             ..
         } => {
             assert_eq!(*ring_timeout, Duration::from_secs(15));
-            assert_eq!(contacts[0].contact, "sip:a2@10.0.0.1");
+            assert_eq!(contacts[0].uri, "sip:a2@10.0.0.1");
         }
         _ => unreachable!(),
     }

@@ -1198,9 +1198,9 @@ impl Call {
         );
         for a in &agents {
             for contact in &a.contacts {
-                info!(agent = %a.agent, name = ?a.name, contact = %contact.contact, via = %contact.source, "ringing the agent");
+                info!(agent = %a.agent, name = ?a.name, contact = %contact.uri, via = %contact.source, "ringing the agent");
                 let call = OutboundCall {
-                    target: contact.contact.clone(),
+                    target: contact.uri.clone(),
                     from_user: self.caller.clone(),
                     // The agent's phone shows who is calling.
                     from_display: Some(self.caller.clone()),

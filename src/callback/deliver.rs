@@ -148,9 +148,9 @@ impl Attempt {
         );
         for a in agents {
             for contact in &a.contacts {
-                info!(agent = %a.agent, contact = %contact.contact, callback = cb.id, "ringing the agent for a callback");
+                info!(agent = %a.agent, contact = %contact.uri, callback = cb.id, "ringing the agent for a callback");
                 let call = OutboundCall {
-                    target: contact.contact.clone(),
+                    target: contact.uri.clone(),
                     from_user: cb.number.clone(),
                     from_display: Some(format!("Callback {}", cb.number)),
                     sdp: offer.clone(),

@@ -195,7 +195,14 @@ pub async fn run(
             info!(agent = %r.agent, contacts = ?contacts, "agent contacts");
             acd_regs.send(crate::acd::Input::Contacts {
                 agent: r.agent,
-                contacts: r.contacts,
+                contacts: r
+                    .contacts
+                    .iter()
+                    .map(|b| crate::acd::Contact {
+                        uri: b.contact.clone(),
+                        source: b.source,
+                    })
+                    .collect(),
             });
         }
     });
