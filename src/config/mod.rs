@@ -764,7 +764,7 @@ impl Config {
         }
         for trunk in &self.trunks {
             if let Some(o) = &trunk.outbound {
-                let ok = crate::sip::header::SipUri::parse(&o.proxy)
+                let ok = crate::uri::SipUri::parse(&o.proxy)
                     .is_some_and(|u| u.scheme.eq_ignore_ascii_case("sip"));
                 if !ok {
                     return Err(format!(
