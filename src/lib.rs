@@ -16,6 +16,7 @@ pub mod engine;
 pub mod events;
 pub mod flow;
 pub mod kpi;
+pub mod leg;
 pub mod loader;
 pub mod media;
 pub mod overload;

@@ -4,10 +4,8 @@
 
 mod conversation;
 mod feature;
-pub(crate) mod leg;
 pub mod live;
 mod notify;
-pub(crate) mod playlist;
 mod recording;
 pub mod simulate;
 #[cfg(feature = "local-audio")]
@@ -25,13 +23,12 @@ use crate::acd::Input as AcdInput;
 use crate::config::{Config, Record};
 use crate::events::{Event as BusEvent, PastCall};
 use crate::flow::{self, Action, Event, FlowSet, Outcome, Run, Vars};
-use crate::media::{
-    dtmf, Digit, DigitSource, MediaChannel, MediaEngine, MediaEvent, PromptCache, StreamConfig,
-};
+use crate::leg::{self, playlist::Playlist};
+pub(crate) use crate::leg::{sleep_until_opt, stream_of};
+use crate::media::{dtmf, Digit, DigitSource, MediaChannel, MediaEngine, MediaEvent, PromptCache};
 use crate::sdp::{self, Negotiated, Origin};
 use crate::sip::{Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall};
 use crate::store::{Callback, Cdr, RecordKey, StoreHandle};
-use playlist::Playlist;
 
 /// What every call task shares.
 #[derive(Clone)]
@@ -2029,31 +2026,6 @@ async fn recv_history(
     match rx {
         Some(rx) => rx.await.ok(),
         None => std::future::pending().await,
-    }
-}
-
-pub(crate) async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// How RTP flows for a negotiated stream; `symmetric`: send to where the
-/// far end's packets come from; `signalling`: the IP its SIP comes from.
-pub(crate) fn stream_of(
-    n: &Negotiated,
-    symmetric: bool,
-    signalling: Option<std::net::IpAddr>,
-) -> StreamConfig {
-    StreamConfig {
-        remote: n.remote,
-        codec: n.codec,
-        payload_type: n.payload_type,
-        dtmf_pt: n.dtmf_pt,
-        send: n.we_send(),
-        symmetric,
-        signalling,
     }
 }
 

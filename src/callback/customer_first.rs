@@ -10,8 +10,8 @@ use tracing::{info, warn};
 use super::deliver::{refusal, wait_for_hangup, Attempt, Progress};
 use crate::acd::actor::ToCall;
 use crate::acd::Input as AcdInput;
-use crate::call::leg::{Leg, LegEvent};
-use crate::call::playlist::Playlist;
+use crate::leg::playlist::Playlist;
+use crate::leg::{Leg, LegEvent};
 use crate::media::{dtmf, MediaEvent};
 use crate::sip::DialogEvent;
 
@@ -149,7 +149,7 @@ impl Attempt {
         loop {
             let ev = tokio::select! {
                 ev = customer.next() => ev,
-                _ = crate::call::sleep_until_opt(confirm_by) => {
+                _ = crate::leg::sleep_until_opt(confirm_by) => {
                     info!(callback = cb.id, "the customer did not press 1 (an answering machine?)");
                     return Err("not-confirmed");
                 }

@@ -11,13 +11,13 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::Context;
 use crate::acd::actor::Offered;
 use crate::acd::Input as AcdInput;
-use crate::call::leg::{Leg, LegEvent, Purpose};
-use crate::call::playlist::Playlist;
-use crate::call::{stream_of, CallContext};
 use crate::config::{CallbackConfig, Outbound};
 use crate::events::Event as BusEvent;
+use crate::leg::playlist::Playlist;
+use crate::leg::{stream_of, Leg, LegEvent, Purpose};
 use crate::media::{dtmf, MediaEvent};
 use crate::sdp::{self, Origin};
 use crate::sip::{Account, DialogEvent, OutboundCall};
@@ -45,7 +45,7 @@ pub enum Progress {
 
 /// Everything one attempt needs.
 pub struct Attempt {
-    pub ctx: CallContext,
+    pub ctx: Context,
     pub callback: Callback,
     /// The callback's entry in the ACD.
     pub acd_id: String,
@@ -130,7 +130,7 @@ impl Attempt {
                 headers.push((format!("X-Hotline-Var-{name}"), value));
             }
         }
-        self.ctx.publish(BusEvent::AgentOffered {
+        self.ctx.events.publish(BusEvent::AgentOffered {
             call_id: self.acd_id.clone(),
             agents: names.clone(),
             caller: cb.number.clone(),
@@ -353,7 +353,7 @@ impl Attempt {
                     }
                     _ => {}
                 },
-                _ = crate::call::sleep_until_opt(confirm_by.filter(|_| !connected)) => {
+                _ = crate::leg::sleep_until_opt(confirm_by.filter(|_| !connected)) => {
                     info!(callback = cb.id, "the customer did not press 1 (an answering machine?)");
                     if let Some(d) = customer.dialog() {
                         d.hangup();

@@ -23,7 +23,6 @@ use tracing::{info, warn};
 
 use crate::acd::actor::ToCall;
 use crate::acd::Input as AcdInput;
-use crate::call::CallContext;
 use crate::config::{CallbackConfig, Delivery};
 use crate::store::{AttemptEnd, Callback, CallbackState};
 use deliver::{Attempt, Progress};
@@ -199,8 +198,21 @@ impl Entry {
     }
 }
 
+/// What the callback service works with: the engine's handles it needs,
+/// and nothing of the call task's.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Arc<crate::config::Config>,
+    pub prompts: Arc<crate::media::PromptCache>,
+    pub media: Arc<crate::media::MediaEngine>,
+    pub store: crate::store::StoreHandle,
+    pub dialer: crate::sip::Dialer,
+    pub acd: crate::acd::actor::AcdHandle,
+    pub events: crate::events::EventBus,
+}
+
 struct Service {
-    ctx: CallContext,
+    ctx: Context,
     tx: mpsc::UnboundedSender<Request>,
     entries: BTreeMap<i64, Entry>,
     /// Each trunk's free call slots (`outbound.max-calls`).
@@ -209,7 +221,7 @@ struct Service {
 
 /// The longest a customer's phone may ring, over every queue: after a
 /// crash, an interrupted attempt's callback waits this long from its start.
-fn longest_ring(ctx: &CallContext) -> Duration {
+fn longest_ring(ctx: &Context) -> Duration {
     ctx.config
         .queues
         .values()
@@ -221,7 +233,7 @@ fn longest_ring(ctx: &CallContext) -> Duration {
 }
 
 /// Reloads the pending callbacks from the store and starts the service.
-pub async fn start(ctx: CallContext, handle: &CallbackHandle, inbox: Inbox) {
+pub async fn start(ctx: Context, handle: &CallbackHandle, inbox: Inbox) {
     let pending = match ctx
         .store
         .recover_callbacks(Timestamp::now(), longest_ring(&ctx))

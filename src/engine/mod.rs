@@ -222,7 +222,16 @@ pub async fn run(
         hangup_all: hangup_rx,
         callbacks: callbacks.clone(),
     };
-    crate::callback::start(ctx.clone(), &callbacks, callback_inbox).await;
+    let callback_ctx = crate::callback::Context {
+        config: ctx.config.clone(),
+        prompts: ctx.prompts.clone(),
+        media: ctx.media.clone(),
+        store: ctx.store.clone(),
+        dialer: ctx.dialer.clone(),
+        acd: ctx.acd.clone(),
+        events: ctx.events.clone(),
+    };
+    crate::callback::start(callback_ctx, &callbacks, callback_inbox).await;
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| EngineError::Http {

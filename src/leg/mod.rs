@@ -7,12 +7,13 @@
 //! INVITE and the same SDP offer. The first to answer wins; the others are
 //! cancelled (or, if they answered too, hung up).
 
+pub mod playlist;
+
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::sleep_until_opt;
-use crate::media::{MediaChannel, MediaEvent};
-use crate::sdp::Origin;
+use crate::media::{MediaChannel, MediaEvent, StreamConfig};
+use crate::sdp::{Negotiated, Origin};
 use crate::sip::{Dialer, DialogEvent, DialogHandle, OutboundCall};
 
 /// How long a transfer target may ring before the caller's flow moves on.
@@ -291,6 +292,33 @@ impl Leg {
 pub async fn next_of(leg: Option<&mut Leg>) -> LegEvent {
     match leg {
         Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How RTP flows for a negotiated stream; `symmetric`: send to where the
+/// far end's packets come from; `signalling`: the IP its SIP comes from.
+pub fn stream_of(
+    n: &Negotiated,
+    symmetric: bool,
+    signalling: Option<std::net::IpAddr>,
+) -> StreamConfig {
+    StreamConfig {
+        remote: n.remote,
+        codec: n.codec,
+        payload_type: n.payload_type,
+        dtmf_pt: n.dtmf_pt,
+        send: n.we_send(),
+        symmetric,
+        signalling,
+    }
+}
+
+/// Sleeps until `at`, or forever without one (a `select!` arm with no
+/// deadline).
+pub async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
