@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::routes::error;
 use super::ApiState;
 
-const CALL_STATES: [&str; 4] = ["ivr", "queued", "ringing", "talking"];
+use crate::engine::CallPhase;
 const AGENT_STATES: [&str; 6] = [
     "logged-out",
     "available",
@@ -27,9 +27,9 @@ pub async fn render(State(state): State<Arc<ApiState>>) -> Response {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder", None);
     };
     let calls = state.calls.list();
-    for s in CALL_STATES {
+    for s in CallPhase::ALL {
         let n = calls.iter().filter(|c| c.state == s).count();
-        metrics::gauge!("hotline_calls_active", "state" => s).set(n as f64);
+        metrics::gauge!("hotline_calls_active", "state" => s.as_str()).set(n as f64);
     }
     if let Some((agents, queues)) = state.acd.view().await {
         for s in AGENT_STATES {

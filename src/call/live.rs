@@ -9,6 +9,38 @@ use tokio::sync::mpsc;
 
 use crate::events::Event;
 
+/// Where a call in progress stands (its `state` in the API and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallPhase {
+    /// In its IVR flow.
+    Ivr,
+    /// Waiting in a queue.
+    Queued,
+    /// Agents' phones ring for it.
+    Ringing,
+    /// Bridged to an agent or a transfer target.
+    Talking,
+}
+
+impl CallPhase {
+    pub const ALL: [CallPhase; 4] = [
+        CallPhase::Ivr,
+        CallPhase::Queued,
+        CallPhase::Ringing,
+        CallPhase::Talking,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallPhase::Ivr => "ivr",
+            CallPhase::Queued => "queued",
+            CallPhase::Ringing => "ringing",
+            CallPhase::Talking => "talking",
+        }
+    }
+}
+
 /// A call in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LiveCall {
@@ -17,8 +49,7 @@ pub struct LiveCall {
     pub dialed: String,
     pub trunk: String,
     pub arrived_at: jiff::Timestamp,
-    /// `ivr`, `queued`, `ringing` (agents' phones ring) or `talking`.
-    pub state: &'static str,
+    pub state: CallPhase,
     pub flow: Option<String>,
     pub node: Option<String>,
     pub queue: Option<String>,
@@ -64,18 +95,18 @@ impl LiveCalls {
             }
             Event::QueueJoined { call_id, queue, .. } => {
                 if let Some((c, _)) = m.get_mut(call_id) {
-                    c.state = "queued";
+                    c.state = CallPhase::Queued;
                     c.queue = Some(queue.clone());
                 }
             }
             Event::AgentOffered { call_id, .. } => {
                 if let Some((c, _)) = m.get_mut(call_id) {
-                    c.state = "ringing";
+                    c.state = CallPhase::Ringing;
                 }
             }
             Event::CallAnswered { call_id, agent, .. } => {
                 if let Some((c, _)) = m.get_mut(call_id) {
-                    c.state = "talking";
+                    c.state = CallPhase::Talking;
                     c.agent = agent.clone();
                 }
             }

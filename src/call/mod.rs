@@ -88,7 +88,7 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
                 dialed: call.dialed.clone(),
                 trunk: call.trunk.clone(),
                 arrived_at: jiff::Timestamp::now(),
-                state: "ivr",
+                state: live::CallPhase::Ivr,
                 flow: None,
                 node: None,
                 queue: None,

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// The calls in progress (list, hang up): the one call item the API may use.
-pub use crate::call::live::{LiveCall, LiveCalls as Calls};
+pub use crate::call::live::{CallPhase, LiveCall, LiveCalls as Calls};
 use crate::call::{self, CallContext};
 use crate::config::Config;
 use crate::loader::{load_flows, load_prompts, reload, LoadError};
