@@ -99,7 +99,9 @@ pub async fn watch_descriptors(admission: std::sync::Arc<Admission>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let open = open_files();
+        // Reading the descriptor table of a busy process takes a while:
+        // off the runtime's workers.
+        let open = tokio::task::spawn_blocking(open_files).await.ok().flatten();
         if let Some(n) = open {
             metrics::gauge!("hotline_open_files").set(n as f64);
         }
