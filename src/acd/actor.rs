@@ -36,7 +36,7 @@ pub enum Request {
     /// A call joins and gives the channel its offers come on.
     Join(Input, mpsc::UnboundedSender<ToCall>),
     Position(String, oneshot::Sender<Option<Position>>),
-    AgentState(String, oneshot::Sender<Option<&'static str>>),
+    AgentState(String, oneshot::Sender<Option<super::AgentStatus>>),
     View(oneshot::Sender<(Vec<super::AgentView>, Vec<super::QueueView>)>),
 }
 
@@ -57,7 +57,7 @@ impl AcdHandle {
 
     /// The agent's state name (`available`, `paused`, …), after every input
     /// sent before this call has been handled.
-    pub async fn agent_state(&self, agent: &str) -> Option<&'static str> {
+    pub async fn agent_state(&self, agent: &str) -> Option<super::AgentStatus> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::AgentState(agent.to_owned(), tx))
@@ -146,7 +146,7 @@ async fn run(
                     continue;
                 }
                 Some(Request::AgentState(agent, reply)) => {
-                    let _ = reply.send(acd.agent_state(&agent).map(|s| s.name()));
+                    let _ = reply.send(acd.agent_state(&agent).map(|s| s.status()));
                     continue;
                 }
                 Some(Request::View(reply)) => {
@@ -198,7 +198,7 @@ async fn run(
                         reason,
                     } => events.publish(crate::events::Event::AgentState {
                         agent,
-                        state: state.to_owned(),
+                        state: state.as_str().to_owned(),
                         reason,
                     }),
                 }

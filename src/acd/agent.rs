@@ -31,16 +31,61 @@ pub enum AgentState {
     },
 }
 
-impl AgentState {
-    pub fn name(&self) -> &'static str {
+/// Which state an agent is in, without its details: what the API, the
+/// events, the metrics and the store show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentStatus {
+    LoggedOut,
+    Available,
+    Ringing,
+    OnCall,
+    WrapUp,
+    Paused,
+}
+
+impl AgentStatus {
+    pub const ALL: [AgentStatus; 6] = [
+        AgentStatus::LoggedOut,
+        AgentStatus::Available,
+        AgentStatus::Ringing,
+        AgentStatus::OnCall,
+        AgentStatus::WrapUp,
+        AgentStatus::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
-            AgentState::LoggedOut => "logged-out",
-            AgentState::Available { .. } => "available",
-            AgentState::Ringing { .. } => "ringing",
-            AgentState::OnCall { .. } => "on-call",
-            AgentState::WrapUp { .. } => "wrap-up",
-            AgentState::Paused { .. } => "paused",
+            AgentStatus::LoggedOut => "logged-out",
+            AgentStatus::Available => "available",
+            AgentStatus::Ringing => "ringing",
+            AgentStatus::OnCall => "on-call",
+            AgentStatus::WrapUp => "wrap-up",
+            AgentStatus::Paused => "paused",
         }
+    }
+}
+
+impl std::fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AgentState {
+    pub fn status(&self) -> AgentStatus {
+        match self {
+            AgentState::LoggedOut => AgentStatus::LoggedOut,
+            AgentState::Available { .. } => AgentStatus::Available,
+            AgentState::Ringing { .. } => AgentStatus::Ringing,
+            AgentState::OnCall { .. } => AgentStatus::OnCall,
+            AgentState::WrapUp { .. } => AgentStatus::WrapUp,
+            AgentState::Paused { .. } => AgentStatus::Paused,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.status().as_str()
     }
 
     /// The call the agent is busy with, if any.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::config::{Config, QueueConfig};
-pub use agent::{AgentEvent, AgentState, CallId};
+pub use agent::{AgentEvent, AgentState, AgentStatus, CallId};
 
 /// Where one of an agent's phones is rung: the Contact URI it registered
 /// and where its registration came from (the ACD's own view of a
@@ -121,7 +121,7 @@ pub enum Output {
     /// An agent's state changed (a pause carries its reason).
     State {
         agent: String,
-        state: &'static str,
+        state: AgentStatus,
         reason: Option<String>,
     },
     /// The caller is out of the queue (or never got in).
@@ -199,7 +199,7 @@ struct Queue {
 pub struct AgentView {
     pub id: String,
     pub name: Option<String>,
-    pub state: &'static str,
+    pub state: AgentStatus,
     /// Why paused.
     pub reason: Option<String>,
     /// The call it rings for or handles.
@@ -235,7 +235,7 @@ pub struct QueueView {
     pub waiting: Vec<WaitingView>,
     pub longest_wait_ms: u64,
     /// Its agents, counted by state.
-    pub agents: BTreeMap<&'static str, usize>,
+    pub agents: BTreeMap<AgentStatus, usize>,
     /// Agents logged in, reachable and on shift.
     pub staffed: usize,
 }
@@ -324,7 +324,7 @@ impl Acd {
             .map(|(id, a)| AgentView {
                 id: id.clone(),
                 name: a.name.clone(),
-                state: a.state.name(),
+                state: a.state.status(),
                 reason: match &a.state {
                     AgentState::Paused { reason, .. } => Some(reason.clone()),
                     _ => None,
@@ -363,7 +363,7 @@ impl Acd {
                 let mut agents = BTreeMap::new();
                 for m in &q.members {
                     if let Some(a) = self.agents.get(m) {
-                        *agents.entry(a.state.name()).or_insert(0) += 1;
+                        *agents.entry(a.state.status()).or_insert(0) += 1;
                     }
                 }
                 QueueView {
@@ -403,7 +403,7 @@ impl Acd {
         };
         match agent::next(&a.state, &event, now, wrap_up) {
             Ok(s) => {
-                let changed = s.name() != a.state.name();
+                let changed = s.status() != a.state.status();
                 a.state = s;
                 if changed {
                     a.state_since = now;
@@ -414,7 +414,7 @@ impl Acd {
                     };
                     out.push(Output::State {
                         agent: agent.to_owned(),
-                        state: a.state.name(),
+                        state: a.state.status(),
                         reason,
                     });
                 }

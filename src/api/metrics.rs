@@ -12,15 +12,8 @@ use axum::response::{IntoResponse, Response};
 use super::routes::error;
 use super::ApiState;
 
+use crate::acd::AgentStatus;
 use crate::engine::CallPhase;
-const AGENT_STATES: [&str; 6] = [
-    "logged-out",
-    "available",
-    "ringing",
-    "on-call",
-    "wrap-up",
-    "paused",
-];
 
 pub async fn render(State(state): State<Arc<ApiState>>) -> Response {
     let Some(handle) = crate::telemetry::install() else {
@@ -32,9 +25,9 @@ pub async fn render(State(state): State<Arc<ApiState>>) -> Response {
         metrics::gauge!("hotline_calls_active", "state" => s.as_str()).set(n as f64);
     }
     if let Some((agents, queues)) = state.acd.view().await {
-        for s in AGENT_STATES {
+        for s in AgentStatus::ALL {
             let n = agents.iter().filter(|a| a.state == s).count();
-            metrics::gauge!("hotline_agents", "state" => s).set(n as f64);
+            metrics::gauge!("hotline_agents", "state" => s.as_str()).set(n as f64);
         }
         let phones: usize = agents.iter().map(|a| a.contacts).sum();
         metrics::gauge!("hotline_registrations").set(phones as f64);

@@ -1,5 +1,6 @@
 //! The API's resources: agents, queues, calls in progress, and events.
 
+use crate::acd::AgentStatus;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -239,17 +240,23 @@ async fn agent_action(
     if !state.config.agents.iter().any(|a| a.id == id) {
         return error(StatusCode::NOT_FOUND, "no such agent", None);
     }
-    let (input, done): (Input, fn(&str) -> bool) = match action.as_str() {
-        "login" => (Input::Login { agent: id.clone() }, |s| s != "logged-out"),
-        "logout" => (Input::Logout { agent: id.clone() }, |s| s == "logged-out"),
-        "unpause" => (Input::Unpause { agent: id.clone() }, |s| s != "paused"),
+    let (input, done): (Input, fn(AgentStatus) -> bool) = match action.as_str() {
+        "login" => (Input::Login { agent: id.clone() }, |s| {
+            s != AgentStatus::LoggedOut
+        }),
+        "logout" => (Input::Logout { agent: id.clone() }, |s| {
+            s == AgentStatus::LoggedOut
+        }),
+        "unpause" => (Input::Unpause { agent: id.clone() }, |s| {
+            s != AgentStatus::Paused
+        }),
         "pause" => match pause_reason(&body) {
             Ok(reason) => (
                 Input::Pause {
                     agent: id.clone(),
                     reason,
                 },
-                |s| s == "paused",
+                |s| s == AgentStatus::Paused,
             ),
             Err(r) => return r,
         },

@@ -3,6 +3,7 @@
 //! layer has already checked the agent's digest credentials. The call is
 //! answered, the ACD told, the new state spoken, and the call ended.
 
+use crate::acd::AgentStatus;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -52,7 +53,7 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
         ctx.acd.send(Input::Logout {
             agent: agent.clone(),
         });
-    } else if before == Some("paused") {
+    } else if before == Some(AgentStatus::Paused) {
         ctx.acd.send(Input::Unpause {
             agent: agent.clone(),
         });
@@ -65,9 +66,9 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
     let after = ctx.acd.agent_state(&agent).await;
     let prompt = match (before, after) {
         (b, a) if b == a && code != codes.login => "agent/not-allowed",
-        (_, Some("logged-out")) => "agent/logged-out",
-        (_, Some("paused")) => "agent/paused",
-        (Some("logged-out"), Some(_)) => "agent/logged-in",
+        (_, Some(AgentStatus::LoggedOut)) => "agent/logged-out",
+        (_, Some(AgentStatus::Paused)) => "agent/paused",
+        (Some(AgentStatus::LoggedOut), Some(_)) => "agent/logged-in",
         (_, Some(_)) => "agent/available",
         (_, None) => "agent/not-allowed",
     };
