@@ -6,6 +6,15 @@ use std::time::Instant;
 /// A call, as the ACD names it (the caller's Call-ID).
 pub type CallId = String;
 
+/// Where one of an agent's phones is rung: the Contact URI it registered
+/// and where its registration came from (the ACD's own view of a
+/// registration; the SIP layer's binding stays in `sip`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub uri: String,
+    pub source: std::net::SocketAddr,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentState {
     LoggedOut,

@@ -14,16 +14,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::config::{Config, QueueConfig};
-pub use agent::{AgentEvent, AgentState, AgentStatus, CallId};
-
-/// Where one of an agent's phones is rung: the Contact URI it registered
-/// and where its registration came from (the ACD's own view of a
-/// registration; the SIP layer's binding stays in `sip`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Contact {
-    pub uri: String,
-    pub source: std::net::SocketAddr,
-}
+pub use agent::{AgentEvent, AgentState, AgentStatus, CallId, Contact};
 use estimate::Estimator;
 
 /// What the ACD is told.
