@@ -123,22 +123,37 @@ pub enum AgentEvent {
     WrapUpDone,
 }
 
+/// Why an event does not apply to an agent in its state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("logged out")]
+    LoggedOut,
+    /// Logging out or pausing waits for the call's end.
+    #[error("busy with a call")]
+    BusyWithCall,
+    #[error("{event:?} does not apply to an agent {state}")]
+    NotApplicable {
+        event: AgentEvent,
+        state: AgentStatus,
+    },
+}
+
 /// The next state, or why the event does not apply in this state.
 pub fn next(
     state: &AgentState,
     event: &AgentEvent,
     now: Instant,
     wrap_up: std::time::Duration,
-) -> Result<AgentState, String> {
+) -> Result<AgentState, Refused> {
     use AgentEvent as E;
     use AgentState as S;
     let available = S::Available { since: now };
     Ok(match (state, event) {
         (S::LoggedOut, E::Login) => available,
-        (S::LoggedOut, _) => return Err("logged out".into()),
+        (S::LoggedOut, _) => return Err(Refused::LoggedOut),
         // Logging out or pausing during a call takes effect after it.
         (S::Ringing { .. } | S::OnCall { .. }, E::Logout | E::Pause(_)) => {
-            return Err("busy with a call".into())
+            return Err(Refused::BusyWithCall)
         }
         (_, E::Logout) => S::LoggedOut,
         (S::Available { .. } | S::WrapUp { .. }, E::Pause(r)) => S::Paused {
@@ -167,7 +182,12 @@ pub fn next(
         },
         (S::OnCall { .. } | S::Ringing { .. }, E::Released) => available,
         (S::WrapUp { .. }, E::WrapUpDone) => available,
-        (s, e) => return Err(format!("{e:?} does not apply to an agent {}", s.name())),
+        (s, e) => {
+            return Err(Refused::NotApplicable {
+                event: e.clone(),
+                state: s.status(),
+            })
+        }
     })
 }
 
@@ -178,7 +198,7 @@ mod tests {
 
     const WRAP: Duration = Duration::from_secs(10);
 
-    fn run(events: &[AgentEvent]) -> Result<AgentState, String> {
+    fn run(events: &[AgentEvent]) -> Result<AgentState, Refused> {
         let t = Instant::now();
         let mut s = AgentState::LoggedOut;
         for e in events {
@@ -220,15 +240,20 @@ mod tests {
     #[test]
     fn events_that_do_not_fit_are_refused() {
         use AgentEvent::*;
-        assert!(run(&[Offer("c".into())]).is_err(), "logged out");
+        assert_eq!(run(&[Offer("c".into())]), Err(Refused::LoggedOut));
         assert!(run(&[Login, Answered]).is_err(), "nothing rings");
         assert!(
             run(&[Login, Offer("a".into()), Offer("b".into())]).is_err(),
             "one call at a time"
         );
-        assert!(
-            run(&[Login, Offer("a".into()), Answered, Logout]).is_err(),
+        assert_eq!(
+            run(&[Login, Offer("a".into()), Answered, Logout]),
+            Err(Refused::BusyWithCall),
             "not mid-call"
+        );
+        assert_eq!(
+            run(&[Login, Answered]).unwrap_err().to_string(),
+            "Answered does not apply to an agent available"
         );
         assert!(run(&[Login, Pause("x".into()), Offer("a".into())]).is_err());
         assert!(
