@@ -28,7 +28,7 @@ pub(crate) use crate::leg::{sleep_until_opt, stream_of};
 use crate::media::{dtmf, Digit, DigitSource, MediaChannel, MediaEngine, MediaEvent, PromptCache};
 use crate::sdp::{self, Negotiated, Origin};
 use crate::sip::{Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall};
-use crate::store::{Callback, Cdr, RecordKey, StoreHandle};
+use crate::store::{Callback, Cdr, RecordKey, StoreError, StoreHandle};
 
 /// What every call task shares.
 #[derive(Clone)]
@@ -271,8 +271,8 @@ struct Call {
 
 /// How a callback request's write went: the stored request, or why not.
 type Booking = (
-    mpsc::UnboundedSender<Result<Callback, String>>,
-    mpsc::UnboundedReceiver<Result<Callback, String>>,
+    mpsc::UnboundedSender<Result<Callback, StoreError>>,
+    mpsc::UnboundedReceiver<Result<Callback, StoreError>>,
 );
 
 /// The callback offer made to a waiting caller, and until when their
@@ -1896,10 +1896,10 @@ impl Call {
         let (callbacks, call_id) = (self.ctx.callbacks.clone(), self.call_id.clone());
         tokio::spawn(
             async move {
-                let result = match store.save_callback(callback.clone()).await {
-                    Ok(id) => Ok(Callback { id, ..callback }),
-                    Err(e) => Err(e.to_string()),
-                };
+                let result = store
+                    .save_callback(callback.clone())
+                    .await
+                    .map(|id| Callback { id, ..callback });
                 // The caller confirmed; if they hung up while it was being
                 // written, the request stands all the same.
                 if let Err(mpsc::error::SendError(Ok(booked))) = tx.send(result) {
@@ -1914,7 +1914,7 @@ impl Call {
         );
     }
 
-    fn on_booked(&mut self, booked: Result<Callback, String>) {
+    fn on_booked(&mut self, booked: Result<Callback, StoreError>) {
         let callback = match booked {
             Ok(c) => c,
             Err(e) => {
