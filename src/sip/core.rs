@@ -440,7 +440,7 @@ impl SipCore {
             },
         };
 
-        let key = ServerKey::of(&req, via.branch()).sent_by(&via.host, via.port.unwrap_or(5060));
+        let key = ServerKey::of(&req);
         let tx = match self.txs.on_request(&req, key.clone(), reply_to, now()) {
             RequestMatch::New(tx) => tx,
             RequestMatch::Retransmission(resend) => {

@@ -292,7 +292,7 @@ mod tests {
             addr: "127.0.0.1:5070".parse().unwrap(),
         };
         let mut txs = Transactions::new();
-        let key = ServerKey::of(&req, Some("z9hG4bKx"));
+        let key = ServerKey::of(&req);
         let super::super::transaction::RequestMatch::New(id) =
             txs.on_request(&req, key, target, Instant::now())
         else {

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::header::Via;
 use super::message::{Headers, Method, Request, Response};
 
 pub const T1: Duration = Duration::from_millis(500);
@@ -65,29 +66,29 @@ pub struct ServerKey {
 }
 
 impl ServerKey {
-    /// ACK matches the INVITE it acknowledges; a request without an RFC 3261
-    /// branch is keyed by Call-ID and CSeq, which is what RFC 2543 peers offer.
-    pub fn of(req: &Request, branch: Option<&str>) -> ServerKey {
+    /// By the top Via's branch and sent-by and the method (RFC 3261
+    /// §17.2.3), so two senders reusing one branch never meet in one
+    /// transaction. ACK matches the INVITE it acknowledges; a request
+    /// without an RFC 3261 branch is keyed by Call-ID and CSeq, which is
+    /// what RFC 2543 peers offer.
+    pub fn of(req: &Request) -> ServerKey {
         let method = match req.method {
             Method::Ack => Method::Invite,
             ref m => m.clone(),
         };
-        let branch = match branch {
-            Some(b) if b.starts_with("z9hG4bK") => b.to_owned(),
+        let via = req.top_via().and_then(Via::parse);
+        let sent_by = via.as_ref().map_or(String::new(), |v| {
+            format!("{}:{}", v.host.to_ascii_lowercase(), v.port.unwrap_or(5060))
+        });
+        let branch = match via.as_ref().and_then(Via::branch) {
+            Some(b) if b.starts_with("z9hG4bK") => format!("{b}|{sent_by}"),
             _ => format!(
-                "2543|{}|{}",
+                "2543|{}|{}|{sent_by}",
                 req.call_id(),
                 req.cseq().map(|(n, _)| n).unwrap_or(0)
             ),
         };
         ServerKey { branch, method }
-    }
-
-    /// Also matched by the top Via's sent-by (RFC 3261 §17.2.3), so two
-    /// senders reusing one branch never meet in one transaction.
-    pub fn sent_by(mut self, host: &str, port: u16) -> ServerKey {
-        self.branch = format!("{}|{}:{port}", self.branch, host.to_ascii_lowercase());
-        self
     }
 
     /// The INVITE transaction that a CANCEL with this key cancels.
@@ -595,21 +596,20 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c1\r\nCSeq: 1 {method}\r\nCon
     fn one_branch_from_two_senders_is_two_transactions() {
         let mut txs = Transactions::new();
         let t0 = Instant::now();
-        let req = invite("INVITE", "z9hG4bKsame");
-        let a = ServerKey::of(&req, Some("z9hG4bKsame")).sent_by("127.0.0.1", 5070);
-        let b = ServerKey::of(&req, Some("z9hG4bKsame")).sent_by("127.0.0.1", 5072);
-        assert!(matches!(
-            txs.on_request(&req, a.clone(), udp(), t0),
-            RequestMatch::New(_)
-        ));
-        assert!(matches!(
-            txs.on_request(&req, b, udp(), t0),
-            RequestMatch::New(_)
-        ));
-        assert!(!matches!(
-            txs.on_request(&req, a, udp(), t0),
-            RequestMatch::New(_)
-        ));
+        let a = invite("INVITE", "z9hG4bKsame");
+        // The same INVITE from another sender (its own Via).
+        let text = String::from_utf8(a.to_bytes())
+            .unwrap()
+            .replace("127.0.0.1:5070", "127.0.0.1:5072");
+        let Ok(Message::Request(b)) = parse(text.as_bytes()) else {
+            panic!()
+        };
+        let (ka, kb) = (ServerKey::of(&a), ServerKey::of(&b));
+        assert_ne!(ka, kb);
+        let new = |m: RequestMatch| matches!(m, RequestMatch::New(_));
+        assert!(new(txs.on_request(&a, ka.clone(), udp(), t0)));
+        assert!(new(txs.on_request(&b, kb, udp(), t0)));
+        assert!(!new(txs.on_request(&a, ka, udp(), t0)));
     }
 
     #[test]
@@ -617,7 +617,7 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c1\r\nCSeq: 1 {method}\r\nCon
         let mut txs = Transactions::new();
         let t0 = Instant::now();
         let req = invite("INVITE", "z9hG4bKa");
-        let key = ServerKey::of(&req, Some("z9hG4bKa"));
+        let key = ServerKey::of(&req);
         let RequestMatch::New(id) = txs.on_request(&req, key.clone(), udp(), t0) else {
             panic!()
         };
@@ -646,7 +646,7 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c1\r\nCSeq: 1 {method}\r\nCon
         let mut txs = Transactions::new();
         let t0 = Instant::now();
         let req = invite("INVITE", "z9hG4bKb");
-        let key = ServerKey::of(&req, Some("z9hG4bKb"));
+        let key = ServerKey::of(&req);
         let RequestMatch::New(id) = txs.on_request(&req, key, udp(), t0) else {
             panic!()
         };
@@ -662,20 +662,20 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:1@h>\r\nCall-ID: c1\r\nCSeq: 1 {method}\r\nCon
         let mut txs = Transactions::new();
         let t0 = Instant::now();
         let req = invite("INVITE", "z9hG4bKc");
-        let key = ServerKey::of(&req, Some("z9hG4bKc"));
+        let key = ServerKey::of(&req);
         let RequestMatch::New(id) = txs.on_request(&req, key, udp(), t0) else {
             panic!()
         };
         txs.respond(id, &response(487), t0);
         let ack = invite("ACK", "z9hG4bKc");
-        let ack_key = ServerKey::of(&ack, Some("z9hG4bKc"));
+        let ack_key = ServerKey::of(&ack);
         assert!(matches!(
             txs.on_request(&ack, ack_key, udp(), t0),
             RequestMatch::AckAbsorbed
         ));
 
         let bye = invite("BYE", "z9hG4bKd");
-        let bye_key = ServerKey::of(&bye, Some("z9hG4bKd"));
+        let bye_key = ServerKey::of(&bye);
         let RequestMatch::New(bid) = txs.on_request(&bye, bye_key.clone(), udp(), t0) else {
             panic!()
         };
