@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{Acd, Input, Output, Position};
@@ -33,26 +33,69 @@ pub enum ToCall {
 
 pub enum Request {
     Input(Input),
-    /// A call joins and gives the channel its offers come on.
-    Join(Input, mpsc::UnboundedSender<ToCall>),
+    /// A call joins and gives the link its offers and positions go on.
+    Join(Input, CallLink),
     Position(String, oneshot::Sender<Option<Position>>),
     AgentState(String, oneshot::Sender<Option<super::AgentStatus>>),
     View(oneshot::Sender<(Vec<super::AgentView>, Vec<super::QueueView>)>),
 }
 
+/// Requests waiting for the ACD before a sender waits for room.
+const INBOX: usize = 4096;
+/// Messages waiting for one call: it has an offer at a time and goes away
+/// once, so this never fills; if it does, the ACD waits.
+const TO_CALL: usize = 8;
+
+/// The ACD's end of a waiting call's link.
+pub struct CallLink {
+    offers: mpsc::Sender<ToCall>,
+    position: watch::Sender<Option<Position>>,
+}
+
+/// The waiting call's end: its offers (never dropped: the ACD waits for
+/// room) and where it stands (only the latest counts).
+pub struct Waiter {
+    pub offers: mpsc::Receiver<ToCall>,
+    pub position: watch::Receiver<Option<Position>>,
+}
+
+/// A new link between the ACD and a call about to join a queue.
+pub fn link() -> (CallLink, Waiter) {
+    let (offers, offers_rx) = mpsc::channel(TO_CALL);
+    let (position, position_rx) = watch::channel(None);
+    (
+        CallLink { offers, position },
+        Waiter {
+            offers: offers_rx,
+            position: position_rx,
+        },
+    )
+}
+
 /// A handle to the ACD task; cheap to clone.
 #[derive(Clone)]
 pub struct AcdHandle {
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::Sender<Request>,
 }
 
 impl AcdHandle {
-    pub fn send(&self, input: Input) {
-        let _ = self.tx.send(Request::Input(input));
+    /// Sends an input; waits while the ACD's inbox is full (an answer, a
+    /// hang-up or an agent's state change is never dropped).
+    pub async fn send(&self, input: Input) {
+        let _ = self.tx.send(Request::Input(input)).await;
     }
 
-    pub fn join(&self, input: Input, calls: mpsc::UnboundedSender<ToCall>) {
-        let _ = self.tx.send(Request::Join(input, calls));
+    /// A call (or a callback's entry) joins a queue; its offers and
+    /// positions come on `link`.
+    pub async fn join(&self, input: Input, link: CallLink) {
+        let _ = self.tx.send(Request::Join(input, link)).await;
+    }
+
+    /// Sends what a call queued (inputs and joins, in order).
+    pub async fn send_all(&self, requests: impl IntoIterator<Item = Request>) {
+        for r in requests {
+            let _ = self.tx.send(r).await;
+        }
     }
 
     /// The agent's state name (`available`, `paused`, …), after every input
@@ -61,6 +104,7 @@ impl AcdHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::AgentState(agent.to_owned(), tx))
+            .await
             .ok()?;
         rx.await.ok().flatten()
     }
@@ -69,13 +113,18 @@ impl AcdHandle {
     /// sent before this call).
     pub async fn view(&self) -> Option<(Vec<super::AgentView>, Vec<super::QueueView>)> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Request::View(tx)).ok()?;
+        self.tx.send(Request::View(tx)).await.ok()?;
         rx.await.ok()
     }
 
+    /// Where a waiting entry stands (the operations API; a waiting call
+    /// has it pushed on its link).
     pub async fn position(&self, call: &str) -> Option<Position> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Request::Position(call.to_owned(), tx)).ok()?;
+        self.tx
+            .send(Request::Position(call.to_owned(), tx))
+            .await
+            .ok()?;
         rx.await.ok().flatten()
     }
 }
@@ -97,8 +146,15 @@ pub fn shifts(config: &crate::config::Config) -> Shifts {
 
 /// Starts the ACD task.
 pub fn start(acd: Acd, shifts: Shifts, events: crate::events::EventBus) -> AcdHandle {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(acd, shifts, events, rx));
+    let (tx, rx) = mpsc::channel(INBOX);
+    let actor = Actor {
+        acd,
+        shifts,
+        events,
+        calls: HashMap::new(),
+        on_shift: HashMap::new(),
+    };
+    tokio::spawn(actor.run(rx));
     AcdHandle { tx }
 }
 
@@ -121,58 +177,98 @@ fn shift_changes(
         .collect()
 }
 
-async fn run(
-    mut acd: Acd,
+/// Requests handled before positions are pushed again.
+const BATCH: usize = 256;
+
+struct Actor {
+    acd: Acd,
     shifts: Shifts,
     events: crate::events::EventBus,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-) {
-    let mut calls: HashMap<String, mpsc::UnboundedSender<ToCall>> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut on_shift = HashMap::new();
-    loop {
-        let mut pending: std::collections::VecDeque<Input> = tokio::select! {
-            req = rx.recv() => match req {
-                None => return,
-                Some(Request::Input(i)) => [i].into(),
-                Some(Request::Join(i, to_call)) => {
-                    if let Input::Join { call, .. } | Input::Callback { call, .. } = &i {
-                        calls.insert(call.clone(), to_call);
-                    }
-                    [i].into()
+    /// Waiting calls and callbacks, by id.
+    calls: HashMap<String, CallLink>,
+    on_shift: HashMap<String, bool>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                req = rx.recv() => match req {
+                    None => return,
+                    Some(req) => self.on_request(req).await,
+                },
+                _ = tick.tick() => {
+                    let mut inputs =
+                        shift_changes(&self.shifts, &mut self.on_shift, jiff::Timestamp::now());
+                    inputs.push(Input::Tick);
+                    self.apply(inputs.into()).await;
                 }
-                Some(Request::Position(call, reply)) => {
-                    let _ = reply.send(acd.position(&call));
-                    continue;
-                }
-                Some(Request::AgentState(agent, reply)) => {
-                    let _ = reply.send(acd.agent_state(&agent).map(|s| s.status()));
-                    continue;
-                }
-                Some(Request::View(reply)) => {
-                    let now = Instant::now().into_std();
-                    let _ = reply.send((acd.agents_view(now), acd.queues_view(now)));
-                    continue;
-                }
-            },
-            _ = tick.tick() => {
-                let mut inputs = shift_changes(&shifts, &mut on_shift, jiff::Timestamp::now());
-                inputs.push(Input::Tick);
-                inputs.into()
             }
-        };
+            // What else is waiting is handled before positions go out.
+            for _ in 0..BATCH {
+                match rx.try_recv() {
+                    Ok(req) => self.on_request(req).await,
+                    Err(_) => break,
+                }
+            }
+            self.push_positions();
+        }
+    }
+
+    async fn on_request(&mut self, req: Request) {
+        match req {
+            Request::Input(i) => self.apply([i].into()).await,
+            Request::Join(i, link) => {
+                if let Input::Join { call, .. } | Input::Callback { call, .. } = &i {
+                    self.calls.insert(call.clone(), link);
+                }
+                self.apply([i].into()).await
+            }
+            Request::Position(call, reply) => {
+                let _ = reply.send(self.acd.position(&call));
+            }
+            Request::AgentState(agent, reply) => {
+                let _ = reply.send(self.acd.agent_state(&agent).map(|s| s.status()));
+            }
+            Request::View(reply) => {
+                let now = Instant::now().into_std();
+                let _ = reply.send((self.acd.agents_view(now), self.acd.queues_view(now)));
+            }
+        }
+    }
+
+    /// Tells each waiting call where it stands, when that changed.
+    fn push_positions(&self) {
+        if self.calls.is_empty() {
+            return;
+        }
+        for (call, p) in self.acd.positions() {
+            if let Some(link) = self.calls.get(&call) {
+                link.position.send_if_modified(|old| {
+                    let changed = old.as_ref() != Some(&p);
+                    if changed {
+                        *old = Some(p);
+                    }
+                    changed
+                });
+            }
+        }
+    }
+
+    async fn apply(&mut self, mut pending: std::collections::VecDeque<Input>) {
         while let Some(input) = pending.pop_front() {
             if let Input::Leave { call } | Input::Ended { call } | Input::Released { call } = &input
             {
-                calls.remove(call);
+                self.calls.remove(call);
             }
             // Offers to one call (ring-all) travel together.
             let mut offers: Vec<(String, Vec<Offered>, Duration)> = Vec::new();
-            for out in acd.step(input, Instant::now().into_std()) {
+            for out in self.acd.step(input, Instant::now().into_std()) {
                 match out {
                     Output::Away { call, why } => {
-                        if let Some(tx) = calls.remove(&call) {
-                            let _ = tx.send(ToCall::Away(why));
+                        if let Some(link) = self.calls.remove(&call) {
+                            let _ = link.offers.send(ToCall::Away(why)).await;
                         }
                     }
                     Output::Offer {
@@ -196,7 +292,7 @@ async fn run(
                         agent,
                         state,
                         reason,
-                    } => events.publish(crate::events::Event::AgentState {
+                    } => self.events.publish(crate::events::Event::AgentState {
                         agent,
                         state: state.as_str().to_owned(),
                         reason,
@@ -204,17 +300,18 @@ async fn run(
                 }
             }
             for (call, agents, ring_timeout) in offers {
-                match calls.get(&call) {
-                    Some(tx)
-                        if tx
-                            .send(ToCall::Offer {
-                                agents,
-                                ring_timeout,
-                            })
-                            .is_ok() => {}
+                let offer = ToCall::Offer {
+                    agents,
+                    ring_timeout,
+                };
+                let sent = match self.calls.get(&call) {
+                    Some(link) => link.offers.send(offer).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
                     // The call is gone: its agents are freed (and may be
                     // offered someone else, so this goes round again).
-                    _ => pending.push_back(Input::Leave { call }),
+                    pending.push_back(Input::Leave { call });
                 }
             }
         }

@@ -368,6 +368,35 @@ impl Acd {
             .collect()
     }
 
+    /// Where every waiting call stands in its queue, in one pass (the
+    /// actor pushes these to the calls after each batch of inputs).
+    pub fn positions(&self) -> Vec<(CallId, Position)> {
+        let mut by_queue: BTreeMap<&str, Vec<&Waiting>> = BTreeMap::new();
+        for w in &self.waiting {
+            by_queue.entry(w.queue.as_str()).or_default().push(w);
+        }
+        let mut out = Vec::with_capacity(self.waiting.len());
+        for (queue, mut mine) in by_queue {
+            let Some(q) = self.queues.get(queue) else {
+                continue;
+            };
+            mine.sort_by_key(|w| (std::cmp::Reverse(w.priority), w.joined));
+            let staffed = self.staffed(queue);
+            let waiting = mine.len();
+            for (i, w) in mine.into_iter().enumerate() {
+                out.push((
+                    w.call.clone(),
+                    Position {
+                        position: i + 1,
+                        waiting,
+                        estimated_wait: q.estimator.wait(i + 1, staffed),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
     /// Where a waiting call stands in its queue.
     pub fn position(&self, call: &str) -> Option<Position> {
         let me = self.waiting.iter().find(|w| w.call == call)?;

@@ -336,6 +336,36 @@ fn the_estimated_wait_uses_position_staffing_and_recent_handle_times() {
 }
 
 #[test]
+fn every_waiting_callers_position_comes_in_one_pass_as_each_would_be_asked() {
+    let mut acd = acd();
+    let t = Instant::now();
+    acd.step(join("s1", "sales", 0, &[]), t);
+    acd.step(join("p1", "support", 0, &[]), t + Duration::from_secs(1));
+    acd.step(join("s2", "sales", 5, &[]), t + Duration::from_secs(2));
+    acd.step(join("s3", "sales", 0, &[]), t + Duration::from_secs(3));
+    let all = acd.positions();
+    assert_eq!(all.len(), 4);
+    for (call, p) in &all {
+        assert_eq!(Some(p), acd.position(call).as_ref(), "{call}");
+    }
+    let of = |c: &str| all.iter().find(|(x, _)| x == c).map(|(_, p)| p.position);
+    // The priority caller is first in sales; support has its own line.
+    assert_eq!(
+        (of("s2"), of("s1"), of("s3"), of("p1")),
+        (Some(1), Some(2), Some(3), Some(1))
+    );
+    acd.step(
+        Input::Leave { call: "s2".into() },
+        t + Duration::from_secs(4),
+    );
+    let all = acd.positions();
+    assert_eq!(all.len(), 3);
+    assert!(all
+        .iter()
+        .any(|(c, p)| c == "s1" && p.position == 1 && p.waiting == 2));
+}
+
+#[test]
 fn join_empty_and_leave_empty() {
     let cfg = "
 queues:

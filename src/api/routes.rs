@@ -270,7 +270,7 @@ async fn agent_action(
         );
     }
     info!(by = %caller.name, agent = %id, %action, "agent action from the API");
-    state.acd.send(input);
+    state.acd.send(input).await;
     let Some((agents, _)) = state.acd.view().await else {
         return unavailable();
     };

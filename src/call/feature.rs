@@ -46,22 +46,30 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
     let codes = &ctx.config.feature_codes;
     let before = ctx.acd.agent_state(&agent).await;
     if code == codes.login {
-        ctx.acd.send(Input::Login {
-            agent: agent.clone(),
-        });
+        ctx.acd
+            .send(Input::Login {
+                agent: agent.clone(),
+            })
+            .await;
     } else if code == codes.logout {
-        ctx.acd.send(Input::Logout {
-            agent: agent.clone(),
-        });
+        ctx.acd
+            .send(Input::Logout {
+                agent: agent.clone(),
+            })
+            .await;
     } else if before == Some(AgentStatus::Paused) {
-        ctx.acd.send(Input::Unpause {
-            agent: agent.clone(),
-        });
+        ctx.acd
+            .send(Input::Unpause {
+                agent: agent.clone(),
+            })
+            .await;
     } else {
-        ctx.acd.send(Input::Pause {
-            agent: agent.clone(),
-            reason: "break".into(),
-        });
+        ctx.acd
+            .send(Input::Pause {
+                agent: agent.clone(),
+                reason: "break".into(),
+            })
+            .await;
     }
     let after = ctx.acd.agent_state(&agent).await;
     let prompt = match (before, after) {

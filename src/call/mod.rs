@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{info, warn, Instrument};
 
-use crate::acd::actor::{AcdHandle, ToCall};
+use crate::acd::actor::{AcdHandle, Request as AcdRequest, ToCall, Waiter};
 use crate::acd::Input as AcdInput;
 use crate::config::{Config, Record};
 use crate::events::{Event as BusEvent, PastCall};
@@ -198,9 +198,6 @@ fn finish_cdr(cdr: &mut Cdr, ending: Ending) {
     }
 }
 
-/// A position to announce, with the prompt to play before it.
-type Announcement = (Option<String>, Option<crate::acd::Position>);
-
 /// Results of work the call started in other tasks (webhooks).
 type Feedback = (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>);
 
@@ -225,8 +222,13 @@ struct Call {
     recording: Option<recording::Active>,
     /// The call placed for a transfer or to an agent, ringing or bridged.
     leg: Option<leg::Leg>,
-    /// Offers from the ACD while the caller is queued.
-    queued: Option<mpsc::UnboundedReceiver<ToCall>>,
+    /// Offers and positions from the ACD while the caller is queued.
+    queued: Option<Waiter>,
+    /// What the call tells the ACD, sent in order after each event.
+    to_acd: Vec<AcdRequest>,
+    /// Callbacks stored for the caller, for the callback service (with
+    /// the queue entry each takes over), sent after each event.
+    booked: Vec<(Callback, Option<String>)>,
     queue_name: Option<String>,
     /// The caller's priority in it (kept when an agent moves them).
     queue_priority: i64,
@@ -253,11 +255,9 @@ struct Call {
     pending_offer: Option<(ToCall, Instant)>,
     /// The operations API asks the call to end.
     kill: mpsc::UnboundedReceiver<()>,
-    /// Positions the ACD answered, with what to play before them.
-    positions: (
-        mpsc::UnboundedSender<Announcement>,
-        mpsc::UnboundedReceiver<Announcement>,
-    ),
+    /// An announcement waiting for the ACD's first position, with what
+    /// to play before it.
+    announcing: Option<Option<String>>,
     /// The call's record, open in the store since the answer: its key and
     /// what was known then.
     open_record: Option<(RecordKey, Cdr)>,
@@ -360,6 +360,8 @@ impl Call {
             recording: None,
             leg: None,
             queued: None,
+            to_acd: Vec::new(),
+            booked: Vec::new(),
             queue_name: None,
             queue_priority: 0,
             queue_skills: Vec::new(),
@@ -373,7 +375,7 @@ impl Call {
             history: Vec::new(),
             history_rx: None,
             pending_offer: None,
-            positions: mpsc::unbounded_channel(),
+            announcing: None,
             kill,
             open_record: None,
             callback: None,
@@ -431,6 +433,7 @@ impl Call {
         call.look_up_history();
         let end = call.run().await;
         call.leave_acd();
+        call.flush_out().await;
         call.close_recordings().await;
         call.fill_cdr(cdr);
         end
@@ -523,6 +526,7 @@ impl Call {
         let max = Instant::now() + limit;
         let mut hangup_all = self.ctx.hangup_all.clone();
         loop {
+            self.flush_out().await;
             if self.hang_up {
                 return self.hang_up();
             }
@@ -541,7 +545,13 @@ impl Call {
                 Some(ev) = self.media.events.recv() => self.on_media(ev),
                 Some(ev) = self.feedback.1.recv() => self.feed(ev),
                 ev = leg::next_of(self.leg.as_mut()) => self.on_leg(ev),
-                Some(offer) = recv_offer(self.queued.as_mut()) => self.on_offer(offer),
+                Some(from) = from_acd(self.queued.as_mut(), self.announcing.is_some()) => match from {
+                    FromAcd::Offer(offer) => self.on_offer(offer),
+                    FromAcd::Position(pos) => {
+                        let first = self.announcing.take().flatten();
+                        self.on_position(first, pos);
+                    }
+                },
                 history = recv_history(self.history_rx.as_mut()) => {
                     self.history = history.unwrap_or_default();
                     self.history_rx = None;
@@ -558,7 +568,6 @@ impl Call {
                         self.on_offer(offer);
                     }
                 }
-                Some((first, pos)) = self.positions.1.recv() => self.on_position(first, pos),
                 _ = sleep_until_opt(self.callback_at) => {
                     self.callback_at = None;
                     self.offer_callback(Vec::new());
@@ -826,7 +835,7 @@ impl Call {
                                     agent: agent.clone(),
                                     target: leg.answered_target().unwrap_or_default().to_owned(),
                                 });
-                                self.ctx.acd.send(AcdInput::Answered {
+                                self.tell_acd(AcdInput::Answered {
                                     call: self.call_id.clone(),
                                     agent: agent.unwrap_or_default(),
                                 });
@@ -1054,7 +1063,7 @@ impl Call {
         self.count_hold();
         let from_agent = self.leg.as_ref().map(|l| &l.purpose) == Some(&leg::Purpose::Agents);
         if from_agent {
-            self.ctx.acd.send(AcdInput::Ended {
+            self.tell_acd(AcdInput::Ended {
                 call: self.call_id.clone(),
             });
             self.queued = None;
@@ -1111,7 +1120,7 @@ impl Call {
             }
             leg::Purpose::Agents => {
                 warn!(agents = %leg.target, error = %why, "agent did not take the call");
-                self.ctx.acd.send(AcdInput::NoAnswer {
+                self.tell_acd(AcdInput::NoAnswer {
                     call: self.call_id.clone(),
                 });
             }
@@ -1139,10 +1148,9 @@ impl Call {
             } => (agents, ring_timeout),
             ToCall::Away(why) => return self.queue_away(why),
         };
-        let no_answer = |call: &Call| {
-            call.ctx.acd.send(AcdInput::NoAnswer {
-                call: call.call_id.clone(),
-            })
+        let no_answer = |call: &mut Call| {
+            let id = call.call_id.clone();
+            call.tell_acd(AcdInput::NoAnswer { call: id })
         };
         if self.leg.is_some() || agents.iter().all(|a| a.contacts.is_empty()) {
             return no_answer(self);
@@ -1241,8 +1249,8 @@ impl Call {
         self.marks.queued_at = Some(now);
         self.marks.ivr_exit_at.get_or_insert(now);
         self.checkpoint();
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.ctx.acd.join(
+        let (link, waiter) = crate::acd::actor::link();
+        self.to_acd.push(AcdRequest::Join(
             AcdInput::Join {
                 call: self.call_id.clone(),
                 queue: queue.clone(),
@@ -1251,9 +1259,9 @@ impl Call {
                 caller: self.caller.clone(),
                 max_wait,
             },
-            tx,
-        );
-        self.queued = Some(rx);
+            link,
+        ));
+        self.queued = Some(waiter);
         let q = self
             .ctx
             .config
@@ -1312,7 +1320,7 @@ impl Call {
         // Dropping the leg hangs it up (the NOTIFY goes first).
         self.leg = None;
         if from_agent {
-            self.ctx.acd.send(AcdInput::Ended {
+            self.tell_acd(AcdInput::Ended {
                 call: self.call_id.clone(),
             });
             self.queued = None;
@@ -1417,16 +1425,33 @@ impl Call {
         headers
     }
 
-    /// Asks the ACD where the caller stands; the answer comes back to the
-    /// call's loop, which plays it (after `first`, the queue's greeting).
+    /// Tells the caller where they stand (after `first`, the queue's
+    /// greeting): now, or, before the ACD has placed them, once it has.
     fn announce(&mut self, first: Option<String>) {
-        let acd = self.ctx.acd.clone();
-        let call = self.call_id.clone();
-        let tx = self.positions.0.clone();
-        tokio::spawn(async move {
-            let pos = acd.position(&call).await;
-            let _ = tx.send((first, pos));
-        });
+        let known = self
+            .queued
+            .as_ref()
+            .and_then(|w| w.position.borrow().clone());
+        match known {
+            Some(pos) => self.on_position(first, Some(pos)),
+            None => self.announcing = Some(first),
+        }
+    }
+
+    /// Queues an input for the ACD (sent, in order, after this event).
+    fn tell_acd(&mut self, input: AcdInput) {
+        self.to_acd.push(AcdRequest::Input(input));
+    }
+
+    /// Sends what the call told the ACD and the callback service, in
+    /// order; waits while their inboxes are full (nothing is dropped).
+    async fn flush_out(&mut self) {
+        if !self.to_acd.is_empty() {
+            self.ctx.acd.send_all(self.to_acd.drain(..)).await;
+        }
+        for (callback, replaces) in std::mem::take(&mut self.booked) {
+            self.ctx.callbacks.booked(callback, replaces).await;
+        }
     }
 
     /// "You are caller number 3 in line. Your expected wait is about 4
@@ -1536,7 +1561,7 @@ impl Call {
             .as_ref()
             .is_some_and(|l| l.bridged && l.purpose == leg::Purpose::Agents);
         let call = self.call_id.clone();
-        self.ctx.acd.send(if bridged_to_agent {
+        self.tell_acd(if bridged_to_agent {
             AcdInput::Ended { call }
         } else {
             AcdInput::Leave { call }
@@ -1907,7 +1932,7 @@ impl Call {
                         callback = booked.id,
                         "the caller hung up as the callback was stored; it stands"
                     );
-                    callbacks.booked(booked, Some(call_id));
+                    callbacks.booked(booked, Some(call_id)).await;
                 }
             }
             .in_current_span(),
@@ -1933,7 +1958,7 @@ impl Call {
         let from_node = self.callback.as_ref().is_some_and(|c| c.node.is_some());
         if offered && from_node {
             info!(callback = callback.id, number = %callback.number, queue = %callback.queue, "callback request stored");
-            self.ctx.callbacks.booked(callback, None);
+            self.booked.push((callback, None));
             if let Some(c) = self.callback.as_mut() {
                 let actions = c.offer.stored(true);
                 self.on_callback_actions(actions);
@@ -1965,9 +1990,7 @@ impl Call {
         // call no longer listens for offers (one that comes frees its agent).
         self.queued = None;
         self.marks.queue_left = Some("callback");
-        self.ctx
-            .callbacks
-            .booked(callback, Some(self.call_id.clone()));
+        self.booked.push((callback, Some(self.call_id.clone())));
         if let Some(c) = self.callback.as_mut() {
             let actions = c.offer.stored(true);
             self.on_callback_actions(actions);
@@ -2013,10 +2036,23 @@ impl Call {
     }
 }
 
-async fn recv_offer(rx: Option<&mut mpsc::UnboundedReceiver<ToCall>>) -> Option<ToCall> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+/// What a waiting caller hears from the ACD.
+enum FromAcd {
+    Offer(ToCall),
+    /// Where they stand (asked for only while an announcement waits).
+    Position(Option<crate::acd::Position>),
+}
+
+async fn from_acd(w: Option<&mut Waiter>, position: bool) -> Option<FromAcd> {
+    let Some(w) = w else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        biased;
+        offer = w.offers.recv() => offer.map(FromAcd::Offer),
+        Ok(()) = w.position.changed(), if position => {
+            Some(FromAcd::Position(w.position.borrow_and_update().clone()))
+        }
     }
 }
 

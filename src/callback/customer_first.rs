@@ -23,9 +23,12 @@ impl Attempt {
         if !matches!(outcome, Progress::Done) {
             // Not bridged: its entry leaves the queue (the service puts it
             // back at its place for the next attempt).
-            self.ctx.acd.send(AcdInput::Leave {
-                call: self.acd_id.clone(),
-            });
+            self.ctx
+                .acd
+                .send(AcdInput::Leave {
+                    call: self.acd_id.clone(),
+                })
+                .await;
         }
         self.report(outcome);
     }
@@ -101,15 +104,21 @@ impl Attempt {
                 }
             };
             let Some((mut agent_leg, agent)) = rung else {
-                self.ctx.acd.send(AcdInput::NoAnswer {
-                    call: self.acd_id.clone(),
-                });
+                self.ctx
+                    .acd
+                    .send(AcdInput::NoAnswer {
+                        call: self.acd_id.clone(),
+                    })
+                    .await;
                 continue;
             };
-            self.ctx.acd.send(AcdInput::Answered {
-                call: self.acd_id.clone(),
-                agent: agent.clone(),
-            });
+            self.ctx
+                .acd
+                .send(AcdInput::Answered {
+                    call: self.acd_id.clone(),
+                    agent: agent.clone(),
+                })
+                .await;
             list.stop(&customer.media);
             customer.media.bridge(&agent_leg.media);
             info!(callback = cb.id, %agent, "callback connected: customer and agent bridged");
@@ -129,9 +138,12 @@ impl Attempt {
                     }
                 }
             }
-            self.ctx.acd.send(AcdInput::Ended {
-                call: self.acd_id.clone(),
-            });
+            self.ctx
+                .acd
+                .send(AcdInput::Ended {
+                    call: self.acd_id.clone(),
+                })
+                .await;
             break Progress::Done;
         };
         if let Some(d) = customer.dialog() {

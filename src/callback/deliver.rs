@@ -73,25 +73,34 @@ impl Attempt {
     pub async fn run(self) {
         let Some((mut agent_leg, agent)) = self.ring_agent(&self.agents, self.ring_timeout).await
         else {
-            self.ctx.acd.send(AcdInput::NoAnswer {
-                call: self.acd_id.clone(),
-            });
+            self.ctx
+                .acd
+                .send(AcdInput::NoAnswer {
+                    call: self.acd_id.clone(),
+                })
+                .await;
             return self.report(Progress::AgentMissed);
         };
-        self.ctx.acd.send(AcdInput::Answered {
-            call: self.acd_id.clone(),
-            agent: agent.clone(),
-        });
+        self.ctx
+            .acd
+            .send(AcdInput::Answered {
+                call: self.acd_id.clone(),
+                agent: agent.clone(),
+            })
+            .await;
         let outcome = self.with_agent(&mut agent_leg, &agent).await;
         if let Some(d) = agent_leg.dialog() {
             d.hangup();
         }
         let call = self.acd_id.clone();
-        self.ctx.acd.send(match outcome {
-            // A conversation: wrap-up follows, and it counts as handled.
-            Progress::Done => AcdInput::Ended { call },
-            _ => AcdInput::Released { call },
-        });
+        self.ctx
+            .acd
+            .send(match outcome {
+                // A conversation: wrap-up follows, and it counts as handled.
+                Progress::Done => AcdInput::Ended { call },
+                _ => AcdInput::Released { call },
+            })
+            .await;
         self.report(outcome);
     }
 

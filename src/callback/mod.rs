@@ -70,32 +70,39 @@ enum Request {
 /// A handle to the callback service; cheap to clone.
 #[derive(Clone)]
 pub struct CallbackHandle {
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::Sender<Request>,
 }
 
 /// The service's side of the channel, until it starts.
-pub struct Inbox(mpsc::UnboundedReceiver<Request>);
+pub struct Inbox(mpsc::Receiver<Request>);
+
+/// Requests waiting for the service before a sender waits for room.
+const INBOX: usize = 1024;
 
 /// A handle, and the inbox to start the service with.
 pub fn channel() -> (CallbackHandle, Inbox) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(INBOX);
     (CallbackHandle { tx }, Inbox(rx))
 }
 
 impl CallbackHandle {
     /// A request was written to the store: it takes over the caller's
     /// queue entry (`replaces`, their Call-ID).
-    pub fn booked(&self, callback: Callback, replaces: Option<String>) {
-        let _ = self.tx.send(Request::Booked {
-            callback: Box::new(callback),
-            replaces,
-        });
+    /// Never dropped: the sender waits while the service's inbox is full.
+    pub async fn booked(&self, callback: Callback, replaces: Option<String>) {
+        let _ = self
+            .tx
+            .send(Request::Booked {
+                callback: Box::new(callback),
+                replaces,
+            })
+            .await;
     }
 
     /// The pending callbacks.
     pub async fn list(&self) -> Vec<CallbackView> {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Request::List(tx)).is_err() {
+        if self.tx.send(Request::List(tx)).await.is_err() {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
@@ -106,6 +113,7 @@ impl CallbackHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::Cancel(id, tx))
+            .await
             .map_err(|_| CallbackError::Stopped)?;
         rx.await.map_err(|_| CallbackError::Stopped)?
     }
@@ -116,6 +124,7 @@ impl CallbackHandle {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Request::Reschedule(id, at, tx))
+            .await
             .map_err(|_| CallbackError::Stopped)?;
         rx.await.map_err(|_| CallbackError::Stopped)?
     }
@@ -213,7 +222,9 @@ pub struct Context {
 
 struct Service {
     ctx: Context,
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::Sender<Request>,
+    /// What the service tells the ACD, sent in order after each request.
+    to_acd: Vec<crate::acd::actor::Request>,
     entries: BTreeMap<i64, Entry>,
     /// Each trunk's free call slots (`outbound.max-calls`).
     slots: HashMap<String, Arc<Semaphore>>,
@@ -260,6 +271,7 @@ pub async fn start(ctx: Context, handle: &CallbackHandle, inbox: Inbox) {
     let mut service = Service {
         ctx,
         tx: handle.tx.clone(),
+        to_acd: Vec::new(),
         entries: BTreeMap::new(),
         slots,
     };
@@ -273,7 +285,7 @@ pub async fn start(ctx: Context, handle: &CallbackHandle, inbox: Inbox) {
 }
 
 impl Service {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -284,6 +296,19 @@ impl Service {
                 },
                 _ = tick.tick() => self.on_tick().await,
             }
+            self.flush_acd().await;
+        }
+    }
+
+    /// Queues an input for the ACD (sent, in order, after this request).
+    fn tell_acd(&mut self, input: AcdInput) {
+        self.to_acd.push(crate::acd::actor::Request::Input(input));
+    }
+
+    /// Sends what the service told the ACD; waits while its inbox is full.
+    async fn flush_acd(&mut self) {
+        if !self.to_acd.is_empty() {
+            self.ctx.acd.send_all(self.to_acd.drain(..)).await;
         }
     }
 
@@ -364,7 +389,7 @@ impl Service {
                     Some(phase) => match self.ctx.store.reschedule_callback(id, at).await {
                         Ok(true) => {
                             if phase == Phase::Queued {
-                                self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+                                self.tell_acd(AcdInput::Leave { call: acd_id(id) });
                             }
                             if let Some(e) = self.entries.get_mut(&id) {
                                 e.callback.next_attempt_at = Some(at);
@@ -404,7 +429,7 @@ impl Service {
             Err(e) => return Err(CallbackError::Store(e.to_string())),
         }
         if phase == Phase::Queued {
-            self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+            self.tell_acd(AcdInput::Leave { call: acd_id(id) });
         }
         if let Some(e) = self.entries.remove(&id) {
             self.keep_record(&e, outcome);
@@ -440,6 +465,8 @@ impl Service {
                 .await;
         }
         self.submit_due(now);
+        // Its entries are in the queue before their places are asked for.
+        self.flush_acd().await;
         self.start_heads().await;
     }
 
@@ -472,7 +499,7 @@ impl Service {
                 callback = id,
                 "the callback schedule closed; the callback waits for it"
             );
-            self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+            self.tell_acd(AcdInput::Leave { call: acd_id(id) });
             if let Some(e) = self.entries.get_mut(&id) {
                 e.phase = Phase::Waiting;
             }
@@ -485,7 +512,8 @@ impl Service {
         for e in self.entries.values_mut() {
             if e.phase == Phase::Waiting {
                 if let Some(call) = e.replaces.take() {
-                    self.ctx.acd.send(AcdInput::Leave { call });
+                    self.to_acd
+                        .push(crate::acd::actor::Request::Input(AcdInput::Leave { call }));
                 }
             }
         }
@@ -499,8 +527,8 @@ impl Service {
         let c = &e.callback;
         let waited =
             Duration::try_from(Timestamp::now().duration_since(c.queued_at)).unwrap_or_default();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.ctx.acd.join(
+        let (link, mut waiter) = crate::acd::actor::link();
+        self.to_acd.push(crate::acd::actor::Request::Join(
             AcdInput::Callback {
                 call: acd_id(id),
                 queue: c.queue.clone(),
@@ -510,13 +538,13 @@ impl Service {
                 waited,
                 replaces: e.replaces.take(),
             },
-            tx,
-        );
+            link,
+        ));
         e.phase = Phase::Queued;
         let inbox = self.tx.clone();
         tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
-                if inbox.send(Request::Offer(id, m)).is_err() {
+            while let Some(m) = waiter.offers.recv().await {
+                if inbox.send(Request::Offer(id, m)).await.is_err() {
                     return;
                 }
             }
@@ -532,7 +560,7 @@ impl Service {
     ) {
         let Some(e) = self.entries.get_mut(&id) else {
             // Cancelled or expired meanwhile: its agents are freed.
-            self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+            self.tell_acd(AcdInput::Leave { call: acd_id(id) });
             return;
         };
         if let Some(tx) = &e.offers {
@@ -542,7 +570,7 @@ impl Service {
                 ring_timeout,
             };
             if tx.send(offer).is_err() {
-                self.ctx.acd.send(AcdInput::NoAnswer { call: acd_id(id) });
+                self.tell_acd(AcdInput::NoAnswer { call: acd_id(id) });
             }
             return;
         }
@@ -551,13 +579,13 @@ impl Service {
                 callback = id,
                 "an offer for a callback already being delivered; refused"
             );
-            self.ctx.acd.send(AcdInput::NoAnswer { call: acd_id(id) });
+            self.tell_acd(AcdInput::NoAnswer { call: acd_id(id) });
             return;
         }
         let queue = e.callback.queue.clone();
         let Some(cfg) = self.config_of(&queue).cloned() else {
             warn!(callback = id, %queue, "the queue no longer offers callbacks; the callback waits");
-            self.ctx.acd.send(AcdInput::Leave { call: acd_id(id) });
+            self.tell_acd(AcdInput::Leave { call: acd_id(id) });
             if let Some(e) = self.entries.get_mut(&id) {
                 e.phase = Phase::Waiting;
                 e.callback.next_attempt_at = Some(Timestamp::now() + Duration::from_secs(60));
@@ -594,7 +622,7 @@ impl Service {
         let inbox = self.tx.clone();
         tokio::spawn(async move {
             while let Some(p) = prx.recv().await {
-                if inbox.send(Request::Progress(id, p)).is_err() {
+                if inbox.send(Request::Progress(id, p)).await.is_err() {
                     return;
                 }
             }

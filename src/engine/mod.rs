@@ -193,17 +193,19 @@ pub async fn run(
                 .map(|b| format!("{} via {}", b.contact, b.source))
                 .collect();
             info!(agent = %r.agent, contacts = ?contacts, "agent contacts");
-            acd_regs.send(crate::acd::Input::Contacts {
-                agent: r.agent,
-                contacts: r
-                    .contacts
-                    .iter()
-                    .map(|b| crate::acd::Contact {
-                        uri: b.contact.clone(),
-                        source: b.source,
-                    })
-                    .collect(),
-            });
+            acd_regs
+                .send(crate::acd::Input::Contacts {
+                    agent: r.agent,
+                    contacts: r
+                        .contacts
+                        .iter()
+                        .map(|b| crate::acd::Contact {
+                            uri: b.contact.clone(),
+                            source: b.source,
+                        })
+                        .collect(),
+                })
+                .await;
         }
     });
     let (hangup_tx, hangup_rx) = watch::channel(false);
