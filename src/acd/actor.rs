@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{Acd, Input, Output, Position};
 
 /// An agent offered a call, with where their phones are.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Offered {
     pub agent: String,
     pub name: Option<String>,

@@ -18,7 +18,7 @@ pub use agent::{AgentEvent, AgentState, AgentStatus, CallId, Contact};
 use estimate::Estimator;
 
 /// What the ACD is told.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// A caller joins a queue.
     Join {

@@ -1,26 +1,25 @@
-//! Delivering one callback attempt, agent first: the reserved agent's
-//! phone rings and they hear a whisper ("callback for …, who waited 7
-//! minutes"); then the attempt is counted in the store and the customer is
-//! called over the trunk; they hear "this is your callback, press 1" (a
-//! guard against answering machines) and are bridged to the agent.
+//! Carrying out one callback attempt: the legs, prompts, trunk slot and
+//! store writes that the pure [`Delivery`] machine asks for, in both
+//! orders (agent first, customer first), and what happens on them fed back.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, AcquireError, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::delivery::{Delivery, Do, In, Order, Setup, Side};
 use super::Context;
-use crate::acd::actor::Offered;
-use crate::acd::Input as AcdInput;
+use crate::acd::actor::{Offered, ToCall};
 use crate::config::{CallbackConfig, Outbound};
 use crate::events::Event as BusEvent;
 use crate::leg::playlist::Playlist;
-use crate::leg::{stream_of, Leg, LegEvent, Purpose};
-use crate::media::{dtmf, MediaEvent};
+use crate::leg::{sleep_until_opt, stream_of, Leg, LegEvent, Purpose};
+use crate::media::{MediaEvent, PromptCache};
 use crate::sdp::{self, Origin};
-use crate::sip::{Account, DialogEvent, OutboundCall};
+use crate::sip::{Account, OutboundCall};
 use crate::store::Callback;
 
 /// What an attempt tells the callback service as it goes.
@@ -61,62 +60,196 @@ pub struct Attempt {
     pub progress: mpsc::UnboundedSender<Progress>,
 }
 
-/// The token of the prompts the delivery plays (its own playlists).
-const WHISPER: u64 = 1;
-const GUARD: u64 = 2;
-
 impl Attempt {
     pub(super) fn report(&self, p: Progress) {
         let _ = self.progress.send(p);
     }
 
-    pub async fn run(self) {
-        let Some((mut agent_leg, agent)) = self.ring_agent(&self.agents, self.ring_timeout).await
-        else {
-            self.ctx
-                .acd
-                .send(AcdInput::NoAnswer {
-                    call: self.acd_id.clone(),
-                })
-                .await;
-            return self.report(Progress::AgentMissed);
+    /// Runs the attempt to its end: the [`Delivery`] machine decides, this
+    /// carries out. A customer-first attempt's offers come on `offers`.
+    pub async fn run(self, mut offers: Option<mpsc::UnboundedReceiver<ToCall>>) {
+        let order = match self.config.delivery {
+            crate::config::Delivery::CustomerFirst => Order::CustomerFirst,
+            _ => Order::AgentFirst,
         };
-        self.ctx
-            .acd
-            .send(AcdInput::Answered {
-                call: self.acd_id.clone(),
-                agent: agent.clone(),
-            })
-            .await;
-        let outcome = self.with_agent(&mut agent_leg, &agent).await;
-        if let Some(d) = agent_leg.dialog() {
-            d.hangup();
+        let mut d = Delivery::start(Setup {
+            order,
+            acd_id: self.acd_id.clone(),
+            id: self.callback.id,
+            whisper: if self.config.whisper {
+                whisper(&self.callback)
+            } else {
+                Vec::new()
+            },
+            music: self
+                .ctx
+                .config
+                .queues
+                .get(&self.callback.queue)
+                .map(|q| q.music.clone())
+                .unwrap_or_else(|| "music/default".into()),
+            confirm_timeout: self.config.confirm_timeout,
+            symmetric: self.symmetric,
+            agents: self.agents.clone(),
+            ring_timeout: self.ring_timeout,
+        });
+        let mut io = Io::default();
+        loop {
+            while let Some(step) = d.poll_output() {
+                self.carry_out(step, &mut io).await;
+                while let Some(input) = io.inputs.pop_front() {
+                    d.handle(input, std::time::Instant::now());
+                }
+            }
+            if d.is_over() {
+                break;
+            }
+            let deadline = d.poll_timeout().map(Instant::from_std);
+            let input = tokio::select! {
+                ev = next_of(io.agent.as_mut()) => io.input_of(Side::Agent, ev, &self.ctx.prompts),
+                ev = next_of(io.customer.as_mut()) => io.input_of(Side::Customer, ev, &self.ctx.prompts),
+                permit = take_slot(io.slot_wait.as_mut()) => {
+                    io.slot_wait = None;
+                    match permit {
+                        Ok(p) => {
+                            io.slot = Some(p);
+                            Some(In::Slot)
+                        }
+                        Err(_) => Some(In::NoSlot),
+                    }
+                }
+                offer = recv_offer(offers.as_mut()) => match offer {
+                    Some(ToCall::Offer { agents, ring_timeout }) => Some(In::Offer { agents, ring_timeout }),
+                    Some(ToCall::Away(_)) => None,
+                    None => {
+                        offers = None;
+                        Some(In::OffersClosed)
+                    }
+                },
+                _ = sleep_until_opt(deadline) => Some(In::Timeout),
+            };
+            if let Some(input) = input {
+                d.handle(input, std::time::Instant::now());
+            }
         }
-        let call = self.acd_id.clone();
-        self.ctx
-            .acd
-            .send(match outcome {
-                // A conversation: wrap-up follows, and it counts as handled.
-                Progress::Done => AcdInput::Ended { call },
-                _ => AcdInput::Released { call },
-            })
-            .await;
-        self.report(outcome);
+        // The trunk's slot is freed with `io`, after the legs are ended.
     }
 
-    /// Rings the reserved agents' phones; the one who answered.
-    pub(super) async fn ring_agent(
+    /// Carries out one step; what follows at once goes to `io.inputs`.
+    async fn carry_out(&self, step: Do, io: &mut Io) {
+        match step {
+            Do::RingAgents {
+                agents,
+                ring_timeout,
+            } => match self.ring_agents(&agents, ring_timeout, io.customer.as_ref()) {
+                Ok(leg) => io.agent = Some((leg, Playlist::default())),
+                Err(e) => io
+                    .inputs
+                    .push_back(In::Leg(Side::Agent, LegEvent::Failed(e))),
+            },
+            Do::TakeSlot => io.slot_wait = Some(Box::pin(self.slots.clone().acquire_owned())),
+            Do::Count { agent } => {
+                let cb = &self.callback;
+                let counted = self
+                    .ctx
+                    .store
+                    .start_attempt(cb.id, agent, jiff::Timestamp::now())
+                    .await;
+                io.inputs.push_back(match counted {
+                    Ok((attempt, n)) => In::Counted { attempt, n },
+                    Err(e) => {
+                        warn!(error = %e, callback = cb.id, "the attempt could not be recorded; not dialling");
+                        In::NotCounted
+                    }
+                });
+            }
+            Do::DialCustomer { n } => {
+                let media = match &io.agent {
+                    Some((agent, _)) => self.ctx.media.open_beside(&agent.media),
+                    None => self.ctx.media.open(),
+                };
+                match media {
+                    Ok(m) => io.customer = Some((self.dial_customer(m, n), Playlist::default())),
+                    Err(e) => {
+                        warn!(error = %e, "no media for the customer leg");
+                        io.inputs
+                            .push_back(In::Leg(Side::Customer, LegEvent::Failed(e.to_string())));
+                    }
+                }
+            }
+            Do::Connect {
+                side,
+                negotiated,
+                symmetric,
+            } => {
+                if let Some((leg, _)) = io.side(side) {
+                    leg.media
+                        .configure(stream_of(&negotiated, symmetric, leg.peer));
+                    leg.deadline = None;
+                    leg.bridged = true;
+                    let calls = &self.ctx.config.calls;
+                    leg.start_checks(calls.leg_check, calls.leg_check_timeout);
+                }
+            }
+            Do::Play {
+                side,
+                token,
+                prompts,
+            } => {
+                if let Some((leg, list)) = io.side(side) {
+                    if let Some(done) =
+                        list.start(token, prompts, &mut leg.media, &self.ctx.prompts)
+                    {
+                        io.inputs.push_back(In::PlayDone(side, done));
+                    }
+                }
+            }
+            Do::Music { side, music } => {
+                if let Some((leg, list)) = io.side(side) {
+                    list.start_then_loop(Vec::new(), music, &mut leg.media, &self.ctx.prompts);
+                }
+            }
+            Do::StopPlay(side) => {
+                if let Some((leg, list)) = io.side(side) {
+                    list.stop(&leg.media);
+                }
+            }
+            Do::Bridge => {
+                if let (Some((agent, _)), Some((customer, _))) = (&io.agent, &io.customer) {
+                    customer.media.bridge(&agent.media);
+                }
+            }
+            Do::Hangup(side) => {
+                let leg = match side {
+                    Side::Agent => io.agent.take(),
+                    Side::Customer => io.customer.take(),
+                };
+                // Dropping a leg that still rings cancels it.
+                if let Some(d) = leg.as_ref().and_then(|(l, _)| l.dialog()) {
+                    d.hangup();
+                }
+            }
+            Do::Acd(input) => self.ctx.acd.send(input).await,
+            Do::Report(p) => self.report(p),
+        }
+    }
+
+    /// Rings the agents' phones with the callback's screen pop; on the
+    /// customer's media clock when they are already on the line.
+    fn ring_agents(
         &self,
         agents: &[Offered],
         ring_timeout: Duration,
-    ) -> Option<(Leg, String)> {
-        let media = match self.ctx.media.open() {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "no media for the callback's agent leg");
-                return None;
-            }
-        };
+        customer: Option<&(Leg, Playlist)>,
+    ) -> Result<Leg, String> {
+        let media = match customer {
+            Some((c, _)) => self.ctx.media.open_beside(&c.media),
+            None => self.ctx.media.open(),
+        }
+        .map_err(|e| {
+            warn!(error = %e, "no media for the callback's agent leg");
+            e.to_string()
+        })?;
         let cb = &self.callback;
         let mut origin = Origin::new(self.ctx.config.media_address());
         let offer = sdp::offer(&mut origin, media.local_port());
@@ -170,237 +303,11 @@ impl Attempt {
                 leg.dial(&self.ctx.dialer, call, Some(a.agent.clone()));
             }
         }
-        loop {
-            match leg.next().await {
-                LegEvent::Answered { agent, sdp: answer } => {
-                    let Some(n) = answer
-                        .as_deref()
-                        .and_then(|b| sdp::parse(b).and_then(|a| sdp::accept_answer(&a)).ok())
-                    else {
-                        warn!("the agent's phone answered without usable SDP");
-                        if let Some(d) = leg.dialog() {
-                            d.hangup();
-                        }
-                        return None;
-                    };
-                    leg.media.configure(stream_of(&n, true, leg.peer));
-                    leg.deadline = None;
-                    leg.bridged = true;
-                    let calls = &self.ctx.config.calls;
-                    leg.start_checks(calls.leg_check, calls.leg_check_timeout);
-                    return Some((leg, agent.unwrap_or_default()));
-                }
-                LegEvent::Rejected(_)
-                | LegEvent::Failed(_)
-                | LegEvent::NoAnswer
-                | LegEvent::Gone => {
-                    info!(agents = %leg.target, "the agent did not take the callback");
-                    return None;
-                }
-                LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) => return None,
-                _ => {}
-            }
-        }
-    }
-
-    /// With the agent on the line: the whisper, then the customer.
-    async fn with_agent(&self, agent_leg: &mut Leg, agent: &str) -> Progress {
-        let cb = &self.callback;
-        let prompts = &self.ctx.prompts;
-        let mut agent_list = Playlist::default();
-        let mut whisper = vec!["callback/for".to_owned()];
-        whisper.extend(
-            cb.number
-                .chars()
-                .filter(char::is_ascii_digit)
-                .map(|d| format!("digits/{d}")),
-        );
-        let minutes = waited(cb).as_secs().div_ceil(60).max(1);
-        whisper.push("callback/waited".into());
-        crate::flow::run::number_prompts(minutes as i64, &mut whisper);
-        whisper.push(
-            if minutes == 1 {
-                "queue/minute"
-            } else {
-                "queue/minutes"
-            }
-            .into(),
-        );
-        info!(%agent, callback = cb.id, number = %cb.number, minutes, "callback whisper");
-        let mut whispering = self.config.whisper
-            && agent_list
-                .start(WHISPER, whisper, &mut agent_leg.media, prompts)
-                .is_none();
-        while whispering {
-            match agent_leg.next().await {
-                LegEvent::Media(MediaEvent::PlaybackDone { token }) => {
-                    whispering =
-                        agent_list.on_done(token, &mut agent_leg.media, prompts) != Some(WHISPER);
-                }
-                LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) | LegEvent::Gone => {
-                    info!(%agent, "the agent hung up during the whisper");
-                    return Progress::Failed {
-                        attempt: None,
-                        outcome: "agent-hung-up",
-                    };
-                }
-                _ => {}
-            }
-        }
-        let music = self
-            .ctx
-            .config
-            .queues
-            .get(&cb.queue)
-            .map(|q| q.music.clone())
-            .unwrap_or_else(|| "music/default".into());
-        agent_list.start_then_loop(Vec::new(), music, &mut agent_leg.media, prompts);
-        // A free call slot on the trunk; the agent waits with music.
-        let slot = tokio::select! {
-            permit = self.slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return Progress::Failed { attempt: None, outcome: "failed" },
-            },
-            _ = wait_for_hangup(agent_leg) => {
-                return Progress::Failed { attempt: None, outcome: "agent-hung-up" };
-            }
-        };
-        let (attempt, n) = match self.start_attempt(Some(agent)).await {
-            Ok(v) => v,
-            Err(failed) => return failed,
-        };
-        let outcome = self
-            .call_customer(agent_leg, &mut agent_list, attempt, n)
-            .await;
-        drop(slot);
-        outcome
-    }
-
-    async fn call_customer(
-        &self,
-        agent_leg: &mut Leg,
-        agent_list: &mut Playlist,
-        attempt: i64,
-        n: u32,
-    ) -> Progress {
-        let cb = &self.callback;
-        let prompts = &self.ctx.prompts;
-        let failed = |outcome| Progress::Failed {
-            attempt: Some(attempt),
-            outcome,
-        };
-        let media = match self.ctx.media.open_beside(&agent_leg.media) {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "no media for the customer leg");
-                return failed("failed");
-            }
-        };
-        let mut customer = self.dial_customer(media, n);
-        let mut guard = Playlist::default();
-        let mut confirm_by: Option<Instant> = None;
-        let mut connected = false;
-        loop {
-            tokio::select! {
-                ev = agent_leg.next() => match ev {
-                    LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) | LegEvent::Gone => {
-                        info!(callback = cb.id, "the agent hung up");
-                        if let Some(d) = customer.dialog() {
-                            d.hangup();
-                        }
-                        drop(customer);
-                        return if connected { Progress::Done } else { failed("agent-hung-up") };
-                    }
-                    LegEvent::Media(MediaEvent::PlaybackDone { token }) => {
-                        agent_list.on_done(token, &mut agent_leg.media, prompts);
-                    }
-                    _ => {}
-                },
-                ev = customer.next() => match ev {
-                    LegEvent::Answered { sdp: answer, .. } => {
-                        match self.customer_answered(&mut customer, &mut guard, answer.as_deref()) {
-                            Ok(by) => confirm_by = Some(by),
-                            Err(outcome) => return failed(outcome),
-                        }
-                    }
-                    LegEvent::Rejected(status) => {
-                        info!(callback = cb.id, status, "the customer's side refused the call");
-                        return failed(refusal(status));
-                    }
-                    LegEvent::NoAnswer => {
-                        info!(callback = cb.id, "the customer did not answer");
-                        if let Some(d) = customer.dialog() {
-                            d.hangup();
-                        }
-                        return failed("no-answer");
-                    }
-                    LegEvent::Failed(why) => {
-                        warn!(callback = cb.id, error = %why, "the callback could not be placed");
-                        return failed("failed");
-                    }
-                    LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) | LegEvent::Gone => {
-                        info!(callback = cb.id, "the customer hung up");
-                        return if connected { Progress::Done } else { failed("not-confirmed") };
-                    }
-                    LegEvent::Dialog(DialogEvent::Info { content_type, body })
-                        if !connected
-                            && customer.bridged
-                            && dtmf::parse_info(&content_type, &body)
-                                .is_some_and(|d| d.as_char() == '1') =>
-                    {
-                        connected = true;
-                        self.connect(agent_leg, agent_list, &mut customer, &mut guard, attempt);
-                    }
-                    LegEvent::Media(MediaEvent::Digit(d, _))
-                        if !connected && customer.bridged && d.as_char() == '1' =>
-                    {
-                        connected = true;
-                        self.connect(agent_leg, agent_list, &mut customer, &mut guard, attempt);
-                    }
-                    LegEvent::Media(MediaEvent::PlaybackDone { token }) => {
-                        guard.on_done(token, &mut customer.media, prompts);
-                    }
-                    _ => {}
-                },
-                _ = crate::leg::sleep_until_opt(confirm_by.filter(|_| !connected)) => {
-                    info!(callback = cb.id, "the customer did not press 1 (an answering machine?)");
-                    if let Some(d) = customer.dialog() {
-                        d.hangup();
-                    }
-                    return failed("not-confirmed");
-                }
-            }
-        }
-    }
-
-    /// Counts the attempt in the store and reports it, before the INVITE
-    /// leaves: a crash from then on cannot lose it or make it happen twice
-    /// unawares. `Err` is the outcome when it could not be written (then
-    /// nobody is dialled).
-    pub(super) async fn start_attempt(&self, agent: Option<&str>) -> Result<(i64, u32), Progress> {
-        let cb = &self.callback;
-        let (attempt, n) = self
-            .ctx
-            .store
-            .start_attempt(cb.id, agent.map(str::to_owned), jiff::Timestamp::now())
-            .await
-            .map_err(|e| {
-                warn!(error = %e, callback = cb.id, "the attempt could not be recorded; not dialling");
-                Progress::Failed {
-                    attempt: None,
-                    outcome: "failed",
-                }
-            })?;
-        self.report(Progress::Started {
-            attempt,
-            n,
-            agent: agent.unwrap_or_default().to_owned(),
-        });
-        Ok((attempt, n))
+        Ok(leg)
     }
 
     /// Calls the customer over the trunk (as the trunk's account and caller ID).
-    pub(super) fn dial_customer(&self, media: crate::media::MediaChannel, n: u32) -> Leg {
+    fn dial_customer(&self, media: crate::media::MediaChannel, n: u32) -> Leg {
         let cb = &self.callback;
         let mut origin = Origin::new(self.ctx.config.media_address());
         let offer = sdp::offer(&mut origin, media.local_port());
@@ -432,93 +339,86 @@ impl Attempt {
         customer.dial(&self.ctx.dialer, call, None);
         customer
     }
-
-    /// The customer answered: their stream is set up and they are asked to
-    /// press 1; by when they must. `Err` with the outcome when unusable.
-    pub(super) fn customer_answered(
-        &self,
-        customer: &mut Leg,
-        guard: &mut Playlist,
-        answer: Option<&[u8]>,
-    ) -> Result<Instant, &'static str> {
-        let cb = &self.callback;
-        let prompts = &self.ctx.prompts;
-        let Some(neg) =
-            answer.and_then(|b| sdp::parse(b).and_then(|a| sdp::accept_answer(&a)).ok())
-        else {
-            warn!(
-                callback = cb.id,
-                "the customer's side answered without usable SDP"
-            );
-            if let Some(d) = customer.dialog() {
-                d.hangup();
-            }
-            return Err("failed");
-        };
-        customer
-            .media
-            .configure(stream_of(&neg, self.symmetric, customer.peer));
-        customer.deadline = None;
-        customer.bridged = true;
-        let calls = &self.ctx.config.calls;
-        customer.start_checks(calls.leg_check, calls.leg_check_timeout);
-        info!(
-            callback = cb.id,
-            "the customer answered; asking them to press 1"
-        );
-        guard.start(
-            GUARD,
-            vec!["callback/this-is".into()],
-            &mut customer.media,
-            prompts,
-        );
-        let length = prompts
-            .get("callback/this-is")
-            .map_or(Duration::ZERO, |p| p.duration());
-        Ok(Instant::now() + length + self.config.confirm_timeout)
-    }
-
-    /// The customer pressed 1: they and the agent are bridged.
-    fn connect(
-        &self,
-        agent_leg: &mut Leg,
-        agent_list: &mut Playlist,
-        customer: &mut Leg,
-        guard: &mut Playlist,
-        attempt: i64,
-    ) {
-        agent_list.stop(&agent_leg.media);
-        guard.stop(&customer.media);
-        customer.media.bridge(&agent_leg.media);
-        info!(
-            callback = self.callback.id,
-            "callback connected: customer and agent bridged"
-        );
-        self.report(Progress::Connected {
-            attempt,
-            agent: None,
-        });
-    }
 }
 
-/// The outcome a final refusal of the customer's side stands for.
-pub(super) fn refusal(status: u16) -> &'static str {
-    match status {
-        486 | 600 | 603 => "busy",
-        408 | 480 | 487 => "no-answer",
-        _ => "failed",
-    }
+/// A trunk slot being waited for.
+type SlotWait = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>,
+>;
+
+/// The attempt's legs (each with its playlist), its trunk slot, and what
+/// carrying out a step gave back at once.
+#[derive(Default)]
+struct Io {
+    agent: Option<(Leg, Playlist)>,
+    customer: Option<(Leg, Playlist)>,
+    slot_wait: Option<SlotWait>,
+    slot: Option<OwnedSemaphorePermit>,
+    inputs: VecDeque<In>,
 }
 
-/// Waits until the leg's far end hangs up (other events are dropped).
-pub(super) async fn wait_for_hangup(leg: &mut Leg) {
-    loop {
-        if let LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) | LegEvent::Gone =
-            leg.next().await
-        {
-            return;
+impl Io {
+    fn side(&mut self, side: Side) -> Option<&mut (Leg, Playlist)> {
+        match side {
+            Side::Agent => self.agent.as_mut(),
+            Side::Customer => self.customer.as_mut(),
         }
     }
+
+    /// A leg's event for the machine; a prompt's end goes to its playlist
+    /// first (only a sequence's end is the machine's).
+    fn input_of(&mut self, side: Side, ev: LegEvent, cache: &PromptCache) -> Option<In> {
+        if let LegEvent::Media(MediaEvent::PlaybackDone { token }) = ev {
+            let (leg, list) = self.side(side)?;
+            return list
+                .on_done(token, &mut leg.media, cache)
+                .map(|done| In::PlayDone(side, done));
+        }
+        Some(In::Leg(side, ev))
+    }
+}
+
+/// The next event of a leg, or never without one.
+async fn next_of(leg: Option<&mut (Leg, Playlist)>) -> LegEvent {
+    crate::leg::next_of(leg.map(|(l, _)| l)).await
+}
+
+async fn take_slot(wait: Option<&mut SlotWait>) -> Result<OwnedSemaphorePermit, AcquireError> {
+    match wait {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_offer(offers: Option<&mut mpsc::UnboundedReceiver<ToCall>>) -> Option<ToCall> {
+    match offers {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What the agent hears before the customer is called: "callback for
+/// 5 5 5 1 2 3 4, who waited 7 minutes".
+fn whisper(cb: &Callback) -> Vec<String> {
+    let mut whisper = vec!["callback/for".to_owned()];
+    whisper.extend(
+        cb.number
+            .chars()
+            .filter(char::is_ascii_digit)
+            .map(|d| format!("digits/{d}")),
+    );
+    let minutes = waited(cb).as_secs().div_ceil(60).max(1);
+    whisper.push("callback/waited".into());
+    crate::flow::run::number_prompts(minutes as i64, &mut whisper);
+    whisper.push(
+        if minutes == 1 {
+            "queue/minute"
+        } else {
+            "queue/minutes"
+        }
+        .into(),
+    );
+    whisper
 }
 
 /// How long the caller has kept their place (since they joined the queue).

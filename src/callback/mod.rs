@@ -9,8 +9,8 @@
 //! attempt per callback runs at a time, and each follows an agent's
 //! reservation, so no more customers are dialled than agents wait for them.
 
-pub mod customer_first;
 pub mod deliver;
+pub mod delivery;
 pub mod offer;
 
 use std::collections::{BTreeMap, HashMap};
@@ -627,15 +627,14 @@ impl Service {
                 }
             }
         });
-        if cfg.delivery == Delivery::CustomerFirst {
+        let offers = (cfg.delivery == Delivery::CustomerFirst).then(|| {
             let (otx, orx) = mpsc::unbounded_channel();
             if let Some(e) = self.entries.get_mut(&id) {
                 e.offers = Some(otx);
             }
-            tokio::spawn(attempt.run_customer_first(orx));
-        } else {
-            tokio::spawn(attempt.run());
-        }
+            orx
+        });
+        tokio::spawn(attempt.run(offers));
     }
 
     /// Customer first: a queued callback at the head of its queue is

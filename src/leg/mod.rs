@@ -80,6 +80,7 @@ pub struct Leg {
 }
 
 /// What happened on the leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegEvent {
     /// A branch answered (2xx; ACK sent): the agent it rang, and the SDP.
     Answered {
