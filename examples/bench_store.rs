@@ -51,7 +51,7 @@ fn main() {
             &key,
             Cdr {
                 ended_at: Some(now),
-                outcome: "ivr".into(),
+                outcome: hotline::store::Outcome::Ivr,
                 ended_by: "caller".into(),
                 ..cdr
             },

@@ -34,7 +34,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::store::{AgentStateRow, Cdr, SurveyAnswer};
+use crate::store::{AgentStateRow, CallbackState, Cdr, Outcome, SurveyAnswer};
 
 /// The thresholds the figures depend on.
 #[derive(Debug, Clone, Copy)]
@@ -100,37 +100,39 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
     let (deliveries, calls): (Vec<&Cdr>, Vec<&Cdr>) = cdrs
         .iter()
         .copied()
-        .partition(|c| c.outcome.starts_with("callback-"));
+        .partition(|c| c.outcome.is_callback_delivery());
     let cdrs = calls.as_slice();
     let completed: Vec<f64> = deliveries
         .iter()
-        .filter(|c| c.outcome == "callback-completed")
+        .filter(|c| c.outcome == Outcome::CallbackDelivery(CallbackState::Completed))
         .map(|c| secs(c.wait_ms))
         .collect();
     let failed = deliveries
         .iter()
-        .filter(|c| matches!(c.outcome.as_str(), "callback-failed" | "callback-expired"))
+        .filter(|c| {
+            matches!(
+                c.outcome,
+                Outcome::CallbackDelivery(CallbackState::Failed | CallbackState::Expired)
+            )
+        })
         .count();
     let offered: Vec<&&Cdr> = cdrs.iter().filter(|c| c.queued_at.is_some()).collect();
     let answered: Vec<&&Cdr> = offered
         .iter()
         .copied()
-        .filter(|c| c.outcome == "agent")
+        .filter(|c| c.outcome == Outcome::Agent)
         .collect();
     let abandoned: Vec<&&Cdr> = offered
         .iter()
         .copied()
-        .filter(|c| c.outcome == "abandoned")
+        .filter(|c| c.outcome == Outcome::Abandoned)
         .collect();
     let short_ms = t.short_abandon.as_millis() as i64;
     let short = abandoned
         .iter()
         .filter(|c| c.wait_ms.unwrap_or(0) < short_ms)
         .count();
-    let turned_away = offered
-        .iter()
-        .filter(|c| c.outcome.starts_with("queue-"))
-        .count();
+    let turned_away = offered.iter().filter(|c| c.outcome.is_queue_exit()).count();
     let sl_ms = t.service_level.as_millis() as i64;
     let in_time = answered
         .iter()
@@ -158,7 +160,7 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         })
         .filter(|again| *again)
         .count();
-    let contained = cdrs.iter().filter(|c| c.outcome == "ivr").count();
+    let contained = cdrs.iter().filter(|c| c.outcome == Outcome::Ivr).count();
     let ids: std::collections::HashSet<&str> = cdrs.iter().map(|c| c.call_id.as_str()).collect();
     let scores: Vec<u8> = surveys
         .iter()
@@ -186,7 +188,10 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         nps: (!scores.is_empty())
             .then(|| (promoters as f64 - detractors as f64) * 100.0 / scores.len() as f64),
         occupancy: None,
-        callbacks_booked: offered.iter().filter(|c| c.outcome == "callback").count(),
+        callbacks_booked: offered
+            .iter()
+            .filter(|c| c.outcome == Outcome::Callback)
+            .count(),
         callbacks_completed: completed.len(),
         callbacks_failed: failed,
         callback_wait_seconds: mean(&completed),
@@ -500,7 +505,7 @@ pub fn cdr_csv(cdrs: &[Cdr]) -> String {
             s(&c.agent),
             t(c.bridged_at),
             t(c.ended_at),
-            c.outcome.clone(),
+            c.outcome.to_string(),
             c.ended_by.clone(),
             n(c.wait_ms),
             n(c.talk_ms),
@@ -539,7 +544,7 @@ pub fn json(
 /// Calls contained in the IVR, by (flow, node where they ended).
 pub fn containment(cdrs: &[Cdr]) -> BTreeMap<(String, String), usize> {
     let mut out = BTreeMap::new();
-    for c in cdrs.iter().filter(|c| c.outcome == "ivr") {
+    for c in cdrs.iter().filter(|c| c.outcome == Outcome::Ivr) {
         let flow = c.flow.clone().unwrap_or_else(|| "-".into());
         let node = c.exit_node.clone().unwrap_or_else(|| "-".into());
         *out.entry((flow, node)).or_insert(0) += 1;
@@ -567,7 +572,7 @@ mod tests {
             queue: wait.map(|_| "sales".into()),
             queued_at: wait.map(|_| at),
             agent: (outcome == "agent").then(|| "1001".into()),
-            outcome: outcome.into(),
+            outcome: Outcome::parse(outcome),
             wait_ms: wait,
             talk_ms: talk,
             wrap_up_ms: talk.map(|_| 10_000),

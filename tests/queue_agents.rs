@@ -439,7 +439,7 @@ fn a_full_queue_sends_the_next_caller_on_and_waiting_callers_hear_the_periodic_m
     let mut outcomes: Vec<String> = hotline::store::Store::cdrs(&mut store)
         .unwrap()
         .into_iter()
-        .map(|c| c.outcome)
+        .map(|c| c.outcome.to_string())
         .collect();
     outcomes.sort();
     assert_eq!(outcomes, ["abandoned", "queue-full"]);

@@ -131,17 +131,6 @@ pub enum Away {
     Timeout,
 }
 
-impl Away {
-    /// The outcome a call's record gives for it.
-    pub fn outcome(self) -> &'static str {
-        match self {
-            Away::Empty => "queue-empty",
-            Away::Full => "queue-full",
-            Away::Timeout => "queue-timeout",
-        }
-    }
-}
-
 struct Agent {
     name: Option<String>,
     queues: Vec<String>,

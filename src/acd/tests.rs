@@ -528,7 +528,6 @@ agents:
         vec![("c3".to_string(), Away::Full)]
     );
     assert_eq!(acd.position("c3"), None);
-    assert_eq!(Away::Full.outcome(), "queue-full");
 
     // a1 registers outside its shift: logged in, but offered nothing.
     acd.step(

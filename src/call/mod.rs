@@ -6,16 +6,20 @@ mod conversation;
 mod feature;
 pub mod live;
 mod notify;
+mod record;
 mod recording;
 pub mod simulate;
 #[cfg(feature = "local-audio")]
 pub mod speaker;
+mod timers;
 pub mod webhook;
 
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use timers::{Timer, Timers};
 use tracing::{info, warn, Instrument};
 
 use crate::acd::actor::{AcdHandle, Request as AcdRequest, ToCall, Waiter};
@@ -28,7 +32,7 @@ pub(crate) use crate::leg::{sleep_until_opt, stream_of};
 use crate::media::{dtmf, Digit, DigitSource, MediaChannel, MediaEngine, MediaEvent, PromptCache};
 use crate::sdp::{self, Negotiated, Origin};
 use crate::sip::{Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall};
-use crate::store::{Callback, Cdr, RecordKey, StoreError, StoreHandle};
+use crate::store::{Callback, Cdr, Outcome as StoreOutcome, RecordKey, StoreError, StoreHandle};
 
 /// What every call task shares.
 #[derive(Clone)]
@@ -60,15 +64,8 @@ impl CallContext {
     }
 }
 
-/// How a call ended, for the log line (and the CDR once the store exists).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    CallerHungUp,
-    WeHungUp,
-    Cancelled,
-    Refused,
-    NoAck,
-}
+pub use record::Ending;
+use record::Marks;
 
 /// Runs one call to its end.
 pub async fn run(ctx: CallContext, call: IncomingCall) {
@@ -117,16 +114,16 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
         };
         let ending = match call.feature.clone() {
             Some((agent, code)) => {
-                cdr.outcome = "feature-code".into();
+                cdr.outcome = StoreOutcome::FeatureCode;
                 feature::run(&ctx, call, agent, code).await
             }
             None => Call::setup(ctx, call, &mut cdr, kill_rx, &record).await,
         };
-        finish_cdr(&mut cdr, ending);
+        record::finish(&mut cdr, ending, jiff::Timestamp::now());
         let cdr_call_id = cdr.call_id.clone();
         let ended = BusEvent::CallEnded {
             call_id: cdr.call_id.clone(),
-            outcome: cdr.outcome.clone(),
+            outcome: cdr.outcome.to_string(),
             ended_by: cdr.ended_by.clone(),
         };
         if let Some(url) = bus.config.calls.end_webhook.as_deref() {
@@ -144,60 +141,6 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
     .await
 }
 
-/// When a call's stages began, for its CDR.
-#[derive(Debug, Default)]
-struct Marks {
-    answered_at: Option<jiff::Timestamp>,
-    ivr_exit_at: Option<jiff::Timestamp>,
-    queue: Option<String>,
-    queued_at: Option<jiff::Timestamp>,
-    offered_at: Option<jiff::Timestamp>,
-    agent: Option<String>,
-    bridged_at: Option<jiff::Timestamp>,
-    /// Conversation recordings written, in order.
-    recordings: Vec<String>,
-    /// The flow and node the call left for the survey after its agent.
-    before_survey: Option<(String, String)>,
-    /// Time on hold so far (a hold still going on is added at the end).
-    held: std::time::Duration,
-    /// Why the caller left the queue without an agent: `queue-timeout`
-    /// (its maximum wait) or `queue-empty` (nobody staffs it).
-    queue_left: Option<&'static str>,
-}
-
-impl Marks {
-    /// Writes when the IVR, queue and agent stages began into `cdr`.
-    fn stamp_stages(&self, cdr: &mut Cdr) {
-        cdr.ivr_exit_at = self.ivr_exit_at;
-        cdr.queue = self.queue.clone();
-        cdr.queued_at = self.queued_at;
-        cdr.offered_at = self.offered_at;
-        cdr.agent = self.agent.clone();
-        cdr.bridged_at = self.bridged_at;
-    }
-}
-
-/// Ends the record: the end time, who ended it, the wait and talk times.
-fn finish_cdr(cdr: &mut Cdr, ending: Ending) {
-    let end = jiff::Timestamp::now();
-    cdr.ended_at = Some(end);
-    cdr.ended_by = match ending {
-        Ending::CallerHungUp | Ending::Cancelled => "caller",
-        Ending::WeHungUp | Ending::Refused | Ending::NoAck => "engine",
-    }
-    .into();
-    if cdr.outcome.is_empty() {
-        cdr.outcome = "failed".into();
-    }
-    let ms = |a: jiff::Timestamp, b: jiff::Timestamp| b.duration_since(a).as_millis() as i64;
-    if let Some(q) = cdr.queued_at {
-        cdr.wait_ms = Some(ms(q, cdr.bridged_at.unwrap_or(end)));
-    }
-    if let Some(b) = cdr.bridged_at {
-        cdr.talk_ms = Some(ms(b, end));
-    }
-}
-
 /// Results of work the call started in other tasks (webhooks).
 type Feedback = (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>);
 
@@ -213,7 +156,9 @@ struct Call {
     negotiated: Option<Negotiated>,
     run: Run,
     playlist: Playlist,
-    timer: Option<(u64, Instant)>,
+    /// The call's deadlines (each named), and the token of the flow's.
+    timers: Timers,
+    flow_timer: u64,
     feedback: Feedback,
     /// Set when the flow asked to hang up.
     hang_up: bool,
@@ -236,10 +181,6 @@ struct Call {
     queue_skills: Vec<String>,
     /// When the call's stages began, for its record.
     marks: Marks,
-    /// When to tell the waiting caller their position again.
-    announce_at: Option<Instant>,
-    /// When to play the queue's periodic message.
-    message_at: Option<Instant>,
     /// The conversation being recorded, if it is.
     conversation: Option<conversation::Conversation>,
     /// Recordings stopped during the call, still being written.
@@ -247,12 +188,11 @@ struct Call {
     /// The agent's keys held back while they may be the start of the
     /// record feature code, and until when.
     agent_keys: String,
-    agent_keys_until: Option<Instant>,
     /// The caller's earlier calls, looked up when they join a queue.
     history: Vec<PastCall>,
     history_rx: Option<tokio::sync::oneshot::Receiver<Vec<PastCall>>>,
     /// An offer that waits (briefly) for the history, and until when.
-    pending_offer: Option<(ToCall, Instant)>,
+    pending_offer: Option<ToCall>,
     /// The operations API asks the call to end.
     kill: mpsc::UnboundedReceiver<()>,
     /// An announcement waiting for the ACD's first position, with what
@@ -263,8 +203,6 @@ struct Call {
     open_record: Option<(RecordKey, Cdr)>,
     /// The callback offer, once made.
     callback: Option<CallbackOffer>,
-    /// When to make it (`offer-after`).
-    callback_at: Option<Instant>,
     /// How the request's write went.
     booking: Booking,
 }
@@ -275,11 +213,10 @@ type Booking = (
     mpsc::UnboundedReceiver<Result<Callback, StoreError>>,
 );
 
-/// The callback offer made to a waiting caller, and until when their
-/// answer is awaited.
+/// The callback offer made to a waiting caller (their answer is awaited
+/// until [`Timer::CallbackAnswer`]).
 struct CallbackOffer {
     offer: crate::callback::offer::Offer,
-    listen_until: Option<Instant>,
     /// Asked by a flow's `callback` node: its token and queue. (Otherwise
     /// offered to a waiting caller by their queue.)
     node: Option<(u64, String)>,
@@ -318,7 +255,7 @@ impl Call {
         let Some(flow) = set.route(&dialed) else {
             warn!("no route for the dialled number and no default route");
             dialog.respond(404);
-            cdr.outcome = "refused".into();
+            cdr.outcome = StoreOutcome::Refused;
             return Ending::Refused;
         };
         let media = match ctx.media.open() {
@@ -326,7 +263,7 @@ impl Call {
             Err(e) => {
                 warn!(error = %e, "no media for the call");
                 dialog.respond(503);
-                cdr.outcome = "refused".into();
+                cdr.outcome = StoreOutcome::Refused;
                 return Ending::Refused;
             }
         };
@@ -352,7 +289,8 @@ impl Call {
             peer_ip: source.ip(),
             negotiated: None,
             playlist: Playlist::default(),
-            timer: None,
+            timers: Timers::default(),
+            flow_timer: 0,
             feedback: mpsc::unbounded_channel(),
             hang_up: false,
             call_id,
@@ -366,12 +304,9 @@ impl Call {
             queue_priority: 0,
             queue_skills: Vec::new(),
             marks: Marks::default(),
-            announce_at: None,
-            message_at: None,
             conversation: None,
             recordings_closing: Vec::new(),
             agent_keys: String::new(),
-            agent_keys_until: None,
             history: Vec::new(),
             history_rx: None,
             pending_offer: None,
@@ -379,7 +314,6 @@ impl Call {
             kill,
             open_record: None,
             callback: None,
-            callback_at: None,
             booking: mpsc::unbounded_channel(),
         };
         // An unusable offer is refused before any ringing.
@@ -389,7 +323,7 @@ impl Call {
                 Err(e) => {
                     warn!(error = %e, "offer refused");
                     call.dialog.respond(488);
-                    cdr.outcome = "refused".into();
+                    cdr.outcome = StoreOutcome::Refused;
                     return Ending::Refused;
                 }
             },
@@ -397,7 +331,7 @@ impl Call {
         };
         cdr.flow = Some(call.run.flow_name().to_owned());
         if let Some(end) = call.ring().await {
-            cdr.outcome = "cancelled".into();
+            cdr.outcome = StoreOutcome::Cancelled;
             return end;
         }
         call.marks.answered_at = Some(jiff::Timestamp::now());
@@ -445,12 +379,9 @@ impl Call {
         let Some((key, base)) = &self.open_record else {
             return;
         };
-        let m = &self.marks;
-        let mut cdr = base.clone();
-        m.stamp_stages(&mut cdr);
-        cdr.exit_node = Some(self.run.node_name().to_owned());
-        // The last moment the call was known to go on.
-        cdr.ended_at = Some(jiff::Timestamp::now());
+        let cdr = self
+            .marks
+            .checkpoint(base, self.run.node_name(), jiff::Timestamp::now());
         self.ctx.store.record(key, cdr, true);
     }
 
@@ -464,41 +395,13 @@ impl Call {
     /// What the call's record says of its IVR, queue and agent stages.
     fn fill_cdr(&mut self, cdr: &mut Cdr) {
         self.count_hold();
-        let m = &self.marks;
-        if m.bridged_at.is_some() {
-            cdr.hold_ms = Some(m.held.as_millis() as i64);
-        }
-        if !m.recordings.is_empty() {
-            cdr.recording = Some(m.recordings.join("\n"));
-        }
-        cdr.answered_at = m.answered_at;
-        cdr.flow = Some(self.run.flow_name().to_owned());
-        cdr.exit_node = Some(self.run.node_name().to_owned());
-        if let Some((flow, node)) = &m.before_survey {
-            cdr.flow = Some(flow.clone());
-            cdr.exit_node = Some(node.clone());
-        }
-        m.stamp_stages(cdr);
-        cdr.vars = serde_json::to_string(self.run.vars()).unwrap_or_else(|_| "{}".into());
-        cdr.outcome = match (self.run.outcome(), m.bridged_at, m.queue_left) {
-            _ if m.before_survey.is_some() => "agent",
-            (Some(Outcome::Queued { .. }), Some(_), _) => "agent",
-            (_, None, Some(left)) => left,
-            (Some(Outcome::Queued { .. }), None, _) => "abandoned",
-            (Some(Outcome::Transferred { .. }), _, _) => "transferred",
-            (Some(Outcome::Ended), _, _) => "ivr",
-            (Some(Outcome::Failed { .. }), _, _) => "failed",
-            (Some(Outcome::CallerHungUp), _, _) | (None, _, _) => "ivr-abandoned",
-        }
-        .into();
-        if cdr.outcome == "agent" {
-            let wrap_up = m
-                .queue
-                .as_ref()
-                .and_then(|q| self.ctx.config.queues.get(q))
-                .map_or(std::time::Duration::ZERO, |q| q.wrap_up);
-            cdr.wrap_up_ms = Some(wrap_up.as_millis() as i64);
-        }
+        let wrap_up = self
+            .marks
+            .queue
+            .as_ref()
+            .and_then(|q| self.ctx.config.queues.get(q))
+            .map_or(std::time::Duration::ZERO, |q| q.wrap_up);
+        self.marks.fill(cdr, &self.run, wrap_up);
     }
 
     /// Rings for the configured answer delay; `Some` if the caller gave up.
@@ -523,14 +426,15 @@ impl Call {
 
     async fn run(&mut self) -> Ending {
         let limit = self.ctx.config.calls.max_duration;
-        let max = Instant::now() + limit;
+        self.timers
+            .set(Timer::MaxDuration, std::time::Instant::now() + limit);
         let mut hangup_all = self.ctx.hangup_all.clone();
         loop {
             self.flush_out().await;
             if self.hang_up {
                 return self.hang_up();
             }
-            let timer = self.timer.map(|(_, at)| at);
+            let deadline = self.timers.next().map(Instant::from_std);
             tokio::select! {
                 ev = self.events.recv() => {
                     let Some(ev) = ev else { return Ending::WeHungUp };
@@ -555,51 +459,15 @@ impl Call {
                 history = recv_history(self.history_rx.as_mut()) => {
                     self.history = history.unwrap_or_default();
                     self.history_rx = None;
+                    self.timers.stop(Timer::ScreenPop);
                     // Out of the queue meanwhile (its ACD entry is gone too): dropped.
-                    if let Some((offer, _)) = self.pending_offer.take().filter(|_| self.queued.is_some()) {
+                    if let Some(offer) = self.pending_offer.take().filter(|_| self.queued.is_some()) {
                         self.on_offer(offer);
                     }
-                }
-                _ = sleep_until_opt(self.pending_offer.as_ref().map(|(_, until)| *until)) => {
-                    warn!("the caller's history did not come in time for the screen pop");
-                    self.history_rx = None;
-                    // Out of the queue meanwhile (its ACD entry is gone too): dropped.
-                    if let Some((offer, _)) = self.pending_offer.take().filter(|_| self.queued.is_some()) {
-                        self.on_offer(offer);
-                    }
-                }
-                _ = sleep_until_opt(self.callback_at) => {
-                    self.callback_at = None;
-                    self.offer_callback(Vec::new());
-                }
-                _ = sleep_until_opt(self.callback.as_ref().and_then(|c| c.listen_until)) => {
-                    let actions = match self.callback.as_mut() {
-                        Some(c) => {
-                            c.listen_until = None;
-                            c.offer.timeout()
-                        }
-                        None => Vec::new(),
-                    };
-                    self.on_callback_actions(actions);
                 }
                 Some(booked) = self.booking.1.recv() => self.on_booked(booked),
-                _ = sleep_until_opt(self.agent_keys_until) => self.flush_agent_keys(),
-                _ = sleep_until_opt(self.message_at) => self.play_message(),
-                _ = sleep_until_opt(self.announce_at) => {
-                    self.announce_at = None;
-                    self.announce(None);
-                }
-                _ = sleep_until_opt(timer) => {
-                    if let Some((token, _)) = self.timer.take() {
-                        self.feed(Event::Timer(token));
-                    }
-                }
                 Some(()) = self.kill.recv() => {
                     info!("hung up by the operations API");
-                    return self.hang_up();
-                }
-                _ = tokio::time::sleep_until(max) => {
-                    info!(?limit, "call reached its maximum duration");
                     return self.hang_up();
                 }
                 changed = hangup_all.changed() => {
@@ -608,7 +476,43 @@ impl Call {
                         return self.hang_up();
                     }
                 }
+                _ = sleep_until_opt(deadline) => {
+                    while let Some(timer) = self.timers.expired(std::time::Instant::now()) {
+                        if timer == Timer::MaxDuration {
+                            info!(?limit, "call reached its maximum duration");
+                            return self.hang_up();
+                        }
+                        self.on_timer(timer);
+                    }
+                }
             }
+        }
+    }
+
+    /// A deadline passed.
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::MaxDuration => {}
+            Timer::Flow => self.feed(Event::Timer(self.flow_timer)),
+            Timer::ScreenPop => {
+                warn!("the caller's history did not come in time for the screen pop");
+                self.history_rx = None;
+                // Out of the queue meanwhile (its ACD entry is gone too): dropped.
+                if let Some(offer) = self.pending_offer.take().filter(|_| self.queued.is_some()) {
+                    self.on_offer(offer);
+                }
+            }
+            Timer::OfferCallback => self.offer_callback(Vec::new()),
+            Timer::CallbackAnswer => {
+                let actions = match self.callback.as_mut() {
+                    Some(c) => c.offer.timeout(),
+                    None => Vec::new(),
+                };
+                self.on_callback_actions(actions);
+            }
+            Timer::AgentKeys => self.flush_agent_keys(),
+            Timer::Message => self.play_message(),
+            Timer::Announce => self.announce(None),
         }
     }
 
@@ -818,8 +722,8 @@ impl Call {
                         self.marks.bridged_at = Some(jiff::Timestamp::now());
                         let calls = &self.ctx.config.calls;
                         leg.start_checks(calls.leg_check, calls.leg_check_timeout);
-                        self.announce_at = None;
-                        self.message_at = None;
+                        self.timers.stop(Timer::Announce);
+                        self.timers.stop(Timer::Message);
                         self.playlist.stop(&self.media);
                         self.media.bridge(&leg.media);
                         info!(target = %leg.target, answered = ?leg.answered_target(), ?agent, codec = n.codec.name(), "answered; caller bridged");
@@ -909,7 +813,7 @@ impl Call {
         self.agent_keys.push(d.as_char());
         if *code == self.agent_keys {
             self.agent_keys.clear();
-            self.agent_keys_until = None;
+            self.timers.stop(Timer::AgentKeys);
             if self.conversation.is_some() {
                 info!("the agent stopped the recording");
                 self.media.stop_conversation();
@@ -918,7 +822,10 @@ impl Call {
                 self.start_recording();
             }
         } else if code.starts_with(&self.agent_keys) {
-            self.agent_keys_until = Some(Instant::now() + std::time::Duration::from_millis(1500));
+            self.timers.set(
+                Timer::AgentKeys,
+                std::time::Instant::now() + std::time::Duration::from_millis(1500),
+            );
         } else {
             self.flush_agent_keys();
         }
@@ -926,7 +833,7 @@ impl Call {
 
     /// Keys held back that were not the feature code go on to the caller.
     fn flush_agent_keys(&mut self) {
-        self.agent_keys_until = None;
+        self.timers.stop(Timer::AgentKeys);
         for c in std::mem::take(&mut self.agent_keys).chars() {
             if let Some(d) = Digit::from_char(c) {
                 self.media.send_digit(d);
@@ -1090,7 +997,7 @@ impl Call {
         info!(flow = %name, "the agent hung up; the caller goes on to the survey");
         self.media.unbridge();
         self.playlist.stop(&self.media);
-        self.timer = None;
+        self.timers.stop(Timer::Flow);
         self.marks.before_survey = Some((
             self.run.flow_name().to_owned(),
             self.run.node_name().to_owned(),
@@ -1137,8 +1044,11 @@ impl Call {
         if matches!(offer, ToCall::Offer { .. }) && self.history_rx.is_some() {
             // The screen pop should show the caller's history: wait for it
             // a moment (it is one indexed query).
-            let until = Instant::now() + std::time::Duration::from_millis(500);
-            self.pending_offer = Some((offer, until));
+            self.timers.set(
+                Timer::ScreenPop,
+                std::time::Instant::now() + std::time::Duration::from_millis(500),
+            );
+            self.pending_offer = Some(offer);
             return;
         }
         let (agents, ring_timeout) = match offer {
@@ -1159,7 +1069,7 @@ impl Call {
         // (a request being written is cancelled when the write is done).
         if self.callback.take().is_some() {
             info!("an agent is free; the callback offer is dropped");
-            self.callback_at = None;
+            self.timers.stop(Timer::OfferCallback);
         }
         let media = match self.ctx.media.open_beside(&self.media) {
             Ok(m) => m,
@@ -1271,10 +1181,12 @@ impl Call {
             .unwrap_or_default();
         self.queue_name = Some(queue);
         if let Some(after) = q.callback.as_ref().and_then(|c| c.offer_after) {
-            self.callback_at = Some(Instant::now() + after);
+            self.timers
+                .set(Timer::OfferCallback, std::time::Instant::now() + after);
         }
         if q.message.is_some() {
-            self.message_at = Some(Instant::now() + q.message_every);
+            self.timers
+                .set(Timer::Message, std::time::Instant::now() + q.message_every);
         }
         if q.announce_position {
             // The greeting and the first announcement play together,
@@ -1362,7 +1274,7 @@ impl Call {
                             arrived_at: c.arrived_at,
                             queue: c.queue,
                             agent: c.agent,
-                            outcome: c.outcome,
+                            outcome: c.outcome.to_string(),
                         })
                         .collect(),
                     Err(e) => {
@@ -1500,7 +1412,10 @@ impl Call {
         self.playlist
             .start_then_loop(prompts, q.music.clone(), &mut self.media, &self.ctx.prompts);
         if !q.announce_every.is_zero() {
-            self.announce_at = Some(Instant::now() + length + q.announce_every);
+            self.timers.set(
+                Timer::Announce,
+                std::time::Instant::now() + length + q.announce_every,
+            );
         }
     }
 
@@ -1508,7 +1423,6 @@ impl Call {
     /// comes `message-every` after it ends. Not over another prompt (a
     /// position announcement): it waits a few seconds for that to end.
     fn play_message(&mut self) {
-        self.message_at = None;
         let Some(q) = self.queue_config().cloned() else {
             return;
         };
@@ -1519,7 +1433,10 @@ impl Call {
             return;
         }
         if self.playlist.busy() {
-            self.message_at = Some(Instant::now() + std::time::Duration::from_secs(3));
+            self.timers.set(
+                Timer::Message,
+                std::time::Instant::now() + std::time::Duration::from_secs(3),
+            );
             return;
         }
         let length = self
@@ -1530,23 +1447,26 @@ impl Call {
         info!(%message, "queue message");
         self.playlist
             .start_then_loop(vec![message], q.music, &mut self.media, &self.ctx.prompts);
-        self.message_at = Some(Instant::now() + length + q.message_every);
+        self.timers.set(
+            Timer::Message,
+            std::time::Instant::now() + length + q.message_every,
+        );
     }
 
     /// Out of the queue (nobody staffs it, it is full, or the caller
     /// waited its maximum): on by the node's `on-timeout`, or, without one,
     /// the call ends (the queue's config asked for callers to be turned away).
     fn queue_away(&mut self, why: crate::acd::Away) {
-        info!(queue = ?self.queue_name, reason = why.outcome(), "the caller leaves the queue");
+        info!(queue = ?self.queue_name, reason = %record::turned_away(why), "the caller leaves the queue");
         self.queued = None;
-        self.announce_at = None;
-        self.message_at = None;
-        self.marks.queue_left = Some(why.outcome());
+        self.timers.stop(Timer::Announce);
+        self.timers.stop(Timer::Message);
+        self.marks.queue_left = Some(record::turned_away(why));
         if self.run.leaves_queue_on_timeout() {
             self.playlist.stop(&self.media);
             self.feed(Event::QueueTimeout);
         } else {
-            warn!(queue = ?self.queue_name, reason = why.outcome(), "the caller was turned away from the queue and its node has no on-timeout; hanging up");
+            warn!(queue = ?self.queue_name, reason = %record::turned_away(why), "the caller was turned away from the queue and its node has no on-timeout; hanging up");
             self.hang_up = true;
         }
     }
@@ -1591,7 +1511,10 @@ impl Call {
                 let before = c.offer.engaged();
                 let actions = c.offer.key(d.as_char());
                 if c.offer.engaged() {
-                    c.listen_until = Some(Instant::now() + OFFER_ANSWER_TIME);
+                    self.timers.set(
+                        Timer::CallbackAnswer,
+                        std::time::Instant::now() + OFFER_ANSWER_TIME,
+                    );
                 }
                 let taken = before || !actions.is_empty();
                 self.on_callback_actions(actions);
@@ -1629,7 +1552,7 @@ impl Call {
                 None
             }
             Action::Play { token, prompts, .. } => {
-                self.timer = None;
+                self.timers.stop(Timer::Flow);
                 self.playlist
                     .start(token, prompts, &mut self.media, &self.ctx.prompts)
                     .map(Event::PlayDone)
@@ -1639,7 +1562,9 @@ impl Call {
                 None
             }
             Action::Timer { token, after } => {
-                self.timer = Some((token, Instant::now() + after));
+                self.flow_timer = token;
+                self.timers
+                    .set(Timer::Flow, std::time::Instant::now() + after);
                 None
             }
             Action::Webhook { token, request } => {
@@ -1656,7 +1581,7 @@ impl Call {
                 None
             }
             Action::Record { token, max, kind } => {
-                self.timer = None;
+                self.timers.stop(Timer::Flow);
                 let media_token = self.media.record(max);
                 info!(?kind, max = ?max, "recording");
                 self.recording = Some(recording::Active {
@@ -1746,11 +1671,7 @@ impl Call {
         let (offer, first_do) =
             crate::callback::offer::Offer::start(key, trunk.dial_plan.clone(), &self.caller);
         info!(%key, "callback offered");
-        self.callback = Some(CallbackOffer {
-            offer,
-            listen_until: None,
-            node: None,
-        });
+        self.callback = Some(CallbackOffer { offer, node: None });
         let mut prompts = first;
         if let crate::callback::offer::Do::Say { prompts: p, .. } = first_do {
             prompts.extend(p);
@@ -1796,7 +1717,6 @@ impl Call {
         info!(%queue, "callback node: asking for the number");
         self.callback = Some(CallbackOffer {
             offer,
-            listen_until: None,
             node: Some((token, queue)),
         });
         self.on_callback_actions(actions);
@@ -1836,10 +1756,7 @@ impl Call {
                         &mut self.media,
                         &self.ctx.prompts,
                     );
-                    if let Some(c) = self.callback.as_mut() {
-                        c.listen_until =
-                            listen.then(|| Instant::now() + length + OFFER_ANSWER_TIME);
-                    }
+                    self.listen_for_callback_answer(listen, length);
                 }
                 Do::SayAndHangUp(_) if in_flow => {
                     // The flow says what follows a booking.
@@ -1849,15 +1766,12 @@ impl Call {
                 }
                 Do::Say { prompts, listen } => {
                     let length = self.say_then_music(prompts);
-                    if let Some(c) = self.callback.as_mut() {
-                        c.listen_until =
-                            listen.then(|| Instant::now() + length + OFFER_ANSWER_TIME);
-                    }
+                    self.listen_for_callback_answer(listen, length);
                 }
                 Do::Book(number) => self.book_callback(number),
                 Do::SayAndHangUp(prompts) => {
-                    self.announce_at = None;
-                    self.message_at = None;
+                    self.timers.stop(Timer::Announce);
+                    self.timers.stop(Timer::Message);
                     if let Some(done) = self.playlist.start(
                         BOOKED_TOKEN,
                         prompts,
@@ -1877,6 +1791,19 @@ impl Call {
         }
     }
 
+    /// Awaits the caller's answer to the callback offer until `length`
+    /// (what is said now) and the answer time are over, if `listen`.
+    fn listen_for_callback_answer(&mut self, listen: bool, length: std::time::Duration) {
+        if listen && self.callback.is_some() {
+            self.timers.set(
+                Timer::CallbackAnswer,
+                std::time::Instant::now() + length + OFFER_ANSWER_TIME,
+            );
+        } else {
+            self.timers.stop(Timer::CallbackAnswer);
+        }
+    }
+
     /// Writes the request; "booked" plays only once it is stored.
     fn book_callback(&mut self, number: String) {
         let node_queue = self
@@ -1887,9 +1814,7 @@ impl Call {
         let Some(queue) = node_queue.clone().or_else(|| self.queue_name.clone()) else {
             return;
         };
-        if let Some(c) = self.callback.as_mut() {
-            c.listen_until = None;
-        }
+        self.timers.stop(Timer::CallbackAnswer);
         let now = jiff::Timestamp::now();
         // From a flow's node, the callback's place is from now.
         let (priority, skills, queued_at) = match node_queue {
@@ -1989,7 +1914,7 @@ impl Call {
         // The callback takes over the caller's place in the queue; the
         // call no longer listens for offers (one that comes frees its agent).
         self.queued = None;
-        self.marks.queue_left = Some("callback");
+        self.marks.queue_left = Some(StoreOutcome::Callback);
         self.booked.push((callback, Some(self.call_id.clone())));
         if let Some(c) = self.callback.as_mut() {
             let actions = c.offer.stored(true);

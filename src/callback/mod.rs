@@ -181,7 +181,7 @@ impl Entry {
 
     /// The delivery's own record (its outcome `callback-…`), for the
     /// reports: it has no `queued_at`, so it is no second queued call.
-    fn record(&self, outcome: &str, trunk: &str) -> crate::store::Cdr {
+    fn record(&self, ended: CallbackState, trunk: &str) -> crate::store::Cdr {
         let c = &self.callback;
         let now = Timestamp::now();
         let ms = |a: Timestamp, b: Timestamp| b.duration_since(a).as_millis() as i64;
@@ -196,7 +196,7 @@ impl Entry {
             agent: self.agent.clone(),
             bridged_at: self.connected_at,
             ended_at: Some(now),
-            outcome: format!("callback-{outcome}"),
+            outcome: crate::store::Outcome::CallbackDelivery(ended),
             ended_by: String::new(),
             // The customer's whole wait: from joining the queue to talking.
             wait_ms: self.connected_at.map(|t| ms(c.queued_at, t)),
@@ -325,12 +325,12 @@ impl Service {
     }
 
     /// Queues the delivery's record (the store keeps it until written).
-    fn keep_record(&self, e: &Entry, outcome: &str) {
+    fn keep_record(&self, e: &Entry, ended: CallbackState) {
         let trunk = self
             .config_of(&e.callback.queue)
             .map(|c| c.trunk.clone())
             .unwrap_or_default();
-        self.ctx.store.save_cdr(e.record(outcome, &trunk));
+        self.ctx.store.save_cdr(e.record(ended, &trunk));
     }
 
     async fn on_request(&mut self, req: Request) {
@@ -432,7 +432,7 @@ impl Service {
             self.tell_acd(AcdInput::Leave { call: acd_id(id) });
         }
         if let Some(e) = self.entries.remove(&id) {
-            self.keep_record(&e, outcome);
+            self.keep_record(&e, state);
         }
         self.publish_pending();
         info!(callback = id, outcome, "callback ended");
@@ -722,7 +722,7 @@ impl Service {
             }
             Progress::Done => {
                 if let Some(e) = self.entries.remove(&id) {
-                    self.keep_record(&e, "completed");
+                    self.keep_record(&e, CallbackState::Completed);
                 }
                 self.publish_pending();
             }
@@ -768,7 +768,7 @@ impl Service {
                 );
                 if last {
                     if let Some(e) = self.entries.remove(&id) {
-                        self.keep_record(&e, "failed");
+                        self.keep_record(&e, CallbackState::Failed);
                     }
                     self.publish_pending();
                     metrics::counter!("hotline_callbacks_total", "outcome" => "failed")

@@ -15,6 +15,7 @@
 //! (see [`crate::overload`]) before anything already promised is at risk.
 
 mod callback;
+mod outcome;
 mod sqlite;
 
 use std::path::Path;
@@ -29,6 +30,7 @@ use tracing::{error, warn};
 use crate::overload::{Admission, Pressure};
 
 pub use callback::{AttemptEnd, Callback, CallbackAttempt, CallbackState};
+pub use outcome::Outcome;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +93,9 @@ pub struct Cdr {
     /// When the caller was bridged to an agent or a transfer target.
     pub bridged_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
-    /// `agent`, `abandoned`, `transferred`, `ivr`, `ivr-abandoned`,
-    /// `refused`, `cancelled`, `failed`; `interrupted` when the engine
-    /// stopped (a crash) while the call went on.
-    pub outcome: String,
+    /// How it ended (`agent`, `abandoned`, `ivr`, …; `interrupted` when
+    /// the engine stopped, a crash, while the call went on).
+    pub outcome: Outcome,
     /// Who ended the call: `caller`, `engine`.
     pub ended_by: String,
     /// Queue wait (join to bridge, or to the caller leaving), in ms.
@@ -654,7 +655,7 @@ mod tests {
     fn cdr(i: usize) -> Cdr {
         Cdr {
             call_id: format!("call-{i}"),
-            outcome: "ivr".into(),
+            outcome: Outcome::Ivr,
             ended_by: "caller".into(),
             vars: "{}".into(),
             ..Cdr::default()
@@ -761,7 +762,7 @@ mod tests {
         let handle = StoreHandle::open_sqlite(&dir, Arc::new(Admission::default())).unwrap();
         let rows = runtime().block_on(handle.call(|s| s.cdrs())).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].outcome, "interrupted");
+        assert_eq!(rows[0].outcome, Outcome::Interrupted);
         assert_eq!(rows[0].agent.as_deref(), Some("1001"));
     }
 }

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection};
 
 use super::callback::{self, AttemptEnd, Callback, CallbackAttempt, CallbackState};
-use super::{AgentStateRow, Cdr, Registered, Store, StoreError, SurveyAnswer, Voicemail};
+use super::{AgentStateRow, Cdr, Outcome, Registered, Store, StoreError, SurveyAnswer, Voicemail};
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -203,7 +203,7 @@ impl SqliteStore {
                 agent: r.get(11)?,
                 bridged_at: ts_opt(r.get(12)?),
                 ended_at: ts_opt(r.get(13)?),
-                outcome: r.get(14)?,
+                outcome: Outcome::parse(&r.get::<_, String>(14)?),
                 ended_by: r.get(15)?,
                 wait_ms: r.get(16)?,
                 talk_ms: r.get(17)?,
@@ -273,7 +273,7 @@ impl Store for SqliteStore {
             c.agent,
             text(c.bridged_at),
             text(c.ended_at),
-            c.outcome,
+            c.outcome.as_str(),
             c.ended_by,
             c.wait_ms,
             c.talk_ms,
@@ -717,7 +717,7 @@ mod tests {
         // Open records are not what reports read.
         assert!(s.cdrs().unwrap().is_empty());
         let done = Cdr {
-            outcome: "agent".into(),
+            outcome: Outcome::Agent,
             ended_by: "caller".into(),
             ..open("a")
         };
@@ -728,7 +728,7 @@ mod tests {
         let rows = s.cdrs().unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].call_id, "b");
-        assert_eq!(rows[1].outcome, "interrupted");
+        assert_eq!(rows[1].outcome, Outcome::Interrupted);
         assert_eq!(rows[1].queue.as_deref(), Some("support"));
         assert_eq!(s.close_interrupted().unwrap(), 0);
     }
