@@ -12,6 +12,7 @@ pub mod simulate;
 #[cfg(feature = "local-audio")]
 pub mod speaker;
 mod timers;
+mod waiting;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 
 use timers::{Timer, Timers};
 use tracing::{info, warn, Instrument};
+use waiting::{Say, Waiting};
 
 use crate::acd::actor::{AcdHandle, Request as AcdRequest, ToCall, Waiter};
 use crate::acd::Input as AcdInput;
@@ -195,9 +197,8 @@ struct Call {
     pending_offer: Option<ToCall>,
     /// The operations API asks the call to end.
     kill: mpsc::UnboundedReceiver<()>,
-    /// An announcement waiting for the ACD's first position, with what
-    /// to play before it.
-    announcing: Option<Option<String>>,
+    /// What the waiting caller hears (while they are in a queue).
+    waiting: Option<Waiting>,
     /// The call's record, open in the store since the answer: its key and
     /// what was known then.
     open_record: Option<(RecordKey, Cdr)>,
@@ -310,7 +311,7 @@ impl Call {
             history: Vec::new(),
             history_rx: None,
             pending_offer: None,
-            announcing: None,
+            waiting: None,
             kill,
             open_record: None,
             callback: None,
@@ -434,7 +435,11 @@ impl Call {
             if self.hang_up {
                 return self.hang_up();
             }
-            let deadline = self.timers.next().map(Instant::from_std);
+            let next = [
+                self.timers.next(),
+                self.waiting.as_ref().and_then(Waiting::poll_timeout),
+            ];
+            let deadline = next.into_iter().flatten().min().map(Instant::from_std);
             tokio::select! {
                 ev = self.events.recv() => {
                     let Some(ev) = ev else { return Ending::WeHungUp };
@@ -449,12 +454,9 @@ impl Call {
                 Some(ev) = self.media.events.recv() => self.on_media(ev),
                 Some(ev) = self.feedback.1.recv() => self.feed(ev),
                 ev = leg::next_of(self.leg.as_mut()) => self.on_leg(ev),
-                Some(from) = from_acd(self.queued.as_mut(), self.announcing.is_some()) => match from {
+                Some(from) = from_acd(self.queued.as_mut(), self.waiting.as_ref().is_some_and(Waiting::wants_position)) => match from {
                     FromAcd::Offer(offer) => self.on_offer(offer),
-                    FromAcd::Position(pos) => {
-                        let first = self.announcing.take().flatten();
-                        self.on_position(first, pos);
-                    }
+                    FromAcd::Position(pos) => self.on_placed(pos),
                 },
                 history = recv_history(self.history_rx.as_mut()) => {
                     self.history = history.unwrap_or_default();
@@ -477,13 +479,15 @@ impl Call {
                     }
                 }
                 _ = sleep_until_opt(deadline) => {
-                    while let Some(timer) = self.timers.expired(std::time::Instant::now()) {
+                    let now = std::time::Instant::now();
+                    while let Some(timer) = self.timers.expired(now) {
                         if timer == Timer::MaxDuration {
                             info!(?limit, "call reached its maximum duration");
                             return self.hang_up();
                         }
                         self.on_timer(timer);
                     }
+                    self.on_waiting_timeout(now);
                 }
             }
         }
@@ -502,7 +506,6 @@ impl Call {
                     self.on_offer(offer);
                 }
             }
-            Timer::OfferCallback => self.offer_callback(Vec::new()),
             Timer::CallbackAnswer => {
                 let actions = match self.callback.as_mut() {
                     Some(c) => c.offer.timeout(),
@@ -511,8 +514,6 @@ impl Call {
                 self.on_callback_actions(actions);
             }
             Timer::AgentKeys => self.flush_agent_keys(),
-            Timer::Message => self.play_message(),
-            Timer::Announce => self.announce(None),
         }
     }
 
@@ -722,8 +723,7 @@ impl Call {
                         self.marks.bridged_at = Some(jiff::Timestamp::now());
                         let calls = &self.ctx.config.calls;
                         leg.start_checks(calls.leg_check, calls.leg_check_timeout);
-                        self.timers.stop(Timer::Announce);
-                        self.timers.stop(Timer::Message);
+                        self.waiting = None;
                         self.playlist.stop(&self.media);
                         self.media.bridge(&leg.media);
                         info!(target = %leg.target, answered = ?leg.answered_target(), ?agent, codec = n.codec.name(), "answered; caller bridged");
@@ -1069,7 +1069,9 @@ impl Call {
         // (a request being written is cancelled when the write is done).
         if self.callback.take().is_some() {
             info!("an agent is free; the callback offer is dropped");
-            self.timers.stop(Timer::OfferCallback);
+            if let Some(w) = self.waiting.as_mut() {
+                w.no_offer();
+            }
         }
         let media = match self.ctx.media.open_beside(&self.media) {
             Ok(m) => m,
@@ -1180,26 +1182,11 @@ impl Call {
             .cloned()
             .unwrap_or_default();
         self.queue_name = Some(queue);
-        if let Some(after) = q.callback.as_ref().and_then(|c| c.offer_after) {
-            self.timers
-                .set(Timer::OfferCallback, std::time::Instant::now() + after);
+        let (waiting, first) = Waiting::join(q, std::time::Instant::now());
+        self.waiting = Some(waiting);
+        if let Some(say) = first {
+            self.say(say);
         }
-        if q.message.is_some() {
-            self.timers
-                .set(Timer::Message, std::time::Instant::now() + q.message_every);
-        }
-        if q.announce_position {
-            // The greeting and the first announcement play together,
-            // once the ACD says where the caller stands.
-            self.announce(q.greeting.clone());
-            return;
-        }
-        self.playlist.start_then_loop(
-            q.greeting.into_iter().collect(),
-            q.music,
-            &mut self.media,
-            &self.ctx.prompts,
-        );
     }
 
     /// The agent transfers the caller (blind, REFER) to a queue or to a
@@ -1337,19 +1324,6 @@ impl Call {
         headers
     }
 
-    /// Tells the caller where they stand (after `first`, the queue's
-    /// greeting): now, or, before the ACD has placed them, once it has.
-    fn announce(&mut self, first: Option<String>) {
-        let known = self
-            .queued
-            .as_ref()
-            .and_then(|w| w.position.borrow().clone());
-        match known {
-            Some(pos) => self.on_position(first, Some(pos)),
-            None => self.announcing = Some(first),
-        }
-    }
-
     /// Queues an input for the ACD (sent, in order, after this event).
     fn tell_acd(&mut self, input: AcdInput) {
         self.to_acd.push(AcdRequest::Input(input));
@@ -1366,91 +1340,58 @@ impl Call {
         }
     }
 
-    /// "You are caller number 3 in line. Your expected wait is about 4
-    /// minutes.", then the music again.
-    fn on_position(&mut self, first: Option<String>, pos: Option<crate::acd::Position>) {
-        let Some(q) = self.queue_config().cloned() else {
-            return;
-        };
-        // Out of the queue (bridged, timed out, turned away) since the
-        // position was asked for: nothing to announce.
-        if self.queued.is_none() || self.leg.as_ref().is_some_and(|l| l.bridged) {
-            return;
-        }
-        let mut prompts: Vec<String> = first.into_iter().collect();
-        if let Some(p) = pos {
-            prompts.push("queue/you-are-caller".into());
-            flow::run::number_prompts(p.position as i64, &mut prompts);
-            prompts.push("queue/in-line".into());
-            let minutes = p.estimated_wait.as_secs().div_ceil(60).max(1);
-            prompts.push("queue/about".into());
-            flow::run::number_prompts(minutes as i64, &mut prompts);
-            prompts.push(
-                if minutes == 1 {
-                    "queue/minute"
-                } else {
-                    "queue/minutes"
-                }
-                .into(),
-            );
-            info!(position = p.position, waiting = p.waiting, estimated_wait = ?p.estimated_wait, "position announced");
-            let long = q
-                .callback
-                .as_ref()
-                .and_then(|c| c.when_wait_over)
-                .is_some_and(|over| p.estimated_wait > over);
-            if long && self.callback.is_none() {
-                return self.offer_callback(prompts);
-            }
-        }
-        // The next one comes `announce-every` after this one ends.
-        let length: std::time::Duration = prompts
-            .iter()
-            .filter_map(|p| self.ctx.prompts.get(p))
-            .map(|p| p.duration())
-            .sum();
-        self.playlist
-            .start_then_loop(prompts, q.music.clone(), &mut self.media, &self.ctx.prompts);
-        if !q.announce_every.is_zero() {
-            self.timers.set(
-                Timer::Announce,
-                std::time::Instant::now() + length + q.announce_every,
-            );
+    /// The ACD placed the waiting caller: the greeting and where they stand.
+    fn on_placed(&mut self, pos: Option<crate::acd::Position>) {
+        let can_offer = self.can_offer_callback();
+        let prompts = self.ctx.prompts.clone();
+        let lengths = |p: &str| prompts.get(p).map(|p| p.duration());
+        let now = std::time::Instant::now();
+        if let Some(say) = self
+            .waiting
+            .as_mut()
+            .and_then(|w| w.placed(pos.as_ref(), now, can_offer, &lengths))
+        {
+            self.say(say);
         }
     }
 
-    /// The queue's periodic message, then the music again; the next one
-    /// comes `message-every` after it ends. Not over another prompt (a
-    /// position announcement): it waits a few seconds for that to end.
-    fn play_message(&mut self) {
-        let Some(q) = self.queue_config().cloned() else {
-            return;
-        };
-        let Some(message) = q.message.clone() else {
-            return;
-        };
-        if self.queued.is_none() || self.leg.as_ref().is_some_and(|l| l.bridged) {
+    /// What the waiting caller hears when its time comes.
+    fn on_waiting_timeout(&mut self, now: std::time::Instant) {
+        let due = self.waiting.as_ref().and_then(Waiting::poll_timeout);
+        if due.is_none_or(|at| at > now) {
             return;
         }
-        if self.playlist.busy() {
-            self.timers.set(
-                Timer::Message,
-                std::time::Instant::now() + std::time::Duration::from_secs(3),
-            );
-            return;
+        let pos = self
+            .queued
+            .as_ref()
+            .and_then(|w| w.position.borrow().clone());
+        let (busy, can_offer) = (self.playlist.busy(), self.can_offer_callback());
+        let prompts = self.ctx.prompts.clone();
+        let lengths = |p: &str| prompts.get(p).map(|p| p.duration());
+        let said = match self.waiting.as_mut() {
+            Some(w) => w.on_timeout(now, pos.as_ref(), busy, can_offer, &lengths),
+            None => Vec::new(),
+        };
+        for say in said {
+            self.say(say);
         }
-        let length = self
-            .ctx
-            .prompts
-            .get(&message)
-            .map_or(std::time::Duration::ZERO, |p| p.duration());
-        info!(%message, "queue message");
-        self.playlist
-            .start_then_loop(vec![message], q.music, &mut self.media, &self.ctx.prompts);
-        self.timers.set(
-            Timer::Message,
-            std::time::Instant::now() + length + q.message_every,
-        );
+    }
+
+    /// Plays what the waiting machine says, then the queue's music.
+    fn say(&mut self, say: Say) {
+        match say {
+            Say::Play(prompts) => {
+                let music = self.music();
+                self.playlist
+                    .start_then_loop(prompts, music, &mut self.media, &self.ctx.prompts);
+            }
+            Say::OfferCallback(first) => self.offer_callback(first),
+        }
+    }
+
+    /// Whether a callback may be offered to the waiting caller now.
+    fn can_offer_callback(&self) -> bool {
+        self.callback.is_none() && self.queued.is_some() && self.leg.is_none() && !self.hang_up
     }
 
     /// Out of the queue (nobody staffs it, it is full, or the caller
@@ -1459,8 +1400,7 @@ impl Call {
     fn queue_away(&mut self, why: crate::acd::Away) {
         info!(queue = ?self.queue_name, reason = %record::turned_away(why), "the caller leaves the queue");
         self.queued = None;
-        self.timers.stop(Timer::Announce);
-        self.timers.stop(Timer::Message);
+        self.waiting = None;
         self.marks.queue_left = Some(record::turned_away(why));
         if self.run.leaves_queue_on_timeout() {
             self.playlist.stop(&self.media);
@@ -1770,8 +1710,7 @@ impl Call {
                 }
                 Do::Book(number) => self.book_callback(number),
                 Do::SayAndHangUp(prompts) => {
-                    self.timers.stop(Timer::Announce);
-                    self.timers.stop(Timer::Message);
+                    self.waiting = None;
                     if let Some(done) = self.playlist.start(
                         BOOKED_TOKEN,
                         prompts,
@@ -1914,6 +1853,7 @@ impl Call {
         // The callback takes over the caller's place in the queue; the
         // call no longer listens for offers (one that comes frees its agent).
         self.queued = None;
+        self.waiting = None;
         self.marks.queue_left = Some(StoreOutcome::Callback);
         self.booked.push((callback, Some(self.call_id.clone())));
         if let Some(c) = self.callback.as_mut() {

@@ -1,6 +1,7 @@
 //! A call's named deadlines in one table (as quinn-proto keeps a
 //! connection's): the call sleeps until the earliest, and each that passed
-//! is taken in order. Pure: `now` is an argument.
+//! is taken in order. Pure: `now` is an argument. (Waiting in a queue keeps
+//! its own, in [`super::waiting`].)
 
 use std::time::Instant;
 
@@ -13,28 +14,19 @@ pub enum Timer {
     Flow,
     /// An offer to agents waits this long for the caller's history.
     ScreenPop,
-    /// The queue's `offer-after`: the callback offer is made.
-    OfferCallback,
     /// The caller's answer to the callback offer is due.
     CallbackAnswer,
     /// Keys an agent pressed, held back while they may be a feature code.
     AgentKeys,
-    /// The queue's periodic message.
-    Message,
-    /// The next position announcement.
-    Announce,
 }
 
 impl Timer {
-    const ALL: [Timer; 8] = [
+    const ALL: [Timer; 5] = [
         Timer::MaxDuration,
         Timer::Flow,
         Timer::ScreenPop,
-        Timer::OfferCallback,
         Timer::CallbackAnswer,
         Timer::AgentKeys,
-        Timer::Message,
-        Timer::Announce,
     ];
 
     fn index(self) -> usize {
@@ -89,13 +81,13 @@ mod tests {
         let mut timers = Timers::default();
         assert_eq!(timers.next(), None);
         timers.set(Timer::MaxDuration, t + s(3600));
-        timers.set(Timer::Message, t + s(30));
-        timers.set(Timer::Announce, t + s(20));
+        timers.set(Timer::CallbackAnswer, t + s(30));
+        timers.set(Timer::AgentKeys, t + s(20));
         assert_eq!(timers.next(), Some(t + s(20)));
         assert_eq!(timers.expired(t + s(19)), None);
-        // Both passed: the announcement first, each once.
-        assert_eq!(timers.expired(t + s(31)), Some(Timer::Announce));
-        assert_eq!(timers.expired(t + s(31)), Some(Timer::Message));
+        // Both passed: the earlier first, each once.
+        assert_eq!(timers.expired(t + s(31)), Some(Timer::AgentKeys));
+        assert_eq!(timers.expired(t + s(31)), Some(Timer::CallbackAnswer));
         assert_eq!(timers.expired(t + s(31)), None);
         assert_eq!(timers.next(), Some(t + s(3600)));
         // Moved and stopped.
