@@ -129,6 +129,17 @@ impl AcdHandle {
     }
 }
 
+/// Sends a call its position if it changed.
+fn push(link: &CallLink, p: Position) {
+    link.position.send_if_modified(|old| {
+        let changed = old.as_ref() != Some(&p);
+        if changed {
+            *old = Some(p);
+        }
+        changed
+    });
+}
+
 /// Agents' shifts: each agent with a shift, and its schedule.
 pub type Shifts = Vec<(String, crate::config::schedule::Schedule)>;
 
@@ -152,6 +163,7 @@ pub fn start(acd: Acd, shifts: Shifts, events: crate::events::EventBus) -> AcdHa
         shifts,
         events,
         calls: HashMap::new(),
+        joined: Vec::new(),
         on_shift: HashMap::new(),
     };
     tokio::spawn(actor.run(rx));
@@ -177,7 +189,7 @@ fn shift_changes(
         .collect()
 }
 
-/// Requests handled before positions are pushed again.
+/// Requests handled in a row before the loop looks at the clock again.
 const BATCH: usize = 256;
 
 struct Actor {
@@ -186,6 +198,9 @@ struct Actor {
     events: crate::events::EventBus,
     /// Waiting calls and callbacks, by id.
     calls: HashMap<String, CallLink>,
+    /// Those that joined since positions were last pushed: theirs goes
+    /// out at once (a greeting waits for it); everyone's each second.
+    joined: Vec<String>,
     on_shift: HashMap<String, bool>,
 }
 
@@ -193,18 +208,22 @@ impl Actor {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            tokio::select! {
+            let ticked = tokio::select! {
                 req = rx.recv() => match req {
                     None => return,
-                    Some(req) => self.on_request(req).await,
+                    Some(req) => {
+                        self.on_request(req).await;
+                        false
+                    }
                 },
                 _ = tick.tick() => {
                     let mut inputs =
                         shift_changes(&self.shifts, &mut self.on_shift, jiff::Timestamp::now());
                     inputs.push(Input::Tick);
                     self.apply(inputs.into()).await;
+                    true
                 }
-            }
+            };
             // What else is waiting is handled before positions go out.
             for _ in 0..BATCH {
                 match rx.try_recv() {
@@ -212,7 +231,11 @@ impl Actor {
                     Err(_) => break,
                 }
             }
-            self.push_positions();
+            if ticked {
+                self.push_positions();
+            } else {
+                self.push_joined();
+            }
         }
     }
 
@@ -222,6 +245,7 @@ impl Actor {
             Request::Join(i, link) => {
                 if let Input::Join { call, .. } | Input::Callback { call, .. } = &i {
                     self.calls.insert(call.clone(), link);
+                    self.joined.push(call.clone());
                 }
                 self.apply([i].into()).await
             }
@@ -238,20 +262,33 @@ impl Actor {
         }
     }
 
-    /// Tells each waiting call where it stands, when that changed.
-    fn push_positions(&self) {
+    /// Tells each waiting call where it stands, when that changed (each
+    /// second: announcements need no fresher figures, and a queue of
+    /// thousands is sorted once, not at every join).
+    fn push_positions(&mut self) {
+        self.joined.clear();
         if self.calls.is_empty() {
             return;
         }
         for (call, p) in self.acd.positions() {
             if let Some(link) = self.calls.get(&call) {
-                link.position.send_if_modified(|old| {
-                    let changed = old.as_ref() != Some(&p);
-                    if changed {
-                        *old = Some(p);
-                    }
-                    changed
-                });
+                push(link, p);
+            }
+        }
+    }
+
+    /// Tells the calls that just joined where they stand.
+    fn push_joined(&mut self) {
+        for call in std::mem::take(&mut self.joined) {
+            let Some(link) = self.calls.get(&call) else {
+                continue;
+            };
+            if let Some(p) = self
+                .acd
+                .position(&call)
+                .filter(|_| self.acd.announces_to(&call))
+            {
+                push(link, p);
             }
         }
     }

@@ -357,11 +357,31 @@ impl Acd {
             .collect()
     }
 
-    /// Where every waiting call stands in its queue, in one pass (the
-    /// actor pushes these to the calls after each batch of inputs).
+    /// Whether a queue tells its callers where they stand (position
+    /// announcements, or a callback offer by expected wait).
+    pub fn announces(&self, queue: &str) -> bool {
+        self.queues.get(queue).is_some_and(|q| {
+            q.config.announce_position
+                || q.config
+                    .callback
+                    .as_ref()
+                    .is_some_and(|c| c.when_wait_over.is_some())
+        })
+    }
+
+    /// Whether the waiting call's queue tells it where it stands.
+    pub fn announces_to(&self, call: &str) -> bool {
+        self.waiting
+            .iter()
+            .find(|w| w.call == call)
+            .is_some_and(|w| self.announces(&w.queue))
+    }
+
+    /// Where every waiting call stands in the queues that tell their
+    /// callers, in one pass (the actor pushes these to the calls).
     pub fn positions(&self) -> Vec<(CallId, Position)> {
         let mut by_queue: BTreeMap<&str, Vec<&Waiting>> = BTreeMap::new();
-        for w in &self.waiting {
+        for w in self.waiting.iter().filter(|w| self.announces(&w.queue)) {
             by_queue.entry(w.queue.as_str()).or_default().push(w);
         }
         let mut out = Vec::with_capacity(self.waiting.len());
@@ -386,22 +406,32 @@ impl Acd {
         out
     }
 
-    /// Where a waiting call stands in its queue.
+    /// Where a waiting call stands in its queue: one pass, no sort (it is
+    /// asked for each caller who joins).
     pub fn position(&self, call: &str) -> Option<Position> {
-        let me = self.waiting.iter().find(|w| w.call == call)?;
-        let mut mine: Vec<&Waiting> = self
+        let (mine, me) = self
             .waiting
             .iter()
-            .filter(|w| w.queue == me.queue)
-            .collect();
-        mine.sort_by_key(|w| (std::cmp::Reverse(w.priority), w.joined));
-        let position = mine.iter().position(|w| w.call == call)? + 1;
+            .enumerate()
+            .find(|(_, w)| w.call == call)?;
+        // The order callers are served in: priority, then who came first,
+        // then (the same instant) who was put in first.
+        let key = |i: usize, w: &Waiting| (std::cmp::Reverse(w.priority), w.joined, i);
+        let (mut ahead, mut waiting) = (0, 0);
+        for (i, w) in self.waiting.iter().enumerate() {
+            if w.queue == me.queue {
+                waiting += 1;
+                if key(i, w) < key(mine, me) {
+                    ahead += 1;
+                }
+            }
+        }
         let q = self.queues.get(&me.queue)?;
-        let staffed = self.staffed(&me.queue);
+        let position = ahead + 1;
         Some(Position {
             position,
-            waiting: mine.len(),
-            estimated_wait: q.estimator.wait(position, staffed),
+            waiting,
+            estimated_wait: q.estimator.wait(position, self.staffed(&me.queue)),
         })
     }
 

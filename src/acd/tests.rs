@@ -366,6 +366,22 @@ fn every_waiting_callers_position_comes_in_one_pass_as_each_would_be_asked() {
 }
 
 #[test]
+fn callers_of_a_queue_that_announces_nothing_are_not_sent_positions() {
+    let config =
+        Config::parse("queues:\n  quiet: { announce-position: false }\n  loud: {}\nagents: []\n")
+            .unwrap();
+    let mut acd = Acd::new(&config);
+    let t = Instant::now();
+    acd.step(join("q1", "quiet", 0, &[]), t);
+    acd.step(join("l1", "loud", 0, &[]), t);
+    let all: Vec<String> = acd.positions().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(all, vec!["l1".to_string()]);
+    assert!(!acd.announces_to("q1") && acd.announces_to("l1"));
+    // The API still sees where the quiet queue's caller stands.
+    assert_eq!(acd.position("q1").map(|p| p.position), Some(1));
+}
+
+#[test]
 fn join_empty_and_leave_empty() {
     let cfg = "
 queues:

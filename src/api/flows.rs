@@ -16,6 +16,7 @@ use super::routes::error;
 use super::ApiState;
 use crate::config::Role;
 use crate::flow;
+use crate::loader::reload::ReloadError;
 
 /// The running version and its flows.
 pub async fn list(State(state): State<Arc<ApiState>>) -> Response {
@@ -47,12 +48,20 @@ pub async fn reload(
     info!(by = %caller.name, "flow reload from the API");
     match state.reloader.reload("API").await {
         Ok(version) => Json(serde_json::json!({ "version": version })).into_response(),
-        Err(e) => (
+        Err(ReloadError::Invalid(diagnostics)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(serde_json::json!({
                 "error": "the flows are not valid; the running version stays",
                 "running": state.flows.borrow().version,
-                "diagnostics": e.lines().collect::<Vec<_>>(),
+                "diagnostics": diagnostics,
+            })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "error": e.to_string(),
+                "running": state.flows.borrow().version,
             })),
         )
             .into_response(),

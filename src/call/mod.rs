@@ -198,7 +198,7 @@ struct Call {
     /// The operations API asks the call to end.
     kill: mpsc::UnboundedReceiver<()>,
     /// What the waiting caller hears (while they are in a queue).
-    waiting: Option<Waiting>,
+    waiting: Option<Box<Waiting>>,
     /// The call's record, open in the store since the answer: its key and
     /// what was known then.
     open_record: Option<(RecordKey, Cdr)>,
@@ -437,7 +437,7 @@ impl Call {
             }
             let next = [
                 self.timers.next(),
-                self.waiting.as_ref().and_then(Waiting::poll_timeout),
+                self.waiting.as_ref().and_then(|w| w.poll_timeout()),
             ];
             let deadline = next.into_iter().flatten().min().map(Instant::from_std);
             tokio::select! {
@@ -454,7 +454,7 @@ impl Call {
                 Some(ev) = self.media.events.recv() => self.on_media(ev),
                 Some(ev) = self.feedback.1.recv() => self.feed(ev),
                 ev = leg::next_of(self.leg.as_mut()) => self.on_leg(ev),
-                Some(from) = from_acd(self.queued.as_mut(), self.waiting.as_ref().is_some_and(Waiting::wants_position)) => match from {
+                Some(from) = from_acd(self.queued.as_mut(), self.waiting.as_ref().is_some_and(|w| w.wants_position())) => match from {
                     FromAcd::Offer(offer) => self.on_offer(offer),
                     FromAcd::Position(pos) => self.on_placed(pos),
                 },
@@ -1183,7 +1183,7 @@ impl Call {
             .unwrap_or_default();
         self.queue_name = Some(queue);
         let (waiting, first) = Waiting::join(q, std::time::Instant::now());
-        self.waiting = Some(waiting);
+        self.waiting = Some(Box::new(waiting));
         if let Some(say) = first {
             self.say(say);
         }
@@ -1357,7 +1357,7 @@ impl Call {
 
     /// What the waiting caller hears when its time comes.
     fn on_waiting_timeout(&mut self, now: std::time::Instant) {
-        let due = self.waiting.as_ref().and_then(Waiting::poll_timeout);
+        let due = self.waiting.as_ref().and_then(|w| w.poll_timeout());
         if due.is_none_or(|at| at > now) {
             return;
         }

@@ -76,6 +76,35 @@ fn reports(out: &[Do]) -> Vec<&Progress> {
         .collect()
 }
 
+/// What the ACD is told about the callback's entry.
+fn told(input: fn(String) -> AcdInput) -> AcdInput {
+    input("callback-7".into())
+}
+
+fn released(call: String) -> AcdInput {
+    AcdInput::Released { call }
+}
+
+fn ended(call: String) -> AcdInput {
+    AcdInput::Ended { call }
+}
+
+fn leave(call: String) -> AcdInput {
+    AcdInput::Leave { call }
+}
+
+fn no_answer(call: String) -> AcdInput {
+    AcdInput::NoAnswer { call }
+}
+
+/// The ACD offers the agent `agent`.
+fn offer(agent: &str) -> In {
+    In::Offer {
+        agents: vec![offered(agent)],
+        ring_timeout: Duration::from_secs(15),
+    }
+}
+
 fn failed(attempt: Option<i64>, outcome: &'static str) -> Progress {
     Progress::Failed { attempt, outcome }
 }
@@ -180,12 +209,7 @@ fn agent_first_the_customer_presses_1_and_talks_until_the_agent_hangs_up() {
     assert_eq!(d.poll_timeout(), None, "no deadline once connected");
     let out = step(&mut d, In::Leg(Side::Agent, bye()), asked);
     assert_eq!(out[0], Do::Hangup(Side::Customer));
-    assert_eq!(
-        acd(&out),
-        vec![&AcdInput::Ended {
-            call: "callback-7".into()
-        }]
-    );
+    assert_eq!(acd(&out), vec![&told(ended)]);
     assert_eq!(reports(&out), vec![&Progress::Done]);
     assert!(d.is_over());
 }
@@ -196,12 +220,7 @@ fn agent_first_a_busy_customer_frees_the_agent_without_wrap_up() {
     let mut d = agent_first_to_customer(t);
     let out = step(&mut d, In::Leg(Side::Customer, LegEvent::Rejected(486)), t);
     assert!(out.contains(&Do::Hangup(Side::Agent)));
-    assert_eq!(
-        acd(&out),
-        vec![&AcdInput::Released {
-            call: "callback-7".into()
-        }]
-    );
+    assert_eq!(acd(&out), vec![&told(released)]);
     assert_eq!(reports(&out), vec![&failed(Some(42), "busy")]);
     assert!(d.is_over());
 }
@@ -231,12 +250,7 @@ fn agent_first_an_answering_machine_that_never_presses_1_is_hung_up_after_the_ti
     assert!(step(&mut d, In::Timeout, by - Duration::from_millis(1)).is_empty());
     let out = step(&mut d, In::Timeout, by);
     assert!(out.contains(&Do::Hangup(Side::Customer)));
-    assert_eq!(
-        acd(&out),
-        vec![&AcdInput::Released {
-            call: "callback-7".into()
-        }]
-    );
+    assert_eq!(acd(&out), vec![&told(released)]);
     assert_eq!(reports(&out), vec![&failed(Some(42), "not-confirmed")]);
 }
 
@@ -255,12 +269,7 @@ fn agent_first_the_agent_hangs_up_while_the_customer_rings_or_before_they_are_ca
     let out = step(&mut d, In::Leg(Side::Agent, LegEvent::Gone), t);
     assert!(!out.iter().any(|o| matches!(o, Do::DialCustomer { .. })));
     assert_eq!(reports(&out), vec![&failed(None, "agent-hung-up")]);
-    assert_eq!(
-        acd(&out),
-        vec![&AcdInput::Released {
-            call: "callback-7".into()
-        }]
-    );
+    assert_eq!(acd(&out), vec![&told(released)]);
 
     // While the attempt is counted: counted, then not dialled.
     let mut d = Delivery::start(setup(Order::AgentFirst));
@@ -289,12 +298,7 @@ fn agent_first_an_agent_who_does_not_answer_leaves_the_callback_in_its_place() {
         let mut d = Delivery::start(setup(Order::AgentFirst));
         drain(&mut d);
         let out = step(&mut d, In::Leg(Side::Agent, miss), t);
-        assert_eq!(
-            acd(&out),
-            vec![&AcdInput::NoAnswer {
-                call: "callback-7".into()
-            }]
-        );
+        assert_eq!(acd(&out), vec![&told(no_answer)]);
         assert_eq!(reports(&out), vec![&Progress::AgentMissed]);
         assert!(d.is_over());
     }
@@ -356,20 +360,11 @@ fn customer_first_confirmed(t: Instant) -> Delivery {
 fn customer_first_the_customer_waits_then_a_missed_agent_is_followed_by_the_next_offer() {
     let t = Instant::now();
     let mut d = customer_first_confirmed(t);
-    let offer = |a: &str| In::Offer {
-        agents: vec![offered(a)],
-        ring_timeout: Duration::from_secs(15),
-    };
     let out = step(&mut d, offer("a1"), t);
     assert!(matches!(&out[..], [Do::RingAgents { agents, .. }] if agents[0].agent == "a1"));
     let out = step(&mut d, In::Leg(Side::Agent, LegEvent::NoAnswer), t);
     assert_eq!(out[0], Do::Hangup(Side::Agent));
-    assert_eq!(
-        acd(&out),
-        vec![&AcdInput::NoAnswer {
-            call: "callback-7".into()
-        }]
-    );
+    assert_eq!(acd(&out), vec![&told(no_answer)]);
     assert!(reports(&out).is_empty(), "the customer keeps waiting");
     step(&mut d, offer("a2"), t);
     let out = step(&mut d, In::Leg(Side::Agent, answered(Some("a2"))), t);
@@ -383,12 +378,7 @@ fn customer_first_the_customer_waits_then_a_missed_agent_is_followed_by_the_next
     );
     let out = step(&mut d, In::Leg(Side::Customer, bye()), t);
     assert_eq!(out[0], Do::Hangup(Side::Agent));
-    assert_eq!(
-        acd(&out),
-        vec![&AcdInput::Ended {
-            call: "callback-7".into()
-        }]
-    );
+    assert_eq!(acd(&out), vec![&told(ended)]);
     assert_eq!(reports(&out), vec![&Progress::Done]);
 }
 
@@ -399,10 +389,7 @@ fn customer_first_an_offer_before_the_customer_confirmed_rings_once_they_have() 
     drain(&mut d);
     step(&mut d, In::Slot, t);
     step(&mut d, In::Counted { attempt: 50, n: 2 }, t);
-    let early = In::Offer {
-        agents: vec![offered("a1")],
-        ring_timeout: Duration::from_secs(15),
-    };
+    let early = offer("a1");
     assert!(
         step(&mut d, early, t).is_empty(),
         "not before the customer confirmed"
@@ -416,22 +403,10 @@ fn customer_first_an_offer_before_the_customer_confirmed_rings_once_they_have() 
 fn customer_first_a_customer_who_hangs_up_while_an_agent_rings_frees_the_entry() {
     let t = Instant::now();
     let mut d = customer_first_confirmed(t);
-    step(
-        &mut d,
-        In::Offer {
-            agents: vec![offered("a1")],
-            ring_timeout: Duration::from_secs(15),
-        },
-        t,
-    );
+    step(&mut d, offer("a1"), t);
     let out = step(&mut d, In::Leg(Side::Customer, bye()), t);
     assert!(out.contains(&Do::Hangup(Side::Agent)));
-    assert_eq!(
-        acd(&out),
-        vec![&AcdInput::Leave {
-            call: "callback-7".into()
-        }]
-    );
+    assert_eq!(acd(&out), vec![&told(leave)]);
     assert_eq!(reports(&out), vec![&failed(Some(50), "abandoned")]);
 }
 
@@ -449,12 +424,7 @@ fn customer_first_busy_no_answer_and_not_confirmed_leave_the_queue_for_the_next_
         step(&mut d, In::Slot, t);
         step(&mut d, In::Counted { attempt: 50, n: 2 }, t);
         let out = step(&mut d, In::Leg(Side::Customer, ev), t);
-        assert_eq!(
-            acd(&out),
-            vec![&AcdInput::Leave {
-                call: "callback-7".into()
-            }]
-        );
+        assert_eq!(acd(&out), vec![&told(leave)]);
         assert_eq!(reports(&out), vec![&failed(Some(50), outcome)]);
     }
     let mut d = Delivery::start(setup(Order::CustomerFirst));

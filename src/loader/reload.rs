@@ -21,9 +21,26 @@ use crate::media::PromptCache;
 /// the burst to settle before loading.
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// A reload asked for, and (from the API) where to say how it went: the
-/// new version, or the errors.
-pub type Request = (&'static str, Option<oneshot::Sender<Result<u64, String>>>);
+/// Why a reload asked for did not take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The files are not valid (each problem on a line, with file:line:col);
+    /// the running version stays.
+    #[error("the flows are not valid; the running version stays:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+    /// Loading did not finish (its task failed).
+    #[error("the flows could not be loaded: {0}")]
+    Failed(String),
+    /// The engine is stopping.
+    #[error("the reloader has stopped")]
+    Stopped,
+}
+
+/// What a reload gives: the new version.
+pub type Reloaded = Result<u64, ReloadError>;
+
+/// A reload asked for, and (from the API) where to say how it went.
+pub type Request = (&'static str, Option<oneshot::Sender<Reloaded>>);
 
 /// Asks for reloads; cheap to clone.
 #[derive(Clone)]
@@ -31,13 +48,12 @@ pub struct Reloader(mpsc::UnboundedSender<Request>);
 
 impl Reloader {
     /// Reloads now and waits for the outcome.
-    pub async fn reload(&self, why: &'static str) -> Result<u64, String> {
+    pub async fn reload(&self, why: &'static str) -> Reloaded {
         let (tx, rx) = oneshot::channel();
         self.0
             .send((why, Some(tx)))
-            .map_err(|_| "the reloader has stopped".to_owned())?;
-        rx.await
-            .map_err(|_| "the reloader has stopped".to_owned())?
+            .map_err(|_| ReloadError::Stopped)?;
+        rx.await.map_err(|_| ReloadError::Stopped)?
     }
 }
 
@@ -109,8 +125,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        let answer = |replies: &mut Vec<oneshot::Sender<Result<u64, String>>>,
-                      r: Result<u64, String>| {
+        let answer = |replies: &mut Vec<oneshot::Sender<Reloaded>>, r: Reloaded| {
             for tx in replies.drain(..) {
                 let _ = tx.send(r.clone());
             }
@@ -139,11 +154,12 @@ pub async fn run(
                     trigger = why,
                     running, "flow edit refused; version {running} keeps running\n{e}"
                 );
-                answer(&mut replies, Err(e.to_string()));
+                let lines = e.to_string().lines().map(str::to_owned).collect();
+                answer(&mut replies, Err(ReloadError::Invalid(lines)));
             }
             Err(e) => {
                 error!(error = %e, "flow reload failed");
-                answer(&mut replies, Err(e.to_string()));
+                answer(&mut replies, Err(ReloadError::Failed(e.to_string())));
             }
         }
     }
