@@ -2,6 +2,10 @@
 //! takes an input and `now` and returns what to do — and one actor task
 //! ([`actor`]) owns it, so every queue and agent change happens in one
 //! place, in order.
+//!
+//! Over 800 lines: agents' states, routing strategies and wait estimates are
+//! in their own files; what stays is the one `step` over queues, agents and
+//! waiting calls, and the views of them.
 
 pub mod actor;
 pub mod agent;

@@ -2,6 +2,8 @@
 //! `Run::step(event, now)` returns the [`Action`]s the call task carries out;
 //! it does no I/O and keeps no clock, so tests and `hotline simulate` drive
 //! it exactly as a live call does.
+//!
+//! Over 800 lines: one step per node kind, all on the same run state.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

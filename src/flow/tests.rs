@@ -1,5 +1,7 @@
 //! The flow engine on a virtual clock: every node kind, driven exactly as a
 //! call task drives it, and the validator's message for each kind of mistake.
+//!
+//! Over 800 lines: one test per node kind and per kind of mistake.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -7,6 +7,9 @@
 //! Client side: non-INVITE (timers E/F/K), used for BYE; INVITE (timers A/B,
 //! the ACK for a non-2xx built here, timer D; RFC 6026's Accepted state and
 //! timer M, passing every 2xx to the TU, which ACKs it).
+//!
+//! Over 800 lines: the four machines share one timer table and their
+//! retransmission code; a third of the file is their tests.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
