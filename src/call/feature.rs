@@ -81,7 +81,11 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
         (_, None) => "agent/not-allowed",
     };
     info!(%agent, %code, ?before, ?after, "agent state by feature code");
-    let token = ctx.prompts.get(prompt).map(|p| media.play(p));
+    let token = ctx
+        .prompts
+        .get(prompt)
+        .map(|p| media.play(p, 1))
+        .map(|()| 1);
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         tokio::select! {

@@ -11,6 +11,7 @@ use crate::flow::node::RecordKind;
 use crate::store::Voicemail;
 
 /// A recording in progress.
+#[derive(Debug)]
 pub struct Active {
     pub flow_token: u64,
     pub media_token: u64,

@@ -15,9 +15,9 @@ use super::Context;
 use crate::acd::actor::{Offered, ToCall};
 use crate::config::{CallbackConfig, Outbound};
 use crate::events::Event as BusEvent;
-use crate::leg::playlist::Playlist;
+use crate::leg::playlist::{self, Playlist};
 use crate::leg::{sleep_until_opt, stream_of, Leg, LegEvent, Purpose};
-use crate::media::{MediaEvent, PromptCache};
+use crate::media::MediaEvent;
 use crate::sdp::{self, Origin};
 use crate::sip::{Account, OutboundCall};
 use crate::store::Callback;
@@ -106,8 +106,8 @@ impl Attempt {
             }
             let deadline = d.poll_timeout().map(Instant::from_std);
             let input = tokio::select! {
-                ev = next_of(io.agent.as_mut()) => io.input_of(Side::Agent, ev, &self.ctx.prompts),
-                ev = next_of(io.customer.as_mut()) => io.input_of(Side::Customer, ev, &self.ctx.prompts),
+                ev = next_of(io.agent.as_mut()) => io.input_of(Side::Agent, ev),
+                ev = next_of(io.customer.as_mut()) => io.input_of(Side::Customer, ev),
                 permit = take_slot(io.slot_wait.as_mut()) => {
                     io.slot_wait = None;
                     match permit {
@@ -197,21 +197,26 @@ impl Attempt {
                 prompts,
             } => {
                 if let Some((leg, list)) = io.side(side) {
-                    if let Some(done) =
-                        list.start(token, prompts, &mut leg.media, &self.ctx.prompts)
-                    {
+                    let mut ops = Vec::new();
+                    let done = list.start(token, prompts, &self.ctx.prompts, &mut ops);
+                    playlist::apply(&leg.media, ops);
+                    if let Some(done) = done {
                         io.inputs.push_back(In::PlayDone(side, done));
                     }
                 }
             }
             Do::Music { side, music } => {
                 if let Some((leg, list)) = io.side(side) {
-                    list.start_then_loop(Vec::new(), music, &mut leg.media, &self.ctx.prompts);
+                    let mut ops = Vec::new();
+                    list.start_then_loop(Vec::new(), music, &self.ctx.prompts, &mut ops);
+                    playlist::apply(&leg.media, ops);
                 }
             }
             Do::StopPlay(side) => {
                 if let Some((leg, list)) = io.side(side) {
-                    list.stop(&leg.media);
+                    let mut ops = Vec::new();
+                    list.stop(&mut ops);
+                    playlist::apply(&leg.media, ops);
                 }
             }
             Do::Bridge => {
@@ -367,12 +372,13 @@ impl Io {
 
     /// A leg's event for the machine; a prompt's end goes to its playlist
     /// first (only a sequence's end is the machine's).
-    fn input_of(&mut self, side: Side, ev: LegEvent, cache: &PromptCache) -> Option<In> {
+    fn input_of(&mut self, side: Side, ev: LegEvent) -> Option<In> {
         if let LegEvent::Media(MediaEvent::PlaybackDone { token }) = ev {
             let (leg, list) = self.side(side)?;
-            return list
-                .on_done(token, &mut leg.media, cache)
-                .map(|done| In::PlayDone(side, done));
+            let mut ops = Vec::new();
+            let done = list.on_done(token, &mut ops);
+            playlist::apply(&leg.media, ops);
+            return done.map(|done| In::PlayDone(side, done));
         }
         Some(In::Leg(side, ev))
     }

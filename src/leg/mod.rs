@@ -57,8 +57,6 @@ pub struct Leg {
     pub media: MediaChannel,
     /// Our SDP session on this leg (its version grows with each answer).
     pub origin: Origin,
-    /// Since when the far end holds the call (re-INVITE sendonly/inactive).
-    pub held_since: Option<Instant>,
     branches: Vec<Branch>,
     /// The branch that answered.
     winner: Option<usize>,
@@ -115,7 +113,6 @@ impl Leg {
             target,
             media,
             origin,
-            held_since: None,
             branches: Vec::new(),
             winner: None,
             events,

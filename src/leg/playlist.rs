@@ -1,6 +1,9 @@
-//! Prompts played one after another on a call's media channel, so a flow's
+//! Prompts played one after another on a media channel, so a flow's
 //! "you entered 1 2 3 4" plays as one sequence and reports its end once.
 //! Each prompt stays a shared, pre-encoded `Arc<Prompt>`: nothing is copied.
+//!
+//! Pure: it says what the channel should do ([`PlayOp`]) and numbers the
+//! prompts itself; [`apply`] carries the operations out on a channel.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -8,6 +11,48 @@ use std::sync::Arc;
 use tracing::warn;
 
 use crate::media::{MediaChannel, Prompt, PromptCache};
+
+/// What the media channel is asked to do.
+#[derive(Debug, Clone)]
+pub enum PlayOp {
+    /// Play this prompt (replacing what plays); its end carries `token`.
+    Play { prompt: Arc<Prompt>, token: u64 },
+    /// Loop this music until stopped.
+    Music(Arc<Prompt>),
+    /// Silence.
+    Stop,
+}
+
+impl PartialEq for PlayOp {
+    fn eq(&self, other: &PlayOp) -> bool {
+        match (self, other) {
+            (
+                PlayOp::Play {
+                    prompt: a,
+                    token: x,
+                },
+                PlayOp::Play {
+                    prompt: b,
+                    token: y,
+                },
+            ) => a.name == b.name && x == y,
+            (PlayOp::Music(a), PlayOp::Music(b)) => a.name == b.name,
+            (PlayOp::Stop, PlayOp::Stop) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Carries out a playlist's operations on `media`.
+pub fn apply(media: &MediaChannel, ops: impl IntoIterator<Item = PlayOp>) {
+    for op in ops {
+        match op {
+            PlayOp::Play { prompt, token } => media.play(prompt, token),
+            PlayOp::Music(prompt) => media.play_music(prompt),
+            PlayOp::Stop => media.stop(),
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Playlist {
@@ -18,6 +63,8 @@ pub struct Playlist {
     playing: Option<u64>,
     /// Looped once the sequence ends (hold music).
     then_loop: Option<Arc<Prompt>>,
+    /// The last media token given out.
+    last_token: u64,
 }
 
 impl Playlist {
@@ -27,13 +74,13 @@ impl Playlist {
         &mut self,
         token: u64,
         names: Vec<String>,
-        media: &mut MediaChannel,
         cache: &PromptCache,
+        out: &mut Vec<PlayOp>,
     ) -> Option<u64> {
         self.rest = resolve(names, cache);
         self.then_loop = None;
         self.token = Some(token);
-        self.advance(media)
+        self.advance(out)
     }
 
     /// Plays `names`, then loops `music` until stopped.
@@ -41,27 +88,22 @@ impl Playlist {
         &mut self,
         names: Vec<String>,
         music: String,
-        media: &mut MediaChannel,
         cache: &PromptCache,
+        out: &mut Vec<PlayOp>,
     ) {
         self.rest = resolve(names, cache);
         self.then_loop = resolve(vec![music], cache).pop_front();
         self.token = None;
-        self.advance(media);
+        self.advance(out);
     }
 
     /// A prompt ended; `Some(token)` when it was the sequence's last.
-    pub fn on_done(
-        &mut self,
-        media_token: u64,
-        media: &mut MediaChannel,
-        _cache: &PromptCache,
-    ) -> Option<u64> {
+    pub fn on_done(&mut self, media_token: u64, out: &mut Vec<PlayOp>) -> Option<u64> {
         if self.playing != Some(media_token) {
             return None;
         }
         self.playing = None;
-        self.advance(media)
+        self.advance(out)
     }
 
     /// Whether a prompt (not the music) is playing.
@@ -69,22 +111,27 @@ impl Playlist {
         self.playing.is_some()
     }
 
-    pub fn stop(&mut self, media: &MediaChannel) {
-        media.stop();
+    pub fn stop(&mut self, out: &mut Vec<PlayOp>) {
+        out.push(PlayOp::Stop);
         self.rest.clear();
         self.then_loop = None;
         self.playing = None;
         self.token = None;
     }
 
-    fn advance(&mut self, media: &mut MediaChannel) -> Option<u64> {
-        if let Some(p) = self.rest.pop_front() {
+    fn advance(&mut self, out: &mut Vec<PlayOp>) -> Option<u64> {
+        if let Some(prompt) = self.rest.pop_front() {
             metrics::counter!("hotline_prompt_plays_total").increment(1);
-            self.playing = Some(media.play(p));
+            self.last_token += 1;
+            self.playing = Some(self.last_token);
+            out.push(PlayOp::Play {
+                prompt,
+                token: self.last_token,
+            });
             return None;
         }
         if let Some(music) = self.then_loop.take() {
-            media.play_music(music);
+            out.push(PlayOp::Music(music));
         }
         self.token.take()
     }

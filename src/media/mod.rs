@@ -132,7 +132,6 @@ impl MediaEngine {
             clock,
             events: rx,
             engine: self.clone(),
-            next_token: 0,
         }
     }
 
@@ -162,7 +161,6 @@ pub struct MediaChannel {
     /// Digits and playback completions, for the call task.
     pub events: mpsc::UnboundedReceiver<MediaEvent>,
     engine: Arc<MediaEngine>,
-    next_token: u64,
 }
 
 impl MediaChannel {
@@ -175,13 +173,10 @@ impl MediaChannel {
         self.send(ChannelCommand::Configure(stream));
     }
 
-    /// Starts a prompt, replacing whatever played; returns the token its
-    /// [`MediaEvent::PlaybackDone`] will carry.
-    pub fn play(&mut self, prompt: Arc<Prompt>) -> u64 {
-        self.next_token += 1;
-        let token = self.next_token;
+    /// Starts a prompt, replacing whatever played; its
+    /// [`MediaEvent::PlaybackDone`] will carry `token` (the caller's own).
+    pub fn play(&self, prompt: Arc<Prompt>, token: u64) {
         self.send(ChannelCommand::Play { prompt, token });
-        token
     }
 
     /// Plays hold music until stopped: one stream per music prompt, shared
@@ -195,14 +190,11 @@ impl MediaChannel {
         self.send(ChannelCommand::Stop);
     }
 
-    /// Starts keeping the caller's audio (at most `max`); returns the token
-    /// its [`MediaEvent::Recorded`] will carry.
-    pub fn record(&mut self, max: std::time::Duration) -> u64 {
-        self.next_token += 1;
-        let token = self.next_token;
+    /// Starts keeping the caller's audio (at most `max`); its
+    /// [`MediaEvent::Recorded`] will carry `token`.
+    pub fn record(&self, max: std::time::Duration, token: u64) {
         let max_samples = usize::try_from(max.as_millis() * 8).unwrap_or(usize::MAX);
         self.send(ChannelCommand::Record { token, max_samples });
-        token
     }
 
     /// Ends the recording; its `Recorded` event follows.
@@ -211,13 +203,10 @@ impl MediaChannel {
     }
 
     /// Starts recording the conversation on this channel and its bridged
-    /// peer (kept across hold and re-bridging); returns the token its
-    /// [`MediaEvent::Conversation`] events carry.
-    pub fn record_conversation(&mut self) -> u64 {
-        self.next_token += 1;
-        let token = self.next_token;
+    /// peer (kept across hold and re-bridging); its
+    /// [`MediaEvent::Conversation`] events carry `token`.
+    pub fn record_conversation(&self, token: u64) {
         self.send(ChannelCommand::RecordConversation { token });
-        token
     }
 
     /// Ends it; the last `Conversation` event (`last: true`) follows.

@@ -1,0 +1,323 @@
+//! Carrying out what the call's state machine asks ([`Do`]): on the
+//! caller's dialog and media, on the second leg, in the store, on the bus,
+//! to the ACD and the callback service; work that takes time runs in a task
+//! of its own and its result comes back as an input.
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{info, warn, Instrument};
+
+use super::state::{CallState, Do, Input, LegDo, MediaDo};
+use super::{conversation, notify, recording, webhook, Driver};
+use crate::acd::actor::Request as AcdRequest;
+use crate::events::PastCall;
+use crate::flow::Event;
+use crate::leg::{self, playlist};
+use crate::media::MediaEvent;
+use crate::sdp::{self, Origin};
+use crate::store::{Callback, CallbackState};
+
+impl Driver {
+    /// Carries out everything the machine asked for (feeding it what comes
+    /// back at once), then sends what it told the ACD and the callback
+    /// service, in order; waits while their inboxes are full (nothing is
+    /// dropped).
+    pub(super) async fn carry_out(&mut self, state: &mut CallState) {
+        while let Some(what) = state.poll_output() {
+            if let Some(input) = self.execute(what) {
+                state.handle(input, std::time::Instant::now());
+            }
+        }
+        if !self.to_acd.is_empty() {
+            self.ctx.acd.send_all(self.to_acd.drain(..)).await;
+        }
+        for (callback, replaces) in std::mem::take(&mut self.booked) {
+            self.ctx.callbacks.booked(callback, replaces).await;
+        }
+    }
+
+    fn execute(&mut self, what: Do) -> Option<Input> {
+        match what {
+            Do::Respond(status) => self.dialog.respond(status),
+            Do::Answer(sdp) => self.dialog.answer(sdp),
+            Do::NotifyRefer(status) => self.dialog.notify_refer(status),
+            Do::HangUp => self.dialog.hangup(),
+            Do::Media(m) => self.on_media(m),
+            Do::OpenLeg => {
+                return Some(match self.ctx.media.open_beside(&self.media) {
+                    Ok(m) => {
+                        self.opening = Some(m);
+                        Input::LegOpened
+                    }
+                    Err(e) => Input::LegNoMedia(e.to_string()),
+                })
+            }
+            Do::Dial {
+                purpose,
+                target,
+                ring_timeout,
+                calls,
+            } => {
+                let media = self.opening.take()?;
+                let mut origin = Origin::new(self.ctx.config.media_address());
+                let offer = sdp::offer(&mut origin, media.local_port());
+                let mut leg = leg::Leg::new(purpose, target, media, origin, ring_timeout);
+                for (mut call, agent) in calls {
+                    call.sdp = offer.clone();
+                    leg.dial(&self.ctx.dialer, call, agent);
+                }
+                self.leg = Some(leg);
+            }
+            Do::Leg(l) => self.on_leg(l),
+            Do::Bridge => {
+                if let Some(leg) = &self.leg {
+                    self.media.bridge(&leg.media);
+                }
+            }
+            // Dropping the leg hangs it up (CANCEL or BYE).
+            Do::DropLeg => self.leg = None,
+            Do::Publish(event) => self.ctx.publish(event),
+            Do::Post { url, what, body } => notify::post(&self.ctx.http, &url, what, body),
+            Do::Checkpoint(cdr) => self.ctx.store.record(&self.record, *cdr, true),
+            Do::Webhook { token, request } => {
+                let (client, tx) = (self.ctx.http.clone(), self.feedback.0.clone());
+                tokio::spawn(
+                    async move {
+                        let outcome = webhook::call(&client, &request).await;
+                        let _ = tx.send(Event::Webhook(token, outcome));
+                    }
+                    .in_current_span(),
+                );
+            }
+            Do::SaveSurvey { token, answer } => {
+                let (store, tx) = (self.ctx.store.clone(), self.feedback.0.clone());
+                let score = answer.score;
+                tokio::spawn(
+                    async move {
+                        let result = store.save_survey(answer).await;
+                        match &result {
+                            Ok(id) => info!(id, score, "survey answer stored"),
+                            Err(e) => warn!(error = %e, "survey answer not stored"),
+                        }
+                        let result = result.map(|_| ()).map_err(|e| e.to_string());
+                        let _ = tx.send(Event::Saved(token, result));
+                    }
+                    .in_current_span(),
+                );
+            }
+            Do::SaveRecording {
+                active,
+                samples,
+                flow,
+            } => {
+                let (ctx, tx) = (self.ctx.clone(), self.feedback.0.clone());
+                let (call_id, caller) = (self.call_id.clone(), self.caller.clone());
+                tokio::spawn(
+                    async move {
+                        let token = active.flow_token;
+                        let result =
+                            recording::save(&ctx, active, samples, &call_id, &caller, &flow).await;
+                        let _ = tx.send(Event::Recorded(token, result));
+                    }
+                    .in_current_span(),
+                );
+            }
+            Do::Join(input) => {
+                let (link, waiter) = crate::acd::actor::link();
+                self.to_acd.push(AcdRequest::Join(input, link));
+                self.waiter = Some(waiter);
+            }
+            Do::StopListening => self.waiter = None,
+            Do::Acd(input) => self.to_acd.push(AcdRequest::Input(input)),
+            Do::SaveCallback(callback) => self.save_callback(callback),
+            Do::CancelCallback(id) => {
+                let store = self.ctx.store.clone();
+                tokio::spawn(async move {
+                    let now = jiff::Timestamp::now();
+                    let state = CallbackState::Cancelled;
+                    let _ = store
+                        .finish_callback(id, state, "answered-meanwhile", now)
+                        .await;
+                });
+            }
+            Do::Booked(callback, replaces) => self.booked.push((callback, replaces)),
+        }
+        None
+    }
+
+    fn on_media(&mut self, m: MediaDo) {
+        let media = &self.media;
+        match m {
+            MediaDo::Configure(stream) => media.configure(stream),
+            MediaDo::Play(op) => playlist::apply(media, [op]),
+            MediaDo::Record { token, max } => media.record(max, token),
+            MediaDo::StopRecord => media.stop_recording(),
+            MediaDo::RecordConversation { token, n } => {
+                let dir = &self.ctx.config.data_dir;
+                let path = conversation::path_for(dir, &self.call_id, n);
+                info!(path = %path.display(), "recording the conversation");
+                self.conversation = Some(conversation::start(media, path, token));
+            }
+            MediaDo::StopConversation => media.stop_conversation(),
+            MediaDo::SendDigit(d) => media.send_digit(d),
+            MediaDo::Unbridge => media.unbridge(),
+        }
+    }
+
+    fn on_leg(&mut self, l: LegDo) {
+        let Some(leg) = self.leg.as_mut() else {
+            return;
+        };
+        match l {
+            LegDo::Configure(stream) => leg.media.configure(stream),
+            LegDo::Connected => {
+                leg.deadline = None;
+                leg.bridged = true;
+                let calls = &self.ctx.config.calls;
+                leg.start_checks(calls.leg_check, calls.leg_check_timeout);
+            }
+            LegDo::Answer(n) => {
+                let answer = sdp::answer(&mut leg.origin, leg.media.local_port(), &n);
+                if let Some(d) = leg.dialog() {
+                    d.answer(answer);
+                }
+            }
+            LegDo::Offer => {
+                let offer = sdp::offer(&mut leg.origin, leg.media.local_port());
+                if let Some(d) = leg.dialog() {
+                    d.answer(offer);
+                }
+            }
+            LegDo::Respond(status) => {
+                if let Some(d) = leg.dialog() {
+                    d.respond(status);
+                }
+            }
+            LegDo::NotifyRefer(status) => {
+                if let Some(d) = leg.dialog() {
+                    d.notify_refer(status);
+                }
+            }
+            LegDo::SendDigit(d) => leg.media.send_digit(d),
+            LegDo::Unbridge => leg.media.unbridge(),
+        }
+    }
+
+    /// Writes the request; how it went comes back as [`Input::Booked`].
+    fn save_callback(&mut self, callback: Callback) {
+        let (store, tx) = (self.ctx.store.clone(), self.booking.0.clone());
+        let (callbacks, call_id) = (self.ctx.callbacks.clone(), self.call_id.clone());
+        tokio::spawn(
+            async move {
+                let result = store
+                    .save_callback(callback.clone())
+                    .await
+                    .map(|id| Callback { id, ..callback });
+                // The caller confirmed; if they hung up while it was being
+                // written, the request stands all the same.
+                if let Err(mpsc::error::SendError(Ok(booked))) = tx.send(result) {
+                    info!(
+                        callback = booked.id,
+                        "the caller hung up as the callback was stored; it stands"
+                    );
+                    callbacks.booked(booked, Some(call_id)).await;
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Looks up the caller's earlier calls (for the screen pop) while they
+    /// wait; an answer that comes too late is simply not shown.
+    pub(super) fn look_up_history(&mut self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (store, caller) = (self.ctx.store.clone(), self.caller.clone());
+        tokio::spawn(
+            async move {
+                let past = match store.cdrs_of_caller(&caller, 5).await {
+                    Ok(cdrs) => cdrs
+                        .into_iter()
+                        .map(|c| PastCall {
+                            arrived_at: c.arrived_at,
+                            queue: c.queue,
+                            agent: c.agent,
+                            outcome: c.outcome.to_string(),
+                        })
+                        .collect(),
+                    Err(e) => {
+                        warn!(error = %e, "the caller's history could not be read");
+                        Vec::new()
+                    }
+                };
+                let _ = tx.send(past);
+            }
+            .in_current_span(),
+        );
+        self.history = Some(rx);
+    }
+
+    /// The caller hung up while recording: what they said is the message.
+    /// Waits (bounded) for the media layer to hand it over, then saves it.
+    pub(super) async fn keep_recording(&mut self, active: recording::Active, flow: &str) {
+        self.media.stop_recording();
+        let until = Instant::now() + std::time::Duration::from_secs(2);
+        let samples = loop {
+            tokio::select! {
+                ev = self.media.events.recv() => match ev {
+                    Some(MediaEvent::Recorded { token, samples }) if token == active.media_token => break samples,
+                    Some(_) => {}
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(until) => {
+                    warn!("the recording did not come back from the media layer; lost");
+                    return;
+                }
+            }
+        };
+        let (call_id, caller) = (self.call_id.clone(), self.caller.clone());
+        if let Err(e) = recording::save(&self.ctx, active, samples, &call_id, &caller, flow).await {
+            warn!(error = %e, "message not saved");
+        }
+    }
+
+    /// Stops a recording still going and waits (bounded) until every file
+    /// is written; the files written, for the record.
+    pub(super) async fn close_recordings(&mut self) -> Vec<String> {
+        if let Some(c) = self.conversation.take() {
+            self.media.stop_conversation();
+            let until = Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                tokio::select! {
+                    ev = self.media.events.recv() => match ev {
+                        Some(MediaEvent::Conversation { token, samples, last }) if token == c.token => {
+                            c.feed(samples);
+                            if last {
+                                break;
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(until) => {
+                        warn!("the end of the recording did not come back from the media layer");
+                        break;
+                    }
+                }
+            }
+            self.closing.push(tokio::spawn(c.finish()));
+        }
+        let mut written = Vec::new();
+        for h in std::mem::take(&mut self.closing) {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), h).await {
+                Ok(Ok(Ok((path, duration)))) => {
+                    info!(%path, ?duration, "conversation recorded");
+                    written.push(path);
+                }
+                Ok(Ok(Err(e))) => warn!(error = %e, "conversation recording lost"),
+                Ok(Err(e)) => warn!(error = %e, "conversation recording lost"),
+                Err(_) => warn!("conversation recording not finished within 10 s"),
+            }
+        }
+        written
+    }
+}
