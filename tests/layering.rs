@@ -177,3 +177,54 @@ fn paths_are_read_from_use_lines_groups_and_inline_uses() {
     assert!(!forbidden("config", "dialplan"));
     assert!(!forbidden("call", "sip"));
 }
+
+/// The state machines: they take `now` as an argument and never touch a
+/// runtime, a socket or the clock (their drivers do).
+const PURE: &[&str] = &[
+    "call/state.rs",
+    "call/bridge.rs",
+    "call/queue.rs",
+    "call/booking.rs",
+    "call/io.rs",
+    "call/waiting.rs",
+    "call/timers.rs",
+    "call/record.rs",
+    "callback/delivery.rs",
+    "callback/offer.rs",
+    "leg/playlist.rs",
+    "flow/run.rs",
+    "sip/transaction.rs",
+];
+
+/// What a pure machine must not name (outside its tests).
+const IMPURE: &[&str] = &[
+    "tokio",
+    "Instant::now",
+    "Timestamp::now",
+    "SystemTime",
+    "UdpSocket",
+    "TcpStream",
+    "std::thread",
+];
+
+#[test]
+fn state_machines_take_the_time_and_do_no_io() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut broken = Vec::new();
+    for file in PURE {
+        let text = std::fs::read_to_string(src.join(file)).unwrap();
+        // Their unit tests may (a test's clock starts somewhere).
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or_default();
+            for word in IMPURE.iter().filter(|w| line.contains(**w)) {
+                broken.push(format!("{file}:{}: {word}", n + 1));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "I/O or a clock in a state machine:\n{}",
+        broken.join("\n")
+    );
+}
