@@ -174,23 +174,6 @@ fn a_caller_who_waits_too_long_leaves_by_the_queue_nodes_timeout() {
 }
 
 #[test]
-fn a_queue_nobody_staffs_sends_callers_on_at_once_when_it_may_not_be_joined_empty() {
-    let engine = Engine::with_flow(
-        "entry: q\nnodes:\n  q: { queue: support, on-timeout: closed }\n  closed: { hangup: menu/closed }\n",
-        "queues:\n  support: { join-empty: false }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\n",
-    );
-    let port = engine.ports.spare(0);
-    let sink = rtp_sink(port, Duration::from_secs(6));
-    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 5_000, false);
-    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]);
-    common::assert_heard(&sink.join().unwrap(), &["menu/closed"], 20);
-    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
-    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
-    let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
-    assert_eq!(cdrs[0].outcome, "queue-empty", "{:?}", cdrs[0]);
-}
-
-#[test]
 fn an_agent_who_holds_the_call_gives_the_caller_music_then_the_conversation_again() {
     let engine = Engine::with_flow(
         "entry: q\nnodes:\n  q: { queue: support }\n",
@@ -397,52 +380,6 @@ fn a_ring_all_queue_rings_every_free_agent_and_cancels_the_others_on_the_first_a
     assert_eq!(cdrs[0].agent.as_deref(), Some("1002"), "{:?}", cdrs[0]);
     // 1001 rang but was not missed: it is free, not paused.
     assert_eq!(common::agent_state(&engine, "1001").0, "available");
-}
-
-#[test]
-fn a_full_queue_sends_the_next_caller_on_and_waiting_callers_hear_the_periodic_message() {
-    let engine = Engine::with_flow(
-        "entry: q\nnodes:\n  q: { queue: support, on-timeout: closed }\n  closed: { hangup: menu/closed }\n",
-        "queues:\n  support: { greeting: null, announce-position: false, max-length: 1, message: beep, message-every: 2s }\n",
-    );
-    // A joins and waits; B comes a second later and finds the line full.
-    let port = engine.ports.spare(0);
-    let sink = rtp_sink(port, Duration::from_secs(11));
-    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 8000, false);
-    common::sipp(
-        &engine,
-        0,
-        &sc,
-        &["-s", "100", "-m", "2", "-r", "1", "-rp", "1000"],
-    );
-    let report = sink.join().unwrap();
-    let mut streams: Vec<&Vec<(std::time::Instant, Vec<u8>)>> = report.by_source.values().collect();
-    streams.sort_by_key(|s| s.first().map(|(t, _)| *t));
-    assert_eq!(streams.len(), 2);
-    let one = |s: &Vec<(std::time::Instant, Vec<u8>)>| common::SinkReport {
-        by_source: [("127.0.0.1:1".parse().unwrap(), s.clone())].into(),
-    };
-    common::assert_heard(
-        &one(streams[0]),
-        &[
-            "music/default",
-            "beep",
-            "music/default",
-            "beep",
-            "music/default",
-        ],
-        20,
-    );
-    common::assert_heard(&one(streams[1]), &["menu/closed"], 20);
-    assert!(engine.wait_log("call ended", Duration::from_secs(5)));
-    let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
-    let mut outcomes: Vec<String> = hotline::store::Store::cdrs(&mut store)
-        .unwrap()
-        .into_iter()
-        .map(|c| c.outcome.to_string())
-        .collect();
-    outcomes.sort();
-    assert_eq!(outcomes, ["abandoned", "queue-full"]);
 }
 
 #[test]

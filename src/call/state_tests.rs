@@ -24,7 +24,7 @@ trunks:
   - name: carrier
     allow: []
     outbound: { proxy: 'sip:127.0.0.1:5090', caller-id: '+15550100' }
-    dial-plan: { country-code: '1', allow: ['+1NXXNXXXXXX'] }
+    dial-plan: { country-code: '1', allow: ['+1NXXNXXXXXX'], deny: ['+1900.'] }
 transfers: { operator: 'sip:operator@127.0.0.1:5070' }
 queues:
   support: { announce-position: false }
@@ -93,6 +93,10 @@ struct Sim {
 impl Sim {
     /// A call answered with `flow` (the caller `+12025550123`).
     fn new(flow: &str) -> Sim {
+        Sim::from(flow, "+12025550123")
+    }
+
+    fn from(flow: &str, caller: &str) -> Sim {
         let mut config = Config::parse(CONFIG).unwrap();
         config.routes.clear();
         let cache = prompts();
@@ -117,7 +121,7 @@ impl Sim {
                 flow: set.flow("main").expect("the flow is named main"),
                 flows: set,
                 call_id: "c1".into(),
-                caller: "+12025550123".into(),
+                caller: caller.into(),
                 dialed: "100".into(),
                 trunk: "carrier".into(),
                 peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -234,7 +238,11 @@ impl Sim {
 
     /// The caller, in the IVR, is queued (after the welcome).
     fn queued(flow: &str) -> Sim {
-        let mut sim = Sim::new(flow);
+        Sim::queued_from(flow, "+12025550123")
+    }
+
+    fn queued_from(flow: &str, caller: &str) -> Sim {
+        let mut sim = Sim::from(flow, caller);
         sim.prompts_end();
         assert!(
             sim.out.iter().any(|d| matches!(d, Do::Join(_))),
@@ -442,7 +450,15 @@ fn a_callback_is_offered_when_the_estimated_wait_is_over_when_wait_over() {
     sim.position = Some(long.clone());
     sim.input(Input::Placed(Some(long)));
     let heard = sim.hear();
-    assert!(heard.contains(&"callback/offer".to_string()), "{heard:?}");
+    let at = |p: &str| heard.iter().position(|h| h == p);
+    let (Some(announced), Some(offered)) = (at("queue/you-are-caller"), at("callback/offer"))
+    else {
+        panic!("{heard:?}")
+    };
+    assert!(
+        announced < offered,
+        "the offer follows the announcement: {heard:?}"
+    );
 
     let mut sim = Sim::queued(&flow_to("overdue"));
     let short = Position {
@@ -652,13 +668,11 @@ fn a_blind_transfer_that_fails_returns_the_caller_to_their_queue() {
 }
 
 #[test]
-fn a_caller_who_waited_max_wait_goes_on_by_on_timeout() {
-    let mut sim = Sim::queued(&flow_to("limited"));
-    // The ACD keeps the time: it was told.
-    sim.take();
-    let mut sim2 = Sim::new(&flow_to("limited"));
-    sim2.prompts_end();
-    let joined = Sim::acd(&sim2.out)
+fn a_caller_turned_away_from_the_queue_goes_on_by_on_timeout_with_the_reason_in_the_record() {
+    // The ACD keeps the time: it is told the maximum wait.
+    let mut sim = Sim::new(&flow_to("limited"));
+    sim.prompts_end();
+    let joined = Sim::acd(&sim.out)
         .into_iter()
         .find_map(|i| match i {
             AcdInput::Join { max_wait, .. } => Some(*max_wait),
@@ -666,13 +680,54 @@ fn a_caller_who_waited_max_wait_goes_on_by_on_timeout() {
         })
         .unwrap();
     assert_eq!(joined, Some(s(120)));
-    sim.input(Input::Offer(ToCall::Away(Away::Timeout)));
+    for (why, outcome) in [
+        (Away::Timeout, StoreOutcome::QueueTimeout),
+        (Away::Full, StoreOutcome::QueueFull),
+        (Away::Empty, StoreOutcome::QueueEmpty),
+    ] {
+        let mut sim = Sim::queued(&flow_to("limited"));
+        sim.input(Input::Offer(ToCall::Away(why)));
+        let out = sim.take();
+        assert!(out.iter().any(|d| matches!(d, Do::StopListening)));
+        assert_eq!(Sim::heard(&out), ["goodbye"], "the on-timeout node");
+        sim.prompts_end();
+        assert_eq!(sim.s.ended(), Some(Ending::WeHungUp));
+        let cdr = sim.record();
+        assert_eq!(cdr.outcome, outcome);
+        assert!(
+            Sim::acd(&sim.take()).is_empty(),
+            "the ACD let the caller go already"
+        );
+    }
+}
+
+#[test]
+fn a_premium_number_is_refused_at_entry_and_only_an_allowed_one_is_booked() {
+    // A premium caller ID is not read back: the caller is asked for a number.
+    let mut sim = Sim::queued_from(&flow_to("offering"), "+19005550100");
+    sim.advance(s(60));
+    sim.hear();
+    sim.key('1');
+    assert_eq!(sim.hear()[0], "callback/enter-number");
+    for k in "9005551234#".chars() {
+        sim.key(k);
+    }
+    let heard = sim.hear();
+    assert_eq!(heard[..2], ["callback/refused", "callback/enter-number"]);
+    for k in "2125550123#".chars() {
+        sim.key(k);
+    }
+    assert_eq!(sim.hear()[0], "callback/confirm-number");
+    sim.key('1');
     let out = sim.take();
-    assert!(out.iter().any(|d| matches!(d, Do::StopListening)));
-    assert_eq!(Sim::heard(&out), ["goodbye"], "the on-timeout node");
-    sim.prompts_end();
-    assert_eq!(sim.s.ended(), Some(Ending::WeHungUp));
-    assert_eq!(sim.record().outcome, StoreOutcome::QueueTimeout);
+    let booked: Vec<&str> = out
+        .iter()
+        .filter_map(|d| match d {
+            Do::SaveCallback(cb) => Some(cb.number.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(booked, ["+12125550123"]);
 }
 
 #[test]
