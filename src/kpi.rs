@@ -350,34 +350,50 @@ pub fn occupancy(
     (busy + idle > 0.0).then(|| busy / (busy + idle))
 }
 
+/// A report's or the KPI API's query that cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("`{0}`: group by all, queue, agent or interval")]
+    UnknownGrouping(String),
+    #[error("the interval must be at least 1m")]
+    IntervalTooShort,
+    #[error("`{0}` is not a time (RFC 3339) or a duration (90m, 24h, 7d)")]
+    NotATime(String),
+    #[error("`{0}` is too far back")]
+    OutOfRange(String),
+}
+
 /// Parses `all`, `queue`, `agent`, `interval` (with its length).
-pub fn group_by(name: &str, interval: Duration) -> Result<GroupBy, String> {
+pub fn group_by(name: &str, interval: Duration) -> Result<GroupBy, QueryError> {
     match name {
         "all" => Ok(GroupBy::All),
         "queue" => Ok(GroupBy::Queue),
         "agent" => Ok(GroupBy::Agent),
         "interval" if interval >= Duration::from_secs(60) => Ok(GroupBy::Interval(interval)),
-        "interval" => Err("the interval must be at least 1m".into()),
-        other => Err(format!("`{other}`: group by all, queue, agent or interval")),
+        "interval" => Err(QueryError::IntervalTooShort),
+        other => Err(QueryError::UnknownGrouping(other.to_owned())),
     }
 }
 
 /// A point in time as the report and the API take it: RFC 3339
 /// (`2026-11-23T09:00:00Z`), or a duration before `now` (`90m`, `24h`, `7d`).
-pub fn when(text: &str, now: Timestamp) -> Result<Timestamp, String> {
+pub fn when(text: &str, now: Timestamp) -> Result<Timestamp, QueryError> {
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
     }
+    let not_a_time = || QueryError::NotATime(text.to_owned());
     let ago = match text.strip_suffix('d') {
         Some(days) => days
             .parse::<u64>()
-            .map(|d| Duration::from_secs(d * 86_400))
-            .map_err(|_| format!("`{text}` is not a time or a duration")),
-        None => crate::config::parse_duration(text)
-            .map_err(|_| format!("`{text}` is not a time (RFC 3339) or a duration (90m, 24h, 7d)")),
+            .ok()
+            .and_then(|d| d.checked_mul(86_400))
+            .map(Duration::from_secs)
+            .ok_or_else(not_a_time),
+        None => crate::config::parse_duration(text).map_err(|_| not_a_time()),
     }?;
-    let ago = jiff::SignedDuration::try_from(ago).map_err(|e| e.to_string())?;
-    now.checked_sub(ago).map_err(|e| e.to_string())
+    let too_far = || QueryError::OutOfRange(text.to_owned());
+    let ago = jiff::SignedDuration::try_from(ago).map_err(|_| too_far())?;
+    now.checked_sub(ago).map_err(|_| too_far())
 }
 
 fn cell(v: Option<f64>, scale: f64) -> String {

@@ -147,9 +147,9 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
     use hotline::store::Store as _;
     let config = Config::load(&args.config)?;
     let now = jiff::Timestamp::now();
-    let since = kpi::when(&args.since, now).map_err(anyhow::Error::msg)?;
+    let since = kpi::when(&args.since, now)?;
     let until = match &args.until {
-        Some(u) => kpi::when(u, now).map_err(anyhow::Error::msg)?,
+        Some(u) => kpi::when(u, now)?,
         None => now,
     };
     let interval = hotline::config::parse_duration(&args.interval)
@@ -160,7 +160,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
             },
         )
         .map_err(anyhow::Error::msg)?;
-    let by = kpi::group_by(&args.by, interval).map_err(anyhow::Error::msg)?;
+    let by = kpi::group_by(&args.by, interval)?;
     let short = hotline::config::parse_duration(&args.short_abandon).map_err(anyhow::Error::msg)?;
     let mut store = hotline::store::SqliteStore::open(&config.data_dir)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;

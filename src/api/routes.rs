@@ -370,7 +370,8 @@ fn window(
 ) -> Result<(jiff::Timestamp, jiff::Timestamp), Response> {
     let now = jiff::Timestamp::now();
     let at = |field: &str, text: &str| {
-        crate::kpi::when(text, now).map_err(|e| error(StatusCode::BAD_REQUEST, &e, Some(field)))
+        crate::kpi::when(text, now)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string(), Some(field)))
     };
     let since = at("since", since.unwrap_or("24h"))?;
     let until = match until {
@@ -489,7 +490,7 @@ async fn kpis(
     let by_name = q.by.clone().unwrap_or_else(|| "queue".into());
     let by = match kpi::group_by(&by_name, interval) {
         Ok(b) => b,
-        Err(e) => return bad("by", e),
+        Err(e) => return bad("by", e.to_string()),
     };
     let (mut cdrs, surveys, states) = match (
         state.store.cdrs_between(since, until).await,

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::state::{CallState, CallbackOffer, Do, BOOKED_TOKEN, QUESTION_TOKEN};
 use super::timers::Timer;
 use crate::callback::offer::{self, Offer, Step};
-use crate::flow::Event;
+use crate::flow::{Event, Failure};
 use crate::store::{Callback, CallbackState, Outcome as StoreOutcome, StoreError};
 
 /// How long a caller has to answer the offer's questions, or between keys.
@@ -66,7 +66,7 @@ impl CallState {
             .as_ref()
             .and_then(|c| self.config.trunks.iter().find(|t| t.name == c.trunk));
         let (Some(cfg), Some(trunk)) = (cfg, trunk) else {
-            let why = format!("the queue `{queue}` offers no callbacks");
+            let why = Failure::NotOffered(queue);
             return self.feed_later(Event::CallbackBooked(token, Err(why)));
         };
         let key = cfg.key.chars().next().unwrap_or('1');
@@ -90,8 +90,7 @@ impl CallState {
             return;
         }
         if let Some((token, _)) = self.callback.take().and_then(|c| c.node) {
-            let why = "no number to call back was given".to_owned();
-            self.feed_later(Event::CallbackBooked(token, Err(why)));
+            self.feed_later(Event::CallbackBooked(token, Err(Failure::NoNumber)));
         }
     }
 

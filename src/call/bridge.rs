@@ -13,7 +13,7 @@ use crate::acd::actor::ToCall;
 use crate::acd::Input as AcdInput;
 use crate::config::Record;
 use crate::events::Event as BusEvent;
-use crate::flow::{self, Event, Run};
+use crate::flow::{self, Event, Failure, Run};
 use crate::leg::{stream_of, LegEvent, Purpose};
 use crate::media::{dtmf, Digit, MediaEvent};
 use crate::sdp;
@@ -98,8 +98,10 @@ impl CallState {
             return;
         };
         match p.purpose {
-            Purpose::Transfer { token } => self.feed(Event::Transferred(token, Err(why))),
-            Purpose::Referred => self.referral_failed(why),
+            Purpose::Transfer { token } => {
+                self.feed(Event::Transferred(token, Err(Failure::Resources(why))))
+            }
+            Purpose::Referred => self.referral_failed(Failure::Resources(why)),
             Purpose::Agents => {
                 warn!(error = %why, "no media for the agent leg");
                 let call = self.call_id.clone();
@@ -124,7 +126,7 @@ impl CallState {
         };
         let n = match negotiated {
             Ok(n) => n,
-            Err(e) => return self.fail_leg(format!("unusable answer: {e}")),
+            Err(e) => return self.fail_leg(Failure::Unreachable(format!("unusable answer: {e}"))),
         };
         let wall = self.wall();
         let Some(leg) = self.leg.as_mut() else {
@@ -170,13 +172,14 @@ impl CallState {
             LegEvent::Dialog(DialogEvent::Ringing) => info!(target = %leg.target, "ringing"),
             // The driver turns it into `Input::LegAnswered`.
             LegEvent::Answered { agent, sdp } => self.on_leg_answered(agent, sdp, None, None),
-            LegEvent::Rejected(status) => self.fail_leg(format!("answered {status}")),
+            LegEvent::Rejected(status) => self.fail_leg(Failure::Refused(status)),
             LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) => {
                 if leg.bridged {
                     info!(target = %leg.target, "the other side hung up");
                     self.end_bridge();
                 } else {
-                    self.fail_leg("the call ended before it was answered".into());
+                    let why = "the call ended before it was answered".to_owned();
+                    self.fail_leg(Failure::Unreachable(why));
                 }
             }
             LegEvent::Dialog(DialogEvent::ReInvite { sdp: body }) => self.on_leg_reinvite(body),
@@ -189,14 +192,14 @@ impl CallState {
             LegEvent::Dialog(_) => {}
             LegEvent::Media(MediaEvent::Digit(d, _)) => self.on_leg_digit(d),
             LegEvent::Media(_) => {}
-            LegEvent::Failed(e) => self.fail_leg(e),
-            LegEvent::NoAnswer => self.fail_leg("no answer".into()),
+            LegEvent::Failed(e) => self.fail_leg(Failure::Unreachable(e)),
+            LegEvent::NoAnswer => self.fail_leg(Failure::NoAnswer),
             LegEvent::Gone => {
                 warn!(target = %leg.target, "the other leg stopped answering (no BYE came); ending the call");
                 if leg.bridged {
                     self.end_bridge();
                 } else {
-                    self.fail_leg("gone".into());
+                    self.fail_leg(Failure::Unreachable("gone".into()));
                 }
             }
         }
@@ -370,7 +373,7 @@ impl CallState {
     /// The second leg did not come up: it is dropped (CANCEL or BYE). A
     /// transfer takes the flow's error path; an agent's miss goes back to
     /// the ACD, and the caller keeps their place and their music.
-    fn fail_leg(&mut self, why: String) {
+    fn fail_leg(&mut self, why: Failure) {
         let Some(leg) = self.leg.take() else {
             return;
         };
@@ -506,7 +509,7 @@ impl CallState {
 
     /// A transfer the agent asked for did not come up: rather than leave
     /// the caller alone, they go back to the queue they came from.
-    pub(super) fn referral_failed(&mut self, why: String) {
+    pub(super) fn referral_failed(&mut self, why: Failure) {
         self.stop_playing();
         self.media(MediaDo::Unbridge);
         match self.queue_name.clone() {

@@ -11,7 +11,7 @@ use super::state::{CallState, Do, Input, LegDo, MediaDo};
 use super::{conversation, notify, recording, webhook, Driver};
 use crate::acd::actor::Request as AcdRequest;
 use crate::events::PastCall;
-use crate::flow::Event;
+use crate::flow::{Event, Failure};
 use crate::leg::{self, playlist};
 use crate::media::MediaEvent;
 use crate::sdp::{self, Origin};
@@ -99,7 +99,9 @@ impl Driver {
                             Ok(id) => info!(id, score, "survey answer stored"),
                             Err(e) => warn!(error = %e, "survey answer not stored"),
                         }
-                        let result = result.map(|_| ()).map_err(|e| e.to_string());
+                        let result = result
+                            .map(|_| ())
+                            .map_err(|e| Failure::NotStored(e.to_string()));
                         let _ = tx.send(Event::Saved(token, result));
                     }
                     .in_current_span(),
@@ -116,7 +118,9 @@ impl Driver {
                     async move {
                         let token = active.flow_token;
                         let result =
-                            recording::save(&ctx, active, samples, &call_id, &caller, &flow).await;
+                            recording::save(&ctx, active, samples, &call_id, &caller, &flow)
+                                .await
+                                .map_err(Failure::NotStored);
                         let _ = tx.send(Event::Recorded(token, result));
                     }
                     .in_current_span(),

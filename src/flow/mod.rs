@@ -17,5 +17,5 @@ mod tests;
 pub use compile::Catalog;
 pub use expr::Vars;
 pub use node::{Flow, Kind, NodeId};
-pub use run::{Action, Event, Outcome, Run, WebhookOutcome, WebhookRequest};
+pub use run::{Action, Event, Failure, Outcome, Run, WebhookOutcome, WebhookRequest};
 pub use set::{FlowSet, Loaded};

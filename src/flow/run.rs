@@ -28,20 +28,47 @@ pub enum Event {
     Timer(u64),
     Webhook(u64, WebhookOutcome),
     /// A recording ended; `Ok` holds the file's path.
-    Recorded(u64, Result<String, String>),
+    Recorded(u64, Result<String, Failure>),
     /// A survey answer reached the store (or could not).
-    Saved(u64, Result<(), String>),
+    Saved(u64, Result<(), Failure>),
     /// The caller waited in the queue for its `max-wait`: leave by the
     /// queue node's `on-timeout` (if it has none, the caller stays queued).
     QueueTimeout,
     /// The transfer target answered and the call is bridged to it (`Ok`),
     /// or it was busy, did not answer or could not be reached.
-    Transferred(u64, Result<(), String>),
+    Transferred(u64, Result<(), Failure>),
     /// The callback asked by `Action::OfferCallback { token }` was booked
     /// (`Ok`), or not.
-    CallbackBooked(u64, Result<(), String>),
+    CallbackBooked(u64, Result<(), Failure>),
     /// The caller hung up.
     Hangup,
+}
+
+/// Why work a node asked for did not happen; its text is what the flow's
+/// `error` variable and the log say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The target answered with this final status (busy, declined, …).
+    #[error("answered {0}")]
+    Refused(u16),
+    /// It rang its time out.
+    #[error("no answer")]
+    NoAnswer,
+    /// It could not be called, or its call ended before it was answered.
+    #[error("{0}")]
+    Unreachable(String),
+    /// Hotline ran short of something of its own (an RTP port).
+    #[error("{0}")]
+    Resources(String),
+    /// The file or the store could not be written.
+    #[error("{0}")]
+    NotStored(String),
+    /// The node's queue does not offer it.
+    #[error("the queue `{0}` offers no callbacks")]
+    NotOffered(String),
+    /// The caller gave no number to call back.
+    #[error("no number to call back was given")]
+    NoNumber,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -866,7 +893,7 @@ impl Run {
         }
     }
 
-    fn recorded(&mut self, result: Result<String, String>, now: Timestamp, out: &mut Vec<Action>) {
+    fn recorded(&mut self, result: Result<String, Failure>, now: Timestamp, out: &mut Vec<Action>) {
         let Kind::Record(r) = self.kind().clone() else {
             return;
         };
@@ -881,7 +908,7 @@ impl Run {
         }
     }
 
-    fn transferred(&mut self, result: Result<(), String>, now: Timestamp, out: &mut Vec<Action>) {
+    fn transferred(&mut self, result: Result<(), Failure>, now: Timestamp, out: &mut Vec<Action>) {
         let Kind::Transfer { target, on_error } = self.kind().clone() else {
             return;
         };
@@ -894,7 +921,7 @@ impl Run {
         }
     }
 
-    fn saved(&mut self, result: Result<(), String>, now: Timestamp, out: &mut Vec<Action>) {
+    fn saved(&mut self, result: Result<(), Failure>, now: Timestamp, out: &mut Vec<Action>) {
         let Kind::Survey(s) = self.kind().clone() else {
             return;
         };

@@ -549,7 +549,7 @@ fn transfer_goto_and_hangup() {
     // Busy or no answer: the node's error path.
     let mut s = Sim::new(set, "a");
     let t = transfer_token(&s);
-    let a = s.send(Event::Transferred(t, Err("answered 486".into())));
+    let a = s.send(Event::Transferred(t, Err(super::Failure::Refused(486))));
     assert!(matches!(&a[0], Action::Error { message, .. } if message.contains("486")));
     assert_eq!(s.node(), "busy");
     let h = "entry: x\nnodes:\n  x: { hangup: true }\n";
@@ -982,7 +982,7 @@ fn a_callback_node_books_in_its_queue_and_goes_on_by_next_or_on_error() {
             _ => None,
         })
         .unwrap();
-    s.send(Event::CallbackBooked(token, Err("no number".into())));
+    s.send(Event::CallbackBooked(token, Err(super::Failure::NoNumber)));
     assert_eq!(s.run.node_name(), "sorry");
 }
 
