@@ -24,7 +24,7 @@ impl Driver {
     /// dropped).
     pub(super) async fn carry_out(&mut self, state: &mut CallState) {
         while let Some(what) = state.poll_output() {
-            if let Some(input) = self.execute(what) {
+            if let Some(input) = self.execute(what).await {
                 state.handle(input, std::time::Instant::now());
             }
         }
@@ -36,15 +36,15 @@ impl Driver {
         }
     }
 
-    fn execute(&mut self, what: Do) -> Option<Input> {
+    async fn execute(&mut self, what: Do) -> Option<Input> {
         match what {
-            Do::Respond(status) => self.dialog.respond(status),
-            Do::Answer(sdp) => self.dialog.answer(sdp),
-            Do::NotifyRefer(status) => self.dialog.notify_refer(status),
-            Do::HangUp => self.dialog.hangup(),
-            Do::Media(m) => self.on_media(m),
+            Do::Respond(status) => self.dialog.respond(status).await,
+            Do::Answer(sdp) => self.dialog.answer(sdp).await,
+            Do::NotifyRefer(status) => self.dialog.notify_refer(status).await,
+            Do::HangUp => self.dialog.hangup().await,
+            Do::Media(m) => self.on_media(m).await,
             Do::OpenLeg => {
-                return Some(match self.ctx.media.open_beside(&self.media) {
+                return Some(match self.ctx.media.open_beside(&self.media).await {
                     Ok(m) => {
                         self.opening = Some(m);
                         Input::LegOpened
@@ -68,10 +68,10 @@ impl Driver {
                 }
                 self.leg = Some(leg);
             }
-            Do::Leg(l) => self.on_leg(l),
+            Do::Leg(l) => self.on_leg(l).await,
             Do::Bridge => {
                 if let Some(leg) = &self.leg {
-                    self.media.bridge(&leg.media);
+                    self.media.bridge(&leg.media).await;
                 }
             }
             // Dropping the leg hangs it up (CANCEL or BYE).
@@ -149,31 +149,31 @@ impl Driver {
         None
     }
 
-    fn on_media(&mut self, m: MediaDo) {
+    async fn on_media(&mut self, m: MediaDo) {
         let media = &self.media;
         match m {
-            MediaDo::Configure(stream) => media.configure(stream),
-            MediaDo::Play(op) => playlist::apply(media, [op]),
-            MediaDo::Record { token, max } => media.record(max, token),
-            MediaDo::StopRecord => media.stop_recording(),
+            MediaDo::Configure(stream) => media.configure(stream).await,
+            MediaDo::Play(op) => playlist::apply(media, [op]).await,
+            MediaDo::Record { token, max } => media.record(max, token).await,
+            MediaDo::StopRecord => media.stop_recording().await,
             MediaDo::RecordConversation { token, n } => {
                 let dir = &self.ctx.config.data_dir;
                 let path = conversation::path_for(dir, &self.call_id, n);
                 info!(path = %path.display(), "recording the conversation");
-                self.conversation = Some(conversation::start(media, path, token));
+                self.conversation = Some(conversation::start(media, path, token).await);
             }
-            MediaDo::StopConversation => media.stop_conversation(),
-            MediaDo::SendDigit(d) => media.send_digit(d),
-            MediaDo::Unbridge => media.unbridge(),
+            MediaDo::StopConversation => media.stop_conversation().await,
+            MediaDo::SendDigit(d) => media.send_digit(d).await,
+            MediaDo::Unbridge => media.unbridge().await,
         }
     }
 
-    fn on_leg(&mut self, l: LegDo) {
+    async fn on_leg(&mut self, l: LegDo) {
         let Some(leg) = self.leg.as_mut() else {
             return;
         };
         match l {
-            LegDo::Configure(stream) => leg.media.configure(stream),
+            LegDo::Configure(stream) => leg.media.configure(stream).await,
             LegDo::Connected => {
                 leg.deadline = None;
                 leg.bridged = true;
@@ -183,27 +183,27 @@ impl Driver {
             LegDo::Answer(n) => {
                 let answer = sdp::answer(&mut leg.origin, leg.media.local_port(), &n);
                 if let Some(d) = leg.dialog() {
-                    d.answer(answer);
+                    d.answer(answer).await;
                 }
             }
             LegDo::Offer => {
                 let offer = sdp::offer(&mut leg.origin, leg.media.local_port());
                 if let Some(d) = leg.dialog() {
-                    d.answer(offer);
+                    d.answer(offer).await;
                 }
             }
             LegDo::Respond(status) => {
                 if let Some(d) = leg.dialog() {
-                    d.respond(status);
+                    d.respond(status).await;
                 }
             }
             LegDo::NotifyRefer(status) => {
                 if let Some(d) = leg.dialog() {
-                    d.notify_refer(status);
+                    d.notify_refer(status).await;
                 }
             }
-            LegDo::SendDigit(d) => leg.media.send_digit(d),
-            LegDo::Unbridge => leg.media.unbridge(),
+            LegDo::SendDigit(d) => leg.media.send_digit(d).await,
+            LegDo::Unbridge => leg.media.unbridge().await,
         }
     }
 
@@ -263,7 +263,7 @@ impl Driver {
     /// The caller hung up while recording: what they said is the message.
     /// Waits (bounded) for the media layer to hand it over, then saves it.
     pub(super) async fn keep_recording(&mut self, active: recording::Active, flow: &str) {
-        self.media.stop_recording();
+        self.media.stop_recording().await;
         let until = Instant::now() + std::time::Duration::from_secs(2);
         let samples = loop {
             tokio::select! {
@@ -288,7 +288,7 @@ impl Driver {
     /// is written; the files written, for the record.
     pub(super) async fn close_recordings(&mut self) -> Vec<String> {
         if let Some(c) = self.conversation.take() {
-            self.media.stop_conversation();
+            self.media.stop_conversation().await;
             let until = Instant::now() + std::time::Duration::from_secs(2);
             loop {
                 tokio::select! {

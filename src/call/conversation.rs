@@ -33,8 +33,8 @@ pub fn path_for(data_dir: &std::path::Path, call_id: &str, n: usize) -> PathBuf 
 }
 
 /// Starts recording what `media` and its bridged peer say, into `path`.
-pub fn start(media: &MediaChannel, path: PathBuf, token: u64) -> Conversation {
-    media.record_conversation(token);
+pub async fn start(media: &MediaChannel, path: PathBuf, token: u64) -> Conversation {
+    media.record_conversation(token).await;
     let (chunks, mut rx) = mpsc::unbounded_channel::<Vec<i16>>();
     let (done_tx, done) = oneshot::channel();
     tokio::spawn(

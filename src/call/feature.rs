@@ -28,20 +28,24 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
         .and_then(|b| sdp::parse(b).ok())
         .and_then(|o| sdp::negotiate(&o).ok())
     else {
-        dialog.respond(488);
+        dialog.respond(488).await;
         return Ending::Refused;
     };
-    let mut media = match ctx.media.open() {
+    let mut media = match ctx.media.open().await {
         Ok(m) => m,
         Err(e) => {
             warn!(error = %e, "no media for the feature code");
-            dialog.respond(503);
+            dialog.respond(503).await;
             return Ending::Refused;
         }
     };
-    media.configure(super::stream_of(&n, true, Some(source.ip())));
+    media
+        .configure(super::stream_of(&n, true, Some(source.ip())))
+        .await;
     let mut origin = Origin::new(ctx.config.media_address());
-    dialog.answer(sdp::answer(&mut origin, media.local_port(), &n));
+    dialog
+        .answer(sdp::answer(&mut origin, media.local_port(), &n))
+        .await;
 
     let codes = &ctx.config.feature_codes;
     let before = ctx.acd.agent_state(&agent).await;
@@ -81,11 +85,13 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
         (_, None) => "agent/not-allowed",
     };
     info!(%agent, %code, ?before, ?after, "agent state by feature code");
-    let token = ctx
-        .prompts
-        .get(prompt)
-        .map(|p| media.play(p, 1))
-        .map(|()| 1);
+    let token = match ctx.prompts.get(prompt) {
+        Some(p) => {
+            media.play(p, 1).await;
+            Some(1)
+        }
+        None => None,
+    };
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         tokio::select! {
@@ -104,6 +110,6 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
             break;
         }
     }
-    dialog.hangup();
+    dialog.hangup().await;
     Ending::WeHungUp
 }

@@ -161,7 +161,7 @@ type Booking = (
 struct Driver {
     ctx: CallContext,
     dialog: DialogHandle,
-    events: mpsc::UnboundedReceiver<DialogEvent>,
+    events: mpsc::Receiver<DialogEvent>,
     media: MediaChannel,
     /// The record's key in the store.
     record: RecordKey,
@@ -211,15 +211,15 @@ impl Driver {
         let set: Arc<FlowSet> = ctx.flows.borrow().clone();
         let Some(flow) = set.route(&dialed) else {
             warn!("no route for the dialled number and no default route");
-            dialog.respond(404);
+            dialog.respond(404).await;
             cdr.outcome = StoreOutcome::Refused;
             return Ending::Refused;
         };
-        let media = match ctx.media.open() {
+        let media = match ctx.media.open().await {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "no media for the call");
-                dialog.respond(503);
+                dialog.respond(503).await;
                 cdr.outcome = StoreOutcome::Refused;
                 return Ending::Refused;
             }
@@ -273,7 +273,7 @@ impl Driver {
                 Ok(n) => Some(n),
                 Err(e) => {
                     warn!(error = %e, "offer refused");
-                    d.dialog.respond(488);
+                    d.dialog.respond(488).await;
                     cdr.outcome = StoreOutcome::Refused;
                     return Ending::Refused;
                 }
@@ -311,7 +311,7 @@ impl Driver {
         if delay.is_zero() {
             return None;
         }
-        self.dialog.respond(180);
+        self.dialog.respond(180).await;
         let until = Instant::now() + delay;
         loop {
             tokio::select! {

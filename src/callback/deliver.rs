@@ -106,8 +106,8 @@ impl Attempt {
             }
             let deadline = d.poll_timeout().map(Instant::from_std);
             let input = tokio::select! {
-                ev = next_of(io.agent.as_mut()) => io.input_of(Side::Agent, ev),
-                ev = next_of(io.customer.as_mut()) => io.input_of(Side::Customer, ev),
+                ev = next_of(io.agent.as_mut()) => io.input_of(Side::Agent, ev).await,
+                ev = next_of(io.customer.as_mut()) => io.input_of(Side::Customer, ev).await,
                 permit = take_slot(io.slot_wait.as_mut()) => {
                     io.slot_wait = None;
                     match permit {
@@ -141,7 +141,10 @@ impl Attempt {
             Do::RingAgents {
                 agents,
                 ring_timeout,
-            } => match self.ring_agents(&agents, ring_timeout, io.customer.as_ref()) {
+            } => match self
+                .ring_agents(&agents, ring_timeout, io.customer.as_ref())
+                .await
+            {
                 Ok(leg) => io.agent = Some((leg, Playlist::default())),
                 Err(e) => io
                     .inputs
@@ -165,8 +168,8 @@ impl Attempt {
             }
             Do::DialCustomer { n } => {
                 let media = match &io.agent {
-                    Some((agent, _)) => self.ctx.media.open_beside(&agent.media),
-                    None => self.ctx.media.open(),
+                    Some((agent, _)) => self.ctx.media.open_beside(&agent.media).await,
+                    None => self.ctx.media.open().await,
                 };
                 match media {
                     Ok(m) => io.customer = Some((self.dial_customer(m, n), Playlist::default())),
@@ -184,7 +187,8 @@ impl Attempt {
             } => {
                 if let Some((leg, _)) = io.side(side) {
                     leg.media
-                        .configure(stream_of(&negotiated, symmetric, leg.peer));
+                        .configure(stream_of(&negotiated, symmetric, leg.peer))
+                        .await;
                     leg.deadline = None;
                     leg.bridged = true;
                     let calls = &self.ctx.config.calls;
@@ -199,7 +203,7 @@ impl Attempt {
                 if let Some((leg, list)) = io.side(side) {
                     let mut ops = Vec::new();
                     let done = list.start(token, prompts, &self.ctx.prompts, &mut ops);
-                    playlist::apply(&leg.media, ops);
+                    playlist::apply(&leg.media, ops).await;
                     if let Some(done) = done {
                         io.inputs.push_back(In::PlayDone(side, done));
                     }
@@ -209,19 +213,19 @@ impl Attempt {
                 if let Some((leg, list)) = io.side(side) {
                     let mut ops = Vec::new();
                     list.start_then_loop(Vec::new(), music, &self.ctx.prompts, &mut ops);
-                    playlist::apply(&leg.media, ops);
+                    playlist::apply(&leg.media, ops).await;
                 }
             }
             Do::StopPlay(side) => {
                 if let Some((leg, list)) = io.side(side) {
                     let mut ops = Vec::new();
                     list.stop(&mut ops);
-                    playlist::apply(&leg.media, ops);
+                    playlist::apply(&leg.media, ops).await;
                 }
             }
             Do::Bridge => {
                 if let (Some((agent, _)), Some((customer, _))) = (&io.agent, &io.customer) {
-                    customer.media.bridge(&agent.media);
+                    customer.media.bridge(&agent.media).await;
                 }
             }
             Do::Hangup(side) => {
@@ -231,7 +235,7 @@ impl Attempt {
                 };
                 // Dropping a leg that still rings cancels it.
                 if let Some(d) = leg.as_ref().and_then(|(l, _)| l.dialog()) {
-                    d.hangup();
+                    d.hangup().await;
                 }
             }
             Do::Acd(input) => self.ctx.acd.send(input).await,
@@ -241,15 +245,15 @@ impl Attempt {
 
     /// Rings the agents' phones with the callback's screen pop; on the
     /// customer's media clock when they are already on the line.
-    fn ring_agents(
+    async fn ring_agents(
         &self,
         agents: &[Offered],
         ring_timeout: Duration,
         customer: Option<&(Leg, Playlist)>,
     ) -> Result<Leg, String> {
         let media = match customer {
-            Some((c, _)) => self.ctx.media.open_beside(&c.media),
-            None => self.ctx.media.open(),
+            Some((c, _)) => self.ctx.media.open_beside(&c.media).await,
+            None => self.ctx.media.open().await,
         }
         .map_err(|e| {
             warn!(error = %e, "no media for the callback's agent leg");
@@ -372,12 +376,12 @@ impl Io {
 
     /// A leg's event for the machine; a prompt's end goes to its playlist
     /// first (only a sequence's end is the machine's).
-    fn input_of(&mut self, side: Side, ev: LegEvent) -> Option<In> {
+    async fn input_of(&mut self, side: Side, ev: LegEvent) -> Option<In> {
         if let LegEvent::Media(MediaEvent::PlaybackDone { token }) = ev {
             let (leg, list) = self.side(side)?;
             let mut ops = Vec::new();
             let done = list.on_done(token, &mut ops);
-            playlist::apply(&leg.media, ops);
+            playlist::apply(&leg.media, ops).await;
             return done.map(|done| In::PlayDone(side, done));
         }
         Some(In::Leg(side, ev))

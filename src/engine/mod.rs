@@ -294,7 +294,7 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + drain;
     while active.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
         while let Ok(call) = sip.incoming.try_recv() {
-            call.dialog.respond(503);
+            call.dialog.respond(503).await;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -207,7 +207,7 @@ impl Leg {
                 _ = sleep_until_opt(check_at) => {
                     self.check_at = None;
                     if let (Some(dialog), Some((_, timeout))) = (self.dialog(), self.check) {
-                        dialog.ping();
+                        dialog.ping().await;
                         self.check_deadline = Some(Instant::now() + timeout);
                     }
                     continue;
@@ -247,7 +247,7 @@ impl Leg {
                     // Another phone answered too late: it gets a BYE.
                     if let DialogEvent::Answered { .. } = ev {
                         if let Some(d) = self.branches.get(i).and_then(|b| b.dialog.as_ref()) {
-                            d.hangup();
+                            d.hangup().await;
                         }
                     }
                 }
@@ -259,7 +259,7 @@ impl Leg {
                         for (k, b) in self.branches.iter_mut().enumerate() {
                             if k != i {
                                 if let Some(d) = b.dialog.take() {
-                                    d.hangup();
+                                    d.hangup().await;
                                 }
                                 b.over = true;
                             }

@@ -44,12 +44,12 @@ impl PartialEq for PlayOp {
 }
 
 /// Carries out a playlist's operations on `media`.
-pub fn apply(media: &MediaChannel, ops: impl IntoIterator<Item = PlayOp>) {
+pub async fn apply(media: &MediaChannel, ops: impl IntoIterator<Item = PlayOp>) {
     for op in ops {
         match op {
-            PlayOp::Play { prompt, token } => media.play(prompt, token),
-            PlayOp::Music(prompt) => media.play_music(prompt),
-            PlayOp::Stop => media.stop(),
+            PlayOp::Play { prompt, token } => media.play(prompt, token).await,
+            PlayOp::Music(prompt) => media.play_music(prompt).await,
+            PlayOp::Stop => media.stop().await,
         }
     }
 }

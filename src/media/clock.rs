@@ -23,6 +23,10 @@ use super::rtp::{self, RtpInfo};
 use crate::sdp::Codec;
 
 pub const TICK: Duration = Duration::from_millis(20);
+
+/// How many events a channel holds for its call: digits, prompts' ends, a
+/// recording, and a recorded conversation's audio (one event a second).
+pub const CHANNEL_EVENTS: usize = 128;
 /// At most this many packets are read from one channel per tick, so one
 /// flooding peer cannot stall the others (a 10 ms-ptime peer needs 2).
 const MAX_READS_PER_TICK: usize = 8;
@@ -191,11 +195,26 @@ pub(crate) fn music_frame(tick: std::time::Instant) -> u64 {
     (tick.saturating_duration_since(epoch).as_millis() / TICK.as_millis()) as u64
 }
 
+/// Hands `ev` to the channel's call without waiting: the clock never
+/// waits on a call. A call that has not read [`CHANNEL_EVENTS`] events
+/// is stuck; what comes beyond is dropped and counted.
+fn emit(events: &mpsc::Sender<MediaEvent>, ev: MediaEvent) {
+    if let Err(mpsc::error::TrySendError::Full(ev)) = events.try_send(ev) {
+        let kind = match ev {
+            MediaEvent::Digit(..) => "digit",
+            MediaEvent::PlaybackDone { .. } => "playback-done",
+            MediaEvent::Recorded { .. } => "recorded",
+            MediaEvent::Conversation { .. } => "conversation",
+        };
+        metrics::counter!("hotline_media_events_dropped_total", "kind" => kind).increment(1);
+    }
+}
+
 /// One call's media state, owned by exactly one ticker.
 pub(crate) struct Channel {
     id: u64,
     socket: UdpSocket,
-    events: mpsc::UnboundedSender<MediaEvent>,
+    events: mpsc::Sender<MediaEvent>,
     stream: Option<StreamConfig>,
     /// Whose packets are taken; set with the first stream.
     learning: Option<PeerLearning>,
@@ -225,11 +244,7 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(
-        id: u64,
-        socket: UdpSocket,
-        events: mpsc::UnboundedSender<MediaEvent>,
-    ) -> Channel {
+    pub(crate) fn new(id: u64, socket: UdpSocket, events: mpsc::Sender<MediaEvent>) -> Channel {
         Channel {
             id,
             socket,
@@ -417,7 +432,7 @@ impl Channel {
         }
         if Some(info.payload_type) == stream.dtmf_pt {
             if let Some(d) = self.rfc4733.on_packet(info.timestamp, payload) {
-                let _ = self.events.send(MediaEvent::Digit(d, DigitSource::Rfc4733));
+                emit(&self.events, MediaEvent::Digit(d, DigitSource::Rfc4733));
             }
         } else if stream.dtmf_pt.is_none()
             || self.recording.is_some()
@@ -435,7 +450,7 @@ impl Channel {
             if stream.dtmf_pt.is_none() {
                 self.inband.push(&self.pcm, &mut self.digits);
                 for d in self.digits.drain(..) {
-                    let _ = self.events.send(MediaEvent::Digit(d, DigitSource::InBand));
+                    emit(&self.events, MediaEvent::Digit(d, DigitSource::InBand));
                 }
             }
             if let Some(c) = self.conversation.as_mut() {
@@ -455,11 +470,14 @@ impl Channel {
 
     fn finish_conversation(&mut self) {
         if let Some(mut c) = self.conversation.take() {
-            let _ = self.events.send(MediaEvent::Conversation {
-                token: c.token,
-                samples: c.finish(),
-                last: true,
-            });
+            emit(
+                &self.events,
+                MediaEvent::Conversation {
+                    token: c.token,
+                    samples: c.finish(),
+                    last: true,
+                },
+            );
         }
     }
 
@@ -469,20 +487,26 @@ impl Channel {
             return;
         };
         if let Some(samples) = c.tick() {
-            let _ = self.events.send(MediaEvent::Conversation {
-                token: c.token,
-                samples,
-                last: false,
-            });
+            emit(
+                &self.events,
+                MediaEvent::Conversation {
+                    token: c.token,
+                    samples,
+                    last: false,
+                },
+            );
         }
     }
 
     fn finish_recording(&mut self) {
         if let Some(rec) = self.recording.take() {
-            let _ = self.events.send(MediaEvent::Recorded {
-                token: rec.token,
-                samples: rec.samples,
-            });
+            emit(
+                &self.events,
+                MediaEvent::Recorded {
+                    token: rec.token,
+                    samples: rec.samples,
+                },
+            );
         }
     }
 
@@ -502,7 +526,7 @@ impl Channel {
                 if *pos < prompt.frames() {
                     return (Some(i), false);
                 }
-                let _ = self.events.send(MediaEvent::PlaybackDone { token: *token });
+                emit(&self.events, MediaEvent::PlaybackDone { token: *token });
                 (Some(i), true)
             }
         }
@@ -510,10 +534,7 @@ impl Channel {
 }
 
 /// Runs one ticker until its command channel closes.
-pub(crate) async fn run(
-    mut commands: mpsc::UnboundedReceiver<ClockCommand>,
-    stats: Arc<MediaStats>,
-) {
+pub(crate) async fn run(mut commands: mpsc::Receiver<ClockCommand>, stats: Arc<MediaStats>) {
     let mut channels = Channels::default();
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -737,10 +758,32 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats, music: u64) {
 mod tests {
     use super::*;
 
-    fn channel() -> (Channel, mpsc::UnboundedReceiver<MediaEvent>) {
+    fn channel() -> (Channel, mpsc::Receiver<MediaEvent>) {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
         (Channel::new(1, socket, tx), rx)
+    }
+
+    #[test]
+    fn a_call_that_stops_reading_loses_its_events_and_the_clock_never_waits() {
+        let (ch, mut rx) = channel();
+        let tx = ch.events.clone();
+        let d = Digit::from_char('5').unwrap();
+        for _ in 0..CHANNEL_EVENTS + 10 {
+            // Never blocks, whatever the call does.
+            emit(&tx, MediaEvent::Digit(d, DigitSource::Rfc4733));
+        }
+        let mut got = 0;
+        while rx.try_recv().is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, CHANNEL_EVENTS, "what was held is delivered, in order");
+        // Once it reads again, events come again.
+        emit(&tx, MediaEvent::PlaybackDone { token: 9 });
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(MediaEvent::PlaybackDone { token: 9 })
+        ));
     }
 
     #[test]

@@ -37,11 +37,16 @@ pub enum MediaError {
     Socket(std::io::Error),
 }
 
+/// How many commands a media clock holds. Calls wait while it is full (a
+/// prompt, a bridge or a hang-up is never dropped); the clock never waits
+/// on a call (see [`clock::CHANNEL_EVENTS`]).
+pub const CLOCK_COMMANDS: usize = 8192;
+
 /// The media side of the engine: ports and the clock tasks.
 pub struct MediaEngine {
     bind: IpAddr,
     range: String,
-    clocks: Vec<mpsc::UnboundedSender<ClockCommand>>,
+    clocks: Vec<mpsc::Sender<ClockCommand>>,
     // A Mutex, not an actor: allocation is a pop from a deque, taken by call
     // tasks on many threads, and never held across an await.
     ports: Mutex<PortPool>,
@@ -60,7 +65,7 @@ impl MediaEngine {
         let stats = Arc::new(MediaStats::default());
         let clocks = (0..count)
             .map(|_| {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (tx, rx) = mpsc::channel(CLOCK_COMMANDS);
                 tokio::spawn(clock::run(rx, stats.clone()));
                 tx
             })
@@ -77,13 +82,13 @@ impl MediaEngine {
     }
 
     /// Opens a channel on a free even port.
-    pub fn open(self: &Arc<Self>) -> Result<MediaChannel, MediaError> {
-        self.open_on(None)
+    pub async fn open(self: &Arc<Self>) -> Result<MediaChannel, MediaError> {
+        self.open_on(None).await
     }
 
-    fn open_on(
+    async fn open_on(
         self: &Arc<Self>,
-        clock: Option<mpsc::UnboundedSender<ClockCommand>>,
+        clock: Option<mpsc::Sender<ClockCommand>>,
     ) -> Result<MediaChannel, MediaError> {
         // A port whose last socket is still closing in its ticker fails to
         // bind; try a few more.
@@ -96,7 +101,7 @@ impl MediaEngine {
                 .take(Instant::now(), &mut rand::rng())
                 .ok_or_else(|| MediaError::NoPorts(self.range.clone()))?;
             match bind_nonblocking(SocketAddr::new(self.bind, port)) {
-                Ok(socket) => return Ok(self.register(socket, port, clock)),
+                Ok(socket) => return Ok(self.register(socket, port, clock).await),
                 Err(e) => {
                     self.give_back(port);
                     last_err = Some(e);
@@ -110,22 +115,26 @@ impl MediaEngine {
 
     /// Opens a channel on the same clock as `other`, so the two can be
     /// bridged without crossing tasks.
-    pub fn open_beside(self: &Arc<Self>, other: &MediaChannel) -> Result<MediaChannel, MediaError> {
-        self.open_on(Some(other.clock.clone()))
+    pub async fn open_beside(
+        self: &Arc<Self>,
+        other: &MediaChannel,
+    ) -> Result<MediaChannel, MediaError> {
+        self.open_on(Some(other.clock.clone())).await
     }
 
-    fn register(
+    async fn register(
         self: &Arc<Self>,
         socket: UdpSocket,
         port: u16,
-        clock: Option<mpsc::UnboundedSender<ClockCommand>>,
+        clock: Option<mpsc::Sender<ClockCommand>>,
     ) -> MediaChannel {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let clock = clock.unwrap_or_else(|| {
             self.clocks[self.next_clock.fetch_add(1, Ordering::Relaxed) % self.clocks.len()].clone()
         });
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = clock.send(ClockCommand::Add(Box::new(Channel::new(id, socket, tx))));
+        let (tx, rx) = mpsc::channel(clock::CHANNEL_EVENTS);
+        let add = ClockCommand::Add(Box::new(Channel::new(id, socket, tx)));
+        let _ = clock.send(add).await;
         MediaChannel {
             id,
             port,
@@ -157,9 +166,9 @@ fn bind_nonblocking(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub struct MediaChannel {
     id: u64,
     port: u16,
-    clock: mpsc::UnboundedSender<ClockCommand>,
+    clock: mpsc::Sender<ClockCommand>,
     /// Digits and playback completions, for the call task.
-    pub events: mpsc::UnboundedReceiver<MediaEvent>,
+    pub events: mpsc::Receiver<MediaEvent>,
     engine: Arc<MediaEngine>,
 }
 
@@ -169,77 +178,90 @@ impl MediaChannel {
     }
 
     /// Sets (or changes) where and how RTP flows.
-    pub fn configure(&self, stream: StreamConfig) {
-        self.send(ChannelCommand::Configure(stream));
+    pub async fn configure(&self, stream: StreamConfig) {
+        self.send(ChannelCommand::Configure(stream)).await;
     }
 
     /// Starts a prompt, replacing whatever played; its
     /// [`MediaEvent::PlaybackDone`] will carry `token` (the caller's own).
-    pub fn play(&self, prompt: Arc<Prompt>, token: u64) {
-        self.send(ChannelCommand::Play { prompt, token });
+    pub async fn play(&self, prompt: Arc<Prompt>, token: u64) {
+        self.send(ChannelCommand::Play { prompt, token }).await;
     }
 
     /// Plays hold music until stopped: one stream per music prompt, shared
     /// by every caller on it, joined where it is now.
-    pub fn play_music(&self, prompt: Arc<Prompt>) {
-        self.send(ChannelCommand::Music(prompt));
+    pub async fn play_music(&self, prompt: Arc<Prompt>) {
+        self.send(ChannelCommand::Music(prompt)).await;
     }
 
     /// Stops playback; silence follows.
-    pub fn stop(&self) {
-        self.send(ChannelCommand::Stop);
+    pub async fn stop(&self) {
+        self.send(ChannelCommand::Stop).await;
     }
 
     /// Starts keeping the caller's audio (at most `max`); its
     /// [`MediaEvent::Recorded`] will carry `token`.
-    pub fn record(&self, max: std::time::Duration, token: u64) {
+    pub async fn record(&self, max: std::time::Duration, token: u64) {
         let max_samples = usize::try_from(max.as_millis() * 8).unwrap_or(usize::MAX);
-        self.send(ChannelCommand::Record { token, max_samples });
+        self.send(ChannelCommand::Record { token, max_samples })
+            .await;
     }
 
     /// Ends the recording; its `Recorded` event follows.
-    pub fn stop_recording(&self) {
-        self.send(ChannelCommand::StopRecord);
+    pub async fn stop_recording(&self) {
+        self.send(ChannelCommand::StopRecord).await;
     }
 
     /// Starts recording the conversation on this channel and its bridged
     /// peer (kept across hold and re-bridging); its
     /// [`MediaEvent::Conversation`] events carry `token`.
-    pub fn record_conversation(&self, token: u64) {
-        self.send(ChannelCommand::RecordConversation { token });
+    pub async fn record_conversation(&self, token: u64) {
+        self.send(ChannelCommand::RecordConversation { token })
+            .await;
     }
 
     /// Ends it; the last `Conversation` event (`last: true`) follows.
-    pub fn stop_conversation(&self) {
-        self.send(ChannelCommand::StopConversation);
+    pub async fn stop_conversation(&self) {
+        self.send(ChannelCommand::StopConversation).await;
     }
 
     /// Bridges this channel and `other` (opened with
     /// [`MediaEngine::open_beside`]): each sends what the other receives.
     /// Playback on both stops.
-    pub fn bridge(&self, other: &MediaChannel) {
-        self.send(ChannelCommand::Bridge(Some(other.id)));
-        other.send(ChannelCommand::Bridge(Some(self.id)));
+    pub async fn bridge(&self, other: &MediaChannel) {
+        self.send(ChannelCommand::Bridge(Some(other.id))).await;
+        other.send(ChannelCommand::Bridge(Some(self.id))).await;
     }
 
     /// Ends a bridge on this channel (the peer is told separately).
-    pub fn unbridge(&self) {
-        self.send(ChannelCommand::Bridge(None));
+    pub async fn unbridge(&self) {
+        self.send(ChannelCommand::Bridge(None)).await;
     }
 
     /// Sends a digit as RFC 4733 telephone-events.
-    pub fn send_digit(&self, digit: Digit) {
-        self.send(ChannelCommand::SendDigit(digit));
+    pub async fn send_digit(&self, digit: Digit) {
+        self.send(ChannelCommand::SendDigit(digit)).await;
     }
 
-    fn send(&self, cmd: ChannelCommand) {
-        let _ = self.clock.send(ClockCommand::To(self.id, cmd));
+    /// Waits while the clock's inbox is full; a stopped clock takes nothing.
+    async fn send(&self, cmd: ChannelCommand) {
+        let _ = self.clock.send(ClockCommand::To(self.id, cmd)).await;
     }
 }
 
 impl Drop for MediaChannel {
     fn drop(&mut self) {
-        let _ = self.clock.send(ClockCommand::Remove(self.id));
+        let remove = ClockCommand::Remove(self.id);
+        if let Err(mpsc::error::TrySendError::Full(remove)) = self.clock.try_send(remove) {
+            // The clock is behind: the channel goes once it has room
+            // (after everything sent for it, which went first).
+            let clock = self.clock.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = clock.send(remove).await;
+                });
+            }
+        }
         self.engine.give_back(self.port);
     }
 }

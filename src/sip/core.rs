@@ -19,8 +19,8 @@ use tracing::{debug, info, warn};
 
 use super::dialog::{Dialog, DialogState, PendingInvite};
 use super::handle::{
-    Command, Dialer, DialogEvent, DialogHandle, DialogId, IncomingCall, OutboundCall, Registration,
-    SipLayer, SipStatus,
+    deliver, Command, Dialer, DialogEvent, DialogHandle, DialogId, IncomingCall, OutboundCall,
+    Registration, SipLayer, SipStatus,
 };
 use super::header::{tag_of, NameAddr, SipUri, Via};
 use super::message::{self, Headers, Message, Method, Request, Response};
@@ -94,7 +94,7 @@ pub async fn start(
         ));
     }
     let (incoming_tx, incoming_rx) = mpsc::channel(1024);
-    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (cmd_tx, cmd_rx) = mpsc::channel(super::handle::CORE_COMMANDS);
     let status = Arc::new(SipStatus::default());
     let port = udp_addr
         .or(tcp_addr)
@@ -167,7 +167,7 @@ pub async fn start(
 
 struct DialogSlot {
     dialog: Dialog,
-    events: mpsc::UnboundedSender<DialogEvent>,
+    events: mpsc::Sender<DialogEvent>,
     released: bool,
 }
 
@@ -193,7 +193,7 @@ struct SipCore {
     /// registration or a dialog (kept past their idle timeout then).
     tcp: HashMap<SocketAddr, TcpConnection>,
     incoming: mpsc::Sender<IncomingCall>,
-    cmd_tx: mpsc::UnboundedSender<Command>,
+    cmd_tx: mpsc::Sender<Command>,
     status: Arc<SipStatus>,
     /// Raised pressures refuse new calls.
     admission: Arc<crate::overload::Admission>,
@@ -249,7 +249,7 @@ impl SipCore {
     async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
-        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut commands: mpsc::Receiver<Command>,
     ) {
         let mut housekeeping = tokio::time::interval(std::time::Duration::from_secs(1));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -311,7 +311,7 @@ impl SipCore {
                 if let Some(id) = self.by_tx.remove(&tx) {
                     if let Some(slot) = self.dialogs.get_mut(&id) {
                         warn!(call_id = %slot.dialog.call_id, "final response never acknowledged");
-                        let _ = slot.events.send(DialogEvent::NoAck);
+                        deliver(&slot.events, DialogEvent::NoAck);
                         if slot.dialog.state == DialogState::Confirmed
                             && slot.dialog.awaiting_ack.is_some_and(|(_, t)| t == tx)
                         {
@@ -336,7 +336,7 @@ impl SipCore {
                     if let Some(slot) = self.dialogs.get_mut(&id) {
                         if slot.dialog.state == DialogState::Early {
                             info!(call_id = %slot.dialog.call_id, "no answer to our INVITE");
-                            let _ = slot.events.send(DialogEvent::Rejected { status: 408 });
+                            deliver(&slot.events, DialogEvent::Rejected { status: 408 });
                             slot.dialog.state = DialogState::Terminated;
                             self.forget(id);
                         }
@@ -351,7 +351,7 @@ impl SipCore {
                         } else {
                             DialogEvent::Alive
                         };
-                        let _ = slot.events.send(ev);
+                        deliver(&slot.events, ev);
                     }
                 }
             }
@@ -380,7 +380,7 @@ impl SipCore {
             TxEvent::Response(tx, _) | TxEvent::Timeout(tx) => {
                 if let Some(id) = self.by_tx.remove(&tx) {
                     if let Some(slot) = self.dialogs.get(&id) {
-                        let _ = slot.events.send(DialogEvent::Ended);
+                        deliver(&slot.events, DialogEvent::Ended);
                     }
                     self.forget(id);
                 }
@@ -564,7 +564,7 @@ impl SipCore {
             .unwrap_or_default();
 
         let id = DialogId(self.next_dialog.fetch_add(1, Ordering::SeqCst) + 1);
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::channel(super::handle::DIALOG_EVENTS);
         let call = IncomingCall {
             call_id: call_id.clone(),
             caller,
@@ -613,7 +613,7 @@ impl SipCore {
         if let Some(slot) = self.dialogs.get_mut(&id) {
             info!(call_id = %slot.dialog.call_id, "caller cancelled");
             if let Some(p) = slot.dialog.pending.take() {
-                let _ = slot.events.send(DialogEvent::Cancelled);
+                deliver(&slot.events, DialogEvent::Cancelled);
                 slot.dialog.state = DialogState::Terminated;
                 let resp = self.response(&p.request, 487, Some(id), None);
                 self.out.extend(self.txs.respond(p.tx, &resp, now()));
@@ -640,7 +640,7 @@ impl SipCore {
                 self.txs.acknowledged(tx);
                 self.by_tx.remove(&tx);
                 let sdp = (!req.body.is_empty()).then(|| req.body.clone());
-                let _ = slot.events.send(DialogEvent::Ack { sdp });
+                deliver(&slot.events, DialogEvent::Ack { sdp });
             }
             _ => {} // a retransmitted ACK
         }
@@ -661,7 +661,7 @@ impl SipCore {
             Method::Bye => {
                 info!(call_id = %slot.dialog.call_id, "caller hung up");
                 slot.dialog.state = DialogState::Terminated;
-                let _ = slot.events.send(DialogEvent::Bye);
+                deliver(&slot.events, DialogEvent::Bye);
                 self.reply(tx, &req, 200, Some(id));
                 self.forget(id);
             }
@@ -676,7 +676,7 @@ impl SipCore {
                 }
                 slot.dialog.pending = Some(PendingInvite { tx, request: req });
                 self.by_tx.insert(tx, id);
-                let _ = slot.events.send(DialogEvent::ReInvite { sdp });
+                deliver(&slot.events, DialogEvent::ReInvite { sdp });
             }
             Method::Info => {
                 let content_type = req
@@ -684,10 +684,13 @@ impl SipCore {
                     .get("Content-Type")
                     .unwrap_or_default()
                     .to_owned();
-                let _ = slot.events.send(DialogEvent::Info {
-                    content_type,
-                    body: req.body.clone(),
-                });
+                deliver(
+                    &slot.events,
+                    DialogEvent::Info {
+                        content_type,
+                        body: req.body.clone(),
+                    },
+                );
                 self.reply(tx, &req, 200, Some(id));
             }
             Method::Options => self.reply(tx, &req, 200, Some(id)),
@@ -701,7 +704,7 @@ impl SipCore {
                 match refer_to {
                     Some(to) => {
                         info!(call_id = %slot.dialog.call_id, refer_to = %to.uri, "REFER received");
-                        let _ = slot.events.send(DialogEvent::Refer { refer_to: to.uri });
+                        deliver(&slot.events, DialogEvent::Refer { refer_to: to.uri });
                         self.reply(tx, &req, 202, Some(id));
                     }
                     None => self.reply(tx, &req, 400, Some(id)),
@@ -1026,7 +1029,7 @@ impl SipCore {
         id: DialogId,
         call: OutboundCall,
         addr: SocketAddr,
-        events: mpsc::UnboundedSender<DialogEvent>,
+        events: mpsc::Sender<DialogEvent>,
     ) {
         let (via, branch) = new_via(self.local, Transport::Udp);
         let local_tag = random_token(10);
@@ -1087,7 +1090,7 @@ impl SipCore {
         };
         let (tx, transmit) = self.txs.send_request(&branch, &invite, target, now());
         let Some(mut dialog) = Dialog::outbound(invite, local_tag.clone(), tx, target) else {
-            let _ = events.send(DialogEvent::Rejected { status: 400 });
+            deliver(&events, DialogEvent::Rejected { status: 400 });
             return;
         };
         if let Some(out) = dialog.outbound.as_mut() {
@@ -1117,7 +1120,7 @@ impl SipCore {
         };
         if resp.status > 100 && !out.ringing && !out.cancelled {
             out.ringing = true;
-            let _ = slot.events.send(DialogEvent::Ringing);
+            deliver(&slot.events, DialogEvent::Ringing);
         }
     }
 
@@ -1138,9 +1141,12 @@ impl SipCore {
             self.by_invite.remove(&tx);
             if slot.dialog.state == DialogState::Early {
                 info!(call_id = %slot.dialog.call_id, status = resp.status, "our INVITE was refused");
-                let _ = slot.events.send(DialogEvent::Rejected {
-                    status: resp.status,
-                });
+                deliver(
+                    &slot.events,
+                    DialogEvent::Rejected {
+                        status: resp.status,
+                    },
+                );
                 slot.dialog.state = DialogState::Terminated;
                 self.forget(id);
             }
@@ -1179,7 +1185,7 @@ impl SipCore {
         }
         info!(call_id = %slot.dialog.call_id, "our INVITE was answered");
         let sdp = (!resp.body.is_empty()).then(|| resp.body.clone());
-        let _ = slot.events.send(DialogEvent::Answered { sdp, peer });
+        deliver(&slot.events, DialogEvent::Answered { sdp, peer });
     }
 
     /// Our INVITE was challenged (`401`/`407`): sends it again, once, with

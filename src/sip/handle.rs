@@ -22,7 +22,7 @@ pub struct IncomingCall {
     /// The SDP offer, when the INVITE carried one.
     pub offer: Option<Vec<u8>>,
     pub dialog: DialogHandle,
-    pub events: mpsc::UnboundedReceiver<DialogEvent>,
+    pub events: mpsc::Receiver<DialogEvent>,
     /// Set when an agent dialled a feature code (authenticated by digest):
     /// (the agent's id, the code dialled).
     pub feature: Option<(String, String)>,
@@ -113,7 +113,7 @@ pub enum DialError {
 /// Places outbound calls; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Dialer {
-    pub(super) commands: mpsc::UnboundedSender<Command>,
+    pub(super) commands: mpsc::Sender<Command>,
     pub(super) ids: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -124,7 +124,7 @@ impl Dialer {
     pub async fn call(
         &self,
         call: OutboundCall,
-    ) -> Result<(DialogHandle, mpsc::UnboundedReceiver<DialogEvent>), DialError> {
+    ) -> Result<(DialogHandle, mpsc::Receiver<DialogEvent>), DialError> {
         let uri = super::header::SipUri::parse(&call.target)
             .filter(|u| u.scheme.eq_ignore_ascii_case("sip"))
             .ok_or_else(|| DialError::BadUri(call.target.clone()))?;
@@ -150,7 +150,7 @@ impl Dialer {
                 })?,
         };
         let id = DialogId(self.ids.fetch_add(1, Ordering::SeqCst) + 1);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(DIALOG_EVENTS);
         self.commands
             .send(Command::Invite {
                 dialog: id,
@@ -158,6 +158,7 @@ impl Dialer {
                 addr,
                 events: tx,
             })
+            .await
             .map_err(|_| DialError::Stopped)?;
         Ok((
             DialogHandle {
@@ -193,67 +194,101 @@ pub(super) enum Command {
         dialog: DialogId,
         call: Box<OutboundCall>,
         addr: SocketAddr,
-        events: mpsc::UnboundedSender<DialogEvent>,
+        events: mpsc::Sender<DialogEvent>,
     },
 }
+
+/// How many events a dialog holds for its call. The SIP core never waits
+/// on a call: one that has not read this many is stuck, and what comes
+/// beyond is dropped and counted ([`deliver`]).
+pub const DIALOG_EVENTS: usize = 64;
+
+/// Hands `ev` to the dialog's call without waiting; a call that stopped
+/// reading loses it (counted in `hotline_sip_dialog_events_dropped_total`
+/// and logged); one that is gone does not care.
+pub(super) fn deliver(events: &mpsc::Sender<DialogEvent>, ev: DialogEvent) {
+    if let Err(mpsc::error::TrySendError::Full(ev)) = events.try_send(ev) {
+        metrics::counter!("hotline_sip_dialog_events_dropped_total").increment(1);
+        tracing::warn!(event = ?ev, "a call stopped reading its dialog's events; dropped");
+    }
+}
+
+/// How many commands the SIP core holds. Calls wait while it is full (a
+/// response, a BYE or an INVITE is never dropped); the core never waits on
+/// a call (see [`DIALOG_EVENTS`]).
+pub const CORE_COMMANDS: usize = 8192;
 
 /// The call task's side of its dialog.
 #[derive(Debug)]
 pub struct DialogHandle {
     pub(super) id: DialogId,
-    pub(super) commands: mpsc::UnboundedSender<Command>,
+    pub(super) commands: mpsc::Sender<Command>,
 }
 
 impl DialogHandle {
     /// Sends a provisional or final response to the pending (re-)INVITE.
-    pub fn respond(&self, status: u16) {
-        let _ = self.commands.send(Command::Respond {
+    pub async fn respond(&self, status: u16) {
+        self.send(Command::Respond {
             dialog: self.id,
             status,
             sdp: None,
-        });
+        })
+        .await;
     }
 
     /// Answers the pending (re-)INVITE with `200 OK` and this SDP.
-    pub fn answer(&self, sdp: Vec<u8>) {
-        let _ = self.commands.send(Command::Respond {
+    pub async fn answer(&self, sdp: Vec<u8>) {
+        self.send(Command::Respond {
             dialog: self.id,
             status: 200,
             sdp: Some(sdp),
-        });
+        })
+        .await;
     }
 
     /// Hangs up: BYE once answered; before, `480` to a call we received and
     /// CANCEL for one we placed.
-    pub fn hangup(&self) {
-        let _ = self.commands.send(Command::Hangup { dialog: self.id });
+    pub async fn hangup(&self) {
+        self.send(Command::Hangup { dialog: self.id }).await;
     }
-}
 
-impl DialogHandle {
     /// Asks the far end whether it still has the call (in-dialog OPTIONS).
     /// `Alive` or `Lost` follows, or nothing if it is gone for good: the
     /// caller decides how long to wait.
-    pub fn ping(&self) {
-        let _ = self.commands.send(Command::Ping { dialog: self.id });
+    pub async fn ping(&self) {
+        self.send(Command::Ping { dialog: self.id }).await;
     }
-}
 
-impl DialogHandle {
     /// Reports the outcome of a REFER this dialog received: `status` as the
     /// final sipfrag (`200`: transferred; `403`, `503`: not), which ends the
     /// implicit subscription (RFC 3515).
-    pub fn notify_refer(&self, status: u16) {
-        let _ = self.commands.send(Command::NotifyRefer {
+    pub async fn notify_refer(&self, status: u16) {
+        self.send(Command::NotifyRefer {
             dialog: self.id,
             status,
-        });
+        })
+        .await;
+    }
+
+    /// Waits while the core's inbox is full; a stopped core takes nothing.
+    async fn send(&self, cmd: Command) {
+        let _ = self.commands.send(cmd).await;
     }
 }
 
 impl Drop for DialogHandle {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Release { dialog: self.id });
+        let release = Command::Release { dialog: self.id };
+        if let Err(mpsc::error::TrySendError::Full(release)) = self.commands.try_send(release) {
+            // The core is behind: the dialog is released once it has room
+            // (after everything this handle sent, which went first).
+            let commands = self.commands.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = commands.send(release).await;
+                });
+            }
+        }
     }
 }
 
@@ -290,4 +325,64 @@ pub struct SipLayer {
     pub status: Arc<SipStatus>,
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(room: usize) -> (DialogHandle, mpsc::Receiver<Command>) {
+        let (commands, rx) = mpsc::channel(room);
+        (
+            DialogHandle {
+                id: DialogId(1),
+                commands,
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_call_waits_while_the_core_is_full_and_nothing_it_sends_is_lost_or_reordered() {
+        let (dialog, mut core) = handle(1);
+        dialog.respond(180).await;
+        // Full: the answer waits for room rather than being dropped.
+        {
+            let answer = dialog.answer(b"v=0".to_vec());
+            tokio::pin!(answer);
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(50), &mut answer)
+                    .await
+                    .is_err(),
+                "the sender waits"
+            );
+            assert!(matches!(
+                core.recv().await,
+                Some(Command::Respond { status: 180, .. })
+            ));
+            answer.await;
+        }
+        // Dropped while the core is full: released once it has room, last.
+        drop(dialog);
+        assert!(matches!(
+            core.recv().await,
+            Some(Command::Respond { status: 200, .. })
+        ));
+        assert!(matches!(core.recv().await, Some(Command::Release { .. })));
+    }
+
+    #[test]
+    fn the_core_never_waits_on_a_call_that_stopped_reading() {
+        let (tx, mut rx) = mpsc::channel(DIALOG_EVENTS);
+        for _ in 0..DIALOG_EVENTS + 5 {
+            deliver(&tx, DialogEvent::Alive);
+        }
+        let mut got = 0;
+        while rx.try_recv().is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, DIALOG_EVENTS);
+        deliver(&tx, DialogEvent::Bye);
+        assert!(matches!(rx.try_recv(), Ok(DialogEvent::Bye)));
+    }
 }
