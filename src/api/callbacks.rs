@@ -73,7 +73,7 @@ pub async fn one(State(state): Shared, Path(id): Path<String>) -> Response {
         .find(|v| v.callback.id == id)
         .map(|v| v.phase);
     let mut body = serde_json::to_value(&callback).unwrap_or_default();
-    body["phase"] = phase.into();
+    body["phase"] = serde_json::to_value(phase).unwrap_or_default();
     body["attempt_list"] = serde_json::to_value(&attempts).unwrap_or_default();
     Json(body).into_response()
 }

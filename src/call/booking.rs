@@ -162,7 +162,7 @@ impl CallState {
                 self.marks.queued_at.unwrap_or(now),
             ),
         };
-        self.push(Do::SaveCallback(Callback {
+        self.push(Do::SaveCallback(Box::new(Callback {
             id: 0,
             created_at: now,
             call_id: self.call_id.clone(),
@@ -178,7 +178,7 @@ impl CallState {
             next_attempt_at: None,
             ended_at: None,
             outcome: None,
-        }));
+        })));
     }
 
     pub(super) fn on_booked(&mut self, booked: Result<Callback, StoreError>) {
@@ -200,7 +200,7 @@ impl CallState {
         let from_node = self.callback.as_ref().is_some_and(|c| c.node.is_some());
         if offered && from_node {
             info!(callback = callback.id, number = %callback.number, queue = %callback.queue, "callback request stored");
-            self.push(Do::Booked(callback, None));
+            self.push(Do::Booked(Box::new(callback), None));
             if let Some(c) = self.callback.as_mut() {
                 let actions = c.offer.stored(true);
                 self.on_callback_actions(actions);
@@ -222,7 +222,8 @@ impl CallState {
         self.leave_queue();
         self.waiting = None;
         self.marks.queue_left = Some(StoreOutcome::Callback);
-        self.push(Do::Booked(callback, Some(self.call_id.clone())));
+        let entry = Some(self.call_id.clone());
+        self.push(Do::Booked(Box::new(callback), entry));
         if let Some(c) = self.callback.as_mut() {
             let actions = c.offer.stored(true);
             self.on_callback_actions(actions);

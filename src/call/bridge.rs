@@ -26,7 +26,7 @@ pub(super) struct PendingLeg {
     pub ring_timeout: Duration,
     pub calls: Vec<(OutboundCall, Option<String>)>,
     /// An offer to agents: the screen pop, and where it is posted.
-    pub pop: Option<(BusEvent, Option<String>)>,
+    pub pop: Option<(Box<BusEvent>, Option<String>)>,
     /// The agents offered.
     pub agents: Vec<String>,
 }
@@ -147,11 +147,11 @@ impl CallState {
             Purpose::Referred | Purpose::Callback => {}
             Purpose::Agents => {
                 self.marks.agent = agent.clone();
-                self.push(Do::Publish(BusEvent::CallAnswered {
+                self.push(Do::Publish(Box::new(BusEvent::CallAnswered {
                     call_id: self.call_id.clone(),
                     agent: agent.clone(),
                     target: answered.unwrap_or_default(),
-                }));
+                })));
                 self.tell_acd(AcdInput::Answered {
                     call: self.call_id.clone(),
                     agent: agent.unwrap_or_default(),
@@ -466,7 +466,7 @@ impl CallState {
             target: names.join(","),
             ring_timeout,
             calls,
-            pop: Some((pop, url)),
+            pop: Some((Box::new(pop), url)),
             agents: names,
         });
     }

@@ -15,7 +15,7 @@ use crate::flow::{Event, Failure};
 use crate::leg::{self, playlist};
 use crate::media::MediaEvent;
 use crate::sdp::{self, Origin};
-use crate::store::{Callback, CallbackState};
+use crate::store::{AttemptOutcome, Callback, CallbackState};
 
 impl Driver {
     /// Carries out everything the machine asked for (feeding it what comes
@@ -76,7 +76,7 @@ impl Driver {
             }
             // Dropping the leg hangs it up (CANCEL or BYE).
             Do::DropLeg => self.leg = None,
-            Do::Publish(event) => self.ctx.publish(event),
+            Do::Publish(event) => self.ctx.publish(*event),
             Do::Post { url, what, body } => notify::post(&self.ctx.http, &url, what, body),
             Do::Checkpoint(cdr) => self.ctx.store.record(&self.record, *cdr, true),
             Do::Webhook { token, request } => {
@@ -133,18 +133,17 @@ impl Driver {
             }
             Do::StopListening => self.waiter = None,
             Do::Acd(input) => self.to_acd.push(AcdRequest::Input(input)),
-            Do::SaveCallback(callback) => self.save_callback(callback),
+            Do::SaveCallback(callback) => self.save_callback(*callback),
             Do::CancelCallback(id) => {
                 let store = self.ctx.store.clone();
                 tokio::spawn(async move {
                     let now = jiff::Timestamp::now();
-                    let state = CallbackState::Cancelled;
-                    let _ = store
-                        .finish_callback(id, state, "answered-meanwhile", now)
-                        .await;
+                    let (state, outcome) =
+                        (CallbackState::Cancelled, AttemptOutcome::AnsweredMeanwhile);
+                    let _ = store.finish_callback(id, state, outcome, now).await;
                 });
             }
-            Do::Booked(callback, replaces) => self.booked.push((callback, replaces)),
+            Do::Booked(callback, replaces) => self.booked.push((*callback, replaces)),
         }
         None
     }

@@ -89,7 +89,7 @@ pub enum Do {
     /// Drop the second leg (CANCEL if it rings, BYE if answered).
     DropLeg,
     /// Tell the bus (and the list of calls in progress).
-    Publish(BusEvent),
+    Publish(Box<BusEvent>),
     /// POST this to a URL (a screen pop).
     Post {
         url: String,
@@ -119,11 +119,11 @@ pub enum Do {
     StopListening,
     Acd(AcdInput),
     /// Write the callback request; answer with [`Input::Booked`].
-    SaveCallback(Callback),
+    SaveCallback(Box<Callback>),
     /// Withdraw a request written meanwhile.
     CancelCallback(i64),
     /// Hand a stored request to the callback service (and the queue entry it takes over).
-    Booked(Callback, Option<String>),
+    Booked(Box<Callback>, Option<String>),
 }
 
 /// On a media channel.

@@ -16,11 +16,11 @@ impl CallState {
     /// greeting (and where they stand), then the music.
     pub(super) fn enqueue(&mut self, queue: String, priority: i64, skills: Vec<String>) {
         info!(%queue, priority, ?skills, "caller queued");
-        self.push(Do::Publish(BusEvent::QueueJoined {
+        self.push(Do::Publish(Box::new(BusEvent::QueueJoined {
             call_id: self.call_id.clone(),
             queue: queue.clone(),
             priority,
-        }));
+        })));
         self.queue_priority = priority;
         self.queue_skills = skills.clone();
         let now = self.wall();

@@ -64,6 +64,9 @@ pub(super) struct CallbackOffer {
     pub node: Option<(u64, String)>,
 }
 
+/// How many outputs' room a call keeps between inputs.
+const OUT_KEPT: usize = 4;
+
 /// The playlist token of "your callback is booked" (flows' tokens are small).
 pub(super) const BOOKED_TOKEN: u64 = u64::MAX;
 /// The token of a flow's callback node's questions (their end means nothing).
@@ -228,7 +231,12 @@ impl CallState {
 
     /// What the call asks for next.
     pub fn poll_output(&mut self) -> Option<Do> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if next.is_none() && self.out.capacity() > OUT_KEPT {
+            // A burst (the answer, an offer) does not stay with the call.
+            self.out.shrink_to(OUT_KEPT);
+        }
+        next
     }
 
     /// When the call next wants [`Input::Timeout`].
@@ -634,11 +642,11 @@ impl CallState {
         match action {
             Action::Entered { flow, node } => {
                 info!(%flow, %node, "ivr node");
-                self.push(Do::Publish(BusEvent::IvrNode {
+                self.push(Do::Publish(Box::new(BusEvent::IvrNode {
                     call_id: self.call_id.clone(),
                     flow,
                     node,
-                }));
+                })));
             }
             Action::Play { token, prompts, .. } => {
                 self.timers.stop(Timer::Flow);

@@ -351,7 +351,7 @@ fn the_ivr_answers_plays_and_queues_the_caller_who_then_hears_music() {
         "{joined:?}"
     );
     assert!(out.iter().any(
-        |d| matches!(d, Do::Publish(BusEvent::QueueJoined { queue, .. }) if queue == "support")
+        |d| matches!(d, Do::Publish(e) if matches!(&**e, BusEvent::QueueJoined { queue, .. } if queue == "support"))
     ));
     assert_eq!(Sim::heard(&out), ["music:music/default"]);
     assert_eq!(sim.record().outcome, StoreOutcome::Abandoned);
@@ -416,7 +416,7 @@ fn a_callback_is_offered_after_offer_after_and_booking_it_ends_the_call_with_the
     assert_eq!(cb.queue, "offering");
     let stored = Callback {
         id: 7,
-        ..cb.clone()
+        ..(**cb).clone()
     };
     sim.input(Input::Booked(Ok(stored)));
     let out = sim.take();
@@ -480,7 +480,7 @@ fn an_agent_who_does_not_answer_in_time_is_reported_and_the_next_one_is_rung() {
     let out = sim.take();
     let pop = out
         .iter()
-        .position(|d| matches!(d, Do::Publish(BusEvent::AgentOffered { agents, .. }) if agents == &["alice"]))
+        .position(|d| matches!(d, Do::Publish(e) if matches!(&**e, BusEvent::AgentOffered { agents, .. } if agents == &["alice"])))
         .expect("the screen pop");
     let Some(Do::Dial {
         purpose,
@@ -551,7 +551,7 @@ fn an_answered_agent_is_bridged_and_when_the_agent_hangs_up_the_caller_is_hung_u
     assert!(out.iter().any(|d| matches!(d, Do::Leg(LegDo::Connected))));
     assert!(matches!(Sim::acd(&out)[..], [AcdInput::Answered { agent, .. }] if agent == "alice"));
     assert!(out.iter().any(
-        |d| matches!(d, Do::Publish(BusEvent::CallAnswered { agent: Some(a), .. }) if a == "alice")
+        |d| matches!(d, Do::Publish(e) if matches!(&**e, BusEvent::CallAnswered { agent: Some(a), .. } if a == "alice"))
     ));
     sim.now += s(60);
     sim.input(Input::Leg(LegEvent::Dialog(DialogEvent::Bye)));
@@ -754,10 +754,10 @@ fn no_media_for_the_agent_leg_is_reported_to_the_acd_and_the_caller_keeps_waitin
     sim.no_media = true;
     sim.offer(&["alice"], s(15));
     let out = sim.take();
-    assert!(!out.iter().any(|d| matches!(
-        d,
-        Do::Dial { .. } | Do::Publish(BusEvent::AgentOffered { .. })
-    )));
+    assert!(!out.iter().any(|d| matches!(d, Do::Dial { .. })));
+    assert!(!out
+        .iter()
+        .any(|d| matches!(d, Do::Publish(e) if matches!(&**e, BusEvent::AgentOffered { .. }))));
     assert!(matches!(Sim::acd(&out)[..], [AcdInput::NoAnswer { .. }]));
     assert_eq!(sim.s.ended(), None);
 }

@@ -20,7 +20,7 @@ use crate::leg::{sleep_until_opt, stream_of, Leg, LegEvent, Purpose};
 use crate::media::MediaEvent;
 use crate::sdp::{self, Origin};
 use crate::sip::{Account, OutboundCall};
-use crate::store::Callback;
+use crate::store::{AttemptOutcome, Callback};
 
 /// What an attempt tells the callback service as it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub enum Progress {
     /// It failed: `attempt` is set when the customer was dialled.
     Failed {
         attempt: Option<i64>,
-        outcome: &'static str,
+        outcome: AttemptOutcome,
     },
     /// The delivered call ended.
     Done,

@@ -24,6 +24,7 @@ use crate::leg::LegEvent;
 use crate::media::{dtmf, MediaEvent};
 use crate::sdp::{self, Negotiated};
 use crate::sip::DialogEvent;
+use crate::store::AttemptOutcome;
 
 use super::deliver::Progress;
 
@@ -245,7 +246,7 @@ impl Delivery {
                 });
             }
             In::Slot => {}
-            In::NoSlot => self.fail("failed"),
+            In::NoSlot => self.fail(AttemptOutcome::Failed),
             In::Counted { attempt, n } if self.phase == Phase::Counting => {
                 self.attempt = Some(attempt);
                 self.out.push_back(Do::Report(Progress::Started {
@@ -258,13 +259,13 @@ impl Delivery {
                         callback = self.setup.id,
                         "the agent hung up before the customer was called"
                     );
-                    return self.fail("agent-hung-up");
+                    return self.fail(AttemptOutcome::AgentHungUp);
                 }
                 self.phase = Phase::Calling;
                 self.out.push_back(Do::DialCustomer { n });
             }
             In::Counted { .. } => {}
-            In::NotCounted => self.fail("failed"),
+            In::NotCounted => self.fail(AttemptOutcome::Failed),
             In::Offer {
                 agents,
                 ring_timeout,
@@ -276,7 +277,7 @@ impl Delivery {
             }
             In::OffersClosed => {
                 if matches!(self.phase, Phase::WaitingAgent) {
-                    self.fail("failed");
+                    self.fail(AttemptOutcome::Failed);
                 }
             }
             In::Timeout => {
@@ -285,7 +286,7 @@ impl Delivery {
                         callback = self.setup.id,
                         "the customer did not press 1 (an answering machine?)"
                     );
-                    self.fail("not-confirmed");
+                    self.fail(AttemptOutcome::NotConfirmed);
                 }
             }
         }
@@ -303,12 +304,12 @@ impl Delivery {
                     callback = self.setup.id,
                     "the agent hung up before the customer was called"
                 );
-                self.fail("agent-hung-up");
+                self.fail(AttemptOutcome::AgentHungUp);
             }
             (Side::Agent, Phase::Counting) if hung_up => self.agent_gone = true,
             (Side::Agent, Phase::Calling) if hung_up => {
                 info!(callback = self.setup.id, "the agent hung up");
-                self.fail("agent-hung-up");
+                self.fail(AttemptOutcome::AgentHungUp);
             }
             (Side::Customer, Phase::Calling) => self.calling(ev, now),
             (Side::Customer, Phase::WaitingAgent | Phase::RingingOffered) if hung_up => {
@@ -316,7 +317,7 @@ impl Delivery {
                     callback = self.setup.id,
                     "the customer hung up while waiting for an agent"
                 );
-                self.fail("abandoned");
+                self.fail(AttemptOutcome::Abandoned);
             }
             (_, Phase::Talking) if hung_up => {
                 info!(
@@ -445,7 +446,7 @@ impl Delivery {
                         callback = id,
                         "the customer's side answered without usable SDP"
                     );
-                    return self.fail("failed");
+                    return self.fail(AttemptOutcome::Failed);
                 };
                 info!(
                     callback = id,
@@ -473,15 +474,15 @@ impl Delivery {
             }
             LegEvent::NoAnswer => {
                 info!(callback = id, "the customer did not answer");
-                return self.fail("no-answer");
+                return self.fail(AttemptOutcome::NoAnswer);
             }
             LegEvent::Failed(why) => {
                 warn!(callback = id, error = %why, "the callback could not be placed");
-                return self.fail("failed");
+                return self.fail(AttemptOutcome::Failed);
             }
             LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) | LegEvent::Gone => {
                 info!(callback = id, "the customer hung up");
-                return self.fail("not-confirmed");
+                return self.fail(AttemptOutcome::NotConfirmed);
             }
             LegEvent::Dialog(DialogEvent::Info { content_type, body }) => {
                 dtmf::parse_info(&content_type, &body).map(|d| d.as_char())
@@ -521,7 +522,7 @@ impl Delivery {
     }
 
     /// The attempt failed with `outcome`.
-    fn fail(&mut self, outcome: &'static str) {
+    fn fail(&mut self, outcome: AttemptOutcome) {
         self.finish(Progress::Failed {
             attempt: self.attempt,
             outcome,
@@ -560,11 +561,11 @@ fn usable(answer: Option<&[u8]>) -> Option<Negotiated> {
 }
 
 /// The outcome a final refusal of the customer's side stands for.
-pub fn refusal(status: u16) -> &'static str {
+pub fn refusal(status: u16) -> AttemptOutcome {
     match status {
-        486 | 600 | 603 => "busy",
-        408 | 480 | 487 => "no-answer",
-        _ => "failed",
+        486 | 600 | 603 => AttemptOutcome::Busy,
+        408 | 480 | 487 => AttemptOutcome::NoAnswer,
+        _ => AttemptOutcome::Failed,
     }
 }
 

@@ -105,7 +105,8 @@ fn offer(agent: &str) -> In {
     }
 }
 
-fn failed(attempt: Option<i64>, outcome: &'static str) -> Progress {
+fn failed(attempt: Option<i64>, outcome: &str) -> Progress {
+    let outcome = crate::store::AttemptOutcome::parse(outcome).expect("an outcome's name");
     Progress::Failed { attempt, outcome }
 }
 

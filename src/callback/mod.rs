@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::acd::actor::ToCall;
 use crate::acd::Input as AcdInput;
 use crate::config::{CallbackConfig, Delivery};
-use crate::store::{AttemptEnd, Callback, CallbackState};
+use crate::store::{AttemptEnd, AttemptOutcome, Callback, CallbackState};
 use deliver::{Attempt, Progress};
 
 /// The ACD's name for a callback's virtual entry.
@@ -39,7 +39,7 @@ pub struct CallbackView {
     pub callback: Callback,
     /// `waiting` (for its retry time or the schedule), `queued` (its
     /// virtual entry waits for an agent), `delivering`.
-    pub phase: &'static str,
+    pub phase: Phase,
 }
 
 /// Why an operator's change to a callback was refused.
@@ -130,24 +130,16 @@ impl CallbackHandle {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+/// Where a pending callback is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
     /// Not in the queue: its next attempt's time or the schedule has not come.
     Waiting,
     /// Its virtual entry waits in the ACD.
     Queued,
     /// An attempt is going on.
     Delivering,
-}
-
-impl Phase {
-    fn name(self) -> &'static str {
-        match self {
-            Phase::Waiting => "waiting",
-            Phase::Queued => "queued",
-            Phase::Delivering => "delivering",
-        }
-    }
 }
 
 struct Entry {
@@ -371,15 +363,19 @@ impl Service {
                     .values()
                     .map(|e| CallbackView {
                         callback: e.callback.clone(),
-                        phase: e.phase.name(),
+                        phase: e.phase,
                     })
                     .collect();
                 let _ = reply.send(views);
             }
             Request::Cancel(id, reply) => {
                 let _ = reply.send(
-                    self.end_without_attempt(id, CallbackState::Cancelled, "cancelled")
-                        .await,
+                    self.end_without_attempt(
+                        id,
+                        CallbackState::Cancelled,
+                        AttemptOutcome::Cancelled,
+                    )
+                    .await,
                 );
             }
             Request::Reschedule(id, at, reply) => {
@@ -412,7 +408,7 @@ impl Service {
         &mut self,
         id: i64,
         state: CallbackState,
-        outcome: &'static str,
+        outcome: AttemptOutcome,
     ) -> Result<(), CallbackError> {
         let phase = match self.entries.get(&id) {
             None => return Err(CallbackError::NotPending(id)),
@@ -435,11 +431,11 @@ impl Service {
             self.keep_record(&e, state);
         }
         self.publish_pending();
-        info!(callback = id, outcome, "callback ended");
+        info!(callback = id, %outcome, "callback ended");
         self.publish(crate::events::Event::CallbackEnded {
             id,
             state: state.as_str().to_owned(),
-            outcome: outcome.to_owned(),
+            outcome: outcome.to_string(),
         });
         Ok(())
     }
@@ -461,7 +457,7 @@ impl Service {
         for id in expired {
             info!(callback = id, "callback expired undelivered");
             let _ = self
-                .end_without_attempt(id, CallbackState::Expired, "expired")
+                .end_without_attempt(id, CallbackState::Expired, AttemptOutcome::Expired)
                 .await;
         }
         self.submit_due(now);
@@ -699,7 +695,7 @@ impl Service {
                     e.agent = agent;
                 }
                 let end = AttemptEnd {
-                    outcome: "connected".into(),
+                    outcome: AttemptOutcome::Connected,
                     at: Timestamp::now(),
                     state: CallbackState::Completed,
                     next_attempt_at: None,
@@ -717,7 +713,7 @@ impl Service {
                 self.publish(crate::events::Event::CallbackEnded {
                     id,
                     state: "completed".into(),
-                    outcome: "connected".into(),
+                    outcome: AttemptOutcome::Connected.to_string(),
                 });
             }
             Progress::Done => {
@@ -747,7 +743,7 @@ impl Service {
                 let last = e.callback.attempts >= max;
                 let next = (!last).then(|| now + delay);
                 let end = AttemptEnd {
-                    outcome: outcome.into(),
+                    outcome,
                     at: now,
                     state: if last {
                         CallbackState::Failed
@@ -762,7 +758,7 @@ impl Service {
                 info!(
                     callback = id,
                     attempt = e.callback.attempts,
-                    outcome,
+                    %outcome,
                     last,
                     "callback attempt failed"
                 );
@@ -776,12 +772,12 @@ impl Service {
                     self.publish(crate::events::Event::CallbackEnded {
                         id,
                         state: "failed".into(),
-                        outcome: outcome.into(),
+                        outcome: outcome.to_string(),
                     });
                 } else {
                     e.phase = Phase::Waiting;
                     e.callback.next_attempt_at = next;
-                    e.callback.outcome = Some(outcome.into());
+                    e.callback.outcome = Some(outcome.to_string());
                 }
             }
         }

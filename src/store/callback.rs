@@ -89,10 +89,77 @@ pub struct CallbackAttempt {
     pub outcome: Option<String>,
 }
 
+/// How a callback attempt ended, or why a callback ended without one: the
+/// same names in the store, the API, events and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptOutcome {
+    /// The customer confirmed and was connected to the agent.
+    Connected,
+    /// The customer's side was busy (486, 600, 603).
+    Busy,
+    /// Nobody answered (408, 480, 487, or it rang its time out).
+    NoAnswer,
+    /// The customer answered but did not confirm.
+    NotConfirmed,
+    /// The agent hung up before the customer was connected.
+    AgentHungUp,
+    /// The customer hung up before an agent took them (customer first).
+    Abandoned,
+    /// Anything else went wrong (no media, an unusable answer, a dial error).
+    Failed,
+    /// It was too old to be delivered.
+    Expired,
+    /// An operator cancelled it.
+    Cancelled,
+    /// An agent took the caller while their request was being written.
+    AnsweredMeanwhile,
+}
+
+impl AttemptOutcome {
+    const ALL: [AttemptOutcome; 10] = [
+        AttemptOutcome::Connected,
+        AttemptOutcome::Busy,
+        AttemptOutcome::NoAnswer,
+        AttemptOutcome::NotConfirmed,
+        AttemptOutcome::AgentHungUp,
+        AttemptOutcome::Abandoned,
+        AttemptOutcome::Failed,
+        AttemptOutcome::Expired,
+        AttemptOutcome::Cancelled,
+        AttemptOutcome::AnsweredMeanwhile,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Connected => "connected",
+            AttemptOutcome::Busy => "busy",
+            AttemptOutcome::NoAnswer => "no-answer",
+            AttemptOutcome::NotConfirmed => "not-confirmed",
+            AttemptOutcome::AgentHungUp => "agent-hung-up",
+            AttemptOutcome::Abandoned => "abandoned",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Expired => "expired",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::AnsweredMeanwhile => "answered-meanwhile",
+        }
+    }
+
+    /// The outcome a stored name stands for.
+    pub fn parse(name: &str) -> Option<AttemptOutcome> {
+        AttemptOutcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How an attempt ended, and what becomes of its callback.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptEnd {
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub at: Timestamp,
     /// `Pending` with the time of the next attempt, or the final state.
     pub state: CallbackState,
@@ -293,7 +360,7 @@ pub fn end_attempt(
     )?;
     tx.execute(
         "UPDATE callback_attempt SET outcome = ?2, ended_at = ?3 WHERE id = ?1",
-        params![attempt, end.outcome, end.at.to_string()],
+        params![attempt, end.outcome.as_str(), end.at.to_string()],
     )?;
     let ended = (end.state != CallbackState::Pending).then(|| end.at.to_string());
     tx.execute(
@@ -301,7 +368,7 @@ pub fn end_attempt(
          WHERE id = ?1",
         params![
             callback,
-            end.outcome,
+            end.outcome.as_str(),
             end.state.as_str(),
             end.next_attempt_at.map(|t| t.to_string()),
             ended
@@ -317,13 +384,13 @@ pub fn finish(
     conn: &Connection,
     id: i64,
     state: CallbackState,
-    outcome: &str,
+    outcome: AttemptOutcome,
     at: Timestamp,
 ) -> Result<bool, StoreError> {
     let n = conn.execute(
         "UPDATE callback SET state = ?2, outcome = ?3, ended_at = ?4
          WHERE id = ?1 AND state = 'pending'",
-        params![id, state.as_str(), outcome, at.to_string()],
+        params![id, state.as_str(), outcome.as_str(), at.to_string()],
     )?;
     Ok(n == 1)
 }

@@ -29,7 +29,7 @@ use tracing::{error, warn};
 
 use crate::overload::{Admission, Pressure};
 
-pub use callback::{AttemptEnd, Callback, CallbackAttempt, CallbackState};
+pub use callback::{AttemptEnd, AttemptOutcome, Callback, CallbackAttempt, CallbackState};
 pub use outcome::Outcome;
 pub use sqlite::SqliteStore;
 
@@ -188,7 +188,7 @@ pub trait Store: Send {
         &mut self,
         id: i64,
         state: CallbackState,
-        outcome: &str,
+        outcome: AttemptOutcome,
         at: Timestamp,
     ) -> Result<bool, StoreError>;
     fn reschedule_callback(&mut self, id: i64, at: Timestamp) -> Result<bool, StoreError>;
@@ -472,7 +472,7 @@ impl StoreHandle {
         &self,
         id: i64,
         state: CallbackState,
-        outcome: &'static str,
+        outcome: AttemptOutcome,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         self.write("callback", move |s| {

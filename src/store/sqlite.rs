@@ -6,7 +6,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use rusqlite::{params, Connection};
 
-use super::callback::{self, AttemptEnd, Callback, CallbackAttempt, CallbackState};
+use super::callback::{self, AttemptEnd, AttemptOutcome, Callback, CallbackAttempt, CallbackState};
 use super::{AgentStateRow, Cdr, Outcome, Registered, Store, StoreError, SurveyAnswer, Voicemail};
 
 /// Schema changes, in order; `PRAGMA user_version` counts those applied.
@@ -393,7 +393,7 @@ impl Store for SqliteStore {
         &mut self,
         id: i64,
         state: CallbackState,
-        outcome: &str,
+        outcome: AttemptOutcome,
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         callback::finish(&self.conn, id, state, outcome, at)
@@ -597,7 +597,7 @@ mod tests {
         s.end_attempt(
             first,
             &AttemptEnd {
-                outcome: "busy".into(),
+                outcome: AttemptOutcome::Busy,
                 at: at("2026-11-23T10:10:05Z"),
                 state: CallbackState::Pending,
                 next_attempt_at: Some(at("2026-11-23T10:12:05Z")),
@@ -637,7 +637,7 @@ mod tests {
             .finish_callback(
                 id,
                 CallbackState::Expired,
-                "expired",
+                AttemptOutcome::Expired,
                 at("2026-11-24T10:00:00Z")
             )
             .unwrap());
@@ -645,7 +645,7 @@ mod tests {
             !s.finish_callback(
                 id,
                 CallbackState::Cancelled,
-                "cancelled",
+                AttemptOutcome::Cancelled,
                 at("2026-11-24T10:00:00Z")
             )
             .unwrap(),
