@@ -476,11 +476,24 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 /// One CSV cell, quoted when it holds a comma, a quote or a line break.
+/// A value a spreadsheet would run as a formula (a caller ID such as
+/// `=2+5` or `@SUM(1+1)`) is neutralised with a leading `'`; a plain
+/// number such as `+15551234567` is kept as it is.
 fn csv_cell(c: &str) -> String {
-    if c.contains([',', '"', '\n', '\r']) {
+    let formula = match c.chars().next() {
+        Some('=' | '@' | '\t' | '\r') => true,
+        Some('+' | '-') => !c[1..].chars().all(|d| d.is_ascii_digit()),
+        _ => false,
+    };
+    let c = if formula {
+        std::borrow::Cow::Owned(format!("'{c}"))
+    } else {
+        std::borrow::Cow::Borrowed(c)
+    };
+    if formula || c.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", c.replace('"', "\"\""))
     } else {
-        c.to_owned()
+        c.into_owned()
     }
 }
 
@@ -570,6 +583,29 @@ pub fn containment(cdrs: &[Cdr]) -> BTreeMap<(String, String), usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn caller_ids_a_spreadsheet_would_run_as_formulas_are_neutralised() {
+        let cell = super::csv_cell;
+        assert_eq!(cell("=2+5"), "\"'=2+5\"");
+        assert_eq!(cell("@SUM(1+1)"), "\"'@SUM(1+1)\"");
+        assert_eq!(cell("+1+1"), "\"'+1+1\"");
+        assert_eq!(cell("-2+3"), "\"'-2+3\"");
+        assert_eq!(cell("\t=1"), "\"'\t=1\"");
+        assert_eq!(cell("=HYPERLINK(\"x\",\"y\")"), "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\"");
+        // Plain numbers and names stay as they are.
+        assert_eq!(cell("+15551234567"), "+15551234567");
+        assert_eq!(cell("-5"), "-5");
+        assert_eq!(cell("sipp"), "sipp");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        let cdr = crate::store::Cdr {
+            caller: "=cmd|' /C calc'!A0".into(),
+            ..crate::store::Cdr::default()
+        };
+        let csv = super::cdr_csv(&[cdr]);
+        let line = csv.lines().nth(1).unwrap();
+        assert!(line.contains(",\"'=cmd|' /C calc'!A0\","), "{line}");
+    }
+
     use super::*;
 
     fn cdr(
