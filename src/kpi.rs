@@ -591,7 +591,10 @@ mod tests {
         assert_eq!(cell("+1+1"), "\"'+1+1\"");
         assert_eq!(cell("-2+3"), "\"'-2+3\"");
         assert_eq!(cell("\t=1"), "\"'\t=1\"");
-        assert_eq!(cell("=HYPERLINK(\"x\",\"y\")"), "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\"");
+        assert_eq!(
+            cell("=HYPERLINK(\"x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\""
+        );
         // Plain numbers and names stay as they are.
         assert_eq!(cell("+15551234567"), "+15551234567");
         assert_eq!(cell("-5"), "-5");

@@ -174,6 +174,40 @@ fn a_caller_who_waits_too_long_leaves_by_the_queue_nodes_timeout() {
 }
 
 #[test]
+fn an_agent_leg_without_an_rtp_port_neither_pauses_the_agent_nor_counts_as_an_offer() {
+    let mut engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        "queues:\n  support: { ring-timeout: 5s, announce-position: false }\nagents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\n",
+    );
+    // One RTP port: the caller takes it, so the agent's leg cannot have one.
+    engine.restart_with_rtp_ports(1);
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let port = engine.ports.spare(0);
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 5000, false);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    // Our own want is no miss of the agent's: still available, not paused
+    // `no-answer` (the queue pauses after one miss).
+    assert_eq!(common::agent_state(&engine, "1001").0, "available");
+    // The record follows in the store's next group commit.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let cdr = loop {
+        let mut store = hotline::store::SqliteStore::open(&engine.dir.join("data")).unwrap();
+        let cdrs = hotline::store::Store::cdrs(&mut store).unwrap();
+        if let Some(c) = cdrs
+            .into_iter()
+            .find(|c| c.ended_at.is_some() && c.outcome != "interrupted")
+        {
+            break c;
+        }
+        assert!(std::time::Instant::now() < until, "no record");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(cdr.outcome, "abandoned", "{cdr:?}");
+    assert_eq!(cdr.offered_at, None, "no agent was rung: {cdr:?}");
+}
+
+#[test]
 fn an_agent_who_holds_the_call_gives_the_caller_music_then_the_conversation_again() {
     let engine = Engine::with_flow(
         "entry: q\nnodes:\n  q: { queue: support }\n",

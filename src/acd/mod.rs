@@ -63,6 +63,12 @@ pub enum Input {
     NoAnswer {
         call: CallId,
     },
+    /// The offer could not be placed for a want of our own (no RTP port):
+    /// the agents are free again with no miss counted, and the caller keeps
+    /// their place, offered again after [`NOT_PLACED_RETRY`].
+    NotPlaced {
+        call: CallId,
+    },
     /// A bridged call ended.
     Ended {
         call: CallId,
@@ -167,6 +173,8 @@ struct Waiting {
     missed: Vec<String>,
     /// When it leaves by its `max-wait`.
     deadline: Option<Instant>,
+    /// Not offered before this (its last offer could not be placed).
+    retry_at: Option<Instant>,
     /// A callback's virtual entry (nobody is on the line).
     callback: bool,
 }
@@ -242,6 +250,10 @@ pub struct Acd {
 
 /// The handle time assumed before any call has been handled.
 const FALLBACK_HANDLE_TIME: Duration = Duration::from_secs(180);
+
+/// How long a caller whose offer could not be placed (no RTP port) waits
+/// before the next offer; the 1 s tick offers them again.
+pub const NOT_PLACED_RETRY: Duration = Duration::from_secs(1);
 
 impl Acd {
     pub fn new(config: &Config) -> Acd {
@@ -525,6 +537,7 @@ impl Acd {
                         offered: Vec::new(),
                         missed: Vec::new(),
                         deadline: max_wait.map(|w| now + w),
+                        retry_at: None,
                         callback: false,
                     });
                 }
@@ -562,6 +575,7 @@ impl Acd {
                         offered: Vec::new(),
                         missed: Vec::new(),
                         deadline: None,
+                        retry_at: None,
                         callback: true,
                     });
                 }
@@ -623,6 +637,17 @@ impl Acd {
                             }
                         }
                     }
+                }
+            }
+            Input::NotPlaced { call } => {
+                let Some(w) = self.waiting.iter_mut().find(|w| w.call == call) else {
+                    return out;
+                };
+                let offered = std::mem::take(&mut w.offered);
+                w.retry_at = Some(now + NOT_PLACED_RETRY);
+                warn!(%call, agents = ?offered, "the offer could not be placed; the agents stay free and the caller keeps their place");
+                for agent in offered {
+                    self.set(&agent, AgentEvent::Released, now, &mut out);
                 }
             }
             Input::Ended { call } => {
@@ -768,7 +793,8 @@ impl Acd {
             )
         });
         for i in order {
-            if !self.waiting[i].offered.is_empty() {
+            let w = &self.waiting[i];
+            if !w.offered.is_empty() || w.retry_at.is_some_and(|at| at > now) {
                 continue;
             }
             let (queue_name, skills, missed, call) = {

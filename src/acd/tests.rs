@@ -253,6 +253,54 @@ fn no_answer_pauses_after_the_configured_misses_and_the_caller_keeps_their_place
 }
 
 #[test]
+fn an_offer_our_own_want_could_not_place_neither_pauses_the_agent_nor_moves_the_caller() {
+    let mut acd = acd();
+    let t = Instant::now();
+    let s = Duration::from_secs;
+    acd.step(
+        Input::Contacts {
+            agent: "a1".into(),
+            contacts: contact("a1"),
+        },
+        t,
+    );
+    acd.step(join("c", "sales", 0, &[]), t + s(1));
+    acd.step(join("d", "sales", 0, &[]), t + s(2));
+    // sales pauses after one miss; no RTP port for c's agent leg, again
+    // and again, is no miss.
+    for n in 0..5 {
+        let at = t + s(3) + s(2) * n;
+        let out = acd.step(Input::NotPlaced { call: "c".into() }, at);
+        assert!(
+            matches!(
+                acd.agent_state("a1"),
+                Some(AgentState::Available { .. }) | Some(AgentState::Ringing { .. })
+            ),
+            "{:?}",
+            acd.agent_state("a1")
+        );
+        // c is not offered again at once (no busy loop between the call
+        // and the ACD); d, behind, may take the free agent meanwhile.
+        assert!(!offers(&out).contains(&pair("c", "a1")), "c waits a moment");
+        assert_eq!(acd.position("c").unwrap().position, 1, "c keeps its place");
+        if offers(&out).contains(&pair("d", "a1")) {
+            // d took the agent; it misses too, for our own want.
+            acd.step(Input::NotPlaced { call: "d".into() }, at);
+        }
+        let out = acd.step(Input::Tick, at + NOT_PLACED_RETRY);
+        assert_eq!(
+            offers(&out),
+            vec![pair("c", "a1")],
+            "offered again after the pause"
+        );
+    }
+    assert!(!matches!(
+        acd.agent_state("a1"),
+        Some(AgentState::Paused { .. })
+    ));
+}
+
+#[test]
 fn wrap_up_then_available_and_a_caller_who_hangs_up_frees_the_ringing_agent() {
     let mut acd = acd();
     let t = Instant::now();

@@ -56,6 +56,16 @@ impl CallState {
         };
         match &p.pop {
             Some((pop, url)) => {
+                if let BusEvent::AgentOffered {
+                    agents, wait_ms, ..
+                } = &**pop
+                {
+                    info!(?agents, vars = ?self.run.vars(), previous_calls = self.history.len(), wait_ms, "screen pop");
+                }
+                for (call, agent) in &p.calls {
+                    let agent = agent.as_deref().unwrap_or_default();
+                    info!(%agent, contact = %call.target, via = ?call.via, "ringing the agent");
+                }
                 if let Some(url) = url {
                     self.push(Do::Post {
                         url: url.clone(),
@@ -103,9 +113,11 @@ impl CallState {
             }
             Purpose::Referred => self.referral_failed(Failure::Resources(why)),
             Purpose::Agents => {
+                // Our own want: the agents are not counted as missing it,
+                // and the caller keeps their place and their music.
                 warn!(error = %why, "no media for the agent leg");
                 let call = self.call_id.clone();
-                self.tell_acd(AcdInput::NoAnswer { call });
+                self.tell_acd(AcdInput::NotPlaced { call });
             }
             Purpose::Callback => {}
         }
@@ -433,7 +445,6 @@ impl CallState {
         let wait_ms = self.marks.queued_at.map_or(0, |q| {
             self.wall().duration_since(q).as_millis().max(0) as u64
         });
-        info!(agents = ?names, vars = ?self.run.vars(), previous_calls = self.history.len(), wait_ms, "screen pop");
         let pop = BusEvent::AgentOffered {
             call_id: self.call_id.clone(),
             agents: names.clone(),
@@ -447,7 +458,6 @@ impl CallState {
         let mut calls = Vec::new();
         for a in &agents {
             for contact in &a.contacts {
-                info!(agent = %a.agent, name = ?a.name, contact = %contact.uri, via = %contact.source, "ringing the agent");
                 let call = OutboundCall {
                     target: contact.uri.clone(),
                     from_user: self.caller.clone(),

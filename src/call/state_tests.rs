@@ -748,7 +748,7 @@ fn a_caller_who_hangs_up_while_an_agent_rings_leaves_the_queue() {
 }
 
 #[test]
-fn no_media_for_the_agent_leg_is_reported_to_the_acd_and_the_caller_keeps_waiting() {
+fn no_media_for_the_agent_leg_is_not_the_agents_miss_and_the_caller_keeps_waiting() {
     let mut sim = Sim::queued(&flow_to("support"));
     sim.input(Input::History(Vec::new()));
     sim.no_media = true;
@@ -758,7 +758,10 @@ fn no_media_for_the_agent_leg_is_reported_to_the_acd_and_the_caller_keeps_waitin
     assert!(!out
         .iter()
         .any(|d| matches!(d, Do::Publish(e) if matches!(&**e, BusEvent::AgentOffered { .. }))));
-    assert!(matches!(Sim::acd(&out)[..], [AcdInput::NoAnswer { .. }]));
+    assert!(
+        matches!(Sim::acd(&out)[..], [AcdInput::NotPlaced { .. }]),
+        "our own want, not the agent's miss: {out:?}"
+    );
     assert_eq!(sim.s.ended(), None);
 }
 

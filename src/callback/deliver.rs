@@ -146,9 +146,7 @@ impl Attempt {
                 .await
             {
                 Ok(leg) => io.agent = Some((leg, Playlist::default())),
-                Err(e) => io
-                    .inputs
-                    .push_back(In::Leg(Side::Agent, LegEvent::Failed(e))),
+                Err(_) => io.inputs.push_back(In::AgentNoMedia),
             },
             Do::TakeSlot => io.slot_wait = Some(Box::pin(self.slots.clone().acquire_owned())),
             Do::Count { agent } => {

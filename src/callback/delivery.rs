@@ -66,6 +66,9 @@ pub enum In {
     OffersClosed,
     /// The deadline of [`Delivery::poll_timeout`] passed.
     Timeout,
+    /// The agent leg asked for with [`Do::RingAgents`] could not get media:
+    /// our own want, not the agents' miss.
+    AgentNoMedia,
 }
 
 /// What the driver carries out, in order. A leg already ended is not
@@ -247,6 +250,16 @@ impl Delivery {
             }
             In::Slot => {}
             In::NoSlot => self.fail(AttemptOutcome::Failed),
+            In::AgentNoMedia
+                if matches!(self.phase, Phase::RingingAgent | Phase::RingingOffered) =>
+            {
+                warn!(callback = self.setup.id, "no media for the agent leg");
+                self.out.push_back(Do::Hangup(Side::Agent));
+                self.agent_missed(AcdInput::NotPlaced {
+                    call: self.setup.acd_id.clone(),
+                });
+            }
+            In::AgentNoMedia => {}
             In::Counted { attempt, n } if self.phase == Phase::Counting => {
                 self.attempt = Some(attempt);
                 self.out.push_back(Do::Report(Progress::Started {
@@ -347,7 +360,8 @@ impl Delivery {
                         "the agent's phone answered without usable SDP"
                     );
                     self.out.push_back(Do::Hangup(Side::Agent));
-                    return self.agent_missed();
+                    let call = self.setup.acd_id.clone();
+                    return self.agent_missed(AcdInput::NoAnswer { call });
                 };
                 let agent = agent.unwrap_or_default();
                 self.out.push_back(Do::Connect {
@@ -392,7 +406,9 @@ impl Delivery {
                     "the agent did not take the callback"
                 );
                 self.out.push_back(Do::Hangup(Side::Agent));
-                self.agent_missed();
+                self.agent_missed(AcdInput::NoAnswer {
+                    call: self.setup.acd_id.clone(),
+                });
             }
             _ => {}
         }
@@ -400,10 +416,8 @@ impl Delivery {
 
     /// No reserved agent took it: agent first, the attempt ends (the
     /// callback keeps its place); customer first, the next offer.
-    fn agent_missed(&mut self) {
-        self.out.push_back(Do::Acd(AcdInput::NoAnswer {
-            call: self.setup.acd_id.clone(),
-        }));
+    fn agent_missed(&mut self, tell: AcdInput) {
+        self.out.push_back(Do::Acd(tell));
         match self.setup.order {
             Order::AgentFirst => {
                 self.out.push_back(Do::Report(Progress::AgentMissed));

@@ -322,6 +322,29 @@ fn agent_first_an_agent_who_does_not_answer_leaves_the_callback_in_its_place() {
 }
 
 #[test]
+fn no_media_for_the_agent_leg_is_our_want_not_the_agents_miss_in_either_order() {
+    let t = Instant::now();
+    let not_placed = |call: String| AcdInput::NotPlaced { call };
+    // Agent first: the attempt ends before anyone is dialled; the callback
+    // keeps its place and the agents are not counted as missing it.
+    let mut d = Delivery::start(setup(Order::AgentFirst));
+    drain(&mut d);
+    let out = step(&mut d, In::AgentNoMedia, t);
+    assert_eq!(out[0], Do::Hangup(Side::Agent));
+    assert_eq!(acd(&out), vec![&told(not_placed)]);
+    assert_eq!(reports(&out), vec![&Progress::AgentMissed]);
+    assert!(d.is_over());
+    // Customer first: the customer keeps waiting for the next offer.
+    let mut d = customer_first_confirmed(t);
+    step(&mut d, offer("a1"), t);
+    let out = step(&mut d, In::AgentNoMedia, t);
+    assert_eq!(acd(&out), vec![&told(not_placed)]);
+    assert!(reports(&out).is_empty(), "the customer keeps waiting");
+    let out = step(&mut d, offer("a1"), t);
+    assert!(matches!(&out[..], [Do::RingAgents { agents, .. }] if agents[0].agent == "a1"));
+}
+
+#[test]
 fn agent_first_without_a_whisper_the_agent_goes_straight_to_the_slot() {
     let t = Instant::now();
     let mut s = setup(Order::AgentFirst);

@@ -79,6 +79,8 @@ pub struct Engine {
     flows_dir: Option<PathBuf>,
     /// The engine's open-file limit, soft and hard (unset: inherited).
     nofile: Option<u64>,
+    /// The RTP port range, when not the test's own whole range.
+    rtp_ports: Option<String>,
 }
 
 static NEXT_FLOWS: AtomicU16 = AtomicU16::new(0);
@@ -183,9 +185,18 @@ impl Engine {
             log_path,
             flows_dir: None,
             nofile: None,
+            rtp_ports: None,
         };
         engine.spawn();
         engine
+    }
+
+    /// Starts the engine again on only `count` RTP ports of its range.
+    pub fn restart_with_rtp_ports(&mut self, count: u16) {
+        self.terminate_now();
+        let first = self.ports.base + 200;
+        self.rtp_ports = Some(format!("{first}-{}", first + 2 * count - 1));
+        self.spawn();
     }
 
     /// As [`Engine::start`], with the engine's open-file limit (soft and
@@ -238,7 +249,11 @@ impl Engine {
             .arg("--sip-listen")
             .arg(self.sip.to_string())
             .arg("--rtp-ports")
-            .arg(self.ports.rtp_range())
+            .arg(
+                self.rtp_ports
+                    .clone()
+                    .unwrap_or_else(|| self.ports.rtp_range()),
+            )
             .arg("--http-listen")
             .arg(format!("127.0.0.1:{}", self.ports.http()))
             .env("HOTLINE_LOG", "info")
