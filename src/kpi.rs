@@ -15,8 +15,10 @@
 //!   included) plus wrap-up of answered calls.
 //! - **repeat callers**: callers who called again within 24 h of an
 //!   earlier call in the period (a first-contact-resolution proxy).
-//! - **IVR contained**: calls that ended in the IVR without reaching a
-//!   queue or a transfer; [`containment`] breaks them down by flow and node.
+//! - **IVR contained**: calls the flow ended (its `hangup` node, after
+//!   self-service) without reaching a queue or a transfer; [`containment`]
+//!   breaks them down by flow and node. A caller who hangs up in the IVR
+//!   is not contained: they count as **IVR abandoned**.
 //! - **NPS**: % of survey scores 9–10 minus % of 0–6.
 //! - **occupancy**: of the agents' time logged in and not paused, the share
 //!   spent on calls (on a call or in wrap-up; available and ringing are idle).
@@ -69,6 +71,8 @@ pub struct Kpis {
     pub abandon_rate: Option<f64>,
     pub repeat_callers_24h: usize,
     pub ivr_contained: usize,
+    /// Callers who hung up in the IVR (not contained).
+    pub ivr_abandoned: usize,
     pub surveys: usize,
     pub nps: Option<f64>,
     /// 0–1; `None` without agent time in the window.
@@ -161,6 +165,10 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         .filter(|again| *again)
         .count();
     let contained = cdrs.iter().filter(|c| c.outcome == Outcome::Ivr).count();
+    let ivr_abandoned = cdrs
+        .iter()
+        .filter(|c| c.outcome == Outcome::IvrAbandoned)
+        .count();
     let ids: std::collections::HashSet<&str> = cdrs.iter().map(|c| c.call_id.as_str()).collect();
     let scores: Vec<u8> = surveys
         .iter()
@@ -184,6 +192,7 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         abandon_rate: ratio(abandoned.len(), offered.len()),
         repeat_callers_24h: repeat,
         ivr_contained: contained,
+        ivr_abandoned,
         surveys: scores.len(),
         nps: (!scores.is_empty())
             .then(|| (promoters as f64 - detractors as f64) * 100.0 / scores.len() as f64),
@@ -400,7 +409,7 @@ fn cell(v: Option<f64>, scale: f64) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.1}", v * scale))
 }
 
-const HEADER: [&str; 19] = [
+const HEADER: [&str; 20] = [
     "group",
     "offered",
     "answered",
@@ -415,6 +424,7 @@ const HEADER: [&str; 19] = [
     "abandon_%",
     "repeat_24h",
     "ivr_contained",
+    "ivr_abandoned",
     "nps",
     "occupancy_%",
     "callbacks",
@@ -422,7 +432,7 @@ const HEADER: [&str; 19] = [
     "callbacks_failed",
 ];
 
-fn cells(r: &Row) -> [String; 19] {
+fn cells(r: &Row) -> [String; 20] {
     let k = &r.kpis;
     [
         r.group.clone(),
@@ -439,6 +449,7 @@ fn cells(r: &Row) -> [String; 19] {
         cell(k.abandon_rate, 100.0),
         k.repeat_callers_24h.to_string(),
         k.ivr_contained.to_string(),
+        k.ivr_abandoned.to_string(),
         cell(k.nps, 1.0),
         cell(k.occupancy, 100.0),
         k.callbacks_booked.to_string(),
@@ -449,7 +460,7 @@ fn cells(r: &Row) -> [String; 19] {
 
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 19]> = std::iter::once(HEADER.map(str::to_owned))
+    let all: Vec<[String; 20]> = std::iter::once(HEADER.map(str::to_owned))
         .chain(rows.iter().map(cells))
         .collect();
     let widths: Vec<usize> = (0..HEADER.len())
@@ -669,7 +680,8 @@ mod tests {
         assert_eq!(k.longest_wait_seconds, 90.0);
         assert_eq!(k.abandon_rate, Some(0.4));
         assert_eq!(k.repeat_callers_24h, 1, "+1 called twice within 24 h");
-        assert_eq!(k.ivr_contained, 1);
+        assert_eq!(k.ivr_contained, 1, "the flow ended f");
+        assert_eq!(k.ivr_abandoned, 1, "g hung up in the IVR: not contained");
         // Surveys of these calls only: one promoter, one detractor.
         assert_eq!((k.surveys, k.nps), (2, Some(0.0)));
         let by = group(&cdrs, GroupBy::Interval(Duration::from_secs(3600)));
