@@ -36,6 +36,10 @@ pub enum EvalError {
     Missing(String),
     #[error("cannot compare {0} with {1} using `{2}`")]
     Incomparable(&'static str, &'static str, &'static str),
+    /// A header's value would carry a line break or another control
+    /// character (it could add headers of its own).
+    #[error("the header value from `{0}` holds a control character")]
+    ControlInHeader(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,6 +475,18 @@ impl Parser {
     }
 }
 
+/// Appends `value` percent-encoded: every byte but RFC 3986's unreserved
+/// characters (`A-Z a-z 0-9 - . _ ~`).
+fn percent_encode(value: &str, out: &mut String) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
 /// Text with `{{expression}}` holes: `"Hello {{customer.name}}"`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
@@ -532,6 +548,33 @@ impl Template {
         Ok(out)
     }
 
+    /// As [`Template::render`], for a URL: each value is percent-encoded
+    /// (all but RFC 3986's unreserved characters), so a caller ID such as
+    /// `+1202…&role=admin#x` stays one value wherever it stands (path
+    /// segment or query value). The template's own text is kept as written.
+    pub fn render_url(&self, vars: &Vars) -> Result<String, EvalError> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                Part::Text(t) => out.push_str(t),
+                Part::Hole(e) => percent_encode(&render_value(&e.eval(vars)?), &mut out),
+            }
+        }
+        Ok(out)
+    }
+
+    /// As [`Template::render`], for a header's value: a value with a line
+    /// break or another control character is an error, not a new header.
+    pub fn render_header(&self, vars: &Vars) -> Result<String, EvalError> {
+        let text = self.render(vars)?;
+        if text.chars().any(|c| c.is_control() && c != '\t') {
+            let mut names = Vec::new();
+            self.variables(&mut names);
+            return Err(EvalError::ControlInHeader(names.join(", ")));
+        }
+        Ok(text)
+    }
+
     pub fn variables(&self, out: &mut Vec<String>) {
         for p in &self.parts {
             if let Part::Hole(e) = p {
@@ -549,6 +592,33 @@ impl Template {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn values_in_a_url_are_encoded_and_headers_refuse_line_breaks() {
+        let mut v = Vars::new();
+        v.insert("caller".into(), json!("+1202555&role=admin#x y/z"));
+        v.insert("n".into(), json!(7));
+        let t =
+            Template::parse("https://crm.example/c/{{caller}}?phone={{caller}}&n={{n}}").unwrap();
+        assert_eq!(
+            t.render_url(&v).unwrap(),
+            "https://crm.example/c/%2B1202555%26role%3Dadmin%23x%20y%2Fz?phone=%2B1202555%26role%3Dadmin%23x%20y%2Fz&n=7"
+        );
+        let t = Template::parse("{{caller}}").unwrap();
+        assert_eq!(
+            t.render_url(&[("caller".to_owned(), json!("é"))].into_iter().collect())
+                .unwrap(),
+            "%C3%A9"
+        );
+        let h = Template::parse("Bearer {{token}}").unwrap();
+        v.insert("token".into(), json!("abc\r\nX-Admin: 1"));
+        assert_eq!(
+            h.render_header(&v),
+            Err(EvalError::ControlInHeader("token".into()))
+        );
+        v.insert("token".into(), json!("abc"));
+        assert_eq!(h.render_header(&v).unwrap(), "Bearer abc");
+    }
 
     fn vars() -> Vars {
         let mut v = Vars::new();

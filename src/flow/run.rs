@@ -438,14 +438,16 @@ impl Run {
             }
             Kind::Webhook(w) => {
                 let request = (|| -> Result<WebhookRequest, String> {
-                    let render = |t: &Template| t.render(&self.vars).map_err(|e| e.to_string());
+                    let url = |t: &Template| t.render_url(&self.vars).map_err(|e| e.to_string());
+                    let header =
+                        |t: &Template| t.render_header(&self.vars).map_err(|e| e.to_string());
                     Ok(WebhookRequest {
                         method: w.method,
-                        url: render(&w.url)?,
+                        url: url(&w.url)?,
                         headers: w
                             .headers
                             .iter()
-                            .map(|(k, v)| Ok((k.clone(), render(v)?)))
+                            .map(|(k, v)| Ok((k.clone(), header(v)?)))
                             .collect::<Result<_, String>>()?,
                         body: match &w.body {
                             Some(fields) => Some(Value::Object(

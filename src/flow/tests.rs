@@ -443,8 +443,8 @@ fn webhook_token(a: &[Action]) -> u64 {
         .find_map(|x| match x {
             Action::Webhook { token, request } => {
                 assert_eq!(
-                    request.url,
-                    "http://crm.example/customers?phone=+15551230000"
+                    request.url, "http://crm.example/customers?phone=%2B15551230000",
+                    "a value is encoded for the URL: `+` would arrive as a space"
                 );
                 assert_eq!(
                     request.headers,
