@@ -632,6 +632,8 @@ pub struct RegistrarConfig {
     /// answer is dropped (0 turns it off).
     #[serde(deserialize_with = "de_duration")]
     pub keepalive: Duration,
+    /// Contacts one agent may have registered at once.
+    pub max_contacts: usize,
 }
 
 impl Default for RegistrarConfig {
@@ -647,6 +649,7 @@ impl Default for RegistrarConfig {
             failure_window: Duration::from_secs(60),
             lockout: Duration::from_secs(300),
             keepalive: Duration::from_secs(30),
+            max_contacts: 10,
         }
     }
 }

@@ -219,6 +219,12 @@ impl Registrar {
         if !self.algorithms.contains(&creds.algorithm) {
             return Err(self.challenges(false, now_secs));
         }
+        // Credentials computed for another request's URI are not for this
+        // one (RFC 7616 §3.4.6).
+        if !same_uri(&creds.uri, &req.uri) {
+            info!(user = %creds.username, uri = %creds.uri, request_uri = %req.uri, %source, method = %req.method, "authentication for another URI refused");
+            return Err(self.fail(ip, now));
+        }
         let ha1 = self
             .secrets
             .get(user)
@@ -272,8 +278,9 @@ impl Registrar {
         let call_id = req.call_id().to_owned();
         let cseq = req.cseq().map_or(0, |(n, _)| n);
         let contacts: Vec<&str> = req.headers.get_all_split("Contact").collect();
-        let list = self.bindings.entry(aor.to_owned()).or_default();
-        let before = list.clone();
+        // Changed on a copy: a REGISTER that is refused changes nothing.
+        let before = self.bindings.get(aor).cloned().unwrap_or_default();
+        let mut list = before.clone();
         if contacts.iter().any(|c| c.trim() == "*") {
             if header_expires != Some(0) || contacts.len() != 1 {
                 return Answer::status(400);
@@ -322,6 +329,10 @@ impl Registrar {
                 });
             }
         }
+        if list.len() > self.config.max_contacts {
+            info!(agent = %aor, contacts = list.len(), max = self.config.max_contacts, %source, "registration refused: too many contacts");
+            return Answer::status(403);
+        }
         let headers = list
             .iter()
             .map(|b| {
@@ -332,10 +343,11 @@ impl Registrar {
                 )
             })
             .collect();
-        let changed = (*list != before).then(|| aor.to_owned());
+        let changed = (list != before).then(|| aor.to_owned());
         if let Some(agent) = &changed {
             info!(%agent, contacts = list.len(), %source, "registration");
         }
+        self.bindings.insert(aor.to_owned(), list);
         Answer {
             status: 200,
             headers,
@@ -366,6 +378,26 @@ impl Registrar {
         let n = list.len();
         list.retain(|b| b.contact != contact);
         list.len() != n
+    }
+}
+
+/// Whether the digest's `uri` names the request's Request-URI: the same
+/// text, or the same scheme, host and port (case aside) and the same user.
+/// A `uri` with no user that names this server is taken too: SIPp computes
+/// it so for every request (`sip:host:port`), and the nonce, good for one
+/// request only, still binds the credentials to this one.
+fn same_uri(digest: &str, request: &str) -> bool {
+    if digest.trim() == request.trim() {
+        return true;
+    }
+    match (SipUri::parse(digest), SipUri::parse(request)) {
+        (Some(a), Some(b)) => {
+            a.scheme.eq_ignore_ascii_case(&b.scheme)
+                && (a.user.is_none() || a.user == b.user)
+                && a.host.eq_ignore_ascii_case(&b.host)
+                && a.port.unwrap_or(5060) == b.port.unwrap_or(5060)
+        }
+        _ => false,
     }
 }
 
@@ -428,6 +460,107 @@ mod tests {
     }
 
     const SRC: &str = "10.0.0.2:5062";
+
+    #[test]
+    fn credentials_for_another_uri_are_refused_and_count_towards_the_lockout() {
+        let (cfg, agents) = config();
+        let mut r = Registrar::new(&cfg, &agents);
+        let now = Instant::now();
+        let src: SocketAddr = SRC.parse().unwrap();
+        let a = r.register(
+            &register("<sip:1001@10.0.0.2>", Some(300), None, 1),
+            src,
+            now,
+            1000,
+        );
+        // Right password, but computed for another Request-URI.
+        let auth = answer_challenge(&a, "s3cret", 1)
+            .replace("uri=\"sip:127.0.0.1\"", "uri=\"sip:elsewhere.example\"");
+        let auth = {
+            // Recompute the response for the URI it names, as a replay would carry.
+            let nonce = auth
+                .split("nonce=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let alg = if auth.contains("SHA-256") {
+                Algorithm::Sha256
+            } else {
+                Algorithm::Md5
+            };
+            let ha1 = digest::ha1(alg, "1001", "hotline", "s3cret");
+            let resp = digest::response(
+                alg,
+                &ha1,
+                "REGISTER",
+                "sip:elsewhere.example",
+                nonce,
+                "00000001",
+                "cn",
+            );
+            let old = auth
+                .split("response=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_owned();
+            auth.replace(&old, &resp)
+        };
+        let refused = r.register(
+            &register("<sip:1001@10.0.0.2>", Some(300), Some(auth), 2),
+            src,
+            now,
+            1001,
+        );
+        assert_eq!(refused.status, 403);
+        assert!(r.contacts("1001").is_empty());
+        // The same URI in another spelling is the same URI.
+        assert!(same_uri("sip:127.0.0.1", "SIP:127.0.0.1:5060"));
+        assert!(!same_uri("sip:127.0.0.1", "sip:10.0.0.1"));
+        assert!(!same_uri("sip:1001@127.0.0.1", "sip:1002@127.0.0.1"));
+        assert!(!same_uri("sip:127.0.0.1:5070", "sip:*45@127.0.0.1"));
+        // SIPp's way: the server, without the user.
+        assert!(same_uri("sip:127.0.0.1:5060", "sip:*45@127.0.0.1:5060"));
+    }
+
+    #[test]
+    fn an_agent_may_not_register_more_contacts_than_the_cap_and_a_refused_register_changes_nothing()
+    {
+        let (mut cfg, agents) = config();
+        cfg.max_contacts = 3;
+        let mut r = Registrar::new(&cfg, &agents);
+        let now = Instant::now();
+        let src: SocketAddr = SRC.parse().unwrap();
+        let many: Vec<String> = (1..=4).map(|i| format!("<sip:1001@10.0.0.{i}>")).collect();
+        let register_all = |r: &mut Registrar, contacts: &[String], cseq: u32, t: u64| {
+            let contact = contacts.join(", ");
+            let a = r.register(&register(&contact, Some(300), None, cseq), src, now, t);
+            let auth = answer_challenge(&a, "s3cret", 1);
+            r.register(
+                &register(&contact, Some(300), Some(auth), cseq + 1),
+                src,
+                now,
+                t,
+            )
+        };
+        let ok = register_all(&mut r, &many[..3], 1, 1000);
+        assert_eq!(ok.status, 200);
+        assert_eq!(r.contacts("1001").len(), 3);
+        let refused = register_all(&mut r, &many[3..], 3, 1001);
+        assert_eq!(refused.status, 403, "a fourth is over the cap");
+        assert_eq!(r.contacts("1001").len(), 3, "nothing changed");
+        // Two hundred in one REGISTER: refused as a whole.
+        let flood: Vec<String> = (0..200)
+            .map(|i| format!("<sip:1001@10.1.{}.{}>", i / 250, i % 250))
+            .collect();
+        let refused = register_all(&mut r, &flood, 5, 1002);
+        assert_eq!(refused.status, 403);
+        assert_eq!(r.contacts("1001").len(), 3);
+    }
 
     #[test]
     fn challenge_then_register_then_unregister() {
