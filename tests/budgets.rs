@@ -127,8 +127,8 @@ fn flood_and_check(
 }
 
 fn refused(engine: &Engine, metric: &str) -> f64 {
-    let (_, body) = common::api_get(engine, "/metrics");
-    body.lines()
+    common::metrics(engine)
+        .lines()
         .filter(|l| l.starts_with(metric))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -209,7 +209,7 @@ Contact: <sip:fd@{local}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
         engine.log()
     );
     assert!(!answer.contains("Retry-After"), "{answer}");
-    let (_, metrics) = common::api_get(&engine, "/metrics");
+    let metrics = common::metrics(&engine);
     assert!(
         metrics.contains("hotline_overload{reason=\"descriptors\"} 1"),
         "{metrics}"
@@ -228,7 +228,7 @@ fn a_tcp_connection_that_carries_a_call_outlives_its_idle_timeout() {
         &["-t", "t1", "-s", "echo", "-d", "5000", "-m", "1"],
     )
     .assert_ok();
-    let (_, metrics) = common::api_get(&engine, "/metrics");
+    let metrics = common::metrics(&engine);
     assert!(
         !metrics.contains("hotline_sip_connections_closed_total{reason=\"idle-timeout\"}"),
         "{metrics}"

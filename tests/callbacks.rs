@@ -607,7 +607,7 @@ fn operators_see_pending_callbacks_in_place_and_may_reschedule_or_cancel_them() 
     assert_eq!(row["callbacks_booked"], 1, "{k}");
     assert_eq!(row["abandoned"], 0);
     assert_eq!(row["callbacks_completed"], 0);
-    let (_, metrics) = common::api_get(&engine, "/metrics");
+    let metrics = common::metrics(&engine);
     assert!(metrics.contains("hotline_callbacks_pending 0"), "{metrics}");
 }
 

@@ -765,13 +765,19 @@ pub fn api_get(engine: &Engine, path: &str) -> (u16, String) {
     api_request(engine, "GET", path, TEST_TOKEN, "")
 }
 
+/// The engine's Prometheus text (`/metrics`), whole: [`api_get`] keeps
+/// only a JSON body's outer object, which would cut label braces.
+pub fn metrics(engine: &Engine) -> String {
+    http_exchange(engine, "GET", "/metrics", TEST_TOKEN, "").1
+}
+
 /// A POST to the engine's operations API with `token`: (status, body).
 pub fn api_post(engine: &Engine, path: &str, token: &str, body: &str) -> (u16, String) {
     api_request(engine, "POST", path, token, body)
 }
 
-/// One request with a JSON body: (status, the body's outer JSON object).
-fn api_request(
+/// One request: (status, everything after the head).
+fn http_exchange(
     engine: &Engine,
     method: &str,
     path: &str,
@@ -795,6 +801,19 @@ fn api_request(
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
+/// One request with a JSON body: (status, the body's outer JSON object).
+fn api_request(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, String) {
+    let (status, body) = http_exchange(engine, method, path, token, body);
+    let body = body.as_str();
     // Chunked bodies: the JSON is the chunk between the size lines.
     let body = match (body.find(['{', '[']), body.rfind(['}', ']'])) {
         (Some(a), Some(b)) if b >= a => &body[a..=b],
