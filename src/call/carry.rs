@@ -174,10 +174,8 @@ impl Driver {
         match l {
             LegDo::Configure(stream) => leg.media.configure(stream).await,
             LegDo::Connected => {
-                leg.deadline = None;
-                leg.bridged = true;
                 let calls = &self.ctx.config.calls;
-                leg.start_checks(calls.leg_check, calls.leg_check_timeout);
+                leg.connected(calls.leg_check, calls.leg_check_timeout);
             }
             LegDo::Answer(n) => {
                 let answer = sdp::answer(&mut leg.origin, leg.media.local_port(), &n);

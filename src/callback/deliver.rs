@@ -187,10 +187,8 @@ impl Attempt {
                     leg.media
                         .configure(stream_of(&negotiated, symmetric, leg.peer))
                         .await;
-                    leg.deadline = None;
-                    leg.bridged = true;
                     let calls = &self.ctx.config.calls;
-                    leg.start_checks(calls.leg_check, calls.leg_check_timeout);
+                    leg.connected(calls.leg_check, calls.leg_check_timeout);
                 }
             }
             Do::Play {

@@ -64,7 +64,6 @@ pub struct Leg {
     events_tx: mpsc::UnboundedSender<(usize, BranchEvent)>,
     /// Until the answer: when to give up ringing.
     pub deadline: Option<Instant>,
-    pub bridged: bool,
     /// Where the answering phone's SIP is (its RTP may be learned from there).
     pub peer: Option<std::net::IpAddr>,
     /// Once bridged: when to ask the leg whether it still has the call, and
@@ -118,7 +117,6 @@ impl Leg {
             events,
             events_tx,
             deadline: Some(Instant::now() + ring_timeout),
-            bridged: false,
             peer: None,
             check: None,
             check_at: None,
@@ -169,9 +167,16 @@ impl Leg {
         Some(&self.branches.get(self.winner?)?.target)
     }
 
+    /// It answered and is bridged: it rings no more, and from now on it is
+    /// checked every `every`, each answer due within `timeout`.
+    pub fn connected(&mut self, every: std::time::Duration, timeout: std::time::Duration) {
+        self.deadline = None;
+        self.start_checks(every, timeout);
+    }
+
     /// Checks every `every` that the leg still has the call, each answer
     /// due within `timeout` (zero `every`: never).
-    pub fn start_checks(&mut self, every: std::time::Duration, timeout: std::time::Duration) {
+    fn start_checks(&mut self, every: std::time::Duration, timeout: std::time::Duration) {
         if every.is_zero() {
             return;
         }
