@@ -34,6 +34,11 @@ impl Params {
         self.get(name).flatten()
     }
 
+    /// Takes every `name` parameter out (all of them: a sender may repeat one).
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+
     pub fn set(&mut self, name: &str, value: Option<String>) {
         match self
             .0

@@ -184,3 +184,43 @@ fn an_offer_without_a_common_codec_gets_488_before_any_ringing() {
     assert!(responses(&got, 180).is_empty(), "no ringing first");
     assert!(!engine.log().contains("answered"));
 }
+
+/// Finding 1 of the hardening review: a `received=` (or `rport=`) the sender
+/// wrote must not aim our responses at a third address. Responses go where
+/// the request came from.
+#[test]
+fn responses_go_to_the_source_not_where_the_via_points() {
+    // The only trunk allows 127.0.0.2: our INVITEs from 127.0.0.1 get 403.
+    let engine = Engine::start_with("trunks:\n  - name: other\n    allow: [127.0.0.2]\n", "");
+    let port = engine.ports.spare(0);
+    let victim_port = engine.ports.spare(1);
+    let s = peer(port);
+    let victim = peer(victim_port);
+    let vias = [
+        format!("SIP/2.0/UDP 127.0.0.1:{victim_port};branch=z9hG4bKr1;received=127.0.0.1"),
+        format!("SIP/2.0/UDP 127.0.0.1:{victim_port};branch=z9hG4bKr2;rport={victim_port};received=127.0.0.1"),
+        format!("SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKr3;RECEIVED=127.0.0.1;rport;received=127.0.0.1;rport={victim_port}"),
+    ];
+    for (i, via) in vias.iter().enumerate() {
+        let call_id = format!("recv-{i}");
+        let text = invite(port, &call_id, "").replacen(
+            &format!("Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id}"),
+            &format!("Via: {via}"),
+            1,
+        );
+        assert!(text.contains(via.as_str()));
+        s.send_to(text.as_bytes(), engine.sip).unwrap();
+        let got = collect(&s, Duration::from_millis(700));
+        assert!(
+            !responses(&got, 403).is_empty(),
+            "the sender gets its 403 ({via})"
+        );
+        let stray = collect(&victim, Duration::from_millis(100));
+        assert!(
+            stray.is_empty(),
+            "nothing goes to the third address ({via})"
+        );
+    }
+    // Nothing arrived later either (the 403 is retransmitted until its ACK).
+    assert!(collect(&victim, Duration::from_millis(1500)).is_empty());
+}

@@ -436,13 +436,11 @@ impl SipCore {
         };
         via.stamp_received(from.addr);
         req.headers.replace_top_via(&via.to_string());
-        let reply_to = match from.transport {
-            Transport::Tcp => from,
-            Transport::Udp => Target {
-                transport: Transport::Udp,
-                addr: via.response_address().unwrap_or(from.addr),
-            },
-        };
+        // Responses go back where the request came from, over UDP as over
+        // TCP (symmetric, as RFC 3581 asks for): never to an address the
+        // request names, which would let anyone aim our responses at a
+        // third party.
+        let reply_to = from;
 
         let key = ServerKey::of(&req);
         let tx = match self.txs.on_request(&req, key.clone(), reply_to, now()) {

@@ -38,28 +38,19 @@ impl Via {
         self.params.value("branch")
     }
 
-    /// RFC 3261 §18.2.1 and RFC 3581: note where the request really came from.
+    /// RFC 3261 §18.2.1 and RFC 3581: note where the request really came
+    /// from. Whatever `received` or `rport` value the sender wrote is
+    /// dropped first: only our own observation of the source counts.
     pub fn stamp_received(&mut self, source: SocketAddr) {
-        if self.host.parse::<IpAddr>().ok() != Some(source.ip()) {
-            self.params.set("received", Some(source.ip().to_string()));
-        }
-        if self.params.get("rport").is_some() {
+        let asked_rport = self.params.get("rport").is_some();
+        self.params.remove("received");
+        self.params.remove("rport");
+        if asked_rport {
             self.params.set("rport", Some(source.port().to_string()));
             self.params.set("received", Some(source.ip().to_string()));
+        } else if self.host.trim_matches(['[', ']']).parse::<IpAddr>().ok() != Some(source.ip()) {
+            self.params.set("received", Some(source.ip().to_string()));
         }
-    }
-
-    /// Where responses to this hop go over UDP (RFC 3261 §18.2.2, RFC 3581 §4).
-    pub fn response_address(&self) -> Option<SocketAddr> {
-        let ip: IpAddr = match self.params.value("received") {
-            Some(r) => r.parse().ok()?,
-            None => self.host.trim_matches(['[', ']']).parse().ok()?,
-        };
-        let port = match self.params.value("rport").and_then(|p| p.parse().ok()) {
-            Some(p) => p,
-            None => self.port.unwrap_or(5060),
-        };
-        Some(SocketAddr::new(ip, port))
     }
 }
 
@@ -166,14 +157,28 @@ mod tests {
             via.to_string(),
             "SIP/2.0/UDP 192.0.2.1:5061;branch=z9hG4bKa;rport=40000;received=127.0.0.1"
         );
+        assert!(Via::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn what_the_sender_wrote_as_received_or_rport_is_replaced() {
+        let source = "127.0.0.1:40000".parse().unwrap();
+        // Forged, with and without rport, repeated and in another case.
+        for text in [
+            "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKa;received=192.0.2.9",
+            "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKa;rport=9;received=192.0.2.9",
+            "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKa;RECEIVED=192.0.2.9;rport;received=192.0.2.8",
+        ] {
+            let mut via = Via::parse(text).unwrap();
+            via.stamp_received(source);
+            let out = via.to_string();
+            assert!(!out.contains("192.0.2"), "{out}");
+        }
+        let mut plain = Via::parse("SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKb").unwrap();
+        plain.stamp_received(source);
         assert_eq!(
-            via.response_address(),
-            Some("127.0.0.1:40000".parse().unwrap())
-        );
-        let plain = Via::parse("SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKb").unwrap();
-        assert_eq!(
-            plain.response_address(),
-            Some("127.0.0.1:5060".parse().unwrap())
+            plain.to_string(),
+            "SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKb"
         );
         assert!(Via::parse("garbage").is_none());
     }
