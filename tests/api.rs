@@ -726,3 +726,122 @@ fn the_openapi_document_names_every_route_and_every_route_it_names_exists() {
         "no such resource"
     );
 }
+
+/// Findings 3 and 11 of the hardening review: a page of another site cannot
+/// open the live events (WebSocket or SSE) nor read the public pages under
+/// a rebound name; the wallboard's `?token=` opens its event stream.
+#[test]
+fn pages_of_other_sites_get_no_events_and_the_wallboard_token_opens_its_stream() {
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        &format!("{TOKENS}  public: [wallboard]\n  origins: ['https://ops.example.com']\nqueues: {{ support: {{}} }}\n"),
+    );
+    let api = Api::new(&engine);
+    let port = engine.ports.http();
+    // A WebSocket with a valid token, opened by a page of another origin.
+    let ws = |origin: Option<&str>, host: Option<&str>| {
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                format!("ws://127.0.0.1:{port}/api/events"),
+            )
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {READ}").parse().unwrap());
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        if let Some(h) = host {
+            req.headers_mut().insert("host", h.parse().unwrap());
+        }
+        match api.rt.block_on(tokio_tungstenite::connect_async(req)) {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(ws(Some("http://evil.example"), None), 403);
+    assert_eq!(ws(Some("null"), None), 403);
+    assert_eq!(ws(None, Some("evil.example:8080")), 403);
+    assert_eq!(ws(Some(&format!("http://127.0.0.1:{port}")), None), 101);
+    assert_eq!(ws(Some("https://ops.example.com"), None), 101);
+    assert_eq!(ws(None, None), 101);
+
+    // Raw requests, to set Host and Origin as a browser would.
+    let raw = |path: &str, host: &str, origin: Option<&str>| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{origin}Accept: text/event-stream\r\nConnection: close\r\n\r\n").unwrap();
+        let mut head = [0u8; 512];
+        let n = s.read(&mut head).unwrap_or(0);
+        let text = String::from_utf8_lossy(&head[..n]).into_owned();
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    };
+    let here = format!("127.0.0.1:{port}");
+    // The public wallboard (no token) under a rebound name, and from another site.
+    assert_eq!(raw("/wallboard", &here, None).0, 200);
+    assert_eq!(raw("/wallboard/data", "evil.example", None).0, 403);
+    assert_eq!(
+        raw(
+            "/wallboard/events",
+            &format!("evil.example:{port}"),
+            Some(&format!("http://evil.example:{port}"))
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        raw("/wallboard/events", &here, Some("http://evil.example")).0,
+        403
+    );
+    // SSE of the API from another site, with the token in the URL: refused
+    // (and the API never takes a token from the URL anyway).
+    assert_eq!(
+        raw(
+            &format!("/api/events?token={READ}"),
+            &here,
+            Some("http://evil.example")
+        )
+        .0,
+        403
+    );
+    // The wallboard's own page opens its stream with ?token= (public or not).
+    let (status, head) = raw(&format!("/wallboard/events?token={READ}"), &here, None);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    // And on an engine where the wallboard is not public.
+    drop(engine);
+    let private = self::engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let port = private.ports.http();
+    let here = format!("127.0.0.1:{port}");
+    let raw = |path: &str| raw_at(port, path, &here);
+    assert_eq!(raw("/wallboard/events?token=wrong"), 401);
+    assert_eq!(
+        raw(&format!("/wallboard/events?token={READ}&queue=support")),
+        200
+    );
+}
+
+fn raw_at(port: u16, path: &str, host: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 512];
+    let n = s.read(&mut head).unwrap_or(0);
+    let text = String::from_utf8_lossy(&head[..n]).into_owned();
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}

@@ -51,15 +51,83 @@ fn public_page(path: &str) -> Option<PublicPage> {
     }
 }
 
+/// Routes a browser opens as a page or a stream (and so what a page of
+/// another site could make it open).
+fn browser_route(path: &str) -> bool {
+    matches!(path, "/api/events" | "/events") || public_page(path) == Some(PublicPage::Wallboard)
+}
+
+/// Why a request a browser may have sent on another site's behalf is
+/// refused, if it is. `Origin`, when present, must be this server's own
+/// (the `Host` it was sent to) or one of `http.origins`. On the pages and
+/// streams (and whatever is served without a token), `Host` must name this
+/// server: an IP address, `localhost` or one of `http.hosts`, so a name
+/// rebound to this address (DNS rebinding) gets nothing.
+fn refusal(
+    http: &crate::config::HttpConfig,
+    host: Option<&str>,
+    origin: Option<&str>,
+    checks_host: bool,
+) -> Option<&'static str> {
+    if let Some(origin) = origin {
+        let own = host.is_some_and(|h| {
+            ["http://", "https://"].iter().any(|scheme| {
+                origin
+                    .strip_prefix(scheme)
+                    .is_some_and(|rest| rest.eq_ignore_ascii_case(h))
+            })
+        });
+        let listed = http
+            .origins
+            .iter()
+            .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin));
+        if !own && !listed {
+            return Some("a page of another origin may not use this server (see http.origins)");
+        }
+    }
+    if checks_host {
+        if let Some(host) = host {
+            let name = match host.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or(""),
+                None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+            };
+            let ours = name.parse::<std::net::IpAddr>().is_ok()
+                || name.eq_ignore_ascii_case("localhost")
+                || http.hosts.iter().any(|h| h.eq_ignore_ascii_case(name));
+            if !ours {
+                return Some("this server does not answer to that host name (see http.hosts)");
+            }
+        }
+    }
+    None
+}
+
 pub async fn check(State(state): State<Arc<ApiState>>, mut req: Request, next: Next) -> Response {
     // Pages configured public are served to clients on this machine.
     let loopback = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|c| c.0.ip().is_loopback());
-    if loopback
-        && public_page(req.uri().path()).is_some_and(|p| state.config.http.public.contains(&p))
-    {
+    let (public, refused) = {
+        let path = req.uri().path();
+        let public =
+            loopback && public_page(path).is_some_and(|p| state.config.http.public.contains(&p));
+        let headers = req.headers();
+        let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let refused = refusal(
+            &state.config.http,
+            text(header::HOST),
+            text(header::ORIGIN),
+            public || browser_route(path),
+        );
+        (public, refused)
+    };
+    if let Some(why) = refused {
+        ::metrics::counter!("hotline_http_requests_refused_total", "reason" => "origin")
+            .increment(1);
+        return error(StatusCode::FORBIDDEN, why, None);
+    }
+    if public {
         req.extensions_mut().insert(Caller {
             name: "public".into(),
             role: Role::Read,
@@ -149,6 +217,82 @@ fn unauthorized(why: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::HttpConfig;
+
+    #[test]
+    fn pages_of_other_origins_and_other_host_names_are_refused() {
+        let mut http = HttpConfig::default();
+        let refused = |http: &HttpConfig, host, origin, page| {
+            super::refusal(http, host, origin, page).is_some()
+        };
+        // A script, a same-origin page, a page on loopback by name.
+        assert!(!refused(&http, Some("127.0.0.1:8080"), None, true));
+        assert!(!refused(
+            &http,
+            Some("127.0.0.1:8080"),
+            Some("http://127.0.0.1:8080"),
+            true
+        ));
+        assert!(!refused(
+            &http,
+            Some("localhost:8080"),
+            Some("http://localhost:8080"),
+            true
+        ));
+        assert!(!refused(
+            &http,
+            Some("[::1]:8080"),
+            Some("http://[::1]:8080"),
+            true
+        ));
+        assert!(!refused(&http, None, None, true));
+        // Another site's page, or a sandboxed one.
+        assert!(refused(
+            &http,
+            Some("127.0.0.1:8080"),
+            Some("http://evil.example"),
+            true
+        ));
+        assert!(refused(
+            &http,
+            Some("127.0.0.1:8080"),
+            Some("http://127.0.0.1:9999"),
+            false
+        ));
+        assert!(refused(&http, Some("127.0.0.1:8080"), Some("null"), true));
+        // DNS rebinding: the page's own origin, under a name that is not ours.
+        assert!(refused(
+            &http,
+            Some("evil.example:8080"),
+            Some("http://evil.example:8080"),
+            true
+        ));
+        assert!(refused(&http, Some("evil.example:8080"), None, true));
+        // A scraper using a name, with its token, on the API.
+        assert!(!refused(&http, Some("hotline.internal:8080"), None, false));
+        // Listed names and origins.
+        http.hosts.push("wall.example.com".into());
+        http.origins.push("https://ops.example.com".into());
+        assert!(!refused(
+            &http,
+            Some("WALL.example.com"),
+            Some("http://wall.example.com"),
+            true
+        ));
+        assert!(!refused(
+            &http,
+            Some("127.0.0.1:8080"),
+            Some("https://ops.example.com"),
+            true
+        ));
+        assert!(refused(
+            &http,
+            Some("127.0.0.1:8080"),
+            Some("http://ops.example.com"),
+            true
+        ));
+    }
+
     #[test]
     fn query_values_are_decoded_and_a_bad_escape_is_kept() {
         assert_eq!(super::percent_decode("a%2Fb+c%zz%4"), "a/b c%zz%4");

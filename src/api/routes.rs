@@ -527,6 +527,9 @@ async fn kpis(
 struct Filter {
     queue: Option<String>,
     agent: Option<String>,
+    /// The wallboard's `?token=`, already checked by the token layer.
+    #[serde(default, rename = "token")]
+    _token: Option<serde::de::IgnoredAny>,
 }
 
 impl Filter {

@@ -182,6 +182,13 @@ pub struct HttpConfig {
     /// Pages served without a token to clients on loopback: `metrics`,
     /// `wallboard` (for a scraper or a wall screen on the same machine).
     pub public: Vec<PublicPage>,
+    /// Host names (besides IP addresses and `localhost`) a browser may use
+    /// to reach the pages and event streams: a name not listed is refused,
+    /// so a page on another site cannot rebind its name to this server.
+    pub hosts: Vec<String>,
+    /// Web origins (`https://ops.example.com`) besides the server's own
+    /// whose pages may call the API or open its event streams.
+    pub origins: Vec<String>,
     /// The API's connection budget (see [`ConnectionLimits`]); a request
     /// head must be complete within `message-timeout`, also between
     /// requests on a kept-alive connection.
@@ -195,6 +202,8 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tokens: Vec::new(),
             public: Vec::new(),
+            hosts: Vec::new(),
+            origins: Vec::new(),
             connections: ConnectionLimits::HTTP,
         }
     }
@@ -796,6 +805,24 @@ impl Config {
         for (name, q) in &self.queues {
             if let Some(cb) = &q.callback {
                 self.check_callback(name, cb)?;
+            }
+        }
+        for origin in &self.http.origins {
+            let ok = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains(['/', '?', '#', '@']));
+            if !ok {
+                return Err(format!(
+                    "http.origins: `{origin}` is not an origin (http://HOST[:PORT] or https://HOST[:PORT], no path)"
+                ));
+            }
+        }
+        for host in &self.http.hosts {
+            if host.is_empty() || host.contains(['/', ':', '@', ' ']) {
+                return Err(format!(
+                    "http.hosts: `{host}` is not a host name (a name such as wallboard.example.com, without port)"
+                ));
             }
         }
         let mut ids = std::collections::HashSet::new();
