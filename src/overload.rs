@@ -1,9 +1,9 @@
 //! Why new calls are refused for now. Any part of the engine that would
 //! otherwise lose what it already promised (the store's backlog of call
 //! records, the process's open-file budget) raises its pressure here; the
-//! SIP core answers new INVITEs `503` (without `Retry-After`, RFC 6357, so
-//! an upstream proxy does not take the whole server out of rotation) while
-//! any is raised. Calls in progress are not touched.
+//! SIP core answers new INVITEs `503` with a short `Retry-After`
+//! (`calls.retry-after`) while any is raised. Calls in progress are not
+//! touched.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

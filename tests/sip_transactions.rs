@@ -3,61 +3,10 @@
 
 mod common;
 
-use std::net::UdpSocket;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::raw::{collect, invite, peer, requests, responses};
 use common::Engine;
-use hotline::sip::message::{parse, Message, Request, Response};
-
-fn peer(port: u16) -> UdpSocket {
-    let s = UdpSocket::bind(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    s
-}
-
-fn invite(port: u16, call_id: &str, extra: &str) -> String {
-    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
-    format!(
-        "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id}\r\n\
-From: <sip:t@127.0.0.1>;tag=f{call_id}\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
-Contact: <sip:t@127.0.0.1:{port}>\r\n{extra}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    )
-}
-
-/// Everything received for `duration`.
-fn collect(s: &UdpSocket, duration: Duration) -> Vec<(Instant, Message)> {
-    let until = Instant::now() + duration;
-    let mut out = vec![];
-    let mut buf = [0u8; 8192];
-    while Instant::now() < until {
-        if let Ok((n, _)) = s.recv_from(&mut buf) {
-            if let Ok(m) = parse(&buf[..n]) {
-                out.push((Instant::now(), m));
-            }
-        }
-    }
-    out
-}
-
-fn responses(msgs: &[(Instant, Message)], status: u16) -> Vec<(Instant, Response)> {
-    msgs.iter()
-        .filter_map(|(t, m)| match m {
-            Message::Response(r) if r.status == status => Some((*t, r.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn requests(msgs: &[(Instant, Message)], method: &str) -> Vec<Request> {
-    msgs.iter()
-        .filter_map(|(_, m)| match m {
-            Message::Request(r) if r.method.as_str() == method => Some(r.clone()),
-            _ => None,
-        })
-        .collect()
-}
 
 #[test]
 fn unacknowledged_200_is_retransmitted_and_a_repeated_invite_gets_it_again() {

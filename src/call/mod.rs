@@ -189,6 +189,30 @@ struct Driver {
     closing: Vec<tokio::task::JoinHandle<Result<(String, std::time::Duration), String>>>,
 }
 
+/// Rings for the configured answer delay; `Some` if the caller gave up.
+async fn ring(
+    config: &crate::config::Config,
+    dialog: &DialogHandle,
+    events: &mut mpsc::Receiver<DialogEvent>,
+) -> Option<Ending> {
+    let delay = config.calls.answer_delay;
+    if delay.is_zero() {
+        return None;
+    }
+    dialog.respond(180).await;
+    let until = Instant::now() + delay;
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(DialogEvent::Cancelled) => return Some(Ending::Cancelled),
+                Some(DialogEvent::Bye) | None => return Some(Ending::CallerHungUp),
+                Some(_) => {}
+            },
+            _ = tokio::time::sleep_until(until) => return None,
+        }
+    }
+}
+
 impl Driver {
     async fn setup(
         ctx: CallContext,
@@ -215,6 +239,27 @@ impl Driver {
             cdr.outcome = StoreOutcome::Refused;
             return Ending::Refused;
         };
+        // An unusable offer is refused before any ringing.
+        let offered = match offer {
+            Some(body) => match sdp::parse(&body).and_then(|o| sdp::negotiate(&o)) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    warn!(error = %e, "offer refused");
+                    dialog.respond(488).await;
+                    cdr.outcome = StoreOutcome::Refused;
+                    return Ending::Refused;
+                }
+            },
+            None => None,
+        };
+        cdr.flow = Some(set.flows[flow].name.clone());
+        // Ringing holds no RTP port: a caller who gives up while it rings
+        // (or a flood of INVITEs never answered) takes none.
+        let mut events = events;
+        if let Some(end) = ring(&ctx.config, &dialog, &mut events).await {
+            cdr.outcome = StoreOutcome::Cancelled;
+            return end;
+        }
         let media = match ctx.media.open().await {
             Ok(m) => m,
             Err(e) => {
@@ -267,24 +312,6 @@ impl Driver {
             conversation: None,
             closing: Vec::new(),
         };
-        // An unusable offer is refused before any ringing.
-        let offered = match offer {
-            Some(body) => match sdp::parse(&body).and_then(|o| sdp::negotiate(&o)) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    warn!(error = %e, "offer refused");
-                    d.dialog.respond(488).await;
-                    cdr.outcome = StoreOutcome::Refused;
-                    return Ending::Refused;
-                }
-            },
-            None => None,
-        };
-        cdr.flow = Some(state.flow_name().to_owned());
-        if let Some(end) = d.ring().await {
-            cdr.outcome = StoreOutcome::Cancelled;
-            return end;
-        }
         state.answered(cdr, std::time::Instant::now());
         d.carry_out(&mut state).await;
         // The record is committed before the answer goes out (one group
@@ -303,26 +330,6 @@ impl Driver {
         let recordings = d.close_recordings().await;
         state.fill(cdr, recordings, std::time::Instant::now());
         end
-    }
-
-    /// Rings for the configured answer delay; `Some` if the caller gave up.
-    async fn ring(&mut self) -> Option<Ending> {
-        let delay = self.ctx.config.calls.answer_delay;
-        if delay.is_zero() {
-            return None;
-        }
-        self.dialog.respond(180).await;
-        let until = Instant::now() + delay;
-        loop {
-            tokio::select! {
-                ev = self.events.recv() => match ev {
-                    Some(DialogEvent::Cancelled) => return Some(Ending::Cancelled),
-                    Some(DialogEvent::Bye) | None => return Some(Ending::CallerHungUp),
-                    Some(_) => {}
-                },
-                _ = tokio::time::sleep_until(until) => return None,
-            }
-        }
     }
 
     /// Feeds the call what happens until it ends.

@@ -84,6 +84,32 @@ pub struct SipConfig {
     /// The largest SIP message taken, on every transport; bigger ones are
     /// dropped (UDP) or end their connection (TCP).
     pub max_message_size: usize,
+    /// Requests per source address that is not a trunk (agents' phones,
+    /// strangers): past the rate, the source's requests are dropped
+    /// unanswered for a while.
+    pub rate_limit: RateLimit,
+}
+
+/// `sip.rate-limit`: more than `requests` within `per` from one address
+/// blocks it for `block`; `requests: 0` turns it off.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RateLimit {
+    pub requests: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub per: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub block: Duration,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            requests: 60,
+            per: Duration::from_secs(2),
+            block: Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for SipConfig {
@@ -96,6 +122,7 @@ impl Default for SipConfig {
             user_agent: format!("Hotline/{}", env!("CARGO_PKG_VERSION")),
             connections: ConnectionLimits::SIP,
             max_message_size: 65_535,
+            rate_limit: RateLimit::default(),
         }
     }
 }
@@ -291,6 +318,18 @@ pub struct Trunk {
     /// How calls are placed over this trunk (callbacks); unset: never.
     #[serde(default)]
     pub outbound: Option<Outbound>,
+    /// Caps on the calls this trunk brings in.
+    #[serde(default)]
+    pub inbound: Inbound,
+}
+
+/// `trunks[].inbound`: at most `max-calls` calls from the trunk at once and
+/// `max-cps` new ones a second; more get `503` with `Retry-After`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Inbound {
+    pub max_calls: Option<usize>,
+    pub max_cps: Option<u32>,
 }
 
 /// How Hotline places calls over a trunk: where INVITEs go and as whom.
@@ -684,6 +723,12 @@ pub struct CallsConfig {
     /// phone died without a BYE): the call ends and the agent is freed.
     #[serde(deserialize_with = "de_duration")]
     pub leg_check_timeout: Duration,
+    /// At most this many calls in progress (answered or not, from trunks
+    /// and agents' feature codes); more get `503`. 0: no cap.
+    pub max_concurrent: usize,
+    /// The `Retry-After` of a `503` for overload or a cap (0: none).
+    #[serde(deserialize_with = "de_duration")]
+    pub retry_after: Duration,
 }
 
 impl Default for CallsConfig {
@@ -694,6 +739,8 @@ impl Default for CallsConfig {
             leg_check_timeout: Duration::from_secs(6),
             answer_delay: Duration::ZERO,
             end_webhook: None,
+            max_concurrent: 1000,
+            retry_after: Duration::from_secs(5),
         }
     }
 }

@@ -134,6 +134,12 @@ pub async fn start(
         next_keepalive: now(),
         trunk_clients: Vec::new(),
         trunk_txs: HashMap::new(),
+        caps: super::limits::CallCaps::default(),
+        sources: super::limits::SourceLimit::new(
+            config_for_registrar.sip.rate_limit.requests,
+            config_for_registrar.sip.rate_limit.per,
+            config_for_registrar.sip.rate_limit.block,
+        ),
     };
     for trunk in &core.config.trunks.clone() {
         let Some(o) = &trunk.outbound else {
@@ -169,6 +175,9 @@ struct DialogSlot {
     dialog: Dialog,
     events: mpsc::Sender<DialogEvent>,
     released: bool,
+    /// The trunk (or `agents`) an incoming call was admitted over: it
+    /// counts against the caps until the dialog is forgotten.
+    admitted: Option<String>,
 }
 
 /// An open TCP connection as the core sees it: its writer, and the flag
@@ -210,6 +219,10 @@ struct SipCore {
     trunk_clients: Vec<TrunkClient>,
     /// Their requests in flight → (which client, what, the request).
     trunk_txs: HashMap<TxId, (usize, TrunkKind, Request)>,
+    /// Calls in progress, in all and per trunk, and each trunk's rate.
+    caps: super::limits::CallCaps,
+    /// Requests per source that is not a trunk.
+    sources: super::limits::SourceLimit,
 }
 
 /// The address a trunk's proxy URI names (A/AAAA; no SRV).
@@ -400,12 +413,53 @@ impl SipCore {
             Inbound::TcpClosed { peer } => {
                 self.tcp.remove(&peer);
             }
+            Inbound::Message { bytes, from } if !self.source_may_send(&bytes, from) => {}
             Inbound::Message { bytes, from } => match message::parse(&bytes) {
                 Ok(Message::Request(req)) => self.on_request(req, from),
                 Ok(Message::Response(resp)) => self.on_response(resp),
                 Err(e) => self.on_malformed(&bytes, from, &e),
             },
         }
+    }
+
+    /// Requests from a source that is not a trunk count against its rate
+    /// (`sip.rate-limit`); past it they are dropped unanswered, so a flood
+    /// gets nothing back. Responses are not counted: they only match our
+    /// own transactions.
+    fn source_may_send(&mut self, bytes: &[u8], from: Target) -> bool {
+        if bytes.starts_with(b"SIP/2.0 ") || self.config.trunk_for(from.addr.ip()).is_some() {
+            return true;
+        }
+        match self.sources.check(from.addr.ip(), now()) {
+            super::limits::Verdict::Pass => true,
+            super::limits::Verdict::Drop => {
+                metrics::counter!("hotline_sip_requests_dropped_total", "reason" => "rate-limit")
+                    .increment(1);
+                false
+            }
+            super::limits::Verdict::Blocked { .. } => {
+                let block = self.config.sip.rate_limit.block.as_secs();
+                warn!(
+                    "hotline refused: source={} reason=rate-limit; requests above sip.rate-limit, dropped for {block} s",
+                    from.addr.ip()
+                );
+                metrics::counter!("hotline_sip_sources_blocked_total").increment(1);
+                metrics::counter!("hotline_sip_requests_dropped_total", "reason" => "rate-limit")
+                    .increment(1);
+                false
+            }
+        }
+    }
+
+    /// `503` for overload or a cap, with `Retry-After` (`calls.retry-after`).
+    fn refuse_busy(&mut self, tx: TxId, req: &Request, reason: &'static str) {
+        metrics::counter!("hotline_calls_refused_total", "reason" => reason).increment(1);
+        let mut resp = self.response(req, 503, None, None);
+        let after = self.config.calls.retry_after.as_secs();
+        if after > 0 {
+            resp.headers.push("Retry-After", after.to_string());
+        }
+        self.out.extend(self.txs.respond(tx, &resp, now()));
     }
 
     /// Answers a malformed request with 400 when its headers allow a reply.
@@ -494,8 +548,7 @@ impl SipCore {
         }
         if let Some(p) = self.admission.refusing() {
             warn!(%call_id, reason = p.as_str(), "refusing call: overloaded");
-            metrics::counter!("hotline_calls_refused_total", "reason" => p.as_str()).increment(1);
-            return self.reply(tx, &req, 503, None);
+            return self.refuse_busy(tx, &req, p.as_str());
         }
         let dialed_user = SipUri::parse(&req.uri)
             .and_then(|u| u.user)
@@ -548,6 +601,24 @@ impl SipCore {
         let Some(dialog) = Dialog::from_invite(&req, local_tag.clone(), tx, from) else {
             return self.reply(tx, &req, 400, None);
         };
+        let inbound = self
+            .config
+            .trunks
+            .iter()
+            .find(|t| t.name == trunk)
+            .map(|t| super::limits::TrunkCaps {
+                max_calls: t.inbound.max_calls,
+                max_cps: t.inbound.max_cps,
+            })
+            .unwrap_or_default();
+        if let Err(why) = self
+            .caps
+            .admit(&trunk, inbound, self.config.calls.max_concurrent, now())
+        {
+            warn!(%call_id, %trunk, reason = why.as_str(), "refusing call: at its cap");
+            return self.refuse_busy(tx, &req, why.as_str());
+        }
+        let admitted = trunk.clone();
         self.reply(tx, &req, 100, None);
 
         let from_hdr = req.headers.get("From").and_then(NameAddr::parse);
@@ -580,8 +651,9 @@ impl SipCore {
         };
         if self.incoming.try_send(call).is_err() {
             warn!(%call_id, "call layer overloaded; refusing call");
+            self.caps.release(&admitted);
             // The handle inside the dropped call sends a Release we ignore.
-            return self.reply(tx, &req, 503, None);
+            return self.refuse_busy(tx, &req, "call-layer");
         }
         self.by_call.insert((call_id, local_tag), id);
         self.by_tx.insert(tx, id);
@@ -591,6 +663,7 @@ impl SipCore {
                 dialog,
                 events: ev_tx,
                 released: false,
+                admitted: Some(admitted),
             },
         );
         self.status.dialogs.fetch_add(1, Ordering::SeqCst);
@@ -1104,6 +1177,7 @@ impl SipCore {
                 dialog,
                 events,
                 released: false,
+                admitted: None,
             },
         );
         self.status.dialogs.fetch_add(1, Ordering::SeqCst);
@@ -1297,6 +1371,9 @@ impl SipCore {
             self.by_tx.retain(|_, v| *v != id);
             self.by_invite.retain(|_, v| *v != id);
             self.pings.retain(|_, v| *v != id);
+            if let Some(trunk) = &slot.admitted {
+                self.caps.release(trunk);
+            }
             self.status.dialogs.fetch_sub(1, Ordering::SeqCst);
             debug!(call_id = %d.call_id, "dialog removed");
         }

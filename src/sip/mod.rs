@@ -7,6 +7,7 @@ pub mod dialog;
 pub mod digest;
 pub mod handle;
 pub mod header;
+pub mod limits;
 pub mod message;
 pub mod registrar;
 pub mod reply;

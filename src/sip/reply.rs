@@ -132,8 +132,7 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:100@h>\r\nCall-ID: c\r\nCSeq: 7 {method}\r\nCo
         assert_eq!(trying.headers.get("To"), Some("<sip:100@h>"));
         assert!(trying.headers.get("Contact").is_none());
         let busy = response(&request("INVITE", "UDP"), 503, "t", &US, None);
-        // Overload: no Retry-After, so a proxy does not take us out of
-        // rotation for it (RFC 6357); a shutdown adds its own.
+        // The core adds Retry-After (calls.retry-after) where it refuses.
         assert!(busy.headers.get("Retry-After").is_none());
         assert!(busy.headers.get("Contact").is_none());
         let nope = response(&request("SUBSCRIBE", "UDP"), 405, "t", &US, None);
