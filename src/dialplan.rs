@@ -183,6 +183,53 @@ fn matches(pattern: &str, number: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The plan the demo ships with, and the one the README gives for the
+    /// US and Canada: neither dials the Caribbean or premium numbers.
+    #[test]
+    fn the_shipped_and_documented_plans_refuse_international_rate_nanp_numbers() {
+        let demo = crate::config::Config::parse(include_str!("../hotline.yaml")).unwrap();
+        let carrier = demo.trunks.iter().find(|t| t.name == "carrier").unwrap();
+        let readme = include_str!("../README.md");
+        let start = readme.find("A plan for callbacks to the US").unwrap();
+        let yaml = &readme[start..];
+        let yaml = &yaml[yaml.find("```yaml").unwrap() + 7..];
+        let yaml = &yaml[..yaml.find("```").unwrap()];
+        let documented =
+            crate::config::Config::parse(&format!("trunks:\n  - name: t\n    allow: []\n{yaml}"))
+                .unwrap();
+        let documented = &documented.trunks[0].dial_plan;
+        assert!(documented.problems().is_empty());
+        for caribbean in [
+            "+18095551234",
+            "+1 876 555 0123",
+            "12685550123",
+            "+12425550100",
+        ] {
+            assert!(carrier.dial_plan.check(caribbean).is_err(), "{caribbean}");
+            assert!(documented.check(caribbean).is_err(), "{caribbean}");
+        }
+        for premium in ["+19005550123", "+19765550123", "+12125551212"] {
+            assert!(carrier.dial_plan.check(premium).is_err(), "{premium}");
+            assert!(documented.check(premium).is_err(), "{premium}");
+        }
+        assert_eq!(
+            carrier.dial_plan.check("202 555 0123").as_deref(),
+            Ok("+12025550123")
+        );
+        assert!(
+            carrier.dial_plan.check("+12025550200").is_err(),
+            "only the fictional range"
+        );
+        assert_eq!(
+            documented.check("(212) 555-0123").as_deref(),
+            Ok("+12125550123")
+        );
+        assert_eq!(
+            documented.check("+1 416 555 0199").as_deref(),
+            Ok("+14165550199")
+        );
+    }
+
     fn us() -> DialPlan {
         DialPlan {
             country_code: "1".into(),

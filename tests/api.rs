@@ -845,3 +845,59 @@ fn raw_at(port: u16, path: &str, host: &str) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
 }
+
+/// Finding 12 of the hardening review: two calls that share a Call-ID (two
+/// dialogs, told apart by their From tags) are two calls in the API, and an
+/// admin hangs up each, the right one.
+#[test]
+fn two_calls_with_one_call_id_are_two_calls_and_each_can_be_hung_up() {
+    use common::raw::{ack_for, collect, invite, peer, requests, responses};
+    let engine = engine("entry: q\nnodes:\n  q: { queue: support }\n", "");
+    let api = Api::new(&engine);
+    let port = engine.ports.spare(0);
+    let s = peer(port);
+    for tag in ["A", "B"] {
+        let text = invite(port, "dup", "")
+            .replace("tag=fdup", &format!("tag=f{tag}"))
+            .replace("branch=z9hG4bKdup", &format!("branch=z9hG4bKdup{tag}"));
+        s.send_to(text.as_bytes(), engine.sip).unwrap();
+        let got = collect(&s, Duration::from_millis(400));
+        let oks = responses(&got, 200);
+        let ok = &oks
+            .first()
+            .unwrap_or_else(|| panic!("call {tag} not answered"))
+            .1;
+        s.send_to(ack_for(ok, port, "dup").as_bytes(), engine.sip)
+            .unwrap();
+    }
+    assert!(engine.wait_log("caller joined the queue", Duration::from_secs(5)));
+    let (_, calls) = api.get("/api/calls", READ);
+    let ids: Vec<&str> = calls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["call_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["dup", "dup;from-tag=fB"], "{calls}");
+    // Hang up the second, then the first: each BYE goes to its own dialog.
+    for (id, tag) in [("dup%3Bfrom-tag%3DfB", "fB"), ("dup", "fA")] {
+        let (status, body) = api.post(&format!("/api/calls/{id}/hangup"), ADMIN, None);
+        assert_eq!(status, 202, "{id}: {body}");
+        let got = collect(&s, Duration::from_millis(600));
+        let byes = requests(&got, "BYE");
+        assert!(!byes.is_empty(), "no BYE for {id}");
+        assert!(
+            byes.iter().all(|b| b
+                .headers
+                .get("To")
+                .is_some_and(|t| t.contains(&format!("tag={tag}")))),
+            "{byes:?}"
+        );
+        for bye in byes {
+            s.send_to(common::raw::ok_to(&bye).as_bytes(), engine.sip)
+                .unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(api.get("/api/calls", READ).1, json!([]));
+}

@@ -933,3 +933,51 @@ fn a_trunk_never_carries_more_callbacks_at_once_than_its_max_calls() {
     }
     wait_attempts(&engine, &["no-answer", "no-answer"]);
 }
+
+/// Finding 7 of the hardening review: a callback offer must not become a way
+/// to ring one number over and over. At most `max-per-number-per-day`
+/// callbacks to a number (however it is typed) are booked; the next is refused (the flow goes on
+/// by its `on-error`), and another number is still booked.
+#[test]
+fn a_number_gets_at_most_its_callbacks_per_day() {
+    let carrier_port = common::Ports::next().spare(0);
+    let flow = "entry: cb
+nodes:
+  cb: { callback: support, next: booked, on-error: refused }
+  booked: { hangup: callback/booked }
+  refused: { hangup: goodbye }
+";
+    let engine = engine_flow(
+        flow,
+        &trunks(carrier_port),
+        "whisper: false, max-per-number-per-day: 1",
+    );
+    let port = engine.ports.spare(0);
+    for (i, number) in ["2125550123", "1 212 555 0123", "2125550188"]
+        .iter()
+        .enumerate()
+    {
+        // The node asks for the number at once: the number, #, then 1.
+        let mut keys: Vec<(u64, char)> = booking_keys(&number.replace(' ', ""))
+            .into_iter()
+            .skip(1)
+            .collect();
+        keys[0].0 = 1200;
+        let sc = keys_scenario(&engine, &format!("cap{i}.xml"), port, &keys, 1);
+        common::wait_for_bye(&sc);
+        common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    }
+    let numbers: Vec<String> = callbacks(&engine).into_iter().map(|c| c.2).collect();
+    assert_eq!(
+        numbers,
+        ["+12125550123", "+12125550188"],
+        "the second booking to one number is refused"
+    );
+    let log = engine.log();
+    assert_eq!(
+        log.matches("ivr node flow=main node=refused").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("callbacks to this number were booked in the last 24 h"));
+}

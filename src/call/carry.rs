@@ -208,10 +208,17 @@ impl Driver {
     fn save_callback(&mut self, callback: Callback) {
         let (store, tx) = (self.ctx.store.clone(), self.booking.0.clone());
         let (callbacks, call_id) = (self.ctx.callbacks.clone(), self.call_id.clone());
+        let max = self
+            .ctx
+            .config
+            .queues
+            .get(&callback.queue)
+            .and_then(|q| q.callback.as_ref())
+            .map_or(0, |c| c.max_per_number_per_day);
         tokio::spawn(
             async move {
                 let result = store
-                    .save_callback(callback.clone())
+                    .save_callback_capped(callback.clone(), max)
                     .await
                     .map(|id| Callback { id, ..callback });
                 // The caller confirmed; if they hung up while it was being

@@ -71,9 +71,32 @@ impl LiveCalls {
         f(&mut map)
     }
 
-    /// A call arrived; `hangup` is how the API ends it.
-    pub fn arrived(&self, call: LiveCall, hangup: mpsc::UnboundedSender<()>) {
-        self.with(|m| m.insert(call.call_id.clone(), (call, hangup)));
+    /// A call arrived; `hangup` is how the API ends it. Returns the id it
+    /// goes by from now on (its events, the API, its record): its Call-ID,
+    /// unless a call in progress already has that one (two dialogs of one
+    /// Call-ID, told apart by the caller's From tag): then
+    /// `CALL-ID;from-tag=TAG`, and a number after that if even that is taken.
+    pub fn arrived(
+        &self,
+        mut call: LiveCall,
+        from_tag: &str,
+        hangup: mpsc::UnboundedSender<()>,
+    ) -> String {
+        self.with(|m| {
+            let base = call.call_id.clone();
+            let mut id = base.clone();
+            if m.contains_key(&id) {
+                id = format!("{base};from-tag={from_tag}");
+            }
+            let mut n = 2;
+            while m.contains_key(&id) {
+                id = format!("{base};from-tag={from_tag};n={n}");
+                n += 1;
+            }
+            call.call_id = id.clone();
+            m.insert(id.clone(), (call, hangup));
+            id
+        })
     }
 
     pub fn ended(&self, call_id: &str) {

@@ -74,7 +74,26 @@ impl CallContext {
 pub use record::Ending;
 
 /// Runs one call to its end.
-pub async fn run(ctx: CallContext, call: IncomingCall) {
+pub async fn run(ctx: CallContext, mut call: IncomingCall) {
+    let (kill_tx, kill_rx) = mpsc::unbounded_channel();
+    // The id the call goes by: its Call-ID, unless another call in progress
+    // has that one.
+    call.call_id = ctx.calls.arrived(
+        live::LiveCall {
+            call_id: call.call_id.clone(),
+            caller: call.caller.clone(),
+            dialed: call.dialed.clone(),
+            trunk: call.trunk.clone(),
+            arrived_at: jiff::Timestamp::now(),
+            state: live::CallPhase::Ivr,
+            flow: None,
+            node: None,
+            queue: None,
+            agent: None,
+        },
+        &call.from_tag,
+        kill_tx,
+    );
     let span = tracing::info_span!(
         "call",
         call_id = %call.call_id,
@@ -83,22 +102,6 @@ pub async fn run(ctx: CallContext, call: IncomingCall) {
     );
     async move {
         info!(trunk = %call.trunk, source = %call.source, "call arrived");
-        let (kill_tx, kill_rx) = mpsc::unbounded_channel();
-        ctx.calls.arrived(
-            live::LiveCall {
-                call_id: call.call_id.clone(),
-                caller: call.caller.clone(),
-                dialed: call.dialed.clone(),
-                trunk: call.trunk.clone(),
-                arrived_at: jiff::Timestamp::now(),
-                state: live::CallPhase::Ivr,
-                flow: None,
-                node: None,
-                queue: None,
-                agent: None,
-            },
-            kill_tx,
-        );
         ctx.publish(BusEvent::CallArrived {
             call_id: call.call_id.clone(),
             caller: call.caller.clone(),

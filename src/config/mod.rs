@@ -422,6 +422,10 @@ pub struct CallbackConfig {
     /// `customer-first` (the customer is called when the callback reaches
     /// the head of the queue, and waits there for the next agent).
     pub delivery: Delivery,
+    /// At most this many callbacks to one number may be booked within 24
+    /// hours (in any queue), so the offer cannot be used to harass a
+    /// number; 0: no cap.
+    pub max_per_number_per_day: u32,
 }
 
 /// Who is reached first when a callback's turn comes.
@@ -448,6 +452,7 @@ impl Default for CallbackConfig {
             confirm_timeout: Duration::from_secs(10),
             whisper: true,
             delivery: Delivery::AgentFirst,
+            max_per_number_per_day: 3,
         }
     }
 }

@@ -636,6 +636,7 @@ impl SipCore {
         let (ev_tx, ev_rx) = mpsc::channel(super::handle::DIALOG_EVENTS);
         let call = IncomingCall {
             call_id: call_id.clone(),
+            from_tag: dialog.remote_tag.clone(),
             caller,
             caller_name,
             dialed,

@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct IncomingCall {
     pub call_id: String,
+    /// The caller's From tag: with the Call-ID, it names the dialog.
+    pub from_tag: String,
     /// The caller's user part (From), e.g. a phone number.
     pub caller: String,
     pub caller_name: Option<String>,

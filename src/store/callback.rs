@@ -276,6 +276,20 @@ pub fn between(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How many callbacks to `number` were booked at or after `since` (in any
+/// queue, whatever became of them).
+pub fn count_to_number(
+    conn: &Connection,
+    number: &str,
+    since: Timestamp,
+) -> Result<u32, StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM callback WHERE number = ?1 AND created_at >= ?2",
+        params![number, since.to_string()],
+        |r| r.get(0),
+    )?)
+}
+
 /// After a restart: every pending callback, oldest place first. Attempts
 /// that were going on when the engine stopped are ended as `interrupted`
 /// (they count), and their callback waits until `not_before(started_at)`,

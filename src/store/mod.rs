@@ -46,6 +46,8 @@ pub enum StoreError {
     Stopped,
     #[error("the batch holding this write was not committed: {0}")]
     NotCommitted(String),
+    #[error("{booked} callbacks to this number were booked in the last 24 h (the most allowed)")]
+    TooManyCallbacks { booked: u32 },
 }
 
 /// A message a caller left.
@@ -161,6 +163,8 @@ pub trait Store: Send {
     /// A new callback request; its id.
     fn save_callback(&mut self, c: &Callback) -> Result<i64, StoreError>;
     fn callback(&mut self, id: i64) -> Result<Option<Callback>, StoreError>;
+    /// Callbacks to `number` booked at or after `since`, in any queue.
+    fn callbacks_to_number(&mut self, number: &str, since: Timestamp) -> Result<u32, StoreError>;
     /// Callbacks booked in `[since, until)`, oldest first.
     fn callbacks_between(
         &mut self,
@@ -428,6 +432,26 @@ impl StoreHandle {
 
     pub async fn save_callback(&self, c: Callback) -> Result<i64, StoreError> {
         self.write("callback", move |s| s.save_callback(&c)).await
+    }
+
+    /// Stores a callback unless `max` callbacks to its number were booked
+    /// in the 24 hours before it (counted and written in one step, so two
+    /// bookings at once cannot both slip under the cap). `max` 0: no cap.
+    pub async fn save_callback_capped(&self, c: Callback, max: u32) -> Result<i64, StoreError> {
+        self.write("callback", move |s| {
+            if max > 0 {
+                let since = c
+                    .created_at
+                    .checked_sub(jiff::SignedDuration::from_hours(24))
+                    .unwrap_or(c.created_at);
+                let booked = s.callbacks_to_number(&c.number, since)?;
+                if booked >= max {
+                    return Err(StoreError::TooManyCallbacks { booked });
+                }
+            }
+            s.save_callback(&c)
+        })
+        .await
     }
 
     pub async fn callback(&self, id: i64) -> Result<Option<Callback>, StoreError> {

@@ -357,6 +357,10 @@ impl Store for SqliteStore {
         callback::get(&self.conn, id)
     }
 
+    fn callbacks_to_number(&mut self, number: &str, since: Timestamp) -> Result<u32, StoreError> {
+        callback::count_to_number(&self.conn, number, since)
+    }
+
     fn callbacks_between(
         &mut self,
         since: Timestamp,
