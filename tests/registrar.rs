@@ -88,6 +88,30 @@ fn agents_register_with_digest_and_wrong_passwords_are_locked_out() {
     )
     .assert_ok();
     assert!(!engine.log().contains("agent contacts agent=1002"));
+
+    // Every refusal is one line the shipped fail2ban filter matches: two
+    // wrong passwords, the lockout, and the locked-out attempt.
+    common::require("fail2ban-regex", "fail2ban");
+    let filter = common::root().join("contrib/fail2ban/filter.d/hotline.conf");
+    let out = std::process::Command::new("fail2ban-regex")
+        .arg(&engine.log_path)
+        .arg(&filter)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let matched: u32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Lines: "))
+        .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" matched")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let refusals = engine
+        .log()
+        .matches("hotline refused: source=127.0.0.1 ")
+        .count();
+    assert!(refusals >= 4, "{}", engine.log());
+    assert_eq!(matched as usize, refusals, "{text}");
 }
 
 #[test]

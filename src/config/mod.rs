@@ -681,6 +681,14 @@ pub struct RegistrarConfig {
     /// How long a locked-out address gets `403`.
     #[serde(deserialize_with = "de_duration")]
     pub lockout: Duration,
+    /// Failed authentications of one account (from any addresses) before
+    /// its back-off starts: from then on, from an address the account has
+    /// not authenticated from, one attempt is weighed per back-off interval
+    /// (1 s, doubling up to `account-backoff-max`) and the rest get `403`
+    /// unweighed. Addresses the agent authenticated from are never slowed.
+    pub account_failures: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub account_backoff_max: Duration,
     /// OPTIONS to every registered contact this often; one that does not
     /// answer is dropped (0 turns it off).
     #[serde(deserialize_with = "de_duration")]
@@ -701,6 +709,8 @@ impl Default for RegistrarConfig {
             max_failures: 5,
             failure_window: Duration::from_secs(60),
             lockout: Duration::from_secs(300),
+            account_failures: 5,
+            account_backoff_max: Duration::from_secs(60),
             keepalive: Duration::from_secs(30),
             max_contacts: 10,
         }

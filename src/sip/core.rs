@@ -439,10 +439,8 @@ impl SipCore {
             }
             super::limits::Verdict::Blocked { .. } => {
                 let block = self.config.sip.rate_limit.block.as_secs();
-                warn!(
-                    "hotline refused: source={} reason=rate-limit; requests above sip.rate-limit, dropped for {block} s",
-                    from.addr.ip()
-                );
+                super::registrar::log_refused(from.addr.ip(), "rate-limit", None);
+                info!(source = %from.addr.ip(), "requests above sip.rate-limit; dropped for {block} s");
                 metrics::counter!("hotline_sip_sources_blocked_total").increment(1);
                 metrics::counter!("hotline_sip_requests_dropped_total", "reason" => "rate-limit")
                     .increment(1);
@@ -587,6 +585,7 @@ impl SipCore {
         } else {
             let Some(trunk) = self.config.trunk_for(from.addr.ip()) else {
                 warn!(%call_id, peer = %from.addr, "call from an address no trunk allows");
+                super::registrar::log_refused(from.addr.ip(), "no-trunk", None);
                 return self.reply(tx, &req, 403, None);
             };
             trunk.name.clone()

@@ -62,6 +62,35 @@ pub struct Registrar {
     bindings: HashMap<String, Vec<Binding>>,
     failures: HashMap<IpAddr, (u32, Instant)>,
     locked: HashMap<IpAddr, Instant>,
+    /// Per account: failed authentications and the back-off they earned.
+    accounts: HashMap<String, AccountGuard>,
+    /// Per account: addresses it authenticated from (the last few), which
+    /// its back-off never slows.
+    known: HashMap<String, Vec<IpAddr>>,
+}
+
+/// One account's failures and back-off.
+#[derive(Debug, Clone, Copy)]
+struct AccountGuard {
+    failures: u32,
+    last_failure: Instant,
+    /// Before this, an unknown address's attempt is not weighed.
+    next_try: Instant,
+}
+
+/// Addresses remembered per account as known.
+const KNOWN_SOURCES: usize = 8;
+
+/// One refused request, as one log line a fail2ban filter matches:
+/// `hotline refused: source=IP reason=WHY[ user=ID]`.
+pub fn log_refused(source: IpAddr, reason: &str, user: Option<&str>) {
+    match user {
+        Some(u) => warn!(
+            "hotline refused: source={source} reason={reason} user={}",
+            u.escape_debug()
+        ),
+        None => warn!("hotline refused: source={source} reason={reason}"),
+    }
 }
 
 impl Registrar {
@@ -100,6 +129,8 @@ impl Registrar {
             bindings: HashMap::new(),
             failures: HashMap::new(),
             locked: HashMap::new(),
+            accounts: HashMap::new(),
+            known: HashMap::new(),
         }
     }
 
@@ -115,6 +146,13 @@ impl Registrar {
             .collect();
         if live.is_empty() {
             return false;
+        }
+        // Where the agent registered from counts as known to its back-off.
+        let known = self.known.entry(agent.to_owned()).or_default();
+        for b in &live {
+            if !known.contains(&b.source.ip()) && known.len() < KNOWN_SOURCES {
+                known.push(b.source.ip());
+            }
         }
         self.bindings.insert(agent.to_owned(), live);
         true
@@ -151,7 +189,12 @@ impl Registrar {
         }
     }
 
-    fn fail(&mut self, source: IpAddr, now: Instant) -> Answer {
+    /// A failed authentication of `user` from `source`: logged, counted
+    /// towards the source's lockout and the account's back-off.
+    fn fail(&mut self, source: IpAddr, user: &str, reason: &str, now: Instant) -> Answer {
+        log_refused(source, reason, Some(user));
+        metrics::counter!("hotline_sip_auth_failures_total", "reason" => reason.to_owned())
+            .increment(1);
         let window = self.config.failure_window;
         let entry = self.failures.entry(source).or_insert((0, now));
         if now.duration_since(entry.1) > window {
@@ -160,10 +203,49 @@ impl Registrar {
         entry.0 += 1;
         if entry.0 >= self.config.max_failures {
             warn!(%source, failures = entry.0, lockout = ?self.config.lockout, "too many failed registrations; source locked out");
+            log_refused(source, "lockout", None);
             self.locked.insert(source, now + self.config.lockout);
             self.failures.remove(&source);
         }
+        // Only accounts that exist are followed (the table stays bounded).
+        if self.secrets.contains_key(user) && self.config.account_failures > 0 {
+            let quiet = self.config.lockout.max(self.config.account_backoff_max * 2);
+            let guard = self
+                .accounts
+                .entry(user.to_owned())
+                .or_insert(AccountGuard {
+                    failures: 0,
+                    last_failure: now,
+                    next_try: now,
+                });
+            if now.duration_since(guard.last_failure) > quiet {
+                guard.failures = 0;
+            }
+            guard.failures += 1;
+            guard.last_failure = now;
+            if let Some(over) = guard.failures.checked_sub(self.config.account_failures) {
+                let backoff =
+                    Duration::from_secs(1u64 << over.min(20)).min(self.config.account_backoff_max);
+                guard.next_try = now + backoff;
+                if over == 0 {
+                    warn!(%user, "failed authentications of this account from several addresses; slowing new addresses down");
+                }
+            }
+        }
         Answer::status(403)
+    }
+
+    /// `true` while `user`'s back-off holds attempts from `source` (an
+    /// address the account has not authenticated from) back.
+    fn held_back(&self, user: &str, source: IpAddr, now: Instant) -> bool {
+        let known = self.known.get(user).is_some_and(|k| k.contains(&source));
+        !known
+            && self.accounts.get(user).is_some_and(|g| {
+                g.failures >= self.config.account_failures
+                    && now < g.next_try
+                    && now.duration_since(g.last_failure)
+                        <= self.config.lockout.max(self.config.account_backoff_max * 2)
+            })
     }
 
     /// Answers a REGISTER from `source`. `now_secs` is wall-clock time, for nonces.
@@ -204,6 +286,7 @@ impl Registrar {
         let ip = source.ip();
         if let Some(until) = self.locked.get(&ip) {
             if now < *until {
+                log_refused(ip, "locked-out", Some(user));
                 return Err(Answer::status(403));
             }
             self.locked.remove(&ip);
@@ -219,11 +302,19 @@ impl Registrar {
         if !self.algorithms.contains(&creds.algorithm) {
             return Err(self.challenges(false, now_secs));
         }
+        // An account under attack: an attempt from a new address is not
+        // even weighed before its back-off is over (nor counted again).
+        if self.held_back(user, ip, now) {
+            log_refused(ip, "account-backoff", Some(user));
+            metrics::counter!("hotline_sip_auth_failures_total", "reason" => "account-backoff")
+                .increment(1);
+            return Err(Answer::status(403));
+        }
         // Credentials computed for another request's URI are not for this
         // one (RFC 7616 §3.4.6).
         if !same_uri(&creds.uri, &req.uri) {
             info!(user = %creds.username, uri = %creds.uri, request_uri = %req.uri, %source, method = %req.method, "authentication for another URI refused");
-            return Err(self.fail(ip, now));
+            return Err(self.fail(ip, user, "auth-uri", now));
         }
         let ha1 = self
             .secrets
@@ -237,7 +328,7 @@ impl Registrar {
             creds.cnonce.clone(),
         ) else {
             info!(user = %creds.username, expected = %user, %source, method = %req.method, "authentication refused");
-            return Err(self.fail(ip, now));
+            return Err(self.fail(ip, user, "auth", now));
         };
         let expected = digest::response(
             creds.algorithm,
@@ -250,7 +341,7 @@ impl Registrar {
         );
         if !digest::constant_time_eq(expected.as_bytes(), creds.response.as_bytes()) {
             info!(user = %creds.username, %source, method = %req.method, "authentication with a wrong password");
-            return Err(self.fail(ip, now));
+            return Err(self.fail(ip, user, "auth", now));
         }
         match self.nonces.check(&creds.nonce, nc, now_secs) {
             NonceState::Fresh => {}
@@ -261,6 +352,13 @@ impl Registrar {
             }
         }
         self.failures.remove(&ip);
+        let known = self.known.entry(user.to_owned()).or_default();
+        if !known.contains(&ip) {
+            if known.len() >= KNOWN_SOURCES {
+                known.remove(0);
+            }
+            known.push(ip);
+        }
         Ok(())
     }
 
@@ -560,6 +658,66 @@ mod tests {
         let refused = register_all(&mut r, &flood, 5, 1002);
         assert_eq!(refused.status, 403);
         assert_eq!(r.contacts("1001").len(), 3);
+    }
+
+    /// One REGISTER answered to a fresh challenge with `password`, from `src`.
+    fn attempt(r: &mut Registrar, src: SocketAddr, password: &str, now: Instant, cseq: u32) -> u16 {
+        let a = r.register(
+            &register("<sip:1001@10.0.0.2>", Some(300), None, cseq),
+            src,
+            now,
+            1000,
+        );
+        if a.status != 401 {
+            return a.status;
+        }
+        let auth = answer_challenge(&a, password, 1);
+        r.register(
+            &register("<sip:1001@10.0.0.2>", Some(300), Some(auth), cseq + 1),
+            src,
+            now,
+            1000,
+        )
+        .status
+    }
+
+    #[test]
+    fn guesses_spread_over_many_addresses_are_slowed_but_the_agent_is_not_locked_out() {
+        let (mut cfg, agents) = config();
+        cfg.max_failures = 5; // per address: 4 guesses each never lock one out
+        let mut r = Registrar::new(&cfg, &agents);
+        let t0 = Instant::now();
+        let agent: SocketAddr = "10.0.0.2:5062".parse().unwrap();
+        assert_eq!(attempt(&mut r, agent, "s3cret", t0, 1), 200);
+        // 20 addresses × 4 wrong guesses within 8 s.
+        let mut weighed = 0;
+        let mut cseq = 10;
+        for i in 0..80u32 {
+            let src: SocketAddr = format!("192.0.2.{}:5060", i / 4 + 1).parse().unwrap();
+            let at = t0 + Duration::from_millis(100 * u64::from(i));
+            let before = r.accounts.get("1001").map_or(0, |g| g.failures);
+            assert_eq!(attempt(&mut r, src, "guess", at, cseq), 403);
+            if r.accounts.get("1001").map_or(0, |g| g.failures) > before {
+                weighed += 1;
+            }
+            cseq += 2;
+        }
+        // 5 before the back-off, then one per 1, 2, 4 s: 8 s allow a few.
+        assert!(
+            (5..=8).contains(&weighed),
+            "{weighed} of 80 guesses weighed"
+        );
+        let during = t0 + Duration::from_millis(8000);
+        // Even the right password from a new address waits out the back-off…
+        let stranger: SocketAddr = "198.51.100.7:5060".parse().unwrap();
+        assert_eq!(attempt(&mut r, stranger, "s3cret", during, 500), 403);
+        // …while the agent's own address is never slowed,
+        assert_eq!(attempt(&mut r, agent, "s3cret", during, 502), 200);
+        // and once the back-off is over (at most a minute), the agent gets
+        // in from a new address too: slowed, never locked out.
+        let later = during + cfg.account_backoff_max;
+        assert_eq!(attempt(&mut r, stranger, "s3cret", later, 504), 200);
+        assert!(r.locked.is_empty(), "no address was locked out");
     }
 
     #[test]

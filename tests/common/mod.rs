@@ -75,7 +75,7 @@ pub struct Engine {
     pub ports: Ports,
     pub sip: SocketAddr,
     pub dir: PathBuf,
-    log_path: PathBuf,
+    pub log_path: PathBuf,
     /// A flows directory of the test's own (see [`Engine::with_flow`]).
     flows_dir: Option<PathBuf>,
     /// The engine's open-file limit, soft and hard (unset: inherited).
