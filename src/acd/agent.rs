@@ -13,6 +13,8 @@ pub type CallId = String;
 pub struct Contact {
     pub uri: String,
     pub source: std::net::SocketAddr,
+    /// Registered over a TCP connection: reached over that connection.
+    pub tcp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

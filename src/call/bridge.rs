@@ -465,6 +465,7 @@ impl CallState {
                     from_display: Some(self.caller.clone()),
                     sdp: Vec::new(),
                     via: Some(contact.source),
+                    over_tcp: contact.tcp,
                     headers: headers.clone(),
                     auth: None,
                 };

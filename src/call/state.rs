@@ -723,6 +723,7 @@ impl CallState {
             from_display: None,
             sdp: Vec::new(),
             via: None,
+            over_tcp: false,
             headers: Vec::new(),
             auth: None,
         };

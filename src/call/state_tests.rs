@@ -264,6 +264,7 @@ impl Sim {
                 contacts: vec![Contact {
                     uri: format!("sip:{a}@127.0.0.1:{}", 5070 + i),
                     source: SocketAddr::from(([127, 0, 0, 1], 5070 + i as u16)),
+                    tcp: false,
                 }],
             })
             .collect();

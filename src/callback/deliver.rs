@@ -302,6 +302,7 @@ impl Attempt {
                     from_display: Some(format!("Callback {}", cb.number)),
                     sdp: offer.clone(),
                     via: Some(contact.source),
+                    over_tcp: contact.tcp,
                     headers: headers.clone(),
                     auth: None,
                 };
@@ -330,6 +331,7 @@ impl Attempt {
             from_display: None,
             sdp: offer,
             via: None,
+            over_tcp: false,
             headers: Vec::new(),
             auth,
         };

@@ -128,6 +128,7 @@ async fn restored_registrations(store: &StoreHandle) -> Vec<sip::Registration> {
             .push(crate::sip::registrar::Binding {
                 contact: r.contact,
                 source,
+                transport: crate::sip::Transport::Udp,
                 expires_at: std::time::Instant::now() + left,
                 call_id: r.call_id,
                 cseq: r.cseq,
@@ -183,7 +184,14 @@ pub async fn run(
     tokio::spawn(async move {
         while let Some(r) = registrations.recv().await {
             // Kept, so a restart finds the agents where their phones are.
-            let kept = r.contacts.iter().map(to_registered).collect();
+            // Only contacts over UDP: one registered over a TCP connection
+            // is reachable only over it, and none survives a restart.
+            let kept = r
+                .contacts
+                .iter()
+                .filter(|b| b.transport == crate::sip::Transport::Udp)
+                .map(to_registered)
+                .collect();
             if let Err(e) = regs_store.save_registration(r.agent.clone(), kept).await {
                 warn!(agent = %r.agent, error = %e, "registration not kept in the store");
             }
@@ -202,6 +210,7 @@ pub async fn run(
                         .map(|b| crate::acd::Contact {
                             uri: b.contact.clone(),
                             source: b.source,
+                            tcp: b.transport == crate::sip::Transport::Tcp,
                         })
                         .collect(),
                 })

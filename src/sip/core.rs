@@ -412,6 +412,11 @@ impl SipCore {
             }
             Inbound::TcpClosed { peer } => {
                 self.tcp.remove(&peer);
+                // What was registered over it is unreachable now.
+                for agent in self.registrar.connection_closed(peer) {
+                    info!(%agent, %peer, "connection closed; its registration goes with it");
+                    self.publish(&agent);
+                }
             }
             Inbound::Message { bytes, from } if !self.source_may_send(&bytes, from) => {}
             Inbound::Message { bytes, from } => match message::parse(&bytes) {
@@ -891,7 +896,7 @@ impl SipCore {
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let answer = self.registrar.register(req, from.addr, now(), wall);
+        let answer = self.registrar.register(req, from, now(), wall);
         let mut resp = self.response(req, answer.status, None, None);
         for (k, v) in answer.headers {
             resp.headers.push(k, v);
@@ -1012,7 +1017,8 @@ impl SipCore {
             {
                 continue;
             }
-            let (via, branch) = new_via(self.local, Transport::Udp);
+            // Over the connection it registered over, if that is how.
+            let (via, branch) = new_via(self.local, b.transport);
             let mut headers = Headers::default();
             headers.push("Via", via);
             headers.push("Max-Forwards", "70");
@@ -1035,7 +1041,7 @@ impl SipCore {
                 body: Vec::new(),
             };
             let target = Target {
-                transport: Transport::Udp,
+                transport: b.transport,
                 addr: b.source,
             };
             let (tx, transmit) = self.txs.send_request(&branch, &req, target, t);
@@ -1102,7 +1108,14 @@ impl SipCore {
         addr: SocketAddr,
         events: mpsc::Sender<DialogEvent>,
     ) {
-        let (via, branch) = new_via(self.local, Transport::Udp);
+        // A phone registered over a TCP connection is reached over it,
+        // while it is open (RFC 5626 flow reuse); else over UDP.
+        let transport = if call.over_tcp && self.tcp.contains_key(&addr) {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
+        let (via, branch) = new_via(self.local, transport);
         let local_tag = random_token(10);
         let call_id = format!("{}@{}", random_token(20), self.local.ip());
         let host = match self.local.ip() {
@@ -1136,7 +1149,11 @@ impl SipCore {
         headers.push("To", format!("<{}>", call.target));
         headers.push("Call-ID", call_id.clone());
         headers.push("CSeq", "1 INVITE");
-        headers.push("Contact", format!("<sip:hotline@{}>", self.local));
+        let contact = match transport {
+            Transport::Tcp => format!("<sip:hotline@{};transport=tcp>", self.local),
+            Transport::Udp => format!("<sip:hotline@{}>", self.local),
+        };
+        headers.push("Contact", contact);
         headers.push("User-Agent", self.config.sip.user_agent.clone());
         headers.push("Allow", reply::ALLOW);
         for (k, v) in &call.headers {
@@ -1155,10 +1172,7 @@ impl SipCore {
             headers,
             body: call.sdp,
         };
-        let target = Target {
-            transport: Transport::Udp,
-            addr,
-        };
+        let target = Target { transport, addr };
         let (tx, transmit) = self.txs.send_request(&branch, &invite, target, now());
         let Some(mut dialog) = Dialog::outbound(invite, local_tag.clone(), tx, target) else {
             deliver(&events, DialogEvent::Rejected { status: 400 });

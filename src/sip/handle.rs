@@ -79,6 +79,9 @@ pub struct OutboundCall {
     /// Send the INVITE here rather than to the URI's host: a registered
     /// phone is reached where its REGISTER came from (NAT).
     pub via: Option<SocketAddr>,
+    /// `via` is the peer of a TCP connection (a phone registered over it):
+    /// the INVITE goes over that connection.
+    pub over_tcp: bool,
     /// Extra headers (`X-Hotline-*`: what the IVR learned, for the agent).
     pub headers: Vec<(String, String)>,
     /// Answer a `401`/`407` challenge with this account (a trunk's).

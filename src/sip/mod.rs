@@ -20,3 +20,4 @@ pub use self::handle::{
     Account, DialError, Dialer, DialogEvent, DialogHandle, IncomingCall, OutboundCall,
     Registration, SipLayer, SipStatus,
 };
+pub use self::transaction::{Target, Transport};

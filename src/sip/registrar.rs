@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::digest::{self, Algorithm, Credentials, NonceState, Nonces};
 use super::header::{NameAddr, SipUri};
 use super::message::Request;
+use super::transaction::{Target, Transport};
 use crate::config::{Agent, RegistrarConfig};
 
 /// One registered contact of an agent.
@@ -25,6 +26,10 @@ pub struct Binding {
     pub contact: String,
     /// Where its REGISTER came from: where to send its calls.
     pub source: SocketAddr,
+    /// Over what it came: a contact registered over a TCP connection is
+    /// reached over that connection (RFC 5626 flow reuse), and goes when
+    /// it closes.
+    pub transport: Transport,
     pub expires_at: Instant,
     pub call_id: String,
     pub cseq: u32,
@@ -158,6 +163,22 @@ impl Registrar {
         true
     }
 
+    /// The TCP connection from `peer` closed: the contacts registered over
+    /// it go with it (nothing else reaches them). Returns the agents whose
+    /// contacts changed.
+    pub fn connection_closed(&mut self, peer: SocketAddr) -> Vec<String> {
+        let mut changed = Vec::new();
+        for (agent, list) in &mut self.bindings {
+            let before = list.len();
+            list.retain(|b| !(b.transport == Transport::Tcp && b.source == peer));
+            if list.len() != before {
+                changed.push(agent.clone());
+            }
+        }
+        changed.sort();
+        changed
+    }
+
     /// The live contacts of an agent.
     pub fn contacts(&self, agent: &str) -> &[Binding] {
         self.bindings.get(agent).map_or(&[], Vec::as_slice)
@@ -248,14 +269,17 @@ impl Registrar {
             })
     }
 
-    /// Answers a REGISTER from `source`. `now_secs` is wall-clock time, for nonces.
+    /// Answers a REGISTER from `source` (an address: over UDP). `now_secs`
+    /// is wall-clock time, for nonces.
     pub fn register(
         &mut self,
         req: &Request,
-        source: SocketAddr,
+        source: impl Into<Target>,
         now: Instant,
         now_secs: u64,
     ) -> Answer {
+        let from: Target = source.into();
+        let source = from.addr;
         let Some(aor) = req
             .headers
             .get("To")
@@ -269,7 +293,7 @@ impl Registrar {
         if let Err(answer) = self.authenticate(req, &aor, source, now, now_secs) {
             return answer;
         }
-        self.update_bindings(&aor, req, source, now)
+        self.update_bindings(&aor, req, from, now)
     }
 
     /// Checks that `req` carries valid digest credentials of agent `user`
@@ -362,13 +386,8 @@ impl Registrar {
         Ok(())
     }
 
-    fn update_bindings(
-        &mut self,
-        aor: &str,
-        req: &Request,
-        source: SocketAddr,
-        now: Instant,
-    ) -> Answer {
+    fn update_bindings(&mut self, aor: &str, req: &Request, from: Target, now: Instant) -> Answer {
+        let source = from.addr;
         let header_expires: Option<u64> = req
             .headers
             .get("Expires")
@@ -421,6 +440,7 @@ impl Registrar {
                 list.push(Binding {
                     contact: na.uri.clone(),
                     source,
+                    transport: from.transport,
                     expires_at: now + Duration::from_secs(expires),
                     call_id: call_id.clone(),
                     cseq,

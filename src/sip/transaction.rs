@@ -51,6 +51,16 @@ pub struct Target {
     pub addr: SocketAddr,
 }
 
+impl From<SocketAddr> for Target {
+    /// An address over UDP.
+    fn from(addr: SocketAddr) -> Target {
+        Target {
+            transport: Transport::Udp,
+            addr,
+        }
+    }
+}
+
 /// Bytes to put on the wire.
 #[derive(Debug, Clone)]
 pub struct Transmit {

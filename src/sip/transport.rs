@@ -126,6 +126,8 @@ async fn serve_tcp(
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Arc<[u8]>>(256);
     let in_use = Arc::new(AtomicBool::new(false));
+    // RFC 5626 §4.4.1: a CRLFCRLF ping gets a CRLF pong.
+    let pong = tx.clone();
     let opened = Inbound::TcpOpened {
         peer,
         writer: tx,
@@ -144,6 +146,8 @@ async fn serve_tcp(
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16 * 1024];
     let mut clock = ConnectionClock::opened(limits, Instant::now());
+    // Line ends seen since the last message (a ping is four of them).
+    let mut crlf = 0usize;
     'read: loop {
         let (deadline, expiry) = clock.deadline();
         let read = tokio::time::timeout_at(deadline.into(), reader.read(&mut chunk)).await;
@@ -175,7 +179,12 @@ async fn serve_tcp(
                     break;
                 }
                 Framing::Skip(n) => {
+                    crlf += n;
                     buf.drain(..n);
+                    if crlf >= 4 {
+                        crlf = 0;
+                        let _ = pong.try_send(Arc::from(&b"\r\n"[..]));
+                    }
                 }
                 Framing::Message(n) if n > max_message => {
                     metrics::counter!("hotline_sip_messages_too_large_total", "transport" => "tcp")
@@ -184,6 +193,7 @@ async fn serve_tcp(
                     break 'read;
                 }
                 Framing::Message(n) => {
+                    crlf = 0;
                     messages += 1;
                     let bytes: Vec<u8> = buf.drain(..n).collect();
                     let from = Target {
