@@ -14,13 +14,14 @@ command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
 [ -e /usr/lib/baresip/modules/sndfile.so ] || packages+=(baresip-core)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v fail2ban-regex >/dev/null 2>&1 || packages+=(fail2ban)
+command -v nft >/dev/null 2>&1 || packages+=(nftables)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${packages[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "test.sh: the tests need SIPp, baresip, Chromium and fail2ban. Run: sudo apt-get install -y ${packages[*]}" >&2
+    echo "test.sh: the tests need SIPp, baresip, Chromium, fail2ban and nftables. Run: sudo apt-get install -y ${packages[*]}" >&2
     exit 1
   fi
 fi

@@ -203,6 +203,10 @@ impl CallState {
             }
             LegEvent::Dialog(_) => {}
             LegEvent::Media(MediaEvent::Digit(d, _)) => self.on_leg_digit(d),
+            LegEvent::Media(MediaEvent::Silent) if leg.bridged => {
+                self.on_media_lost("agent");
+                self.end_bridge();
+            }
             LegEvent::Media(_) => {}
             LegEvent::Failed(e) => self.fail_leg(Failure::Unreachable(e)),
             LegEvent::NoAnswer => self.fail_leg(Failure::NoAnswer),
@@ -337,7 +341,7 @@ impl CallState {
 
     /// The bridged leg ended: the agent (if it was one) is freed into
     /// wrap-up and the caller is hung up.
-    fn end_bridge(&mut self) {
+    pub(super) fn end_bridge(&mut self) {
         self.count_hold();
         let from_agent = self.leg.as_ref().map(|l| &l.purpose) == Some(&Purpose::Agents);
         if from_agent {

@@ -19,6 +19,8 @@ pub enum Ending {
     Cancelled,
     Refused,
     NoAck,
+    /// A leg's peer stopped sending RTP without a BYE (`calls.media-timeout`).
+    MediaTimeout,
 }
 
 /// When a call's stages began, for its record.
@@ -119,6 +121,7 @@ pub fn finish(cdr: &mut Cdr, ending: Ending, end: Timestamp) {
     cdr.ended_by = match ending {
         Ending::CallerHungUp | Ending::Cancelled => "caller",
         Ending::WeHungUp | Ending::Refused | Ending::NoAck => "engine",
+        Ending::MediaTimeout => "media-timeout",
     }
     .into();
     let ms = |a: Timestamp, b: Timestamp| b.duration_since(a).as_millis() as i64;

@@ -90,6 +90,8 @@ pub struct CallState {
     pub(super) later: VecDeque<Event>,
     /// Set when the call should hang up once the current input is done.
     pub(super) hang_up: bool,
+    /// The call ends because a leg's media stopped ([`Ending::MediaTimeout`]).
+    media_lost: bool,
     ended: Option<Ending>,
     /// The caller's message being recorded, and one to save after they hung up.
     recording: Option<recording::Active>,
@@ -153,6 +155,7 @@ impl CallState {
             flow_timer: 0,
             later: VecDeque::new(),
             hang_up: false,
+            media_lost: false,
             ended: None,
             recording: None,
             unsaved: None,
@@ -375,7 +378,18 @@ impl CallState {
     /// its own, so the call's media is freed now, not when the BYE is answered.
     fn hang_up_now(&mut self) {
         self.out.push_back(Do::HangUp);
-        self.ended = Some(Ending::WeHungUp);
+        self.ended = Some(if self.media_lost {
+            Ending::MediaTimeout
+        } else {
+            Ending::WeHungUp
+        });
+    }
+
+    /// A leg's peer stopped sending (its phone or network died without a
+    /// BYE): the call ends, and its record says why.
+    pub(super) fn on_media_lost(&mut self, whose: &str) {
+        warn!(leg = whose, "no RTP for the media timeout; ending the call");
+        self.media_lost = true;
     }
 
     pub(super) fn push(&mut self, what: Do) {
@@ -571,6 +585,13 @@ impl CallState {
             }
             // The driver writes the conversation's audio.
             MediaEvent::Conversation { .. } => {}
+            MediaEvent::Silent => {
+                self.on_media_lost("caller");
+                if self.leg.as_ref().is_some_and(|l| l.bridged) {
+                    self.end_bridge();
+                }
+                self.hang_up_now();
+            }
             MediaEvent::PlaybackDone { token } => {
                 let mut ops = Vec::new();
                 let done = self.playlist.on_done(token, &mut ops);

@@ -744,6 +744,11 @@ pub struct CallsConfig {
     /// The `Retry-After` of a `503` for overload or a cap (0: none).
     #[serde(deserialize_with = "de_duration")]
     pub retry_after: Duration,
+    /// A leg whose peer should be sending RTP but sent nothing for this
+    /// long (its phone or network died without a BYE) is ended (0: never).
+    /// A leg on hold (`inactive`) is not; comfort noise counts as heard.
+    #[serde(deserialize_with = "de_duration")]
+    pub media_timeout: Duration,
 }
 
 impl Default for CallsConfig {
@@ -756,6 +761,7 @@ impl Default for CallsConfig {
             end_webhook: None,
             max_concurrent: 1000,
             retry_after: Duration::from_secs(5),
+            media_timeout: Duration::from_secs(60),
         }
     }
 }

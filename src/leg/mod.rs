@@ -312,6 +312,7 @@ pub fn stream_of(
         payload_type: n.payload_type,
         dtmf_pt: n.dtmf_pt,
         send: n.we_send(),
+        receive: n.we_receive(),
         symmetric,
         signalling,
     }

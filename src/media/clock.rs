@@ -57,6 +57,9 @@ pub enum MediaEvent {
         samples: Vec<i16>,
         last: bool,
     },
+    /// Nothing came from the peer for the media timeout while it should
+    /// have been sending (told once; a packet or a new stream re-arms it).
+    Silent,
 }
 
 /// The RTP stream's agreed parameters.
@@ -68,6 +71,9 @@ pub struct StreamConfig {
     pub dtmf_pt: Option<u8>,
     /// `false` while the caller holds us (sendonly/inactive) or has no address.
     pub send: bool,
+    /// `true` while the peer should be sending to us (not `inactive`, not
+    /// `recvonly`): only then does its silence count towards the media timeout.
+    pub receive: bool,
     /// Send to where the caller's RTP comes from, once it is learned
     /// (see [`super::learn`]); `false`: only the SDP's address is heard.
     pub symmetric: bool,
@@ -209,6 +215,7 @@ fn emit(events: &mpsc::Sender<MediaEvent>, ev: MediaEvent) {
             MediaEvent::PlaybackDone { .. } => "playback-done",
             MediaEvent::Recorded { .. } => "recorded",
             MediaEvent::Conversation { .. } => "conversation",
+            MediaEvent::Silent => "silent",
         };
         metrics::counter!("hotline_media_events_dropped_total", "kind" => kind).increment(1);
     }
@@ -227,6 +234,10 @@ pub(crate) struct Channel {
     connected: Option<SocketAddr>,
     /// The highest sequence number received (for loss and lateness).
     last_seq: Option<u16>,
+    /// When the peer was last heard (or the stream last configured).
+    heard_at: Instant,
+    /// [`MediaEvent::Silent`] was told and nothing came since.
+    silent: bool,
     ssrc: u32,
     seq: u16,
     ts: u32,
@@ -257,6 +268,8 @@ impl Channel {
             learning: None,
             connected: None,
             last_seq: None,
+            heard_at: Instant::now(),
+            silent: false,
             ssrc: rand::random(),
             seq: rand::random(),
             ts: rand::random(),
@@ -272,6 +285,22 @@ impl Channel {
             bridge: None,
             outbox: Vec::new(),
             relay: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Reports once that the peer went silent for `limit` while it should
+    /// be sending.
+    fn check_silence(&mut self, now: Instant, limit: Duration) {
+        let expected = self.stream.is_some_and(|s| s.receive);
+        if limit.is_zero() || !expected || self.silent {
+            return;
+        }
+        if now.saturating_duration_since(self.heard_at) >= limit {
+            // Told once; a call that cannot take it now is told next tick.
+            if self.events.try_send(MediaEvent::Silent).is_ok() {
+                self.silent = true;
+                metrics::counter!("hotline_media_timeouts_total").increment(1);
+            }
         }
     }
 
@@ -297,6 +326,8 @@ impl Channel {
                     }
                 }
                 self.stream = Some(cfg);
+                self.heard_at = now;
+                self.silent = false;
             }
             ChannelCommand::Play { prompt, token } => {
                 self.source = Source::Prompt {
@@ -401,6 +432,9 @@ impl Channel {
             }
         }
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
+        // Anything from the peer counts as heard (comfort noise too).
+        self.heard_at = now;
+        self.silent = false;
         let Some(stream) = self.stream.as_mut() else {
             return true;
         };
@@ -435,7 +469,7 @@ impl Channel {
             }
         }
         if Some(info.payload_type) == stream.dtmf_pt {
-            if let Some(d) = self.rfc4733.on_packet(info.timestamp, payload) {
+            if let Some(d) = self.rfc4733.on_packet(info.timestamp, info.marker, payload) {
                 emit(&self.events, MediaEvent::Digit(d, DigitSource::Rfc4733));
             }
         } else if stream.dtmf_pt.is_none()
@@ -538,7 +572,14 @@ impl Channel {
 }
 
 /// Runs one ticker until its command channel closes.
-pub(crate) async fn run(mut commands: mpsc::Receiver<ClockCommand>, stats: Arc<MediaStats>) {
+/// Runs one media clock. `silence`: a channel whose peer should be sending
+/// but was not heard for this long is reported [`MediaEvent::Silent`]
+/// (zero: never).
+pub(crate) async fn run(
+    mut commands: mpsc::Receiver<ClockCommand>,
+    stats: Arc<MediaStats>,
+    silence: Duration,
+) {
     let mut channels = Channels::default();
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -563,6 +604,7 @@ pub(crate) async fn run(mut commands: mpsc::Receiver<ClockCommand>, stats: Arc<M
                 for ch in channels.list.iter_mut() {
                     tick(ch, &mut wbuf, &stats, music);
                     ch.conversation_tick();
+                    ch.check_silence(now, silence);
                 }
             }
         }

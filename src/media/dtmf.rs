@@ -58,25 +58,30 @@ pub enum DigitSource {
 /// An event is identified by its RTP timestamp: every packet of one key press
 /// (start, updates, the three end packets) carries the same one, so a long
 /// press is one digit however long its duration grows. A new timestamp is a
-/// new press; so is a packet without the end bit after the event ended, which
-/// is what a sender that replays the same event (SIPp's pcaps) produces.
+/// new press; so is a start packet (marker bit) after the event ended, which
+/// is what a sender that replays the same event (SIPp's pcaps) produces. An
+/// update without the marker after the end is one that came late
+/// (reordered by the network): the same press, not another.
 #[derive(Debug, Default)]
 pub struct Rfc4733Receiver {
     last: Option<(u32, bool)>,
 }
 
 impl Rfc4733Receiver {
-    pub fn on_packet(&mut self, timestamp: u32, payload: &[u8]) -> Option<Digit> {
+    pub fn on_packet(&mut self, timestamp: u32, marker: bool, payload: &[u8]) -> Option<Digit> {
         if payload.len() < 4 {
             return None;
         }
         let digit = Digit::from_event(payload[0])?;
         let end = payload[1] & 0x80 != 0;
-        let new = match self.last {
-            Some((ts, ended)) if ts == timestamp => ended && !end,
-            _ => true,
+        let (new, ended) = match self.last {
+            // The same event again from its start: a replayed press.
+            Some((ts, true)) if ts == timestamp && marker && !end => (true, false),
+            // The same event: its end stays seen, whatever comes late.
+            Some((ts, ended)) if ts == timestamp => (false, ended || end),
+            _ => (true, end),
         };
-        self.last = Some((timestamp, end));
+        self.last = Some((timestamp, ended));
         new.then_some(digit)
     }
 }
@@ -306,24 +311,59 @@ mod tests {
     #[test]
     fn rfc4733_one_digit_per_event() {
         let mut rx = Rfc4733Receiver::default();
-        let mut tone = Rfc4733Tone::new(Digit::from_char('5').unwrap());
         let mut got = vec![];
-        while let Some((p, _)) = tone.next_payload() {
-            got.extend(rx.on_packet(1000, &p));
-        }
+        let mut send = |rx: &mut Rfc4733Receiver, ts: u32| {
+            let mut tone = Rfc4733Tone::new(Digit::from_char('5').unwrap());
+            while let Some((p, first)) = tone.next_payload() {
+                got.extend(rx.on_packet(ts, first, &p));
+            }
+        };
+        send(&mut rx, 1000);
         // The same key again is a new event with a new timestamp.
-        let mut tone = Rfc4733Tone::new(Digit::from_char('5').unwrap());
-        while let Some((p, _)) = tone.next_payload() {
-            got.extend(rx.on_packet(2600, &p));
-        }
-        // A replay of the same event (same timestamp) after its end is a new press.
-        let mut tone = Rfc4733Tone::new(Digit::from_char('5').unwrap());
-        while let Some((p, _)) = tone.next_payload() {
-            got.extend(rx.on_packet(2600, &p));
-        }
+        send(&mut rx, 2600);
+        // A replay of the same event (same timestamp, from its start packet)
+        // after its end is a new press.
+        send(&mut rx, 2600);
         assert_eq!(got, vec![Digit('5'), Digit('5'), Digit('5')]);
-        assert_eq!(rx.on_packet(5, &[200, 0, 0, 0]), None);
-        assert_eq!(rx.on_packet(5, &[1]), None);
+        assert_eq!(rx.on_packet(5, true, &[200, 0, 0, 0]), None);
+        assert_eq!(rx.on_packet(5, true, &[1]), None);
+    }
+
+    #[test]
+    fn rfc4733_packets_reordered_or_lost_are_still_one_press() {
+        let packets: Vec<([u8; 4], bool)> = {
+            let mut tone = Rfc4733Tone::new(Digit::from_char('7').unwrap());
+            std::iter::from_fn(|| tone.next_payload()).collect()
+        };
+        // An update that comes after the first end packet (reordered).
+        let mut rx = Rfc4733Receiver::default();
+        let n = packets.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.swap(n - 4, n - 3);
+        let got: Vec<Digit> = order
+            .iter()
+            .filter_map(|&i| rx.on_packet(40, packets[i].1, &packets[i].0))
+            .collect();
+        assert_eq!(got, vec![Digit('7')]);
+        // The start packet lost: the first update starts the press.
+        let mut rx = Rfc4733Receiver::default();
+        let got: Vec<Digit> = packets[1..]
+            .iter()
+            .filter_map(|(p, m)| rx.on_packet(80, *m, p))
+            .collect();
+        assert_eq!(got, vec![Digit('7')]);
+        // Every end packet lost: the next press (a new timestamp) counts.
+        let mut rx = Rfc4733Receiver::default();
+        let mut got: Vec<Digit> = packets[..n - 3]
+            .iter()
+            .filter_map(|(p, m)| rx.on_packet(120, *m, p))
+            .collect();
+        got.extend(
+            packets
+                .iter()
+                .filter_map(|(p, m)| rx.on_packet(1720, *m, p)),
+        );
+        assert_eq!(got, vec![Digit('7'), Digit('7')]);
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub struct MediaEngine {
 
 impl MediaEngine {
     /// Starts the media clock tasks; needs a running tokio runtime.
-    pub fn start(config: &RtpConfig) -> Arc<MediaEngine> {
+    /// `silence`: how long a peer that should be sending may send nothing
+    /// before its channel reports it (`calls.media-timeout`; zero: never).
+    pub fn start(config: &RtpConfig, silence: std::time::Duration) -> Arc<MediaEngine> {
         let count = match config.clocks {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -66,7 +68,7 @@ impl MediaEngine {
         let clocks = (0..count)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(CLOCK_COMMANDS);
-                tokio::spawn(clock::run(rx, stats.clone()));
+                tokio::spawn(clock::run(rx, stats.clone(), silence));
                 tx
             })
             .collect();

@@ -259,6 +259,12 @@ impl Negotiated {
     pub fn we_send(&self) -> bool {
         self.direction.sends() && self.remote.port() != 0 && !self.remote.ip().is_unspecified()
     }
+
+    /// Whether the remote should be sending us audio (not on hold with
+    /// `inactive`, nor `recvonly` itself).
+    pub fn we_receive(&self) -> bool {
+        self.direction.receives()
+    }
 }
 
 /// Picks the first offered codec we support, and telephone-event if offered.

@@ -138,6 +138,12 @@ impl Engine {
 
     /// Starts the engine with the given trunks section and extra YAML.
     pub fn start_with(trunks: &str, extra: &str) -> Engine {
+        Engine::start_at("127.0.0.1", trunks, extra)
+    }
+
+    /// As [`Engine::start_with`], with SIP listening on `ip` (an address of
+    /// a test's own veth, say; `extra` may bind RTP there too).
+    pub fn start_at(ip: &str, trunks: &str, extra: &str) -> Engine {
         let ports = Ports::next();
         let dir = std::env::temp_dir().join(format!(
             "hotline-test-{}-{}",
@@ -177,7 +183,7 @@ impl Engine {
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.join("hotline.log");
         std::fs::File::create(&log_path).unwrap();
-        let sip: SocketAddr = format!("127.0.0.1:{}", ports.sip()).parse().unwrap();
+        let sip: SocketAddr = format!("{ip}:{}", ports.sip()).parse().unwrap();
         let mut engine = Engine {
             child: None,
             ports,

@@ -217,6 +217,31 @@ CSeq: {cseq} {method}\r\nContact: <sip:ua@{local}>\r\nMax-Forwards: 70\r\n{ctype
         false
     }
 
+    /// A re-INVITE whose SDP carries `a=DIRECTION` (hold: `inactive` or
+    /// `sendonly`; resume: `sendrecv`); waits for the 200 and ACKs it.
+    pub fn reinvite(&mut self, direction: &str) {
+        self.cseq += 1;
+        let port = self.rtp.local_addr().unwrap().port();
+        let sdp = format!(
+            "v=0\r\no=ua 1 {} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n",
+            self.cseq
+        );
+        let invite = self.request(
+            "INVITE",
+            "100",
+            Some(&sdp),
+            &format!("z9hG4bKre{}", self.cseq),
+        );
+        self.send(&invite);
+        let resp = self.final_response("INVITE", Duration::from_secs(5));
+        assert_eq!(resp.status, 200, "re-INVITE refused");
+        let ack = self.request("ACK", "100", None, &format!("z9hG4bKreack{}", self.cseq));
+        // The ACK carries the INVITE's CSeq number.
+        let ack = ack.replace("CSeq: 1 ACK", &format!("CSeq: {} ACK", self.cseq));
+        self.send(&ack);
+    }
+
     /// Hangs up and waits for the 200.
     pub fn bye(&mut self) {
         self.cseq += 1;
