@@ -23,11 +23,25 @@ fn config() -> &'static Config {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let prompts = ["welcome", "goodbye", "menu/main", "beep", "digits/0", "numbers/0", "numbers/hundred", "time/minutes", "time/seconds", "ask/you-entered", "ask/confirm-entry"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let prompts = [
+        "welcome",
+        "goodbye",
+        "menu/main",
+        "beep",
+        "digits/0",
+        "numbers/0",
+        "numbers/hundred",
+        "time/minutes",
+        "time/seconds",
+        "ask/you-entered",
+        "ask/confirm-entry",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let catalog = flow::set::catalog(config(), prompts);
     let loaded = flow::set::load_sources(
         config(),

@@ -102,7 +102,7 @@ pub async fn cancel(
 
 /// The body of `reschedule`: `{"at": "2026-11-24T09:00:00Z"}`.
 #[allow(clippy::result_large_err)]
-fn when(body: &[u8]) -> Result<jiff::Timestamp, Response> {
+pub(super) fn when(body: &[u8]) -> Result<jiff::Timestamp, Response> {
     let bad = |msg: &str, field: Option<&str>| error(StatusCode::BAD_REQUEST, msg, field);
     super::routes::json_object(body, "at")?
         .get("at")

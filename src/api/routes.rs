@@ -606,3 +606,24 @@ async fn websocket(
         }
     }
 }
+
+/// Every parser the handlers run on what a client sends (a query string, a
+/// body), on untrusted input: for the fuzz targets, so they exercise the
+/// code the API runs. Each either accepts or gives the 400 it would send.
+#[doc(hidden)]
+pub fn parse_untrusted(query: &str, body: &[u8]) {
+    if let Ok(uri) = format!("/x?{query}").parse::<axum::http::Uri>() {
+        if let Ok(Query(q)) = Query::<CdrQuery>::try_from_uri(&uri) {
+            let _ = window(q.since.as_deref(), q.until.as_deref());
+        }
+        if let Ok(Query(q)) = Query::<KpiQuery>::try_from_uri(&uri) {
+            let _ = window(q.since.as_deref(), q.until.as_deref());
+            if let Ok(i) = crate::config::parse_duration(q.interval.as_deref().unwrap_or("1h")) {
+                let _ = crate::kpi::group_by(q.by.as_deref().unwrap_or("queue"), i);
+            }
+        }
+        let _ = Query::<Filter>::try_from_uri(&uri);
+    }
+    let _ = pause_reason(body);
+    let _ = super::callbacks::when(body);
+}

@@ -170,7 +170,26 @@ pub fn decode_file(path: &Path) -> Result<Vec<i16>, PromptError> {
         path: path.to_owned(),
         source,
     })?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    decode_source(Box::new(file), path).map_err(fail)
+}
+
+/// Decodes a sound file's bytes (named `path`, for the format's hint and
+/// the error) as [`decode_file`] does.
+pub fn decode_bytes(bytes: Vec<u8>, path: &Path) -> Result<Vec<i16>, PromptError> {
+    decode_source(Box::new(std::io::Cursor::new(bytes)), path).map_err(|message| {
+        PromptError::Decode {
+            path: path.to_owned(),
+            message,
+        }
+    })
+}
+
+fn decode_source(
+    source: Box<dyn symphonia::core::io::MediaSource>,
+    path: &Path,
+) -> Result<Vec<i16>, String> {
+    let fail = std::convert::identity::<String>;
+    let mss = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
