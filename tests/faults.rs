@@ -23,16 +23,16 @@ fn cdrs(engine: &Engine) -> Vec<serde_json::Value> {
     }
 }
 
+/// A caller of our own on the engine's spare ports.
+fn caller(engine: &Engine, number: &str, formats: &str) -> TestUa {
+    let p = engine.ports;
+    TestUa::call(engine.sip, p.spare(0), p.spare(2), number, formats)
+}
+
 #[test]
 fn a_caller_whose_rtp_stops_without_a_bye_is_ended_and_the_record_says_why() {
     let engine = Engine::start("calls: { media-timeout: 2s }\n");
-    let mut ua = TestUa::call(
-        engine.sip,
-        engine.ports.spare(0),
-        engine.ports.spare(2),
-        "echo",
-        "0",
-    );
+    let mut ua = caller(&engine, "echo", "0");
     // Audio for a second, then nothing (the phone died; no BYE).
     ua.send_pcmu(&vec![0i16; 8000]);
     let stopped = Instant::now();
@@ -58,13 +58,7 @@ fn a_caller_whose_rtp_stops_without_a_bye_is_ended_and_the_record_says_why() {
 #[test]
 fn a_caller_on_hold_or_sending_comfort_noise_is_not_ended() {
     let engine = Engine::start("calls: { media-timeout: 1500ms }\n");
-    let mut ua = TestUa::call(
-        engine.sip,
-        engine.ports.spare(0),
-        engine.ports.spare(2),
-        "echo",
-        "0 13",
-    );
+    let mut ua = caller(&engine, "echo", "0 13");
     // Comfort noise (payload type 13) every 200 ms counts as heard.
     for i in 0..15u32 {
         ua.send_rtp(13, false, 5000 + 1600 * i, &[40]);
@@ -98,13 +92,7 @@ registrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s, media-t
     // The agent's phone answers and echoes; then it is killed (no BYE).
     let mut phone = common::phone("agent-answer.xml", agent_port, true);
     std::thread::sleep(Duration::from_millis(300));
-    let mut ua = TestUa::call(
-        engine.sip,
-        engine.ports.spare(0),
-        engine.ports.spare(2),
-        "100",
-        "0",
-    );
+    let mut ua = caller(&engine, "100", "0");
     common::wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(10));
     ua.send_pcmu(&vec![0i16; 4000]);
     phone.kill().unwrap();

@@ -71,6 +71,18 @@ impl TcpPhone {
         }
     }
 
+    /// Waits for a `method` request, answering any other request `200`.
+    fn request(&mut self, method: &str, timeout: Duration, engine: &Engine) -> Request {
+        loop {
+            match self.next(timeout) {
+                Some(Message::Request(r)) if r.method.as_str() == method => return r,
+                Some(Message::Request(r)) => self.ok(&r, ""),
+                Some(Message::Response(_)) => {}
+                None => panic!("no {method} over the connection:\n{}", engine.log()),
+            }
+        }
+    }
+
     /// Answers requests with `200` (OPTIONS) until a response comes.
     fn response(&mut self, timeout: Duration) -> Option<Response> {
         let until = Instant::now() + timeout;
@@ -126,6 +138,20 @@ fn contacts(engine: &Engine) -> u64 {
     v["contacts"].as_u64().unwrap()
 }
 
+/// Waits (up to 3 s) until the API shows agent 1001 with `n` contacts (a
+/// registration reaches the ACD a moment after its 200).
+fn wait_contacts(engine: &Engine, n: u64, why: &str) {
+    let until = Instant::now() + Duration::from_secs(3);
+    while contacts(engine) != n {
+        assert!(
+            Instant::now() < until,
+            "{why}: {} contacts, not {n}",
+            contacts(engine)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_phone_registered_over_tcp_is_reached_over_its_connection_and_goes_with_it() {
     let engine = Engine::with_flow(
@@ -160,7 +186,7 @@ registrar: { algorithms: [MD5], keepalive: 1s }\ncalls: { leg-check: 0s }\n",
         "Digest username=\"1001\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\""
     );
     assert_eq!(phone.register(&engine, Some(auth), 2).status, 200);
-    assert_eq!(contacts(&engine), 1);
+    wait_contacts(&engine, 1, "registered");
 
     // A CRLF ping gets its pong; keep-alive OPTIONS come over the connection.
     phone.send("\r\n\r\n");
@@ -190,14 +216,7 @@ registrar: { algorithms: [MD5], keepalive: 1s }\ncalls: { leg-check: 0s }\n",
         "100",
         "0",
     );
-    let invite = loop {
-        match phone.next(Duration::from_secs(5)) {
-            Some(Message::Request(r)) if r.method.as_str() == "INVITE" => break r,
-            Some(Message::Request(r)) => phone.ok(&r, ""),
-            Some(Message::Response(_)) => {}
-            None => panic!("no INVITE over the connection:\n{}", engine.log()),
-        }
-    };
+    let invite = phone.request("INVITE", Duration::from_secs(5), &engine);
     assert!(invite.headers.get("Via").unwrap().contains("SIP/2.0/TCP"));
     assert!(invite
         .headers
@@ -216,38 +235,17 @@ registrar: { algorithms: [MD5], keepalive: 1s }\ncalls: { leg-check: 0s }\n",
             sdp.len()
         ),
     );
-    let ack = loop {
-        match phone.next(Duration::from_secs(3)) {
-            Some(Message::Request(r)) if r.method.as_str() == "ACK" => break r,
-            Some(Message::Request(r)) => phone.ok(&r, ""),
-            Some(Message::Response(_)) => {}
-            None => panic!("no ACK over the connection:\n{}", engine.log()),
-        }
-    };
+    let ack = phone.request("ACK", Duration::from_secs(3), &engine);
     assert!(ack.headers.get("Via").unwrap().contains("SIP/2.0/TCP"));
     common::wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(3));
     // The caller hangs up: the agent's BYE comes over the connection.
     caller.bye();
-    let bye = loop {
-        match phone.next(Duration::from_secs(3)) {
-            Some(Message::Request(r)) if r.method.as_str() == "BYE" => break r,
-            Some(Message::Request(r)) => phone.ok(&r, ""),
-            Some(Message::Response(_)) => {}
-            None => panic!("no BYE over the connection:\n{}", engine.log()),
-        }
-    };
+    let bye = phone.request("BYE", Duration::from_secs(3), &engine);
     phone.ok(&bye, "");
 
     // The connection closes: the registration goes with it.
     drop(phone);
-    let until = Instant::now() + Duration::from_secs(3);
-    while contacts(&engine) != 0 {
-        assert!(
-            Instant::now() < until,
-            "still registered after the connection closed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_contacts(&engine, 0, "still registered after the connection closed");
     assert!(engine
         .log()
         .contains("connection closed; its registration goes with it"));
