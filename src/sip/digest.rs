@@ -105,10 +105,14 @@ fn digest_params(value: &str) -> Option<(HashMap<String, String>, Algorithm)> {
     if !scheme.eq_ignore_ascii_case("digest") {
         return None;
     }
-    let map: HashMap<String, String> = params_of(params)
-        .into_iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect();
+    // A directive given twice (two realms, two URIs) is refused: which one
+    // a check reads and which one a digest was computed over must not differ.
+    let mut map: HashMap<String, String> = HashMap::new();
+    for (k, v) in params_of(params) {
+        if map.insert(k.to_ascii_lowercase(), v).is_some() {
+            return None;
+        }
+    }
     let algorithm = match map.get("algorithm") {
         Some(a) => Algorithm::parse(a)?,
         None => Algorithm::Md5,
@@ -325,6 +329,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Fuzzing found a challenge with two realms and two nonces: which one
+    /// a check read and which one the answer used could differ. A
+    /// directive given twice is refused, in challenges and credentials.
+    #[test]
+    fn a_directive_given_twice_is_refused() {
+        let crash = include_bytes!("../../fuzz/seeds/digest/regression-duplicate-realm");
+        let text = String::from_utf8_lossy(crash);
+        assert!(Challenge::parse(&text).is_none());
+        assert!(Credentials::parse(&text).is_none());
+        let two_uris = "Digest username=\"1001\", realm=\"hotline\", nonce=\"n\", uri=\"sip:a\", uri=\"sip:b\", response=\"r\"";
+        assert!(Credentials::parse(two_uris).is_none());
+        assert!(Credentials::parse(&two_uris.replace(", uri=\"sip:b\"", "")).is_some());
+    }
+
     use super::*;
 
     #[test]
