@@ -10,121 +10,15 @@
 
 mod common;
 
-use std::collections::BinaryHeap;
-use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::netns::{sh, Netns};
+use common::relay::{Relay, Rng};
 use common::ua::TestUa;
 use common::Engine;
 use hotline::media::dtmf;
-
-/// A small seeded generator (xorshift64*): the same seed, the same faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// A UDP impairment relay: what arrives on `front` goes to `to` from
-/// `back`, each packet dropped with probability `loss` or delayed by a
-/// uniform 0..`jitter` (so packets closer than the jitter reorder); what
-/// comes back to `back` goes to the last sender on `front` at once.
-struct Relay {
-    front: SocketAddr,
-    stop: Arc<AtomicBool>,
-    dropped: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[derive(PartialEq, Eq)]
-struct Due(Instant, u64, Vec<u8>);
-
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (other.0, other.1).cmp(&(self.0, self.1))
-    }
-}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Relay {
-    fn start(to: SocketAddr, loss: f64, jitter: Duration, seed: u64) -> Relay {
-        let front = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let back = UdpSocket::bind("127.0.0.1:0").unwrap();
-        front.set_nonblocking(true).unwrap();
-        back.set_nonblocking(true).unwrap();
-        let addr = front.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let (stop2, dropped2) = (stop.clone(), dropped.clone());
-        let thread = std::thread::spawn(move || {
-            let mut rng = Rng(seed | 1);
-            let mut queue = BinaryHeap::new();
-            let mut sender: Option<SocketAddr> = None;
-            let mut buf = [0u8; 2048];
-            let mut n = 0u64;
-            while !stop2.load(Ordering::Relaxed) {
-                let mut idle = true;
-                while let Ok((len, from)) = front.recv_from(&mut buf) {
-                    idle = false;
-                    sender = Some(from);
-                    if rng.unit() < loss {
-                        dropped2.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    let delay = jitter.mul_f64(rng.unit());
-                    n += 1;
-                    queue.push(Due(Instant::now() + delay, n, buf[..len].to_vec()));
-                }
-                while let Ok((len, _)) = back.recv_from(&mut buf) {
-                    idle = false;
-                    if let Some(s) = sender {
-                        let _ = front.send_to(&buf[..len], s);
-                    }
-                }
-                let now = Instant::now();
-                while queue.peek().is_some_and(|d: &Due| d.0 <= now) {
-                    let Due(_, _, bytes) = queue.pop().unwrap();
-                    let _ = back.send_to(&bytes, to);
-                }
-                if idle {
-                    std::thread::sleep(Duration::from_micros(500));
-                }
-            }
-        });
-        Relay {
-            front: addr,
-            stop,
-            dropped,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// A flow that collects 10 × 20 digits into `d0`..`d9` and hangs up.
 fn collect_flow() -> String {
@@ -241,87 +135,6 @@ fn digits_survive_a_lossy_jittery_path_and_none_is_counted_twice() {
     let got = collected(&engine);
     let lost = missing(&sent, &got);
     assert!(lost <= 2, "{lost} of 100 in-band keys missed (at most 2 %)");
-}
-
-/// A network namespace with a veth pair to this one, removed on drop
-/// (with its nftables rules, which live in it).
-struct Netns {
-    name: String,
-    pub host_ip: String,
-    pub inside_ip: String,
-}
-
-fn sh(cmd: &str) {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let pid = std::process::id();
-        let name = format!("hl{tag}{pid}");
-        // A /30 of 10.200.0.0/16 per test process and tag.
-        let n = (pid % 8000) * 2 + u32::from(tag == "b");
-        let (a, b) = (n / 64, (n % 64) * 4);
-        let host_ip = format!("10.200.{a}.{}", b + 1);
-        let inside_ip = format!("10.200.{a}.{}", b + 2);
-        let ns = Netns {
-            name: name.clone(),
-            host_ip: host_ip.clone(),
-            inside_ip: inside_ip.clone(),
-        };
-        let (h, i) = (format!("{name}h"), format!("{name}i"));
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&format!("ip netns add {name}"));
-        sh(&format!("ip link add {h} type veth peer name {i}"));
-        sh(&format!("ip link set {i} netns {name}"));
-        sh(&format!(
-            "ip addr add {host_ip}/30 dev {h} && ip link set {h} up"
-        ));
-        sh(&format!(
-            "ip netns exec {name} sh -c 'ip addr add {inside_ip}/30 dev {i} && ip link set {i} up && ip link set lo up'"
-        ));
-        ns
-    }
-
-    fn host_dev(&self) -> String {
-        format!("{}h", self.name)
-    }
-
-    fn inside_dev(&self) -> String {
-        format!("{}i", self.name)
-    }
-
-    /// The name of this test's nftables table in the host's namespace.
-    fn table(&self) -> String {
-        format!("hotline_{}", self.name)
-    }
-
-    fn exec(&self) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Only this test's own table: never a whole ruleset.
-        let _ = Command::new("nft")
-            .args(["delete", "table", "netdev", &self.table()])
-            .output();
-        // The veth pair and the namespace's rules go with it.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        let _ = Command::new("ip")
-            .args(["link", "del", &format!("{}h", self.name)])
-            .output();
-    }
 }
 
 #[test]

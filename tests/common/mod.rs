@@ -3,7 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod raw;
+pub mod relay;
 pub mod ua;
 
 use std::collections::HashMap;
