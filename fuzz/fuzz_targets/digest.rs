@@ -14,11 +14,6 @@ fuzz_target!(|data: &[u8]| {
         let _ = c.nc_value();
     }
     if let Some(ch) = Challenge::parse(text) {
-        // Values we answer with are quoted strings: a quote or a backslash
-        // in the server's realm or nonce could not be answered faithfully.
-        if ch.realm.contains(['"', '\\']) || ch.nonce.contains(['"', '\\']) {
-            return;
-        }
         let answer = ch.answer("1001", "s3cret", "REGISTER", "sip:127.0.0.1", "cn", 1);
         let back = Credentials::parse(&answer).expect("our answer parses");
         assert_eq!(back.realm, ch.realm);

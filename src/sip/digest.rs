@@ -195,13 +195,21 @@ impl Challenge {
         let qop_auth = map
             .get("qop")
             .is_some_and(|q| q.split(',').any(|o| o.trim().eq_ignore_ascii_case("auth")));
-        Some(Challenge {
+        let challenge = Challenge {
             realm: map.remove("realm")?,
             nonce: map.remove("nonce")?,
             algorithm,
             qop_auth,
             opaque: map.remove("opaque"),
-        })
+        };
+        // What we echo in quotes must be echoed as it came: a quote, a
+        // backslash or a control character could not be (and a quote would
+        // let the server write directives into our answer).
+        let echoable = |v: &str| !v.contains(['"', '\\']) && !v.chars().any(char::is_control);
+        let fine = echoable(&challenge.realm)
+            && echoable(&challenge.nonce)
+            && challenge.opaque.as_deref().is_none_or(echoable);
+        fine.then_some(challenge)
     }
 
     /// The `Authorization` (or `Proxy-Authorization`) value for a request.
@@ -341,6 +349,22 @@ mod tests {
         let two_uris = "Digest username=\"1001\", realm=\"hotline\", nonce=\"n\", uri=\"sip:a\", uri=\"sip:b\", response=\"r\"";
         assert!(Credentials::parse(two_uris).is_none());
         assert!(Credentials::parse(&two_uris.replace(", uri=\"sip:b\"", "")).is_some());
+    }
+
+    /// Fuzzing found a challenge whose `opaque` held a quote: echoed as it
+    /// came, it broke our answer (and a server could have written
+    /// directives into it). A realm, nonce or opaque we could not echo
+    /// faithfully makes the challenge unanswerable.
+    #[test]
+    fn a_challenge_we_could_not_echo_is_refused() {
+        let crash = include_bytes!("../../fuzz/seeds/digest/regression-opaque-quote");
+        assert!(Challenge::parse(&String::from_utf8_lossy(crash)).is_none());
+        let quoted = "Digest realm=\"r\", nonce=\"n\", opaque=x\", response=\"forged";
+        assert!(Challenge::parse(quoted).is_none());
+        let fine = Challenge::parse("Digest realm=\"r\", nonce=\"n\", opaque=\"o\"").unwrap();
+        let answer = fine.answer("u", "p", "INVITE", "sip:x", "c", 1);
+        let back = Credentials::parse(&answer).unwrap();
+        assert_eq!((back.realm.as_str(), back.nonce.as_str()), ("r", "n"));
     }
 
     use super::*;
