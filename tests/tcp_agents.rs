@@ -201,8 +201,9 @@ registrar: { algorithms: [MD5], keepalive: 1s }\ncalls: { leg-check: 0s }\n",
         }
     }
     assert!(phone.pongs >= 1, "no pong to the CRLF ping");
+    // (Keep-alives go every 1 to 2 s: one within the window is enough.)
     assert!(
-        options >= 2,
+        options >= 1,
         "{options} keep-alive OPTIONS over the connection"
     );
     assert_eq!(contacts(&engine), 1, "still registered");
