@@ -204,8 +204,11 @@ impl CallState {
             LegEvent::Dialog(_) => {}
             LegEvent::Media(MediaEvent::Digit(d, _)) => self.on_leg_digit(d),
             LegEvent::Media(MediaEvent::Silent) if leg.bridged => {
-                self.on_media_lost("agent");
                 self.end_bridge();
+                // Only when that ends the call (a survey may go on).
+                if self.hang_up {
+                    self.on_media_lost("agent");
+                }
             }
             LegEvent::Media(_) => {}
             LegEvent::Failed(e) => self.fail_leg(Failure::Unreachable(e)),

@@ -230,7 +230,7 @@ impl Registrar {
         }
         // Only accounts that exist are followed (the table stays bounded).
         if self.secrets.contains_key(user) && self.config.account_failures > 0 {
-            let quiet = self.config.lockout.max(self.config.account_backoff_max * 2);
+            let quiet = self.account_quiet();
             let guard = self
                 .accounts
                 .entry(user.to_owned())
@@ -256,6 +256,11 @@ impl Registrar {
         Answer::status(403)
     }
 
+    /// After this long without a failure an account's count starts again.
+    fn account_quiet(&self) -> Duration {
+        self.config.lockout.max(self.config.account_backoff_max * 2)
+    }
+
     /// `true` while `user`'s back-off holds attempts from `source` (an
     /// address the account has not authenticated from) back.
     fn held_back(&self, user: &str, source: IpAddr, now: Instant) -> bool {
@@ -264,8 +269,7 @@ impl Registrar {
             && self.accounts.get(user).is_some_and(|g| {
                 g.failures >= self.config.account_failures
                     && now < g.next_try
-                    && now.duration_since(g.last_failure)
-                        <= self.config.lockout.max(self.config.account_backoff_max * 2)
+                    && now.duration_since(g.last_failure) <= self.account_quiet()
             })
     }
 
