@@ -185,7 +185,7 @@ impl CallState {
             // The driver turns it into `Input::LegAnswered`.
             LegEvent::Answered { agent, sdp } => self.on_leg_answered(agent, sdp, None, None),
             LegEvent::Rejected(status) => self.fail_leg(Failure::Refused(status)),
-            LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) => {
+            LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended | DialogEvent::Expired) => {
                 if leg.bridged {
                     info!(target = %leg.target, "the other side hung up");
                     self.end_bridge();

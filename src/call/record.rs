@@ -21,6 +21,8 @@ pub enum Ending {
     NoAck,
     /// A leg's peer stopped sending RTP without a BYE (`calls.media-timeout`).
     MediaTimeout,
+    /// The session timer (RFC 4028) ran out: no refresh came.
+    SessionExpired,
 }
 
 /// When a call's stages began, for its record.
@@ -122,6 +124,7 @@ pub fn finish(cdr: &mut Cdr, ending: Ending, end: Timestamp) {
         Ending::CallerHungUp | Ending::Cancelled => "caller",
         Ending::WeHungUp | Ending::Refused | Ending::NoAck => "engine",
         Ending::MediaTimeout => "media-timeout",
+        Ending::SessionExpired => "session-expired",
     }
     .into();
     let ms = |a: Timestamp, b: Timestamp| b.duration_since(a).as_millis() as i64;

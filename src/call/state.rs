@@ -537,6 +537,7 @@ impl CallState {
             DialogEvent::Cancelled => Some(Ending::Cancelled),
             DialogEvent::NoAck => Some(Ending::NoAck),
             DialogEvent::Ended => Some(Ending::WeHungUp),
+            DialogEvent::Expired => Some(Ending::SessionExpired),
             // Only for calls we place, or answers to checks we do not send
             // on the caller's dialog.
             DialogEvent::Ringing

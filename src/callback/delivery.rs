@@ -308,7 +308,8 @@ impl Delivery {
     fn on_leg(&mut self, side: Side, ev: LegEvent, now: Instant) {
         let hung_up = matches!(
             ev,
-            LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) | LegEvent::Gone
+            LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended | DialogEvent::Expired)
+                | LegEvent::Gone
         );
         match (side, &self.phase) {
             (Side::Agent, Phase::RingingAgent | Phase::RingingOffered) => self.agent_ringing(ev),
@@ -400,7 +401,7 @@ impl Delivery {
             | LegEvent::Failed(_)
             | LegEvent::NoAnswer
             | LegEvent::Gone
-            | LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) => {
+            | LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended | DialogEvent::Expired) => {
                 info!(
                     callback = self.setup.id,
                     "the agent did not take the callback"
@@ -494,7 +495,8 @@ impl Delivery {
                 warn!(callback = id, error = %why, "the callback could not be placed");
                 return self.fail(AttemptOutcome::Failed);
             }
-            LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended) | LegEvent::Gone => {
+            LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended | DialogEvent::Expired)
+            | LegEvent::Gone => {
                 info!(callback = id, "the customer hung up");
                 return self.fail(AttemptOutcome::NotConfirmed);
             }

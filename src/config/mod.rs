@@ -749,6 +749,40 @@ pub struct CallsConfig {
     /// A leg on hold (`inactive`) is not; comfort noise counts as heard.
     #[serde(deserialize_with = "de_duration")]
     pub media_timeout: Duration,
+    /// Session timers (RFC 4028) on every call and leg.
+    pub session_timer: SessionTimerConfig,
+}
+
+/// `calls.session-timer`: the interval we ask for (and insert when a
+/// caller asks for none; 0: none of our own) and the least we accept
+/// (90 s at least); a shorter one asked for gets `422`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SessionTimerConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub expires: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub min_se: Duration,
+}
+
+impl Default for SessionTimerConfig {
+    fn default() -> Self {
+        SessionTimerConfig {
+            expires: Duration::from_secs(1800),
+            min_se: Duration::from_secs(90),
+        }
+    }
+}
+
+impl SessionTimerConfig {
+    /// In whole seconds, as the SIP layer uses them.
+    pub fn settings(&self) -> crate::sip::session_timer::Settings {
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        crate::sip::session_timer::Settings {
+            expires: secs(self.expires),
+            min_se: secs(self.min_se),
+        }
+    }
 }
 
 impl Default for CallsConfig {
@@ -762,6 +796,7 @@ impl Default for CallsConfig {
             max_concurrent: 1000,
             retry_after: Duration::from_secs(5),
             media_timeout: Duration::from_secs(60),
+            session_timer: SessionTimerConfig::default(),
         }
     }
 }
@@ -837,6 +872,19 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
+        let timer = self.calls.session_timer.settings();
+        if timer.min_se < crate::sip::session_timer::MIN_SE_FLOOR {
+            return Err(format!(
+                "calls: session-timer: min-se must be at least {} s (RFC 4028)",
+                crate::sip::session_timer::MIN_SE_FLOOR
+            ));
+        }
+        if timer.expires != 0 && timer.expires < timer.min_se {
+            return Err(
+                "calls: session-timer: expires must be at least min-se (or 0 for no timer of ours)"
+                    .into(),
+            );
+        }
         let mut names = std::collections::HashSet::new();
         for trunk in &self.trunks {
             if !names.insert(trunk.name.as_str()) {

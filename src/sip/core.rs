@@ -26,6 +26,7 @@ use super::header::{tag_of, NameAddr, SipUri, Via};
 use super::message::{self, Headers, Message, Method, Request, Response};
 use super::registrar::{Binding, Registrar};
 use super::reply;
+use super::session_timer::{self, Answer as TimerAnswer, Due, Timer};
 use super::transaction::{
     RequestMatch, ServerKey, Target, Transactions, Transmit, Transport, TxEvent, TxId,
 };
@@ -140,6 +141,7 @@ pub async fn start(
             config_for_registrar.sip.rate_limit.per,
             config_for_registrar.sip.rate_limit.block,
         ),
+        refreshes: HashMap::new(),
     };
     for trunk in &core.config.trunks.clone() {
         let Some(o) = &trunk.outbound else {
@@ -178,6 +180,45 @@ struct DialogSlot {
     /// The trunk (or `agents`) an incoming call was admitted over: it
     /// counts against the caps until the dialog is forgotten.
     admitted: Option<String>,
+    /// The session timer (RFC 4028), while the call has one.
+    timer: Option<Timer>,
+    /// How we answer the peer's refresh request now pending (its INVITE,
+    /// re-INVITE or UPDATE with SDP), once the call answers it 2xx.
+    timer_answer: Option<TimerAnswer>,
+    /// The SDP we last sent: a refresh by re-INVITE offers it again.
+    local_sdp: Option<Vec<u8>>,
+    /// The peer allows UPDATE: our refreshes go by UPDATE (no SDP).
+    peer_update: bool,
+}
+
+impl DialogSlot {
+    fn new(dialog: Dialog, events: mpsc::Sender<DialogEvent>, admitted: Option<String>) -> Self {
+        DialogSlot {
+            dialog,
+            events,
+            released: false,
+            admitted,
+            timer: None,
+            timer_answer: None,
+            local_sdp: None,
+            peer_update: false,
+        }
+    }
+}
+
+/// Our session refresh in flight: its dialog, CSeq, and the ACK of its 2xx
+/// (a re-INVITE's), sent again if the 2xx is.
+struct Refresh {
+    dialog: DialogId,
+    method: Method,
+    seq: u32,
+    ack: Option<Vec<u8>>,
+}
+
+/// The peer lists UPDATE in its `Allow`.
+fn allows_update(h: &Headers) -> bool {
+    h.get_all_split("Allow")
+        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
 }
 
 /// An open TCP connection as the core sees it: its writer, and the flag
@@ -223,6 +264,8 @@ struct SipCore {
     caps: super::limits::CallCaps,
     /// Requests per source that is not a trunk.
     sources: super::limits::SourceLimit,
+    /// Our session refreshes in flight.
+    refreshes: HashMap<TxId, Refresh>,
 }
 
 /// The address a trunk's proxy URI names (A/AAAA; no SRV).
@@ -371,6 +414,12 @@ impl SipCore {
             TxEvent::Timeout(tx) if self.pings.contains_key(&tx) => {
                 // The call task has its own, shorter deadline.
                 self.pings.remove(&tx);
+            }
+            TxEvent::Response(tx, resp) if self.refreshes.contains_key(&tx) => {
+                self.on_refresh_answer(tx, Some(&resp));
+            }
+            TxEvent::Timeout(tx) if self.refreshes.contains_key(&tx) => {
+                self.on_refresh_answer(tx, None);
             }
             TxEvent::Response(tx, resp) if self.trunk_txs.contains_key(&tx) => {
                 self.on_trunk_response(tx, Some(&resp));
@@ -601,6 +650,10 @@ impl SipCore {
                 return self.reply(tx, &req, 415, None);
             }
         }
+        let timer_answer = session_timer::on_request(&req.headers, self.timer_settings());
+        if let TimerAnswer::TooSmall(min_se) = timer_answer {
+            return self.refuse_interval(tx, &req, min_se, None);
+        }
         let local_tag = random_token(10);
         let Some(dialog) = Dialog::from_invite(&req, local_tag.clone(), tx, from) else {
             return self.reply(tx, &req, 400, None);
@@ -662,15 +715,10 @@ impl SipCore {
         }
         self.by_call.insert((call_id, local_tag), id);
         self.by_tx.insert(tx, id);
-        self.dialogs.insert(
-            id,
-            DialogSlot {
-                dialog,
-                events: ev_tx,
-                released: false,
-                admitted: Some(admitted),
-            },
-        );
+        let mut slot = DialogSlot::new(dialog, ev_tx, Some(admitted));
+        slot.timer_answer = Some(timer_answer);
+        slot.peer_update = allows_update(&req.headers);
+        self.dialogs.insert(id, slot);
         self.status.dialogs.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -745,15 +793,25 @@ impl SipCore {
                 if slot.dialog.pending.is_some() || slot.dialog.awaiting_ack.is_some() {
                     return self.reply(tx, &req, 491, Some(id));
                 }
+                let answer = session_timer::on_request(&req.headers, self.timer_settings());
+                if let TimerAnswer::TooSmall(min_se) = answer {
+                    return self.refuse_interval(tx, &req, min_se, Some(id));
+                }
+                let Some(slot) = self.dialogs.get_mut(&id) else {
+                    return;
+                };
                 let sdp = (!req.body.is_empty()).then(|| req.body.clone());
                 let contact = req.headers.get("Contact").and_then(NameAddr::parse);
                 if let Some(contact) = contact.filter(|c| SipUri::parse(&c.uri).is_some()) {
                     slot.dialog.remote_target = contact.uri;
                 }
+                slot.timer_answer = Some(answer);
+                slot.peer_update |= allows_update(&req.headers);
                 slot.dialog.pending = Some(PendingInvite { tx, request: req });
                 self.by_tx.insert(tx, id);
                 deliver(&slot.events, DialogEvent::ReInvite { sdp });
             }
+            Method::Update => self.on_update(id, tx, req),
             Method::Info => {
                 let content_type = req
                     .headers
@@ -843,14 +901,27 @@ impl SipCore {
             slot.dialog.pending = None;
         }
         let initial = slot.dialog.state == DialogState::Early;
-        if (200..300).contains(&status) {
+        let is_invite = pending.request.method == Method::Invite;
+        let ok = (200..300).contains(&status);
+        if ok && is_invite {
             slot.dialog.state = DialogState::Confirmed;
             let seq = pending.request.cseq().map(|(n, _)| n).unwrap_or(0);
             slot.dialog.awaiting_ack = Some((seq, pending.tx));
         } else if status >= 300 && initial {
             slot.dialog.state = DialogState::Terminated;
         }
-        let resp = self.response(&pending.request, status, Some(id), sdp);
+        let timer_answer = if status >= 200 {
+            slot.timer_answer.take()
+        } else {
+            None
+        };
+        if ok && sdp.is_some() {
+            slot.local_sdp.clone_from(&sdp);
+        }
+        let mut resp = self.response(&pending.request, status, Some(id), sdp);
+        if let (true, Some(answer)) = (ok, timer_answer) {
+            self.apply_timer_answer(id, answer, &mut resp);
+        }
         self.out.extend(self.txs.respond(pending.tx, &resp, now()));
         if status >= 300 {
             self.by_tx.remove(&pending.tx);
@@ -994,6 +1065,7 @@ impl SipCore {
 
     fn housekeeping(&mut self) {
         let t = now();
+        self.session_timers(t);
         self.mark_connections_in_use();
         self.trunk_requests(t);
         for agent in self.registrar.expire(t) {
@@ -1047,6 +1119,240 @@ impl SipCore {
             let (tx, transmit) = self.txs.send_request(&branch, &req, target, t);
             self.keepalives.insert(tx, (agent, b.contact));
             self.out.push(transmit);
+        }
+    }
+
+    fn timer_settings(&self) -> session_timer::Settings {
+        self.config.calls.session_timer.settings()
+    }
+
+    /// Our Contact, for the transport a request or dialog uses.
+    fn contact(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Tcp => format!("<sip:hotline@{};transport=tcp>", self.local),
+            Transport::Udp => format!("<sip:hotline@{}>", self.local),
+        }
+    }
+
+    /// `422 Session Interval Too Small` (RFC 4028 §6), with our `Min-SE`.
+    fn refuse_interval(&mut self, tx: TxId, req: &Request, min_se: u32, dialog: Option<DialogId>) {
+        info!(call_id = %req.call_id(), min_se, "session interval too small");
+        let mut resp = self.response(req, 422, dialog, None);
+        resp.headers.push("Min-SE", min_se.to_string());
+        self.out.extend(self.txs.respond(tx, &resp, now()));
+    }
+
+    /// The peer's refresh was answered 2xx: the timer follows what was
+    /// agreed, and the 2xx says so.
+    fn apply_timer_answer(&mut self, id: DialogId, answer: TimerAnswer, resp: &mut Response) {
+        let t = now();
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        match answer {
+            TimerAnswer::Agree(a) => {
+                for (k, v) in a.response_headers() {
+                    resp.headers.push(k, v);
+                }
+                match slot.timer.as_mut() {
+                    Some(timer) => {
+                        timer.refreshed(Some(a), t);
+                    }
+                    None => slot.timer = Some(Timer::new(a, t)),
+                }
+            }
+            TimerAnswer::None => slot.timer = None,
+            TimerAnswer::TooSmall(_) => {}
+        }
+    }
+
+    /// An UPDATE (RFC 3311): without SDP a session refresh we answer at
+    /// once; with SDP an offer the call answers, like a re-INVITE.
+    fn on_update(&mut self, id: DialogId, tx: TxId, req: Request) {
+        let answer = session_timer::on_request(&req.headers, self.timer_settings());
+        if let TimerAnswer::TooSmall(min_se) = answer {
+            return self.refuse_interval(tx, &req, min_se, Some(id));
+        }
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return self.reply(tx, &req, 481, None);
+        };
+        slot.peer_update = true;
+        if req.body.is_empty() {
+            debug!(call_id = %slot.dialog.call_id, "session refreshed by UPDATE");
+            let mut resp = self.response(&req, 200, Some(id), None);
+            self.apply_timer_answer(id, answer, &mut resp);
+            self.out.extend(self.txs.respond(tx, &resp, now()));
+            return;
+        }
+        if slot.dialog.pending.is_some() || slot.dialog.awaiting_ack.is_some() {
+            return self.reply(tx, &req, 491, Some(id));
+        }
+        let ctype = req.headers.get("Content-Type").unwrap_or_default();
+        if !ctype.to_ascii_lowercase().starts_with("application/sdp") {
+            return self.reply(tx, &req, 415, Some(id));
+        }
+        let sdp = Some(req.body.clone());
+        slot.timer_answer = Some(answer);
+        slot.dialog.pending = Some(PendingInvite { tx, request: req });
+        deliver(&slot.events, DialogEvent::ReInvite { sdp });
+    }
+
+    /// Once a second: refreshes due, and sessions whose timer ran out.
+    fn session_timers(&mut self, t: Instant) {
+        let due: Vec<(DialogId, Due)> = self
+            .dialogs
+            .iter_mut()
+            .filter(|(_, s)| s.dialog.state == DialogState::Confirmed && s.dialog.bye_tx.is_none())
+            .filter_map(|(id, s)| s.timer.as_mut()?.poll(t).map(|d| (*id, d)))
+            .collect();
+        for (id, due) in due {
+            match due {
+                Due::Refresh => self.send_refresh(id, t),
+                Due::Expire => self.session_expired(id),
+            }
+        }
+    }
+
+    /// No refresh came in time (or ours failed): the far end is gone.
+    fn session_expired(&mut self, id: DialogId) {
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        warn!(call_id = %slot.dialog.call_id, "session timer ran out; ending the call");
+        metrics::counter!("hotline_sip_sessions_expired_total").increment(1);
+        slot.timer = None;
+        deliver(&slot.events, DialogEvent::Expired);
+        self.send_bye(id);
+    }
+
+    /// Our session refresh: UPDATE without SDP when the peer allows it,
+    /// else a re-INVITE with the SDP we last sent (unchanged, so the media
+    /// stays as it is).
+    fn send_refresh(&mut self, id: DialogId, t: Instant) {
+        let settings = self.timer_settings();
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
+        let Some(agreement) = slot.timer.map(|tm| tm.agreement) else {
+            return;
+        };
+        let sdp = slot.local_sdp.clone().filter(|_| !slot.peer_update);
+        let busy = slot.dialog.pending.is_some() || slot.dialog.awaiting_ack.is_some();
+        if sdp.is_some() && busy {
+            // An offer of theirs is open: ours would cross it. Later.
+            if let Some(timer) = slot.timer.as_mut() {
+                timer.refresh_failed(t);
+            }
+            return;
+        }
+        let method = if sdp.is_some() {
+            Method::Invite
+        } else {
+            Method::Update
+        };
+        let Some((mut req, branch, target)) = self.in_dialog_request(id, method.clone()) else {
+            return;
+        };
+        req.headers.push("Contact", self.contact(target.transport));
+        for (k, v) in agreement.request_headers(settings) {
+            req.headers.push(k, v);
+        }
+        match sdp {
+            Some(body) => {
+                req.headers.push("Content-Type", "application/sdp");
+                req.headers.push("Content-Length", body.len().to_string());
+                req.body = body;
+            }
+            None => req.headers.push("Content-Length", "0"),
+        }
+        let seq = req.cseq().map_or(0, |(n, _)| n);
+        debug!(call_id = %req.call_id(), %method, "refreshing the session");
+        let (tx, transmit) = self.txs.send_request(&branch, &req, target, t);
+        self.refreshes.retain(|_, r| r.dialog != id);
+        self.refreshes.insert(
+            tx,
+            Refresh {
+                dialog: id,
+                method,
+                seq,
+                ack: None,
+            },
+        );
+        self.out.push(transmit);
+    }
+
+    /// The answer to our refresh (`None`: none came).
+    fn on_refresh_answer(&mut self, tx: TxId, resp: Option<&Response>) {
+        let t = now();
+        let Some(refresh) = self.refreshes.get(&tx) else {
+            return;
+        };
+        let (id, method, seq) = (refresh.dialog, refresh.method.clone(), refresh.seq);
+        if let Some(ack) = refresh.ack.clone() {
+            // A retransmitted 2xx of our re-INVITE: the same ACK again.
+            if let Some(slot) = self.dialogs.get(&id) {
+                self.out.push(Transmit {
+                    target: slot.dialog.request_target(),
+                    bytes: ack.into(),
+                });
+            }
+            return;
+        }
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            self.refreshes.remove(&tx);
+            return;
+        };
+        match resp.map(|r| r.status) {
+            Some(200..=299) => {
+                let resp = resp.expect("a status means a response");
+                if method == Method::Invite {
+                    let target = slot.dialog.request_target();
+                    let (via, _) = new_via(self.local, target.transport);
+                    let ack = slot
+                        .dialog
+                        .ack_of(seq, via, &self.config.sip.user_agent)
+                        .to_bytes();
+                    self.out.push(Transmit {
+                        target,
+                        bytes: ack.clone().into(),
+                    });
+                    if let Some(r) = self.refreshes.get_mut(&tx) {
+                        r.ack = Some(ack);
+                    }
+                } else {
+                    self.refreshes.remove(&tx);
+                }
+                let agreed = session_timer::on_response(&resp.headers);
+                let still = slot
+                    .timer
+                    .as_mut()
+                    .is_some_and(|tm| tm.refreshed(agreed, t));
+                if !still {
+                    slot.timer = None;
+                }
+                debug!(call_id = %slot.dialog.call_id, "session refreshed");
+            }
+            Some(422) => {
+                self.refreshes.remove(&tx);
+                let min = resp.and_then(|r| session_timer::min_se_of_422(&r.headers));
+                if let Some(timer) = slot.timer.as_mut() {
+                    if let Some(min) = min {
+                        timer.agreement.interval = timer.agreement.interval.max(min);
+                    }
+                    timer.refresh_failed(t);
+                }
+            }
+            // RFC 4028 §10: the far end no longer has the session.
+            None | Some(408 | 481) => {
+                self.refreshes.remove(&tx);
+                self.session_expired(id);
+            }
+            Some(_) => {
+                self.refreshes.remove(&tx);
+                if let Some(timer) = slot.timer.as_mut() {
+                    timer.refresh_failed(t);
+                }
+            }
         }
     }
 
@@ -1149,11 +1455,7 @@ impl SipCore {
         headers.push("To", format!("<{}>", call.target));
         headers.push("Call-ID", call_id.clone());
         headers.push("CSeq", "1 INVITE");
-        let contact = match transport {
-            Transport::Tcp => format!("<sip:hotline@{};transport=tcp>", self.local),
-            Transport::Udp => format!("<sip:hotline@{}>", self.local),
-        };
-        headers.push("Contact", contact);
+        headers.push("Contact", self.contact(transport));
         headers.push("User-Agent", self.config.sip.user_agent.clone());
         headers.push("Allow", reply::ALLOW);
         for (k, v) in &call.headers {
@@ -1164,8 +1466,12 @@ impl SipCore {
                 headers.push(k.clone(), value);
             }
         }
+        for (k, v) in session_timer::invite_headers(self.timer_settings(), 0) {
+            headers.push(k, v);
+        }
         headers.push("Content-Type", "application/sdp");
         headers.push("Content-Length", call.sdp.len().to_string());
+        let sdp = call.sdp.clone();
         let invite = Request {
             method: Method::Invite,
             uri: call.target.clone(),
@@ -1185,15 +1491,9 @@ impl SipCore {
         self.out.push(transmit);
         self.by_invite.insert(tx, id);
         self.by_call.insert((call_id, local_tag), id);
-        self.dialogs.insert(
-            id,
-            DialogSlot {
-                dialog,
-                events,
-                released: false,
-                admitted: None,
-            },
-        );
+        let mut slot = DialogSlot::new(dialog, events, None);
+        slot.local_sdp = Some(sdp);
+        self.dialogs.insert(id, slot);
         self.status.dialogs.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -1218,6 +1518,9 @@ impl SipCore {
             return;
         }
         if matches!(resp.status, 401 | 407) && self.resend_with_credentials(id, tx, resp) {
+            return;
+        }
+        if resp.status == 422 && self.resend_with_longer_interval(id, tx, resp) {
             return;
         }
         let Some(slot) = self.dialogs.get_mut(&id) else {
@@ -1270,6 +1573,8 @@ impl SipCore {
             return;
         }
         info!(call_id = %slot.dialog.call_id, "our INVITE was answered");
+        slot.timer = session_timer::on_response(&resp.headers).map(|a| Timer::new(a, now()));
+        slot.peer_update = allows_update(&resp.headers);
         let sdp = (!resp.body.is_empty()).then(|| resp.body.clone());
         deliver(&slot.events, DialogEvent::Answered { sdp, peer });
     }
@@ -1308,29 +1613,73 @@ impl SipCore {
             warn!(call_id = %slot.dialog.call_id, status = resp.status, "a challenge we cannot answer");
             return false;
         };
-        let mut invite = out.invite.clone();
-        let seq = invite.cseq().map_or(1, |(n, _)| n) + 1;
         let value = challenge.answer(
             &account.username,
             &account.password,
             "INVITE",
-            &invite.uri,
+            &out.invite.uri,
             &random_token(16),
             1,
         );
+        out.authenticated = true;
+        info!(call_id = %slot.dialog.call_id, status = resp.status, realm = %challenge.realm, user = %account.username, "our INVITE was challenged; sending it again with credentials");
+        self.resend_invite(id, old_tx, vec![(answer_in, value)])
+    }
+
+    /// Our INVITE got `422` (RFC 4028 §7.3): sends it again, once, asking
+    /// for the far end's `Min-SE`.
+    fn resend_with_longer_interval(&mut self, id: DialogId, old_tx: TxId, resp: &Response) -> bool {
+        let settings = self.timer_settings();
+        let Some(min_se) = session_timer::min_se_of_422(&resp.headers) else {
+            return false;
+        };
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return false;
+        };
+        let Some(out) = slot.dialog.outbound.as_mut() else {
+            return false;
+        };
+        if slot.dialog.state != DialogState::Early || out.interval_raised || out.cancelled {
+            return false;
+        }
+        out.interval_raised = true;
+        info!(call_id = %slot.dialog.call_id, min_se, "our session interval was too small; asking for more");
+        let headers = session_timer::invite_headers(settings, min_se)
+            .into_iter()
+            .filter(|(k, _)| *k != "Supported")
+            .collect();
+        self.resend_invite(id, old_tx, headers)
+    }
+
+    /// Sends our INVITE again on a new transaction (next CSeq, new branch)
+    /// with `set` headers replacing those of the same names.
+    fn resend_invite(
+        &mut self,
+        id: DialogId,
+        old_tx: TxId,
+        set: Vec<(&'static str, String)>,
+    ) -> bool {
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return false;
+        };
         let target = slot.dialog.source;
+        let Some(out) = slot.dialog.outbound.as_mut() else {
+            return false;
+        };
+        let mut invite = out.invite.clone();
+        let seq = invite.cseq().map_or(1, |(n, _)| n) + 1;
         let (via, branch) = new_via(self.local, target.transport);
         invite.headers.replace_top_via(&via);
         invite.headers.remove("CSeq");
         invite.headers.push("CSeq", format!("{seq} INVITE"));
-        invite.headers.remove(answer_in);
-        invite.headers.push(answer_in, value);
+        for (k, v) in set {
+            invite.headers.remove(k);
+            invite.headers.push(k, v);
+        }
         // Content-Length stays last for readability only; order is free.
         let (tx, transmit) = self.txs.send_request(&branch, &invite, target, now());
-        info!(call_id = %slot.dialog.call_id, status = resp.status, realm = %challenge.realm, user = %account.username, "our INVITE was challenged; sending it again with credentials");
         out.invite = invite;
         out.invite_tx = tx;
-        out.authenticated = true;
         slot.dialog.local_seq = seq;
         self.out.push(transmit);
         self.by_invite.remove(&old_tx);
@@ -1385,6 +1734,7 @@ impl SipCore {
             self.by_tx.retain(|_, v| *v != id);
             self.by_invite.retain(|_, v| *v != id);
             self.pings.retain(|_, v| *v != id);
+            self.refreshes.retain(|_, r| r.dialog != id);
             if let Some(trunk) = &slot.admitted {
                 self.caps.release(trunk);
             }

@@ -74,6 +74,8 @@ pub struct Outbound {
     pub auth: Option<super::Account>,
     /// The INVITE was sent again with credentials.
     pub authenticated: bool,
+    /// The INVITE was sent again with a longer session interval (after a 422).
+    pub interval_raised: bool,
 }
 
 impl Dialog {
@@ -161,6 +163,7 @@ impl Dialog {
                 ack: None,
                 auth: None,
                 authenticated: false,
+                interval_raised: false,
             }),
         })
     }
@@ -193,6 +196,13 @@ impl Dialog {
     /// The ACK for the 2xx of our INVITE: its own branch, the INVITE's CSeq.
     pub fn ack(&self, via: String, user_agent: &str) -> Request {
         let mut ack = self.in_dialog(Method::Ack, via, user_agent, self.local_seq_of_invite());
+        ack.headers.push("Content-Length", "0");
+        ack
+    }
+
+    /// The ACK for the 2xx of our re-INVITE with CSeq `seq`.
+    pub fn ack_of(&self, seq: u32, via: String, user_agent: &str) -> Request {
+        let mut ack = self.in_dialog(Method::Ack, via, user_agent, seq);
         ack.headers.push("Content-Length", "0");
         ack
     }

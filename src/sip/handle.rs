@@ -65,6 +65,9 @@ pub enum DialogEvent {
     /// with `202`): the Refer-To URI. Report how it went with
     /// [`DialogHandle::notify_refer`].
     Refer { refer_to: String },
+    /// The session timer ran out (RFC 4028): no refresh came, or ours
+    /// failed. Our BYE is on its way; [`DialogEvent::Ended`] follows.
+    Expired,
 }
 
 /// A call we place: an INVITE with our SDP offer.

@@ -434,6 +434,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         415 => "Unsupported Media Type",
+        422 => "Session Interval Too Small",
         423 => "Interval Too Brief",
         480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod message;
 pub mod registrar;
 pub mod reply;
+pub mod session_timer;
 pub mod transaction;
 pub mod transport;
 pub mod trunk_client;

@@ -7,7 +7,7 @@ use super::header::tag_of;
 use super::message::{reason_phrase, Headers, Method, Request, Response};
 
 /// The methods we answer, for `Allow`.
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, UPDATE";
 
 /// Who we are, for Contact and Server.
 pub struct Local<'a> {
