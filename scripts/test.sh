@@ -15,13 +15,14 @@ command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v fail2ban-regex >/dev/null 2>&1 || packages+=(fail2ban)
 command -v nft >/dev/null 2>&1 || packages+=(nftables)
+command -v dnsmasq >/dev/null 2>&1 || packages+=(dnsmasq-base)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${packages[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "test.sh: the tests need SIPp, baresip, Chromium, fail2ban and nftables. Run: sudo apt-get install -y ${packages[*]}" >&2
+    echo "test.sh: the tests need SIPp, baresip, Chromium, fail2ban, nftables and dnsmasq. Run: sudo apt-get install -y ${packages[*]}" >&2
     exit 1
   fi
 fi

@@ -981,3 +981,136 @@ nodes:
     );
     assert!(log.contains("callbacks to this number were booked in the last 24 h"));
 }
+
+/// The carrier trunk with its proxy given by name (`sip:NAME[:PORT]`), and
+/// `dns:` pointed at the test's own server.
+fn trunks_named(proxy: &str, dns: &common::dnsmasq::Dnsmasq, dns_extra: &str) -> String {
+    trunks(0).replace("sip:127.0.0.1:0", proxy)
+        + &format!("dns: {{ servers: ['{}'], {dns_extra} }}\n", dns.addr)
+}
+
+#[test]
+fn a_callback_over_a_trunk_named_in_dns_reaches_the_srv_target_that_answers() {
+    let p = common::Ports::next();
+    let (dns_port, down_port, up_port) = (p.spare(0), p.spare(1), p.spare(2));
+    // The first target (priority 10) is silent: a socket of ours that
+    // only listens. The second (priority 20) is the carrier's SIPp.
+    let silent = common::raw::peer(down_port);
+    let dir = std::env::temp_dir().join(format!("hotline-dns-{}-{}", std::process::id(), p.base));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dns = common::dnsmasq::Dnsmasq::start(
+        dns_port,
+        &dir,
+        &[
+            "--naptr-record=carrier.test,10,10,S,SIP+D2U,,_sip._udp.carrier.test".into(),
+            format!("--srv-host=_sip._udp.carrier.test,down.carrier.test,{down_port},10,10"),
+            format!("--srv-host=_sip._udp.carrier.test,up.carrier.test,{up_port},20,10"),
+            "--host-record=down.carrier.test,127.0.0.1".into(),
+            "--host-record=up.carrier.test,127.0.0.1".into(),
+        ],
+    );
+    let engine = engine_with(
+        &trunks_named("sip:carrier.test", &dns, "failover-after: 2s"),
+        "retry-delay: 2s, whisper: false",
+    );
+    book(&engine, "booker.xml", "2125550123");
+    let carrier_log = engine.dir.join("carrier.log");
+    let carrier = sipp_peer(
+        up_port,
+        &common::scenario("carrier-answer.xml"),
+        Some(&carrier_log),
+        &["-d", "1000", "-rtp_echo"],
+        1,
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = phone("agent-answer.xml", agent_port, true);
+    let (ok, out) = common::finish(carrier);
+    assert!(
+        ok,
+        "the second target saw no call:\n{out}\n{}",
+        engine.log()
+    );
+    let (ok, out) = common::finish(agent);
+    assert!(
+        ok,
+        "the agent saw no complete call:\n{out}\n{}",
+        engine.log()
+    );
+    assert_eq!(dialled(&carrier_log), vec!["+12125550123".to_owned()]);
+    // The first target was tried first, by NAPTR and SRV order, with the
+    // URI as the carrier would see it.
+    let tried = common::raw::requests(
+        &common::raw::collect(&silent, Duration::from_millis(200)),
+        "INVITE",
+    );
+    let first = tried.first().expect("the first SRV target was never tried");
+    assert_eq!(first.uri, "sip:+12125550123@carrier.test");
+    let log = dns.log();
+    assert!(log.contains("query[NAPTR] carrier.test"), "{log}");
+    assert!(log.contains("query[SRV] _sip._udp.carrier.test"), "{log}");
+    wait_attempts(&engine, &["connected"]);
+    assert!(common::metrics(&engine).contains("hotline_sip_failovers_total 1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_callback_over_a_trunk_whose_name_does_not_resolve_waits_and_goes_once_it_does() {
+    let p = common::Ports::next();
+    let (dns_port, carrier_port) = (p.spare(0), p.spare(2));
+    let dir = std::env::temp_dir().join(format!("hotline-dns-{}-{}", std::process::id(), p.base));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dns = common::dnsmasq::Dnsmasq::start(dns_port, &dir, &[]);
+    let engine = engine_with(
+        &trunks_named(&format!("sip:late.test:{carrier_port}"), &dns, "retry: 2s"),
+        "retry-delay: 2s, whisper: false",
+    );
+    // Reported at start, and counted.
+    assert!(
+        engine.wait_log("cannot resolve the trunk's proxy", Duration::from_secs(5)),
+        "{}",
+        engine.log()
+    );
+    assert!(common::metrics(&engine).contains("hotline_dns_failures_total{what=\"trunk\"}"));
+    book(&engine, "booker.xml", "2125550123");
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = phone("agent-answer.xml", agent_port, true);
+    // The agent is free, the callback is due, but nobody is called: it
+    // waits without spending an attempt.
+    assert!(
+        engine.wait_log(
+            "the trunk's proxy does not resolve; the callback waits",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        engine.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        callbacks(&engine),
+        vec![("pending".to_owned(), 0, "+12125550123".to_owned())]
+    );
+    assert!(attempts(&engine).is_empty());
+    // The name resolves: the callback goes, once.
+    let carrier_log = engine.dir.join("carrier.log");
+    let carrier = sipp_peer(
+        carrier_port,
+        &common::scenario("carrier-answer.xml"),
+        Some(&carrier_log),
+        &["-d", "1000", "-rtp_echo"],
+        1,
+    );
+    dns.add_host("late.test", "127.0.0.1");
+    let (ok, out) = common::finish(carrier);
+    assert!(ok, "the carrier saw no call:\n{out}\n{}", engine.log());
+    let (ok, out) = common::finish(agent);
+    assert!(
+        ok,
+        "the agent saw no complete call:\n{out}\n{}",
+        engine.log()
+    );
+    assert_eq!(dialled(&carrier_log), vec!["+12125550123".to_owned()]);
+    wait_attempts(&engine, &["connected"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -173,3 +173,48 @@ fn responses_go_to_the_source_not_where_the_via_points() {
     // Nothing arrived later either (the 403 is retransmitted until its ACK).
     assert!(collect(&victim, Duration::from_millis(1500)).is_empty());
 }
+
+#[test]
+fn in_dialog_requests_go_to_where_dns_locates_the_host_of_the_callers_contact() {
+    let own = common::Ports::next();
+    let (dns_port, a, b) = (own.spare(0), own.spare(1), own.spare(2));
+    let dir = std::env::temp_dir().join(format!("hotline-dns-{}-{}", std::process::id(), own.base));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dns = common::dnsmasq::Dnsmasq::start(
+        dns_port,
+        &dir,
+        &["--host-record=phone.test,127.0.0.1".into()],
+    );
+    let engine = Engine::start(&format!(
+        "calls: {{ max-duration: 2s, media-timeout: 0s }}\ndns: {{ servers: ['{}'] }}\n",
+        dns.addr
+    ));
+    // The INVITE comes from `a`; its Contact names phone.test, port `b`.
+    let (from_a, at_b) = (peer(a), peer(b));
+    let msg = invite(a, "dnscontact", "").replace(
+        &format!("Contact: <sip:t@127.0.0.1:{a}>"),
+        &format!("Contact: <sip:t@phone.test:{b}>"),
+    );
+    assert!(msg.contains("phone.test"));
+    from_a.send_to(msg.as_bytes(), engine.sip).unwrap();
+    let got = collect(&from_a, Duration::from_millis(500));
+    let ok = &responses(&got, 200).first().expect("answered").1.clone();
+    from_a
+        .send_to(
+            common::raw::ack_for(ok, a, "dnscontact").as_bytes(),
+            engine.sip,
+        )
+        .unwrap();
+    // At max-duration the engine hangs up: its BYE goes to phone.test:b.
+    let at_contact = requests(&collect(&at_b, Duration::from_millis(3000)), "BYE");
+    // (Sent again while unanswered.)
+    assert!(
+        !at_contact.is_empty(),
+        "no BYE at the located contact:\n{}",
+        engine.log()
+    );
+    assert_eq!(at_contact[0].uri, format!("sip:t@phone.test:{b}"));
+    assert!(requests(&collect(&from_a, Duration::from_millis(100)), "BYE").is_empty());
+    assert!(dns.log().contains("query[A] phone.test"), "{}", dns.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -597,6 +597,17 @@ impl Service {
             warn!(callback = id, trunk = %cfg.trunk, "the callback's trunk cannot place calls");
             return;
         };
+        if self.ctx.dialer.trunk_unresolved(&cfg.trunk) {
+            // The call would fail before reaching anyone: the callback
+            // keeps its attempts and its place, and is tried again soon.
+            warn!(callback = id, trunk = %cfg.trunk, proxy = %outbound.proxy, "the trunk's proxy does not resolve; the callback waits");
+            self.tell_acd(AcdInput::Leave { call: acd_id(id) });
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.phase = Phase::Waiting;
+                e.callback.next_attempt_at = Some(Timestamp::now() + self.ctx.config.dns.retry);
+            }
+            return;
+        }
         let Some(e) = self.entries.get_mut(&id) else {
             return;
         };

@@ -66,6 +66,49 @@ pub struct Config {
     /// What agents dial from their softphones to change their state.
     pub feature_codes: FeatureCodes,
     pub shutdown: ShutdownConfig,
+    pub dns: DnsConfig,
+}
+
+/// `dns:`: who resolves trunks' and phones' host names (RFC 3263).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DnsConfig {
+    /// `IP` or `IP:PORT` of the DNS servers to ask; none: the system's
+    /// (`/etc/resolv.conf`).
+    pub servers: Vec<String>,
+    /// An INVITE that has heard nothing back (not even `100`) for this long
+    /// goes to the host name's next address, when it has one.
+    #[serde(deserialize_with = "de_duration")]
+    pub failover_after: Duration,
+    /// A trunk's proxy that does not resolve is tried again this often.
+    #[serde(deserialize_with = "de_duration")]
+    pub retry: Duration,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            servers: Vec::new(),
+            failover_after: Duration::from_secs(4),
+            retry: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DnsConfig {
+    /// The servers as addresses (port 53 unless given).
+    pub fn server_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        self.servers
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        format!("dns: servers: `{s}` is not an IP address (IP or IP:PORT)")
+                    })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -872,6 +915,10 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
+        self.dns.server_addrs()?;
+        if self.dns.retry.is_zero() {
+            return Err("dns: retry must be more than 0s".into());
+        }
         let timer = self.calls.session_timer.settings();
         if timer.min_se < crate::sip::session_timer::MIN_SE_FLOOR {
             return Err(format!(

@@ -104,9 +104,14 @@ pub async fn start(
     let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (reg_tx, reg_rx) = mpsc::unbounded_channel();
     let config_for_registrar = config.clone();
+    let servers = config.dns.server_addrs().unwrap_or_default();
+    let resolver = super::dns::Resolver::new(&servers, config.dns.retry);
+    let unresolved = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let dialer = Dialer {
         commands: cmd_tx.clone(),
         ids: ids.clone(),
+        resolver: resolver.clone(),
+        unresolved: unresolved.clone(),
     };
     let mut core = SipCore {
         local: SocketAddr::new(config.sip_address(), port),
@@ -142,19 +147,20 @@ pub async fn start(
             config_for_registrar.sip.rate_limit.block,
         ),
         refreshes: HashMap::new(),
+        resolver: resolver.clone(),
     };
-    for trunk in &core.config.trunks.clone() {
+    for trunk in &core.config.trunks {
         let Some(o) = &trunk.outbound else {
             continue;
         };
-        let Some(addr) = resolve_proxy(&o.proxy).await else {
-            warn!(trunk = %trunk.name, proxy = %o.proxy, "cannot resolve the trunk's proxy; it is not registered or pinged");
-            continue;
-        };
-        let call_id = format!("{}@{}", random_token(20), core.local.ip());
-        if let Some(c) = TrunkClient::new(trunk, addr, call_id, random_token(10), now()) {
-            core.trunk_clients.push(c);
-        }
+        tokio::spawn(locate_trunk(
+            trunk.name.clone(),
+            o.proxy.clone(),
+            resolver.clone(),
+            unresolved.clone(),
+            core.config.dns.retry,
+            core.cmd_tx.clone(),
+        ));
     }
     for r in restored {
         if core.registrar.restore(&r.agent, r.contacts, now()) {
@@ -266,16 +272,62 @@ struct SipCore {
     sources: super::limits::SourceLimit,
     /// Our session refreshes in flight.
     refreshes: HashMap<TxId, Refresh>,
+    /// Locates host names (RFC 3263) off the core's task.
+    resolver: super::dns::Resolver,
 }
 
-/// The address a trunk's proxy URI names (A/AAAA; no SRV).
-async fn resolve_proxy(proxy: &str) -> Option<SocketAddr> {
-    let uri = SipUri::parse(proxy)?;
-    let host = uri.host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port.unwrap_or(5060);
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => Some(SocketAddr::new(ip, port)),
-        Err(_) => tokio::net::lookup_host((host, port)).await.ok()?.next(),
+/// Locates a trunk's proxy (RFC 3263) for its REGISTERs and OPTIONS, and
+/// again when the answer's TTL runs out (at least a minute apart); a name
+/// that does not resolve is logged, counted and tried again every
+/// `retry`, and callbacks over the trunk wait meanwhile.
+async fn locate_trunk(
+    trunk: String,
+    proxy: String,
+    resolver: super::dns::Resolver,
+    unresolved: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    retry: std::time::Duration,
+    commands: mpsc::Sender<Command>,
+) {
+    let mut last = None;
+    loop {
+        let wait = match resolver.locate(&proxy).await {
+            Ok(located) => {
+                if let Ok(mut set) = unresolved.lock() {
+                    set.remove(&trunk);
+                }
+                let addr = located.addrs[0];
+                if last != Some(addr) {
+                    info!(%trunk, %proxy, %addr, alternates = located.addrs.len() - 1, "trunk proxy located");
+                    last = Some(addr);
+                    let cmd = Command::TrunkLocated {
+                        trunk: trunk.clone(),
+                        addr,
+                    };
+                    if commands.send(cmd).await.is_err() {
+                        return;
+                    }
+                }
+                let ttl = located
+                    .valid_until
+                    .saturating_duration_since(std::time::Instant::now());
+                ttl.clamp(
+                    std::time::Duration::from_secs(60),
+                    std::time::Duration::from_secs(3600),
+                )
+            }
+            Err(e) => {
+                warn!(%trunk, %proxy, error = %e, "cannot resolve the trunk's proxy; callbacks over it wait");
+                metrics::counter!("hotline_dns_failures_total", "what" => "trunk").increment(1);
+                if let Ok(mut set) = unresolved.lock() {
+                    set.insert(trunk.clone());
+                }
+                retry
+            }
+        };
+        tokio::time::sleep(wait).await;
+        if commands.is_closed() {
+            return;
+        }
     }
 }
 
@@ -388,6 +440,11 @@ impl SipCore {
                 }
             }
             TxEvent::Timeout(tx) if self.by_invite.contains_key(&tx) => {
+                if let Some(&id) = self.by_invite.get(&tx) {
+                    if self.fail_over(id, tx) {
+                        return;
+                    }
+                }
                 if let Some(id) = self.by_invite.remove(&tx) {
                     if let Some(slot) = self.dialogs.get_mut(&id) {
                         if slot.dialog.state == DialogState::Early {
@@ -719,6 +776,7 @@ impl SipCore {
         slot.timer_answer = Some(timer_answer);
         slot.peer_update = allows_update(&req.headers);
         self.dialogs.insert(id, slot);
+        self.locate_next_hop(id);
         self.status.dialogs.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -810,6 +868,7 @@ impl SipCore {
                 slot.dialog.pending = Some(PendingInvite { tx, request: req });
                 self.by_tx.insert(tx, id);
                 deliver(&slot.events, DialogEvent::ReInvite { sdp });
+                self.locate_next_hop(id);
             }
             Method::Update => self.on_update(id, tx, req),
             Method::Info => {
@@ -875,9 +934,16 @@ impl SipCore {
             Command::Invite {
                 dialog,
                 call,
-                addr,
+                addrs,
                 events,
-            } => self.send_invite(dialog, *call, addr, events),
+            } => self.send_invite(dialog, *call, addrs, events),
+            Command::TrunkLocated { trunk, addr } => self.trunk_located(&trunk, addr),
+            Command::HopLocated { dialog, uri, addr } => {
+                if let Some(slot) = self.dialogs.get_mut(&dialog) {
+                    debug!(call_id = %slot.dialog.call_id, %uri, %addr, "next hop located");
+                    slot.dialog.located = Some((uri, addr));
+                }
+            }
             Command::Ping { dialog } => self.send_ping(dialog),
             Command::NotifyRefer { dialog, status } => self.send_notify_refer(dialog, status),
             Command::Release { dialog } => {
@@ -1066,6 +1132,7 @@ impl SipCore {
     fn housekeeping(&mut self) {
         let t = now();
         self.session_timers(t);
+        self.failovers(t);
         self.mark_connections_in_use();
         self.trunk_requests(t);
         for agent in self.registrar.expire(t) {
@@ -1406,14 +1473,110 @@ impl SipCore {
         self.out.push(transmit);
     }
 
+    /// When a dialog's next hop names a host, locates it off the core's
+    /// task; until then in-dialog requests go where the dialog's requests
+    /// came from (or went to).
+    fn locate_next_hop(&self, id: DialogId) {
+        let Some(uri) = self
+            .dialogs
+            .get(&id)
+            .and_then(|s| s.dialog.next_hop_needs_dns())
+        else {
+            return;
+        };
+        let (resolver, commands) = (self.resolver.clone(), self.cmd_tx.clone());
+        tokio::spawn(async move {
+            match resolver.locate(&uri).await {
+                Ok(l) => {
+                    let addr = l.addrs[0];
+                    let _ = commands
+                        .send(Command::HopLocated {
+                            dialog: id,
+                            uri,
+                            addr,
+                        })
+                        .await;
+                }
+                Err(e) => {
+                    warn!(%uri, error = %e, "cannot locate a dialog's next hop; its requests go where it came from");
+                    metrics::counter!("hotline_dns_failures_total", "what" => "dialog")
+                        .increment(1);
+                }
+            }
+        });
+    }
+
+    /// A trunk's proxy has this address (now): its client sends there.
+    fn trunk_located(&mut self, trunk: &str, addr: SocketAddr) {
+        if let Some(c) = self.trunk_clients.iter_mut().find(|c| c.trunk == trunk) {
+            c.proxy = addr;
+            return;
+        }
+        let Some(cfg) = self.config.trunks.iter().find(|t| t.name == trunk) else {
+            return;
+        };
+        let call_id = format!("{}@{}", random_token(20), self.local.ip());
+        if let Some(c) = TrunkClient::new(cfg, addr, call_id, random_token(10), now()) {
+            self.trunk_clients.push(c);
+        }
+    }
+
+    /// Our INVITE heard nothing, or `503`, from where it went: sends it
+    /// to the host's next address (RFC 3263 §4.3), if there is one.
+    fn fail_over(&mut self, id: DialogId, old_tx: TxId) -> bool {
+        let after = self.config.dns.failover_after;
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return false;
+        };
+        let Some(out) = slot.dialog.outbound.as_mut() else {
+            return false;
+        };
+        if slot.dialog.state != DialogState::Early || out.cancelled || out.alternates.is_empty() {
+            return false;
+        }
+        let next = out.alternates.remove(0);
+        out.failover_at = (!out.alternates.is_empty()).then(|| now() + after);
+        info!(call_id = %slot.dialog.call_id, from = %slot.dialog.source.addr, to = %next, "no answer from this address; trying the next one");
+        metrics::counter!("hotline_sip_failovers_total").increment(1);
+        slot.dialog.source = Target {
+            transport: Transport::Udp,
+            addr: next,
+        };
+        self.txs.abandon(old_tx);
+        self.resend_invite(id, old_tx, Vec::new())
+    }
+
+    /// INVITEs that heard nothing by their failover time.
+    fn failovers(&mut self, t: Instant) {
+        let due: Vec<(DialogId, TxId)> = self
+            .dialogs
+            .iter()
+            .filter(|(_, s)| s.dialog.state == DialogState::Early)
+            .filter_map(|(id, s)| {
+                let out = s.dialog.outbound.as_ref()?;
+                out.failover_at
+                    .is_some_and(|at| at <= t)
+                    .then_some((*id, out.invite_tx))
+            })
+            .collect();
+        for (id, tx) in due {
+            self.fail_over(id, tx);
+        }
+    }
+
     /// Places a call: the INVITE on a client transaction, a UAC dialog.
     fn send_invite(
         &mut self,
         id: DialogId,
         call: OutboundCall,
-        addr: SocketAddr,
+        mut addrs: Vec<SocketAddr>,
         events: mpsc::Sender<DialogEvent>,
     ) {
+        if addrs.is_empty() {
+            deliver(&events, DialogEvent::Rejected { status: 400 });
+            return;
+        }
+        let addr = addrs.remove(0);
         // A phone registered over a TCP connection is reached over it,
         // while it is open (RFC 5626 flow reuse); else over UDP.
         let transport = if call.over_tcp && self.tcp.contains_key(&addr) {
@@ -1486,6 +1649,10 @@ impl SipCore {
         };
         if let Some(out) = dialog.outbound.as_mut() {
             out.auth = call.auth;
+            if !addrs.is_empty() {
+                out.failover_at = Some(now() + self.config.dns.failover_after);
+            }
+            out.alternates = addrs;
         }
         info!(%call_id, to = %call.target, %addr, "placing a call");
         self.out.push(transmit);
@@ -1504,6 +1671,8 @@ impl SipCore {
         let Some(out) = slot.dialog.outbound.as_mut() else {
             return;
         };
+        // It is there: no failing over from now on.
+        out.failover_at = None;
         if resp.status > 100 && !out.ringing && !out.cancelled {
             out.ringing = true;
             deliver(&slot.events, DialogEvent::Ringing);
@@ -1521,6 +1690,9 @@ impl SipCore {
             return;
         }
         if resp.status == 422 && self.resend_with_longer_interval(id, tx, resp) {
+            return;
+        }
+        if resp.status == 503 && self.fail_over(id, tx) {
             return;
         }
         let Some(slot) = self.dialogs.get_mut(&id) else {
@@ -1556,6 +1728,13 @@ impl SipCore {
         }
         let target = slot.dialog.request_target();
         let peer = target.addr.ip();
+        // The ACK goes where the 2xx came from until the hop is located.
+        if slot.dialog.next_hop_needs_dns().is_some() {
+            self.locate_next_hop(id);
+        }
+        let Some(slot) = self.dialogs.get_mut(&id) else {
+            return;
+        };
         let (via, _) = new_via(self.local, target.transport);
         let ack = slot.dialog.ack(via, &self.config.sip.user_agent).to_bytes();
         self.out.push(Transmit {

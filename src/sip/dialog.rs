@@ -56,6 +56,9 @@ pub struct Dialog {
     pub bye_tx: Option<TxId>,
     /// Set when we sent the INVITE.
     pub outbound: Option<Outbound>,
+    /// The next hop's URI when it names a host, and where that host was
+    /// located (RFC 3263): in-dialog requests go there.
+    pub located: Option<(String, SocketAddr)>,
 }
 
 /// What a UAC dialog keeps of the INVITE it sent.
@@ -76,6 +79,11 @@ pub struct Outbound {
     pub authenticated: bool,
     /// The INVITE was sent again with a longer session interval (after a 422).
     pub interval_raised: bool,
+    /// The URI's host's other addresses, next first (RFC 3263): tried when
+    /// this one is silent or answers `503`.
+    pub alternates: Vec<SocketAddr>,
+    /// Nothing heard back by then: the next address.
+    pub failover_at: Option<std::time::Instant>,
 }
 
 impl Dialog {
@@ -124,6 +132,7 @@ impl Dialog {
             awaiting_ack: None,
             bye_tx: None,
             outbound: None,
+            located: None,
         })
     }
 
@@ -155,6 +164,7 @@ impl Dialog {
             pending: None,
             awaiting_ack: None,
             bye_tx: None,
+            located: None,
             outbound: Some(Outbound {
                 invite,
                 invite_tx,
@@ -164,6 +174,8 @@ impl Dialog {
                 auth: None,
                 authenticated: false,
                 interval_raised: false,
+                alternates: Vec::new(),
+                failover_at: None,
             }),
         })
     }
@@ -243,17 +255,41 @@ impl Dialog {
         if self.source.transport == Transport::Tcp {
             return self.source;
         }
-        let next_hop = self
-            .route_set
-            .first()
-            .and_then(|r| NameAddr::parse(r))
-            .map(|r| r.uri)
-            .unwrap_or_else(|| self.remote_target.clone());
-        let addr: Option<SocketAddr> = SipUri::parse(&next_hop).and_then(|u| u.socket_addr());
+        let next_hop = self.next_hop();
+        let located = self
+            .located
+            .as_ref()
+            .filter(|(uri, _)| *uri == next_hop)
+            .map(|(_, addr)| *addr);
+        let addr: Option<SocketAddr> =
+            located.or_else(|| SipUri::parse(&next_hop).and_then(|u| u.socket_addr()));
         Target {
             transport: Transport::Udp,
             addr: addr.unwrap_or(self.source.addr),
         }
+    }
+
+    /// The URI in-dialog requests are sent towards: the first loose route,
+    /// else the remote target.
+    pub fn next_hop(&self) -> String {
+        self.route_set
+            .first()
+            .and_then(|r| NameAddr::parse(r))
+            .map(|r| r.uri)
+            .unwrap_or_else(|| self.remote_target.clone())
+    }
+
+    /// The next hop names a host (not an IP): it must be located first.
+    pub fn next_hop_needs_dns(&self) -> Option<String> {
+        let hop = self.next_hop();
+        let uri = SipUri::parse(&hop)?;
+        if uri.socket_addr().is_some() || self.source.transport == Transport::Tcp {
+            return None;
+        }
+        if self.located.as_ref().is_some_and(|(u, _)| *u == hop) {
+            return None;
+        }
+        Some(hop)
     }
 
     /// A new in-dialog request (CSeq incremented, Route set applied).

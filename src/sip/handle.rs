@@ -123,12 +123,26 @@ pub enum DialError {
 pub struct Dialer {
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) ids: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) resolver: super::dns::Resolver,
+    /// Trunks whose proxy's name does not resolve now.
+    pub(super) unresolved: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Dialer {
-    /// Sends an INVITE over UDP to the URI's host (resolved here, A/AAAA;
-    /// no SRV). Events arrive on the returned receiver: `Ringing`, then
-    /// `Answered` or `Rejected`, later `Bye`.
+    /// The trunk's proxy name did not resolve at its last try: calls over
+    /// it would fail, so callbacks wait rather than spend an attempt.
+    pub fn trunk_unresolved(&self, trunk: &str) -> bool {
+        self.unresolved
+            .lock()
+            .map(|set| set.contains(trunk))
+            .unwrap_or(false)
+    }
+
+    /// Sends an INVITE over UDP to the URI's host, located by RFC 3263
+    /// (NAPTR, SRV, A/AAAA; an IP literal as it is): when the first
+    /// address is silent or answers `503`, the next. Events arrive on the
+    /// returned receiver: `Ringing`, then `Answered` or `Rejected`, later
+    /// `Bye`.
     pub async fn call(
         &self,
         call: OutboundCall,
@@ -136,26 +150,17 @@ impl Dialer {
         let uri = super::header::SipUri::parse(&call.target)
             .filter(|u| u.scheme.eq_ignore_ascii_case("sip"))
             .ok_or_else(|| DialError::BadUri(call.target.clone()))?;
-        let port = uri.port.unwrap_or(5060);
-        let host = uri
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let addr = match (call.via, host.parse::<std::net::IpAddr>()) {
-            (Some(addr), _) => addr,
-            (None, Ok(ip)) => SocketAddr::new(ip, port),
-            (None, Err(_)) => tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| DialError::Resolve {
-                    host: host.clone(),
-                    reason: e.to_string(),
-                })?
-                .next()
-                .ok_or_else(|| DialError::Resolve {
-                    host: host.clone(),
-                    reason: "no address".into(),
-                })?,
+        let addrs = match call.via {
+            Some(addr) => vec![addr],
+            None => match self.resolver.locate(&call.target).await {
+                Ok(located) => located.addrs,
+                Err(super::dns::LocateError::BadUri(u)) => return Err(DialError::BadUri(u)),
+                Err(super::dns::LocateError::NoAddress { host, reason }) => {
+                    tracing::warn!(%host, %reason, target = %uri.host, "cannot resolve where to send the call");
+                    metrics::counter!("hotline_dns_failures_total", "what" => "call").increment(1);
+                    return Err(DialError::Resolve { host, reason });
+                }
+            },
         };
         let id = DialogId(self.ids.fetch_add(1, Ordering::SeqCst) + 1);
         let (tx, rx) = mpsc::channel(DIALOG_EVENTS);
@@ -163,7 +168,7 @@ impl Dialer {
             .send(Command::Invite {
                 dialog: id,
                 call: Box::new(call),
-                addr,
+                addrs,
                 events: tx,
             })
             .await
@@ -201,8 +206,18 @@ pub(super) enum Command {
     Invite {
         dialog: DialogId,
         call: Box<OutboundCall>,
-        addr: SocketAddr,
+        /// Where to send it, best first (RFC 3263); never empty.
+        addrs: Vec<SocketAddr>,
         events: mpsc::Sender<DialogEvent>,
+    },
+    /// A trunk's proxy was (re)located: its REGISTERs and OPTIONS go here.
+    TrunkLocated { trunk: String, addr: SocketAddr },
+    /// A dialog's next hop (a host name in its Contact or Record-Route)
+    /// was located.
+    HopLocated {
+        dialog: DialogId,
+        uri: String,
+        addr: SocketAddr,
     },
 }
 

@@ -5,6 +5,7 @@
 pub mod core;
 pub mod dialog;
 pub mod digest;
+pub mod dns;
 pub mod handle;
 pub mod header;
 pub mod limits;

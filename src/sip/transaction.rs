@@ -389,6 +389,19 @@ impl Transactions {
         (id, Transmit { target, bytes })
     }
 
+    /// Gives up on a client transaction that got no final response (its
+    /// server is silent; the TU tries another address): no more
+    /// retransmissions, no event.
+    pub fn abandon(&mut self, id: TxId) {
+        if let Some(Tx::Client(tx)) = self.txs.get(&id) {
+            if !tx.done {
+                let key = (tx.branch.clone(), tx.method.clone());
+                self.clients.remove(&key);
+                self.txs.remove(&id);
+            }
+        }
+    }
+
     /// Matches a response to its client transaction by the top Via branch;
     /// an ACK the transaction sends itself goes to `out`.
     pub fn on_response(

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod dnsmasq;
 pub mod netns;
 pub mod raw;
 pub mod relay;
