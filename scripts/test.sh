@@ -16,6 +16,7 @@ command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v fail2ban-regex >/dev/null 2>&1 || packages+=(fail2ban)
 command -v nft >/dev/null 2>&1 || packages+=(nftables)
 command -v dnsmasq >/dev/null 2>&1 || packages+=(dnsmasq-base)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${packages[*]}"

@@ -1,7 +1,7 @@
 //! A real softphone as the agent: baresip registers as agent 1001 with
-//! digest, auto-answers the queued caller, and hears the caller's own audio
-//! (its sndfile module records what it heard); the caller hears the
-//! agent's audio back.
+//! digest (over UDP, and over TLS trusting the test's CA), auto-answers the
+//! queued caller, and hears the caller's own audio (its sndfile module
+//! records what it heard); the caller hears the agent's audio back.
 
 mod common;
 
@@ -21,8 +21,21 @@ impl Drop for Baresip {
 
 #[test]
 fn baresip_takes_a_queued_call_and_hears_the_caller() {
+    baresip_takes_a_queued_call(false);
+}
+
+#[test]
+fn baresip_registered_over_tls_takes_a_queued_call_on_its_connection() {
+    baresip_takes_a_queued_call(true);
+}
+
+fn baresip_takes_a_queued_call(tls: bool) {
     common::require("baresip", "baresip-core");
-    let flows = std::env::temp_dir().join(format!("hotline-baresip-{}", std::process::id()));
+    let flows = std::env::temp_dir().join(format!(
+        "hotline-baresip-{}-{}",
+        std::process::id(),
+        if tls { "tls" } else { "udp" }
+    ));
     let _ = std::fs::remove_dir_all(&flows);
     std::fs::create_dir_all(flows.join("conf")).unwrap();
     std::fs::create_dir_all(flows.join("rec")).unwrap();
@@ -31,19 +44,36 @@ fn baresip_takes_a_queued_call_and_hears_the_caller() {
         "entry: q\nnodes:\n  q: { queue: support }\n",
     )
     .unwrap();
+    let own = common::Ports::next();
+    let (phone_port, tls_port) = (own.spare(0), own.spare(1));
+    // Over TLS: the engine's certificate for 127.0.0.1, from a CA the
+    // phone trusts.
+    let (tls_config, phone_tls) = if tls {
+        let ca = common::certs::ca(&flows.join("certs"), "agents-ca");
+        let cert = common::certs::leaf(&flows.join("certs"), &ca, "engine", &["127.0.0.1"]);
+        (
+            format!(
+                "sip: {{ tls: {{ listen: '127.0.0.1:{tls_port}', cert: '{}', key: '{}' }} }}\n",
+                cert.0.display(),
+                cert.1.display()
+            ),
+            format!("sip_cafile {}\n", ca.0.display()),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let engine = Engine::start_with(
         "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
         &format!(
-            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ announce-position: false }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5] }}\n",
+            "flows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ announce-position: false }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5] }}\n{tls_config}",
             flows.display()
         ),
     );
-    let phone_port = common::Ports::next().spare(0);
     let root = common::root();
     std::fs::write(
         flows.join("conf/config"),
         format!(
-            "sip_listen 127.0.0.1:{phone_port}\naudio_source aufile,{}\naudio_player aufile,/dev/null\naudio_alert aufile,/dev/null\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nsnd_path {}\n",
+            "sip_listen 127.0.0.1:{phone_port}\n{phone_tls}audio_source aufile,{}\naudio_player aufile,/dev/null\naudio_alert aufile,/dev/null\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nsnd_path {}\n",
             root.join("sounds/greeting.wav").display(),
             flows.join("rec").display()
         ),
@@ -52,8 +82,9 @@ fn baresip_takes_a_queued_call_and_hears_the_caller() {
     std::fs::write(
         flows.join("conf/accounts"),
         format!(
-            "<sip:1001@127.0.0.1:{}>;auth_user=1001;auth_pass=1001pass;answermode=auto;audio_codecs=PCMU,PCMA;regint=300\n",
-            engine.ports.sip()
+            "<sip:1001@127.0.0.1:{}{}>;auth_user=1001;auth_pass=1001pass;answermode=auto;audio_codecs=PCMU,PCMA;regint=300\n",
+            if tls { tls_port } else { engine.ports.sip() },
+            if tls { ";transport=tls" } else { "" }
         ),
     )
     .unwrap();
@@ -91,6 +122,11 @@ fn baresip_takes_a_queued_call_and_hears_the_caller() {
         "{}",
         engine.log()
     );
+    if tls {
+        // Registered over its TLS connection, and rung over it.
+        let log = engine.log();
+        assert!(log.contains(" via TLS 127.0.0.1:"), "{log}");
+    }
     // The caller heard the agent: baresip's own encoding of the greeting,
     // so compared by correlation rather than byte for byte.
     let received: Vec<i16> = common::payloads_of_busiest(&report)

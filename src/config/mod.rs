@@ -131,6 +131,19 @@ pub struct SipConfig {
     /// strangers): past the rate, the source's requests are dropped
     /// unanswered for a while.
     pub rate_limit: RateLimit,
+    /// SIP over TLS (RFC 3261 §26): where to listen, with which certificate.
+    pub tls: Option<SipTls>,
+}
+
+/// `sip.tls`: the TLS listener. The certificate and key (PEM) are read
+/// again on SIGHUP (a renewed certificate needs no restart).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SipTls {
+    /// Default: `sip.listen`'s address, port 5061.
+    pub listen: Option<SocketAddr>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `sip.rate-limit`: more than `requests` within `per` from one address
@@ -166,6 +179,7 @@ impl Default for SipConfig {
             connections: ConnectionLimits::SIP,
             max_message_size: 65_535,
             rate_limit: RateLimit::default(),
+            tls: None,
         }
     }
 }
@@ -401,6 +415,10 @@ pub struct Outbound {
     /// Send OPTIONS to the proxy this often (0: never).
     #[serde(default, deserialize_with = "de_duration")]
     pub keepalive: Duration,
+    /// For a TLS proxy (`sips:` or `;transport=tls`): the CA certificates
+    /// (PEM) its certificate must chain to; unset: the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_max_calls() -> usize {
@@ -422,6 +440,7 @@ impl fmt::Debug for Outbound {
             .field("register", &self.register)
             .field("register_expires", &self.register_expires)
             .field("keepalive", &self.keepalive)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -818,14 +837,8 @@ impl Default for SessionTimerConfig {
 }
 
 impl SessionTimerConfig {
-    /// In whole seconds, as the SIP layer uses them.
-    pub fn settings(&self) -> crate::sip::session_timer::Settings {
-        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-        crate::sip::session_timer::Settings {
-            expires: secs(self.expires),
-            min_se: secs(self.min_se),
-        }
-    }
+    /// The least `min-se` RFC 4028 allows.
+    pub const MIN_SE_FLOOR: Duration = Duration::from_secs(90);
 }
 
 impl Default for CallsConfig {
@@ -919,14 +932,11 @@ impl Config {
         if self.dns.retry.is_zero() {
             return Err("dns: retry must be more than 0s".into());
         }
-        let timer = self.calls.session_timer.settings();
-        if timer.min_se < crate::sip::session_timer::MIN_SE_FLOOR {
-            return Err(format!(
-                "calls: session-timer: min-se must be at least {} s (RFC 4028)",
-                crate::sip::session_timer::MIN_SE_FLOOR
-            ));
+        let timer = &self.calls.session_timer;
+        if timer.min_se < SessionTimerConfig::MIN_SE_FLOOR {
+            return Err("calls: session-timer: min-se must be at least 90s (RFC 4028)".into());
         }
-        if timer.expires != 0 && timer.expires < timer.min_se {
+        if !timer.expires.is_zero() && timer.expires < timer.min_se {
             return Err(
                 "calls: session-timer: expires must be at least min-se (or 0 for no timer of ours)"
                     .into(),

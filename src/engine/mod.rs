@@ -198,7 +198,7 @@ pub async fn run(
             let contacts: Vec<String> = r
                 .contacts
                 .iter()
-                .map(|b| format!("{} via {}", b.contact, b.source))
+                .map(|b| format!("{} via {} {}", b.contact, b.transport.as_str(), b.source))
                 .collect();
             info!(agent = %r.agent, contacts = ?contacts, "agent contacts");
             acd_regs
@@ -210,7 +210,7 @@ pub async fn run(
                         .map(|b| crate::acd::Contact {
                             uri: b.contact.clone(),
                             source: b.source,
-                            tcp: b.transport == crate::sip::Transport::Tcp,
+                            tcp: b.transport.is_reliable(),
                         })
                         .collect(),
                 })
@@ -273,6 +273,7 @@ pub async fn run(
     info!(
         udp = ?sip.udp_addr,
         tcp = ?sip.tcp_addr,
+        tls = ?sip.tls_addr,
         rtp = %config.rtp.ports,
         http = ?http_addr,
         "hotline ready"

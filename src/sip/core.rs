@@ -43,6 +43,8 @@ pub enum SipError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("SIP over TLS: {0}")]
+    Tls(String),
 }
 
 /// Binds the transports and starts the SIP core task.
@@ -92,7 +94,42 @@ pub async fn start(
             in_tx.clone(),
             config.sip.connections,
             config.sip.max_message_size,
+            None,
         ));
+    }
+    let mut tls_addr = None;
+    if let Some(t) = &config.sip.tls {
+        let acceptor = super::tls::Acceptor::load(&t.cert, &t.key).map_err(SipError::Tls)?;
+        let addr = t.listen.unwrap_or(SocketAddr::new(listen.ip(), 5061));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SipError::Bind {
+                transport: "TLS",
+                addr,
+                source,
+            })?;
+        tls_addr = listener.local_addr().ok();
+        tokio::spawn(transport::run_tcp(
+            listener,
+            in_tx.clone(),
+            config.sip.connections,
+            config.sip.max_message_size,
+            Some(acceptor.clone()),
+        ));
+        super::tls::reload_on_sighup(acceptor);
+    }
+    // A connector per TLS trunk domain, with the trunk's CA file.
+    let mut tls_clients = HashMap::new();
+    for trunk in &config.trunks {
+        let Some(o) = &trunk.outbound else {
+            continue;
+        };
+        let Some(uri) = SipUri::parse(&o.proxy).filter(super::trunk_client::wants_tls) else {
+            continue;
+        };
+        let client = super::tls::client_config(o.ca_file.as_deref())
+            .map_err(|e| SipError::Tls(format!("trunk {}: {e}", trunk.name)))?;
+        tls_clients.insert(uri.host.clone(), super::tls::connector(client));
     }
     let (incoming_tx, incoming_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::channel(super::handle::CORE_COMMANDS);
@@ -148,6 +185,11 @@ pub async fn start(
         ),
         refreshes: HashMap::new(),
         resolver: resolver.clone(),
+        tls_local: tls_addr.map(|a| SocketAddr::new(config_for_registrar.sip_address(), a.port())),
+        inbound_tx: in_tx.clone(),
+        tls_peers: HashMap::new(),
+        connecting: HashMap::new(),
+        tls_clients,
     };
     for trunk in &core.config.trunks {
         let Some(o) = &trunk.outbound else {
@@ -176,6 +218,7 @@ pub async fn start(
         status,
         udp_addr,
         tcp_addr,
+        tls_addr,
     })
 }
 
@@ -229,7 +272,11 @@ fn allows_update(h: &Headers) -> bool {
 
 /// An open TCP connection as the core sees it: its writer, and the flag
 /// that keeps it past its idle timeout.
-type TcpConnection = (mpsc::Sender<Arc<[u8]>>, Arc<std::sync::atomic::AtomicBool>);
+type TcpConnection = (
+    mpsc::Sender<Arc<[u8]>>,
+    Arc<std::sync::atomic::AtomicBool>,
+    Transport,
+);
 
 struct SipCore {
     config: Arc<Config>,
@@ -274,6 +321,16 @@ struct SipCore {
     refreshes: HashMap<TxId, Refresh>,
     /// Locates host names (RFC 3263) off the core's task.
     resolver: super::dns::Resolver,
+    /// Our TLS listener's address, as put in Via and Contact.
+    tls_local: Option<SocketAddr>,
+    /// For the connections we open.
+    inbound_tx: mpsc::Sender<Inbound>,
+    /// TLS peers we may connect to → the SIP domain their certificate names.
+    tls_peers: HashMap<SocketAddr, String>,
+    /// Our TLS connections being opened, and what waits to go over them.
+    connecting: HashMap<SocketAddr, Vec<Arc<[u8]>>>,
+    /// TLS connectors by SIP domain (a trunk's CA file; else the system's).
+    tls_clients: HashMap<String, tokio_rustls::TlsConnector>,
 }
 
 /// Locates a trunk's proxy (RFC 3263) for its REGISTERs and OPTIONS, and
@@ -335,6 +392,14 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Our address for a transport: the TLS listener's for TLS.
+fn pick_local(local: SocketAddr, tls: Option<SocketAddr>, transport: Transport) -> SocketAddr {
+    match (transport, tls) {
+        (Transport::Tls, Some(tls)) => tls,
+        _ => local,
+    }
+}
+
 /// A Via for a request we start, with a fresh branch: (the Via, the branch).
 fn new_via(local: SocketAddr, transport: Transport) -> (String, String) {
     let branch = format!("z9hG4bK{}", random_token(16));
@@ -392,11 +457,14 @@ impl SipCore {
                         }
                     }
                 }
-                Transport::Tcp => match self.tcp.get(&t.target.addr) {
-                    Some((w, _)) => {
+                Transport::Tcp | Transport::Tls => match self.tcp.get(&t.target.addr) {
+                    Some((w, _, _)) => {
                         if w.try_send(t.bytes).is_err() {
                             warn!(to = %t.target.addr, "tcp connection backed up; message dropped");
                         }
+                    }
+                    None if t.target.transport == Transport::Tls => {
+                        self.send_tls(t.target.addr, t.bytes);
                     }
                     None => debug!(to = %t.target.addr, "no tcp connection; message dropped"),
                 },
@@ -513,8 +581,19 @@ impl SipCore {
                 peer,
                 writer,
                 in_use,
+                transport,
             } => {
-                self.tcp.insert(peer, (writer, in_use));
+                // What waited for a connection of ours goes now.
+                for bytes in self.connecting.remove(&peer).unwrap_or_default() {
+                    let _ = writer.try_send(bytes);
+                }
+                self.tcp.insert(peer, (writer, in_use, transport));
+            }
+            Inbound::ConnectFailed { peer, reason } => {
+                let dropped = self.connecting.remove(&peer).map_or(0, |q| q.len());
+                let domain = self.tls_peers.get(&peer).cloned().unwrap_or_default();
+                warn!(%peer, %domain, %reason, dropped, "TLS connection failed; what was to go over it is not sent");
+                metrics::counter!("hotline_sip_tls_connect_failures_total").increment(1);
             }
             Inbound::TcpClosed { peer } => {
                 self.tcp.remove(&peer);
@@ -935,8 +1014,9 @@ impl SipCore {
                 dialog,
                 call,
                 addrs,
+                tls_domain,
                 events,
-            } => self.send_invite(dialog, *call, addrs, events),
+            } => self.send_invite(dialog, *call, addrs, tls_domain, events),
             Command::TrunkLocated { trunk, addr } => self.trunk_located(&trunk, addr),
             Command::HopLocated { dialog, uri, addr } => {
                 if let Some(slot) = self.dialogs.get_mut(&dialog) {
@@ -1014,7 +1094,10 @@ impl SipCore {
             return;
         };
         let target = slot.dialog.request_target();
-        let (via, branch) = new_via(self.local, target.transport);
+        let (via, branch) = new_via(
+            pick_local(self.local, self.tls_local, target.transport),
+            target.transport,
+        );
         let bye = slot
             .dialog
             .request(Method::Bye, via, &self.config.sip.user_agent);
@@ -1055,9 +1138,11 @@ impl SipCore {
     /// Once a second: expired registrations, and keep-alive OPTIONS.
     /// Sends the trunk clients' due REGISTERs and OPTIONS.
     fn trunk_requests(&mut self, t: Instant) {
-        let (local, ua) = (self.local, self.config.sip.user_agent.clone());
+        let ua = self.config.sip.user_agent.clone();
         for i in 0..self.trunk_clients.len() {
-            let due = self.trunk_clients[i].due(t, local, &ua, || new_via(local, Transport::Udp));
+            let transport = self.trunk_clients[i].transport;
+            let local = self.local_for(transport);
+            let due = self.trunk_clients[i].due(t, local, &ua, || new_via(local, transport));
             let proxy = self.trunk_clients[i].proxy;
             for (kind, req, branch) in due {
                 self.send_trunk_request(i, kind, req, &branch, proxy, t);
@@ -1074,8 +1159,9 @@ impl SipCore {
         proxy: SocketAddr,
         t: Instant,
     ) {
+        let transport = self.trunk_clients[i].transport;
         let target = Target {
-            transport: Transport::Udp,
+            transport,
             addr: proxy,
         };
         let (tx, transmit) = self.txs.send_request(branch, &req, target, t);
@@ -1089,7 +1175,10 @@ impl SipCore {
             return;
         };
         let t = now();
-        let local = self.local;
+        let Some(transport) = self.trunk_clients.get(i).map(|c| c.transport) else {
+            return;
+        };
+        let local = self.local_for(transport);
         let Some(client) = self.trunk_clients.get_mut(i) else {
             return;
         };
@@ -1099,7 +1188,7 @@ impl SipCore {
             (TrunkKind::Register, Some(resp)) => {
                 let proxy = client.proxy;
                 if let Some((again, branch)) =
-                    client.on_register_response(resp, &sent, t, new_via(local, Transport::Udp))
+                    client.on_register_response(resp, &sent, t, new_via(local, transport))
                 {
                     self.send_trunk_request(i, TrunkKind::Register, again, &branch, proxy, t);
                 }
@@ -1116,15 +1205,21 @@ impl SipCore {
         let mut used: std::collections::HashSet<SocketAddr> = self
             .dialogs
             .values()
-            .filter(|s| s.dialog.source.transport == Transport::Tcp)
+            .filter(|s| s.dialog.source.transport.is_reliable())
             .map(|s| s.dialog.source.addr)
             .collect();
+        used.extend(
+            self.trunk_clients
+                .iter()
+                .filter(|c| c.transport == Transport::Tls)
+                .map(|c| c.proxy),
+        );
         used.extend(
             self.registrar
                 .registered()
                 .flat_map(|(_, bs)| bs.iter().map(|b| b.source)),
         );
-        for (peer, (_, in_use)) in &self.tcp {
+        for (peer, (_, in_use, _)) in &self.tcp {
             in_use.store(used.contains(peer), Ordering::Relaxed);
         }
     }
@@ -1157,7 +1252,10 @@ impl SipCore {
                 continue;
             }
             // Over the connection it registered over, if that is how.
-            let (via, branch) = new_via(self.local, b.transport);
+            let (via, branch) = new_via(
+                pick_local(self.local, self.tls_local, b.transport),
+                b.transport,
+            );
             let mut headers = Headers::default();
             headers.push("Via", via);
             headers.push("Max-Forwards", "70");
@@ -1190,15 +1288,73 @@ impl SipCore {
     }
 
     fn timer_settings(&self) -> session_timer::Settings {
-        self.config.calls.session_timer.settings()
+        let t = &self.config.calls.session_timer;
+        let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        session_timer::Settings {
+            expires: secs(t.expires),
+            min_se: secs(t.min_se),
+        }
     }
 
     /// Our Contact, for the transport a request or dialog uses.
     fn contact(&self, transport: Transport) -> String {
         match transport {
             Transport::Tcp => format!("<sip:hotline@{};transport=tcp>", self.local),
+            Transport::Tls => format!(
+                "<sip:hotline@{};transport=tls>",
+                self.local_for(Transport::Tls)
+            ),
             Transport::Udp => format!("<sip:hotline@{}>", self.local),
         }
+    }
+
+    /// Our address for a transport (the TLS listener's port for TLS).
+    fn local_for(&self, transport: Transport) -> SocketAddr {
+        pick_local(self.local, self.tls_local, transport)
+    }
+
+    /// Opens a TLS connection to `addr` (a trunk's proxy, a TLS URI's
+    /// host) and sends `bytes` once it is up; what else comes meanwhile
+    /// waits with it.
+    fn send_tls(&mut self, addr: SocketAddr, bytes: Arc<[u8]>) {
+        if let Some(queue) = self.connecting.get_mut(&addr) {
+            if queue.len() < 64 {
+                queue.push(bytes);
+            }
+            return;
+        }
+        let Some(domain) = self.tls_peers.get(&addr).cloned() else {
+            debug!(to = %addr, "no TLS connection; message dropped");
+            return;
+        };
+        let Some(name) = super::tls::server_name(&domain) else {
+            warn!(to = %addr, %domain, "not a name a certificate can carry; message dropped");
+            return;
+        };
+        let connector = match self.tls_clients.get(&domain) {
+            Some(c) => c.clone(),
+            None => match super::tls::client_config(None) {
+                Ok(config) => {
+                    let c = super::tls::connector(config);
+                    self.tls_clients.insert(domain.clone(), c.clone());
+                    c
+                }
+                Err(e) => {
+                    warn!(%domain, error = %e, "no TLS client configuration; message dropped");
+                    return;
+                }
+            },
+        };
+        debug!(to = %addr, %domain, "opening a TLS connection");
+        self.connecting.insert(addr, vec![bytes]);
+        tokio::spawn(transport::connect_tls(
+            addr,
+            name,
+            connector,
+            self.inbound_tx.clone(),
+            self.config.sip.connections,
+            self.config.sip.max_message_size,
+        ));
     }
 
     /// `422 Session Interval Too Small` (RFC 4028 §6), with our `Min-SE`.
@@ -1374,7 +1530,10 @@ impl SipCore {
                 let resp = resp.expect("a status means a response");
                 if method == Method::Invite {
                     let target = slot.dialog.request_target();
-                    let (via, _) = new_via(self.local, target.transport);
+                    let (via, _) = new_via(
+                        pick_local(self.local, self.tls_local, target.transport),
+                        target.transport,
+                    );
                     let ack = slot
                         .dialog
                         .ack_of(seq, via, &self.config.sip.user_agent)
@@ -1445,7 +1604,10 @@ impl SipCore {
             return None;
         }
         let target = slot.dialog.request_target();
-        let (via, branch) = new_via(self.local, target.transport);
+        let (via, branch) = new_via(
+            pick_local(self.local, self.tls_local, target.transport),
+            target.transport,
+        );
         let req = slot
             .dialog
             .request(method, via, &self.config.sip.user_agent);
@@ -1508,6 +1670,18 @@ impl SipCore {
 
     /// A trunk's proxy has this address (now): its client sends there.
     fn trunk_located(&mut self, trunk: &str, addr: SocketAddr) {
+        let tls_domain = self
+            .config
+            .trunks
+            .iter()
+            .find(|t| t.name == trunk)
+            .and_then(|t| t.outbound.as_ref())
+            .and_then(|o| SipUri::parse(&o.proxy))
+            .filter(super::trunk_client::wants_tls)
+            .map(|u| u.host);
+        if let Some(domain) = tls_domain {
+            self.tls_peers.insert(addr, domain);
+        }
         if let Some(c) = self.trunk_clients.iter_mut().find(|c| c.trunk == trunk) {
             c.proxy = addr;
             return;
@@ -1539,7 +1713,7 @@ impl SipCore {
         info!(call_id = %slot.dialog.call_id, from = %slot.dialog.source.addr, to = %next, "no answer from this address; trying the next one");
         metrics::counter!("hotline_sip_failovers_total").increment(1);
         slot.dialog.source = Target {
-            transport: Transport::Udp,
+            transport: slot.dialog.source.transport,
             addr: next,
         };
         self.txs.abandon(old_tx);
@@ -1570,8 +1744,14 @@ impl SipCore {
         id: DialogId,
         call: OutboundCall,
         mut addrs: Vec<SocketAddr>,
+        tls_domain: Option<String>,
         events: mpsc::Sender<DialogEvent>,
     ) {
+        if let Some(domain) = &tls_domain {
+            for a in &addrs {
+                self.tls_peers.insert(*a, domain.clone());
+            }
+        }
         if addrs.is_empty() {
             deliver(&events, DialogEvent::Rejected { status: 400 });
             return;
@@ -1579,12 +1759,12 @@ impl SipCore {
         let addr = addrs.remove(0);
         // A phone registered over a TCP connection is reached over it,
         // while it is open (RFC 5626 flow reuse); else over UDP.
-        let transport = if call.over_tcp && self.tcp.contains_key(&addr) {
-            Transport::Tcp
-        } else {
-            Transport::Udp
+        let transport = match self.tcp.get(&addr) {
+            Some((_, _, t)) if call.over_tcp => *t,
+            _ if tls_domain.is_some() => Transport::Tls,
+            _ => Transport::Udp,
         };
-        let (via, branch) = new_via(self.local, transport);
+        let (via, branch) = new_via(pick_local(self.local, self.tls_local, transport), transport);
         let local_tag = random_token(10);
         let call_id = format!("{}@{}", random_token(20), self.local.ip());
         let host = match self.local.ip() {
@@ -1735,7 +1915,10 @@ impl SipCore {
         let Some(slot) = self.dialogs.get_mut(&id) else {
             return;
         };
-        let (via, _) = new_via(self.local, target.transport);
+        let (via, _) = new_via(
+            pick_local(self.local, self.tls_local, target.transport),
+            target.transport,
+        );
         let ack = slot.dialog.ack(via, &self.config.sip.user_agent).to_bytes();
         self.out.push(Transmit {
             target,
@@ -1847,7 +2030,10 @@ impl SipCore {
         };
         let mut invite = out.invite.clone();
         let seq = invite.cseq().map_or(1, |(n, _)| n) + 1;
-        let (via, branch) = new_via(self.local, target.transport);
+        let (via, branch) = new_via(
+            pick_local(self.local, self.tls_local, target.transport),
+            target.transport,
+        );
         invite.headers.replace_top_via(&via);
         invite.headers.remove("CSeq");
         invite.headers.push("CSeq", format!("{seq} INVITE"));
@@ -1937,6 +2123,7 @@ impl SipCore {
             .unwrap_or_else(|| random_token(8));
         let us = reply::Local {
             contact: self.local,
+            tls: self.tls_local,
             server: &self.config.sip.user_agent,
         };
         reply::response(req, status, &to_tag, &us, sdp)

@@ -252,7 +252,7 @@ impl Dialog {
     /// Where an in-dialog request goes: the first loose route or the remote
     /// target; over TCP, back over the connection the call came in on.
     pub fn request_target(&self) -> Target {
-        if self.source.transport == Transport::Tcp {
+        if self.source.transport.is_reliable() {
             return self.source;
         }
         let next_hop = self.next_hop();
@@ -283,7 +283,7 @@ impl Dialog {
     pub fn next_hop_needs_dns(&self) -> Option<String> {
         let hop = self.next_hop();
         let uri = SipUri::parse(&hop)?;
-        if uri.socket_addr().is_some() || self.source.transport == Transport::Tcp {
+        if uri.socket_addr().is_some() || self.source.transport.is_reliable() {
             return None;
         }
         if self.located.as_ref().is_some_and(|(u, _)| *u == hop) {

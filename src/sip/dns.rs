@@ -4,9 +4,10 @@
 //! functions; [`Resolver`] asks DNS through hickory-resolver, whose cache
 //! honours each record's TTL.
 //!
-//! Only UDP is chosen for now: the engine opens no outbound TCP or TLS
-//! connections yet (it reaches phones over the connections they opened),
-//! so `SIP+D2T` and `SIPS+D2T` records are skipped.
+//! A `sips:` URI (or one with `transport=tls`) is located for TLS
+//! (`SIPS+D2T`, `_sips._tcp`, port 5061), any other for UDP: the engine
+//! opens no outbound plain TCP connections (it reaches phones over the
+//! connections they opened), so `SIP+D2T` records are skipped.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,13 +41,13 @@ pub struct Srv {
 }
 
 /// The SRV names to look up, best first, from a domain's NAPTR records
-/// (RFC 3263 §4.1): `s`-flagged records of a service we speak (`SIP+D2U`),
-/// by order then preference.
-pub fn srv_names_of(naptrs: &[Naptr]) -> Vec<String> {
+/// (RFC 3263 §4.1): `s`-flagged records of the service we use (`SIP+D2U`,
+/// or `SIPS+D2T` for TLS), by order then preference.
+pub fn srv_names_of(naptrs: &[Naptr], service: &str) -> Vec<String> {
     let mut usable: Vec<&Naptr> = naptrs
         .iter()
         .filter(|n| n.flags.eq_ignore_ascii_case("s"))
-        .filter(|n| n.service.eq_ignore_ascii_case("SIP+D2U"))
+        .filter(|n| n.service.eq_ignore_ascii_case(service))
         .filter(|n| !n.replacement.is_empty() && n.replacement != ".")
         .collect();
     usable.sort_by_key(|n| (n.order, n.preference));
@@ -87,6 +88,8 @@ pub fn srv_order(records: &[Srv], mut pick: impl FnMut(u32) -> u32) -> Vec<Srv> 
 pub struct Located {
     pub addrs: Vec<SocketAddr>,
     pub valid_until: Instant,
+    /// UDP, or TLS for a `sips:` URI or one with `transport=tls`.
+    pub transport: super::Transport,
 }
 
 /// Why a URI's host could not be located.
@@ -168,12 +171,24 @@ impl Resolver {
     pub async fn locate(&self, uri: &str) -> Result<Located, LocateError> {
         let parsed = SipUri::parse(uri).ok_or_else(|| LocateError::BadUri(uri.to_owned()))?;
         let host = parsed.host.trim_matches(['[', ']']).to_owned();
-        let default_port = if parsed.scheme == "sips" { 5061 } else { 5060 };
+        let tls = super::trunk_client::wants_tls(&parsed);
+        let transport = if tls {
+            super::Transport::Tls
+        } else {
+            super::Transport::Udp
+        };
+        let default_port = if tls { 5061 } else { 5060 };
+        let (service, srv_prefix) = if tls {
+            ("SIPS+D2T", "_sips._tcp")
+        } else {
+            ("SIP+D2U", "_sip._udp")
+        };
         let now = Instant::now();
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(Located {
                 addrs: vec![SocketAddr::new(ip, parsed.port.unwrap_or(default_port))],
                 valid_until: now + LITERAL_TTL,
+                transport,
             });
         }
         let fqdn = if host.ends_with('.') {
@@ -182,7 +197,7 @@ impl Resolver {
             format!("{host}.")
         };
         if let Some(port) = parsed.port {
-            return self.addresses(&fqdn, port, &host).await;
+            return self.addresses(&fqdn, port, &host, transport).await;
         }
         let mut valid_until = now + LITERAL_TTL;
         let mut srv_names = Vec::new();
@@ -202,10 +217,10 @@ impl Resolver {
                     _ => None,
                 })
                 .collect();
-            srv_names = srv_names_of(&naptrs);
+            srv_names = srv_names_of(&naptrs, service);
         }
         if srv_names.is_empty() {
-            srv_names.push(format!("_sip._udp.{fqdn}"));
+            srv_names.push(format!("{srv_prefix}.{fqdn}"));
         }
         let mut addrs = Vec::new();
         for name in srv_names {
@@ -235,7 +250,10 @@ impl Resolver {
                 if srv.target == "." {
                     continue;
                 }
-                if let Ok(l) = self.addresses(&srv.target, srv.port, &host).await {
+                if let Ok(l) = self
+                    .addresses(&srv.target, srv.port, &host, transport)
+                    .await
+                {
                     valid_until = valid_until.min(l.valid_until);
                     for a in l.addrs {
                         if !addrs.contains(&a) {
@@ -245,14 +263,24 @@ impl Resolver {
                 }
             }
             if !addrs.is_empty() {
-                return Ok(Located { addrs, valid_until });
+                return Ok(Located {
+                    addrs,
+                    valid_until,
+                    transport,
+                });
             }
         }
-        self.addresses(&fqdn, default_port, &host).await
+        self.addresses(&fqdn, default_port, &host, transport).await
     }
 
     /// A/AAAA of `name`, each with `port`.
-    async fn addresses(&self, name: &str, port: u16, host: &str) -> Result<Located, LocateError> {
+    async fn addresses(
+        &self,
+        name: &str,
+        port: u16,
+        host: &str,
+        transport: super::Transport,
+    ) -> Result<Located, LocateError> {
         let found = self
             .inner
             .lookup_ip(name)
@@ -271,6 +299,7 @@ impl Resolver {
         Ok(Located {
             addrs,
             valid_until: found.valid_until(),
+            transport,
         })
     }
 }
@@ -312,14 +341,15 @@ mod tests {
             },
         ];
         assert_eq!(
-            srv_names_of(&records),
+            srv_names_of(&records, "SIP+D2U"),
             [
                 "_sip._udp.first.example.",
                 "_sip._udp.second.example.",
                 "_sip._udp.backup.example."
             ]
         );
-        assert!(srv_names_of(&[]).is_empty());
+        assert_eq!(srv_names_of(&records, "SIPS+D2T"), ["_sips._tcp.example."]);
+        assert!(srv_names_of(&[], "SIP+D2U").is_empty());
     }
 
     #[test]
@@ -372,6 +402,11 @@ mod tests {
             l.addrs,
             ["[2001:db8::1]:5060".parse::<SocketAddr>().unwrap()]
         );
+        let l = r.locate("sips:192.0.2.7").await.unwrap();
+        assert_eq!(l.addrs, ["192.0.2.7:5061".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(l.transport, crate::sip::Transport::Tls);
+        let l = r.locate("sip:192.0.2.7;transport=tls").await.unwrap();
+        assert_eq!(l.transport, crate::sip::Transport::Tls);
         assert!(matches!(
             r.locate("mailto:x").await,
             Err(LocateError::BadUri(_))

@@ -150,10 +150,16 @@ impl Dialer {
         let uri = super::header::SipUri::parse(&call.target)
             .filter(|u| u.scheme.eq_ignore_ascii_case("sip"))
             .ok_or_else(|| DialError::BadUri(call.target.clone()))?;
+        let mut tls_domain = None;
         let addrs = match call.via {
             Some(addr) => vec![addr],
             None => match self.resolver.locate(&call.target).await {
-                Ok(located) => located.addrs,
+                Ok(located) => {
+                    if located.transport == super::Transport::Tls {
+                        tls_domain = Some(uri.host.clone());
+                    }
+                    located.addrs
+                }
                 Err(super::dns::LocateError::BadUri(u)) => return Err(DialError::BadUri(u)),
                 Err(super::dns::LocateError::NoAddress { host, reason }) => {
                     tracing::warn!(%host, %reason, target = %uri.host, "cannot resolve where to send the call");
@@ -169,6 +175,7 @@ impl Dialer {
                 dialog: id,
                 call: Box::new(call),
                 addrs,
+                tls_domain,
                 events: tx,
             })
             .await
@@ -208,6 +215,8 @@ pub(super) enum Command {
         call: Box<OutboundCall>,
         /// Where to send it, best first (RFC 3263); never empty.
         addrs: Vec<SocketAddr>,
+        /// Over TLS, checking the certificate against this SIP domain.
+        tls_domain: Option<String>,
         events: mpsc::Sender<DialogEvent>,
     },
     /// A trunk's proxy was (re)located: its REGISTERs and OPTIONS go here.
@@ -348,6 +357,7 @@ pub struct SipLayer {
     pub status: Arc<SipStatus>,
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
+    pub tls_addr: Option<SocketAddr>,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod message;
 pub mod registrar;
 pub mod reply;
 pub mod session_timer;
+pub mod tls;
 pub mod transaction;
 pub mod transport;
 pub mod trunk_client;

@@ -170,7 +170,7 @@ impl Registrar {
         let mut changed = Vec::new();
         for (agent, list) in &mut self.bindings {
             let before = list.len();
-            list.retain(|b| !(b.transport == Transport::Tcp && b.source == peer));
+            list.retain(|b| !(b.transport.is_reliable() && b.source == peer));
             if list.len() != before {
                 changed.push(agent.clone());
             }

@@ -12,6 +12,8 @@ pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, REFER, UPDATE"
 /// Who we are, for Contact and Server.
 pub struct Local<'a> {
     pub contact: SocketAddr,
+    /// Our TLS listener's address, for a Contact over TLS.
+    pub tls: Option<SocketAddr>,
     pub server: &'a str,
 }
 
@@ -41,14 +43,13 @@ pub fn response(
         for rr in req.headers.get_all("Record-Route") {
             headers.push("Record-Route", rr);
         }
-        let over_tcp = req
-            .top_via()
-            .is_some_and(|v| v.to_ascii_uppercase().contains("/TCP"));
-        let transport = if over_tcp { ";transport=tcp" } else { "" };
-        headers.push(
-            "Contact",
-            format!("<sip:hotline@{}{transport}>", us.contact),
-        );
+        let via = req.top_via().unwrap_or_default().to_ascii_uppercase();
+        let contact = match (via.contains("/TLS"), us.tls) {
+            (true, Some(tls)) => format!("<sip:hotline@{tls};transport=tls>"),
+            _ if via.contains("/TCP") => format!("<sip:hotline@{};transport=tcp>", us.contact),
+            _ => format!("<sip:hotline@{}>", us.contact),
+        };
+        headers.push("Contact", contact);
     }
     let options_ok = req.method == Method::Options && status == 200;
     if status == 405 || status == 501 || options_ok {
@@ -101,6 +102,7 @@ From: <sip:a@h>;tag=1\r\nTo: <sip:100@h>\r\nCall-ID: c\r\nCSeq: 7 {method}\r\nCo
             std::net::Ipv4Addr::LOCALHOST,
             5060,
         )),
+        tls: None,
         server: "Hotline/test",
     };
 

@@ -1,13 +1,13 @@
-//! SIP over UDP and TCP: sockets, stream framing, and handing raw messages to
-//! the SIP core. Parsing happens in the core so a malformed message can be
-//! answered with `400`.
+//! SIP over UDP, TCP and TLS: sockets, stream framing, and handing raw
+//! messages to the SIP core. Parsing happens in the core so a malformed
+//! message can be answered with `400`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -22,15 +22,22 @@ pub enum Inbound {
         bytes: Vec<u8>,
         from: Target,
     },
+    /// A stream connection (TCP or TLS) is open, accepted or ours.
     TcpOpened {
         peer: SocketAddr,
         writer: mpsc::Sender<Arc<[u8]>>,
         /// Set by the core while the connection carries a registration or
         /// a dialog: it is then kept past its idle timeout.
         in_use: Arc<AtomicBool>,
+        transport: Transport,
     },
     TcpClosed {
         peer: SocketAddr,
+    },
+    /// A connection of ours (TLS to a trunk) could not be opened.
+    ConnectFailed {
+        peer: SocketAddr,
+        reason: String,
     },
 }
 
@@ -72,13 +79,16 @@ pub async fn run_udp(socket: Arc<UdpSocket>, to_core: mpsc::Sender<Inbound>, max
 
 /// Accepts TCP connections forever, within the connection budget: beyond
 /// `per-source` from one address or `max` in all, a new connection is
-/// closed at once.
+/// closed at once. With `tls`, each is a TLS connection whose handshake
+/// must end within the budget's message timeout.
 pub async fn run_tcp(
     listener: TcpListener,
     to_core: mpsc::Sender<Inbound>,
     limits: ConnectionLimits,
     max_message: usize,
+    tls: Option<super::tls::Acceptor>,
 ) {
+    let label = if tls.is_some() { "tls" } else { "tcp" };
     let mut open = OpenConnections::new(limits);
     // Connections tell the accept loop when they close.
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<IpAddr>();
@@ -86,28 +96,54 @@ pub async fn run_tcp(
         tokio::select! {
             Some(ip) = closed_rx.recv() => {
                 open.closed(ip);
-                metrics::gauge!("hotline_sip_connections", "transport" => "tcp").set(open.total() as f64);
+                metrics::gauge!("hotline_sip_connections", "transport" => label).set(open.total() as f64);
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if let Err(why) = open.admit(peer.ip()) {
                         metrics::counter!("hotline_sip_connections_refused_total", "reason" => why.as_str())
                             .increment(1);
-                        debug!(%peer, reason = why.as_str(), "tcp connection refused");
+                        debug!(%peer, reason = why.as_str(), "{label} connection refused");
                         drop(stream);
                         continue;
                     }
-                    metrics::gauge!("hotline_sip_connections", "transport" => "tcp").set(open.total() as f64);
+                    metrics::gauge!("hotline_sip_connections", "transport" => label).set(open.total() as f64);
                     let to_core = to_core.clone();
                     let closed = closed_tx.clone();
+                    let acceptor = tls.as_ref().and_then(|t| t.get());
+                    let with_tls = tls.is_some();
                     tokio::spawn(async move {
-                        serve_tcp(stream, peer, to_core, limits, max_message).await;
+                        let _ = stream.set_nodelay(true);
+                        match (with_tls, acceptor) {
+                            (false, _) => {
+                                serve_stream(stream, peer, Transport::Tcp, to_core, limits, max_message).await;
+                            }
+                            (true, Some(acceptor)) => {
+                                // A handshake that never ends holds a place in
+                                // the budget no longer than a message may take.
+                                let shake = tokio::time::timeout(limits.message_timeout, acceptor.accept(stream)).await;
+                                match shake {
+                                    Ok(Ok(tls)) => {
+                                        serve_stream(tls, peer, Transport::Tls, to_core, limits, max_message).await;
+                                    }
+                                    Ok(Err(e)) => {
+                                        metrics::counter!("hotline_sip_tls_handshakes_failed_total", "reason" => "error").increment(1);
+                                        debug!(%peer, error = %e, "TLS handshake failed");
+                                    }
+                                    Err(_) => {
+                                        metrics::counter!("hotline_sip_tls_handshakes_failed_total", "reason" => "timeout").increment(1);
+                                        debug!(%peer, "TLS handshake did not complete in time; closed");
+                                    }
+                                }
+                            }
+                            (true, None) => {}
+                        }
                         let _ = closed.send(peer.ip());
                     });
                 }
                 Err(e) => {
                     // Out of descriptors (EMFILE) among others: wait, do not spin.
-                    warn!(error = %e, "tcp accept failed");
+                    warn!(error = %e, "{label} accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
@@ -115,15 +151,45 @@ pub async fn run_tcp(
     }
 }
 
-async fn serve_tcp(
-    stream: TcpStream,
+/// Opens a TLS connection of ours to `peer` (a trunk's proxy), checking
+/// its certificate against `name`, and serves it like an accepted one.
+pub async fn connect_tls(
     peer: SocketAddr,
+    name: rustls::pki_types::ServerName<'static>,
+    connector: tokio_rustls::TlsConnector,
     to_core: mpsc::Sender<Inbound>,
     limits: ConnectionLimits,
     max_message: usize,
 ) {
+    let wait = limits.message_timeout;
+    let stream = match tokio::time::timeout(wait, TcpStream::connect(peer)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return connect_failed(&to_core, peer, e.to_string()).await,
+        Err(_) => return connect_failed(&to_core, peer, "connect timed out".into()).await,
+    };
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    match tokio::time::timeout(wait, connector.connect(name, stream)).await {
+        Ok(Ok(tls)) => serve_stream(tls, peer, Transport::Tls, to_core, limits, max_message).await,
+        Ok(Err(e)) => connect_failed(&to_core, peer, e.to_string()).await,
+        Err(_) => connect_failed(&to_core, peer, "TLS handshake timed out".into()).await,
+    }
+}
+
+async fn connect_failed(to_core: &mpsc::Sender<Inbound>, peer: SocketAddr, reason: String) {
+    let _ = to_core.send(Inbound::ConnectFailed { peer, reason }).await;
+}
+
+async fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    transport: Transport,
+    to_core: mpsc::Sender<Inbound>,
+    limits: ConnectionLimits,
+    max_message: usize,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Arc<[u8]>>(256);
     let in_use = Arc::new(AtomicBool::new(false));
     // RFC 5626 §4.4.1: a CRLFCRLF ping gets a CRLF pong.
@@ -132,13 +198,14 @@ async fn serve_tcp(
         peer,
         writer: tx,
         in_use: in_use.clone(),
+        transport,
     };
     if to_core.send(opened).await.is_err() {
         return;
     }
     let write_task = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
                 break;
             }
         }
@@ -197,7 +264,7 @@ async fn serve_tcp(
                     messages += 1;
                     let bytes: Vec<u8> = buf.drain(..n).collect();
                     let from = Target {
-                        transport: Transport::Tcp,
+                        transport,
                         addr: peer,
                     };
                     if to_core

@@ -17,6 +17,15 @@ use super::message::{Headers, Method, Request, Response};
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// A URI that asks for TLS: `sips:`, or `transport=tls`.
+pub fn wants_tls(uri: &super::header::SipUri) -> bool {
+    uri.scheme == "sips"
+        || uri
+            .params
+            .value("transport")
+            .is_some_and(|t| t.eq_ignore_ascii_case("tls"))
+}
+
 /// Which of our requests a transaction carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -29,6 +38,8 @@ pub struct TrunkClient {
     pub trunk: String,
     /// Where its requests go.
     pub proxy: SocketAddr,
+    /// Over what: TLS when the proxy URI is `sips:` or says `transport=tls`.
+    pub transport: super::Transport,
     /// `host[:port]` of the proxy URI, for our URIs.
     domain: String,
     account: Option<Account>,
@@ -63,6 +74,11 @@ impl TrunkClient {
             return None;
         }
         let uri = super::header::SipUri::parse(&o.proxy)?;
+        let transport = if wants_tls(&uri) {
+            super::Transport::Tls
+        } else {
+            super::Transport::Udp
+        };
         let domain = match uri.port {
             Some(p) => format!("{}:{p}", uri.host),
             None => uri.host.clone(),
@@ -77,6 +93,7 @@ impl TrunkClient {
         Some(TrunkClient {
             trunk: trunk.name.clone(),
             proxy,
+            transport,
             domain,
             account,
             expires: o.register_expires,
@@ -124,7 +141,12 @@ impl TrunkClient {
                 .account
                 .as_ref()
                 .map_or("hotline", |a| a.username.as_str());
-            headers.push("Contact", format!("<sip:{user}@{local}>"));
+            let param = if self.transport == super::Transport::Tls {
+                ";transport=tls"
+            } else {
+                ""
+            };
+            headers.push("Contact", format!("<sip:{user}@{local}{param}>"));
             headers.push("Expires", self.expires.as_secs().to_string());
         }
         headers.push("User-Agent", user_agent.to_owned());

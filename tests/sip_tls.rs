@@ -1,0 +1,299 @@
+//! SIP over TLS against the running binary. The trunk side: the engine
+//! connects to a carrier's proxy (a rustls server of the test's own) and
+//! checks its certificate against the trunk's SIP domain with the trunk's
+//! CA file: a good one connects, a wrong name or an unknown CA is refused
+//! and reported. The listener: a handshake that never completes is closed
+//! within the connection budget, and a renewed certificate is served after
+//! SIGHUP. (baresip registering over TLS: `tests/baresip_agent.rs`.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::certs;
+use common::dnsmasq::Dnsmasq;
+use common::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn server_config(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    )
+}
+
+/// What the carrier's proxy saw: the first SIP request over TLS, or the
+/// handshake's error.
+type Seen = Result<String, String>;
+
+/// A carrier's SIP proxy over TLS on `listener`: takes one connection,
+/// reads one request, answers it 200 and reports it.
+fn tls_proxy(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> mpsc::Receiver<Seen> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((tcp, _)) = listener.accept() else {
+            return;
+        };
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tls.read(&mut buf) {
+                Ok(0) => return drop(tx.send(Err("closed".into()))),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return drop(tx.send(Err(e.to_string()))),
+            }
+        }
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let header = |name: &str| {
+            text.lines()
+                .find(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+                })
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{}\r\n{}\r\n{};tag=proxy\r\n{}\r\n{}\r\nContent-Length: 0\r\n\r\n",
+            header("Via"),
+            header("From"),
+            header("To"),
+            header("Call-ID"),
+            header("CSeq")
+        );
+        let _ = tls.write_all(ok.as_bytes());
+        let _ = tls.flush();
+        let _ = tx.send(Ok(text));
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    rx
+}
+
+/// An engine whose trunk `carrier` pings `sip:carrier.test:PORT;transport=tls`
+/// every second, trusting `ca`, with `carrier.test` served by dnsmasq.
+fn engine_with_tls_trunk(dns: &Dnsmasq, port: u16, ca: &Path) -> Engine {
+    Engine::start_with(
+        &format!(
+            "trunks:\n  - name: carrier\n    allow: [127.0.0.0/8]\n    outbound: {{ proxy: 'sip:carrier.test:{port};transport=tls', ca-file: '{}', keepalive: 1s }}\n",
+            ca.display()
+        ),
+        &format!("dns: {{ servers: ['{}'] }}\n", dns.addr),
+    )
+}
+
+struct Setup {
+    dir: std::path::PathBuf,
+    ca: (std::path::PathBuf, std::path::PathBuf),
+    dns: Dnsmasq,
+    port: u16,
+}
+
+fn setup(tag: &str) -> Setup {
+    let own = common::Ports::next();
+    let dir = std::env::temp_dir().join(format!(
+        "hotline-tls-{tag}-{}-{}",
+        std::process::id(),
+        own.base
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ca = certs::ca(&dir, "carrier-ca");
+    let dns = Dnsmasq::start(
+        own.spare(0),
+        &dir,
+        &["--host-record=carrier.test,127.0.0.1".into()],
+    );
+    Setup {
+        dir,
+        ca,
+        dns,
+        port: own.spare(1),
+    }
+}
+
+#[test]
+fn a_trunk_over_tls_reaches_a_proxy_whose_certificate_names_its_domain() {
+    let s = setup("good");
+    let cert = certs::leaf(&s.dir, &s.ca, "proxy", &["carrier.test"]);
+    let seen = tls_proxy(
+        TcpListener::bind(("127.0.0.1", s.port)).unwrap(),
+        server_config(&cert.0, &cert.1),
+    );
+    let engine = engine_with_tls_trunk(&s.dns, s.port, &s.ca.0);
+    let request = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the engine never connected")
+        .expect("the handshake failed");
+    assert!(request.starts_with("OPTIONS sip:carrier.test"), "{request}");
+    assert!(request.contains("Via: SIP/2.0/TLS "), "{request}");
+    assert!(
+        !common::metrics(&engine).contains("hotline_sip_tls_connect_failures_total"),
+        "{}",
+        engine.log()
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[test]
+fn a_proxy_certificate_for_another_name_or_from_an_unknown_ca_is_refused_and_reported() {
+    let s = setup("bad");
+    // A certificate from the right CA, for another name: the SRV target's,
+    // say. RFC 5922 asks for the SIP domain.
+    let wrong_name = certs::leaf(&s.dir, &s.ca, "other", &["proxy1.other.test"]);
+    let seen = tls_proxy(
+        TcpListener::bind(("127.0.0.1", s.port)).unwrap(),
+        server_config(&wrong_name.0, &wrong_name.1),
+    );
+    let engine = engine_with_tls_trunk(&s.dns, s.port, &s.ca.0);
+    let got = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no connection");
+    assert!(got.is_err(), "a request went to the wrong server: {got:?}");
+    assert!(
+        engine.wait_log("TLS connection failed", Duration::from_secs(5)),
+        "{}",
+        engine.log()
+    );
+    let log = engine.log();
+    assert!(log.contains("not valid for name \"carrier.test\""), "{log}");
+    assert!(log.contains("domain=carrier.test"), "{log}");
+    assert!(common::metrics(&engine).contains("hotline_sip_tls_connect_failures_total"));
+    drop(engine);
+
+    // The right name, from a CA the trunk does not trust.
+    let other_ca = certs::ca(&s.dir, "stranger-ca");
+    let untrusted = certs::leaf(&s.dir, &other_ca, "stranger", &["carrier.test"]);
+    let seen = tls_proxy(
+        TcpListener::bind(("127.0.0.1", s.port)).unwrap(),
+        server_config(&untrusted.0, &untrusted.1),
+    );
+    let engine = engine_with_tls_trunk(&s.dns, s.port, &s.ca.0);
+    let got = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no connection");
+    assert!(
+        got.is_err(),
+        "a request went to an untrusted server: {got:?}"
+    );
+    assert!(
+        engine.wait_log("UnknownIssuer", Duration::from_secs(5)),
+        "{}",
+        engine.log()
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// The certificate the engine's TLS listener presents now.
+fn served_certificate(addr: std::net::SocketAddr, ca: &Path) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"\r\n\r\n").unwrap();
+    tls.flush().unwrap();
+    tls.conn.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[test]
+fn the_listener_closes_a_silent_handshake_and_serves_a_renewed_certificate_after_sighup() {
+    let own = common::Ports::next();
+    let dir = std::env::temp_dir().join(format!(
+        "hotline-tls-listen-{}-{}",
+        std::process::id(),
+        own.base
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ca = certs::ca(&dir, "our-ca");
+    let first = certs::leaf(&dir, &ca, "first", &["127.0.0.1"]);
+    let live = (dir.join("live.pem"), dir.join("live.key"));
+    std::fs::copy(&first.0, &live.0).unwrap();
+    std::fs::copy(&first.1, &live.1).unwrap();
+    let tls_port = own.spare(0);
+    let engine = Engine::start(&format!(
+        "sip: {{ tls: {{ listen: '127.0.0.1:{tls_port}', cert: '{}', key: '{}' }}, connections: {{ message-timeout: 1s }} }}\n",
+        live.0.display(),
+        live.1.display()
+    ));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+
+    // A connection that never starts its handshake is closed by the budget.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let opened = Instant::now();
+    let mut buf = [0u8; 16];
+    let closed = matches!(silent.read(&mut buf), Ok(0) | Err(_));
+    assert!(
+        closed && opened.elapsed() < Duration::from_secs(3),
+        "kept {:?}",
+        opened.elapsed()
+    );
+    assert!(common::metrics(&engine)
+        .contains("hotline_sip_tls_handshakes_failed_total{reason=\"timeout\"} 1"));
+
+    let served = served_certificate(addr, &ca.0);
+    let first_der: Vec<u8> = CertificateDer::from_pem_file(&first.0).unwrap().to_vec();
+    assert_eq!(served, first_der);
+    // Renewed on disk, then SIGHUP: new connections get the new one.
+    let renewed = certs::leaf(&dir, &ca, "renewed", &["127.0.0.1"]);
+    std::fs::copy(&renewed.0, &live.0).unwrap();
+    std::fs::copy(&renewed.1, &live.1).unwrap();
+    let pid = engine.pid().unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        engine.wait_log("TLS certificate reloaded", Duration::from_secs(5)),
+        "{}",
+        engine.log()
+    );
+    let renewed_der: Vec<u8> = CertificateDer::from_pem_file(&renewed.0).unwrap().to_vec();
+    assert_eq!(served_certificate(addr, &ca.0), renewed_der);
+    // A broken file on the next SIGHUP keeps the renewed one.
+    std::fs::write(&live.0, "not a certificate").unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        engine.wait_log("TLS certificate not reloaded", Duration::from_secs(5)),
+        "{}",
+        engine.log()
+    );
+    assert_eq!(served_certificate(addr, &ca.0), renewed_der);
+    let _ = std::fs::remove_dir_all(&dir);
+}
