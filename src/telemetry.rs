@@ -62,6 +62,10 @@ fn describe() {
         "RTP packets received out of order."
     );
     describe_counter!(
+        "hotline_srtp_packets_refused_total",
+        "Packets on SRTP legs that failed authentication (forged, replayed, plain or damaged)."
+    );
+    describe_counter!(
         "hotline_dtmf_digits_total",
         "DTMF digits received, by method."
     );

@@ -154,3 +154,172 @@ fn a_sprayer_takes_over_neither_the_callers_audio_nor_their_keys() {
     assert!(said(&after, "digits/5"), "the caller's own 5 was not heard");
     assert!(dropped > 0, "no drop was counted");
 }
+
+/// An INVITE from `ip:port` (its media on `mport`) whose audio is offered
+/// as `proto` with `crypto` lines.
+fn invite_from(
+    ip: &str,
+    port: u16,
+    mport: u16,
+    id: &str,
+    proto: &str,
+    crypto: &[String],
+) -> String {
+    let mut sdp = format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {mport} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    );
+    for c in crypto {
+        sdp.push_str(&format!("a={c}\r\n"));
+    }
+    format!(
+        "INVITE sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{port};branch=z9hG4bK{id}\r\n\
+From: <sip:t@{ip}>;tag=f{id}\r\nTo: <sip:100@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\n\
+Contact: <sip:t@{ip}:{port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    )
+}
+
+/// The final response to an INVITE sent from `s`.
+fn final_response(s: &UdpSocket, engine: &Engine, msg: &str) -> hotline::sip::message::Response {
+    s.send_to(msg.as_bytes(), engine.sip).unwrap();
+    let got = common::raw::collect(s, Duration::from_millis(500));
+    got.into_iter()
+        .find_map(|(_, m)| match m {
+            hotline::sip::message::Message::Response(r) if r.status >= 200 => Some(r),
+            _ => None,
+        })
+        .expect("no final response")
+}
+
+const TRUNKS: &str = "trunks:
+  - name: required
+    allow: [127.0.0.1/32]
+    media-encryption: required
+  - name: optional
+    allow: [127.0.0.2/32]
+    media-encryption: optional
+  - name: keys-in-clear
+    allow: [127.0.0.3/32]
+    media-encryption: optional
+    insecure-media-keys-over-plain-sip: true
+    symmetric-rtp: false
+";
+
+#[test]
+fn srtp_is_answered_as_each_trunk_allows_and_keys_stay_off_plain_sip_unless_said() {
+    use hotline::sdp::crypto::{line, Crypto, KeySalt, Suite};
+    let engine = Engine::start_with(TRUNKS, "calls: { media-timeout: 0s }\n");
+    let base = engine.ports.spare(0);
+    let ours = Crypto {
+        tag: 1,
+        suite: Suite::AesCm128HmacSha1_80,
+        key: KeySalt::random(Suite::AesCm128HmacSha1_80),
+    };
+    let crypto = vec![line(&ours)];
+    // `required` over plain UDP: the keys would travel in clear: 488.
+    let s1 = common::raw::peer_at("127.0.0.1", base);
+    let r = final_response(
+        &s1,
+        &engine,
+        &invite_from("127.0.0.1", base, base + 1, "srtp-req", "RTP/SAVP", &crypto),
+    );
+    assert_eq!(r.status, 488);
+    // `optional` over plain UDP: RTP/SAVP cannot be answered (488); RTP/AVP
+    // with a=crypto is answered in clear, without keys.
+    let s2 = common::raw::peer_at("127.0.0.2", base);
+    let r = final_response(
+        &s2,
+        &engine,
+        &invite_from(
+            "127.0.0.2",
+            base,
+            base + 1,
+            "srtp-opt1",
+            "RTP/SAVP",
+            &crypto,
+        ),
+    );
+    assert_eq!(r.status, 488);
+    let r = final_response(
+        &s2,
+        &engine,
+        &invite_from("127.0.0.2", base, base + 1, "srtp-opt2", "RTP/AVP", &crypto),
+    );
+    assert_eq!(r.status, 200);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        body.contains("RTP/AVP") && !body.contains("a=crypto"),
+        "{body}"
+    );
+
+    // Where the config accepts keys in clear: SRTP, and it is real.
+    let s3 = common::raw::peer_at("127.0.0.3", base);
+    let media = UdpSocket::bind(("127.0.0.3", base + 1)).unwrap();
+    media
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let r = final_response(
+        &s3,
+        &engine,
+        &invite_from("127.0.0.3", base, base + 1, "srtp-ok", "RTP/SAVP", &crypto),
+    );
+    assert_eq!(r.status, 200);
+    let answer = hotline::sdp::parse(&r.body).unwrap();
+    assert!(answer.savp, "{}", String::from_utf8_lossy(&r.body));
+    let theirs = answer.crypto.first().expect("a key in the answer");
+    assert_eq!((theirs.tag, theirs.suite), (1, Suite::AesCm128HmacSha1_80));
+    s3.send_to(
+        common::raw::ack_for(&r, base, "srtp-ok").as_bytes(),
+        engine.sip,
+    )
+    .unwrap();
+    // What the engine sends decrypts with its key and is PCMU audio.
+    let keys = hotline::sdp::crypto::Srtp {
+        suite: theirs.suite,
+        tag: 1,
+        local: ours.key,
+        remote: theirs.key,
+        savp: true,
+    };
+    let mut session = hotline::media::srtp::Session::new(keys).unwrap();
+    let until = Instant::now() + Duration::from_secs(2);
+    let (mut sealed, mut opened) = (0, 0);
+    let mut buf = [0u8; 1500];
+    while Instant::now() < until {
+        if let Ok((n, _)) = media.recv_from(&mut buf) {
+            sealed += 1;
+            if let Some(m) = session.unprotect(&mut buf, n) {
+                let (info, payload) = rtp::parse(&buf[..m]).expect("RTP inside");
+                assert_eq!((info.payload_type, payload.len()), (0, 160));
+                opened += 1;
+            }
+        }
+    }
+    assert!(
+        sealed >= 50 && opened == sealed,
+        "{opened} of {sealed} packets decrypted"
+    );
+    // Plain RTP at the call's port, from the caller's own address: refused
+    // and counted, never taken.
+    let port = answer.port;
+    for seq in 0..20u16 {
+        let info = RtpInfo {
+            payload_type: 0,
+            sequence: seq,
+            timestamp: u32::from(seq) * 160,
+            ssrc: 7,
+            marker: false,
+        };
+        let mut pkt = [0u8; 200];
+        let n = rtp::write(&info, &[0xff; 160], &mut pkt).unwrap();
+        media.send_to(&pkt[..n], ("127.0.0.1", port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let metrics = common::metrics(&engine);
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hotline_srtp_packets_refused_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 20.0, "{metrics}");
+}

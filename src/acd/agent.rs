@@ -15,6 +15,8 @@ pub struct Contact {
     pub source: std::net::SocketAddr,
     /// Registered over a TCP connection: reached over that connection.
     pub tcp: bool,
+    /// That connection is TLS: SDES keys may go over it.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

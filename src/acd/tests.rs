@@ -27,6 +27,7 @@ fn contact(agent: &str) -> Vec<Contact> {
         uri: format!("sip:{agent}@10.0.0.1"),
         source: "10.0.0.1:5060".parse().unwrap(),
         tcp: false,
+        tls: false,
     }]
 }
 

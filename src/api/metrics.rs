@@ -45,6 +45,10 @@ pub async fn render(State(state): State<Arc<ApiState>>) -> Response {
         ("hotline_rtp_packets_malformed_total", &m.packets_bad),
         ("hotline_rtp_packets_lost_total", &m.packets_lost),
         ("hotline_rtp_packets_late_total", &m.packets_late),
+        (
+            "hotline_srtp_packets_refused_total",
+            &m.packets_unauthenticated,
+        ),
     ] {
         metrics::counter!(name).absolute(v.load(Ordering::Relaxed));
     }

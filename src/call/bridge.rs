@@ -130,9 +130,16 @@ impl CallState {
         answered: Option<String>,
         peer: Option<IpAddr>,
     ) {
+        // What was offered to the phone that answered.
+        let (ours, policy) = self
+            .leg_crypto
+            .iter()
+            .find(|(target, _, _)| Some(target) == answered.as_ref())
+            .map(|(_, c, p)| (c.clone(), *p))
+            .unwrap_or_default();
         let negotiated = match answer {
             Some(body) => sdp::parse(&body)
-                .and_then(|a| sdp::accept_answer(&a))
+                .and_then(|a| sdp::accept_answer_with(&a, &ours, policy))
                 .map_err(|e| e.to_string()),
             None => Err("no SDP in the 2xx".to_owned()),
         };
@@ -153,7 +160,8 @@ impl CallState {
         self.waiting = None;
         self.stop_playing();
         self.push(Do::Bridge);
-        info!(%target, answered = ?answered, ?agent, codec = n.codec.name(), "answered; caller bridged");
+        let srtp = n.srtp.map(|s| s.suite.name());
+        info!(%target, answered = ?answered, ?agent, codec = n.codec.name(), ?srtp, "answered; caller bridged");
         match purpose {
             Purpose::Transfer { token } => self.feed(Event::Transferred(token, Ok(()))),
             Purpose::Referred | Purpose::Callback => {}
@@ -463,8 +471,16 @@ impl CallState {
         };
         let url = self.queue_config().and_then(|q| q.screen_pop_url.clone());
         let mut calls = Vec::new();
+        // One key for the leg; each phone is offered SRTP as its agent's
+        // rule and its connection allow.
+        let key = sdp::crypto::KeySalt::random(sdp::crypto::Suite::AesCm128HmacSha1_80);
+        self.leg_crypto.clear();
         for a in &agents {
             for contact in &a.contacts {
+                let policy = super::agent_policy(&self.config, &a.agent, contact.tls);
+                let (crypto, savp) = sdp::crypto::offer_lines(policy, key);
+                self.leg_crypto
+                    .push((contact.uri.clone(), crypto.clone(), policy));
                 let call = OutboundCall {
                     target: contact.uri.clone(),
                     from_user: self.caller.clone(),
@@ -475,6 +491,8 @@ impl CallState {
                     over_tcp: contact.tcp,
                     headers: headers.clone(),
                     auth: None,
+                    crypto,
+                    savp,
                 };
                 calls.push((call, Some(a.agent.clone())));
             }

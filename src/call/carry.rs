@@ -60,10 +60,14 @@ impl Driver {
             } => {
                 let media = self.opening.take()?;
                 let mut origin = Origin::new(self.ctx.config.media_address());
-                let offer = sdp::offer(&mut origin, media.local_port());
-                let mut leg = leg::Leg::new(purpose, target, media, origin, ring_timeout);
+                let port = media.local_port();
+                let mut offers = Vec::with_capacity(calls.len());
                 for (mut call, agent) in calls {
-                    call.sdp = offer.clone();
+                    call.sdp = sdp::offer_with(&mut origin, port, &call.crypto, call.savp);
+                    offers.push((call, agent));
+                }
+                let mut leg = leg::Leg::new(purpose, target, media, origin, ring_timeout);
+                for (call, agent) in offers {
                     leg.dial(&self.ctx.dialer, call, agent);
                 }
                 self.leg = Some(leg);

@@ -21,12 +21,14 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
         mut events,
         offer,
         source,
+        secure,
         ..
     } = call;
+    let policy = super::agent_policy(&ctx.config, &agent, secure);
     let Some(n) = offer
         .as_deref()
         .and_then(|b| sdp::parse(b).ok())
-        .and_then(|o| sdp::negotiate(&o).ok())
+        .and_then(|o| sdp::negotiate_with(&o, policy, None).ok())
     else {
         dialog.respond(488).await;
         return Ending::Refused;

@@ -233,6 +233,7 @@ impl Driver {
             caller,
             dialed,
             source,
+            secure,
             ..
         } = call;
         let set: Arc<FlowSet> = ctx.flows.borrow().clone();
@@ -242,17 +243,21 @@ impl Driver {
             cdr.outcome = StoreOutcome::Refused;
             return Ending::Refused;
         };
-        // An unusable offer is refused before any ringing.
+        // An unusable offer is refused before any ringing (so is one
+        // whose encryption the trunk's rule cannot answer).
+        let policy = trunk_policy(&ctx.config, &trunk, secure);
         let offered = match offer {
-            Some(body) => match sdp::parse(&body).and_then(|o| sdp::negotiate(&o)) {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    warn!(error = %e, "offer refused");
-                    dialog.respond(488).await;
-                    cdr.outcome = StoreOutcome::Refused;
-                    return Ending::Refused;
+            Some(body) => {
+                match sdp::parse(&body).and_then(|o| sdp::negotiate_with(&o, policy, None)) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        warn!(error = %e, "offer refused");
+                        dialog.respond(488).await;
+                        cdr.outcome = StoreOutcome::Refused;
+                        return Ending::Refused;
+                    }
                 }
-            },
+            }
             None => None,
         };
         cdr.flow = Some(set.flows[flow].name.clone());
@@ -291,6 +296,7 @@ impl Driver {
                 peer_ip: source.ip(),
                 symmetric,
                 media_port: media.local_port(),
+                secure,
             },
             std::time::Instant::now(),
             jiff::Timestamp::now(),
@@ -441,4 +447,44 @@ async fn recv_history(
 /// The shipped prompt that speaks a key: `digits/5`, `digits/star`.
 pub fn prompt_for(key: char) -> String {
     flow::run::digit_prompt(key)
+}
+
+/// The media encryption rule of calls over `trunk` (from it, or placed
+/// over it); `secure`: the signalling is over TLS.
+pub(crate) fn trunk_policy(
+    config: &crate::config::Config,
+    trunk: &str,
+    secure: bool,
+) -> sdp::crypto::Policy {
+    config
+        .trunks
+        .iter()
+        .find(|t| t.name == trunk)
+        .map_or(sdp::crypto::Policy::NONE, |t| {
+            sdp::crypto::Policy::of(
+                t.media_encryption,
+                t.insecure_media_keys_over_plain_sip,
+                secure,
+            )
+        })
+}
+
+/// The media encryption rule towards `agent`'s phone; `tls`: the phone is
+/// reached over TLS.
+pub(crate) fn agent_policy(
+    config: &crate::config::Config,
+    agent: &str,
+    tls: bool,
+) -> sdp::crypto::Policy {
+    config
+        .agents
+        .iter()
+        .find(|a| a.id == agent)
+        .map_or(sdp::crypto::Policy::NONE, |a| {
+            sdp::crypto::Policy::of(
+                a.media_encryption,
+                a.insecure_media_keys_over_plain_sip,
+                tls,
+            )
+        })
 }

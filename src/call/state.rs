@@ -53,6 +53,8 @@ pub struct Setup {
     pub symmetric: bool,
     /// The caller's media port.
     pub media_port: u16,
+    /// The call came over TLS (SDES keys may be exchanged).
+    pub secure: bool,
 }
 
 /// The callback offer made to a waiting caller (their answer is awaited
@@ -81,6 +83,13 @@ pub struct CallState {
     pub(super) symmetric: bool,
     origin: Origin,
     port: u16,
+    /// The caller's trunk's media encryption rule, for the call's life.
+    policy: sdp::crypto::Policy,
+    /// The `a=crypto` lines of our last offer (an INVITE without SDP).
+    offered_crypto: Vec<sdp::crypto::Crypto>,
+    /// What each phone of the ringing leg was offered: (its URI, the SDES
+    /// lines, its rule), to read its answer.
+    pub(super) leg_crypto: Vec<(String, Vec<sdp::crypto::Crypto>, sdp::crypto::Policy)>,
     negotiated: Option<Negotiated>,
     pub(super) run: Run,
     pub(super) playlist: Playlist,
@@ -134,6 +143,7 @@ pub struct CallState {
 impl CallState {
     /// A call that arrived at `now` (`wall` on the wall clock).
     pub fn new(s: Setup, now: Instant, wall: Timestamp) -> CallState {
+        let policy = super::trunk_policy(&s.config, &s.trunk, s.secure);
         let mut vars = Vars::new();
         vars.insert("caller".into(), s.caller.clone().into());
         vars.insert("dialed".into(), s.dialed.into());
@@ -149,6 +159,9 @@ impl CallState {
             peer_ip: s.peer_ip,
             symmetric: s.symmetric,
             port: s.media_port,
+            policy,
+            offered_crypto: Vec::new(),
+            leg_crypto: Vec::new(),
             negotiated: None,
             playlist: Playlist::default(),
             timers: Timers::default(),
@@ -214,7 +227,8 @@ impl CallState {
                 self.negotiated = Some(n);
                 let answer = sdp::answer(&mut self.origin, self.port, &n);
                 self.out.push_back(Do::Answer(answer));
-                info!(codec = n.codec.name(), remote = %n.remote, flow = self.run.flow_name(), version = self.run.version(), "answered");
+                let srtp = n.srtp.map(|s| s.suite.name());
+                info!(codec = n.codec.name(), remote = %n.remote, ?srtp, flow = self.run.flow_name(), version = self.run.version(), "answered");
                 // The first prompt is queued before the stream starts, so
                 // the caller's first packet is its first frame even when
                 // the media clock ticks in between (it sends nothing
@@ -224,7 +238,7 @@ impl CallState {
             }
             None => {
                 // Late offer (RFC 3261 §13.2.1): we offer in the 200, they answer in the ACK.
-                let offer = sdp::offer(&mut self.origin, self.port);
+                let offer = self.our_offer();
                 self.out.push_back(Do::Answer(offer));
                 info!("answered with an offer; waiting for the answer in ACK");
             }
@@ -494,7 +508,9 @@ impl CallState {
     fn on_dialog(&mut self, ev: DialogEvent) -> Option<Ending> {
         match ev {
             DialogEvent::Ack { sdp: Some(body) } if self.negotiated.is_none() => {
-                match sdp::parse(&body).and_then(|a| sdp::accept_answer(&a)) {
+                let answer = sdp::parse(&body)
+                    .and_then(|a| sdp::accept_answer_with(&a, &self.offered_crypto, self.policy));
+                match answer {
                     Ok(n) => {
                         self.apply(n);
                         info!(codec = n.codec.name(), remote = %n.remote, flow = self.run.flow_name(), "answer received in ACK");
@@ -548,15 +564,33 @@ impl CallState {
         }
     }
 
+    /// An offer of ours (the INVITE or a re-INVITE came without one), with
+    /// SDES lines when the trunk's rule allows (the call's key if it has one).
+    fn our_offer(&mut self) -> Vec<u8> {
+        let key = self
+            .negotiated
+            .and_then(|n| n.srtp)
+            .map(|s| s.local)
+            .filter(|k| k.as_bytes().len() == 30)
+            .unwrap_or_else(|| {
+                sdp::crypto::KeySalt::random(sdp::crypto::Suite::AesCm128HmacSha1_80)
+            });
+        let (lines, savp) = sdp::crypto::offer_lines(self.policy, key);
+        let offer = sdp::offer_with(&mut self.origin, self.port, &lines, savp);
+        self.offered_crypto = lines;
+        offer
+    }
+
     fn on_reinvite(&mut self, body: Option<Vec<u8>>) {
         let Some(body) = body else {
             // A re-INVITE without SDP asks for a fresh offer; we keep it simple
             // and offer what we offered first time.
-            let offer = sdp::offer(&mut self.origin, self.port);
+            let offer = self.our_offer();
             self.out.push_back(Do::Answer(offer));
             return;
         };
-        match sdp::parse(&body).and_then(|o| sdp::negotiate(&o)) {
+        let local = self.negotiated.and_then(|n| n.srtp).map(|s| s.local);
+        match sdp::parse(&body).and_then(|o| sdp::negotiate_with(&o, self.policy, local)) {
             Ok(n) => {
                 info!(direction = ?n.direction, remote = %n.remote, "re-INVITE");
                 self.apply(n);
@@ -748,6 +782,8 @@ impl CallState {
             over_tcp: false,
             headers: Vec::new(),
             auth: None,
+            crypto: Vec::new(),
+            savp: false,
         };
         self.open_leg(PendingLeg {
             purpose,

@@ -127,6 +127,7 @@ impl Sim {
                 peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 symmetric: true,
                 media_port: 20000,
+                secure: false,
             },
             now,
             jiff::Timestamp::from_second(1_790_000_000).unwrap(),
@@ -265,6 +266,7 @@ impl Sim {
                     uri: format!("sip:{a}@127.0.0.1:{}", 5070 + i),
                     source: SocketAddr::from(([127, 0, 0, 1], 5070 + i as u16)),
                     tcp: false,
+                    tls: false,
                 }],
             })
             .collect();

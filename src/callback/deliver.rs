@@ -305,6 +305,8 @@ impl Attempt {
                     over_tcp: contact.tcp,
                     headers: headers.clone(),
                     auth: None,
+                    crypto: Vec::new(),
+                    savp: false,
                 };
                 leg.dial(&self.ctx.dialer, call, Some(a.agent.clone()));
             }
@@ -334,6 +336,8 @@ impl Attempt {
             over_tcp: false,
             headers: Vec::new(),
             auth,
+            crypto: Vec::new(),
+            savp: false,
         };
         info!(callback = cb.id, attempt = n, %target, trunk = %self.trunk, "calling the customer back");
         let mut customer = Leg::new(

@@ -69,6 +69,19 @@ pub struct Config {
     pub dns: DnsConfig,
 }
 
+/// `media-encryption` of a trunk or an agent: SRTP with SDES keys.
+/// `optional` answers an offer with `a=crypto` (RTP/AVP or RTP/SAVP) in
+/// kind and offers RTP/AVP with `a=crypto`; `required` answers only such
+/// offers (`488` otherwise) and offers RTP/SAVP. Keys go only over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaEncryption {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
 /// `dns:`: who resolves trunks' and phones' host names (RFC 3263).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -373,6 +386,13 @@ pub struct Trunk {
     #[serde(default)]
     pub dial_plan: crate::dialplan::DialPlan,
     /// How calls are placed over this trunk (callbacks); unset: never.
+    /// SRTP with SDES keys (RFC 4568) on calls from (and over) it.
+    #[serde(default)]
+    pub media_encryption: MediaEncryption,
+    /// SDES keys travel in the SDP: only over TLS, unless this is set, in
+    /// which case anyone who sees the SIP can decrypt the audio.
+    #[serde(default)]
+    pub insecure_media_keys_over_plain_sip: bool,
     #[serde(default)]
     pub outbound: Option<Outbound>,
     /// Caps on the calls this trunk brings in.
@@ -690,6 +710,12 @@ pub struct Agent {
     #[serde(default)]
     pub shift: Option<String>,
     /// Logged in as soon as a softphone registers (the demo's agents).
+    /// SRTP with SDES keys (RFC 4568) towards the agent's phones.
+    #[serde(default)]
+    pub media_encryption: MediaEncryption,
+    /// As for a trunk: keys outside TLS only when this says so.
+    #[serde(default)]
+    pub insecure_media_keys_over_plain_sip: bool,
     #[serde(default)]
     pub auto_login: bool,
 }

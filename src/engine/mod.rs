@@ -211,6 +211,7 @@ pub async fn run(
                             uri: b.contact.clone(),
                             source: b.source,
                             tcp: b.transport.is_reliable(),
+                            tls: b.transport == crate::sip::Transport::Tls,
                         })
                         .collect(),
                 })

@@ -315,6 +315,7 @@ pub fn stream_of(
         receive: n.we_receive(),
         symmetric,
         signalling,
+        srtp: n.srtp,
     }
 }
 

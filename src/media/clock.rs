@@ -79,6 +79,9 @@ pub struct StreamConfig {
     pub symmetric: bool,
     /// The IP the peer's SIP comes from: its RTP may come from there too.
     pub signalling: Option<std::net::IpAddr>,
+    /// SRTP keys, when the leg is encrypted: nothing unauthenticated is
+    /// taken, nothing leaves in clear.
+    pub srtp: Option<crate::sdp::crypto::Srtp>,
 }
 
 /// Counters the operator graphs.
@@ -87,6 +90,8 @@ pub struct MediaStats {
     pub packets_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub packets_bad: AtomicU64,
+    /// Packets on an SRTP leg that failed authentication.
+    pub packets_unauthenticated: AtomicU64,
     pub send_errors: AtomicU64,
     /// Sequence numbers skipped (packets that never came).
     pub packets_lost: AtomicU64,
@@ -256,6 +261,10 @@ pub(crate) struct Channel {
     outbox: Vec<Frame>,
     /// Audio from the bridged peer, in our codec, sent one frame per tick.
     relay: std::collections::VecDeque<Frame>,
+    /// The leg's SRTP contexts, when its stream has keys.
+    srtp: Option<super::srtp::Session>,
+    /// A protected packet on its way out.
+    sealed: Vec<u8>,
 }
 
 impl Channel {
@@ -285,6 +294,8 @@ impl Channel {
             bridge: None,
             outbox: Vec::new(),
             relay: std::collections::VecDeque::new(),
+            srtp: None,
+            sealed: Vec::with_capacity(256),
         }
     }
 
@@ -306,7 +317,23 @@ impl Channel {
 
     fn apply(&mut self, cmd: ChannelCommand, now: Instant) {
         match cmd {
-            ChannelCommand::Configure(cfg) => {
+            ChannelCommand::Configure(mut cfg) => {
+                // New keys (or none): new contexts; the same keys keep
+                // theirs (a re-INVITE that changed nothing else).
+                if self.srtp.as_ref().map(|s| s.keys) != cfg.srtp {
+                    self.srtp = match cfg.srtp {
+                        Some(keys) => match super::srtp::Session::new(keys) {
+                            Ok(s) => Some(s),
+                            Err(e) => {
+                                // Never in clear what was agreed encrypted.
+                                tracing::error!(error = %e, "SRTP contexts not made; the leg sends nothing");
+                                cfg.send = false;
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                }
                 let resumed = cfg.send && !self.stream.is_some_and(|s| s.send);
                 self.marker |= resumed;
                 // The answer starts learning; a re-INVITE opens a new window.
@@ -410,11 +437,28 @@ impl Channel {
     /// Reads and handles one datagram; `false` when none was waiting (or the
     /// socket failed).
     fn receive_one(&mut self, buf: &mut [u8], stats: &MediaStats, now: Instant) -> bool {
-        let (n, from) = match self.socket.recv_from(buf) {
+        let (mut n, from) = match self.socket.recv_from(buf) {
             Ok(got) => got,
             // An ICMP error for an earlier send to the connected peer.
             Err(e) => return e.kind() == std::io::ErrorKind::ConnectionRefused,
         };
+        if self.stream.is_some_and(|s| s.srtp.is_some()) {
+            // Only what authenticates is taken (and may teach the peer's
+            // address): forged, replayed and plain packets are dropped.
+            if rtp::parse(&buf[..n]).is_none() {
+                stats.packets_bad.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            match self.srtp.as_mut().and_then(|s| s.unprotect(buf, n)) {
+                Some(plain) => n = plain,
+                None => {
+                    stats
+                        .packets_unauthenticated
+                        .fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+            }
+        }
         let Some((info, payload)) = rtp::parse(&buf[..n]) else {
             stats.packets_bad.fetch_add(1, Ordering::Relaxed);
             return true;
@@ -785,10 +829,23 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats, music: u64) {
     }
     ch.seq = ch.seq.wrapping_add(1);
     let to = ch.learning.as_ref().map_or(stream.remote, |l| l.send_to());
-    let sent = if ch.connected == Some(to) {
-        ch.socket.send(&wbuf[..len])
+    let packet: &[u8] = if stream.srtp.is_some() {
+        let sealed = ch
+            .srtp
+            .as_mut()
+            .and_then(|s| s.protect(&wbuf[..len], &mut ch.sealed));
+        if sealed.is_none() {
+            stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        &ch.sealed
     } else {
-        ch.socket.send_to(&wbuf[..len], to)
+        &wbuf[..len]
+    };
+    let sent = if ch.connected == Some(to) {
+        ch.socket.send(packet)
+    } else {
+        ch.socket.send_to(packet, to)
     };
     match sent {
         Ok(_) => {

@@ -10,6 +10,7 @@ pub mod learn;
 pub mod ports;
 pub mod prompt;
 pub mod rtp;
+pub mod srtp;
 pub mod wav;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -5,6 +5,10 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
+pub mod crypto;
+
+use crypto::{Crypto, Policy, Srtp};
+
 /// The audio codecs the engine speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Codec {
@@ -82,6 +86,8 @@ pub enum SdpError {
     NoConnection,
     #[error("no codec in common (offered payload types: {0})")]
     NoCommonCodec(String),
+    #[error("{0}")]
+    Crypto(#[from] crypto::CryptoRefusal),
 }
 
 /// The parts of a session description the engine uses: its first audio stream.
@@ -98,6 +104,10 @@ pub struct AudioOffer {
     pub ptime: Option<u32>,
     /// `c=... 0.0.0.0`: RFC 2543 hold.
     pub null_address: bool,
+    /// The m= line's protocol is `RTP/SAVP` (SRTP).
+    pub savp: bool,
+    /// Its usable `a=crypto` lines (SDES keys), in the offerer's order.
+    pub crypto: Vec<Crypto>,
 }
 
 impl AudioOffer {
@@ -166,7 +176,8 @@ pub fn parse(body: &[u8]) -> Result<AudioOffer, SdpError> {
                     .and_then(|p| p.split('/').next())
                     .and_then(|p| p.parse::<u16>().ok())
                     .ok_or_else(|| syntax("bad port on m= line"))?;
-                let _proto = parts.next().ok_or_else(|| syntax("missing protocol"))?;
+                let proto = parts.next().ok_or_else(|| syntax("missing protocol"))?;
+                let savp = proto.to_ascii_uppercase().contains("SAVP");
                 let formats = parts
                     .map(|f| f.parse::<u8>().map_err(|_| syntax("bad payload type")))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -180,6 +191,8 @@ pub fn parse(body: &[u8]) -> Result<AudioOffer, SdpError> {
                     direction: session_dir,
                     ptime: None,
                     null_address: false,
+                    savp,
+                    crypto: Vec::new(),
                 });
             }
             "c" => {
@@ -220,6 +233,10 @@ pub fn parse(body: &[u8]) -> Result<AudioOffer, SdpError> {
                             }
                         } else if name == "ptime" {
                             a.ptime = arg.trim().parse().ok();
+                        } else if name == "crypto" {
+                            if let Some(c) = crypto::parse_line(arg) {
+                                a.crypto.push(c);
+                            }
                         }
                     }
                     _ if !seen_audio => {
@@ -252,6 +269,8 @@ pub struct Negotiated {
     /// The direction of our answer (or the remote's answer to our offer, as
     /// seen from the remote).
     pub direction: Direction,
+    /// SRTP, when agreed (keys: ours to send, theirs to receive).
+    pub srtp: Option<Srtp>,
 }
 
 impl Negotiated {
@@ -267,8 +286,26 @@ impl Negotiated {
     }
 }
 
-/// Picks the first offered codec we support, and telephone-event if offered.
+/// Picks the first offered codec we support, and telephone-event if
+/// offered; plain RTP (an `RTP/SAVP` offer is refused).
 pub fn negotiate(offer: &AudioOffer) -> Result<Negotiated, SdpError> {
+    negotiate_with(offer, Policy::NONE, None)
+}
+
+/// As [`negotiate`], answering the offer's SRTP as `policy` allows, with
+/// `local` as our key when the call already has one.
+pub fn negotiate_with(
+    offer: &AudioOffer,
+    policy: Policy,
+    local: Option<crypto::KeySalt>,
+) -> Result<Negotiated, SdpError> {
+    let srtp = crypto::answer_offer(offer.savp, &offer.crypto, policy, local)?;
+    let mut n = negotiate_plain(offer)?;
+    n.srtp = srtp;
+    Ok(n)
+}
+
+fn negotiate_plain(offer: &AudioOffer) -> Result<Negotiated, SdpError> {
     if offer.port == 0 {
         return Err(SdpError::NoCommonCodec(
             "audio stream refused (port 0)".into(),
@@ -303,12 +340,24 @@ pub fn negotiate(offer: &AudioOffer) -> Result<Negotiated, SdpError> {
         dtmf_pt,
         remote: offer.socket_addr(),
         direction: offer.effective_direction().answer(),
+        srtp: None,
     })
 }
 
 /// Reads the remote's answer to our offer (made with [`offer`]).
 pub fn accept_answer(answer: &AudioOffer) -> Result<Negotiated, SdpError> {
-    let mut n = negotiate(answer)?;
+    accept_answer_with(answer, &[], Policy::NONE)
+}
+
+/// As [`accept_answer`], for an offer of ours with `ours` as its
+/// `a=crypto` lines.
+pub fn accept_answer_with(
+    answer: &AudioOffer,
+    ours: &[Crypto],
+    policy: Policy,
+) -> Result<Negotiated, SdpError> {
+    let mut n = negotiate_plain(answer)?;
+    n.srtp = crypto::accept_answer(&answer.crypto, ours, answer.savp, policy)?;
     // The remote's direction is from its side; ours is the mirror.
     n.direction = answer.effective_direction().answer();
     Ok(n)
@@ -350,7 +399,12 @@ fn header(origin: &mut Origin, out: &mut String) {
 pub fn answer(origin: &mut Origin, port: u16, n: &Negotiated) -> Vec<u8> {
     let mut out = String::with_capacity(256);
     header(origin, &mut out);
-    let _ = write!(out, "m=audio {port} RTP/AVP {}", n.payload_type);
+    let proto = if n.srtp.is_some_and(|s| s.savp) {
+        "RTP/SAVP"
+    } else {
+        "RTP/AVP"
+    };
+    let _ = write!(out, "m=audio {port} {proto} {}", n.payload_type);
     if let Some(te) = n.dtmf_pt {
         let _ = write!(out, " {te}");
     }
@@ -366,20 +420,38 @@ pub fn answer(origin: &mut Origin, port: u16, n: &Negotiated) -> Vec<u8> {
             "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
         );
     }
+    if let Some(s) = n.srtp {
+        let line = crypto::line(&Crypto {
+            tag: s.tag,
+            suite: s.suite,
+            key: s.local,
+        });
+        let _ = write!(out, "a={line}\r\n");
+    }
     let _ = write!(out, "a=ptime:20\r\na={}\r\n", n.direction.attribute());
     out.into_bytes()
 }
 
 /// Our offer, for an INVITE that came without one.
 pub fn offer(origin: &mut Origin, port: u16) -> Vec<u8> {
+    offer_with(origin, port, &[], false)
+}
+
+/// Our offer with `crypto` lines (SDES), as `RTP/SAVP` when `savp`.
+pub fn offer_with(origin: &mut Origin, port: u16, crypto: &[Crypto], savp: bool) -> Vec<u8> {
     let mut out = String::with_capacity(256);
     header(origin, &mut out);
     let te = OFFER_DTMF_PT;
+    let proto = if savp { "RTP/SAVP" } else { "RTP/AVP" };
     let _ = write!(
         out,
-        "m=audio {port} RTP/AVP 0 8 {te}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
+        "m=audio {port} {proto} 0 8 {te}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
     );
+    for c in crypto {
+        let _ = write!(out, "a={}\r\n", crypto::line(c));
+    }
+    out.push_str("a=ptime:20\r\na=sendrecv\r\n");
     out.into_bytes()
 }
 

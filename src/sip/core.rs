@@ -835,6 +835,7 @@ impl SipCore {
             dialed,
             trunk,
             source: from.addr,
+            secure: from.transport == Transport::Tls,
             offer: (!req.body.is_empty()).then(|| req.body.clone()),
             dialog: DialogHandle {
                 id,

@@ -21,6 +21,8 @@ pub struct IncomingCall {
     pub dialed: String,
     pub trunk: String,
     pub source: SocketAddr,
+    /// The INVITE came over TLS: SDES keys may be exchanged.
+    pub secure: bool,
     /// The SDP offer, when the INVITE carried one.
     pub offer: Option<Vec<u8>>,
     pub dialog: DialogHandle,
@@ -89,6 +91,10 @@ pub struct OutboundCall {
     pub headers: Vec<(String, String)>,
     /// Answer a `401`/`407` challenge with this account (a trunk's).
     pub auth: Option<Account>,
+    /// SDES lines to offer (SRTP), and whether as `RTP/SAVP`: what the
+    /// target's media encryption rule asks for.
+    pub crypto: Vec<crate::sdp::crypto::Crypto>,
+    pub savp: bool,
 }
 
 /// A SIP account Hotline authenticates with (digest).
