@@ -8,6 +8,11 @@
 #
 #   scripts/bench-ivr.sh                 # steps 250 500 1000 2000 3000, 30 s each
 #   STEPS="500 1000" HOLD=20 scripts/bench-ivr.sh
+#   SRTP=1 CALLER_AUDIO=0 scripts/bench-ivr.sh  # the same with SRTP: callers
+#                                         # offer a=crypto (SDES, keys over UDP on
+#                                         # this bench trunk only) and the engine
+#                                         # protects every packet it sends; SIPp
+#                                         # cannot decrypt, so callers stay silent
 #   CALLER_AUDIO=0 scripts/bench-ivr.sh  # callers send no RTP (the engine still
 #                                         # sends every call's audio): SIPp's RTP
 #                                         # streaming costs ~0.07 % of a core per
@@ -25,6 +30,10 @@ SAMPLE=${SAMPLE:-20}      # calls whose audio goes to the sink
 SIP_PORT=${SIP_PORT:-35060}
 SINK_PORT=${SINK_PORT:-39000}
 CALLER_AUDIO=${CALLER_AUDIO:-1}
+SRTP=${SRTP:-0}
+if [ "$SRTP" = 1 ] && [ "$CALLER_AUDIO" = 1 ]; then
+  echo "SRTP=1 needs CALLER_AUDIO=0 (SIPp cannot send SRTP)" >&2; exit 1
+fi
 
 command -v sipp >/dev/null || { echo "needs SIPp: apt-get install -y sip-tester" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -46,6 +55,8 @@ trunks:
   - name: bench
     allow: [127.0.0.0/8]
     symmetric-rtp: false
+    media-encryption: $([ "$SRTP" = 1 ] && echo optional || echo none)
+    insecure-media-keys-over-plain-sip: true
 flows-dir: $work/flows
 routes: { default: hold }
 queues:
@@ -60,6 +71,15 @@ mkdir -p "$work/flows"
 printf 'entry: hold\nnodes:\n  hold: { queue: bench }\n' > "$work/flows/hold.yaml"
 # The sample callers send no RTP, so their SDP port (the sink) is where audio goes.
 sed "s/m=audio \[media_port\]/m=audio $SINK_PORT/" sipp-scenarios/caller-basic.xml > "$work/sample.xml"
+# With SRTP the callers offer an SDES key (a fixed one: SIPp never uses it).
+key="a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"
+cp sipp-scenarios/caller-basic.xml "$work/caller-basic.xml"
+if [ "$SRTP" = 1 ]; then
+  for f in "$work/sample.xml" "$work/caller-basic.xml"; do
+    sed -i "s|^\( *\)a=rtpmap:0 PCMU/8000|&\n\1$key|" "$f"
+  done
+  grep -q "a=crypto" "$work/caller-basic.xml" || { echo "no a=crypto in the scenario" >&2; exit 1; }
+fi
 
 clk=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -82,7 +102,7 @@ for n in $STEPS; do
     -m "$SAMPLE" -r "$SAMPLE" -l "$SAMPLE" -i 127.0.0.1 -p 35100 -mp 35200 -cp 35300 \
     -nostdin -timeout $((HOLD + ramp + 40))s 127.0.0.1:$SIP_PORT > "$work/sample.out" 2>&1 &
   samplepid=$!
-  if [ "$CALLER_AUDIO" = 1 ]; then scenario=caller-load.xml; else scenario=caller-basic.xml; fi
+  if [ "$CALLER_AUDIO" = 1 ]; then scenario=caller-load.xml; else scenario=$work/caller-basic.xml; fi
   (cd sipp-scenarios && timeout $((HOLD + ramp + 60)) sipp -sf "$scenario" -s 100 -d $((HOLD * 1000)) \
     -m "$load" -r "$RATE" -l "$load" -i 127.0.0.1 -p 35400 -mp 35500 -cp 35600 \
     -rtp_threadtasks 1 \

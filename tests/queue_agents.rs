@@ -667,3 +667,85 @@ fn when_the_agent_hangs_up_first_the_caller_is_asked_the_survey_and_it_counts_fo
     let k = hotline::kpi::compute(&[&cdr], &answers, hotline::kpi::Thresholds::default());
     assert_eq!((k.answered, k.surveys, k.nps), (1, 1, Some(100.0)));
 }
+
+#[test]
+fn a_caller_who_withholds_their_number_reaches_the_agent_as_anonymous() {
+    // The carrier (127.0.0.1) is trusted to assert identities; another
+    // trunk (127.0.0.2) is not.
+    let engine = Engine::with_flows_and_trunks(
+        &[("main", "entry: q\nnodes:\n  q: { queue: support }\n")],
+        "trunks:\n  - name: carrier\n    allow: [127.0.0.1/32]\n    trust-identity: true\n    symmetric-rtp: false\n  - name: other\n    allow: [127.0.0.2/32]\n",
+        "agents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
+    );
+    let port = common::Ports::next().spare(0);
+    register(&engine, "1001", port);
+    let seen = engine.dir.join("agent-messages.log");
+    let agent = common::sipp_side(
+        &[
+            "-sf",
+            &scenario("agent-answer.xml").display().to_string(),
+            "-rtp_echo",
+            "-trace_msg",
+            "-message_file",
+            &seen.display().to_string(),
+        ],
+        port,
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // The carrier asserts +12025550123 and the caller asks for privacy.
+    let sink = engine.ports.spare(0);
+    let sc = keys_scenario_with(&engine, "caller.xml", sink, &[], 1500, false);
+    let text = std::fs::read_to_string(&sc).unwrap().replacen(
+        "CSeq: 1 INVITE\n",
+        "CSeq: 1 INVITE\n      P-Asserted-Identity: <sip:+12025550123@127.0.0.1>\n      Privacy: id\n",
+        1,
+    );
+    std::fs::write(&sc, text).unwrap();
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "{out}\n{}", engine.log());
+    let messages = std::fs::read_to_string(&seen).unwrap();
+    let invite = messages
+        .split("INVITE sip:")
+        .nth(1)
+        .expect("the agent got the INVITE");
+    let invite = &invite[..invite.find("\n\n").unwrap_or(invite.len())];
+    assert!(!messages.contains("2025550123"), "{messages}");
+    assert!(!invite.contains("sipp@"), "the From user leaked: {invite}");
+    assert!(
+        invite.contains("From: \"anonymous\" <sip:anonymous@"),
+        "{invite}"
+    );
+    assert!(
+        invite.contains("X-Hotline-Var-caller: anonymous"),
+        "{invite}"
+    );
+    // The operator's record has the asserted number.
+    let (_, body) = common::api_get(&engine, "/api/cdrs?since=1h");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(records[0]["caller"], "+12025550123", "{records:?}");
+
+    // From a trunk not trusted, the asserted identity is not believed.
+    let s = common::raw::peer_at("127.0.0.2", sink);
+    let msg = common::raw::invite(
+        sink,
+        "untrusted-pai",
+        "P-Asserted-Identity: <sip:+12025559999@x>\r\n",
+    )
+    .replace("127.0.0.1:", "127.0.0.2:");
+    s.send_to(msg.as_bytes(), engine.sip).unwrap();
+    let got = common::raw::collect(&s, Duration::from_millis(500));
+    assert!(!common::raw::responses(&got, 200).is_empty(), "{got:?}");
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, body) = common::api_get(&engine, "/api/calls");
+        if body.contains("untrusted-pai") {
+            assert!(body.contains("\"caller\":\"t\""), "{body}");
+            assert!(!body.contains("2025559999"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "{body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -234,6 +234,7 @@ impl Driver {
             dialed,
             source,
             secure,
+            hidden,
             ..
         } = call;
         let set: Arc<FlowSet> = ctx.flows.borrow().clone();
@@ -290,7 +291,14 @@ impl Driver {
                 flows: set,
                 flow,
                 call_id: call_id.clone(),
-                caller: caller.clone(),
+                // What agents, the flow and the screen pop see: nothing of
+                // a caller who withheld their identity. The record and the
+                // history lookup keep the number (operator data).
+                caller: if hidden {
+                    "anonymous".to_owned()
+                } else {
+                    caller.clone()
+                },
                 dialed,
                 trunk,
                 peer_ip: source.ip(),

@@ -386,6 +386,11 @@ pub struct Trunk {
     #[serde(default)]
     pub dial_plan: crate::dialplan::DialPlan,
     /// How calls are placed over this trunk (callbacks); unset: never.
+    /// The trunk is in our trust domain (RFC 3325): its
+    /// `P-Asserted-Identity` is the caller's number. From others it is
+    /// ignored (the From user is used).
+    #[serde(default)]
+    pub trust_identity: bool,
     /// SRTP with SDES keys (RFC 4568) on calls from (and over) it.
     #[serde(default)]
     pub media_encryption: MediaEncryption,

@@ -815,11 +815,23 @@ impl SipCore {
         self.reply(tx, &req, 100, None);
 
         let from_hdr = req.headers.get("From").and_then(NameAddr::parse);
-        let caller = from_hdr
+        let from_user = from_hdr
             .as_ref()
             .and_then(|f| SipUri::parse(&f.uri))
             .and_then(|u| u.user)
             .unwrap_or_else(|| "anonymous".into());
+        // A trusted trunk's asserted identity is the caller's number.
+        let trusted = self
+            .config
+            .trunks
+            .iter()
+            .any(|t| t.name == trunk && t.trust_identity);
+        let caller = trusted
+            .then(|| super::identity::asserted_user(&req.headers))
+            .flatten()
+            .unwrap_or(from_user);
+        let hidden =
+            super::identity::withheld(&req.headers) || caller.eq_ignore_ascii_case("anonymous");
         let caller_name = from_hdr.and_then(|f| f.display);
         let dialed = SipUri::parse(&req.uri)
             .and_then(|u| u.user)
@@ -836,6 +848,7 @@ impl SipCore {
             trunk,
             source: from.addr,
             secure: from.transport == Transport::Tls,
+            hidden,
             offer: (!req.body.is_empty()).then(|| req.body.clone()),
             dialog: DialogHandle {
                 id,
@@ -1802,13 +1815,43 @@ impl SipCore {
         headers.push("Contact", self.contact(transport));
         headers.push("User-Agent", self.config.sip.user_agent.clone());
         headers.push("Allow", reply::ALLOW);
-        for (k, v) in &call.headers {
+        let mut extra: Vec<(String, String)> = call
+            .headers
+            .iter()
             // Only token names and printable values: these come from callers.
-            let name_ok = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-            let value: String = v.chars().filter(|c| !c.is_control()).take(256).collect();
-            if name_ok {
-                headers.push(k.clone(), value);
+            .filter(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.chars().filter(|c| !c.is_control()).take(256).collect(),
+                )
+            })
+            .collect();
+        if transport == Transport::Udp {
+            // Within RFC 3261 §18.1.1's size for UDP: the IVR's variables
+            // give way (a phone registered over TCP or TLS gets them all).
+            let mut probe = Request {
+                method: Method::Invite,
+                uri: call.target.clone(),
+                headers: headers.clone(),
+                body: call.sdp.clone(),
+            };
+            for (k, v) in &extra {
+                probe.headers.push(k.clone(), v.clone());
             }
+            let size = probe.to_bytes().len() + 120;
+            let dropped =
+                super::identity::fit_for_udp(&mut extra, size, super::identity::UDP_LIMIT);
+            if dropped > 0 {
+                warn!(%call_id, dropped, "screen pop variables left out to keep the INVITE within UDP's size");
+                metrics::counter!("hotline_sip_screen_pop_trimmed_total").increment(1);
+                extra.push(("X-Hotline-Vars-Omitted".to_owned(), dropped.to_string()));
+            }
+        }
+        for (k, v) in extra {
+            headers.push(k, v);
         }
         for (k, v) in session_timer::invite_headers(self.timer_settings(), 0) {
             headers.push(k, v);

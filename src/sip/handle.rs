@@ -23,6 +23,9 @@ pub struct IncomingCall {
     pub source: SocketAddr,
     /// The INVITE came over TLS: SDES keys may be exchanged.
     pub secure: bool,
+    /// The caller asked for their identity to be withheld (`Privacy: id`,
+    /// `user` or `header`, or an anonymous From): agents never see it.
+    pub hidden: bool,
     /// The SDP offer, when the INVITE carried one.
     pub offer: Option<Vec<u8>>,
     pub dialog: DialogHandle,

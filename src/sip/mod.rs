@@ -8,6 +8,7 @@ pub mod digest;
 pub mod dns;
 pub mod handle;
 pub mod header;
+pub mod identity;
 pub mod limits;
 pub mod message;
 pub mod registrar;
