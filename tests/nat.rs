@@ -1,0 +1,267 @@
+//! An agent working from home, behind a router that masquerades: a "home"
+//! network namespace (192.168.77.2) whose only way out is a "router"
+//! namespace doing NAT (nftables `masquerade`) onto a veth pair to the
+//! engine. The router forgets a UDP mapping after 10 s of silence
+//! (`nf_conntrack_udp_timeout` and `_stream` set to 10 s), so only the
+//! engine's keep-alives (every 5 s here) keep the agent reachable. baresip
+//! registers from home, waits three of those timeouts, takes a queued
+//! call, and both sides hear each other: what baresip heard (its sndfile
+//! recording) is the caller's audio, and the caller hears baresip's.
+//! Needs root.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::netns::sh;
+use common::{keys_scenario_with, rtp_sink, Engine};
+
+/// The two namespaces and their links, removed on drop.
+struct Home {
+    router: String,
+    home: String,
+    /// The engine's address on the link to the router.
+    host_ip: String,
+    /// The router's address there: what the engine sees of the agent.
+    public_ip: String,
+    home_ip: String,
+    home_dev: String,
+}
+
+impl Home {
+    fn new() -> Home {
+        let pid = std::process::id();
+        let (router, home) = (format!("hlr{pid}"), format!("hlm{pid}"));
+        let n = pid % 16000;
+        let (a, b) = (n / 64, (n % 64) * 4);
+        let host_ip = format!("10.201.{a}.{}", b + 1);
+        let public_ip = format!("10.201.{a}.{}", b + 2);
+        let home_ip = "192.168.77.2".to_owned();
+        let (wan_host, wan_router) = (format!("{router}h"), format!("{router}w"));
+        let (lan_router, lan_home) = (format!("{router}l"), format!("{home}i"));
+        for ns in [&router, &home] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip").args(["link", "del", &wan_host]).output();
+        let h = Home {
+            router: router.clone(),
+            home: home.clone(),
+            host_ip: host_ip.clone(),
+            public_ip: public_ip.clone(),
+            home_ip: home_ip.clone(),
+            home_dev: lan_home.clone(),
+        };
+        sh(&format!("ip netns add {router} && ip netns add {home}"));
+        sh(&format!(
+            "ip link add {wan_host} type veth peer name {wan_router}"
+        ));
+        sh(&format!("ip link set {wan_router} netns {router}"));
+        sh(&format!(
+            "ip addr add {host_ip}/30 dev {wan_host} && ip link set {wan_host} up"
+        ));
+        sh(&format!(
+            "ip link add {lan_router} type veth peer name {lan_home}"
+        ));
+        sh(&format!(
+            "ip link set {lan_router} netns {router} && ip link set {lan_home} netns {home}"
+        ));
+        let r = format!("ip netns exec {router}");
+        sh(&format!("{r} ip addr add {public_ip}/30 dev {wan_router}"));
+        sh(&format!("{r} ip addr add 192.168.77.1/24 dev {lan_router}"));
+        sh(&format!("{r} ip link set {wan_router} up && {r} ip link set {lan_router} up && {r} ip link set lo up"));
+        sh(&format!("{r} sysctl -qw net.ipv4.ip_forward=1"));
+        let nat = format!(
+            "table ip nat {{\n  chain post {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{wan_router}\" masquerade\n  }}\n}}\n"
+        );
+        let file = std::env::temp_dir().join(format!("hotline-nat-{pid}.nft"));
+        std::fs::write(&file, nat).unwrap();
+        sh(&format!("{r} nft -f {}", file.display()));
+        let _ = std::fs::remove_file(&file);
+        // The router forgets a mapping after 10 s without a packet.
+        sh(&format!(
+            "{r} sysctl -qw net.netfilter.nf_conntrack_udp_timeout=10 net.netfilter.nf_conntrack_udp_timeout_stream=10"
+        ));
+        let m = format!("ip netns exec {home}");
+        sh(&format!("{m} ip addr add {home_ip}/24 dev {lan_home}"));
+        sh(&format!(
+            "{m} ip link set {lan_home} up && {m} ip link set lo up"
+        ));
+        sh(&format!("{m} ip route add default via 192.168.77.1"));
+        h
+    }
+
+    /// A router setting, read back.
+    fn router_sysctl(&self, key: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.router, "sysctl", "-n", key])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        for ns in [&self.home, &self.router] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("{}h", self.router)])
+            .output();
+    }
+}
+
+struct Baresip(Child);
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_agent_behind_a_masquerading_router_stays_reachable_and_both_sides_hear() {
+    common::require("baresip", "baresip-core");
+    common::require("nft", "nftables");
+    let net = Home::new();
+    assert_eq!(
+        net.router_sysctl("net.netfilter.nf_conntrack_udp_timeout"),
+        "10"
+    );
+    assert_eq!(
+        net.router_sysctl("net.netfilter.nf_conntrack_udp_timeout_stream"),
+        "10"
+    );
+    let dir = std::env::temp_dir().join(format!("hotline-nat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("conf")).unwrap();
+    std::fs::create_dir_all(dir.join("rec")).unwrap();
+    std::fs::write(
+        dir.join("q.yaml"),
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+    )
+    .unwrap();
+    let engine = Engine::start_at(
+        &net.host_ip,
+        "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n    symmetric-rtp: false\n",
+        &format!(
+            "rtp: {{ bind: {} }}\nflows-dir: {}\nroutes: {{ default: q }}\nqueues:\n  support: {{ announce-position: false }}\nagents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\nregistrar: {{ algorithms: [MD5], keepalive: 5s }}\n",
+            net.host_ip,
+            dir.display()
+        ),
+    );
+    let root = common::root();
+    std::fs::write(
+        dir.join("conf/config"),
+        format!(
+            "sip_listen {}:5070\nnet_interface {}\naudio_source aufile,{}\naudio_player aufile,/dev/null\naudio_alert aufile,/dev/null\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nsnd_path {}\n",
+            net.home_ip,
+            net.home_dev,
+            root.join("sounds/greeting.wav").display(),
+            dir.join("rec").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("conf/accounts"),
+        format!(
+            "<sip:1001@{}>;auth_user=1001;auth_pass=1001pass;answermode=auto;audio_codecs=PCMU;regint=600\n",
+            engine.sip
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
+    let _phone = Baresip(
+        Command::new("ip")
+            .args(["netns", "exec", &net.home, "baresip", "-4", "-f"])
+            .arg(dir.join("conf"))
+            .args(["-t", "90"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("cannot start baresip"),
+    );
+    // The engine sees the agent at the router's public address.
+    assert!(
+        engine.wait_log(
+            &format!("source={}:", net.public_ip),
+            Duration::from_secs(10)
+        ),
+        "baresip did not register through the router:\n{}\n{}",
+        engine.log(),
+        std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default()
+    );
+    // Three conntrack timeouts: only the keep-alives keep the mapping.
+    std::thread::sleep(Duration::from_secs(30));
+    let log = engine.log();
+    assert!(!log.contains("stopped answering OPTIONS"), "{log}");
+
+    // A caller on the host; the agent at home answers.
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(6));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 3000, true);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let report = sink.join().unwrap();
+    assert!(
+        engine.log().contains("answered; caller bridged"),
+        "{}",
+        engine.log()
+    );
+    // The caller heard the agent (baresip's greeting).
+    let received: Vec<i16> = common::payloads_of_busiest(&report)
+        .iter()
+        .flat_map(|p| {
+            p.iter()
+                .map(|&b| hotline::media::g711::ulaw_decode(b))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        received.len() > 8000,
+        "the caller heard {} samples",
+        received.len()
+    );
+    assert!(
+        received.iter().filter(|s| s.abs() > 500).count() > 1000,
+        "the caller heard silence"
+    );
+    // The agent heard the caller: baresip's recording holds the caller's
+    // audio, sample for sample.
+    std::thread::sleep(Duration::from_millis(500));
+    let heard_file = std::fs::read_dir(dir.join("rec"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .expect("baresip recorded nothing");
+    let heard = hotline::media::prompt::decode_file(&heard_file).unwrap();
+    let spoken: Vec<i16> = std::fs::read(common::scenario("load-audio.ulaw"))
+        .unwrap()
+        .iter()
+        .map(|&b| hotline::media::g711::ulaw_decode(b))
+        .collect();
+    let loud: Vec<usize> = (0..heard.len().saturating_sub(64))
+        .step_by(800)
+        .filter(|&i| heard[i..i + 64].iter().any(|s| s.abs() > 500))
+        .collect();
+    assert!(
+        !loud.is_empty(),
+        "the agent heard silence ({} samples)",
+        heard.len()
+    );
+    let found = loud.iter().filter(|&&i| {
+        let w = &heard[i..i + 64];
+        spoken.windows(64).any(|s| {
+            s.iter()
+                .zip(w)
+                .all(|(a, b)| (i32::from(*a) - i32::from(*b)).abs() <= 1)
+        })
+    });
+    assert!(
+        found.count() * 2 >= loud.len(),
+        "what the agent heard is not the caller's audio"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
