@@ -7,7 +7,9 @@
 //! registers from home, waits three of those timeouts, takes a queued
 //! call, and both sides hear each other: what baresip heard (its sndfile
 //! recording) is the caller's audio, and the caller hears baresip's.
-//! Needs root.
+//! And the engine itself behind one-to-one NAT (`sip.advertise`,
+//! `rtp.advertise`): a carrier that knows only the public address calls,
+//! hears the line and is heard. Needs root.
 
 mod common;
 
@@ -264,4 +266,135 @@ fn an_agent_behind_a_masquerading_router_stays_reachable_and_both_sides_hear() {
         "what the agent heard is not the caller's audio"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A data centre: the engine's namespace (10.10.0.2) behind an edge
+/// namespace that maps a public address to it one to one (DNAT in,
+/// SNAT out). Removed on drop.
+struct Edge {
+    edge: String,
+    dc: String,
+    host_ip: String,
+    public_ip: String,
+}
+
+impl Edge {
+    fn new() -> Edge {
+        let pid = std::process::id();
+        let (edge, dc) = (format!("hle{pid}"), format!("hld{pid}"));
+        let n = pid % 16000;
+        let (a, b) = (n / 64, (n % 64) * 4);
+        let host_ip = format!("10.202.{a}.{}", b + 1);
+        let public_ip = format!("10.202.{a}.{}", b + 2);
+        let (wan_host, wan_edge) = (format!("{edge}h"), format!("{edge}w"));
+        let (lan_edge, lan_dc) = (format!("{edge}l"), format!("{dc}i"));
+        for ns in [&edge, &dc] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip").args(["link", "del", &wan_host]).output();
+        let e = Edge {
+            edge: edge.clone(),
+            dc: dc.clone(),
+            host_ip: host_ip.clone(),
+            public_ip: public_ip.clone(),
+        };
+        sh(&format!("ip netns add {edge} && ip netns add {dc}"));
+        sh(&format!(
+            "ip link add {wan_host} type veth peer name {wan_edge}"
+        ));
+        sh(&format!("ip link set {wan_edge} netns {edge}"));
+        sh(&format!(
+            "ip addr add {host_ip}/30 dev {wan_host} && ip link set {wan_host} up"
+        ));
+        sh(&format!(
+            "ip link add {lan_edge} type veth peer name {lan_dc}"
+        ));
+        sh(&format!(
+            "ip link set {lan_edge} netns {edge} && ip link set {lan_dc} netns {dc}"
+        ));
+        let r = format!("ip netns exec {edge}");
+        sh(&format!("{r} ip addr add {public_ip}/30 dev {wan_edge}"));
+        sh(&format!("{r} ip addr add 10.10.0.1/24 dev {lan_edge}"));
+        sh(&format!("{r} ip link set {wan_edge} up && {r} ip link set {lan_edge} up && {r} ip link set lo up"));
+        sh(&format!("{r} sysctl -qw net.ipv4.ip_forward=1"));
+        let nat = format!(
+            "table ip nat {{\n  chain pre {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname \"{wan_edge}\" ip daddr {public_ip} dnat to 10.10.0.2\n  }}\n  chain post {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"{wan_edge}\" ip saddr 10.10.0.2 snat to {public_ip}\n  }}\n}}\n"
+        );
+        let file = std::env::temp_dir().join(format!("hotline-edge-{pid}.nft"));
+        std::fs::write(&file, nat).unwrap();
+        sh(&format!("{r} nft -f {}", file.display()));
+        let _ = std::fs::remove_file(&file);
+        let d = format!("ip netns exec {dc}");
+        sh(&format!("{d} ip addr add 10.10.0.2/24 dev {lan_dc}"));
+        sh(&format!(
+            "{d} ip link set {lan_dc} up && {d} ip link set lo up"
+        ));
+        sh(&format!("{d} ip route add default via 10.10.0.1"));
+        e
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        for ns in [&self.dc, &self.edge] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("{}h", self.edge)])
+            .output();
+    }
+}
+
+#[test]
+fn the_engine_behind_one_to_one_nat_advertises_its_public_address() {
+    common::require("nft", "nftables");
+    let net = Edge::new();
+    let engine = Engine::start_in_netns(
+        &net.dc,
+        "10.10.0.2",
+        &format!(
+            "trunks:\n  - name: carrier\n    allow: [{}/32]\n",
+            net.host_ip
+        ),
+        &format!(
+            "sip: {{ advertise: {public} }}\nrtp: {{ bind: 10.10.0.2, advertise: {public} }}\n",
+            public = net.public_ip
+        ),
+    );
+    // The carrier on the host knows only the public address.
+    let public: std::net::SocketAddr = format!("{}:{}", net.public_ip, engine.sip.port())
+        .parse()
+        .unwrap();
+    let p = engine.ports;
+    let mut ua = common::ua::TestUa::call_from(
+        &net.host_ip,
+        public,
+        p.spare(0),
+        p.spare(2),
+        "echo",
+        "0 101",
+    );
+    // The answer names the public address for media (and the engine's
+    // RTP reaches the carrier through the edge).
+    assert!(
+        ua.answer.contains(&format!("c=IN IP4 {}", net.public_ip)),
+        "{}",
+        ua.answer
+    );
+    assert_eq!(ua.engine_rtp.ip().to_string(), net.public_ip);
+    let got = ua.receive(Duration::from_secs(2));
+    assert!(
+        got.len() >= 50,
+        "only {} packets from the engine",
+        got.len()
+    );
+    // The carrier's RTP reaches the engine (its '#' ends the key-test
+    // line), and the engine's BYE comes back to the carrier.
+    std::thread::sleep(Duration::from_millis(500));
+    ua.press_rfc4733('#');
+    assert!(
+        ua.expect_bye(Duration::from_secs(8)),
+        "the engine never heard the carrier's key:\n{}",
+        engine.log()
+    );
 }

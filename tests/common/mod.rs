@@ -95,6 +95,8 @@ pub struct Engine {
     nofile: Option<u64>,
     /// The RTP port range, when not the test's own whole range.
     rtp_ports: Option<String>,
+    /// The network namespace it runs in (unset: this one).
+    netns: Option<String>,
 }
 
 static NEXT_FLOWS: AtomicU16 = AtomicU16::new(0);
@@ -157,6 +159,13 @@ impl Engine {
     /// As [`Engine::start_with`], with SIP listening on `ip` (an address of
     /// a test's own veth, say; `extra` may bind RTP there too).
     pub fn start_at(ip: &str, trunks: &str, extra: &str) -> Engine {
+        let mut engine = Engine::prepare(ip, trunks, extra);
+        engine.spawn();
+        engine
+    }
+
+    /// The engine's directory and config, not started yet.
+    fn prepare(ip: &str, trunks: &str, extra: &str) -> Engine {
         let ports = Ports::next();
         let dir = std::env::temp_dir().join(format!(
             "hotline-test-{}-{}",
@@ -197,7 +206,7 @@ impl Engine {
         let log_path = dir.join("hotline.log");
         std::fs::File::create(&log_path).unwrap();
         let sip: SocketAddr = format!("{ip}:{}", ports.sip()).parse().unwrap();
-        let mut engine = Engine {
+        let engine = Engine {
             child: None,
             ports,
             sip,
@@ -206,7 +215,16 @@ impl Engine {
             flows_dir: None,
             nofile: None,
             rtp_ports: None,
+            netns: None,
         };
+        engine
+    }
+
+    /// As [`Engine::start_at`], inside the network namespace `netns` (its
+    /// HTTP API is then out of the test's reach; its log is not).
+    pub fn start_in_netns(netns: &str, ip: &str, trunks: &str, extra: &str) -> Engine {
+        let mut engine = Engine::prepare(ip, trunks, extra);
+        engine.netns = Some(netns.to_owned());
         engine.spawn();
         engine
     }
@@ -245,7 +263,14 @@ impl Engine {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotline"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_hotline")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_hotline")),
+        };
         if let Some(n) = self.nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs here.

@@ -42,10 +42,22 @@ impl TestUa {
         number: &str,
         formats: &str,
     ) -> TestUa {
-        let sip = UdpSocket::bind(("127.0.0.1", sip_port)).unwrap();
+        TestUa::call_from("127.0.0.1", engine, sip_port, rtp_port, number, formats)
+    }
+
+    /// As [`TestUa::call`], from the address `ip` (a veth of the test's).
+    pub fn call_from(
+        ip: &str,
+        engine: SocketAddr,
+        sip_port: u16,
+        rtp_port: u16,
+        number: &str,
+        formats: &str,
+    ) -> TestUa {
+        let sip = UdpSocket::bind((ip, sip_port)).unwrap();
         sip.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let rtp = UdpSocket::bind(("127.0.0.1", rtp_port)).unwrap();
+        let rtp = UdpSocket::bind((ip, rtp_port)).unwrap();
         rtp.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let mut ua = TestUa {
@@ -62,7 +74,7 @@ impl TestUa {
             ts: 5000,
         };
         let mut sdp = format!(
-            "v=0\r\no=ua 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            "v=0\r\no=ua 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
 m=audio {rtp_port} RTP/AVP {formats}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
         );
         if formats.split_whitespace().any(|f| f == "101") {
