@@ -206,7 +206,7 @@ impl Engine {
         let log_path = dir.join("hotline.log");
         std::fs::File::create(&log_path).unwrap();
         let sip: SocketAddr = format!("{ip}:{}", ports.sip()).parse().unwrap();
-        let engine = Engine {
+        Engine {
             child: None,
             ports,
             sip,
@@ -216,8 +216,7 @@ impl Engine {
             nofile: None,
             rtp_ports: None,
             netns: None,
-        };
-        engine
+        }
     }
 
     /// As [`Engine::start_at`], inside the network namespace `netns` (its
