@@ -982,6 +982,36 @@ nodes:
     assert!(log.contains("callbacks to this number were booked in the last 24 h"));
 }
 
+/// The carrier's SIPp on `port`, answering one callback (echoing audio),
+/// and the log it writes the dialled number to.
+fn answering_carrier(engine: &Engine, port: u16) -> (std::process::Child, PathBuf) {
+    let log = engine.dir.join("carrier.log");
+    let carrier = sipp_peer(
+        port,
+        &common::scenario("carrier-answer.xml"),
+        Some(&log),
+        &["-d", "1000", "-rtp_echo"],
+        1,
+    );
+    (carrier, log)
+}
+
+/// Both sides of the booked callback took their calls to the end, the
+/// carrier was asked for the booked number once, and the attempt is
+/// recorded as connected.
+fn delivered(engine: &Engine, carrier: (std::process::Child, PathBuf), agent: std::process::Child) {
+    let (ok, out) = common::finish(carrier.0);
+    assert!(ok, "the carrier saw no call:\n{out}\n{}", engine.log());
+    let (ok, out) = common::finish(agent);
+    assert!(
+        ok,
+        "the agent saw no complete call:\n{out}\n{}",
+        engine.log()
+    );
+    assert_eq!(dialled(&carrier.1), vec!["+12125550123".to_owned()]);
+    wait_attempts(engine, &["connected"]);
+}
+
 /// The carrier trunk with its proxy given by name (`sip:NAME[:PORT]`), and
 /// `dns:` pointed at the test's own server.
 fn trunks_named(proxy: &str, dns: &common::dnsmasq::Dnsmasq, dns_extra: &str) -> String {
@@ -1014,30 +1044,11 @@ fn a_callback_over_a_trunk_named_in_dns_reaches_the_srv_target_that_answers() {
         "retry-delay: 2s, whisper: false",
     );
     book(&engine, "booker.xml", "2125550123");
-    let carrier_log = engine.dir.join("carrier.log");
-    let carrier = sipp_peer(
-        up_port,
-        &common::scenario("carrier-answer.xml"),
-        Some(&carrier_log),
-        &["-d", "1000", "-rtp_echo"],
-        1,
-    );
+    let carrier = answering_carrier(&engine, up_port);
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
     let agent = phone("agent-answer.xml", agent_port, true);
-    let (ok, out) = common::finish(carrier);
-    assert!(
-        ok,
-        "the second target saw no call:\n{out}\n{}",
-        engine.log()
-    );
-    let (ok, out) = common::finish(agent);
-    assert!(
-        ok,
-        "the agent saw no complete call:\n{out}\n{}",
-        engine.log()
-    );
-    assert_eq!(dialled(&carrier_log), vec!["+12125550123".to_owned()]);
+    delivered(&engine, carrier, agent);
     // The first target was tried first, by NAPTR and SRV order, with the
     // URI as the carrier would see it.
     let tried = common::raw::requests(
@@ -1049,7 +1060,6 @@ fn a_callback_over_a_trunk_named_in_dns_reaches_the_srv_target_that_answers() {
     let log = dns.log();
     assert!(log.contains("query[NAPTR] carrier.test"), "{log}");
     assert!(log.contains("query[SRV] _sip._udp.carrier.test"), "{log}");
-    wait_attempts(&engine, &["connected"]);
     assert!(common::metrics(&engine).contains("hotline_sip_failovers_total 1"));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -1093,24 +1103,8 @@ fn a_callback_over_a_trunk_whose_name_does_not_resolve_waits_and_goes_once_it_do
     );
     assert!(attempts(&engine).is_empty());
     // The name resolves: the callback goes, once.
-    let carrier_log = engine.dir.join("carrier.log");
-    let carrier = sipp_peer(
-        carrier_port,
-        &common::scenario("carrier-answer.xml"),
-        Some(&carrier_log),
-        &["-d", "1000", "-rtp_echo"],
-        1,
-    );
+    let carrier = answering_carrier(&engine, carrier_port);
     dns.add_host("late.test", "127.0.0.1");
-    let (ok, out) = common::finish(carrier);
-    assert!(ok, "the carrier saw no call:\n{out}\n{}", engine.log());
-    let (ok, out) = common::finish(agent);
-    assert!(
-        ok,
-        "the agent saw no complete call:\n{out}\n{}",
-        engine.log()
-    );
-    assert_eq!(dialled(&carrier_log), vec!["+12125550123".to_owned()]);
-    wait_attempts(&engine, &["connected"]);
+    delivered(&engine, carrier, agent);
     let _ = std::fs::remove_dir_all(&dir);
 }

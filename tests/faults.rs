@@ -9,20 +9,6 @@ use std::time::{Duration, Instant};
 use common::ua::TestUa;
 use common::Engine;
 
-/// The call records, as an operator reads them from the API.
-fn cdrs(engine: &Engine) -> Vec<serde_json::Value> {
-    let until = Instant::now() + Duration::from_secs(3);
-    loop {
-        let (status, body) = common::api_get(engine, "/api/cdrs?since=1h");
-        assert_eq!(status, 200, "{body}");
-        let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-        if !v.is_empty() || Instant::now() > until {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// A caller of our own on the engine's spare ports.
 fn caller(engine: &Engine, number: &str, formats: &str) -> TestUa {
     let p = engine.ports;
@@ -45,7 +31,7 @@ fn a_caller_whose_rtp_stops_without_a_bye_is_ended_and_the_record_says_why() {
         after >= Duration::from_millis(1800) && after < Duration::from_millis(3500),
         "ended {after:?} after the last packet"
     );
-    let records = cdrs(&engine);
+    let records = common::cdrs(&engine);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["ended_by"], "media-timeout", "{:?}", records[0]);
     let metrics = common::metrics(&engine);
@@ -76,7 +62,7 @@ fn a_caller_on_hold_or_sending_comfort_noise_is_not_ended() {
         ua.expect_bye(Duration::from_secs(4)),
         "no BYE after the resumed media stopped"
     );
-    assert_eq!(cdrs(&engine)[0]["ended_by"], "media-timeout");
+    assert_eq!(common::cdrs(&engine)[0]["ended_by"], "media-timeout");
 }
 
 #[test]
@@ -115,7 +101,7 @@ registrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s, media-t
         "the caller was not released"
     );
     common::wait_agent_state(&engine, "1001", "available", Duration::from_secs(3));
-    let records = cdrs(&engine);
+    let records = common::cdrs(&engine);
     assert_eq!(records[0]["agent"], "1001", "{records:?}");
     assert_eq!(records[0]["ended_by"], "media-timeout", "{records:?}");
 }

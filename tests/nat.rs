@@ -13,9 +13,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::baresip;
 use common::netns::sh;
 use common::{keys_scenario_with, rtp_sink, Engine};
 
@@ -114,18 +115,8 @@ impl Drop for Home {
     }
 }
 
-struct Baresip(Child);
-
-impl Drop for Baresip {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn an_agent_behind_a_masquerading_router_stays_reachable_and_both_sides_hear() {
-    common::require("baresip", "baresip-core");
     common::require("nft", "nftables");
     let net = Home::new();
     assert_eq!(
@@ -138,8 +129,7 @@ fn an_agent_behind_a_masquerading_router_stays_reachable_and_both_sides_hear() {
     );
     let dir = std::env::temp_dir().join(format!("hotline-nat-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("conf")).unwrap();
-    std::fs::create_dir_all(dir.join("rec")).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("q.yaml"),
         "entry: q\nnodes:\n  q: { queue: support }\n",
@@ -154,18 +144,11 @@ fn an_agent_behind_a_masquerading_router_stays_reachable_and_both_sides_hear() {
             dir.display()
         ),
     );
-    let root = common::root();
-    std::fs::write(
-        dir.join("conf/config"),
-        format!(
-            "sip_listen {}:5070\nnet_interface {}\naudio_source aufile,{}\naudio_player aufile,/dev/null\naudio_alert aufile,/dev/null\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nsnd_path {}\n",
-            net.home_ip,
-            net.home_dev,
-            root.join("sounds/greeting.wav").display(),
-            dir.join("rec").display()
-        ),
-    )
-    .unwrap();
+    baresip::configure(
+        &dir,
+        &format!("{}:5070", net.home_ip),
+        &format!("net_interface {}\n", net.home_dev),
+    );
     std::fs::write(
         dir.join("conf/accounts"),
         format!(
@@ -174,18 +157,7 @@ fn an_agent_behind_a_masquerading_router_stays_reachable_and_both_sides_hear() {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
-    let _phone = Baresip(
-        Command::new("ip")
-            .args(["netns", "exec", &net.home, "baresip", "-4", "-f"])
-            .arg(dir.join("conf"))
-            .args(["-t", "90"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("cannot start baresip"),
-    );
+    let _phone = baresip::start(&dir, 90, &[], Some(&net.home));
     // The engine sees the agent at the router's public address.
     assert!(
         engine.wait_log(
@@ -194,7 +166,7 @@ fn an_agent_behind_a_masquerading_router_stays_reachable_and_both_sides_hear() {
         ),
         "baresip did not register through the router:\n{}\n{}",
         engine.log(),
-        std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default()
+        baresip::log(&dir)
     );
     // Three conntrack timeouts: only the keep-alives keep the mapping.
     std::thread::sleep(Duration::from_secs(30));
@@ -212,59 +184,15 @@ fn an_agent_behind_a_masquerading_router_stays_reachable_and_both_sides_hear() {
         "{}",
         engine.log()
     );
-    // The caller heard the agent (baresip's greeting).
-    let received: Vec<i16> = common::payloads_of_busiest(&report)
-        .iter()
-        .flat_map(|p| {
-            p.iter()
-                .map(|&b| hotline::media::g711::ulaw_decode(b))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    // The caller heard the agent (baresip's greeting), and the agent the
+    // caller (baresip's recording holds the caller's audio).
+    let received = baresip::decoded(&report);
     assert!(
-        received.len() > 8000,
-        "the caller heard {} samples",
+        baresip::best_correlation(&received, &baresip::greeting()) > 0.9,
+        "the caller did not hear the agent ({} samples)",
         received.len()
     );
-    assert!(
-        received.iter().filter(|s| s.abs() > 500).count() > 1000,
-        "the caller heard silence"
-    );
-    // The agent heard the caller: baresip's recording holds the caller's
-    // audio, sample for sample.
-    std::thread::sleep(Duration::from_millis(500));
-    let heard_file = std::fs::read_dir(dir.join("rec"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
-        .expect("baresip recorded nothing");
-    let heard = hotline::media::prompt::decode_file(&heard_file).unwrap();
-    let spoken: Vec<i16> = std::fs::read(common::scenario("load-audio.ulaw"))
-        .unwrap()
-        .iter()
-        .map(|&b| hotline::media::g711::ulaw_decode(b))
-        .collect();
-    let loud: Vec<usize> = (0..heard.len().saturating_sub(64))
-        .step_by(800)
-        .filter(|&i| heard[i..i + 64].iter().any(|s| s.abs() > 500))
-        .collect();
-    assert!(
-        !loud.is_empty(),
-        "the agent heard silence ({} samples)",
-        heard.len()
-    );
-    let found = loud.iter().filter(|&&i| {
-        let w = &heard[i..i + 64];
-        spoken.windows(64).any(|s| {
-            s.iter()
-                .zip(w)
-                .all(|(a, b)| (i32::from(*a) - i32::from(*b)).abs() <= 1)
-        })
-    });
-    assert!(
-        found.count() * 2 >= loud.len(),
-        "what the agent heard is not the caller's audio"
-    );
+    baresip::assert_callers_audio(&baresip::heard(&dir));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

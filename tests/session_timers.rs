@@ -22,20 +22,6 @@ fn own_ports() {
     common::Ports::use_region(28000);
 }
 
-/// The call records, as an operator reads them from the API.
-fn cdrs(engine: &Engine) -> Vec<serde_json::Value> {
-    let until = Instant::now() + Duration::from_secs(3);
-    loop {
-        let (status, body) = common::api_get(engine, "/api/cdrs?since=1h");
-        assert_eq!(status, 200, "{body}");
-        let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-        if !v.is_empty() || Instant::now() > until {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Seconds between a record's answer and its end.
 fn answered_for(record: &serde_json::Value) -> f64 {
     let at = |k: &str| -> jiff::Timestamp {
@@ -72,7 +58,7 @@ fn a_carrier_that_refreshes_by_update_keeps_its_call_past_three_minutes() {
         &["-s", "echo", "-m", "1", "-timeout", "300s"],
     );
     run.assert_ok();
-    let records = cdrs(&engine);
+    let records = common::cdrs(&engine);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["ended_by"], "caller", "{:?}", records[0]);
     let lasted = answered_for(&records[0]);
@@ -97,7 +83,7 @@ fn a_carrier_that_stops_refreshing_is_hung_up_at_sixty_seconds() {
         &["-s", "echo", "-m", "1", "-timeout", "120s"],
     );
     run.assert_ok();
-    let records = cdrs(&engine);
+    let records = common::cdrs(&engine);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(
         records[0]["ended_by"], "session-expired",
@@ -134,7 +120,7 @@ fn an_agent_leg_granting_ninety_seconds_is_refreshed_by_update_at_half() {
         "the agent's phone saw no refresh by UPDATE:\n{out}\n{}",
         engine.log()
     );
-    let records = cdrs(&engine);
+    let records = common::cdrs(&engine);
     assert_eq!(records[0]["agent"], "1001", "{records:?}");
     assert_eq!(records[0]["ended_by"], "caller", "{records:?}");
 }

@@ -78,6 +78,16 @@ impl fmt::Display for Method {
 pub struct Headers(Vec<(String, String)>);
 
 impl Headers {
+    /// Headers from (name, value) pairs, in order.
+    pub fn of(pairs: &[(&str, &str)]) -> Headers {
+        Headers(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    }
+
     pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.0.push((name.into(), value.into()));
     }

@@ -340,11 +340,7 @@ mod tests {
     use super::*;
 
     fn headers(lines: &[(&str, &str)]) -> Headers {
-        let mut h = Headers::default();
-        for (k, v) in lines {
-            h.push(*k, *v);
-        }
-        h
+        Headers::of(lines)
     }
 
     const S: Settings = Settings {

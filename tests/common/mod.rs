@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod certs;
 pub mod dnsmasq;
 pub mod netns;
@@ -891,5 +892,20 @@ pub fn wait_agent_state(engine: &Engine, id: &str, state: &str, timeout: Duratio
             engine.log()
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The call records, as an operator reads them from the API (waiting up
+/// to 3 s for the first).
+pub fn cdrs(engine: &Engine) -> Vec<serde_json::Value> {
+    let until = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (status, body) = api_get(engine, "/api/cdrs?since=1h");
+        assert_eq!(status, 200, "{body}");
+        let v: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        if !v.is_empty() || Instant::now() > until {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
