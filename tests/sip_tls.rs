@@ -2,9 +2,11 @@
 //! connects to a carrier's proxy (a rustls server of the test's own) and
 //! checks its certificate against the trunk's SIP domain with the trunk's
 //! CA file: a good one connects, a wrong name or an unknown CA is refused
-//! and reported. The listener: a handshake that never completes is closed
-//! within the connection budget, and a renewed certificate is served after
-//! SIGHUP. (baresip registering over TLS: `tests/baresip_agent.rs`.)
+//! and reported; a transfer to a TLS URI is placed, answered and ended over
+//! one connection. The listener: a handshake that never completes is
+//! closed within the connection budget, and a renewed certificate is
+//! served after SIGHUP. (baresip registering over TLS:
+//! `tests/baresip_agent.rs`.)
 
 mod common;
 
@@ -203,9 +205,15 @@ fn a_proxy_certificate_for_another_name_or_from_an_unknown_ca_is_refused_and_rep
 /// Sends the engine SIGHUP and waits for `logged`.
 fn hang_up_signal(engine: &Engine, logged: &str) {
     let pid = engine.pid().unwrap().to_string();
-    let sent = std::process::Command::new("kill").args(["-HUP", &pid]).status();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
     assert!(sent.is_ok_and(|s| s.success()));
-    assert!(engine.wait_log(logged, Duration::from_secs(5)), "{}", engine.log());
+    assert!(
+        engine.wait_log(logged, Duration::from_secs(5)),
+        "{}",
+        engine.log()
+    );
 }
 
 /// The certificate the engine's TLS listener presents now.
@@ -281,4 +289,137 @@ fn the_listener_closes_a_silent_handshake_and_serves_a_renewed_certificate_after
     hang_up_signal(&engine, "TLS certificate not reloaded");
     assert_eq!(served_certificate(addr, &ca.0), renewed_der);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One SIP message from a stream (its head and `Content-Length` body).
+fn read_message<S: Read>(s: &mut S, pending: &mut Vec<u8>) -> Option<String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if pending.len() >= end + 4 + length {
+                let msg: Vec<u8> = pending.drain(..end + 4 + length).collect();
+                return Some(String::from_utf8_lossy(&msg).into_owned());
+            }
+        }
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The lines of `msg`'s header `name` (first one).
+fn header(msg: &str, name: &str) -> String {
+    msg.lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with(&format!("{}:", name.to_ascii_lowercase()))
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_transfer_to_a_tls_uri_is_placed_over_tls_and_ended_over_it() {
+    let s = setup("invite");
+    let cert = certs::leaf(&s.dir, &s.ca, "proxy", &["carrier.test"]);
+    let listener = TcpListener::bind(("127.0.0.1", s.port)).unwrap();
+    let config = server_config(&cert.0, &cert.1);
+    // The carrier's side over TLS: answers the INVITE, takes the ACK and
+    // the BYE; reports what came, in order.
+    let (tx, seen) = mpsc::channel::<String>();
+    let port = s.port;
+    std::thread::spawn(move || {
+        let Ok((tcp, _)) = listener.accept() else {
+            return;
+        };
+        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut pending = Vec::new();
+        while let Some(msg) = read_message(&mut tls, &mut pending) {
+            let reply = |status: &str, body: &str, extra: &str| {
+                format!(
+                    "SIP/2.0 {status}\r\n{}\r\n{}\r\n{};tag=carrier\r\n{}\r\n{}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                    header(&msg, "Via"),
+                    header(&msg, "From"),
+                    header(&msg, "To"),
+                    header(&msg, "Call-ID"),
+                    header(&msg, "CSeq"),
+                    body.len()
+                )
+            };
+            let answer = if msg.starts_with("INVITE ") {
+                let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+                Some(reply(
+                    "200 OK",
+                    sdp,
+                    &format!("Contact: <sip:desk@127.0.0.1:{port};transport=tls>\r\nContent-Type: application/sdp\r\n"),
+                ))
+            } else if msg.starts_with("BYE ") {
+                Some(reply("200 OK", "", ""))
+            } else {
+                None
+            };
+            if let Some(a) = answer {
+                let _ = tls.write_all(a.as_bytes());
+                let _ = tls.flush();
+            }
+            let done = msg.starts_with("BYE ");
+            let _ = tx.send(msg);
+            if done {
+                return;
+            }
+        }
+    });
+    let engine = Engine::with_flows_and_trunks(
+        &[("main", "entry: x\nnodes:\n  x: { transfer: desk, on-error: sorry }\n  sorry: { hangup: menu/closed }\n")],
+        &format!(
+            "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n  - name: carrier\n    allow: []\n    outbound: {{ proxy: 'sip:carrier.test:{port};transport=tls', ca-file: '{}' }}\n",
+            s.ca.0.display()
+        ),
+        &format!(
+            "transfers: {{ desk: 'sip:desk@carrier.test:{port};transport=tls' }}\ndns: {{ servers: ['{}'] }}\ncalls: {{ media-timeout: 0s }}\n",
+            s.dns.addr
+        ),
+    );
+    let p = engine.ports;
+    let mut ua = common::ua::TestUa::call(engine.sip, p.spare(0), p.spare(2), "100", "0");
+    let invite = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no INVITE over TLS");
+    assert!(
+        invite.starts_with("INVITE sip:desk@carrier.test:"),
+        "{invite}"
+    );
+    assert!(header(&invite, "Via").contains("SIP/2.0/TLS "), "{invite}");
+    assert!(
+        header(&invite, "Contact").contains("transport=tls"),
+        "{invite}"
+    );
+    let ack = seen.recv_timeout(Duration::from_secs(5)).expect("no ACK");
+    assert!(ack.starts_with("ACK "), "{ack}");
+    assert!(
+        engine.wait_log("answered; caller bridged", Duration::from_secs(5)),
+        "{}",
+        engine.log()
+    );
+    // The caller hangs up: the far leg's BYE goes over the same connection.
+    ua.bye();
+    let bye = seen
+        .recv_timeout(Duration::from_secs(5))
+        .expect("no BYE over TLS");
+    assert!(bye.starts_with("BYE sip:desk@127.0.0.1:"), "{bye}");
+    let _ = std::fs::remove_dir_all(&s.dir);
 }
