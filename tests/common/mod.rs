@@ -206,7 +206,7 @@ impl Engine {
         std::fs::write(&config_path, config).unwrap();
         let log_path = dir.join("hotline.log");
         std::fs::File::create(&log_path).unwrap();
-        let sip: SocketAddr = format!("{ip}:{}", ports.sip()).parse().unwrap();
+        let sip = SocketAddr::new(ip.parse().unwrap(), ports.sip());
         Engine {
             child: None,
             ports,

@@ -64,7 +64,7 @@ impl TestUa {
             sip,
             rtp,
             engine,
-            call_id: format!("ua-{sip_port}-{}@127.0.0.1", std::process::id()),
+            call_id: format!("ua-{sip_port}-{}@test", std::process::id()),
             from_tag: format!("ft{sip_port}"),
             to_tag: String::new(),
             cseq: 1,
@@ -73,8 +73,9 @@ impl TestUa {
             seq: 1000,
             ts: 5000,
         };
+        let family = if ip.contains(':') { "IP6" } else { "IP4" };
         let mut sdp = format!(
-            "v=0\r\no=ua 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+            "v=0\r\no=ua 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
 m=audio {rtp_port} RTP/AVP {formats}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
         );
         if formats.split_whitespace().any(|f| f == "101") {
