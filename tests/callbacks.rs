@@ -1108,3 +1108,46 @@ fn a_callback_over_a_trunk_whose_name_does_not_resolve_waits_and_goes_once_it_do
     delivered(&engine, carrier, agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_trunk_that_allows_srtp_has_its_customers_offered_sdes_keys() {
+    let carrier_port = common::Ports::next().spare(0);
+    // Keys may go over this trunk's plain SIP only because it says so.
+    let trunks = trunks(carrier_port).replacen(
+        "    allow: []\n",
+        "    allow: []\n    media-encryption: optional\n    insecure-media-keys-over-plain-sip: true\n",
+        1,
+    );
+    let engine = engine_with(&trunks, "retry-delay: 2s, whisper: false");
+    book(&engine, "booker.xml", "2125550123");
+    let log = engine.dir.join("carrier.log");
+    let seen = engine.dir.join("carrier-messages.log");
+    let seen_arg = seen.display().to_string();
+    let carrier = sipp_peer(
+        carrier_port,
+        &common::scenario("carrier-answer.xml"),
+        Some(&log),
+        &[
+            "-d",
+            "1000",
+            "-rtp_echo",
+            "-trace_msg",
+            "-message_file",
+            &seen_arg,
+        ],
+        1,
+    );
+    let agent_port = common::Ports::next().spare(0);
+    register(&engine, "1001", agent_port);
+    let agent = phone("agent-answer.xml", agent_port, true);
+    // The carrier answers in clear (it has no SRTP): the call goes on so.
+    delivered(&engine, (carrier, log), agent);
+    let messages = std::fs::read_to_string(&seen).unwrap();
+    let invite = messages.split("INVITE sip:").nth(1).expect("the INVITE");
+    assert!(
+        invite.contains("m=audio")
+            && invite.contains("RTP/AVP 0 8")
+            && invite.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{invite}"
+    );
+}

@@ -457,42 +457,20 @@ pub fn prompt_for(key: char) -> String {
     flow::run::digit_prompt(key)
 }
 
-/// The media encryption rule of calls over `trunk` (from it, or placed
-/// over it); `secure`: the signalling is over TLS.
+/// The media encryption rule of calls over `trunk`; `secure`: over TLS.
 pub(crate) fn trunk_policy(
     config: &crate::config::Config,
     trunk: &str,
     secure: bool,
 ) -> sdp::crypto::Policy {
-    config
-        .trunks
-        .iter()
-        .find(|t| t.name == trunk)
-        .map_or(sdp::crypto::Policy::NONE, |t| {
-            sdp::crypto::Policy::of(
-                t.media_encryption,
-                t.insecure_media_keys_over_plain_sip,
-                secure,
-            )
-        })
+    sdp::crypto::Policy::for_trunk(config, trunk, secure)
 }
 
-/// The media encryption rule towards `agent`'s phone; `tls`: the phone is
-/// reached over TLS.
+/// The media encryption rule towards `agent`'s phone; `tls`: over TLS.
 pub(crate) fn agent_policy(
     config: &crate::config::Config,
     agent: &str,
     tls: bool,
 ) -> sdp::crypto::Policy {
-    config
-        .agents
-        .iter()
-        .find(|a| a.id == agent)
-        .map_or(sdp::crypto::Policy::NONE, |a| {
-            sdp::crypto::Policy::of(
-                a.media_encryption,
-                a.insecure_media_keys_over_plain_sip,
-                tls,
-            )
-        })
+    sdp::crypto::Policy::for_agent(config, agent, tls)
 }

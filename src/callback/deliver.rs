@@ -72,7 +72,17 @@ impl Attempt {
             crate::config::Delivery::CustomerFirst => Order::CustomerFirst,
             _ => Order::AgentFirst,
         };
+        // The customer is offered SRTP as the trunk's rule allows (keys
+        // only when the trunk's proxy is reached over TLS, or said so).
+        let secure = crate::uri::SipUri::parse(&self.outbound.proxy)
+            .is_some_and(|u| crate::sip::trunk_client::wants_tls(&u));
+        let customer_policy = sdp::crypto::Policy::for_trunk(&self.ctx.config, &self.trunk, secure);
+        let key = sdp::crypto::KeySalt::random(sdp::crypto::Suite::AesCm128HmacSha1_80);
+        let (customer_crypto, customer_savp) = sdp::crypto::offer_lines(customer_policy, key);
+        let customer_offer = (customer_crypto.clone(), customer_savp);
         let mut d = Delivery::start(Setup {
+            customer_crypto,
+            customer_policy,
             order,
             acd_id: self.acd_id.clone(),
             id: self.callback.id,
@@ -93,7 +103,10 @@ impl Attempt {
             agents: self.agents.clone(),
             ring_timeout: self.ring_timeout,
         });
-        let mut io = Io::default();
+        let mut io = Io {
+            customer_offer,
+            ..Io::default()
+        };
         loop {
             while let Some(step) = d.poll_output() {
                 self.carry_out(step, &mut io).await;
@@ -170,7 +183,10 @@ impl Attempt {
                     None => self.ctx.media.open().await,
                 };
                 match media {
-                    Ok(m) => io.customer = Some((self.dial_customer(m, n), Playlist::default())),
+                    Ok(m) => {
+                        let leg = self.dial_customer(m, n, &io.customer_offer);
+                        io.customer = Some((leg, Playlist::default()));
+                    }
                     Err(e) => {
                         warn!(error = %e, "no media for the customer leg");
                         io.inputs
@@ -315,10 +331,15 @@ impl Attempt {
     }
 
     /// Calls the customer over the trunk (as the trunk's account and caller ID).
-    fn dial_customer(&self, media: crate::media::MediaChannel, n: u32) -> Leg {
+    fn dial_customer(
+        &self,
+        media: crate::media::MediaChannel,
+        n: u32,
+        (crypto, savp): &(Vec<sdp::crypto::Crypto>, bool),
+    ) -> Leg {
         let cb = &self.callback;
         let mut origin = Origin::new(self.ctx.config.media_address());
-        let offer = sdp::offer(&mut origin, media.local_port());
+        let offer = sdp::offer_with(&mut origin, media.local_port(), crypto, *savp);
         let target = customer_uri(&cb.number, &self.outbound.proxy);
         let auth = match (&self.outbound.username, &self.outbound.password) {
             (Some(u), Some(p)) => Some(Account {
@@ -366,6 +387,8 @@ struct Io {
     slot_wait: Option<SlotWait>,
     slot: Option<OwnedSemaphorePermit>,
     inputs: VecDeque<In>,
+    /// The SDES lines (and RTP/SAVP or not) the customer is offered.
+    customer_offer: (Vec<sdp::crypto::Crypto>, bool),
 }
 
 impl Io {

@@ -161,6 +161,10 @@ pub struct Setup {
     /// Agent first: the agents reserved, and how long they may ring.
     pub agents: Vec<Offered>,
     pub ring_timeout: Duration,
+    /// What the customer's side is offered for SRTP (the trunk's rule),
+    /// to read its answer with.
+    pub customer_crypto: Vec<sdp::crypto::Crypto>,
+    pub customer_policy: sdp::crypto::Policy,
 }
 
 pub struct Delivery {
@@ -456,7 +460,18 @@ impl Delivery {
         let id = self.setup.id;
         let key = match ev {
             LegEvent::Answered { sdp: answer, .. } => {
-                let Some(n) = usable(answer.as_deref()) else {
+                let n = answer.as_deref().and_then(|b| {
+                    sdp::parse(b)
+                        .and_then(|a| {
+                            sdp::accept_answer_with(
+                                &a,
+                                &self.setup.customer_crypto,
+                                self.setup.customer_policy,
+                            )
+                        })
+                        .ok()
+                });
+                let Some(n) = n else {
                     warn!(
                         callback = id,
                         "the customer's side answered without usable SDP"

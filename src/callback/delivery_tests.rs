@@ -27,6 +27,8 @@ fn setup(order: Order) -> Setup {
             Order::CustomerFirst => Vec::new(),
         },
         ring_timeout: Duration::from_secs(15),
+        customer_crypto: Vec::new(),
+        customer_policy: crate::sdp::crypto::Policy::NONE,
     }
 }
 

@@ -186,6 +186,37 @@ impl Policy {
         }
     }
 
+    /// The rule of calls over the trunk named `trunk` (from it, or placed
+    /// over it); `secure`: the signalling is over TLS.
+    pub fn for_trunk(config: &crate::config::Config, trunk: &str, secure: bool) -> Policy {
+        config
+            .trunks
+            .iter()
+            .find(|t| t.name == trunk)
+            .map_or(Policy::NONE, |t| {
+                Policy::of(
+                    t.media_encryption,
+                    t.insecure_media_keys_over_plain_sip,
+                    secure,
+                )
+            })
+    }
+
+    /// The rule towards `agent`'s phone; `tls`: reached over TLS.
+    pub fn for_agent(config: &crate::config::Config, agent: &str, tls: bool) -> Policy {
+        config
+            .agents
+            .iter()
+            .find(|a| a.id == agent)
+            .map_or(Policy::NONE, |a| {
+                Policy::of(
+                    a.media_encryption,
+                    a.insecure_media_keys_over_plain_sip,
+                    tls,
+                )
+            })
+    }
+
     /// Plain RTP, whatever is offered.
     pub const NONE: Policy = Policy {
         mode: MediaEncryption::None,
