@@ -32,6 +32,11 @@ use super::transaction::{
 };
 use super::transport::{self, Inbound};
 use super::trunk_client::{Kind as TrunkKind, TrunkClient};
+use locate::locate_trunk;
+use refresh::{allows_update, Refresh};
+
+mod locate;
+mod refresh;
 use crate::config::Config;
 
 /// Why the SIP layer could not start.
@@ -255,21 +260,6 @@ impl DialogSlot {
     }
 }
 
-/// Our session refresh in flight: its dialog, CSeq, and the ACK of its 2xx
-/// (a re-INVITE's), sent again if the 2xx is.
-struct Refresh {
-    dialog: DialogId,
-    method: Method,
-    seq: u32,
-    ack: Option<Vec<u8>>,
-}
-
-/// The peer lists UPDATE in its `Allow`.
-fn allows_update(h: &Headers) -> bool {
-    h.get_all_split("Allow")
-        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
-}
-
 /// An open TCP connection as the core sees it: its writer, and the flag
 /// that keeps it past its idle timeout.
 type TcpConnection = (
@@ -331,61 +321,6 @@ struct SipCore {
     connecting: HashMap<SocketAddr, Vec<Arc<[u8]>>>,
     /// TLS connectors by SIP domain (a trunk's CA file; else the system's).
     tls_clients: HashMap<String, tokio_rustls::TlsConnector>,
-}
-
-/// Locates a trunk's proxy (RFC 3263) for its REGISTERs and OPTIONS, and
-/// again when the answer's TTL runs out (at least a minute apart); a name
-/// that does not resolve is logged, counted and tried again every
-/// `retry`, and callbacks over the trunk wait meanwhile.
-async fn locate_trunk(
-    trunk: String,
-    proxy: String,
-    resolver: super::dns::Resolver,
-    unresolved: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
-    retry: std::time::Duration,
-    commands: mpsc::Sender<Command>,
-) {
-    let mut last = None;
-    loop {
-        let wait = match resolver.locate(&proxy).await {
-            Ok(located) => {
-                if let Ok(mut set) = unresolved.lock() {
-                    set.remove(&trunk);
-                }
-                let addr = located.addrs[0];
-                if last != Some(addr) {
-                    info!(%trunk, %proxy, %addr, alternates = located.addrs.len() - 1, "trunk proxy located");
-                    last = Some(addr);
-                    let cmd = Command::TrunkLocated {
-                        trunk: trunk.clone(),
-                        addr,
-                    };
-                    if commands.send(cmd).await.is_err() {
-                        return;
-                    }
-                }
-                let ttl = located
-                    .valid_until
-                    .saturating_duration_since(std::time::Instant::now());
-                ttl.clamp(
-                    std::time::Duration::from_secs(60),
-                    std::time::Duration::from_secs(3600),
-                )
-            }
-            Err(e) => {
-                warn!(%trunk, %proxy, error = %e, "cannot resolve the trunk's proxy; callbacks over it wait");
-                metrics::counter!("hotline_dns_failures_total", "what" => "trunk").increment(1);
-                if let Ok(mut set) = unresolved.lock() {
-                    set.insert(trunk.clone());
-                }
-                retry
-            }
-        };
-        tokio::time::sleep(wait).await;
-        if commands.is_closed() {
-            return;
-        }
-    }
 }
 
 fn now() -> Instant {
@@ -1301,15 +1236,6 @@ impl SipCore {
         }
     }
 
-    fn timer_settings(&self) -> session_timer::Settings {
-        let t = &self.config.calls.session_timer;
-        let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
-        session_timer::Settings {
-            expires: secs(t.expires),
-            min_se: secs(t.min_se),
-        }
-    }
-
     /// Our Contact, for the transport a request or dialog uses.
     fn contact(&self, transport: Transport) -> String {
         match transport {
@@ -1325,275 +1251,6 @@ impl SipCore {
     /// Our address for a transport (the TLS listener's port for TLS).
     fn local_for(&self, transport: Transport) -> SocketAddr {
         pick_local(self.local, self.tls_local, transport)
-    }
-
-    /// Opens a TLS connection to `addr` (a trunk's proxy, a TLS URI's
-    /// host) and sends `bytes` once it is up; what else comes meanwhile
-    /// waits with it.
-    fn send_tls(&mut self, addr: SocketAddr, bytes: Arc<[u8]>) {
-        if let Some(queue) = self.connecting.get_mut(&addr) {
-            if queue.len() < 64 {
-                queue.push(bytes);
-            }
-            return;
-        }
-        let Some(domain) = self.tls_peers.get(&addr).cloned() else {
-            debug!(to = %addr, "no TLS connection; message dropped");
-            return;
-        };
-        let Some(name) = super::tls::server_name(&domain) else {
-            warn!(to = %addr, %domain, "not a name a certificate can carry; message dropped");
-            return;
-        };
-        let connector = match self.tls_clients.get(&domain) {
-            Some(c) => c.clone(),
-            None => match super::tls::client_config(None) {
-                Ok(config) => {
-                    let c = super::tls::connector(config);
-                    self.tls_clients.insert(domain.clone(), c.clone());
-                    c
-                }
-                Err(e) => {
-                    warn!(%domain, error = %e, "no TLS client configuration; message dropped");
-                    return;
-                }
-            },
-        };
-        debug!(to = %addr, %domain, "opening a TLS connection");
-        self.connecting.insert(addr, vec![bytes]);
-        tokio::spawn(transport::connect_tls(
-            addr,
-            name,
-            connector,
-            self.inbound_tx.clone(),
-            self.config.sip.connections,
-            self.config.sip.max_message_size,
-        ));
-    }
-
-    /// `422 Session Interval Too Small` (RFC 4028 §6), with our `Min-SE`.
-    fn refuse_interval(&mut self, tx: TxId, req: &Request, min_se: u32, dialog: Option<DialogId>) {
-        info!(call_id = %req.call_id(), min_se, "session interval too small");
-        let mut resp = self.response(req, 422, dialog, None);
-        resp.headers.push("Min-SE", min_se.to_string());
-        self.out.extend(self.txs.respond(tx, &resp, now()));
-    }
-
-    /// The peer's refresh was answered 2xx: the timer follows what was
-    /// agreed, and the 2xx says so.
-    fn apply_timer_answer(&mut self, id: DialogId, answer: TimerAnswer, resp: &mut Response) {
-        let t = now();
-        let Some(slot) = self.dialogs.get_mut(&id) else {
-            return;
-        };
-        match answer {
-            TimerAnswer::Agree(a) => {
-                for (k, v) in a.response_headers() {
-                    resp.headers.push(k, v);
-                }
-                match slot.timer.as_mut() {
-                    Some(timer) => {
-                        timer.refreshed(Some(a), t);
-                    }
-                    None => slot.timer = Some(Timer::new(a, t)),
-                }
-            }
-            TimerAnswer::None => slot.timer = None,
-            TimerAnswer::TooSmall(_) => {}
-        }
-    }
-
-    /// An UPDATE (RFC 3311): without SDP a session refresh we answer at
-    /// once; with SDP an offer the call answers, like a re-INVITE.
-    fn on_update(&mut self, id: DialogId, tx: TxId, req: Request) {
-        let answer = session_timer::on_request(&req.headers, self.timer_settings());
-        if let TimerAnswer::TooSmall(min_se) = answer {
-            return self.refuse_interval(tx, &req, min_se, Some(id));
-        }
-        let Some(slot) = self.dialogs.get_mut(&id) else {
-            return self.reply(tx, &req, 481, None);
-        };
-        slot.peer_update = true;
-        if req.body.is_empty() {
-            debug!(call_id = %slot.dialog.call_id, "session refreshed by UPDATE");
-            let mut resp = self.response(&req, 200, Some(id), None);
-            self.apply_timer_answer(id, answer, &mut resp);
-            self.out.extend(self.txs.respond(tx, &resp, now()));
-            return;
-        }
-        if slot.dialog.pending.is_some() || slot.dialog.awaiting_ack.is_some() {
-            return self.reply(tx, &req, 491, Some(id));
-        }
-        let ctype = req.headers.get("Content-Type").unwrap_or_default();
-        if !ctype.to_ascii_lowercase().starts_with("application/sdp") {
-            return self.reply(tx, &req, 415, Some(id));
-        }
-        let sdp = Some(req.body.clone());
-        slot.timer_answer = Some(answer);
-        slot.dialog.pending = Some(PendingInvite { tx, request: req });
-        deliver(&slot.events, DialogEvent::ReInvite { sdp });
-    }
-
-    /// Once a second: refreshes due, and sessions whose timer ran out.
-    fn session_timers(&mut self, t: Instant) {
-        let due: Vec<(DialogId, Due)> = self
-            .dialogs
-            .iter_mut()
-            .filter(|(_, s)| s.dialog.state == DialogState::Confirmed && s.dialog.bye_tx.is_none())
-            .filter_map(|(id, s)| s.timer.as_mut()?.poll(t).map(|d| (*id, d)))
-            .collect();
-        for (id, due) in due {
-            match due {
-                Due::Refresh => self.send_refresh(id, t),
-                Due::Expire => self.session_expired(id),
-            }
-        }
-    }
-
-    /// No refresh came in time (or ours failed): the far end is gone.
-    fn session_expired(&mut self, id: DialogId) {
-        let Some(slot) = self.dialogs.get_mut(&id) else {
-            return;
-        };
-        warn!(call_id = %slot.dialog.call_id, "session timer ran out; ending the call");
-        metrics::counter!("hotline_sip_sessions_expired_total").increment(1);
-        slot.timer = None;
-        deliver(&slot.events, DialogEvent::Expired);
-        self.send_bye(id);
-    }
-
-    /// Our session refresh: UPDATE without SDP when the peer allows it,
-    /// else a re-INVITE with the SDP we last sent (unchanged, so the media
-    /// stays as it is).
-    fn send_refresh(&mut self, id: DialogId, t: Instant) {
-        let settings = self.timer_settings();
-        let Some(slot) = self.dialogs.get_mut(&id) else {
-            return;
-        };
-        let Some(agreement) = slot.timer.map(|tm| tm.agreement) else {
-            return;
-        };
-        let sdp = slot.local_sdp.clone().filter(|_| !slot.peer_update);
-        let busy = slot.dialog.pending.is_some() || slot.dialog.awaiting_ack.is_some();
-        if sdp.is_some() && busy {
-            // An offer of theirs is open: ours would cross it. Later.
-            if let Some(timer) = slot.timer.as_mut() {
-                timer.refresh_failed(t);
-            }
-            return;
-        }
-        let method = if sdp.is_some() {
-            Method::Invite
-        } else {
-            Method::Update
-        };
-        let Some((mut req, branch, target)) = self.in_dialog_request(id, method.clone()) else {
-            return;
-        };
-        req.headers.push("Contact", self.contact(target.transport));
-        for (k, v) in agreement.request_headers(settings) {
-            req.headers.push(k, v);
-        }
-        match sdp {
-            Some(body) => {
-                req.headers.push("Content-Type", "application/sdp");
-                req.headers.push("Content-Length", body.len().to_string());
-                req.body = body;
-            }
-            None => req.headers.push("Content-Length", "0"),
-        }
-        let seq = req.cseq().map_or(0, |(n, _)| n);
-        debug!(call_id = %req.call_id(), %method, "refreshing the session");
-        let (tx, transmit) = self.txs.send_request(&branch, &req, target, t);
-        self.refreshes.retain(|_, r| r.dialog != id);
-        self.refreshes.insert(
-            tx,
-            Refresh {
-                dialog: id,
-                method,
-                seq,
-                ack: None,
-            },
-        );
-        self.out.push(transmit);
-    }
-
-    /// The answer to our refresh (`None`: none came).
-    fn on_refresh_answer(&mut self, tx: TxId, resp: Option<&Response>) {
-        let t = now();
-        let Some(refresh) = self.refreshes.get(&tx) else {
-            return;
-        };
-        let (id, method, seq) = (refresh.dialog, refresh.method.clone(), refresh.seq);
-        if let Some(ack) = refresh.ack.clone() {
-            // A retransmitted 2xx of our re-INVITE: the same ACK again.
-            if let Some(slot) = self.dialogs.get(&id) {
-                self.out.push(Transmit {
-                    target: slot.dialog.request_target(),
-                    bytes: ack.into(),
-                });
-            }
-            return;
-        }
-        let Some(slot) = self.dialogs.get_mut(&id) else {
-            self.refreshes.remove(&tx);
-            return;
-        };
-        match resp.map(|r| r.status) {
-            Some(200..=299) => {
-                let resp = resp.expect("a status means a response");
-                if method == Method::Invite {
-                    let target = slot.dialog.request_target();
-                    let (via, _) = new_via(
-                        pick_local(self.local, self.tls_local, target.transport),
-                        target.transport,
-                    );
-                    let ack = slot
-                        .dialog
-                        .ack_of(seq, via, &self.config.sip.user_agent)
-                        .to_bytes();
-                    self.out.push(Transmit {
-                        target,
-                        bytes: ack.clone().into(),
-                    });
-                    if let Some(r) = self.refreshes.get_mut(&tx) {
-                        r.ack = Some(ack);
-                    }
-                } else {
-                    self.refreshes.remove(&tx);
-                }
-                let agreed = session_timer::on_response(&resp.headers);
-                let still = slot
-                    .timer
-                    .as_mut()
-                    .is_some_and(|tm| tm.refreshed(agreed, t));
-                if !still {
-                    slot.timer = None;
-                }
-                debug!(call_id = %slot.dialog.call_id, "session refreshed");
-            }
-            Some(422) => {
-                self.refreshes.remove(&tx);
-                let min = resp.and_then(|r| session_timer::min_se_of_422(&r.headers));
-                if let Some(timer) = slot.timer.as_mut() {
-                    if let Some(min) = min {
-                        timer.agreement.interval = timer.agreement.interval.max(min);
-                    }
-                    timer.refresh_failed(t);
-                }
-            }
-            // RFC 4028 §10: the far end no longer has the session.
-            None | Some(408 | 481) => {
-                self.refreshes.remove(&tx);
-                self.session_expired(id);
-            }
-            Some(_) => {
-                self.refreshes.remove(&tx);
-                if let Some(timer) = slot.timer.as_mut() {
-                    timer.refresh_failed(t);
-                }
-            }
-        }
     }
 
     fn send_ping(&mut self, id: DialogId) {
@@ -1647,109 +1304,6 @@ impl SipCore {
         req.body = body.into_bytes();
         let (_tx, transmit) = self.txs.send_request(&branch, &req, target, now());
         self.out.push(transmit);
-    }
-
-    /// When a dialog's next hop names a host, locates it off the core's
-    /// task; until then in-dialog requests go where the dialog's requests
-    /// came from (or went to).
-    fn locate_next_hop(&self, id: DialogId) {
-        let Some(uri) = self
-            .dialogs
-            .get(&id)
-            .and_then(|s| s.dialog.next_hop_needs_dns())
-        else {
-            return;
-        };
-        let (resolver, commands) = (self.resolver.clone(), self.cmd_tx.clone());
-        tokio::spawn(async move {
-            match resolver.locate(&uri).await {
-                Ok(l) => {
-                    let addr = l.addrs[0];
-                    let _ = commands
-                        .send(Command::HopLocated {
-                            dialog: id,
-                            uri,
-                            addr,
-                        })
-                        .await;
-                }
-                Err(e) => {
-                    warn!(%uri, error = %e, "cannot locate a dialog's next hop; its requests go where it came from");
-                    metrics::counter!("hotline_dns_failures_total", "what" => "dialog")
-                        .increment(1);
-                }
-            }
-        });
-    }
-
-    /// A trunk's proxy has this address (now): its client sends there.
-    fn trunk_located(&mut self, trunk: &str, addr: SocketAddr) {
-        let tls_domain = self
-            .config
-            .trunks
-            .iter()
-            .find(|t| t.name == trunk)
-            .and_then(|t| t.outbound.as_ref())
-            .and_then(|o| SipUri::parse(&o.proxy))
-            .filter(super::trunk_client::wants_tls)
-            .map(|u| u.host);
-        if let Some(domain) = tls_domain {
-            self.tls_peers.insert(addr, domain);
-        }
-        if let Some(c) = self.trunk_clients.iter_mut().find(|c| c.trunk == trunk) {
-            c.proxy = addr;
-            return;
-        }
-        let Some(cfg) = self.config.trunks.iter().find(|t| t.name == trunk) else {
-            return;
-        };
-        let call_id = format!("{}@{}", random_token(20), self.local.ip());
-        if let Some(c) = TrunkClient::new(cfg, addr, call_id, random_token(10), now()) {
-            self.trunk_clients.push(c);
-        }
-    }
-
-    /// Our INVITE heard nothing, or `503`, from where it went: sends it
-    /// to the host's next address (RFC 3263 §4.3), if there is one.
-    fn fail_over(&mut self, id: DialogId, old_tx: TxId) -> bool {
-        let after = self.config.dns.failover_after;
-        let Some(slot) = self.dialogs.get_mut(&id) else {
-            return false;
-        };
-        let Some(out) = slot.dialog.outbound.as_mut() else {
-            return false;
-        };
-        if slot.dialog.state != DialogState::Early || out.cancelled || out.alternates.is_empty() {
-            return false;
-        }
-        let next = out.alternates.remove(0);
-        out.failover_at = (!out.alternates.is_empty()).then(|| now() + after);
-        info!(call_id = %slot.dialog.call_id, from = %slot.dialog.source.addr, to = %next, "no answer from this address; trying the next one");
-        metrics::counter!("hotline_sip_failovers_total").increment(1);
-        slot.dialog.source = Target {
-            transport: slot.dialog.source.transport,
-            addr: next,
-        };
-        self.txs.abandon(old_tx);
-        self.resend_invite(id, old_tx, Vec::new())
-    }
-
-    /// INVITEs that heard nothing by their failover time.
-    fn failovers(&mut self, t: Instant) {
-        let due: Vec<(DialogId, TxId)> = self
-            .dialogs
-            .iter()
-            .filter(|(_, s)| s.dialog.state == DialogState::Early)
-            .filter_map(|(id, s)| {
-                let out = s.dialog.outbound.as_ref()?;
-                out.failover_at
-                    .is_some_and(|at| at <= t)
-                    .then_some((*id, out.invite_tx))
-            })
-            .collect();
-        for (id, tx) in due {
-            self.fail_over(id, tx);
-        }
     }
 
     /// Places a call: the INVITE on a client transaction, a UAC dialog.
@@ -2030,31 +1584,6 @@ impl SipCore {
         out.authenticated = true;
         info!(call_id = %slot.dialog.call_id, status = resp.status, realm = %challenge.realm, user = %account.username, "our INVITE was challenged; sending it again with credentials");
         self.resend_invite(id, old_tx, vec![(answer_in, value)])
-    }
-
-    /// Our INVITE got `422` (RFC 4028 §7.3): sends it again, once, asking
-    /// for the far end's `Min-SE`.
-    fn resend_with_longer_interval(&mut self, id: DialogId, old_tx: TxId, resp: &Response) -> bool {
-        let settings = self.timer_settings();
-        let Some(min_se) = session_timer::min_se_of_422(&resp.headers) else {
-            return false;
-        };
-        let Some(slot) = self.dialogs.get_mut(&id) else {
-            return false;
-        };
-        let Some(out) = slot.dialog.outbound.as_mut() else {
-            return false;
-        };
-        if slot.dialog.state != DialogState::Early || out.interval_raised || out.cancelled {
-            return false;
-        }
-        out.interval_raised = true;
-        info!(call_id = %slot.dialog.call_id, min_se, "our session interval was too small; asking for more");
-        let headers = session_timer::invite_headers(settings, min_se)
-            .into_iter()
-            .filter(|(k, _)| *k != "Supported")
-            .collect();
-        self.resend_invite(id, old_tx, headers)
     }
 
     /// Sends our INVITE again on a new transaction (next CSeq, new branch)

@@ -107,7 +107,8 @@ const LITERAL_TTL: Duration = Duration::from_secs(3600);
 /// Resolves SIP URIs (RFC 3263); cheap to clone.
 #[derive(Clone)]
 pub struct Resolver {
-    inner: Arc<TokioResolver>,
+    /// `None` when no resolver could be built: names do not resolve.
+    inner: Option<Arc<TokioResolver>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -149,20 +150,15 @@ impl Resolver {
         opts.attempts = 2;
         opts.negative_max_ttl = Some(negative_max);
         let inner = match builder.build() {
-            Ok(r) => r,
+            Ok(r) => Some(Arc::new(r)),
             Err(e) => {
+                // Only IP literals resolve then: every name fails, and
+                // says so where it is used.
                 tracing::warn!(error = %e, "cannot build the DNS resolver; only IP addresses resolve");
-                TokioResolver::builder_with_config(
-                    ResolverConfig::default(),
-                    TokioRuntimeProvider::default(),
-                )
-                .build()
-                .expect("a resolver without servers builds")
+                None
             }
         };
-        Resolver {
-            inner: Arc::new(inner),
-        }
+        Resolver { inner }
     }
 
     /// The addresses to send a URI's requests to, best first (RFC 3263
@@ -201,7 +197,13 @@ impl Resolver {
         }
         let mut valid_until = now + LITERAL_TTL;
         let mut srv_names = Vec::new();
-        if let Ok(found) = self.inner.lookup(fqdn.as_str(), RecordType::NAPTR).await {
+        let Some(inner) = self.inner.as_ref() else {
+            return Err(LocateError::NoAddress {
+                host,
+                reason: "no DNS resolver".into(),
+            });
+        };
+        if let Ok(found) = inner.lookup(fqdn.as_str(), RecordType::NAPTR).await {
             valid_until = valid_until.min(found.valid_until());
             let naptrs: Vec<Naptr> = found
                 .answers()
@@ -224,7 +226,7 @@ impl Resolver {
         }
         let mut addrs = Vec::new();
         for name in srv_names {
-            let Ok(found) = self.inner.lookup(name.as_str(), RecordType::SRV).await else {
+            let Ok(found) = inner.lookup(name.as_str(), RecordType::SRV).await else {
                 continue;
             };
             valid_until = valid_until.min(found.valid_until());
@@ -281,8 +283,13 @@ impl Resolver {
         host: &str,
         transport: super::Transport,
     ) -> Result<Located, LocateError> {
-        let found = self
-            .inner
+        let Some(inner) = self.inner.as_ref() else {
+            return Err(LocateError::NoAddress {
+                host: host.to_owned(),
+                reason: "no DNS resolver".into(),
+            });
+        };
+        let found = inner
             .lookup_ip(name)
             .await
             .map_err(|e| LocateError::NoAddress {
