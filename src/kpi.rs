@@ -83,6 +83,23 @@ pub struct Kpis {
     pub callbacks_failed: usize,
     /// Queue join to connected, for completed callbacks.
     pub callback_wait_seconds: Option<f64>,
+    /// Calls with a MOS (RTCP), their mean, and those below
+    /// [`POOR_MOS`]: the worst leg's, or grouped by agent the agent's leg
+    /// (an agent on a bad home line, not a caller on a bad mobile).
+    pub mos_scored: usize,
+    pub mos_mean: Option<f64>,
+    pub poor_quality: usize,
+}
+
+/// Calls scored below this are poor.
+pub const POOR_MOS: f64 = 3.6;
+
+/// Calls scored, their mean MOS and the poor ones, of `mos` per call.
+fn quality(cdrs: &[&Cdr], mos: impl Fn(&Cdr) -> Option<f64>) -> (usize, Option<f64>, usize) {
+    let scores: Vec<f64> = cdrs.iter().filter_map(|c| mos(c)).collect();
+    let poor = scores.iter().filter(|&&m| m < POOR_MOS).count();
+    let mean = mean(&scores).map(|m| (m * 100.0).round() / 100.0);
+    (scores.len(), mean, poor)
 }
 
 fn secs(ms: Option<i64>) -> f64 {
@@ -175,6 +192,7 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         .filter(|s| ids.contains(s.call_id.as_str()))
         .map(|s| s.score)
         .collect();
+    let (mos_scored, mos_mean, poor_quality) = quality(cdrs, |c| c.mos);
     let promoters = scores.iter().filter(|&&s| s >= 9).count();
     let detractors = scores.iter().filter(|&&s| s <= 6).count();
     Kpis {
@@ -204,6 +222,9 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         callbacks_completed: completed.len(),
         callbacks_failed: failed,
         callback_wait_seconds: mean(&completed),
+        mos_scored,
+        mos_mean,
+        poor_quality,
     }
 }
 
@@ -280,6 +301,15 @@ pub fn report(
                 short_abandon,
             };
             let mut kpis = compute(&calls, src.surveys, t);
+            if by == GroupBy::Agent {
+                let calls: Vec<&Cdr> = calls
+                    .iter()
+                    .copied()
+                    .filter(|c| !c.outcome.is_callback_delivery())
+                    .collect();
+                (kpis.mos_scored, kpis.mos_mean, kpis.poor_quality) =
+                    quality(&calls, |c| c.agent_mos);
+            }
             kpis.occupancy = match by {
                 GroupBy::All => occupancy(src.states, src.since, src.until, None),
                 GroupBy::Queue => {
@@ -409,7 +439,7 @@ fn cell(v: Option<f64>, scale: f64) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.1}", v * scale))
 }
 
-const HEADER: [&str; 20] = [
+const HEADER: [&str; 22] = [
     "group",
     "offered",
     "answered",
@@ -430,9 +460,11 @@ const HEADER: [&str; 20] = [
     "callbacks",
     "callbacks_done",
     "callbacks_failed",
+    "mos",
+    "mos_lt_3.6",
 ];
 
-fn cells(r: &Row) -> [String; 20] {
+fn cells(r: &Row) -> [String; 22] {
     let k = &r.kpis;
     [
         r.group.clone(),
@@ -455,12 +487,14 @@ fn cells(r: &Row) -> [String; 20] {
         k.callbacks_booked.to_string(),
         k.callbacks_completed.to_string(),
         k.callbacks_failed.to_string(),
+        k.mos_mean.map_or_else(|| "-".into(), |m| format!("{m:.2}")),
+        k.poor_quality.to_string(),
     ]
 }
 
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 20]> = std::iter::once(HEADER.map(str::to_owned))
+    let all: Vec<[String; 22]> = std::iter::once(HEADER.map(str::to_owned))
         .chain(rows.iter().map(cells))
         .collect();
     let widths: Vec<usize> = (0..HEADER.len())
@@ -526,7 +560,7 @@ pub fn cdr_csv(cdrs: &[Cdr]) -> String {
     let s = |s: &Option<String>| s.clone().unwrap_or_default();
     let n = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
     let mut out = String::from(
-        "call_id,caller,dialed,trunk,arrived_at,answered_at,flow,exit_node,ivr_exit_at,queue,queued_at,offered_at,agent,bridged_at,ended_at,outcome,ended_by,wait_ms,talk_ms,hold_ms,wrap_up_ms,recording,vars\n",
+        "call_id,caller,dialed,trunk,arrived_at,answered_at,flow,exit_node,ivr_exit_at,queue,queued_at,offered_at,agent,bridged_at,ended_at,outcome,ended_by,wait_ms,talk_ms,hold_ms,wrap_up_ms,recording,vars,mos,agent_mos\n",
     );
     for c in cdrs {
         let cells = [
@@ -553,6 +587,8 @@ pub fn cdr_csv(cdrs: &[Cdr]) -> String {
             n(c.wrap_up_ms),
             s(&c.recording),
             c.vars.clone(),
+            c.mos.map(|m| m.to_string()).unwrap_or_default(),
+            c.agent_mos.map(|m| m.to_string()).unwrap_or_default(),
         ];
         let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
         out.push_str(&line.join(","));
@@ -621,6 +657,58 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn poor_calls_are_counted_per_queue_by_the_worst_leg_and_per_agent_by_theirs() {
+        let scored = |id: &str, agent: &str, mos: f64, agent_mos: f64| Cdr {
+            agent: Some(agent.into()),
+            mos: Some(mos),
+            agent_mos: Some(agent_mos),
+            ..cdr(id, "+1", 1, "agent", Some(1_000), Some(60_000))
+        };
+        let cdrs = [
+            // A caller on a bad mobile line: poor for the queue, not for alice.
+            scored("a", "alice", 3.1, 4.4),
+            scored("b", "alice", 4.4, 4.4),
+            // Bob's home line is bad.
+            scored("c", "bob", 3.3, 3.3),
+            scored("d", "bob", 3.5, 3.5),
+            // No RTCP figures: not scored.
+            cdr("e", "+2", 1, "agent", Some(1_000), Some(60_000)),
+        ];
+        let src = Sources {
+            cdrs: &cdrs,
+            surveys: &[],
+            states: &[],
+            since: Timestamp::UNIX_EPOCH,
+            until: Timestamp::UNIX_EPOCH,
+        };
+        let no_target = |_: &str| None;
+        let nobody = |_: &str| Vec::new();
+        let rows = report(&src, GroupBy::Queue, no_target, nobody, Duration::ZERO);
+        let k = &rows[0].kpis;
+        assert_eq!(
+            (k.mos_scored, k.poor_quality, k.mos_mean),
+            (4, 3, Some(3.58))
+        );
+        let rows = report(&src, GroupBy::Agent, no_target, nobody, Duration::ZERO);
+        let by: BTreeMap<&str, (usize, usize)> = rows
+            .iter()
+            .map(|r| (r.group.as_str(), (r.kpis.mos_scored, r.kpis.poor_quality)))
+            .collect();
+        assert_eq!(by["alice"], (2, 0));
+        assert_eq!(by["bob"], (2, 2));
+        let text = table(&rows);
+        assert!(
+            text.lines().next().unwrap().ends_with("mos  mos_lt_3.6"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("bob") && l.ends_with("3.40           2")),
+            "{text}"
+        );
+    }
 
     fn cdr(
         id: &str,

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -15,6 +15,13 @@ const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// MOS buckets: 3.6 and below is poor (what `hotline report` lists), 4.3
+/// and above what G.711 without loss gets.
+const MOS_BUCKETS: &[f64] = &[1.0, 2.0, 2.6, 3.1, 3.6, 4.0, 4.3, 4.5];
+
+/// Loss ratio buckets: 0.5 % to all.
+const LOSS_BUCKETS: &[f64] = &[0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+
 /// Installs the process-wide recorder (once); `None` if another recorder
 /// was installed first.
 pub fn install() -> Option<&'static PrometheusHandle> {
@@ -22,6 +29,13 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(Matcher::Full("hotline_call_mos".into()), MOS_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("hotline_call_loss_ratio".into()),
+                    LOSS_BUCKETS,
+                )
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();
@@ -66,6 +80,10 @@ fn describe() {
         "Packets on SRTP legs that failed authentication (forged, replayed, plain or damaged)."
     );
     describe_counter!(
+        "hotline_rtcp_packets_refused_total",
+        "RTCP packets not taken: from another address than the leg's peer, unreadable, or failing SRTCP authentication (some phones send a plain keep-alive on SRTP legs)."
+    );
+    describe_counter!(
         "hotline_dtmf_digits_total",
         "DTMF digits received, by method."
     );
@@ -81,6 +99,24 @@ fn describe() {
         "hotline_webhook_duration_seconds",
         Unit::Seconds,
         "Webhook round trips, by outcome."
+    );
+    describe_histogram!(
+        "hotline_call_mos",
+        "Each leg's MOS (E-model, from RTCP and what we received) as its call ends, by leg (caller, agent, transfer)."
+    );
+    describe_histogram!(
+        "hotline_call_loss_ratio",
+        "Each leg's packet loss as its call ends, by leg and direction (in: what we received; out: what the peer reported)."
+    );
+    describe_histogram!(
+        "hotline_call_jitter_seconds",
+        Unit::Seconds,
+        "Each leg's interarrival jitter (RFC 3550) as its call ends, by leg."
+    );
+    describe_histogram!(
+        "hotline_call_rtt_seconds",
+        Unit::Seconds,
+        "Each leg's round-trip time from RTCP as its call ends, by leg."
     );
     describe_histogram!(
         "hotline_store_write_duration_seconds",

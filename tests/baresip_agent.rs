@@ -155,7 +155,9 @@ fn baresip_calling_in_over_tls_with_mandatory_srtp_hears_the_line() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("hi.yaml"),
-        "entry: hi\nnodes:\n  hi: { play: greeting, next: bye }\n  bye: { hangup: goodbye }\n",
+        // The greeting, then 8 s of silence: long enough for RTCP
+        // (SRTCP) reports both ways.
+        "entry: hi\nnodes:\n  hi: { play: greeting, next: wait }\n  wait: { collect: { into: k, max: 1, timeout: 8s, retries: 0 }, next: bye, exhausted: bye }\n  bye: { hangup: goodbye }\n",
     )
     .unwrap();
     let own = common::Ports::next();
@@ -169,10 +171,16 @@ fn baresip_calling_in_over_tls_with_mandatory_srtp_hears_the_line() {
             dir.display()
         ),
     );
-    baresip::configure(
+    // Its voice: the greeting, then silence (it hangs up when it ends).
+    let mut voice = baresip::greeting();
+    voice.resize(voice.len() + 8000 * 12, 0);
+    let voice_path = dir.join("voice.wav");
+    hotline::media::wav::write(&voice_path, &voice, 8000).unwrap();
+    baresip::configure_with_voice(
         &dir,
         &format!("127.0.0.1:{phone_port}"),
         &format!("{phone_tls}module srtp.so\n"),
+        &voice_path,
     );
     std::fs::write(
         dir.join("conf/accounts"),
@@ -196,11 +204,21 @@ fn baresip_calling_in_over_tls_with_mandatory_srtp_hears_the_line() {
     assert!(metric(&engine, "hotline_rtp_packets_received_total") > 50.0);
     assert_eq!(metric(&engine, "hotline_srtp_packets_refused_total"), 0.0);
     // What the phone decrypted is the line's greeting.
+    // (The greeting comes first; the goodbye prompt after the wait.)
     let heard = baresip::heard(&dir);
+    let first = &heard[..heard.len().min(greeting().len() + 4000)];
     assert!(
-        best_correlation(&heard, &greeting()) > 0.9,
+        best_correlation(first, &greeting()) > 0.9,
         "the phone did not hear the greeting ({} samples)",
         heard.len()
     );
+    // RTCP both ways as SRTCP: the phone's reports authenticated, and
+    // they carry a round trip, which needs the phone to have decrypted
+    // one of our sender reports (its LSR is our SR's time).
+    let cdrs = common::cdrs(&engine);
+    let leg = &cdrs[0]["quality"][0];
+    assert!(leg["reports"].as_u64() >= Some(1), "{leg}");
+    assert!(leg["rtt_ms"].as_f64().is_some_and(|r| r < 100.0), "{leg}");
+    assert!(leg["mos"].as_f64() >= Some(4.2), "{leg}");
     let _ = std::fs::remove_dir_all(&dir);
 }

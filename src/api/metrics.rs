@@ -49,6 +49,7 @@ pub async fn render(State(state): State<Arc<ApiState>>) -> Response {
             "hotline_srtp_packets_refused_total",
             &m.packets_unauthenticated,
         ),
+        ("hotline_rtcp_packets_refused_total", &m.rtcp_refused),
     ] {
         metrics::counter!(name).absolute(v.load(Ordering::Relaxed));
     }

@@ -8,6 +8,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::events::Event;
+use crate::media::{Quality, QualityHandle};
 
 /// Where a call in progress stands (its `state` in the API and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,7 +43,7 @@ impl CallPhase {
 }
 
 /// A call in progress.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LiveCall {
     pub call_id: String,
     pub caller: String,
@@ -54,18 +55,49 @@ pub struct LiveCall {
     pub node: Option<String>,
     pub queue: Option<String>,
     pub agent: Option<String>,
+    /// Each leg's loss, jitter, round trip and MOS so far (RTCP).
+    pub quality: Vec<LegQuality>,
 }
+
+/// One leg's quality figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LegQuality {
+    /// `caller`, `agent` or `transfer`.
+    pub leg: &'static str,
+    /// The agent, or the transfer's target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub who: Option<String>,
+    #[serde(flatten)]
+    pub figures: Quality,
+}
+
+/// A leg whose figures its media clock keeps up to date.
+#[derive(Debug, Clone)]
+pub struct LegHandle {
+    pub leg: &'static str,
+    pub who: Option<String>,
+    pub handle: QualityHandle,
+}
+
+impl LegHandle {
+    pub fn now(&self) -> LegQuality {
+        LegQuality {
+            leg: self.leg,
+            who: self.who.clone(),
+            figures: self.handle.get(),
+        }
+    }
+}
+
+type Entry = (LiveCall, mpsc::UnboundedSender<()>, Vec<LegHandle>);
 
 #[derive(Default)]
 pub struct LiveCalls {
-    calls: Mutex<HashMap<String, (LiveCall, mpsc::UnboundedSender<()>)>>,
+    calls: Mutex<HashMap<String, Entry>>,
 }
 
 impl LiveCalls {
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<String, (LiveCall, mpsc::UnboundedSender<()>)>) -> T,
-    ) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Entry>) -> T) -> T {
         // A panic elsewhere never poisons this for good: the map stays usable.
         let mut map = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut map)
@@ -94,7 +126,7 @@ impl LiveCalls {
                 n += 1;
             }
             call.call_id = id.clone();
-            m.insert(id.clone(), (call, hangup));
+            m.insert(id.clone(), (call, hangup, Vec::new()));
             id
         })
     }
@@ -111,24 +143,24 @@ impl LiveCalls {
                 flow,
                 node,
             } => {
-                if let Some((c, _)) = m.get_mut(call_id) {
+                if let Some((c, ..)) = m.get_mut(call_id) {
                     c.flow = Some(flow.clone());
                     c.node = Some(node.clone());
                 }
             }
             Event::QueueJoined { call_id, queue, .. } => {
-                if let Some((c, _)) = m.get_mut(call_id) {
+                if let Some((c, ..)) = m.get_mut(call_id) {
                     c.state = CallPhase::Queued;
                     c.queue = Some(queue.clone());
                 }
             }
             Event::AgentOffered { call_id, .. } => {
-                if let Some((c, _)) = m.get_mut(call_id) {
+                if let Some((c, ..)) = m.get_mut(call_id) {
                     c.state = CallPhase::Ringing;
                 }
             }
             Event::CallAnswered { call_id, agent, .. } => {
-                if let Some((c, _)) = m.get_mut(call_id) {
+                if let Some((c, ..)) = m.get_mut(call_id) {
                     c.state = CallPhase::Talking;
                     c.agent = agent.clone();
                 }
@@ -139,17 +171,40 @@ impl LiveCalls {
 
     /// Every call in progress, oldest first.
     pub fn list(&self) -> Vec<LiveCall> {
-        let mut calls: Vec<LiveCall> = self.with(|m| m.values().map(|(c, _)| c.clone()).collect());
+        let mut calls: Vec<LiveCall> = self.with(|m| m.values().map(view).collect());
         calls.sort_by(|a, b| (a.arrived_at, &a.call_id).cmp(&(b.arrived_at, &b.call_id)));
         calls
     }
 
     pub fn get(&self, call_id: &str) -> Option<LiveCall> {
-        self.with(|m| m.get(call_id).map(|(c, _)| c.clone()))
+        self.with(|m| m.get(call_id).map(view))
     }
 
     /// Asks the call to hang up; `false` if there is no such call.
     pub fn hang_up(&self, call_id: &str) -> bool {
-        self.with(|m| m.get(call_id).is_some_and(|(_, tx)| tx.send(()).is_ok()))
+        self.with(|m| m.get(call_id).is_some_and(|(_, tx, _)| tx.send(()).is_ok()))
+    }
+
+    /// A leg of the call now has media (the caller's at the answer, an
+    /// agent's or a transfer's when it answers).
+    pub fn add_leg(&self, call_id: &str, leg: LegHandle) {
+        self.with(|m| {
+            if let Some((.., legs)) = m.get_mut(call_id) {
+                legs.push(leg);
+            }
+        })
+    }
+
+    /// The call's legs, for its record.
+    pub fn legs(&self, call_id: &str) -> Vec<LegHandle> {
+        self.with(|m| m.get(call_id).map(|(.., l)| l.clone()).unwrap_or_default())
+    }
+}
+
+/// A call as the API shows it: its figures as they are now.
+fn view((call, _, legs): &Entry) -> LiveCall {
+    LiveCall {
+        quality: legs.iter().map(LegHandle::now).collect(),
+        ..call.clone()
     }
 }

@@ -90,6 +90,7 @@ pub async fn run(ctx: CallContext, mut call: IncomingCall) {
             node: None,
             queue: None,
             agent: None,
+            quality: Vec::new(),
         },
         &call.from_tag,
         kill_tx,
@@ -129,6 +130,14 @@ pub async fn run(ctx: CallContext, mut call: IncomingCall) {
             None => Driver::setup(ctx, call, &mut cdr, kill_rx, record.clone()).await,
         };
         record::finish(&mut cdr, ending, jiff::Timestamp::now());
+        let legs: Vec<live::LegQuality> = bus
+            .calls
+            .legs(&cdr.call_id)
+            .iter()
+            .map(live::LegHandle::now)
+            .collect();
+        record::quality(&mut cdr, &legs);
+        observe_quality(&legs);
         let cdr_call_id = cdr.call_id.clone();
         let ended = BusEvent::CallEnded {
             call_id: cdr.call_id.clone(),
@@ -278,6 +287,14 @@ impl Driver {
                 return Ending::Refused;
             }
         };
+        ctx.calls.add_leg(
+            &call_id,
+            live::LegHandle {
+                leg: "caller",
+                who: None,
+                handle: media.quality(),
+            },
+        );
         let symmetric = ctx
             .config
             .trunks
@@ -416,6 +433,20 @@ impl Driver {
         match ev {
             LegEvent::Answered { agent, sdp } => {
                 let leg = self.leg.as_ref();
+                if let Some(l) = leg {
+                    let (kind, who) = match &agent {
+                        Some(a) => ("agent", Some(a.clone())),
+                        None => ("transfer", l.answered_target().map(str::to_owned)),
+                    };
+                    self.ctx.calls.add_leg(
+                        &self.call_id,
+                        live::LegHandle {
+                            leg: kind,
+                            who,
+                            handle: l.media.quality(),
+                        },
+                    );
+                }
                 Input::LegAnswered {
                     agent,
                     sdp,
@@ -473,4 +504,26 @@ pub(crate) fn agent_policy(
     tls: bool,
 ) -> sdp::crypto::Policy {
     sdp::crypto::Policy::for_agent(config, agent, tls)
+}
+
+/// Each leg's figures into the quality histograms, as its call ends.
+fn observe_quality(legs: &[live::LegQuality]) {
+    for l in legs {
+        let q = &l.figures;
+        let Some(mos) = q.mos else {
+            continue;
+        };
+        metrics::histogram!("hotline_call_mos", "leg" => l.leg).record(mos);
+        metrics::histogram!("hotline_call_loss_ratio", "leg" => l.leg, "direction" => "in")
+            .record(q.loss);
+        if let Some(loss) = q.remote_loss {
+            metrics::histogram!("hotline_call_loss_ratio", "leg" => l.leg, "direction" => "out")
+                .record(loss);
+        }
+        metrics::histogram!("hotline_call_jitter_seconds", "leg" => l.leg)
+            .record(q.jitter_ms / 1000.0);
+        if let Some(rtt) = q.rtt_ms {
+            metrics::histogram!("hotline_call_rtt_seconds", "leg" => l.leg).record(rtt / 1000.0);
+        }
+    }
 }

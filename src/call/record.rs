@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::live::LegQuality;
 use crate::acd::Away;
 use crate::flow;
 use crate::store::{Cdr, Outcome};
@@ -108,6 +109,23 @@ impl Marks {
     }
 }
 
+/// Writes each leg's quality into the record, with the worst MOS of all
+/// legs and of the agent legs.
+pub fn quality(cdr: &mut Cdr, legs: &[LegQuality]) {
+    if legs.is_empty() {
+        return;
+    }
+    cdr.quality = serde_json::to_value(legs).ok();
+    let worst = |agents: bool| {
+        legs.iter()
+            .filter(|l| !agents || l.leg == "agent")
+            .filter_map(|l| l.figures.mos)
+            .reduce(f64::min)
+    };
+    cdr.mos = worst(false);
+    cdr.agent_mos = worst(true);
+}
+
 /// The outcome of a caller turned away from a queue.
 pub fn turned_away(why: Away) -> Outcome {
     match why {
@@ -190,5 +208,38 @@ mod tests {
             (cdr.wait_ms, cdr.talk_ms, cdr.ended_by.as_str()),
             (Some(30_000), None, "engine")
         );
+    }
+
+    #[test]
+    fn the_record_keeps_each_legs_figures_and_the_worst_mos() {
+        let leg = |leg, who: Option<&str>, mos| LegQuality {
+            leg,
+            who: who.map(str::to_owned),
+            figures: crate::media::Quality {
+                mos,
+                ..Default::default()
+            },
+        };
+        let mut cdr = Cdr::default();
+        quality(&mut cdr, &[]);
+        assert_eq!(
+            (cdr.quality.is_none(), cdr.mos, cdr.agent_mos),
+            (true, None, None)
+        );
+        quality(
+            &mut cdr,
+            &[
+                leg("caller", None, Some(3.2)),
+                leg("agent", Some("alice"), Some(4.4)),
+                leg("agent", Some("bob"), Some(3.9)),
+                leg("transfer", Some("sip:x@y"), None),
+            ],
+        );
+        assert_eq!((cdr.mos, cdr.agent_mos), (Some(3.2), Some(3.9)));
+        let q = cdr.quality.unwrap();
+        assert_eq!(q[1]["leg"], "agent");
+        assert_eq!(q[1]["who"], "alice");
+        assert_eq!(q[1]["mos"], 4.4);
+        assert!(q[3].get("mos").is_none());
     }
 }

@@ -316,6 +316,7 @@ pub fn stream_of(
         symmetric,
         signalling,
         srtp: n.srtp,
+        rtcp: n.rtcp,
     }
 }
 

@@ -23,7 +23,9 @@ use super::dtmf::{Digit, DigitSource, InbandDetector, Rfc4733Receiver, Rfc4733To
 use super::g711;
 use super::learn::{DropReason, PeerLearning, Verdict};
 use super::prompt::{Prompt, FRAME_SAMPLES};
+use super::quality::{LegRtcp, QualityHandle};
 use super::rtp::{self, RtpInfo};
+use super::{rtcp, stamp};
 use crate::sdp::Codec;
 
 pub const TICK: Duration = Duration::from_millis(20);
@@ -34,6 +36,11 @@ pub const CHANNEL_EVENTS: usize = 128;
 /// At most this many packets are read from one channel per tick, so one
 /// flooding peer cannot stall the others (a 10 ms-ptime peer needs 2).
 const MAX_READS_PER_TICK: usize = 8;
+/// A channel's RTCP port is read once every this many ticks (half a
+/// second: reports come every few seconds), when its figures are published too.
+const RTCP_EVERY: u64 = 25;
+/// At most this many RTCP packets are read per visit.
+const RTCP_READS: usize = 4;
 
 /// What a call's media tells its call task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +89,8 @@ pub struct StreamConfig {
     /// SRTP keys, when the leg is encrypted: nothing unauthenticated is
     /// taken, nothing leaves in clear.
     pub srtp: Option<crate::sdp::crypto::Srtp>,
+    /// Where the peer's RTCP goes; `None`: on the RTP port (`rtcp-mux`).
+    pub rtcp: Option<SocketAddr>,
 }
 
 /// Counters the operator graphs.
@@ -92,6 +101,9 @@ pub struct MediaStats {
     pub packets_bad: AtomicU64,
     /// Packets on an SRTP leg that failed authentication.
     pub packets_unauthenticated: AtomicU64,
+    /// RTCP packets not taken: from another address than the peer's, not
+    /// RTCP, or failing SRTCP authentication on an SRTP leg.
+    pub rtcp_refused: AtomicU64,
     pub send_errors: AtomicU64,
     /// Sequence numbers skipped (packets that never came).
     pub packets_lost: AtomicU64,
@@ -230,6 +242,11 @@ fn emit(events: &mpsc::Sender<MediaEvent>, ev: MediaEvent) {
 pub(crate) struct Channel {
     id: u64,
     socket: UdpSocket,
+    /// The RTCP port (the RTP port + 1).
+    rtcp_socket: Option<UdpSocket>,
+    /// Where the peer's RTCP comes from (on the RTCP port): replies go there.
+    rtcp_peer: Option<SocketAddr>,
+    rtcp: LegRtcp,
     events: mpsc::Sender<MediaEvent>,
     stream: Option<StreamConfig>,
     /// Whose packets are taken; set with the first stream.
@@ -268,10 +285,24 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    pub(crate) fn new(id: u64, socket: UdpSocket, events: mpsc::Sender<MediaEvent>) -> Channel {
+    pub(crate) fn new(
+        id: u64,
+        socket: UdpSocket,
+        rtcp_socket: Option<UdpSocket>,
+        events: mpsc::Sender<MediaEvent>,
+        quality: QualityHandle,
+    ) -> Channel {
+        stamp::enable(&socket);
+        if let Some(s) = rtcp_socket.as_ref() {
+            stamp::enable(s);
+        }
+        let ssrc = rand::random();
         Channel {
             id,
             socket,
+            rtcp_socket,
+            rtcp_peer: None,
+            rtcp: LegRtcp::new(ssrc, quality),
             events,
             stream: None,
             learning: None,
@@ -279,7 +310,7 @@ impl Channel {
             last_seq: None,
             heard_at: Instant::now(),
             silent: false,
-            ssrc: rand::random(),
+            ssrc,
             seq: rand::random(),
             ts: rand::random(),
             marker: true,
@@ -352,9 +383,13 @@ impl Channel {
                         }
                     }
                 }
+                if self.stream.is_some_and(|s| s.rtcp != cfg.rtcp) {
+                    self.rtcp_peer = None;
+                }
                 self.stream = Some(cfg);
                 self.heard_at = now;
                 self.silent = false;
+                self.rtcp.start(now);
             }
             ChannelCommand::Play { prompt, token } => {
                 self.source = Source::Prompt {
@@ -437,11 +472,16 @@ impl Channel {
     /// Reads and handles one datagram; `false` when none was waiting (or the
     /// socket failed).
     fn receive_one(&mut self, buf: &mut [u8], stats: &MediaStats, now: Instant) -> bool {
-        let (mut n, from) = match self.socket.recv_from(buf) {
+        let (mut n, from, at) = match stamp::recv(&self.socket, buf) {
             Ok(got) => got,
             // An ICMP error for an earlier send to the connected peer.
             Err(e) => return e.kind() == std::io::ErrorKind::ConnectionRefused,
         };
+        if rtcp::is_rtcp(&buf[..n]) {
+            // Multiplexed RTCP (RFC 5761).
+            self.take_rtcp(&buf[..n], from, at, false, stats);
+            return true;
+        }
         if self.stream.is_some_and(|s| s.srtp.is_some()) {
             // Only what authenticates is taken (and may teach the peer's
             // address): forged, replayed and plain packets are dropped.
@@ -504,6 +544,13 @@ impl Channel {
         } else {
             self.last_seq = Some(info.sequence);
         }
+        let arrival = at.unwrap_or_else(since_epoch);
+        // In RTP timestamp units (8 kHz), wrapping as timestamps do.
+        let arrival = (arrival.as_nanos() * u128::from(rtcp::CLOCK_RATE) / 1_000_000_000) as u32;
+        let audio = info.payload_type == stream.payload_type;
+        self.rtcp
+            .reception
+            .on_packet(info.ssrc, info.sequence, info.timestamp, arrival, audio);
         if self.bridge.is_some() && info.payload_type == stream.payload_type {
             match Frame::of(payload, info.timestamp) {
                 Some(f) => self.outbox.push(f),
@@ -548,6 +595,114 @@ impl Channel {
             }
         }
         true
+    }
+
+    /// An RTCP packet from `from` (on the RTCP port, or muxed): taken only
+    /// from the peer's address, and when the leg is SRTP only if it
+    /// authenticates (SRTCP).
+    fn take_rtcp(
+        &mut self,
+        packet: &[u8],
+        from: SocketAddr,
+        at: Option<Duration>,
+        own_port: bool,
+        stats: &MediaStats,
+    ) {
+        let Some(stream) = self.stream else {
+            return;
+        };
+        let peer = self
+            .learning
+            .as_ref()
+            .map_or(stream.remote, |l| l.send_to());
+        let refused = || {
+            stats.rtcp_refused.fetch_add(1, Ordering::Relaxed);
+        };
+        if from.ip() != peer.ip() {
+            return refused();
+        }
+        let plain;
+        let packet = if stream.srtp.is_some() {
+            match self.srtp.as_mut().and_then(|s| s.unprotect_rtcp(packet)) {
+                Some(p) => {
+                    plain = p;
+                    &plain[..]
+                }
+                // Some phones send a plain RTCP keep-alive on SRTP legs
+                // (baresip's APP "PINGPONG"): refused here, apart from RTP.
+                None => return refused(),
+            }
+        } else {
+            packet
+        };
+        // When it arrived, not when it was read (the round trip).
+        let ntp = rtcp::ntp(at.unwrap_or_else(since_epoch));
+        if self.rtcp.on_packet(packet, ntp) {
+            if own_port && stream.symmetric {
+                self.rtcp_peer = Some(from);
+            }
+        } else {
+            refused();
+        }
+    }
+
+    /// Reads what waits on the RTCP port.
+    fn poll_rtcp(&mut self, buf: &mut [u8], stats: &MediaStats) {
+        for _ in 0..RTCP_READS {
+            let Some(socket) = self.rtcp_socket.as_ref() else {
+                return;
+            };
+            let Ok((n, from, at)) = stamp::recv(socket, buf) else {
+                return;
+            };
+            let packet = buf[..n].to_vec();
+            self.take_rtcp(&packet, from, at, true, stats);
+        }
+    }
+
+    /// Sends our report (with a BYE when the leg ends): on the RTP port
+    /// when multiplexed, else from the RTCP port to the peer's.
+    fn send_report(&mut self, now: Instant, bye: bool, stats: &MediaStats) {
+        let Some(stream) = self.stream else {
+            return;
+        };
+        let rtp_to = self
+            .learning
+            .as_ref()
+            .map_or(stream.remote, |l| l.send_to());
+        let (socket, to) = match stream.rtcp {
+            None => (&self.socket, rtp_to),
+            Some(addr) => match self.rtcp_socket.as_ref() {
+                Some(s) => (s, self.rtcp_peer.unwrap_or(addr)),
+                None => return,
+            },
+        };
+        if to.port() == 0 || to.ip().is_unspecified() {
+            return;
+        }
+        let report = self.rtcp.write(now, rtcp::ntp(since_epoch()), bye);
+        let sealed;
+        let packet = match self.srtp.as_mut() {
+            Some(s) => match s.protect_rtcp(report) {
+                Some(p) => {
+                    sealed = p;
+                    &sealed[..]
+                }
+                None => return,
+            },
+            // Never in clear what was agreed encrypted.
+            None if stream.srtp.is_some() => return,
+            None => report,
+        };
+        if socket.send_to(packet, to).is_err() {
+            stats.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The leg ends: a last report with a BYE, and its final figures.
+    fn close(&mut self, stats: &MediaStats) {
+        self.send_report(Instant::now(), true, stats);
+        self.rtcp.publish();
     }
 
     fn finish_conversation(&mut self) {
@@ -629,11 +784,12 @@ pub(crate) async fn run(
     interval.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut rbuf = vec![0u8; 2048];
     let mut wbuf = [0u8; 12 + 4 * 15 + FRAME_SAMPLES];
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             biased;
             cmd = commands.recv() => match cmd {
-                Some(cmd) => channels.apply(cmd, Instant::now()),
+                Some(cmd) => channels.apply(cmd, Instant::now(), &stats),
                 None => return,
             },
             at = interval.tick() => {
@@ -645,10 +801,19 @@ pub(crate) async fn run(
                 }
                 channels.relay();
                 let music = music_frame(at.into_std());
+                ticks += 1;
                 for ch in channels.list.iter_mut() {
                     tick(ch, &mut wbuf, &stats, music);
                     ch.conversation_tick();
                     ch.check_silence(now, silence);
+                    if ch.rtcp.due(now) {
+                        ch.send_report(now, false, &stats);
+                    }
+                    // Spread over the ticks by channel id.
+                    if (ticks + ch.id) % RTCP_EVERY == 0 {
+                        ch.poll_rtcp(&mut rbuf, &stats);
+                        ch.rtcp.publish();
+                    }
                 }
             }
         }
@@ -720,7 +885,7 @@ impl Channels {
         }
     }
 
-    fn apply(&mut self, cmd: ClockCommand, now: Instant) {
+    fn apply(&mut self, cmd: ClockCommand, now: Instant, stats: &MediaStats) {
         match cmd {
             ClockCommand::Add(ch) => {
                 self.index.insert(ch.id, self.list.len());
@@ -729,7 +894,7 @@ impl Channels {
             ClockCommand::Remove(id) => {
                 if let Some(i) = self.index.remove(&id) {
                     // Dropping the channel closes its socket.
-                    self.list.swap_remove(i);
+                    self.list.swap_remove(i).close(stats);
                     if let Some(moved) = self.list.get(i) {
                         self.index.insert(moved.id, i);
                     }
@@ -762,6 +927,14 @@ fn disconnect(socket: &UdpSocket) {
     if !ok {
         tracing::debug!("cannot disconnect an RTP socket");
     }
+}
+
+/// The wall clock since the Unix epoch (RTCP's NTP times, and a packet's
+/// arrival when the kernel did not stamp it).
+fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 fn silence(codec: Codec) -> &'static [u8] {
@@ -828,6 +1001,8 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats, music: u64) {
         return;
     }
     ch.seq = ch.seq.wrapping_add(1);
+    ch.rtcp
+        .on_sent(info.sequence, info.timestamp, len.saturating_sub(12));
     let to = ch.learning.as_ref().map_or(stream.remote, |l| l.send_to());
     let packet: &[u8] = if stream.srtp.is_some() {
         let sealed = ch
@@ -864,7 +1039,10 @@ mod tests {
     fn channel() -> (Channel, mpsc::Receiver<MediaEvent>) {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
-        (Channel::new(1, socket, tx), rx)
+        (
+            Channel::new(1, socket, None, tx, QualityHandle::default()),
+            rx,
+        )
     }
 
     #[test]

@@ -9,8 +9,11 @@ pub mod g711;
 pub mod learn;
 pub mod ports;
 pub mod prompt;
+pub mod quality;
+pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
+mod stamp;
 pub mod wav;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -23,6 +26,8 @@ use tokio::sync::mpsc;
 pub use clock::{MediaEvent, MediaStats, StreamConfig};
 pub use dtmf::{Digit, DigitSource};
 pub use prompt::{Prompt, PromptCache};
+pub use quality::QualityHandle;
+pub use rtcp::Quality;
 
 use clock::{Channel, ChannelCommand, ClockCommand};
 use ports::PortPool;
@@ -84,7 +89,7 @@ impl MediaEngine {
         })
     }
 
-    /// Opens a channel on a free even port.
+    /// Opens a channel on a free even port, with RTCP on the next one up.
     pub async fn open(self: &Arc<Self>) -> Result<MediaChannel, MediaError> {
         self.open_on(None).await
     }
@@ -103,8 +108,10 @@ impl MediaEngine {
                 .map_err(|_| MediaError::NoPorts(self.range.clone()))?
                 .take(Instant::now(), &mut rand::rng())
                 .ok_or_else(|| MediaError::NoPorts(self.range.clone()))?;
-            match bind_nonblocking(SocketAddr::new(self.bind, port)) {
-                Ok(socket) => return Ok(self.register(socket, port, clock).await),
+            let bound = bind_nonblocking(SocketAddr::new(self.bind, port))
+                .and_then(|rtp| Ok((rtp, bind_nonblocking(SocketAddr::new(self.bind, port + 1))?)));
+            match bound {
+                Ok((rtp, rtcp)) => return Ok(self.register(rtp, rtcp, port, clock).await),
                 Err(e) => {
                     self.give_back(port);
                     last_err = Some(e);
@@ -128,6 +135,7 @@ impl MediaEngine {
     async fn register(
         self: &Arc<Self>,
         socket: UdpSocket,
+        rtcp: UdpSocket,
         port: u16,
         clock: Option<mpsc::Sender<ClockCommand>>,
     ) -> MediaChannel {
@@ -136,11 +144,13 @@ impl MediaEngine {
             self.clocks[self.next_clock.fetch_add(1, Ordering::Relaxed) % self.clocks.len()].clone()
         });
         let (tx, rx) = mpsc::channel(clock::CHANNEL_EVENTS);
-        let add = ClockCommand::Add(Box::new(Channel::new(id, socket, tx)));
-        let _ = clock.send(add).await;
+        let quality = QualityHandle::default();
+        let channel = Channel::new(id, socket, Some(rtcp), tx, quality.clone());
+        let _ = clock.send(ClockCommand::Add(Box::new(channel))).await;
         MediaChannel {
             id,
             port,
+            quality,
             clock,
             events: rx,
             engine: self.clone(),
@@ -169,6 +179,8 @@ fn bind_nonblocking(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub struct MediaChannel {
     id: u64,
     port: u16,
+    /// The leg's quality, as its clock last published it.
+    quality: QualityHandle,
     clock: mpsc::Sender<ClockCommand>,
     /// Digits and playback completions, for the call task.
     pub events: mpsc::Receiver<MediaEvent>,
@@ -178,6 +190,12 @@ pub struct MediaChannel {
 impl MediaChannel {
     pub fn local_port(&self) -> u16 {
         self.port
+    }
+
+    /// The leg's loss, jitter, round trip and MOS (RTCP); the handle stays
+    /// readable after the channel is gone (its final figures).
+    pub fn quality(&self) -> QualityHandle {
+        self.quality.clone()
     }
 
     /// Sets (or changes) where and how RTP flows.

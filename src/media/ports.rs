@@ -1,4 +1,5 @@
-//! The pool of local RTP ports: even ports of the configured range. A call
+//! The pool of local RTP ports: even ports of the configured range (each
+//! with the odd one above it, for RTCP). A call
 //! gets a random one among those idle for at least [`QUARANTINE`], so its
 //! port cannot be guessed from the last call's, and stray packets of a
 //! port's last call do not reach the next one. When every free port was
@@ -28,7 +29,8 @@ impl PortPool {
     pub fn new(range: PortRange) -> PortPool {
         let first = range.low + range.low % 2;
         PortPool {
-            free: (first..=range.high).step_by(2).map(|p| (p, None)).collect(),
+            // Each with the odd port above it for RTCP.
+            free: (first..range.high).step_by(2).map(|p| (p, None)).collect(),
         }
     }
 
@@ -68,6 +70,8 @@ mod tests {
     fn even_ports_only() {
         let mut p = pool(10001, 10007);
         assert_eq!(p.available(), 3);
+        // An even port at the top has no RTCP port above it.
+        assert_eq!(pool(10000, 10004).available(), 2);
         let now = Instant::now();
         let mut rng = rand::rng();
         let mut got: Vec<u16> = (0..3).filter_map(|_| p.take(now, &mut rng)).collect();

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use rtc_crypto::RTCCryptoProvider;
 use rtc_srtp::context::Context;
-use rtc_srtp::option::srtp_replay_protection;
+use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc_srtp::protection_profile::ProtectionProfile;
 
 use aes::cipher::{InnerIvInit, KeyInit, KeyIvInit, StreamCipher};
@@ -159,7 +159,7 @@ impl Session {
             salt,
             suite,
             Some(srtp_replay_protection(128)),
-            None,
+            Some(srtcp_replay_protection(128)),
             crypto,
         )
         .map_err(|e| e.to_string())?;
@@ -180,6 +180,17 @@ impl Session {
         out.clear();
         out.extend_from_slice(&sealed);
         Some(())
+    }
+
+    /// Protects an RTCP packet of ours (SRTCP, RFC 3711 §3.4).
+    pub fn protect_rtcp(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
+        Some(self.tx.encrypt_rtcp(packet).ok()?.to_vec())
+    }
+
+    /// Checks and decrypts an SRTCP packet; `None` when it fails
+    /// authentication or replays one already taken.
+    pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
+        Some(self.rx.decrypt_rtcp(packet).ok()?.to_vec())
     }
 
     /// Checks and decrypts an SRTP packet in place; its new length, or
@@ -275,6 +286,20 @@ mod tests {
                 b.unprotect(&mut buf, plain.len()).is_none(),
                 "{suite:?}: plain"
             );
+            // RTCP the same way: read once, a replay or plain RTCP refused.
+            let mut report = Vec::new();
+            crate::media::rtcp::write(&mut report, 0x0102_0304, None, None, "c", false);
+            let sealed = a.protect_rtcp(&report).unwrap();
+            assert_eq!(
+                b.unprotect_rtcp(&sealed).as_deref(),
+                Some(&report[..]),
+                "{suite:?}"
+            );
+            assert!(
+                b.unprotect_rtcp(&sealed).is_none(),
+                "{suite:?}: RTCP replay"
+            );
+            assert!(b.unprotect_rtcp(&report).is_none(), "{suite:?}: plain RTCP");
         }
     }
 

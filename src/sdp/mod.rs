@@ -108,6 +108,11 @@ pub struct AudioOffer {
     pub savp: bool,
     /// Its usable `a=crypto` lines (SDES keys), in the offerer's order.
     pub crypto: Vec<Crypto>,
+    /// `a=rtcp-mux` (RFC 5761): RTCP shares the RTP port.
+    pub rtcp_mux: bool,
+    /// `a=rtcp:PORT [IN IP4 ADDRESS]` (RFC 3605): RTCP is elsewhere than
+    /// the next port up.
+    pub rtcp: Option<(u16, Option<IpAddr>)>,
 }
 
 impl AudioOffer {
@@ -125,6 +130,15 @@ impl AudioOffer {
     /// The RTP destination.
     pub fn socket_addr(&self) -> SocketAddr {
         SocketAddr::new(self.address, self.port)
+    }
+
+    /// Where its RTCP goes when not multiplexed: `a=rtcp`, else the next
+    /// port up (RFC 3550 §11).
+    pub fn rtcp_addr(&self) -> SocketAddr {
+        match self.rtcp {
+            Some((port, addr)) => SocketAddr::new(addr.unwrap_or(self.address), port),
+            None => SocketAddr::new(self.address, self.port.saturating_add(1)),
+        }
     }
 
     /// The direction the remote side effectively asks for.
@@ -193,6 +207,8 @@ pub fn parse(body: &[u8]) -> Result<AudioOffer, SdpError> {
                     null_address: false,
                     savp,
                     crypto: Vec::new(),
+                    rtcp_mux: false,
+                    rtcp: None,
                 });
             }
             "c" => {
@@ -237,6 +253,14 @@ pub fn parse(body: &[u8]) -> Result<AudioOffer, SdpError> {
                             if let Some(c) = crypto::parse_line(arg) {
                                 a.crypto.push(c);
                             }
+                        } else if name == "rtcp-mux" {
+                            a.rtcp_mux = true;
+                        } else if name == "rtcp" {
+                            let mut p = arg.split_whitespace();
+                            if let Some(port) = p.next().and_then(|x| x.parse::<u16>().ok()) {
+                                let addr = p.nth(2).and_then(|x| x.parse::<IpAddr>().ok());
+                                a.rtcp = Some((port, addr));
+                            }
                         }
                     }
                     _ if !seen_audio => {
@@ -271,6 +295,9 @@ pub struct Negotiated {
     pub direction: Direction,
     /// SRTP, when agreed (keys: ours to send, theirs to receive).
     pub srtp: Option<Srtp>,
+    /// Where the remote's RTCP goes; `None`: multiplexed on the RTP port
+    /// (both sides said `a=rtcp-mux`).
+    pub rtcp: Option<SocketAddr>,
 }
 
 impl Negotiated {
@@ -341,6 +368,9 @@ fn negotiate_plain(offer: &AudioOffer) -> Result<Negotiated, SdpError> {
         remote: offer.socket_addr(),
         direction: offer.effective_direction().answer(),
         srtp: None,
+        // We always take RTCP on either port: an offer's mux is accepted
+        // (our answer says so), an answer's is what our offer proposed.
+        rtcp: (!offer.rtcp_mux).then(|| offer.rtcp_addr()),
     })
 }
 
@@ -428,6 +458,9 @@ pub fn answer(origin: &mut Origin, port: u16, n: &Negotiated) -> Vec<u8> {
         });
         let _ = write!(out, "a={line}\r\n");
     }
+    if n.rtcp.is_none() {
+        out.push_str("a=rtcp-mux\r\n");
+    }
     let _ = write!(out, "a=ptime:20\r\na={}\r\n", n.direction.attribute());
     out.into_bytes()
 }
@@ -451,7 +484,8 @@ a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-16\r\n"
     for c in crypto {
         let _ = write!(out, "a={}\r\n", crypto::line(c));
     }
-    out.push_str("a=ptime:20\r\na=sendrecv\r\n");
+    // RTCP on the RTP port if the answer agrees (we listen on both).
+    out.push_str("a=rtcp-mux\r\na=ptime:20\r\na=sendrecv\r\n");
     out.into_bytes()
 }
 
@@ -520,5 +554,28 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:96 telephone-event/8000\r\na=ptime:20\r\
         assert_eq!(parsed.formats, vec![0, 8, 101]);
         let n = accept_answer(&parsed).unwrap();
         assert_eq!((n.codec, n.dtmf_pt), (Codec::Pcmu, Some(101)));
+    }
+
+    #[test]
+    fn rtcp_goes_to_the_next_port_to_a_rtcp_or_on_the_rtp_port_when_both_mux() {
+        let n = negotiate(&parse(OFFER.as_bytes()).unwrap()).unwrap();
+        assert_eq!(n.rtcp, Some("127.0.0.1:6001".parse().unwrap()));
+        let mut origin = Origin::new("127.0.0.1".parse().unwrap());
+        assert!(!String::from_utf8(answer(&mut origin, 20002, &n))
+            .unwrap()
+            .contains("rtcp-mux"));
+        let moved = OFFER.replace("a=ptime:20", "a=rtcp:7001 IN IP4 10.0.0.9\r\na=ptime:20");
+        let n = negotiate(&parse(moved.as_bytes()).unwrap()).unwrap();
+        assert_eq!(n.rtcp, Some("10.0.0.9:7001".parse().unwrap()));
+        let mux = OFFER.replace("a=ptime:20", "a=rtcp-mux\r\na=ptime:20");
+        let n = negotiate(&parse(mux.as_bytes()).unwrap()).unwrap();
+        assert_eq!(n.rtcp, None);
+        assert!(String::from_utf8(answer(&mut origin, 20002, &n))
+            .unwrap()
+            .contains("a=rtcp-mux\r\n"));
+        // Our offer proposes it; an answer that takes it muxes.
+        let ours = parse(&offer(&mut origin, 20002)).unwrap();
+        assert!(ours.rtcp_mux);
+        assert_eq!(accept_answer(&ours).unwrap().rtcp, None);
     }
 }

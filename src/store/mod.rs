@@ -114,6 +114,13 @@ pub struct Cdr {
     pub recording: Option<String>,
     /// The flow node the call was at when it left the IVR or ended.
     pub exit_node: Option<String>,
+    /// Each leg's RTCP figures (`leg`: caller, agent, transfer; loss,
+    /// jitter, round trip, MOS), as JSON; none for a call without media.
+    pub quality: Option<serde_json::Value>,
+    /// The worst MOS of the call's legs, and of its agent legs alone
+    /// (what the report lists per queue and per agent).
+    pub mos: Option<f64>,
+    pub agent_mos: Option<f64>,
 }
 
 /// An agent's registered contact, as kept across restarts.

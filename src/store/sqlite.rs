@@ -98,6 +98,12 @@ ALTER TABLE cdr ADD COLUMN open INTEGER NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX cdr_record_key ON cdr (record_key);
 CREATE INDEX cdr_open ON cdr (open) WHERE open = 1;
 ",
+    // Call quality (RTCP): per leg as JSON, and the worst MOS.
+    "
+ALTER TABLE cdr ADD COLUMN quality TEXT;
+ALTER TABLE cdr ADD COLUMN mos REAL;
+ALTER TABLE cdr ADD COLUMN agent_mos REAL;
+",
 ];
 
 pub struct SqliteStore {
@@ -184,7 +190,8 @@ impl SqliteStore {
         let mut stmt = self.conn.prepare(&format!(
             "SELECT call_id, caller, dialed, trunk, arrived_at, answered_at, flow, ivr_exit_at,
                 queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome, ended_by,
-                wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node
+                wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node,
+                quality, mos, agent_mos
              FROM cdr WHERE open = 0 AND {filter}"
         ))?;
         let rows = stmt.query_map(params, |r| {
@@ -212,6 +219,11 @@ impl SqliteStore {
                 wrap_up_ms: r.get(20)?,
                 recording: r.get(21)?,
                 exit_node: r.get(22)?,
+                quality: r
+                    .get::<_, Option<String>>(23)?
+                    .and_then(|q| serde_json::from_str(&q).ok()),
+                mos: r.get(24)?,
+                agent_mos: r.get(25)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -243,9 +255,9 @@ impl Store for SqliteStore {
             "INSERT INTO cdr (call_id, caller, dialed, trunk, arrived_at, answered_at, flow,
                 ivr_exit_at, queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome,
                 ended_by, wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node,
-                record_key, open)
+                record_key, open, quality, mos, agent_mos)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
              ON CONFLICT (record_key) DO UPDATE SET call_id = excluded.call_id,
                 caller = excluded.caller, dialed = excluded.dialed, trunk = excluded.trunk,
                 arrived_at = excluded.arrived_at, answered_at = excluded.answered_at,
@@ -256,7 +268,8 @@ impl Store for SqliteStore {
                 ended_by = excluded.ended_by, wait_ms = excluded.wait_ms,
                 talk_ms = excluded.talk_ms, vars = excluded.vars, hold_ms = excluded.hold_ms,
                 wrap_up_ms = excluded.wrap_up_ms, recording = excluded.recording,
-                exit_node = excluded.exit_node, open = excluded.open",
+                exit_node = excluded.exit_node, open = excluded.open,
+                quality = excluded.quality, mos = excluded.mos, agent_mos = excluded.agent_mos",
         )?;
         stmt.execute(params![
             c.call_id,
@@ -283,7 +296,10 @@ impl Store for SqliteStore {
             c.recording,
             c.exit_node,
             key,
-            open
+            open,
+            c.quality.as_ref().map(|q| q.to_string()),
+            c.mos,
+            c.agent_mos
         ])?;
         Ok(())
     }

@@ -19,6 +19,17 @@ impl Drop for Baresip {
 /// prompt as its voice, recording what it hears into `dir/rec`, with G.711
 /// and whatever `extra` lines (`sip_cafile`, `module srtp.so`, ...).
 pub fn configure(dir: &Path, listen: &str, extra: &str) {
+    configure_with_voice(
+        dir,
+        listen,
+        extra,
+        &super::root().join("sounds/greeting.wav"),
+    );
+}
+
+/// As [`configure`], speaking `voice` (an 8 kHz 16-bit WAV; baresip hangs
+/// up when it ends).
+pub fn configure_with_voice(dir: &Path, listen: &str, extra: &str, voice: &Path) {
     super::require("baresip", "baresip-core");
     std::fs::create_dir_all(dir.join("conf")).unwrap();
     std::fs::create_dir_all(dir.join("rec")).unwrap();
@@ -26,7 +37,7 @@ pub fn configure(dir: &Path, listen: &str, extra: &str) {
         dir.join("conf/config"),
         format!(
             "sip_listen {listen}\n{extra}audio_source aufile,{}\naudio_player aufile,/dev/null\naudio_alert aufile,/dev/null\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nsnd_path {}\n",
-            super::root().join("sounds/greeting.wav").display(),
+            voice.display(),
             dir.join("rec").display()
         ),
     )

@@ -54,6 +54,20 @@ impl TestUa {
         number: &str,
         formats: &str,
     ) -> TestUa {
+        TestUa::call_with(ip, engine, sip_port, rtp_port, number, formats, "")
+    }
+
+    /// As [`TestUa::call_from`], with `media_lines` (e.g. `a=rtcp-mux\r\n`)
+    /// added to the offer's audio stream.
+    pub fn call_with(
+        ip: &str,
+        engine: SocketAddr,
+        sip_port: u16,
+        rtp_port: u16,
+        number: &str,
+        formats: &str,
+        media_lines: &str,
+    ) -> TestUa {
         let sip = UdpSocket::bind((ip, sip_port)).unwrap();
         sip.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
@@ -81,6 +95,7 @@ m=audio {rtp_port} RTP/AVP {formats}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/
         if formats.split_whitespace().any(|f| f == "101") {
             sdp.push_str("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n");
         }
+        sdp.push_str(media_lines);
         let invite = ua.request("INVITE", number, Some(&sdp), "z9hG4bKua1");
         ua.send(&invite);
         let resp = ua.final_response("INVITE", Duration::from_secs(10));
