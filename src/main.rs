@@ -102,9 +102,10 @@ struct RunArgs {
     /// The engine configuration.
     #[arg(long, default_value = "hotline.yaml")]
     config: PathBuf,
-    /// SIP address for UDP and TCP (overrides sip.listen).
+    /// SIP address for UDP and TCP (overrides sip.listen); twice for dual
+    /// stack, an IPv4 and an IPv6 address.
     #[arg(long, value_name = "IP:PORT")]
-    sip_listen: Option<SocketAddr>,
+    sip_listen: Vec<SocketAddr>,
     /// HTTP address (overrides http.listen).
     #[arg(long, value_name = "IP:PORT")]
     http_listen: Option<SocketAddr>,
@@ -344,8 +345,9 @@ fn speaker() -> anyhow::Result<PlayAloud> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut config = Config::load(&args.config)?;
-    if let Some(a) = args.sip_listen {
-        config.sip.listen = a;
+    if !args.sip_listen.is_empty() {
+        config.sip.listen = hotline::config::PerFamily::new(args.sip_listen)
+            .map_err(|e| anyhow::anyhow!("--sip-listen: {e}"))?;
     }
     if let Some(a) = args.http_listen {
         config.http.listen = a;

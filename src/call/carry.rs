@@ -58,8 +58,26 @@ impl Driver {
                 ring_timeout,
                 calls,
             } => {
-                let media = self.opening.take()?;
-                let mut origin = Origin::new(self.ctx.config.media_address());
+                let mut media = self.opening.take()?;
+                // A dual-stack engine meets the phone in its family (where
+                // its SIP is; a name resolved later gets the primary's).
+                let peer = calls.first().and_then(|(c, _)| {
+                    c.via.map(|v| v.ip()).or_else(|| {
+                        let uri = crate::uri::SipUri::parse(&c.target)?;
+                        uri.host.trim_matches(['[', ']']).parse().ok()
+                    })
+                });
+                if let Some(peer) = peer.filter(|p| {
+                    p.is_ipv6() != media.local_ip().is_ipv6() && self.ctx.media.has_family_of(*p)
+                }) {
+                    match self.ctx.media.open_beside_for(&self.media, peer).await {
+                        Ok(m) => media = m,
+                        Err(e) => {
+                            warn!(error = %e, "no media of the phone's family; offering the other")
+                        }
+                    }
+                }
+                let mut origin = Origin::new(self.ctx.config.media_address_for(media.local_ip()));
                 let port = media.local_port();
                 let mut offers = Vec::with_capacity(calls.len());
                 for (mut call, agent) in calls {

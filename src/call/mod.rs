@@ -278,7 +278,14 @@ impl Driver {
             cdr.outcome = StoreOutcome::Cancelled;
             return end;
         }
-        let media = match ctx.media.open().await {
+        // Media of the caller's family (dual stack): its SDP's address,
+        // else where its SIP came from.
+        let family = offered
+            .as_ref()
+            .map(|n| n.remote.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .unwrap_or(source.ip());
+        let media = match ctx.media.open_for(family).await {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, "no media for the call");
@@ -321,6 +328,7 @@ impl Driver {
                 peer_ip: source.ip(),
                 symmetric,
                 media_port: media.local_port(),
+                media_address: ctx.config.media_address_for(media.local_ip()),
                 secure,
             },
             std::time::Instant::now(),

@@ -53,6 +53,8 @@ pub struct Setup {
     pub symmetric: bool,
     /// The caller's media port.
     pub media_port: u16,
+    /// The address our SDP gives (the caller's family, dual stack).
+    pub media_address: std::net::IpAddr,
     /// The call came over TLS (SDES keys may be exchanged).
     pub secure: bool,
 }
@@ -150,7 +152,7 @@ impl CallState {
         vars.insert("call_id".into(), s.call_id.clone().into());
         vars.insert("trunk".into(), s.trunk.into());
         CallState {
-            origin: Origin::new(s.config.media_address()),
+            origin: Origin::new(s.media_address),
             run: Run::new(s.flows, s.flow, vars),
             config: s.config,
             prompts: s.prompts,

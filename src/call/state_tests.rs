@@ -127,6 +127,7 @@ impl Sim {
                 peer_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 symmetric: true,
                 media_port: 20000,
+                media_address: "127.0.0.1".parse().unwrap(),
                 secure: false,
             },
             now,

@@ -7,7 +7,10 @@
 //! in the order the README documents them (schedules are in `schedule.rs`);
 //! its tests are the last part.
 
+mod addrs;
 pub mod schedule;
+
+pub use addrs::PerFamily;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,10 +130,12 @@ impl DnsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SipConfig {
-    /// Address for both UDP and TCP.
-    pub listen: SocketAddr,
-    /// The address put in Contact and Via when `listen` is a wildcard or behind NAT.
-    pub advertise: Option<IpAddr>,
+    /// Address for both UDP and TCP; or one per family (IPv4 and IPv6,
+    /// dual stack), the first the primary.
+    pub listen: PerFamily<SocketAddr>,
+    /// The address put in Contact and Via when `listen` is a wildcard or
+    /// behind NAT; one per family with a dual-stack `listen`.
+    pub advertise: Option<PerFamily<IpAddr>>,
     pub udp: bool,
     pub tcp: bool,
     pub user_agent: String,
@@ -184,7 +189,7 @@ impl Default for RateLimit {
 impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            listen: PerFamily::one(SocketAddr::from(([127, 0, 0, 1], 5060))),
             advertise: None,
             udp: true,
             tcp: true,
@@ -349,10 +354,12 @@ pub enum Role {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RtpConfig {
-    /// The IP address RTP sockets bind to.
-    pub bind: IpAddr,
-    /// The address written into SDP, when it differs from `bind`.
-    pub advertise: Option<IpAddr>,
+    /// The IP address RTP sockets bind to; or one per family (dual
+    /// stack): each call's is its peer's family.
+    pub bind: PerFamily<IpAddr>,
+    /// The address written into SDP, when it differs from `bind` (one per
+    /// family with a dual-stack `bind`).
+    pub advertise: Option<PerFamily<IpAddr>>,
     /// Local ports for RTP; one even port per call.
     pub ports: PortRange,
     /// How many media clock tasks pace outbound RTP (0: one per core).
@@ -362,7 +369,7 @@ pub struct RtpConfig {
 impl Default for RtpConfig {
     fn default() -> Self {
         RtpConfig {
-            bind: IpAddr::from([127, 0, 0, 1]),
+            bind: PerFamily::one(IpAddr::from([127, 0, 0, 1])),
             advertise: None,
             ports: PortRange {
                 low: 20000,
@@ -1161,14 +1168,34 @@ impl Config {
             .find(|t| t.allow.iter().any(|net| net.contains(source)))
     }
 
-    /// The IP address written into SDP.
+    /// The IP address written into SDP (the primary family's).
     pub fn media_address(&self) -> IpAddr {
-        self.rtp.advertise.unwrap_or(self.rtp.bind)
+        self.media_address_for(self.rtp.bind.primary())
     }
 
-    /// The IP address written into Via and Contact.
+    /// The IP address written into SDP for a peer at `peer` (its family's).
+    pub fn media_address_for(&self, peer: IpAddr) -> IpAddr {
+        let bind = self.rtp.bind.pick(peer);
+        self.rtp
+            .advertise
+            .as_ref()
+            .and_then(|a| a.of_family(bind))
+            .unwrap_or(bind)
+    }
+
+    /// The IP address written into Via and Contact (the primary family's).
     pub fn sip_address(&self) -> IpAddr {
-        self.sip.advertise.unwrap_or(self.sip.listen.ip())
+        self.sip_address_for(self.sip.listen.primary().ip())
+    }
+
+    /// The IP address written into Via and Contact towards `peer`.
+    pub fn sip_address_for(&self, peer: IpAddr) -> IpAddr {
+        let listen = self.sip.listen.pick(peer).ip();
+        self.sip
+            .advertise
+            .as_ref()
+            .and_then(|a| a.of_family(listen))
+            .unwrap_or(listen)
     }
 }
 
@@ -1320,9 +1347,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_dual_stack_engine_has_an_address_per_family_and_uses_the_peers() {
+        let c = Config::parse(
+            "sip: { listen: ['0.0.0.0:5060', '[::]:5060'], advertise: ['203.0.113.5', '2001:db8::5'] }\n\
+rtp: { bind: ['0.0.0.0', '::'], advertise: ['203.0.113.5', '2001:db8::5'] }\n",
+        )
+        .unwrap();
+        let v6: IpAddr = "2001:db8::77".parse().unwrap();
+        let v4: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            c.sip_address_for(v6),
+            "2001:db8::5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            c.sip_address_for(v4),
+            "203.0.113.5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            c.media_address_for(v6),
+            "2001:db8::5".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(c.media_address(), "203.0.113.5".parse::<IpAddr>().unwrap());
+        // One family only: its address whatever the peer.
+        let c = Config::parse("rtp: { bind: '::1' }\n").unwrap();
+        assert_eq!(c.media_address_for(v4), "::1".parse::<IpAddr>().unwrap());
+        let e =
+            Config::parse("sip: { listen: ['127.0.0.1:5060', '127.0.0.2:5060'] }\n").unwrap_err();
+        assert!(e.to_string().contains("two addresses of one family"), "{e}");
+    }
+
+    #[test]
     fn empty_config_is_the_loopback_demo() {
         let c = Config::parse("").unwrap();
-        assert_eq!(c.sip.listen, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(c.sip.listen.primary(), "127.0.0.1:5060".parse().unwrap());
         assert_eq!(c.sounds_dir, PathBuf::from("sounds"));
         assert!(c.trunk_for("127.0.0.1".parse().unwrap()).is_none());
     }

@@ -272,8 +272,8 @@ pub async fn run(
     ));
     let active = Arc::new(AtomicUsize::new(0));
     info!(
-        udp = ?sip.udp_addr,
-        tcp = ?sip.tcp_addr,
+        udp = ?sip.udp_addrs,
+        tcp = ?sip.tcp_addrs,
         tls = ?sip.tls_addr,
         rtp = %config.rtp.ports,
         http = ?http_addr,

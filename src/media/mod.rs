@@ -50,7 +50,8 @@ pub const CLOCK_COMMANDS: usize = 8192;
 
 /// The media side of the engine: ports and the clock tasks.
 pub struct MediaEngine {
-    bind: IpAddr,
+    /// One address, or one per family (dual stack).
+    bind: crate::config::PerFamily<IpAddr>,
     range: String,
     clocks: Vec<mpsc::Sender<ClockCommand>>,
     // A Mutex, not an actor: allocation is a pop from a deque, taken by call
@@ -79,7 +80,7 @@ impl MediaEngine {
             })
             .collect();
         Arc::new(MediaEngine {
-            bind: config.bind,
+            bind: config.bind.clone(),
             range: config.ports.to_string(),
             clocks,
             ports: Mutex::new(PortPool::new(config.ports)),
@@ -89,14 +90,27 @@ impl MediaEngine {
         })
     }
 
-    /// Opens a channel on a free even port, with RTCP on the next one up.
+    /// Opens a channel on a free even port, with RTCP on the next one up,
+    /// on the primary family's address.
     pub async fn open(self: &Arc<Self>) -> Result<MediaChannel, MediaError> {
-        self.open_on(None).await
+        self.open_on(None, self.bind.primary()).await
+    }
+
+    /// As [`MediaEngine::open`], on the address of `peer`'s family (a
+    /// dual-stack engine), else the primary.
+    pub async fn open_for(self: &Arc<Self>, peer: IpAddr) -> Result<MediaChannel, MediaError> {
+        self.open_on(None, self.bind.pick(peer)).await
+    }
+
+    /// Whether the engine has an RTP address of `peer`'s family.
+    pub fn has_family_of(&self, peer: IpAddr) -> bool {
+        self.bind.of_family(peer).is_some()
     }
 
     async fn open_on(
         self: &Arc<Self>,
         clock: Option<mpsc::Sender<ClockCommand>>,
+        bind: IpAddr,
     ) -> Result<MediaChannel, MediaError> {
         // A port whose last socket is still closing in its ticker fails to
         // bind; try a few more.
@@ -108,10 +122,10 @@ impl MediaEngine {
                 .map_err(|_| MediaError::NoPorts(self.range.clone()))?
                 .take(Instant::now(), &mut rand::rng())
                 .ok_or_else(|| MediaError::NoPorts(self.range.clone()))?;
-            let bound = bind_nonblocking(SocketAddr::new(self.bind, port))
-                .and_then(|rtp| Ok((rtp, bind_nonblocking(SocketAddr::new(self.bind, port + 1))?)));
+            let bound = bind_nonblocking(SocketAddr::new(bind, port))
+                .and_then(|rtp| Ok((rtp, bind_nonblocking(SocketAddr::new(bind, port + 1))?)));
             match bound {
-                Ok((rtp, rtcp)) => return Ok(self.register(rtp, rtcp, port, clock).await),
+                Ok((rtp, rtcp)) => return Ok(self.register(rtp, rtcp, bind, port, clock).await),
                 Err(e) => {
                     self.give_back(port);
                     last_err = Some(e);
@@ -124,18 +138,30 @@ impl MediaEngine {
     }
 
     /// Opens a channel on the same clock as `other`, so the two can be
-    /// bridged without crossing tasks.
+    /// bridged without crossing tasks (on the primary family's address).
     pub async fn open_beside(
         self: &Arc<Self>,
         other: &MediaChannel,
     ) -> Result<MediaChannel, MediaError> {
-        self.open_on(Some(other.clock.clone())).await
+        self.open_on(Some(other.clock.clone()), self.bind.primary())
+            .await
+    }
+
+    /// As [`MediaEngine::open_beside`], on the address of `peer`'s family.
+    pub async fn open_beside_for(
+        self: &Arc<Self>,
+        other: &MediaChannel,
+        peer: IpAddr,
+    ) -> Result<MediaChannel, MediaError> {
+        self.open_on(Some(other.clock.clone()), self.bind.pick(peer))
+            .await
     }
 
     async fn register(
         self: &Arc<Self>,
         socket: UdpSocket,
         rtcp: UdpSocket,
+        ip: IpAddr,
         port: u16,
         clock: Option<mpsc::Sender<ClockCommand>>,
     ) -> MediaChannel {
@@ -149,6 +175,7 @@ impl MediaEngine {
         let _ = clock.send(ClockCommand::Add(Box::new(channel))).await;
         MediaChannel {
             id,
+            ip,
             port,
             quality,
             clock,
@@ -178,6 +205,8 @@ fn bind_nonblocking(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 /// One call's media: an RTP port paced by a media clock.
 pub struct MediaChannel {
     id: u64,
+    /// The address its socket is bound to (its family is the leg's).
+    ip: IpAddr,
     port: u16,
     /// The leg's quality, as its clock last published it.
     quality: QualityHandle,
@@ -190,6 +219,11 @@ pub struct MediaChannel {
 impl MediaChannel {
     pub fn local_port(&self) -> u16 {
         self.port
+    }
+
+    /// The address the channel's socket is bound to.
+    pub fn local_ip(&self) -> IpAddr {
+        self.ip
     }
 
     /// The leg's loss, jitter, round trip and MOS (RTCP); the handle stays

@@ -50,6 +50,8 @@ pub enum SipError {
     },
     #[error("SIP over TLS: {0}")]
     Tls(String),
+    #[error("sip.listen: {0}")]
+    Listen(String),
 }
 
 /// Binds the transports and starts the SIP core task.
@@ -61,47 +63,58 @@ pub async fn start(
     restored: Vec<Registration>,
     admission: Arc<crate::overload::Admission>,
 ) -> Result<SipLayer, SipError> {
-    let listen = config.sip.listen;
+    let listen = config.sip.listen.primary();
     let (in_tx, in_rx) = mpsc::channel(8192);
-    let mut udp = None;
-    let mut udp_addr = None;
-    if config.sip.udp {
-        let socket = UdpSocket::bind(listen)
-            .await
-            .map_err(|source| SipError::Bind {
-                transport: "UDP",
-                addr: listen,
-                source,
-            })?;
-        udp_addr = socket.local_addr().ok();
-        let socket = Arc::new(socket);
-        tokio::spawn(transport::run_udp(
-            socket.clone(),
-            in_tx.clone(),
-            config.sip.max_message_size,
-        ));
-        udp = Some(socket);
+    // One UDP socket and TCP listener per address (a dual-stack engine has
+    // an IPv4 and an IPv6 one); what each is bound to, as put in Via and
+    // Contact towards a peer of its family.
+    let mut udp = Vec::new();
+    let mut locals = Vec::new();
+    let (mut udp_addrs, mut tcp_addrs) = (Vec::new(), Vec::new());
+    for listen in config.sip.listen.iter() {
+        let mut bound = None;
+        if config.sip.udp {
+            let socket = UdpSocket::bind(listen)
+                .await
+                .map_err(|source| SipError::Bind {
+                    transport: "UDP",
+                    addr: listen,
+                    source,
+                })?;
+            bound = socket.local_addr().ok();
+            udp_addrs.extend(bound);
+            let socket = Arc::new(socket);
+            tokio::spawn(transport::run_udp(
+                socket.clone(),
+                in_tx.clone(),
+                config.sip.max_message_size,
+            ));
+            udp.push(socket);
+        }
+        if config.sip.tcp {
+            // With port 0, TCP takes the port UDP was given.
+            let addr = bound.unwrap_or(listen);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| SipError::Bind {
+                    transport: "TCP",
+                    addr,
+                    source,
+                })?;
+            tcp_addrs.extend(listener.local_addr().ok());
+            bound = bound.or(listener.local_addr().ok());
+            tokio::spawn(transport::run_tcp(
+                listener,
+                in_tx.clone(),
+                config.sip.connections,
+                config.sip.max_message_size,
+                None,
+            ));
+        }
+        let port = bound.map_or(listen.port(), |a| a.port());
+        locals.push(SocketAddr::new(config.sip_address_for(listen.ip()), port));
     }
-    let mut tcp_addr = None;
-    if config.sip.tcp {
-        // With port 0, TCP takes the port UDP was given.
-        let addr = udp_addr.unwrap_or(listen);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SipError::Bind {
-                transport: "TCP",
-                addr,
-                source,
-            })?;
-        tcp_addr = listener.local_addr().ok();
-        tokio::spawn(transport::run_tcp(
-            listener,
-            in_tx.clone(),
-            config.sip.connections,
-            config.sip.max_message_size,
-            None,
-        ));
-    }
+    let locals = crate::config::PerFamily::new(locals).map_err(SipError::Listen)?;
     let mut tls_addr = None;
     if let Some(t) = &config.sip.tls {
         let acceptor = super::tls::Acceptor::load(&t.cert, &t.key).map_err(SipError::Tls)?;
@@ -139,10 +152,6 @@ pub async fn start(
     let (incoming_tx, incoming_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::channel(super::handle::CORE_COMMANDS);
     let status = Arc::new(SipStatus::default());
-    let port = udp_addr
-        .or(tcp_addr)
-        .map(|a| a.port())
-        .unwrap_or(listen.port());
     let ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (reg_tx, reg_rx) = mpsc::unbounded_channel();
     let config_for_registrar = config.clone();
@@ -156,7 +165,7 @@ pub async fn start(
         unresolved: unresolved.clone(),
     };
     let mut core = SipCore {
-        local: SocketAddr::new(config.sip_address(), port),
+        locals,
         config,
         txs: Transactions::new(),
         dialogs: HashMap::new(),
@@ -165,6 +174,7 @@ pub async fn start(
         next_dialog: ids,
         by_invite: HashMap::new(),
         udp,
+        replying_to: None,
         tcp: HashMap::new(),
         incoming: incoming_tx,
         cmd_tx,
@@ -221,8 +231,8 @@ pub async fn start(
         dialer,
         registrations: reg_rx,
         status,
-        udp_addr,
-        tcp_addr,
+        udp_addrs,
+        tcp_addrs,
         tls_addr,
     })
 }
@@ -270,7 +280,12 @@ type TcpConnection = (
 
 struct SipCore {
     config: Arc<Config>,
-    local: SocketAddr,
+    /// Our address as put in Via and Contact, per family (the one of the
+    /// peer's family is used).
+    locals: crate::config::PerFamily<SocketAddr>,
+    /// The source of the request being handled (its responses' Contact is
+    /// of its family).
+    replying_to: Option<std::net::IpAddr>,
     txs: Transactions,
     dialogs: HashMap<DialogId, DialogSlot>,
     /// (Call-ID, local tag) → dialog, for in-dialog requests.
@@ -281,7 +296,8 @@ struct SipCore {
     by_invite: HashMap<TxId, DialogId>,
     /// Dialog ids, shared with the [`Dialer`] so it can name a dialog at once.
     next_dialog: Arc<std::sync::atomic::AtomicU64>,
-    udp: Option<Arc<UdpSocket>>,
+    /// One per family (dual stack), or one.
+    udp: Vec<Arc<UdpSocket>>,
     /// Open TCP connections: their writer, and whether they carry a
     /// registration or a dialog (kept past their idle timeout then).
     tcp: HashMap<SocketAddr, TcpConnection>,
@@ -327,11 +343,17 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// Our address for a transport: the TLS listener's for TLS.
-fn pick_local(local: SocketAddr, tls: Option<SocketAddr>, transport: Transport) -> SocketAddr {
+/// Our address for a transport towards `to`: the TLS listener's for
+/// TLS, else the one of `to`'s family.
+fn pick_local(
+    locals: &crate::config::PerFamily<SocketAddr>,
+    tls: Option<SocketAddr>,
+    transport: Transport,
+    to: std::net::IpAddr,
+) -> SocketAddr {
     match (transport, tls) {
         (Transport::Tls, Some(tls)) => tls,
-        _ => local,
+        _ => locals.pick(to),
     }
 }
 
@@ -386,7 +408,14 @@ impl SipCore {
         for t in std::mem::take(&mut self.out) {
             match t.target.transport {
                 Transport::Udp => {
-                    if let Some(udp) = &self.udp {
+                    // The socket of the destination's family.
+                    let v6 = t.target.addr.is_ipv6();
+                    let socket = self
+                        .udp
+                        .iter()
+                        .find(|u| u.local_addr().is_ok_and(|a| a.is_ipv6() == v6))
+                        .or(self.udp.first());
+                    if let Some(udp) = socket {
                         if let Err(e) = udp.send_to(&t.bytes, t.target.addr).await {
                             debug!(to = %t.target.addr, error = %e, "udp send failed");
                         }
@@ -540,7 +569,11 @@ impl SipCore {
             }
             Inbound::Message { bytes, from } if !self.source_may_send(&bytes, from) => {}
             Inbound::Message { bytes, from } => match message::parse(&bytes) {
-                Ok(Message::Request(req)) => self.on_request(req, from),
+                Ok(Message::Request(req)) => {
+                    self.replying_to = Some(from.addr.ip());
+                    self.on_request(req, from);
+                    self.replying_to = None;
+                }
                 Ok(Message::Response(resp)) => self.on_response(resp),
                 Err(e) => self.on_malformed(&bytes, from, &e),
             },
@@ -1044,7 +1077,12 @@ impl SipCore {
         };
         let target = slot.dialog.request_target();
         let (via, branch) = new_via(
-            pick_local(self.local, self.tls_local, target.transport),
+            pick_local(
+                &self.locals,
+                self.tls_local,
+                target.transport,
+                target.addr.ip(),
+            ),
             target.transport,
         );
         let bye = slot
@@ -1090,7 +1128,7 @@ impl SipCore {
         let ua = self.config.sip.user_agent.clone();
         for i in 0..self.trunk_clients.len() {
             let transport = self.trunk_clients[i].transport;
-            let local = self.local_for(transport);
+            let local = self.local_for(transport, self.trunk_clients[i].proxy.ip());
             let due = self.trunk_clients[i].due(t, local, &ua, || new_via(local, transport));
             let proxy = self.trunk_clients[i].proxy;
             for (kind, req, branch) in due {
@@ -1124,10 +1162,11 @@ impl SipCore {
             return;
         };
         let t = now();
-        let Some(transport) = self.trunk_clients.get(i).map(|c| c.transport) else {
+        let Some((transport, proxy)) = self.trunk_clients.get(i).map(|c| (c.transport, c.proxy))
+        else {
             return;
         };
-        let local = self.local_for(transport);
+        let local = self.local_for(transport, proxy.ip());
         let Some(client) = self.trunk_clients.get_mut(i) else {
             return;
         };
@@ -1202,7 +1241,7 @@ impl SipCore {
             }
             // Over the connection it registered over, if that is how.
             let (via, branch) = new_via(
-                pick_local(self.local, self.tls_local, b.transport),
+                pick_local(&self.locals, self.tls_local, b.transport, b.source.ip()),
                 b.transport,
             );
             let mut headers = Headers::default();
@@ -1210,12 +1249,16 @@ impl SipCore {
             headers.push("Max-Forwards", "70");
             headers.push(
                 "From",
-                format!("<sip:hotline@{}>;tag={}", self.local, random_token(8)),
+                format!(
+                    "<sip:hotline@{}>;tag={}",
+                    self.locals.pick(b.source.ip()),
+                    random_token(8)
+                ),
             );
             headers.push("To", format!("<{}>", b.contact));
             headers.push(
                 "Call-ID",
-                format!("{}@{}", random_token(16), self.local.ip()),
+                format!("{}@{}", random_token(16), self.locals.primary().ip()),
             );
             headers.push("CSeq", "1 OPTIONS");
             headers.push("User-Agent", self.config.sip.user_agent.clone());
@@ -1236,21 +1279,19 @@ impl SipCore {
         }
     }
 
-    /// Our Contact, for the transport a request or dialog uses.
-    fn contact(&self, transport: Transport) -> String {
+    /// Our Contact, for the transport a request or dialog uses towards `to`.
+    fn contact(&self, transport: Transport, to: std::net::IpAddr) -> String {
+        let local = self.local_for(transport, to);
         match transport {
-            Transport::Tcp => format!("<sip:hotline@{};transport=tcp>", self.local),
-            Transport::Tls => format!(
-                "<sip:hotline@{};transport=tls>",
-                self.local_for(Transport::Tls)
-            ),
-            Transport::Udp => format!("<sip:hotline@{}>", self.local),
+            Transport::Tcp => format!("<sip:hotline@{local};transport=tcp>"),
+            Transport::Tls => format!("<sip:hotline@{local};transport=tls>"),
+            Transport::Udp => format!("<sip:hotline@{local}>"),
         }
     }
 
-    /// Our address for a transport (the TLS listener's port for TLS).
-    fn local_for(&self, transport: Transport) -> SocketAddr {
-        pick_local(self.local, self.tls_local, transport)
+    /// Our address for a transport towards `to` (the TLS listener's for TLS).
+    fn local_for(&self, transport: Transport, to: std::net::IpAddr) -> SocketAddr {
+        pick_local(&self.locals, self.tls_local, transport, to)
     }
 
     fn send_ping(&mut self, id: DialogId) {
@@ -1276,7 +1317,12 @@ impl SipCore {
         }
         let target = slot.dialog.request_target();
         let (via, branch) = new_via(
-            pick_local(self.local, self.tls_local, target.transport),
+            pick_local(
+                &self.locals,
+                self.tls_local,
+                target.transport,
+                target.addr.ip(),
+            ),
             target.transport,
         );
         let req = slot
@@ -1332,10 +1378,11 @@ impl SipCore {
             _ if tls_domain.is_some() => Transport::Tls,
             _ => Transport::Udp,
         };
-        let (via, branch) = new_via(pick_local(self.local, self.tls_local, transport), transport);
+        let local = pick_local(&self.locals, self.tls_local, transport, addr.ip());
+        let (via, branch) = new_via(local, transport);
         let local_tag = random_token(10);
-        let call_id = format!("{}@{}", random_token(20), self.local.ip());
-        let host = match self.local.ip() {
+        let call_id = format!("{}@{}", random_token(20), local.ip());
+        let host = match local.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
         };
@@ -1366,7 +1413,7 @@ impl SipCore {
         headers.push("To", format!("<{}>", call.target));
         headers.push("Call-ID", call_id.clone());
         headers.push("CSeq", "1 INVITE");
-        headers.push("Contact", self.contact(transport));
+        headers.push("Contact", self.contact(transport, addr.ip()));
         headers.push("User-Agent", self.config.sip.user_agent.clone());
         headers.push("Allow", reply::ALLOW);
         let mut extra: Vec<(String, String)> = call
@@ -1514,7 +1561,12 @@ impl SipCore {
             return;
         };
         let (via, _) = new_via(
-            pick_local(self.local, self.tls_local, target.transport),
+            pick_local(
+                &self.locals,
+                self.tls_local,
+                target.transport,
+                target.addr.ip(),
+            ),
             target.transport,
         );
         let ack = slot.dialog.ack(via, &self.config.sip.user_agent).to_bytes();
@@ -1604,7 +1656,12 @@ impl SipCore {
         let mut invite = out.invite.clone();
         let seq = invite.cseq().map_or(1, |(n, _)| n) + 1;
         let (via, branch) = new_via(
-            pick_local(self.local, self.tls_local, target.transport),
+            pick_local(
+                &self.locals,
+                self.tls_local,
+                target.transport,
+                target.addr.ip(),
+            ),
             target.transport,
         );
         invite.headers.replace_top_via(&via);
@@ -1694,8 +1751,15 @@ impl SipCore {
             .and_then(|id| self.dialogs.get(&id))
             .map(|s| s.dialog.local_tag.clone())
             .unwrap_or_else(|| random_token(8));
+        // Towards the request's source: the dialog's peer, or the sender of
+        // the request being handled.
+        let to = dialog
+            .and_then(|id| self.dialogs.get(&id))
+            .map(|s| s.dialog.source.addr.ip())
+            .or(self.replying_to)
+            .unwrap_or(self.locals.primary().ip());
         let us = reply::Local {
-            contact: self.local,
+            contact: self.locals.pick(to),
             tls: self.tls_local,
             server: &self.config.sip.user_agent,
         };

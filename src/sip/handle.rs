@@ -364,8 +364,9 @@ pub struct SipLayer {
     pub dialer: Dialer,
     pub registrations: mpsc::UnboundedReceiver<Registration>,
     pub status: Arc<SipStatus>,
-    pub udp_addr: Option<SocketAddr>,
-    pub tcp_addr: Option<SocketAddr>,
+    /// Where SIP is taken over UDP and TCP (one address per family).
+    pub udp_addrs: Vec<SocketAddr>,
+    pub tcp_addrs: Vec<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
 }
 

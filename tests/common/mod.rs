@@ -98,6 +98,8 @@ pub struct Engine {
     rtp_ports: Option<String>,
     /// The network namespace it runs in (unset: this one).
     netns: Option<String>,
+    /// A second SIP address, of the other family (dual stack).
+    pub sip_also: Option<SocketAddr>,
 }
 
 static NEXT_FLOWS: AtomicU16 = AtomicU16::new(0);
@@ -217,7 +219,17 @@ impl Engine {
             nofile: None,
             rtp_ports: None,
             netns: None,
+            sip_also: None,
         }
+    }
+
+    /// A dual-stack engine: SIP on 127.0.0.1 and [::1] (the same port),
+    /// with `extra` YAML (its `rtp.bind` for both families).
+    pub fn start_dual_stack(trunks: &str, extra: &str) -> Engine {
+        let mut engine = Engine::prepare("127.0.0.1", trunks, extra);
+        engine.sip_also = Some(SocketAddr::new("::1".parse().unwrap(), engine.sip.port()));
+        engine.spawn();
+        engine
     }
 
     /// As [`Engine::start_at`], inside the network namespace `netns` (its
@@ -293,6 +305,11 @@ impl Engine {
             .arg(self.dir.join("hotline.yaml"))
             .arg("--sip-listen")
             .arg(self.sip.to_string())
+            .args(
+                self.sip_also
+                    .iter()
+                    .flat_map(|a| ["--sip-listen".to_owned(), a.to_string()]),
+            )
             .arg("--rtp-ports")
             .arg(
                 self.rtp_ports

@@ -163,7 +163,7 @@ impl SipCore {
         let Some(cfg) = self.config.trunks.iter().find(|t| t.name == trunk) else {
             return;
         };
-        let call_id = format!("{}@{}", random_token(20), self.local.ip());
+        let call_id = format!("{}@{}", random_token(20), self.locals.pick(addr.ip()).ip());
         if let Some(c) = TrunkClient::new(cfg, addr, call_id, random_token(10), now()) {
             self.trunk_clients.push(c);
         }

@@ -161,7 +161,8 @@ impl SipCore {
         let Some((mut req, branch, target)) = self.in_dialog_request(id, method.clone()) else {
             return;
         };
-        req.headers.push("Contact", self.contact(target.transport));
+        req.headers
+            .push("Contact", self.contact(target.transport, target.addr.ip()));
         for (k, v) in agreement.request_headers(settings) {
             req.headers.push(k, v);
         }
@@ -215,7 +216,12 @@ impl SipCore {
                 if method == Method::Invite {
                     let target = slot.dialog.request_target();
                     let (via, _) = new_via(
-                        pick_local(self.local, self.tls_local, target.transport),
+                        pick_local(
+                            &self.locals,
+                            self.tls_local,
+                            target.transport,
+                            target.addr.ip(),
+                        ),
                         target.transport,
                     );
                     let ack = slot
