@@ -361,7 +361,9 @@ fn a_transfer_to_a_tls_uri_is_placed_over_tls_and_ended_over_it() {
                 )
             };
             let answer = if msg.starts_with("INVITE ") {
-                let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+                // SRTP, as the carrier's trunk requires (its key: RFC 4568's example).
+                let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/SAVP 0\r\n\
+a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
                 Some(reply(
                     "200 OK",
                     sdp,
@@ -386,7 +388,7 @@ fn a_transfer_to_a_tls_uri_is_placed_over_tls_and_ended_over_it() {
     let engine = Engine::with_flows_and_trunks(
         &[("main", "entry: x\nnodes:\n  x: { transfer: desk, on-error: sorry }\n  sorry: { hangup: menu/closed }\n")],
         &format!(
-            "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n  - name: carrier\n    allow: []\n    outbound: {{ proxy: 'sip:carrier.test:{port};transport=tls', ca-file: '{}' }}\n",
+            "trunks:\n  - name: loopback\n    allow: [127.0.0.0/8]\n  - name: carrier\n    allow: []\n    media-encryption: required\n    outbound: {{ proxy: 'sip:carrier.test:{port};transport=tls', ca-file: '{}' }}\n",
             s.ca.0.display()
         ),
         &format!(
@@ -406,6 +408,17 @@ fn a_transfer_to_a_tls_uri_is_placed_over_tls_and_ended_over_it() {
     assert!(header(&invite, "Via").contains("SIP/2.0/TLS "), "{invite}");
     assert!(
         header(&invite, "Contact").contains("transport=tls"),
+        "{invite}"
+    );
+    // The number is dialled over the carrier's trunk, which requires SRTP:
+    // the offer is RTP/SAVP with a key (over TLS), and the SRTP answer is
+    // taken (a plain one would not be).
+    assert!(
+        invite.contains("m=audio ") && invite.contains(" RTP/SAVP "),
+        "{invite}"
+    );
+    assert!(
+        invite.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
         "{invite}"
     );
     let ack = seen.recv_timeout(Duration::from_secs(5)).expect("no ACK");

@@ -775,6 +775,12 @@ impl CallState {
     pub(super) fn transfer(&mut self, purpose: leg::Purpose, target: String, uri: String) {
         let wall = self.wall();
         self.marks.ivr_exit_at.get_or_insert(wall);
+        // SRTP as the target's rule allows (the trunk it is dialled over).
+        let policy = sdp::crypto::Policy::for_transfer(&self.config, &uri);
+        let key = sdp::crypto::KeySalt::random(sdp::crypto::Suite::AesCm128HmacSha1_80);
+        let (crypto, savp) = sdp::crypto::offer_lines(policy, key);
+        self.leg_crypto.clear();
+        self.leg_crypto.push((uri.clone(), crypto.clone(), policy));
         let call = OutboundCall {
             target: uri,
             from_user: self.caller.clone(),
@@ -784,8 +790,8 @@ impl CallState {
             over_tcp: false,
             headers: Vec::new(),
             auth: None,
-            crypto: Vec::new(),
-            savp: false,
+            crypto,
+            savp,
         };
         self.open_leg(PendingLeg {
             purpose,

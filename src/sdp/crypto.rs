@@ -217,6 +217,38 @@ impl Policy {
             })
     }
 
+    /// The rule of a transfer to `uri`: that of the trunk whose outbound
+    /// proxy is the URI's host (a number dialled out over it, keys only
+    /// when the URI is reached over TLS or the trunk says so); else SRTP
+    /// offered (`optional`) when the URI is reached over TLS, plain RTP
+    /// when not.
+    pub fn for_transfer(config: &crate::config::Config, uri: &str) -> Policy {
+        use crate::uri::SipUri;
+        let Some(target) = SipUri::parse(uri) else {
+            return Policy::NONE;
+        };
+        let tls = target.scheme == "sips"
+            || target
+                .params
+                .value("transport")
+                .is_some_and(|t| t.eq_ignore_ascii_case("tls"));
+        let trunk = config.trunks.iter().find(|t| {
+            t.outbound
+                .as_ref()
+                .and_then(|o| SipUri::parse(&o.proxy))
+                .is_some_and(|p| p.host.eq_ignore_ascii_case(&target.host))
+        });
+        match trunk {
+            Some(t) => Policy::of(
+                t.media_encryption,
+                t.insecure_media_keys_over_plain_sip,
+                tls,
+            ),
+            None if tls => Policy::of(MediaEncryption::Optional, false, true),
+            None => Policy::NONE,
+        }
+    }
+
     /// Plain RTP, whatever is offered.
     pub const NONE: Policy = Policy {
         mode: MediaEncryption::None,
@@ -347,6 +379,27 @@ mod tests {
         assert!(parse_line("x").is_none());
         // Keys never reach a log.
         assert!(!format!("{c:?}").contains(KEY));
+    }
+
+    #[test]
+    fn a_transfer_follows_the_trunk_it_is_dialled_over_else_tls_offers_keys() {
+        let config = crate::config::Config::parse(concat!(
+            "trunks:\n  - name: carrier\n    allow: []\n    media-encryption: required\n",
+            "    outbound: { proxy: 'sip:sbc.carrier.test;transport=tls' }\n",
+        ))
+        .unwrap();
+        let p = Policy::for_transfer(&config, "sip:+12025550100@SBC.carrier.test;transport=tls");
+        assert_eq!((p.mode, p.keys_allowed), (MediaEncryption::Required, true));
+        // The carrier's rule, but no keys in the clear.
+        let p = Policy::for_transfer(&config, "sip:+12025550100@sbc.carrier.test");
+        assert_eq!((p.mode, p.keys_allowed), (MediaEncryption::Required, false));
+        let p = Policy::for_transfer(&config, "sips:desk@pbx.example.test");
+        assert_eq!((p.mode, p.keys_allowed), (MediaEncryption::Optional, true));
+        assert_eq!(
+            Policy::for_transfer(&config, "sip:desk@pbx.example.test"),
+            Policy::NONE
+        );
+        assert_eq!(Policy::for_transfer(&config, "not a uri"), Policy::NONE);
     }
 
     #[test]
