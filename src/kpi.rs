@@ -192,7 +192,10 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         .filter(|s| ids.contains(s.call_id.as_str()))
         .map(|s| s.score)
         .collect();
-    let (mos_scored, mos_mean, poor_quality) = quality(cdrs, |c| c.mos);
+    // Call quality counts callback deliveries too (an agent's leg is an
+    // agent's leg).
+    let scored: Vec<&Cdr> = cdrs.iter().chain(deliveries.iter()).copied().collect();
+    let (mos_scored, mos_mean, poor_quality) = quality(&scored, |c| c.mos);
     let promoters = scores.iter().filter(|&&s| s >= 9).count();
     let detractors = scores.iter().filter(|&&s| s <= 6).count();
     Kpis {
@@ -302,11 +305,6 @@ pub fn report(
             };
             let mut kpis = compute(&calls, src.surveys, t);
             if by == GroupBy::Agent {
-                let calls: Vec<&Cdr> = calls
-                    .iter()
-                    .copied()
-                    .filter(|c| !c.outcome.is_callback_delivery())
-                    .collect();
                 (kpis.mos_scored, kpis.mos_mean, kpis.poor_quality) =
                     quality(&calls, |c| c.agent_mos);
             }

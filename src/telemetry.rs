@@ -102,7 +102,7 @@ fn describe() {
     );
     describe_histogram!(
         "hotline_call_mos",
-        "Each leg's MOS (E-model, from RTCP and what we received) as its call ends, by leg (caller, agent, transfer)."
+        "Each leg's MOS (E-model, from RTCP and what we received) as its call ends, by leg (caller, agent, transfer, a callback's customer)."
     );
     describe_histogram!(
         "hotline_call_loss_ratio",

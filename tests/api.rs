@@ -426,18 +426,7 @@ fn after_real_calls_the_report_the_api_and_the_metrics_agree_with_what_sipp_did(
 
     // One end for both, so time-based figures (occupancy) match too.
     let until = jiff::Timestamp::now().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .args(["report", "--config"])
-        .arg(engine.dir.join("hotline.yaml"))
-        .args(["--since", "10m", "--until", &until, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::report_json(&engine, &["--since", "10m", "--until", &until]);
     let rows = &report["rows"];
     assert_eq!(rows.as_array().map(Vec::len), Some(1), "{report}");
     let r = &rows[0];

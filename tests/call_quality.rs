@@ -175,7 +175,7 @@ fn a_clean_line_scores_high_and_the_api_shows_its_reports_as_they_come() {
     assert!(f(&leg["mos"]) >= 4.2, "{leg}");
     assert_eq!(cdr["mos"], leg["mos"]);
     // The histogram has the leg.
-    let (_, metrics) = common::api_get(&engine, "/metrics");
+    let metrics = common::metrics(&engine);
     assert!(
         metrics.contains("hotline_call_mos_count{leg=\"caller\"} 1"),
         "{metrics}"
@@ -224,18 +224,7 @@ fn ten_percent_loss_brings_the_mos_under_3_6_and_the_report_lists_the_call() {
     assert_eq!(cdr["mos"], leg["mos"]);
 
     // The supervisor's report counts it as a poor call.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .args(["report", "--config"])
-        .arg(engine.dir.join("hotline.yaml"))
-        .args(["--since", "10m", "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = common::report_json(&engine, &["--since", "10m"]);
     let row = &report["rows"][0];
     assert_eq!(
         (row["mos_scored"].as_u64(), row["poor_quality"].as_u64()),

@@ -1010,6 +1010,32 @@ fn delivered(engine: &Engine, carrier: (std::process::Child, PathBuf), agent: st
     );
     assert_eq!(dialled(&carrier.1), vec!["+12125550123".to_owned()]);
     wait_attempts(engine, &["connected"]);
+    // The delivery's record has both legs' figures.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let record = loop {
+        let records = common::cdrs(engine);
+        if let Some(r) = records
+            .iter()
+            .find(|r| r["outcome"] == "callback-completed")
+        {
+            break r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no delivery record: {records:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let legs: Vec<&str> = record["quality"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|l| l["leg"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(legs, ["customer", "agent"], "{record}");
+    assert_eq!(record["quality"][1]["who"], "1001", "{record}");
+    for leg in record["quality"].as_array().unwrap() {
+        assert!(leg["received"].as_u64() > Some(0), "{record}");
+    }
+    assert!(record["mos"].as_f64().is_some(), "{record}");
 }
 
 /// The carrier trunk with its proxy given by name (`sip:NAME[:PORT]`), and

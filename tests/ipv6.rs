@@ -20,10 +20,9 @@ fn engine() -> Engine {
     )
 }
 
-#[test]
-fn sipp_calls_over_ipv6_and_our_caller_hears_and_is_heard() {
-    let engine = engine();
-    // SIPp on [::1]: the call is set up and torn down.
+/// SIPp calls `target` from `ip` (on the engine's test ports) and hangs
+/// up after a second.
+fn sipp_calls(engine: &Engine, ip: &str, target: std::net::SocketAddr) -> common::SippRun {
     let p = engine.ports;
     let out = Command::new("sipp")
         .arg("-sf")
@@ -31,7 +30,7 @@ fn sipp_calls_over_ipv6_and_our_caller_hears_and_is_heard() {
         .args(["-s", "echo", "-d", "1000", "-m", "1"])
         .args([
             "-i",
-            "::1",
+            ip,
             "-p",
             &p.sipp(0).to_string(),
             "-mp",
@@ -39,15 +38,23 @@ fn sipp_calls_over_ipv6_and_our_caller_hears_and_is_heard() {
         ])
         .args(["-cp", &p.sipp_control(0).to_string()])
         .args(["-nostdin", "-timeout", "20s", "-timeout_error"])
-        .arg(format!("[::1]:{}", engine.sip.port()))
+        .arg(target.to_string())
         .stdin(Stdio::null())
         .output()
         .expect("cannot run sipp");
-    let run = common::SippRun {
+    common::SippRun {
         status: out.status,
         output: String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr),
-    };
+    }
+}
+
+#[test]
+fn sipp_calls_over_ipv6_and_our_caller_hears_and_is_heard() {
+    let engine = engine();
+    // SIPp on [::1]: the call is set up and torn down.
+    let p = engine.ports;
+    let run = sipp_calls(&engine, "::1", engine.sip);
     run.assert_ok();
     assert_eq!(run.successful(), 1);
 
@@ -119,29 +126,7 @@ fn a_dual_stack_engine_takes_calls_of_both_families_each_with_its_own_media() {
         );
     });
     // SIPp over IPv4 too, to the same engine.
-    let out = Command::new("sipp")
-        .arg("-sf")
-        .arg(common::scenario("caller-basic.xml"))
-        .args(["-s", "echo", "-d", "1000", "-m", "1"])
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &p.sipp(0).to_string(),
-            "-mp",
-            &p.sipp_media(0).to_string(),
-        ])
-        .args(["-cp", &p.sipp_control(0).to_string()])
-        .args(["-nostdin", "-timeout", "20s", "-timeout_error"])
-        .arg(engine.sip.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .expect("cannot run sipp");
-    let run = common::SippRun {
-        status: out.status,
-        output: String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
-    };
+    let run = sipp_calls(&engine, "127.0.0.1", engine.sip);
     run.assert_ok();
 }
 
@@ -168,18 +153,7 @@ registrar: {{ algorithms: [MD5], keepalive: 0s }}\n",
     // The agent's phone registers and answers over IPv4, echoing what it gets.
     common::register(&engine, "1001", port);
     let seen = engine.dir.join("agent-messages.log");
-    let agent = common::sipp_side(
-        &[
-            "-sf",
-            &common::scenario("agent-answer.xml").display().to_string(),
-            "-rtp_echo",
-            "-trace_msg",
-            "-message_file",
-            &seen.display().to_string(),
-        ],
-        port,
-        None,
-    );
+    let agent = common::traced_phone("agent-answer.xml", port, &seen);
     std::thread::sleep(Duration::from_millis(300));
     let p = engine.ports;
     let mut ua = TestUa::call_from(

@@ -680,18 +680,7 @@ fn a_caller_who_withholds_their_number_reaches_the_agent_as_anonymous() {
     let port = common::Ports::next().spare(0);
     register(&engine, "1001", port);
     let seen = engine.dir.join("agent-messages.log");
-    let agent = common::sipp_side(
-        &[
-            "-sf",
-            &scenario("agent-answer.xml").display().to_string(),
-            "-rtp_echo",
-            "-trace_msg",
-            "-message_file",
-            &seen.display().to_string(),
-        ],
-        port,
-        None,
-    );
+    let agent = common::traced_phone("agent-answer.xml", port, &seen);
     std::thread::sleep(Duration::from_millis(300));
     // The carrier asserts +12025550123 and the caller asks for privacy.
     let sink = engine.ports.spare(0);

@@ -8,7 +8,6 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::events::Event;
-use crate::media::{Quality, QualityHandle};
 
 /// Where a call in progress stands (its `state` in the API and metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,35 +58,7 @@ pub struct LiveCall {
     pub quality: Vec<LegQuality>,
 }
 
-/// One leg's quality figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LegQuality {
-    /// `caller`, `agent` or `transfer`.
-    pub leg: &'static str,
-    /// The agent, or the transfer's target.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub who: Option<String>,
-    #[serde(flatten)]
-    pub figures: Quality,
-}
-
-/// A leg whose figures its media clock keeps up to date.
-#[derive(Debug, Clone)]
-pub struct LegHandle {
-    pub leg: &'static str,
-    pub who: Option<String>,
-    pub handle: QualityHandle,
-}
-
-impl LegHandle {
-    pub fn now(&self) -> LegQuality {
-        LegQuality {
-            leg: self.leg,
-            who: self.who.clone(),
-            figures: self.handle.get(),
-        }
-    }
-}
+pub use crate::media::quality::{LegHandle, LegQuality};
 
 type Entry = (LiveCall, mpsc::UnboundedSender<()>, Vec<LegHandle>);
 

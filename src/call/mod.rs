@@ -137,7 +137,7 @@ pub async fn run(ctx: CallContext, mut call: IncomingCall) {
             .map(live::LegHandle::now)
             .collect();
         record::quality(&mut cdr, &legs);
-        observe_quality(&legs);
+        crate::media::quality::observe(&legs);
         let cdr_call_id = cdr.call_id.clone();
         let ended = BusEvent::CallEnded {
             call_id: cdr.call_id.clone(),
@@ -512,26 +512,4 @@ pub(crate) fn agent_policy(
     tls: bool,
 ) -> sdp::crypto::Policy {
     sdp::crypto::Policy::for_agent(config, agent, tls)
-}
-
-/// Each leg's figures into the quality histograms, as its call ends.
-fn observe_quality(legs: &[live::LegQuality]) {
-    for l in legs {
-        let q = &l.figures;
-        let Some(mos) = q.mos else {
-            continue;
-        };
-        metrics::histogram!("hotline_call_mos", "leg" => l.leg).record(mos);
-        metrics::histogram!("hotline_call_loss_ratio", "leg" => l.leg, "direction" => "in")
-            .record(q.loss);
-        if let Some(loss) = q.remote_loss {
-            metrics::histogram!("hotline_call_loss_ratio", "leg" => l.leg, "direction" => "out")
-                .record(loss);
-        }
-        metrics::histogram!("hotline_call_jitter_seconds", "leg" => l.leg)
-            .record(q.jitter_ms / 1000.0);
-        if let Some(rtt) = q.rtt_ms {
-            metrics::histogram!("hotline_call_rtt_seconds", "leg" => l.leg).record(rtt / 1000.0);
-        }
-    }
 }

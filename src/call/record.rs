@@ -112,18 +112,9 @@ impl Marks {
 /// Writes each leg's quality into the record, with the worst MOS of all
 /// legs and of the agent legs.
 pub fn quality(cdr: &mut Cdr, legs: &[LegQuality]) {
-    if legs.is_empty() {
-        return;
+    if let Some((json, mos, agent_mos)) = crate::media::quality::summary(legs) {
+        (cdr.quality, cdr.mos, cdr.agent_mos) = (Some(json), mos, agent_mos);
     }
-    cdr.quality = serde_json::to_value(legs).ok();
-    let worst = |agents: bool| {
-        legs.iter()
-            .filter(|l| !agents || l.leg == "agent")
-            .filter_map(|l| l.figures.mos)
-            .reduce(f64::min)
-    };
-    cdr.mos = worst(false);
-    cdr.agent_mos = worst(true);
 }
 
 /// The outcome of a caller turned away from a queue.

@@ -38,6 +38,12 @@ pub enum Progress {
         attempt: Option<i64>,
         outcome: AttemptOutcome,
     },
+    /// The customer and the agent are bridged: their legs' quality
+    /// handles, for the delivery's record.
+    Legs {
+        customer: crate::media::QualityHandle,
+        agent: crate::media::QualityHandle,
+    },
     /// The delivered call ended.
     Done,
 }
@@ -238,6 +244,10 @@ impl Attempt {
             Do::Bridge => {
                 if let (Some((agent, _)), Some((customer, _))) = (&io.agent, &io.customer) {
                     customer.media.bridge(&agent.media).await;
+                    self.report(Progress::Legs {
+                        customer: customer.media.quality(),
+                        agent: agent.media.quality(),
+                    });
                 }
             }
             Do::Hangup(side) => {

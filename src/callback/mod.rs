@@ -155,6 +155,8 @@ struct Entry {
     agent: Option<String>,
     started_at: Option<Timestamp>,
     connected_at: Option<Timestamp>,
+    /// The connected attempt's legs: the customer's and the agent's.
+    legs: Option<(crate::media::QualityHandle, crate::media::QualityHandle)>,
 }
 
 impl Entry {
@@ -168,6 +170,7 @@ impl Entry {
             agent: None,
             started_at: None,
             connected_at: None,
+            legs: None,
         }
     }
 
@@ -177,7 +180,32 @@ impl Entry {
         let c = &self.callback;
         let now = Timestamp::now();
         let ms = |a: Timestamp, b: Timestamp| b.duration_since(a).as_millis() as i64;
+        let legs: Vec<crate::media::quality::LegQuality> = self
+            .legs
+            .iter()
+            .flat_map(|(customer, agent)| {
+                [
+                    crate::media::quality::LegHandle {
+                        leg: "customer",
+                        who: None,
+                        handle: customer.clone(),
+                    },
+                    crate::media::quality::LegHandle {
+                        leg: "agent",
+                        who: self.agent.clone(),
+                        handle: agent.clone(),
+                    },
+                ]
+            })
+            .map(|l| l.now())
+            .collect();
+        crate::media::quality::observe(&legs);
+        let (quality, mos, agent_mos) = crate::media::quality::summary(&legs)
+            .map_or((None, None, None), |(q, m, a)| (Some(q), m, a));
         crate::store::Cdr {
+            quality,
+            mos,
+            agent_mos,
             call_id: acd_id(c.id),
             caller: c.number.clone(),
             dialed: c.number.clone(),
@@ -693,6 +721,7 @@ impl Service {
                 e.agent = (!agent.is_empty()).then_some(agent);
                 e.started_at = Some(Timestamp::now());
                 e.connected_at = None;
+                e.legs = None;
                 let number = e.callback.number.clone();
                 metrics::counter!("hotline_callback_attempts_total").increment(1);
                 self.publish(crate::events::Event::CallbackAttempt {
@@ -727,6 +756,7 @@ impl Service {
                     outcome: AttemptOutcome::Connected.to_string(),
                 });
             }
+            Progress::Legs { customer, agent } => e.legs = Some((customer, agent)),
             Progress::Done => {
                 if let Some(e) = self.entries.remove(&id) {
                     self.keep_record(&e, CallbackState::Completed);

@@ -20,6 +20,15 @@ pub const INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Default)]
 pub struct QualityHandle(Arc<Mutex<Quality>>);
 
+/// The same leg's handle.
+impl PartialEq for QualityHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for QualityHandle {}
+
 impl QualityHandle {
     pub fn get(&self) -> Quality {
         self.0.lock().map(|q| q.clone()).unwrap_or_default()
@@ -28,6 +37,73 @@ impl QualityHandle {
     fn set(&self, q: Quality) {
         if let Ok(mut g) = self.0.lock() {
             *g = q;
+        }
+    }
+}
+
+/// One leg's quality figures, as a record and the API show them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LegQuality {
+    /// `caller`, `agent`, `transfer`, or a callback's `customer`.
+    pub leg: &'static str,
+    /// The agent, or the transfer's target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub who: Option<String>,
+    #[serde(flatten)]
+    pub figures: Quality,
+}
+
+/// A leg whose figures its media clock keeps up to date.
+#[derive(Debug, Clone)]
+pub struct LegHandle {
+    pub leg: &'static str,
+    pub who: Option<String>,
+    pub handle: QualityHandle,
+}
+
+impl LegHandle {
+    pub fn now(&self) -> LegQuality {
+        LegQuality {
+            leg: self.leg,
+            who: self.who.clone(),
+            figures: self.handle.get(),
+        }
+    }
+}
+
+/// What a call's record keeps of its legs: each leg's figures (JSON), the
+/// worst MOS of all, and of the agent legs; `None` without legs.
+pub fn summary(legs: &[LegQuality]) -> Option<(serde_json::Value, Option<f64>, Option<f64>)> {
+    if legs.is_empty() {
+        return None;
+    }
+    let worst = |agents: bool| {
+        legs.iter()
+            .filter(|l| !agents || l.leg == "agent")
+            .filter_map(|l| l.figures.mos)
+            .reduce(f64::min)
+    };
+    Some((serde_json::to_value(legs).ok()?, worst(false), worst(true)))
+}
+
+/// Each leg's figures into the quality histograms, as its call ends.
+pub fn observe(legs: &[LegQuality]) {
+    for l in legs {
+        let q = &l.figures;
+        let Some(mos) = q.mos else {
+            continue;
+        };
+        metrics::histogram!("hotline_call_mos", "leg" => l.leg).record(mos);
+        metrics::histogram!("hotline_call_loss_ratio", "leg" => l.leg, "direction" => "in")
+            .record(q.loss);
+        if let Some(loss) = q.remote_loss {
+            metrics::histogram!("hotline_call_loss_ratio", "leg" => l.leg, "direction" => "out")
+                .record(loss);
+        }
+        metrics::histogram!("hotline_call_jitter_seconds", "leg" => l.leg)
+            .record(q.jitter_ms / 1000.0);
+        if let Some(rtt) = q.rtt_ms {
+            metrics::histogram!("hotline_call_rtt_seconds", "leg" => l.leg).record(rtt / 1000.0);
         }
     }
 }

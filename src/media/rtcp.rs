@@ -350,9 +350,15 @@ pub fn remote(block: &Block, first_seq: u16, ntp: u64) -> Remote {
     // Its highest sequence number, extended, counted from our first.
     let expected = u64::from(block.highest_seq.wrapping_sub(u32::from(first_seq))) + 1;
     let rtt_ms = (block.lsr != 0).then(|| {
-        let rtt = middle(ntp).wrapping_sub(block.lsr).wrapping_sub(block.dlsr);
-        // A report from the future (clock skew) or older than a minute is no RTT.
-        (rtt < 60 << 16).then(|| f64::from(rtt) * 1000.0 / 65536.0)
+        let rtt = middle(ntp).wrapping_sub(block.lsr).wrapping_sub(block.dlsr) as i32;
+        match rtt {
+            // A near-zero round trip can read a little negative (the
+            // peer's DLSR is coarse): none.
+            r if r < 0 && r > -(1 << 16) / 10 => Some(0.0),
+            // Older than a minute, or further in the future: no RTT.
+            r if !(0..60 << 16).contains(&r) => None,
+            r => Some(f64::from(r) * 1000.0 / 65536.0),
+        }
     });
     Remote {
         lost: i64::from(block.cumulative_lost),
@@ -564,6 +570,25 @@ mod tests {
         // No SR yet: no RTT.
         let none = remote(&Block { lsr: 0, ..block }, 100, later);
         assert_eq!(none.rtt_ms, None);
+        // On loopback the peer's delay can exceed the round trip a little.
+        let close = remote(
+            &Block {
+                dlsr: (5 << 14) + 100,
+                ..block
+            },
+            100,
+            later,
+        );
+        assert_eq!(close.rtt_ms, Some(0.0));
+        let skewed = remote(
+            &Block {
+                dlsr: 3 << 16,
+                ..block
+            },
+            100,
+            later,
+        );
+        assert_eq!(skewed.rtt_ms, None);
     }
 
     #[test]

@@ -793,6 +793,43 @@ pub fn register(engine: &Engine, id: &str, port: u16) {
     );
 }
 
+/// `hotline report` on the engine's config with `args` (`--since 10m`,
+/// ...), as JSON.
+pub fn report_json(engine: &Engine, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["report", "--config"])
+        .arg(engine.dir.join("hotline.yaml"))
+        .args(args)
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// An agent's phone as [`phone`] (echoing), whose SIP messages SIPp
+/// writes to `messages`.
+pub fn traced_phone(name: &str, port: u16, messages: &Path) -> Child {
+    let sf = scenario(name).display().to_string();
+    let file = messages.display().to_string();
+    sipp_side(
+        &[
+            "-sf",
+            &sf,
+            "-rtp_echo",
+            "-trace_msg",
+            "-message_file",
+            &file,
+        ],
+        port,
+        None,
+    )
+}
+
 /// An agent's phone: SIPp running `name` (from `sipp-scenarios/`) on
 /// `port`, echoing the audio it gets with `echo`.
 pub fn phone(name: &str, port: u16, echo: bool) -> Child {
