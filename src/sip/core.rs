@@ -357,6 +357,19 @@ fn pick_local(
     }
 }
 
+/// A Via for a request of ours to `target`, from our address of its
+/// family (the TLS listener's over TLS): (the Via, the branch).
+fn via_to(
+    locals: &crate::config::PerFamily<SocketAddr>,
+    tls: Option<SocketAddr>,
+    target: Target,
+) -> (String, String) {
+    new_via(
+        pick_local(locals, tls, target.transport, target.addr.ip()),
+        target.transport,
+    )
+}
+
 /// A Via for a request we start, with a fresh branch: (the Via, the branch).
 fn new_via(local: SocketAddr, transport: Transport) -> (String, String) {
     let branch = format!("z9hG4bK{}", random_token(16));
@@ -1076,15 +1089,7 @@ impl SipCore {
             return;
         };
         let target = slot.dialog.request_target();
-        let (via, branch) = new_via(
-            pick_local(
-                &self.locals,
-                self.tls_local,
-                target.transport,
-                target.addr.ip(),
-            ),
-            target.transport,
-        );
+        let (via, branch) = via_to(&self.locals, self.tls_local, target);
         let bye = slot
             .dialog
             .request(Method::Bye, via, &self.config.sip.user_agent);
@@ -1316,15 +1321,7 @@ impl SipCore {
             return None;
         }
         let target = slot.dialog.request_target();
-        let (via, branch) = new_via(
-            pick_local(
-                &self.locals,
-                self.tls_local,
-                target.transport,
-                target.addr.ip(),
-            ),
-            target.transport,
-        );
+        let (via, branch) = via_to(&self.locals, self.tls_local, target);
         let req = slot
             .dialog
             .request(method, via, &self.config.sip.user_agent);
@@ -1560,15 +1557,7 @@ impl SipCore {
         let Some(slot) = self.dialogs.get_mut(&id) else {
             return;
         };
-        let (via, _) = new_via(
-            pick_local(
-                &self.locals,
-                self.tls_local,
-                target.transport,
-                target.addr.ip(),
-            ),
-            target.transport,
-        );
+        let (via, _) = via_to(&self.locals, self.tls_local, target);
         let ack = slot.dialog.ack(via, &self.config.sip.user_agent).to_bytes();
         self.out.push(Transmit {
             target,
@@ -1655,15 +1644,7 @@ impl SipCore {
         };
         let mut invite = out.invite.clone();
         let seq = invite.cseq().map_or(1, |(n, _)| n) + 1;
-        let (via, branch) = new_via(
-            pick_local(
-                &self.locals,
-                self.tls_local,
-                target.transport,
-                target.addr.ip(),
-            ),
-            target.transport,
-        );
+        let (via, branch) = via_to(&self.locals, self.tls_local, target);
         invite.headers.replace_top_via(&via);
         invite.headers.remove("CSeq");
         invite.headers.push("CSeq", format!("{seq} INVITE"));

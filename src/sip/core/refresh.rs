@@ -215,15 +215,7 @@ impl SipCore {
             Some(resp) if (200..300).contains(&resp.status) => {
                 if method == Method::Invite {
                     let target = slot.dialog.request_target();
-                    let (via, _) = new_via(
-                        pick_local(
-                            &self.locals,
-                            self.tls_local,
-                            target.transport,
-                            target.addr.ip(),
-                        ),
-                        target.transport,
-                    );
+                    let (via, _) = via_to(&self.locals, self.tls_local, target);
                     let ack = slot
                         .dialog
                         .ack_of(seq, via, &self.config.sip.user_agent)
