@@ -609,10 +609,53 @@ pub fn json(
             |((flow, node), calls)| serde_json::json!({"flow": flow, "node": node, "calls": calls}),
         )
         .collect();
+    let poor: Vec<serde_json::Value> = poor_calls(cdrs)
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "call_id": c.call_id, "arrived_at": c.arrived_at, "queue": c.queue,
+                "agent": c.agent, "mos": c.mos, "agent_mos": c.agent_mos,
+            })
+        })
+        .collect();
     serde_json::json!({
         "since": since, "until": until, "by": by, "rows": rows,
         "ivr_containment": containment,
+        "poor_quality_calls": poor,
     })
+}
+
+/// The calls (and callback deliveries) whose worst leg scored under
+/// [`POOR_MOS`], oldest first: where a supervisor starts looking.
+pub fn poor_calls(cdrs: &[Cdr]) -> Vec<&Cdr> {
+    let mut poor: Vec<&Cdr> = cdrs
+        .iter()
+        .filter(|c| c.mos.is_some_and(|m| m < POOR_MOS))
+        .collect();
+    poor.sort_by_key(|c| c.arrived_at);
+    poor
+}
+
+/// [`poor_calls`] as text lines, for the table report (empty without any).
+pub fn poor_calls_text(cdrs: &[Cdr]) -> String {
+    let poor = poor_calls(cdrs);
+    if poor.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("\ncalls with a MOS under {POOR_MOS}:\n");
+    for c in poor {
+        let score = |m: Option<f64>| m.map_or_else(|| "-".into(), |m| format!("{m:.2}"));
+        let arrived = c.arrived_at.map(|t| t.to_string()).unwrap_or_default();
+        out.push_str(&format!(
+            "{arrived}  {}  queue {}  agent {}  mos {}  agent leg {}\n",
+            c.call_id,
+            c.queue.as_deref().unwrap_or("-"),
+            c.agent.as_deref().unwrap_or("-"),
+            score(c.mos),
+            score(c.agent_mos),
+        ));
+    }
+    out
 }
 
 /// Calls contained in the IVR, by (flow, node where they ended).
@@ -700,6 +743,17 @@ mod tests {
         assert!(
             text.lines().next().unwrap().ends_with("mos  mos_lt_3.6"),
             "{text}"
+        );
+        // The poor calls themselves, oldest first: a, c, d (not b, nor e).
+        let ids: Vec<&str> = poor_calls(&cdrs)
+            .iter()
+            .map(|c| c.call_id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "c", "d"]);
+        let poor = poor_calls_text(&cdrs);
+        assert!(
+            poor.contains("  c  queue sales  agent bob  mos 3.30  agent leg 3.30"),
+            "{poor}"
         );
         assert!(
             text.lines()

@@ -189,6 +189,7 @@ fn report(args: ReportArgs) -> anyhow::Result<()> {
         "table" => {
             println!("calls from {since} to {until}");
             print!("{}", kpi::table(&rows));
+            print!("{}", kpi::poor_calls_text(&cdrs));
         }
         "csv" => print!("{}", kpi::csv(&rows)),
         "json" => println!(

@@ -225,6 +225,10 @@ fn ten_percent_loss_brings_the_mos_under_3_6_and_the_report_lists_the_call() {
 
     // The supervisor's report counts it as a poor call.
     let report = common::report_json(&engine, &["--since", "10m"]);
+    assert_eq!(
+        report["poor_quality_calls"][0]["call_id"], cdr["call_id"],
+        "{report}"
+    );
     let row = &report["rows"][0];
     assert_eq!(
         (row["mos_scored"].as_u64(), row["poor_quality"].as_u64()),
