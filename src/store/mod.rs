@@ -31,7 +31,7 @@ use crate::overload::{Admission, Pressure};
 
 pub use callback::{AttemptEnd, AttemptOutcome, Callback, CallbackAttempt, CallbackState};
 pub use outcome::Outcome;
-pub use sqlite::SqliteStore;
+pub use sqlite::{backup, Backup, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +48,8 @@ pub enum StoreError {
     NotCommitted(String),
     #[error("{booked} callbacks to this number were booked in the last 24 h (the most allowed)")]
     TooManyCallbacks { booked: u32 },
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 /// A message a caller left.

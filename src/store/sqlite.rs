@@ -155,6 +155,73 @@ impl SqliteStore {
 
 /// Creates `dir` (and its parents) for the engine's user only, and takes
 /// the group's and others' access away from one that exists.
+/// What a backup holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backup {
+    pub records: i64,
+    pub callbacks: i64,
+}
+
+/// Copies the store in `data_dir` to `to` while the engine may be writing
+/// to it: `VACUUM INTO` reads one consistent snapshot (a read transaction;
+/// under WAL the engine's writes go on), written to a temporary file
+/// beside `to`, checked (`PRAGMA integrity_check`) and then renamed, so
+/// `to` is either a whole, checked copy or not there. `to` must not exist.
+pub fn backup(data_dir: &Path, to: &Path) -> Result<Backup, StoreError> {
+    use rusqlite::OpenFlags;
+    if to.exists() {
+        return Err(StoreError::Backup(format!("{} exists", to.display())));
+    }
+    let source = data_dir.join("hotline.db");
+    if !source.exists() {
+        return Err(StoreError::Backup(format!(
+            "no store at {}",
+            source.display()
+        )));
+    }
+    let conn = Connection::open_with_flags(&source, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    let name = to
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "backup".into());
+    let partial = to.with_file_name(format!(".{name}.partial"));
+    let _ = std::fs::remove_file(&partial);
+    let copied = conn
+        .execute("VACUUM INTO ?1", [partial.to_string_lossy()])
+        .map(|_| ())
+        .and_then(|()| {
+            let copy = Connection::open_with_flags(&partial, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            let count = |table: &str| {
+                copy.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            };
+            Ok((check, count("cdr")?, count("callback")?))
+        });
+    let (check, records, callbacks) = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+    };
+    if check != "ok" {
+        let _ = std::fs::remove_file(&partial);
+        return Err(StoreError::Backup(format!(
+            "the copy failed its integrity check: {check}"
+        )));
+    }
+    // The callers' data: the engine's user's only, as the store is.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Backup(format!("cannot restrict the copy: {e}")))?;
+    }
+    std::fs::rename(&partial, to)
+        .map_err(|e| StoreError::Backup(format!("cannot write {}: {e}", to.display())))?;
+    Ok(Backup { records, callbacks })
+}
+
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
