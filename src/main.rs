@@ -130,14 +130,27 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // The engine's log format is in its config (read again, with errors
+    // reported, once the log is set up).
+    let json = match &cli.command {
+        Command::Run(args) => Config::load(&args.config)
+            .is_ok_and(|c| c.log.format == hotline::config::LogFormat::Json),
+        _ => false,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOTLINE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOTLINE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    if json {
+        log.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        log.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Validate { config, paths } => validate(&config, &paths),

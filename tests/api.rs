@@ -890,3 +890,32 @@ fn two_calls_with_one_call_id_are_two_calls_and_each_can_be_hung_up() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(api.get("/api/calls", READ).1, json!([]));
 }
+
+#[test]
+fn with_log_format_json_every_line_is_an_object_and_a_calls_lines_carry_its_call_id() {
+    let engine = Engine::start("log: { format: json }\n");
+    let p = engine.ports;
+    let mut ua = common::ua::TestUa::call(engine.sip, p.spare(0), p.spare(1), "echo", "0 101");
+    std::thread::sleep(Duration::from_millis(500));
+    ua.bye();
+    let record = common::cdrs(&engine).pop().expect("the call's record");
+    let call_id = record["call_id"].as_str().unwrap().to_owned();
+    let log = engine.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "hotline ready"),
+        "{log}"
+    );
+    let arrived = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "call arrived")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(arrived["span"]["call_id"], call_id.as_str(), "{arrived}");
+    assert_eq!(arrived["level"], "INFO");
+}

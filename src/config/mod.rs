@@ -70,6 +70,25 @@ pub struct Config {
     pub feature_codes: FeatureCodes,
     pub shutdown: ShutdownConfig,
     pub dns: DnsConfig,
+    pub log: LogConfig,
+}
+
+/// `log:` how the engine writes its log (to stderr; the journal under
+/// systemd). Which lines: `HOTLINE_LOG` (`info`, `hotline=debug`, …).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `text` for people; `json`, one object a line, for a log pipeline (every
+/// line of a call carries its `call_id` in its span, as in text).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `media-encryption` of a trunk or an agent: SRTP with SDES keys.
