@@ -20,6 +20,7 @@ pub mod leg;
 pub mod loader;
 pub mod media;
 pub mod overload;
+pub mod retention;
 pub mod sdp;
 pub mod sip;
 pub mod store;

@@ -80,6 +80,10 @@ fn describe() {
         "Packets on SRTP legs that failed authentication (forged, replayed, plain or damaged)."
     );
     describe_counter!(
+        "hotline_retention_deleted_total",
+        "What the retention sweep deleted, by kind (records, recordings, voicemail)."
+    );
+    describe_counter!(
         "hotline_rtcp_packets_refused_total",
         "RTCP packets not taken: from another address than the leg's peer, unreadable, or failing SRTCP authentication (some phones send a plain keep-alive on SRTP legs)."
     );

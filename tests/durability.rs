@@ -161,3 +161,114 @@ fn a_backup_taken_under_load_is_whole_and_holds_the_records_written_before_it() 
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 }
+
+#[test]
+fn the_retention_sweep_deletes_what_is_older_than_kept_and_leaves_the_rest() {
+    let mut engine = Engine::start(
+        "retention: { records: 400d, recordings: 90d, voicemail: 30d }\n\
+queues: { sales: { retention: { recordings: 7d } }, support: {}, operator: {} }\n",
+    );
+    let data = engine.dir.join("data");
+    let now = jiff::Timestamp::now();
+    let ago = |days: i64| now - jiff::SignedDuration::from_hours(24 * days);
+    // A file of `days` ago (its modification time too).
+    let file = |rel: &str, days: i64| {
+        let p = data.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let f = std::fs::File::create(&p).unwrap();
+        let t = std::time::SystemTime::now() - Duration::from_secs(86_400 * days as u64);
+        f.set_modified(t).unwrap();
+        p
+    };
+    let db = rusqlite::Connection::open(data.join("hotline.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let cdr = |id: &str, days: i64, queue: Option<&str>, recording: Option<&std::path::Path>| {
+        db.execute(
+            "INSERT INTO cdr (call_id, caller, dialed, trunk, arrived_at, queue, outcome, ended_by, vars, recording)
+             VALUES (?1, '+1', '100', 'loopback', ?2, ?3, 'agent', 'caller', '{}', ?4)",
+            rusqlite::params![id, ago(days).to_string(), queue, recording.map(|p| p.display().to_string())],
+        )
+        .unwrap();
+    };
+    let very_old = file("recordings/a/very-old.wav", 500);
+    let old = file("recordings/b/old.wav", 100);
+    let sales = file("recordings/c/sales.wav", 10);
+    let support = file("recordings/c/support.wav", 10);
+    let fresh = file("recordings/d/fresh.wav", 1);
+    cdr("very-old", 500, Some("support"), Some(&very_old));
+    cdr("old", 100, Some("support"), Some(&old));
+    cdr("sales", 10, Some("sales"), Some(&sales));
+    cdr("support", 10, Some("support"), Some(&support));
+    cdr("fresh", 1, None, Some(&fresh));
+    // A recording no record names (an interrupted one), 120 days old.
+    let orphan = file("recordings/e/orphan.wav", 120);
+    let vm = |id: &str, days: i64| {
+        let p = file(&format!("voicemail/box/{id}.wav"), days);
+        db.execute(
+            "INSERT INTO voicemail (created_at, call_id, caller, mailbox, flow, path, duration_ms)
+             VALUES (?1, ?2, '+1', 'box', 'main', ?3, 1000)",
+            rusqlite::params![ago(days).to_string(), id, p.display().to_string()],
+        )
+        .unwrap();
+        p
+    };
+    let vm_old = vm("vm-old", 40);
+    let vm_new = vm("vm-new", 2);
+    drop(db);
+
+    // The sweep runs shortly after start.
+    engine.crash_and_restart();
+    assert!(
+        engine.wait_log("retention sweep", Duration::from_secs(15)),
+        "{}",
+        engine.log()
+    );
+    let db = rusqlite::Connection::open(data.join("hotline.db")).unwrap();
+    let ids: Vec<(String, Option<String>)> = db
+        .prepare("SELECT call_id, recording FROM cdr ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let kept: Vec<(&str, bool)> = ids
+        .iter()
+        .map(|(id, r)| (id.as_str(), r.is_some()))
+        .collect();
+    // Records: only the one past 400 days goes. Recordings: past 90 days,
+    // and past 7 for the sales queue.
+    assert_eq!(
+        kept,
+        [
+            ("old", false),
+            ("sales", false),
+            ("support", true),
+            ("fresh", true)
+        ]
+    );
+    for (p, there) in [
+        (&very_old, false),
+        (&old, false),
+        (&sales, false),
+        (&orphan, false),
+        (&support, true),
+        (&fresh, true),
+        (&vm_old, false),
+        (&vm_new, true),
+    ] {
+        assert_eq!(p.exists(), there, "{}", p.display());
+    }
+    let vms: i64 = db
+        .query_row("SELECT count(*) FROM voicemail", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(vms, 1);
+    let metrics = common::metrics(&engine);
+    assert!(
+        metrics.contains("hotline_retention_deleted_total{kind=\"records\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hotline_retention_deleted_total{kind=\"recordings\"} 4"),
+        "{metrics}"
+    );
+}

@@ -71,6 +71,48 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub dns: DnsConfig,
     pub log: LogConfig,
+    /// How long call records, recordings and voicemails are kept.
+    pub retention: Retention,
+}
+
+/// `retention:` how long what the engine keeps is kept (`400d`, `90d`,
+/// `12h`); unset: for ever. A sweep at start and every day deletes what is
+/// older. A queue's own `retention` overrides `records` and `recordings`
+/// for its calls.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Retention {
+    /// Call records, survey answers and agents' state changes.
+    #[serde(deserialize_with = "de_age")]
+    pub records: Option<Duration>,
+    /// Conversation recordings (the files, and the record's reference).
+    #[serde(deserialize_with = "de_age")]
+    pub recordings: Option<Duration>,
+    /// Voicemails (the files and their index).
+    #[serde(deserialize_with = "de_age")]
+    pub voicemail: Option<Duration>,
+}
+
+/// An age: days (`400d`) or a duration (`12h`).
+fn de_age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    let age = match text.trim().strip_suffix('d') {
+        Some(days) => days
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(|d| d.checked_mul(86_400))
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("'{text}' is not a number of days like 90d")),
+        None => parse_duration(&text),
+    }
+    .map_err(serde::de::Error::custom)?;
+    if age.is_zero() {
+        return Err(serde::de::Error::custom(
+            "a retention of 0 would delete everything at once",
+        ));
+    }
+    Ok(Some(age))
 }
 
 /// `log:` how the engine writes its log (to stderr; the journal under
@@ -638,6 +680,9 @@ pub struct QueueConfig {
     pub answer_after: Option<Duration>,
     /// Offer waiting callers a callback that keeps their place.
     pub callback: Option<CallbackConfig>,
+    /// How long this queue's call records and recordings are kept (over
+    /// the top-level `retention`; `voicemail` is not per queue).
+    pub retention: Retention,
 }
 
 /// Whether a queue's conversations are recorded.
@@ -706,6 +751,7 @@ impl Default for QueueConfig {
             screen_pop_url: None,
             survey: None,
             callback: None,
+            retention: Retention::default(),
         }
     }
 }

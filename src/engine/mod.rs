@@ -167,6 +167,7 @@ pub async fn run(
     let admission = Arc::new(crate::overload::Admission::default());
     tokio::spawn(crate::overload::watch_descriptors(admission.clone()));
     let store = StoreHandle::open_sqlite(&config.data_dir, admission.clone())?;
+    tokio::spawn(crate::retention::run(config.clone(), store.clone()));
     let media = MediaEngine::start(&config.rtp, config.calls.media_timeout);
     let restored = restored_registrations(&store).await;
     let mut sip = sip::start(config.clone(), restored, admission.clone()).await?;

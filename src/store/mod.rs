@@ -125,6 +125,33 @@ pub struct Cdr {
     pub agent_mos: Option<f64>,
 }
 
+/// What a retention sweep deletes: rows older than each cutoff (a
+/// queue's own cutoffs for its calls, the default's for the rest).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SweepPlan {
+    /// Call records (closed ones), survey answers, agents' state changes.
+    pub records: Cutoffs,
+    /// Recordings: the files records name (the reference is cleared).
+    pub recordings: Cutoffs,
+    /// Voicemails: rows and their files.
+    pub voicemail: Option<Timestamp>,
+}
+
+/// A default cutoff, and queues' own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cutoffs {
+    pub default: Option<Timestamp>,
+    pub queues: Vec<(String, Option<Timestamp>)>,
+}
+
+/// What a sweep deleted, and the files to delete now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Swept {
+    pub records: usize,
+    pub recordings: Vec<String>,
+    pub voicemails: Vec<String>,
+}
+
 /// An agent's registered contact, as kept across restarts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Registered {
@@ -214,6 +241,9 @@ pub trait Store: Send {
     ) -> Result<Vec<AgentStateRow>, StoreError>;
     fn save_survey(&mut self, a: &SurveyAnswer) -> Result<i64, StoreError>;
     fn voicemails(&mut self) -> Result<Vec<Voicemail>, StoreError>;
+    /// Deletes what the plan says is past its time; returns what went and
+    /// the files the caller must delete.
+    fn sweep(&mut self, plan: &SweepPlan) -> Result<Swept, StoreError>;
     fn survey_answers(&mut self) -> Result<Vec<SurveyAnswer>, StoreError>;
 }
 
@@ -549,6 +579,11 @@ impl StoreHandle {
 
     pub async fn voicemails(&self) -> Result<Vec<Voicemail>, StoreError> {
         self.call(|s| s.voicemails()).await
+    }
+
+    /// Deletes what retention says is past its time (in one transaction).
+    pub async fn sweep(&self, plan: SweepPlan) -> Result<Swept, StoreError> {
+        self.write("retention", move |s| s.sweep(&plan)).await
     }
 
     pub async fn survey_answers(&self) -> Result<Vec<SurveyAnswer>, StoreError> {

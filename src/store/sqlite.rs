@@ -587,6 +587,90 @@ impl Store for SqliteStore {
         Ok(self.conn.last_insert_rowid())
     }
 
+    fn sweep(&mut self, plan: &super::SweepPlan) -> Result<super::Swept, StoreError> {
+        let mut swept = super::Swept::default();
+        // Each queue with its own cutoff, then the rest by the default.
+        let by_queue = |c: &super::Cutoffs| {
+            let mut out: Vec<(String, Option<String>, bool)> = c
+                .queues
+                .iter()
+                .map(|(q, t)| {
+                    (
+                        format!("queue = '{}'", q.replace('\'', "''")),
+                        t.map(|t| t.to_string()),
+                        true,
+                    )
+                })
+                .collect();
+            let named: Vec<String> = c
+                .queues
+                .iter()
+                .map(|(q, _)| format!("'{}'", q.replace('\'', "''")))
+                .collect();
+            let rest = if named.is_empty() {
+                "1".to_owned()
+            } else {
+                format!("(queue IS NULL OR queue NOT IN ({}))", named.join(", "))
+            };
+            out.push((rest, c.default.map(|t| t.to_string()), false));
+            out
+        };
+        for (which, cutoff, _) in by_queue(&plan.recordings) {
+            let Some(cutoff) = cutoff else { continue };
+            let filter = format!("recording IS NOT NULL AND arrived_at < ?1 AND {which}");
+            let mut stmt = self
+                .conn
+                .prepare(&format!("SELECT recording FROM cdr WHERE {filter}"))?;
+            let paths: Vec<String> = stmt
+                .query_map([&cutoff], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            drop(stmt);
+            swept
+                .recordings
+                .extend(paths.iter().flat_map(|p| p.lines().map(str::to_owned)));
+            self.conn.execute(
+                &format!("UPDATE cdr SET recording = NULL WHERE {filter}"),
+                [&cutoff],
+            )?;
+        }
+        for (which, cutoff, _) in by_queue(&plan.records) {
+            let Some(cutoff) = cutoff else { continue };
+            // A record going takes its recordings with it.
+            let filter = format!("open = 0 AND arrived_at < ?1 AND {which}");
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT recording FROM cdr WHERE recording IS NOT NULL AND {filter}"
+            ))?;
+            let paths: Vec<String> = stmt
+                .query_map([&cutoff], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            drop(stmt);
+            swept
+                .recordings
+                .extend(paths.iter().flat_map(|p| p.lines().map(str::to_owned)));
+            swept.records += self
+                .conn
+                .execute(&format!("DELETE FROM cdr WHERE {filter}"), [&cutoff])?;
+        }
+        if let Some(cutoff) = plan.records.default.map(|t| t.to_string()) {
+            self.conn
+                .execute("DELETE FROM survey_answer WHERE created_at < ?1", [&cutoff])?;
+            self.conn
+                .execute("DELETE FROM agent_state WHERE at < ?1", [&cutoff])?;
+        }
+        if let Some(cutoff) = plan.voicemail.map(|t| t.to_string()) {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT path FROM voicemail WHERE created_at < ?1")?;
+            swept.voicemails = stmt
+                .query_map([&cutoff], |r| r.get::<_, String>(0))?
+                .collect::<Result<_, _>>()?;
+            drop(stmt);
+            self.conn
+                .execute("DELETE FROM voicemail WHERE created_at < ?1", [&cutoff])?;
+        }
+        Ok(swept)
+    }
+
     fn voicemails(&mut self) -> Result<Vec<Voicemail>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT created_at, call_id, caller, mailbox, flow, path, duration_ms
