@@ -77,34 +77,24 @@ fn a_backup_taken_under_load_is_whole_and_holds_the_records_written_before_it() 
     let engine = Engine::start("");
     // 100 calls of 3 s, 10 a second, on the key-test line; the backup is
     // taken while about 30 are up and records are being written.
-    let load = std::thread::spawn({
-        let sc = common::scenario("caller-basic.xml");
-        let (sip, p) = (engine.sip, engine.ports);
-        move || {
-            Command::new("sipp")
-                .arg("-sf")
-                .arg(sc)
-                .args([
-                    "-s", "echo", "-d", "3000", "-m", "100", "-l", "60", "-r", "10",
-                ])
-                .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-                .args([
-                    "-p",
-                    &p.sipp(0).to_string(),
-                    "-mp",
-                    &p.sipp_media(0).to_string(),
-                ])
-                .args(["-cp", &p.sipp_control(0).to_string()])
-                .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
-                .arg(sip.to_string())
-                .stdin(Stdio::null())
-                .output()
-                .expect("cannot run sipp")
-        }
+    std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            let sc = common::scenario("caller-basic.xml");
+            let args = [
+                "-s", "echo", "-d", "3000", "-m", "100", "-l", "60", "-r", "10",
+            ];
+            common::sipp(&engine, 0, &sc, &args)
+        });
+        backup_under_load(&engine);
+        load.join().unwrap().assert_ok();
     });
+}
+
+/// Takes a backup once 20 records are written, and checks it.
+fn backup_under_load(engine: &Engine) {
     let until = Instant::now() + Duration::from_secs(20);
     let before = loop {
-        let n = common::cdrs(&engine).len();
+        let n = common::cdrs(engine).len();
         if n >= 20 {
             break n;
         }
@@ -116,23 +106,11 @@ fn a_backup_taken_under_load_is_whole_and_holds_the_records_written_before_it() 
         std::thread::sleep(Duration::from_millis(200));
     };
     let to = engine.dir.join("backup.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .args(["backup", "--config"])
-        .arg(engine.dir.join("hotline.yaml"))
-        .arg("--to")
-        .arg(&to)
-        .output()
-        .unwrap();
+    let out = backup(engine, &to);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    let calls = load.join().unwrap();
-    assert!(
-        calls.status.success(),
-        "{}",
-        String::from_utf8_lossy(&calls.stdout)
     );
     // The copy opens on its own, is whole, and has every record that was
     // there before it began.
@@ -151,13 +129,7 @@ fn a_backup_taken_under_load_is_whole_and_holds_the_records_written_before_it() 
     assert!(kept < 100, "taken during the load, not after it: {kept}");
     assert_eq!(mode(&to) & 0o077, 0, "the copy is the engine user's only");
     // A second backup to the same file is refused, and the first one stays.
-    let again = Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .args(["backup", "--config"])
-        .arg(engine.dir.join("hotline.yaml"))
-        .arg("--to")
-        .arg(&to)
-        .output()
-        .unwrap();
+    let again = backup(engine, &to);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 }
@@ -271,4 +243,15 @@ queues: { sales: { retention: { recordings: 7d } }, support: {}, operator: {} }\
         metrics.contains("hotline_retention_deleted_total{kind=\"recordings\"} 4"),
         "{metrics}"
     );
+}
+
+/// `hotline backup` of the engine's store to `to`.
+fn backup(engine: &Engine, to: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["backup", "--config"])
+        .arg(engine.dir.join("hotline.yaml"))
+        .arg("--to")
+        .arg(to)
+        .output()
+        .unwrap()
 }

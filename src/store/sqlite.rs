@@ -155,6 +155,41 @@ impl SqliteStore {
 
 /// Creates `dir` (and its parents) for the engine's user only, and takes
 /// the group's and others' access away from one that exists.
+/// The record filters of a sweep's cutoffs, with their cutoff: each queue
+/// that has its own, then every other call by the default (a queue's name
+/// is the operator's, quoted as an SQL literal).
+fn cutoff_filters(c: &super::Cutoffs) -> Vec<(String, String)> {
+    let quote = |q: &str| format!("'{}'", q.replace('\'', "''"));
+    let mut out: Vec<(String, String)> = c
+        .queues
+        .iter()
+        .filter_map(|(q, t)| Some((format!("queue = {}", quote(q)), t.as_ref()?.to_string())))
+        .collect();
+    if let Some(t) = c.default {
+        let rest = if c.queues.is_empty() {
+            "1".to_owned()
+        } else {
+            let named: Vec<String> = c.queues.iter().map(|(q, _)| quote(q)).collect();
+            format!("(queue IS NULL OR queue NOT IN ({}))", named.join(", "))
+        };
+        out.push((rest, t.to_string()));
+    }
+    out
+}
+
+/// The recording files named by the records `filter` (with `?1` the
+/// cutoff) matches, one path per line of each.
+fn recordings_of(conn: &Connection, filter: &str, cutoff: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare(&format!("SELECT recording FROM cdr WHERE {filter}"))?;
+    let joined: Vec<String> = stmt
+        .query_map([cutoff], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(joined
+        .iter()
+        .flat_map(|p| p.lines().map(str::to_owned))
+        .collect())
+}
+
 /// What a backup holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backup {
@@ -589,64 +624,25 @@ impl Store for SqliteStore {
 
     fn sweep(&mut self, plan: &super::SweepPlan) -> Result<super::Swept, StoreError> {
         let mut swept = super::Swept::default();
-        // Each queue with its own cutoff, then the rest by the default.
-        let by_queue = |c: &super::Cutoffs| {
-            let mut out: Vec<(String, Option<String>, bool)> = c
-                .queues
-                .iter()
-                .map(|(q, t)| {
-                    (
-                        format!("queue = '{}'", q.replace('\'', "''")),
-                        t.map(|t| t.to_string()),
-                        true,
-                    )
-                })
-                .collect();
-            let named: Vec<String> = c
-                .queues
-                .iter()
-                .map(|(q, _)| format!("'{}'", q.replace('\'', "''")))
-                .collect();
-            let rest = if named.is_empty() {
-                "1".to_owned()
-            } else {
-                format!("(queue IS NULL OR queue NOT IN ({}))", named.join(", "))
-            };
-            out.push((rest, c.default.map(|t| t.to_string()), false));
-            out
-        };
-        for (which, cutoff, _) in by_queue(&plan.recordings) {
-            let Some(cutoff) = cutoff else { continue };
+        // Recordings past their time: the files go, the records stay.
+        for (which, cutoff) in cutoff_filters(&plan.recordings) {
             let filter = format!("recording IS NOT NULL AND arrived_at < ?1 AND {which}");
-            let mut stmt = self
-                .conn
-                .prepare(&format!("SELECT recording FROM cdr WHERE {filter}"))?;
-            let paths: Vec<String> = stmt
-                .query_map([&cutoff], |r| r.get::<_, String>(0))?
-                .collect::<Result<_, _>>()?;
-            drop(stmt);
             swept
                 .recordings
-                .extend(paths.iter().flat_map(|p| p.lines().map(str::to_owned)));
+                .extend(recordings_of(&self.conn, &filter, &cutoff)?);
             self.conn.execute(
                 &format!("UPDATE cdr SET recording = NULL WHERE {filter}"),
                 [&cutoff],
             )?;
         }
-        for (which, cutoff, _) in by_queue(&plan.records) {
-            let Some(cutoff) = cutoff else { continue };
-            // A record going takes its recordings with it.
+        // Records past their time, with whatever recordings they still name.
+        for (which, cutoff) in cutoff_filters(&plan.records) {
             let filter = format!("open = 0 AND arrived_at < ?1 AND {which}");
-            let mut stmt = self.conn.prepare(&format!(
-                "SELECT recording FROM cdr WHERE recording IS NOT NULL AND {filter}"
-            ))?;
-            let paths: Vec<String> = stmt
-                .query_map([&cutoff], |r| r.get::<_, String>(0))?
-                .collect::<Result<_, _>>()?;
-            drop(stmt);
-            swept
-                .recordings
-                .extend(paths.iter().flat_map(|p| p.lines().map(str::to_owned)));
+            swept.recordings.extend(recordings_of(
+                &self.conn,
+                &format!("recording IS NOT NULL AND {filter}"),
+                &cutoff,
+            )?);
             swept.records += self
                 .conn
                 .execute(&format!("DELETE FROM cdr WHERE {filter}"), [&cutoff])?;
