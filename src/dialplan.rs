@@ -10,7 +10,7 @@
 use serde::Deserialize;
 
 /// A trunk's outbound dial plan (config `trunks[].dial-plan`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DialPlan {
     /// The country code numbers without one are in, e.g. `1` or `44`.

@@ -37,6 +37,19 @@ enum Command {
     /// Print the contact-center figures (service level, ASA, AHT, abandon
     /// rate, …) from the call records.
     Report(ReportArgs),
+    /// Have the running engine load its config and flows again (as SIGHUP
+    /// does) and print how it went: the new version and the settings that
+    /// wait for a restart, or every error at file:line:col (exit 1; the
+    /// running version stays). It asks the engine's API with an admin
+    /// token: HOTLINE_TOKEN, or the config's first admin token.
+    Reload {
+        /// The engine configuration (its API address and tokens).
+        #[arg(long, default_value = "hotline.yaml")]
+        config: PathBuf,
+        /// The engine's API (default: the config's http.listen).
+        #[arg(long, value_name = "IP:PORT")]
+        api: Option<SocketAddr>,
+    },
     /// Copy the store (call records, callbacks, agents' states, surveys,
     /// voicemail index) to a file while the engine runs: one consistent
     /// snapshot, checked before it is kept.
@@ -157,6 +170,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate(args),
         Command::Report(args) => report(args),
         Command::Backup { config, to } => backup(&config, &to),
+        Command::Reload { config, api } => reload(&config, api),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,6 +179,77 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn reload(config_path: &Path, api: Option<SocketAddr>) -> anyhow::Result<()> {
+    // A file that does not load is refused by the engine too: say why
+    // here, without asking it.
+    let config = Config::load(config_path)
+        .map_err(|e| anyhow::anyhow!("{e}\nnot reloaded: the running engine keeps its version"))?;
+    let token = match std::env::var("HOTLINE_TOKEN") {
+        Ok(t) if !t.is_empty() => t,
+        _ => config
+            .http
+            .tokens
+            .iter()
+            .find(|t| t.role == hotline::config::Role::Admin)
+            .map(|t| t.token.clone())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "an admin token is needed: set HOTLINE_TOKEN, add one with role admin to http.tokens, or send the engine SIGHUP"
+                )
+            })?,
+    };
+    let mut addr = api.unwrap_or(config.http.listen);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("http://{addr}/api/config/reload");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, body): (u16, serde_json::Value) = runtime.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(&token)
+            .timeout(std::time::Duration::from_secs(30))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the engine at {addr}: is it running?"))?;
+        let status = resp.status().as_u16();
+        let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+        anyhow::Ok((status, body))
+    })?;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    match status {
+        200 => {
+            println!("reloaded: version {} runs for new calls", body["version"]);
+            for s in body["restart_needed"].as_array().into_iter().flatten() {
+                println!(
+                    "{}: changed in the file; applies at the next restart (the running value stays)",
+                    text(s)
+                );
+            }
+            Ok(())
+        }
+        422 => {
+            for d in body["diagnostics"].as_array().into_iter().flatten() {
+                eprintln!("{}", text(d));
+            }
+            anyhow::bail!(
+                "{}; version {} keeps running",
+                text(&body["error"]),
+                body["running"]
+            )
+        }
+        _ => anyhow::bail!(
+            "the engine answered {status}: {}",
+            body.get("error").map(text).unwrap_or_default()
+        ),
     }
 }
 

@@ -7,7 +7,6 @@
 //! interrupted recording) go by their modification time.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use jiff::Timestamp;
@@ -43,22 +42,29 @@ pub fn plan(config: &Config, now: Timestamp) -> SweepPlan {
     }
 }
 
-/// Sweeps now and then every day, while the engine runs.
-pub async fn run(config: Arc<Config>, store: StoreHandle) {
+/// Sweeps shortly after start and then every day, while the engine runs,
+/// with the config of the day (a reload may set or change `retention`).
+pub async fn run(live: crate::loader::running::Live, store: StoreHandle) {
+    tokio::time::sleep(FIRST_AFTER).await;
+    let mut every = tokio::time::interval(EVERY);
+    loop {
+        every.tick().await;
+        let config = live.borrow().config.clone();
+        if keeps_everything(&config) {
+            continue;
+        }
+        sweep(&config, &store, Timestamp::now()).await;
+    }
+}
+
+/// Nothing is set to go.
+fn keeps_everything(config: &Config) -> bool {
     let r = &config.retention;
     let any_queue = config
         .queues
         .values()
         .any(|q| q.retention.records.is_some() || q.retention.recordings.is_some());
-    if r.records.is_none() && r.recordings.is_none() && r.voicemail.is_none() && !any_queue {
-        return;
-    }
-    tokio::time::sleep(FIRST_AFTER).await;
-    let mut every = tokio::time::interval(EVERY);
-    loop {
-        every.tick().await;
-        sweep(&config, &store, Timestamp::now()).await;
-    }
+    r.records.is_none() && r.recordings.is_none() && r.voicemail.is_none() && !any_queue
 }
 
 /// One sweep: rows, then the files they named, then files nobody names.

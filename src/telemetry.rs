@@ -80,6 +80,10 @@ fn describe() {
         "Packets on SRTP legs that failed authentication (forged, replayed, plain or damaged)."
     );
     describe_counter!(
+        "hotline_reloads_total",
+        "Reloads of the config and flows, by outcome (applied, refused, failed)."
+    );
+    describe_counter!(
         "hotline_retention_deleted_total",
         "What the retention sweep deleted, by kind (records, recordings, voicemail)."
     );

@@ -38,6 +38,8 @@ pub enum Request {
     Position(String, oneshot::Sender<Option<Position>>),
     AgentState(String, oneshot::Sender<Option<super::AgentStatus>>),
     View(oneshot::Sender<(Vec<super::AgentView>, Vec<super::QueueView>)>),
+    /// A new version of the config (agents, queues, shifts).
+    Reconfigure(std::sync::Arc<crate::config::Config>),
 }
 
 /// Requests waiting for the ACD before a sender waits for room.
@@ -89,6 +91,12 @@ impl AcdHandle {
     /// positions come on `link`.
     pub async fn join(&self, input: Input, link: CallLink) {
         let _ = self.tx.send(Request::Join(input, link)).await;
+    }
+
+    /// A new version of the config: agents, queues and shifts change as
+    /// [`Acd::reconfigure`] says, after every input sent before.
+    pub async fn reconfigure(&self, config: std::sync::Arc<crate::config::Config>) {
+        let _ = self.tx.send(Request::Reconfigure(config)).await;
     }
 
     /// Sends what a call queued (inputs and joins, in order).
@@ -258,6 +266,14 @@ impl Actor {
             Request::View(reply) => {
                 let now = Instant::now().into_std();
                 let _ = reply.send((self.acd.agents_view(now), self.acd.queues_view(now)));
+            }
+            Request::Reconfigure(config) => {
+                self.shifts = shifts(&config);
+                // Every shift is reported again on the next tick, as it
+                // stands then (a new or changed one included).
+                self.on_shift.clear();
+                self.apply([Input::Reconfigure(super::NewConfig(config))].into())
+                    .await
             }
         }
     }

@@ -105,6 +105,27 @@ pub enum Input {
     },
     /// Time passed (wrap-ups end).
     Tick,
+    /// A new version of the config: agents and queues added, changed or
+    /// removed ([`Acd::reconfigure`]).
+    Reconfigure(NewConfig),
+}
+
+/// A config version as the ACD is given it (compared by identity).
+#[derive(Clone)]
+pub struct NewConfig(pub std::sync::Arc<Config>);
+
+impl PartialEq for NewConfig {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for NewConfig {}
+
+impl std::fmt::Debug for NewConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewConfig")
+    }
 }
 
 /// What the ACD asks for.
@@ -158,6 +179,8 @@ struct Agent {
     call_queue: Option<String>,
     /// When the agent entered its state.
     state_since: Instant,
+    /// No longer in the config: logged out and gone once its call ends.
+    retiring: bool,
 }
 
 struct Waiting {
@@ -184,6 +207,8 @@ struct Queue {
     members: Vec<String>,
     last: Option<String>,
     estimator: Estimator,
+    /// No longer in the config: serves the callers in it, then goes.
+    retired: bool,
 }
 
 /// An agent as the operations API shows it.
@@ -257,56 +282,111 @@ pub const NOT_PLACED_RETRY: Duration = Duration::from_secs(1);
 
 impl Acd {
     pub fn new(config: &Config) -> Acd {
-        let queues = config
-            .queues
-            .iter()
-            .map(|(name, q)| {
-                let members = config
-                    .agents
-                    .iter()
-                    .filter(|a| a.queues.contains(name))
-                    .map(|a| a.id.clone())
-                    .collect();
-                (
-                    name.clone(),
-                    Queue {
-                        config: q.clone(),
-                        members,
-                        last: None,
-                        estimator: Estimator::new(FALLBACK_HANDLE_TIME),
-                    },
-                )
-            })
-            .collect();
-        let agents = config
-            .agents
-            .iter()
-            .map(|a| {
-                (
-                    a.id.clone(),
-                    Agent {
-                        name: a.name.clone(),
-                        queues: a.queues.clone(),
-                        skills: a.skills.clone(),
-                        auto_login: a.auto_login,
-                        on_shift: true,
-                        contacts: Vec::new(),
-                        state: AgentState::LoggedOut,
-                        calls: 0,
-                        misses: 0,
-                        answered_at: None,
-                        call_queue: None,
-                        state_since: Instant::now(),
-                    },
-                )
-            })
-            .collect();
-        Acd {
-            queues,
-            agents,
+        let mut acd = Acd {
+            queues: BTreeMap::new(),
+            agents: BTreeMap::new(),
             waiting: Vec::new(),
             talking: HashMap::new(),
+        };
+        acd.reconfigure(config, Instant::now(), &mut Vec::new());
+        acd
+    }
+
+    /// Takes a new version of the config while calls go on:
+    /// - an agent added starts logged out (its phone's registration and
+    ///   `auto-login` bring it in); one changed keeps its state, contacts
+    ///   and figures with its new name, queues and skills;
+    /// - an agent removed is offered nothing more and is logged out once
+    ///   its current call (ringing or talking) is over;
+    /// - a queue changed keeps its callers, wait estimate and rotation;
+    ///   its members are the agents that name it now;
+    /// - a queue removed keeps serving the callers already in it (with the
+    ///   members it had, less removed agents) and goes once they have.
+    pub fn reconfigure(&mut self, config: &Config, now: Instant, out: &mut Vec<Output>) {
+        for (id, a) in &mut self.agents {
+            a.retiring = !config.agents.iter().any(|c| c.id == *id);
         }
+        for c in &config.agents {
+            let a = self.agents.entry(c.id.clone()).or_insert_with(|| Agent {
+                name: None,
+                queues: Vec::new(),
+                skills: BTreeMap::new(),
+                auto_login: false,
+                on_shift: true,
+                contacts: Vec::new(),
+                state: AgentState::LoggedOut,
+                calls: 0,
+                misses: 0,
+                answered_at: None,
+                call_queue: None,
+                state_since: now,
+                retiring: false,
+            });
+            a.name = c.name.clone();
+            a.queues = c.queues.clone();
+            a.skills = c.skills.clone();
+            a.auto_login = c.auto_login;
+            if c.shift.is_none() {
+                // A shift removed: always on (a shift's own state comes
+                // from the clock, on the next tick).
+                a.on_shift = true;
+            }
+        }
+        for q in self.queues.values_mut() {
+            q.retired = true;
+        }
+        for (name, c) in &config.queues {
+            let q = self.queues.entry(name.clone()).or_insert_with(|| Queue {
+                config: c.clone(),
+                members: Vec::new(),
+                last: None,
+                estimator: Estimator::new(FALLBACK_HANDLE_TIME),
+                retired: false,
+            });
+            q.config = c.clone();
+            q.retired = false;
+            q.members = config
+                .agents
+                .iter()
+                .filter(|a| a.queues.contains(name))
+                .map(|a| a.id.clone())
+                .collect();
+        }
+        let agents = &self.agents;
+        for q in self.queues.values_mut().filter(|q| q.retired) {
+            q.members
+                .retain(|m| agents.get(m).is_some_and(|a| !a.retiring));
+        }
+        self.retire(now, out);
+    }
+
+    /// Removed agents whose call is over are logged out and go; removed
+    /// queues nobody waits in go.
+    fn retire(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let done: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(_, a)| a.retiring && a.state.call().is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for agent in done {
+            if self.agents[&agent].state != AgentState::LoggedOut {
+                self.set(&agent, AgentEvent::Logout, now, out);
+            }
+            info!(%agent, "agent removed from the config: gone");
+            self.agents.remove(&agent);
+            for q in self.queues.values_mut() {
+                q.members.retain(|m| *m != agent);
+            }
+        }
+        let waiting = &self.waiting;
+        self.queues.retain(|name, q| {
+            let keep = !q.retired || waiting.iter().any(|w| w.queue == *name);
+            if !keep {
+                info!(queue = %name, "queue removed from the config: its last caller has left; gone");
+            }
+            keep
+        });
     }
 
     pub fn agent_state(&self, agent: &str) -> Option<&AgentState> {
@@ -708,6 +788,7 @@ impl Acd {
                     }
                 }
             }
+            Input::Reconfigure(config) => self.reconfigure(&config.0, now, &mut out),
             Input::Tick => {
                 // Callers out of time leave; one whose agent's phone is
                 // ringing waits for that answer (it may be taken yet).
@@ -735,6 +816,7 @@ impl Acd {
                 }
             }
         }
+        self.retire(now, &mut out);
         self.leave_empty(&mut out);
         self.dispatch(now, &mut out);
         out
@@ -881,5 +963,7 @@ impl Acd {
     }
 }
 
+#[cfg(test)]
+mod reconfigure_tests;
 #[cfg(test)]
 mod tests;

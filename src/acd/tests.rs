@@ -22,7 +22,7 @@ fn acd() -> Acd {
     Acd::new(&Config::parse(CONFIG).unwrap())
 }
 
-fn contact(agent: &str) -> Vec<Contact> {
+pub(super) fn contact(agent: &str) -> Vec<Contact> {
     vec![Contact {
         uri: format!("sip:{agent}@10.0.0.1"),
         source: "10.0.0.1:5060".parse().unwrap(),
@@ -31,7 +31,7 @@ fn contact(agent: &str) -> Vec<Contact> {
     }]
 }
 
-fn join(call: &str, queue: &str, priority: i64, skills: &[&str]) -> Input {
+pub(super) fn join(call: &str, queue: &str, priority: i64, skills: &[&str]) -> Input {
     Input::Join {
         call: call.into(),
         queue: queue.into(),
@@ -42,7 +42,7 @@ fn join(call: &str, queue: &str, priority: i64, skills: &[&str]) -> Input {
     }
 }
 
-fn offers(out: &[Output]) -> Vec<(String, String)> {
+pub(super) fn offers(out: &[Output]) -> Vec<(String, String)> {
     out.iter()
         .filter_map(|o| match o {
             Output::Offer { call, agent, .. } => Some((call.clone(), agent.clone())),
@@ -51,7 +51,7 @@ fn offers(out: &[Output]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn pair(c: &str, a: &str) -> (String, String) {
+pub(super) fn pair(c: &str, a: &str) -> (String, String) {
     (c.to_owned(), a.to_owned())
 }
 

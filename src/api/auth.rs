@@ -110,12 +110,12 @@ pub async fn check(State(state): State<Arc<ApiState>>, mut req: Request, next: N
         .is_some_and(|c| c.0.ip().is_loopback());
     let (public, refused) = {
         let path = req.uri().path();
-        let public =
-            loopback && public_page(path).is_some_and(|p| state.config.http.public.contains(&p));
+        let config = state.config();
+        let public = loopback && public_page(path).is_some_and(|p| config.http.public.contains(&p));
         let headers = req.headers();
         let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
         let refused = refusal(
-            &state.config.http,
+            &config.http,
             text(header::HOST),
             text(header::ORIGIN),
             public || browser_route(path),
@@ -155,8 +155,8 @@ pub async fn check(State(state): State<Arc<ApiState>>, mut req: Request, next: N
     let Some(given) = given else {
         return unauthorized("an Authorization: Bearer TOKEN header is needed");
     };
-    let found = state
-        .config
+    let config = state.config();
+    let found = config
         .http
         .tokens
         .iter()

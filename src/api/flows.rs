@@ -16,11 +16,11 @@ use super::routes::error;
 use super::ApiState;
 use crate::config::Role;
 use crate::flow;
-use crate::loader::reload::ReloadError;
+use crate::loader::reload::{ReloadError, Scope};
 
 /// The running version and its flows.
 pub async fn list(State(state): State<Arc<ApiState>>) -> Response {
-    let set = state.flows.borrow().clone();
+    let set = state.flows();
     let flows: Vec<serde_json::Value> = set
         .flows
         .iter()
@@ -42,17 +42,40 @@ pub async fn reload(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
 ) -> Response {
+    reload_now(&state, &caller, Scope::Flows).await
+}
+
+/// Loads the engine config file and the flows again now (what `hotline
+/// reload` and SIGHUP do): `200` with the new version and the settings
+/// that wait for a restart, or `422` with every error at file:line:col
+/// (the running version stays).
+pub async fn reload_config(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    reload_now(&state, &caller, Scope::All).await
+}
+
+async fn reload_now(state: &ApiState, caller: &Caller, scope: Scope) -> Response {
     if let Err(r) = caller.needs(Role::Admin) {
         return r;
     }
-    info!(by = %caller.name, "flow reload from the API");
-    match state.reloader.reload("API").await {
-        Ok(version) => Json(serde_json::json!({ "version": version })).into_response(),
+    let (what, why) = match scope {
+        Scope::Flows => ("the flows are", "API flows reload"),
+        Scope::All => ("the config or the flows are", "API config reload"),
+    };
+    info!(by = %caller.name, "{why}");
+    match state.reloader.reload(why, scope).await {
+        Ok(applied) => Json(serde_json::json!({
+            "version": applied.version,
+            "restart_needed": applied.restart_needed,
+        }))
+        .into_response(),
         Err(ReloadError::Invalid(diagnostics)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(serde_json::json!({
-                "error": "the flows are not valid; the running version stays",
-                "running": state.flows.borrow().version,
+                "error": format!("{what} not valid; the running version stays"),
+                "running": state.flows().version,
                 "diagnostics": diagnostics,
             })),
         )
@@ -61,7 +84,7 @@ pub async fn reload(
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({
                 "error": e.to_string(),
-                "running": state.flows.borrow().version,
+                "running": state.flows().version,
             })),
         )
             .into_response(),
@@ -104,7 +127,7 @@ pub async fn validate(
     let state2 = state.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let state = state2;
-        let config = &state.config;
+        let config = &*state.config();
         let file = config.flows_dir.join(format!("{name}.yaml"));
         let mut sources: Vec<(std::path::PathBuf, String)> =
             flow::set::flow_files(&config.flows_dir)

@@ -27,11 +27,11 @@ use crate::events::EventBus;
 
 /// What the API reads and acts on.
 pub struct ApiState {
-    pub config: Arc<Config>,
+    /// The config and flows new calls take (tokens, `http.public` and the
+    /// rest are read from the latest at each request), and how to reload them.
+    pub running: crate::loader::running::Live,
     pub media: Arc<crate::media::MediaStats>,
     pub store: crate::store::StoreHandle,
-    /// The flows new calls take, and how to reload them.
-    pub flows: tokio::sync::watch::Receiver<Arc<crate::flow::FlowSet>>,
     pub reloader: crate::loader::reload::Reloader,
     pub prompts: Arc<crate::media::PromptCache>,
     pub config_path: std::path::PathBuf,
@@ -39,6 +39,18 @@ pub struct ApiState {
     pub events: EventBus,
     pub calls: Arc<Calls>,
     pub callbacks: crate::callback::CallbackHandle,
+}
+
+impl ApiState {
+    /// The latest config.
+    pub fn config(&self) -> Arc<Config> {
+        self.running.borrow().config.clone()
+    }
+
+    /// The latest flows.
+    pub fn flows(&self) -> Arc<crate::flow::FlowSet> {
+        self.running.borrow().flows.clone()
+    }
 }
 
 /// The API's routes, behind the token check.
@@ -62,7 +74,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
 /// request head must be complete within `message-timeout` (hyper's timer
 /// also runs while a kept-alive connection waits for its next request).
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
-    let limits = state.config.http.connections;
+    let limits = state.config().http.connections;
     let app = router(state);
     let mut open = OpenConnections::new(limits);
     // Connections tell the accept loop when they close.

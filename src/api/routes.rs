@@ -75,6 +75,7 @@ pub fn table() -> Vec<Route> {
         r("get", "/api/cdrs", Role::Read, "Call records in a time range, as JSON or CSV.", &["since", "until", "queue", "agent", "caller", "limit", "format"], None, || get(cdrs)),
         r("get", "/api/flows", Role::Read, "The running flow version and its flows.", NONE, None, || get(super::flows::list)),
         r("post", "/api/flows/reload", Role::Admin, "Load the flows directory again now (422 with the errors when invalid).", NONE, None, || post(super::flows::reload)),
+        r("post", "/api/config/reload", Role::Admin, "Load the engine config and the flows again now, as SIGHUP does: the new version and what waits for a restart, or 422 with the errors at file:line:col.", NONE, None, || post(super::flows::reload_config)),
         r("post", "/api/flows/validate", Role::Read, "Check a draft flow (YAML body) with the others, as if saved as NAME.yaml.", &["name"], Some("application/yaml"), || post(super::flows::validate)),
         r("get", "/metrics", Role::Read, "Prometheus metrics (public on loopback with http.public: [metrics]).", NONE, None, || get(super::metrics::render)),
         r("get", "/wallboard", Role::Read, "The wallboard page (token in ?token=, or public on loopback).", &["token"], None, || get(super::wallboard::page)),
@@ -237,7 +238,7 @@ async fn agent_action(
     if let Err(r) = caller.needs(Role::Agent) {
         return r;
     }
-    if !state.config.agents.iter().any(|a| a.id == id) {
+    if !state.config().agents.iter().any(|a| a.id == id) {
         return error(StatusCode::NOT_FOUND, "no such agent", None);
     }
     let (input, done): (Input, fn(AgentStatus) -> bool) = match action.as_str() {
@@ -517,7 +518,7 @@ async fn kpis(
         since,
         until,
     };
-    let rows = kpi::report_for(&state.config, &src, by, std::time::Duration::from_secs(5));
+    let rows = kpi::report_for(&state.config(), &src, by, std::time::Duration::from_secs(5));
     Json(kpi::json(since, until, &by_name, &rows, &cdrs)).into_response()
 }
 

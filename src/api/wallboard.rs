@@ -65,7 +65,7 @@ pub async fn today_by_queue(
         until: now,
     };
     Ok(crate::kpi::report_for(
-        &state.config,
+        &state.config(),
         &src,
         crate::kpi::GroupBy::Queue,
         std::time::Duration::from_secs(5),

@@ -44,11 +44,12 @@ use state::{CallState, Input};
 /// What every call task shares.
 #[derive(Clone)]
 pub struct CallContext {
+    /// The config and flows of the version current when the call started,
+    /// which it keeps to its end (a reload changes the next calls').
     pub config: Arc<Config>,
     pub prompts: Arc<PromptCache>,
     pub media: Arc<MediaEngine>,
-    /// The current flow set; a call takes the version current when it starts.
-    pub flows: watch::Receiver<Arc<FlowSet>>,
+    pub flows: Arc<FlowSet>,
     pub http: reqwest::Client,
     pub store: StoreHandle,
     pub dialer: Dialer,
@@ -246,7 +247,7 @@ impl Driver {
             hidden,
             ..
         } = call;
-        let set: Arc<FlowSet> = ctx.flows.borrow().clone();
+        let set: Arc<FlowSet> = ctx.flows.clone();
         let Some(flow) = set.route(&dialed) else {
             warn!("no route for the dialled number and no default route");
             dialog.respond(404).await;

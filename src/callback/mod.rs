@@ -231,7 +231,10 @@ impl Entry {
 /// and nothing of the call task's.
 #[derive(Clone)]
 pub struct Context {
+    /// The latest config (taken again before each request and tick).
     pub config: Arc<crate::config::Config>,
+    /// Where new versions of the config come from.
+    pub live: crate::loader::running::Live,
     pub prompts: Arc<crate::media::PromptCache>,
     pub media: Arc<crate::media::MediaEngine>,
     pub store: crate::store::StoreHandle,
@@ -246,8 +249,8 @@ struct Service {
     /// What the service tells the ACD, sent in order after each request.
     to_acd: Vec<crate::acd::actor::Request>,
     entries: BTreeMap<i64, Entry>,
-    /// Each trunk's free call slots (`outbound.max-calls`).
-    slots: HashMap<String, Arc<Semaphore>>,
+    /// Each trunk's free call slots, with their count (`outbound.max-calls`).
+    slots: HashMap<String, (usize, Arc<Semaphore>)>,
 }
 
 /// The longest a customer's phone may ring, over every queue: after a
@@ -261,6 +264,26 @@ fn longest_ring(ctx: &Context) -> Duration {
         .max()
         .unwrap_or(Duration::from_secs(30))
         + Duration::from_secs(5)
+}
+
+/// Each outbound trunk's call slots (`outbound.max-calls`): those of
+/// `kept` whose count did not change, new ones for the rest.
+fn trunk_slots(
+    config: &crate::config::Config,
+    kept: &HashMap<String, (usize, Arc<Semaphore>)>,
+) -> HashMap<String, (usize, Arc<Semaphore>)> {
+    config
+        .trunks
+        .iter()
+        .filter_map(|t| {
+            let max = t.outbound.as_ref()?.max_calls.max(1);
+            let slot = match kept.get(&t.name) {
+                Some((m, s)) if *m == max => s.clone(),
+                _ => Arc::new(Semaphore::new(max)),
+            };
+            Some((t.name.clone(), (max, slot)))
+        })
+        .collect()
 }
 
 /// Reloads the pending callbacks from the store and starts the service.
@@ -279,15 +302,7 @@ pub async fn start(ctx: Context, handle: &CallbackHandle, inbox: Inbox) {
     if !pending.is_empty() {
         info!(count = pending.len(), "pending callbacks restored");
     }
-    let slots = ctx
-        .config
-        .trunks
-        .iter()
-        .filter_map(|t| {
-            let o = t.outbound.as_ref()?;
-            Some((t.name.clone(), Arc::new(Semaphore::new(o.max_calls.max(1)))))
-        })
-        .collect();
+    let slots = trunk_slots(&ctx.config, &HashMap::new());
     let mut service = Service {
         ctx,
         tx: handle.tx.clone(),
@@ -312,12 +327,33 @@ impl Service {
             tokio::select! {
                 req = rx.recv() => match req {
                     None => return,
-                    Some(req) => self.on_request(req).await,
+                    Some(req) => {
+                        self.follow_config();
+                        self.on_request(req).await
+                    }
                 },
-                _ = tick.tick() => self.on_tick().await,
+                _ = tick.tick() => {
+                    self.follow_config();
+                    self.on_tick().await
+                }
             }
             self.flush_acd().await;
         }
+    }
+
+    /// Takes the latest config: callbacks booked and attempts started from
+    /// now on use it. A trunk's `max-calls` that changed gets a new count
+    /// (attempts in progress finish on the old one).
+    fn follow_config(&mut self) {
+        if !self.ctx.live.has_changed().unwrap_or(false) {
+            return;
+        }
+        let config = self.ctx.live.borrow_and_update().config.clone();
+        if Arc::ptr_eq(&config, &self.ctx.config) {
+            return;
+        }
+        self.slots = trunk_slots(&config, &self.slots);
+        self.ctx.config = config;
     }
 
     /// Queues an input for the ACD (sent, in order, after this request).
@@ -620,7 +656,7 @@ impl Service {
         let symmetric = trunk.is_none_or(|t| t.symmetric_rtp);
         let (Some(outbound), Some(slots)) = (
             trunk.and_then(|t| t.outbound.clone()),
-            self.slots.get(&cfg.trunk).cloned(),
+            self.slots.get(&cfg.trunk).map(|(_, s)| s.clone()),
         ) else {
             warn!(callback = id, trunk = %cfg.trunk, "the callback's trunk cannot place calls");
             return;

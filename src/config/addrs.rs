@@ -82,7 +82,7 @@ where
     T: Addressed + Deserialize<'de>,
 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, PartialEq)]
         #[serde(untagged)]
         enum Raw<T> {
             One(T),

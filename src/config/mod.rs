@@ -36,7 +36,7 @@ pub enum ConfigError {
 }
 
 /// The whole engine configuration.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub sip: SipConfig,
@@ -79,7 +79,7 @@ pub struct Config {
 /// `12h`); unset: for ever. A sweep at start and every day deletes what is
 /// older. A queue's own `retention` overrides `records` and `recordings`
 /// for its calls.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Copy, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Retention {
     /// Call records, survey answers and agents' state changes.
@@ -117,7 +117,7 @@ fn de_age<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error>
 
 /// `log:` how the engine writes its log (to stderr; the journal under
 /// systemd). Which lines: `HOTLINE_LOG` (`info`, `hotline=debug`, …).
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Copy, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -147,7 +147,7 @@ pub enum MediaEncryption {
 }
 
 /// `dns:`: who resolves trunks' and phones' host names (RFC 3263).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DnsConfig {
     /// `IP` or `IP:PORT` of the DNS servers to ask; none: the system's
@@ -188,7 +188,7 @@ impl DnsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SipConfig {
     /// Address for both UDP and TCP; or one per family (IPv4 and IPv6,
@@ -216,7 +216,7 @@ pub struct SipConfig {
 
 /// `sip.tls`: the TLS listener. The certificate and key (PEM) are read
 /// again on SIGHUP (a renewed certificate needs no restart).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SipTls {
     /// Default: `sip.listen`'s address, port 5061.
@@ -227,7 +227,7 @@ pub struct SipTls {
 
 /// `sip.rate-limit`: more than `requests` within `per` from one address
 /// blocks it for `block`; `requests: 0` turns it off.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Copy, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RateLimit {
     pub requests: u32,
@@ -280,7 +280,7 @@ pub struct ConnectionLimits {
 }
 
 /// `connections:` as written: what is not given keeps the listener's default.
-#[derive(Deserialize)]
+#[derive(Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ConnectionLimitsText {
     max: Option<usize>,
@@ -335,7 +335,7 @@ impl ConnectionLimits {
     };
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HttpConfig {
     pub listen: SocketAddr,
@@ -381,7 +381,7 @@ pub enum PublicPage {
 }
 
 /// A bearer token of the operations API and what it may do.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ApiToken {
     /// Who uses it (for the log; the token itself is never logged).
@@ -412,7 +412,7 @@ pub enum Role {
     Admin,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RtpConfig {
     /// The IP address RTP sockets bind to; or one per family (dual
@@ -441,7 +441,7 @@ impl Default for RtpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Trunk {
     pub name: String,
@@ -475,7 +475,7 @@ pub struct Trunk {
 
 /// `trunks[].inbound`: at most `max-calls` calls from the trunk at once and
 /// `max-cps` new ones a second; more get `503` with `Retry-After`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Copy, Default, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Inbound {
     pub max_calls: Option<usize>,
@@ -483,7 +483,7 @@ pub struct Inbound {
 }
 
 /// How Hotline places calls over a trunk: where INVITEs go and as whom.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Outbound {
     /// The carrier's proxy (and registrar): `sip:HOST[:PORT]`.
@@ -540,7 +540,7 @@ impl fmt::Debug for Outbound {
 
 /// A queue's callback offer: waiting callers may hang up, keep their
 /// place, and be called back over `trunk` when their turn comes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CallbackConfig {
     /// The trunk (with `outbound:` and a `dial-plan:`) callbacks go over.
@@ -617,7 +617,7 @@ fn yes() -> bool {
 }
 
 /// A queue: how callers wait in it and how its agents are offered them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct QueueConfig {
     /// The prompt callers hear first (`null`: none).
@@ -696,7 +696,7 @@ pub enum Record {
 
 impl<'de> Deserialize<'de> for Record {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, PartialEq)]
         #[serde(untagged)]
         enum Raw {
             Flag(bool),
@@ -757,7 +757,7 @@ impl Default for QueueConfig {
 }
 
 /// An agent, who works from a SIP softphone registered as `id`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Agent {
     /// The SIP user name and extension, e.g. `1001`.
@@ -799,7 +799,7 @@ pub struct Agent {
 
 /// Numbers an agent dials (authenticated as the agent) to log in, log out
 /// and pause or resume.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FeatureCodes {
     pub login: String,
@@ -823,7 +823,7 @@ impl Default for FeatureCodes {
 }
 
 /// How agents' softphones register.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RegistrarConfig {
     /// The digest realm.
@@ -882,7 +882,7 @@ impl Default for RegistrarConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CallsConfig {
     /// A call is ended after this long.
@@ -921,7 +921,7 @@ pub struct CallsConfig {
 /// `calls.session-timer`: the interval we ask for (and insert when a
 /// caller asks for none; 0: none of our own) and the least we accept
 /// (90 s at least); a shorter one asked for gets `422`.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Copy, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SessionTimerConfig {
     #[serde(deserialize_with = "de_duration")]
@@ -960,7 +960,7 @@ impl Default for CallsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ShutdownConfig {
     /// On SIGINT/SIGTERM, calls in progress may go on this long before they are hung up.
@@ -1391,7 +1391,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, PartialEq)]
     #[serde(untagged)]
     enum Raw {
         Secs(u64),

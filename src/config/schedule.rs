@@ -42,7 +42,7 @@ impl TimeRange {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DayHours(pub Vec<TimeRange>);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     pub time_zone: TimeZone,
     /// Monday first.
@@ -144,7 +144,7 @@ fn parse_day(v: StrOrList) -> Result<DayHours, String> {
         .map(DayHours)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, PartialEq)]
 #[serde(untagged)]
 enum StrOrList {
     One(String),
@@ -181,7 +181,7 @@ fn parse_date(s: &str) -> Result<Date, String> {
         .map_err(|_| format!("`{s}` is not a date: write YYYY-MM-DD"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawSchedule {
     time_zone: String,

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 pub use crate::call::live::{CallPhase, LiveCall, LiveCalls as Calls};
 use crate::call::{self, CallContext};
 use crate::config::Config;
+use crate::loader::running::{Live, Running};
 use crate::loader::{load_flows, load_prompts, reload, LoadError};
 use crate::media::MediaEngine;
 use crate::sip::{self, SipError};
@@ -86,6 +87,22 @@ async fn keep_agent_states(config: &Config, store: &StoreHandle, events: &crate:
     });
 }
 
+/// Each new version of the config goes to those that follow the latest:
+/// the SIP core (agents' secrets, trunks, limits) and the ACD (agents,
+/// queues, shifts).
+async fn follow_config(mut live: Live, sip: sip::Dialer, acd: crate::acd::actor::AcdHandle) {
+    let mut applied = live.borrow().config.clone();
+    while live.changed().await.is_ok() {
+        let config = live.borrow_and_update().config.clone();
+        if Arc::ptr_eq(&config, &applied) {
+            continue; // a reload of the flows alone
+        }
+        applied = config.clone();
+        sip.reconfigure(config.clone()).await;
+        acd.reconfigure(config).await;
+    }
+}
+
 /// A registered contact as the store keeps it (wall-clock expiry).
 fn to_registered(b: &crate::sip::registrar::Binding) -> crate::store::Registered {
     let left = b
@@ -154,20 +171,28 @@ pub async fn run(
     let prompts = Arc::new(load_prompts(&config)?);
     let flows = load_flows(&config, config_path, &prompts, 1)?;
     info!(flows = flows.flows.len(), "flows loaded");
-    let (flows_tx, flows_rx) = watch::channel(Arc::new(flows));
+    let (running_tx, live) = watch::channel(Arc::new(Running {
+        config: config.clone(),
+        flows: Arc::new(flows),
+    }));
     let (reload_handle, reload_requests) = reload::channel();
+    let sources = reload::Sources {
+        config_path: config_path.to_owned(),
+        // What a restart would change is measured from the file as it was
+        // (the command line's overrides are the running values).
+        started: Config::load(config_path).unwrap_or_else(|_| (*config).clone()),
+        prompts: prompts.clone(),
+    };
     let reloader = tokio::spawn(reload::run(
-        config.clone(),
-        config_path.to_owned(),
-        prompts.clone(),
-        flows_tx,
+        sources,
+        running_tx,
         reload_handle.clone(),
         reload_requests,
     ));
     let admission = Arc::new(crate::overload::Admission::default());
     tokio::spawn(crate::overload::watch_descriptors(admission.clone()));
     let store = StoreHandle::open_sqlite(&config.data_dir, admission.clone())?;
-    tokio::spawn(crate::retention::run(config.clone(), store.clone()));
+    tokio::spawn(crate::retention::run(live.clone(), store.clone()));
     let media = MediaEngine::start(&config.rtp, config.calls.media_timeout);
     let restored = restored_registrations(&store).await;
     let mut sip = sip::start(config.clone(), restored, admission.clone()).await?;
@@ -178,6 +203,7 @@ pub async fn run(
         crate::acd::actor::shifts(&config),
         events.clone(),
     );
+    tokio::spawn(follow_config(live.clone(), sip.dialer.clone(), acd.clone()));
     // Agents' registrations go to the ACD.
     let mut registrations = sip.registrations;
     let acd_regs = acd.clone();
@@ -225,7 +251,7 @@ pub async fn run(
         config: config.clone(),
         prompts,
         media: media.clone(),
-        flows: flows_rx,
+        flows: live.borrow().flows.clone(),
         http: reqwest::Client::new(),
         store,
         dialer: sip.dialer.clone(),
@@ -237,6 +263,7 @@ pub async fn run(
     };
     let callback_ctx = crate::callback::Context {
         config: ctx.config.clone(),
+        live: live.clone(),
         prompts: ctx.prompts.clone(),
         media: ctx.media.clone(),
         store: ctx.store.clone(),
@@ -258,10 +285,9 @@ pub async fn run(
     tokio::spawn(crate::api::serve(
         http,
         Arc::new(crate::api::ApiState {
-            config: config.clone(),
+            running: live.clone(),
             media: media.stats.clone(),
             store: ctx.store.clone(),
-            flows: ctx.flows.clone(),
             reloader: reload_handle,
             prompts: ctx.prompts.clone(),
             config_path: config_path.to_owned(),
@@ -288,7 +314,11 @@ pub async fn run(
                 let Some(call) = call else { break };
                 active.fetch_add(1, Ordering::SeqCst);
                 let guard = CallGuard(active.clone());
-                let ctx = ctx.clone();
+                // The call keeps the version current as it starts.
+                let mut ctx = ctx.clone();
+                let version = live.borrow().clone();
+                ctx.config = version.config.clone();
+                ctx.flows = version.flows.clone();
                 tokio::spawn(async move {
                     let _guard = guard;
                     call::run(ctx, call).await;
@@ -298,7 +328,7 @@ pub async fn run(
         }
     }
 
-    let drain = config.shutdown.drain_timeout;
+    let drain = live.borrow().config.shutdown.drain_timeout;
     info!(calls = active.load(Ordering::SeqCst), timeout = ?drain, "draining: new calls are refused");
     sip.status.start_draining();
     // Calls that arrive while draining get 503 from the SIP core; the ones

@@ -1,8 +1,9 @@
 //! Loading and checking what the engine runs on: prompts, flows, and the
-//! queues' references to them; and reloading the flows while it runs
-//! ([`reload`]). Used by `run`, `validate`, `simulate` and the API.
+//! queues' references to them; the version new calls take ([`running`]);
+//! and reloading the config and flows while it runs ([`reload`]). Used by `run`, `validate`, `simulate` and the API.
 
 pub mod reload;
+pub mod running;
 
 use std::path::Path;
 

@@ -37,6 +37,7 @@ use refresh::{allows_update, Refresh};
 
 mod locate;
 mod refresh;
+mod trunks;
 use crate::config::Config;
 
 /// Why the SIP layer could not start.
@@ -205,19 +206,11 @@ pub async fn start(
         tls_peers: HashMap::new(),
         connecting: HashMap::new(),
         tls_clients,
+        unresolved,
+        locators: HashMap::new(),
     };
-    for trunk in &core.config.trunks {
-        let Some(o) = &trunk.outbound else {
-            continue;
-        };
-        tokio::spawn(locate_trunk(
-            trunk.name.clone(),
-            o.proxy.clone(),
-            resolver.clone(),
-            unresolved.clone(),
-            core.config.dns.retry,
-            core.cmd_tx.clone(),
-        ));
+    for trunk in core.config.trunks.clone() {
+        core.locate(&trunk);
     }
     for r in restored {
         if core.registrar.restore(&r.agent, r.contacts, now()) {
@@ -317,8 +310,12 @@ struct SipCore {
     next_keepalive: Instant,
     /// Trunks that register at their carrier or ping it.
     trunk_clients: Vec<TrunkClient>,
-    /// Their requests in flight → (which client, what, the request).
-    trunk_txs: HashMap<TxId, (usize, TrunkKind, Request)>,
+    /// Each outbound trunk's proxy search, by trunk.
+    locators: HashMap<String, tokio::task::AbortHandle>,
+    /// Trunks whose proxy does not resolve now (shared with the [`Dialer`]).
+    unresolved: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Their requests in flight → (which trunk's client, what, the request).
+    trunk_txs: HashMap<TxId, (String, TrunkKind, Request)>,
     /// Calls in progress, in all and per trunk, and each trunk's rate.
     caps: super::limits::CallCaps,
     /// Requests per source that is not a trunk.
@@ -1012,7 +1009,10 @@ impl SipCore {
                 tls_domain,
                 events,
             } => self.send_invite(dialog, *call, addrs, tls_domain, events),
-            Command::TrunkLocated { trunk, addr } => self.trunk_located(&trunk, addr),
+            Command::TrunkLocated { trunk, proxy, addr } => {
+                self.trunk_located(&trunk, &proxy, addr)
+            }
+            Command::Reconfigure(config) => self.reconfigure(config),
             Command::HopLocated { dialog, uri, addr } => {
                 if let Some(slot) = self.dialogs.get_mut(&dialog) {
                     debug!(call_id = %slot.dialog.call_id, %uri, %addr, "next hop located");
@@ -1125,68 +1125,6 @@ impl SipCore {
             agent: agent.to_owned(),
             contacts: self.registrar.contacts(agent).to_vec(),
         });
-    }
-
-    /// Once a second: expired registrations, and keep-alive OPTIONS.
-    /// Sends the trunk clients' due REGISTERs and OPTIONS.
-    fn trunk_requests(&mut self, t: Instant) {
-        let ua = self.config.sip.user_agent.clone();
-        for i in 0..self.trunk_clients.len() {
-            let transport = self.trunk_clients[i].transport;
-            let local = self.local_for(transport, self.trunk_clients[i].proxy.ip());
-            let due = self.trunk_clients[i].due(t, local, &ua, || new_via(local, transport));
-            let proxy = self.trunk_clients[i].proxy;
-            for (kind, req, branch) in due {
-                self.send_trunk_request(i, kind, req, &branch, proxy, t);
-            }
-        }
-    }
-
-    fn send_trunk_request(
-        &mut self,
-        i: usize,
-        kind: TrunkKind,
-        req: Request,
-        branch: &str,
-        proxy: SocketAddr,
-        t: Instant,
-    ) {
-        let transport = self.trunk_clients[i].transport;
-        let target = Target {
-            transport,
-            addr: proxy,
-        };
-        let (tx, transmit) = self.txs.send_request(branch, &req, target, t);
-        self.trunk_txs.insert(tx, (i, kind, req));
-        self.out.push(transmit);
-    }
-
-    /// A trunk client's request was answered (`None`: never).
-    fn on_trunk_response(&mut self, tx: TxId, resp: Option<&Response>) {
-        let Some((i, kind, sent)) = self.trunk_txs.remove(&tx) else {
-            return;
-        };
-        let t = now();
-        let Some((transport, proxy)) = self.trunk_clients.get(i).map(|c| (c.transport, c.proxy))
-        else {
-            return;
-        };
-        let local = self.local_for(transport, proxy.ip());
-        let Some(client) = self.trunk_clients.get_mut(i) else {
-            return;
-        };
-        match (kind, resp) {
-            (TrunkKind::Options, answer) => client.on_options(answer.is_some()),
-            (TrunkKind::Register, None) => client.on_register_timeout(t),
-            (TrunkKind::Register, Some(resp)) => {
-                let proxy = client.proxy;
-                if let Some((again, branch)) =
-                    client.on_register_response(resp, &sent, t, new_via(local, transport))
-                {
-                    self.send_trunk_request(i, TrunkKind::Register, again, &branch, proxy, t);
-                }
-            }
-        }
     }
 
     /// Marks each TCP connection that carries a dialog or a registration,

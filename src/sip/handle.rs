@@ -138,6 +138,12 @@ pub struct Dialer {
 }
 
 impl Dialer {
+    /// A new version of the config: the core takes agents' secrets,
+    /// trunks and limits from it; dialogs in progress go on as they are.
+    pub async fn reconfigure(&self, config: Arc<crate::config::Config>) {
+        let _ = self.commands.send(Command::Reconfigure(config)).await;
+    }
+
     /// The trunk's proxy name did not resolve at its last try: calls over
     /// it would fail, so callbacks wait rather than spend an attempt.
     pub fn trunk_unresolved(&self, trunk: &str) -> bool {
@@ -228,8 +234,15 @@ pub(super) enum Command {
         tls_domain: Option<String>,
         events: mpsc::Sender<DialogEvent>,
     },
-    /// A trunk's proxy was (re)located: its REGISTERs and OPTIONS go here.
-    TrunkLocated { trunk: String, addr: SocketAddr },
+    /// A trunk's proxy (as the config named it when the search began) was
+    /// (re)located: its REGISTERs and OPTIONS go here.
+    TrunkLocated {
+        trunk: String,
+        proxy: String,
+        addr: SocketAddr,
+    },
+    /// A new version of the config.
+    Reconfigure(Arc<crate::config::Config>),
     /// A dialog's next hop (a host name in its Contact or Record-Route)
     /// was located.
     HopLocated {

@@ -86,6 +86,41 @@ struct AccountGuard {
 /// Addresses remembered per account as known.
 const KNOWN_SOURCES: usize = 8;
 
+/// The digest algorithms the registrar offers, strongest first as
+/// configured.
+fn algorithms(config: &RegistrarConfig) -> Vec<Algorithm> {
+    config
+        .algorithms
+        .iter()
+        .filter_map(|a| Algorithm::parse(a))
+        .collect()
+}
+
+/// Each agent's HA1 per algorithm (given, or from the password).
+fn secrets(config: &RegistrarConfig, agents: &[Agent]) -> HashMap<String, Secret> {
+    agents
+        .iter()
+        .map(|a| {
+            let mut ha1 = HashMap::new();
+            for alg in [Algorithm::Md5, Algorithm::Sha256] {
+                let given = match alg {
+                    Algorithm::Md5 => a.ha1.clone(),
+                    Algorithm::Sha256 => a.ha1_sha256.clone(),
+                };
+                let h = given.map(|h| h.to_ascii_lowercase()).or_else(|| {
+                    a.password
+                        .as_ref()
+                        .map(|p| digest::ha1(alg, &a.id, &config.realm, p))
+                });
+                if let Some(h) = h {
+                    ha1.insert(alg, h);
+                }
+            }
+            (a.id.clone(), Secret { ha1 })
+        })
+        .collect()
+}
+
 /// One refused request, as one log line a fail2ban filter matches:
 /// `hotline refused: source=IP reason=WHY[ user=ID]`.
 pub fn log_refused(source: IpAddr, reason: &str, user: Option<&str>) {
@@ -100,36 +135,10 @@ pub fn log_refused(source: IpAddr, reason: &str, user: Option<&str>) {
 
 impl Registrar {
     pub fn new(config: &RegistrarConfig, agents: &[Agent]) -> Registrar {
-        let algorithms: Vec<Algorithm> = config
-            .algorithms
-            .iter()
-            .filter_map(|a| Algorithm::parse(a))
-            .collect();
-        let secrets = agents
-            .iter()
-            .map(|a| {
-                let mut ha1 = HashMap::new();
-                for alg in [Algorithm::Md5, Algorithm::Sha256] {
-                    let given = match alg {
-                        Algorithm::Md5 => a.ha1.clone(),
-                        Algorithm::Sha256 => a.ha1_sha256.clone(),
-                    };
-                    let h = given.map(|h| h.to_ascii_lowercase()).or_else(|| {
-                        a.password
-                            .as_ref()
-                            .map(|p| digest::ha1(alg, &a.id, &config.realm, p))
-                    });
-                    if let Some(h) = h {
-                        ha1.insert(alg, h);
-                    }
-                }
-                (a.id.clone(), Secret { ha1 })
-            })
-            .collect();
         Registrar {
             config: config.clone(),
-            algorithms,
-            secrets,
+            algorithms: algorithms(config),
+            secrets: secrets(config, agents),
             nonces: Nonces::new(config.nonce_lifetime),
             bindings: HashMap::new(),
             failures: HashMap::new(),
@@ -139,8 +148,32 @@ impl Registrar {
         }
     }
 
-    /// Puts back contacts kept from before a restart (known agents only,
-    /// not yet expired); `true` if any was.
+    /// A new version of the config: each agent's secret as it says now
+    /// (a changed one is asked for at the agent's next REGISTER; the
+    /// contacts it registered stay until then), and agents no longer in it
+    /// lose their contacts. Those agents are returned. Nonces already
+    /// given, failures and lockouts carry over.
+    pub fn reconfigure(&mut self, config: &RegistrarConfig, agents: &[Agent]) -> Vec<String> {
+        self.algorithms = algorithms(config);
+        self.secrets = secrets(config, agents);
+        if config.nonce_lifetime != self.config.nonce_lifetime {
+            self.nonces = Nonces::new(config.nonce_lifetime);
+        }
+        self.config = config.clone();
+        let gone: Vec<String> = self
+            .bindings
+            .keys()
+            .filter(|a| !self.secrets.contains_key(*a))
+            .cloned()
+            .collect();
+        for agent in &gone {
+            self.bindings.remove(agent);
+        }
+        self.accounts.retain(|a, _| self.secrets.contains_key(a));
+        self.known.retain(|a, _| self.secrets.contains_key(a));
+        gone
+    }
+
     pub fn restore(&mut self, agent: &str, bindings: Vec<Binding>, now: Instant) -> bool {
         if !self.secrets.contains_key(agent) {
             return false;
@@ -703,6 +736,31 @@ mod tests {
             1000,
         )
         .status
+    }
+
+    #[test]
+    fn a_changed_secret_is_asked_for_at_the_next_register_and_a_removed_agent_loses_its_contacts() {
+        let (cfg, agents) = config();
+        let mut r = Registrar::new(&cfg, &agents);
+        let src: SocketAddr = SRC.parse().unwrap();
+        let t = Instant::now();
+        assert_eq!(attempt(&mut r, src, "s3cret", t, 1), 200);
+        assert_eq!(r.contacts("1001").len(), 1);
+
+        let mut changed = agents.clone();
+        changed[0].password = Some("n3w".into());
+        assert!(r.reconfigure(&cfg, &changed).is_empty());
+        assert_eq!(r.contacts("1001").len(), 1, "the phone stays registered");
+        assert_eq!(
+            attempt(&mut r, src, "s3cret", t, 3),
+            403,
+            "the old secret is refused"
+        );
+        assert_eq!(attempt(&mut r, src, "n3w", t, 5), 200);
+
+        assert_eq!(r.reconfigure(&cfg, &[]), vec!["1001".to_owned()]);
+        assert!(r.contacts("1001").is_empty());
+        assert_eq!(r.registered().count(), 0);
     }
 
     #[test]

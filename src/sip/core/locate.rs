@@ -32,6 +32,7 @@ pub(super) async fn locate_trunk(
                     last = Some(addr);
                     let cmd = Command::TrunkLocated {
                         trunk: trunk.clone(),
+                        proxy: proxy.clone(),
                         addr,
                     };
                     if commands.send(cmd).await.is_err() {
@@ -143,13 +144,17 @@ impl SipCore {
     }
 
     /// A trunk's proxy has this address (now): its client sends there.
-    pub(super) fn trunk_located(&mut self, trunk: &str, addr: SocketAddr) {
-        let tls_domain = self
+    pub(super) fn trunk_located(&mut self, trunk: &str, proxy: &str, addr: SocketAddr) {
+        let outbound = self
             .config
             .trunks
             .iter()
             .find(|t| t.name == trunk)
-            .and_then(|t| t.outbound.as_ref())
+            .and_then(|t| t.outbound.as_ref());
+        if outbound.is_none_or(|o| o.proxy != proxy) {
+            return; // the trunk was removed or moved by a reload since
+        }
+        let tls_domain = outbound
             .and_then(|o| SipUri::parse(&o.proxy))
             .filter(crate::sip::trunk_client::wants_tls)
             .map(|u| u.host);
