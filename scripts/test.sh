@@ -28,6 +28,13 @@ if [ ${#packages[@]} -gt 0 ]; then
   fi
 fi
 
+# The package test builds the Debian package with cargo-deb (pinned: it
+# packs the suite's debug binary, which later versions may refuse).
+if ! cargo deb --version 2>/dev/null | grep -q '^cargo-deb 3\.8\.0$'; then
+  echo "test.sh: installing cargo-deb 3.8.0"
+  cargo install cargo-deb --version 3.8.0 --locked --quiet || exit 1
+fi
+
 # SIPp plays RFC 4733 DTMF captures through a raw socket: root, or sipp with CAP_NET_RAW.
 if [ "$(id -u)" != 0 ] && ! getcap "$(command -v sipp)" 2>/dev/null | grep -q cap_net_raw; then
   echo "test.sh: SIPp needs raw sockets for the DTMF tests. Run as root, or once:" >&2

@@ -22,6 +22,7 @@ pub mod media;
 pub mod overload;
 pub mod retention;
 pub mod sdp;
+pub mod service;
 pub mod sip;
 pub mod store;
 pub mod telemetry;

@@ -103,6 +103,30 @@ async fn follow_config(mut live: Live, sip: sip::Dialer, acd: crate::acd::actor:
     }
 }
 
+/// Pings the service manager's watchdog while the SIP core and the ACD
+/// both answer within the interval: a loop that hangs stops the pings, and
+/// systemd restarts the engine (`WatchdogSec`).
+async fn watchdog(
+    notifier: crate::service::Notifier,
+    every: Duration,
+    sip: sip::Dialer,
+    acd: crate::acd::actor::AcdHandle,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let checks = async { sip.alive().await && acd.view().await.is_some() };
+        match tokio::time::timeout(every, checks).await {
+            Ok(true) => notifier.notify("WATCHDOG=1"),
+            Ok(false) => return, // stopping
+            Err(_) => warn!(
+                waited = ?every,
+                "the SIP core or the ACD did not answer: the watchdog is not told we are alive"
+            ),
+        }
+    }
+}
+
 /// A registered contact as the store keeps it (wall-clock expiry).
 fn to_registered(b: &crate::sip::registrar::Binding) -> crate::store::Registered {
     let left = b
@@ -306,6 +330,16 @@ pub async fn run(
         http = ?http_addr,
         "hotline ready"
     );
+    let notifier = crate::service::Notifier::from_env();
+    notifier.notify("READY=1\nSTATUS=answering calls");
+    if let Some(every) = crate::service::watchdog_interval() {
+        tokio::spawn(watchdog(
+            notifier.clone(),
+            every,
+            sip.dialer.clone(),
+            ctx.acd.clone(),
+        ));
+    }
 
     tokio::pin!(shutdown);
     loop {
@@ -328,6 +362,7 @@ pub async fn run(
         }
     }
 
+    notifier.notify("STOPPING=1\nSTATUS=draining calls");
     let drain = live.borrow().config.shutdown.drain_timeout;
     info!(calls = active.load(Ordering::SeqCst), timeout = ?drain, "draining: new calls are refused");
     sip.status.start_draining();

@@ -1013,6 +1013,9 @@ impl SipCore {
                 self.trunk_located(&trunk, &proxy, addr)
             }
             Command::Reconfigure(config) => self.reconfigure(config),
+            Command::Alive(reply) => {
+                let _ = reply.send(());
+            }
             Command::HopLocated { dialog, uri, addr } => {
                 if let Some(slot) = self.dialogs.get_mut(&dialog) {
                     debug!(call_id = %slot.dialog.call_id, %uri, %addr, "next hop located");

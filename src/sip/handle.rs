@@ -144,6 +144,12 @@ impl Dialer {
         let _ = self.commands.send(Command::Reconfigure(config)).await;
     }
 
+    /// Whether the SIP core's loop answers (for the service watchdog).
+    pub async fn alive(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::Alive(tx)).await.is_ok() && rx.await.is_ok()
+    }
+
     /// The trunk's proxy name did not resolve at its last try: calls over
     /// it would fail, so callbacks wait rather than spend an attempt.
     pub fn trunk_unresolved(&self, trunk: &str) -> bool {
@@ -243,6 +249,8 @@ pub(super) enum Command {
     },
     /// A new version of the config.
     Reconfigure(Arc<crate::config::Config>),
+    /// Answer when this is reached (the core's loop is turning).
+    Alive(tokio::sync::oneshot::Sender<()>),
     /// A dialog's next hop (a host name in its Contact or Record-Route)
     /// was located.
     HopLocated {
