@@ -17,13 +17,14 @@ command -v fail2ban-regex >/dev/null 2>&1 || packages+=(fail2ban)
 command -v nft >/dev/null 2>&1 || packages+=(nftables)
 command -v dnsmasq >/dev/null 2>&1 || packages+=(dnsmasq-base)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${packages[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "test.sh: the tests need SIPp, baresip, Chromium, fail2ban, nftables and dnsmasq. Run: sudo apt-get install -y ${packages[*]}" >&2
+    echo "test.sh: the tests need SIPp, baresip, Chromium, fail2ban, nftables, dnsmasq and promtool (prometheus). Run: sudo apt-get install -y ${packages[*]}" >&2
     exit 1
   fi
 fi

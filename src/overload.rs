@@ -17,6 +17,8 @@ pub enum Pressure {
 }
 
 impl Pressure {
+    pub const ALL: [Pressure; 2] = [Pressure::StoreBacklog, Pressure::Descriptors];
+
     fn bit(self) -> u32 {
         match self {
             Pressure::StoreBacklog => 1,
@@ -33,9 +35,23 @@ impl Pressure {
 }
 
 /// The pressures raised now; shared by whoever raises and the SIP core.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Admission {
     raised: AtomicU32,
+}
+
+impl Default for Admission {
+    /// Nothing raised (and `hotline_overload` and the calls it refused 0
+    /// for every reason, so an alert sees them go up).
+    fn default() -> Self {
+        for p in Pressure::ALL {
+            metrics::gauge!("hotline_overload", "reason" => p.as_str()).set(0.0);
+            metrics::counter!("hotline_calls_refused_total", "reason" => p.as_str()).increment(0);
+        }
+        Admission {
+            raised: AtomicU32::new(0),
+        }
+    }
 }
 
 impl Admission {

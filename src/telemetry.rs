@@ -46,6 +46,23 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Starts at 0 the counters that alerts take the increase of, for each
+/// queue of `config` (a counter that first appears at 1 has no increase
+/// to show): at start and after each reload.
+pub fn zero_series(config: &crate::config::Config) {
+    for queue in config.queues.keys() {
+        let q = queue.clone();
+        metrics::counter!("hotline_queue_answered_total", "queue" => q.clone()).increment(0);
+        metrics::counter!("hotline_queue_answered_in_time_total", "queue" => q.clone())
+            .increment(0);
+        metrics::counter!("hotline_queue_unanswered_total", "queue" => q, "outcome" => "abandoned")
+            .increment(0);
+    }
+    for outcome in ["applied", "refused", "failed"] {
+        metrics::counter!("hotline_reloads_total", "outcome" => outcome).increment(0);
+    }
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_gauge!("hotline_calls_active", "Calls in progress, by state.");
@@ -78,6 +95,22 @@ fn describe() {
     describe_counter!(
         "hotline_srtp_packets_refused_total",
         "Packets on SRTP legs that failed authentication (forged, replayed, plain or damaged)."
+    );
+    describe_gauge!(
+        "hotline_queue_staffed_agents",
+        "Agents of the queue logged in, reachable and on shift."
+    );
+    describe_counter!(
+        "hotline_queue_answered_total",
+        "Queued callers answered by an agent, counted as the agent answers."
+    );
+    describe_counter!(
+        "hotline_queue_answered_in_time_total",
+        "Queued callers answered within their queue's service-level time."
+    );
+    describe_counter!(
+        "hotline_queue_unanswered_total",
+        "Queued callers who left without an agent, by how (abandoned, timeout, callback, ...)."
     );
     describe_counter!(
         "hotline_reloads_total",

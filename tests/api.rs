@@ -490,56 +490,10 @@ fn after_real_calls_the_report_the_api_and_the_metrics_agree_with_what_sipp_did(
     assert_eq!(&cols[1..7], ["2", "1", "1", "1", "0", "50.0"], "{table}");
 }
 
-/// A web server of the test's own: records each POST (path, JSON body);
-/// answers the first request to `fail_first` with 500, the rest with 200.
-fn webhook_receiver(
-    port: u16,
-    fail_first: &str,
-) -> std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let (seen, fail_first) = (got.clone(), fail_first.to_owned());
-    std::thread::spawn(move || {
-        let mut failed = false;
-        for stream in listener.incoming().take(20) {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-            let mut length = 0;
-            loop {
-                let mut h = String::new();
-                reader.read_line(&mut h).unwrap();
-                if h.trim().is_empty() {
-                    break;
-                }
-                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            let fail = path == fail_first && !failed;
-            failed |= fail;
-            let status = if fail { "500 Oops" } else { "200 OK" };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            seen.lock()
-                .unwrap()
-                .push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-        }
-    });
-    got
-}
-
 #[test]
 fn the_crm_gets_the_screen_pop_retried_and_the_call_record_and_cdrs_are_served() {
     let hook = common::Ports::next().spare(0);
-    let got = webhook_receiver(hook, "/pop");
+    let got = common::webhook_receiver(hook, "/pop");
     let engine = Engine::with_flow(
         "entry: s\nnodes:\n  s: { set: { account: '48213' }, next: q }\n  q: { queue: support }\n",
         &format!(
@@ -671,7 +625,7 @@ fn the_openapi_document_names_every_route_and_every_route_it_names_exists() {
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 24, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 25, "{:?}", paths.keys().collect::<Vec<_>>());
     let mut checked = 0;
     for (path, methods) in paths {
         for (method, op) in methods.as_object().unwrap() {
@@ -709,7 +663,7 @@ fn the_openapi_document_names_every_route_and_every_route_it_names_exists() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 24);
+    assert_eq!(checked, 25);
     assert_eq!(
         api.get("/api/nothing", ADMIN).1["error"],
         "no such resource"

@@ -34,6 +34,8 @@ pub async fn render(State(state): State<Arc<ApiState>>) -> Response {
         for q in queues {
             metrics::gauge!("hotline_queue_waiting_calls", "queue" => q.name.clone())
                 .set(q.waiting.len() as f64);
+            metrics::gauge!("hotline_queue_staffed_agents", "queue" => q.name.clone())
+                .set(q.staffed as f64);
             metrics::gauge!("hotline_queue_longest_wait_seconds", "queue" => q.name)
                 .set(q.longest_wait_ms as f64 / 1000.0);
         }

@@ -65,6 +65,7 @@ pub fn table() -> Vec<Route> {
         r("get", "/api/calls", Role::Read, "Calls in progress.", NONE, None, || get(calls)),
         r("get", "/api/calls/{id}", Role::Read, "One call in progress.", NONE, None, || get(call)),
         r("post", "/api/calls/{id}/hangup", Role::Admin, "End a call in progress (202).", NONE, None, || post(hang_up)),
+        r("post", "/api/calls/{id}/recording/{action}", Role::Agent, "Pause or resume the call's recording (action pause or resume; PCI: the recording holds silence meanwhile and the record lists each pause). 409 when the call is not being recorded.", NONE, None, || post(recording)),
         r("get", "/api/events", Role::Read, "Live events as Server-Sent Events, or a WebSocket when the request upgrades.", &["queue", "agent"], None, || get(events)),
         r("get", "/events", Role::Read, "The same as /api/events.", &["queue", "agent"], None, || get(events)),
         r("get", "/api/callbacks", Role::Read, "Pending callbacks in the order of their place: number, queue, attempts, next attempt, and phase (waiting, queued, delivering).", NONE, None, || get(super::callbacks::list)),
@@ -359,6 +360,40 @@ async fn hang_up(
             .into_response()
     } else {
         error(StatusCode::NOT_FOUND, "no such call in progress", None)
+    }
+}
+
+/// Pauses or resumes a call's conversation recording (card data).
+async fn recording(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = caller.needs(Role::Agent) {
+        return r;
+    }
+    let pause = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no such action: pause or resume",
+                None,
+            )
+        }
+    };
+    let by = format!("api:{}", caller.name);
+    use crate::engine::RecordingStatus;
+    match state.calls.pause_recording(&id, pause, by).await {
+        None => error(StatusCode::NOT_FOUND, "no such call in progress", None),
+        Some(RecordingStatus::NotRecording) => {
+            error(StatusCode::CONFLICT, "the call is not being recorded", None)
+        }
+        Some(status) => {
+            info!(by = %caller.name, call_id = %id, recording = status.as_str(), "recording {action} from the API");
+            Json(serde_json::json!({ "call_id": id, "recording": status.as_str() })).into_response()
+        }
     }
 }
 

@@ -172,7 +172,7 @@ impl CallState {
             priority,
             skills,
             queued_at,
-            vars: serde_json::to_string(self.run.vars()).unwrap_or_else(|_| "{}".into()),
+            vars: serde_json::to_string(&self.run.public_vars()).unwrap_or_else(|_| "{}".into()),
             state: CallbackState::Pending,
             attempts: 0,
             next_attempt_at: None,

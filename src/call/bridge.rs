@@ -11,7 +11,7 @@ use super::state::{CallState, Do, LegDo, MediaDo};
 use super::timers::Timer;
 use crate::acd::actor::ToCall;
 use crate::acd::Input as AcdInput;
-use crate::config::Record;
+use crate::config::{QueueConfig, Record};
 use crate::events::Event as BusEvent;
 use crate::flow::{self, Event, Failure, Run};
 use crate::leg::{stream_of, LegEvent, Purpose};
@@ -60,7 +60,7 @@ impl CallState {
                     agents, wait_ms, ..
                 } = &**pop
                 {
-                    info!(?agents, vars = ?self.run.vars(), previous_calls = self.history.len(), wait_ms, "screen pop");
+                    info!(?agents, vars = ?self.run.public_vars(), previous_calls = self.history.len(), wait_ms, "screen pop");
                 }
                 for (call, agent) in &p.calls {
                     let agent = agent.as_deref().unwrap_or_default();
@@ -167,6 +167,10 @@ impl CallState {
             Purpose::Referred | Purpose::Callback => {}
             Purpose::Agents => {
                 self.marks.agent = agent.clone();
+                let target = self
+                    .queue_config()
+                    .map_or(QueueConfig::default().service_level, |q| q.service_level);
+                super::record::observe_answered(&self.marks, target, wall);
                 self.push(Do::Publish(Box::new(BusEvent::CallAnswered {
                     call_id: self.call_id.clone(),
                     agent: agent.clone(),
@@ -238,29 +242,43 @@ impl CallState {
     }
 
     /// A key the agent (or transfer target) pressed. It reaches the caller
-    /// as sent, except the record feature code of an `on-demand` queue,
-    /// which is held back while it may be that code.
+    /// as sent, except the agent's in-call feature codes, held back while
+    /// they may be one: `record` in an `on-demand` queue (start or stop the
+    /// recording) and `pause-recording` while it records (pause or resume).
     fn on_leg_digit(&mut self, d: Digit) {
-        let code = self.config.feature_codes.record.clone();
         let agent_on_call = self
             .leg
             .as_ref()
             .is_some_and(|l| l.bridged && l.purpose == Purpose::Agents);
-        if !agent_on_call || code.is_empty() || self.record_mode() != Record::OnDemand {
+        let codes = &self.config.feature_codes;
+        let mut live: Vec<String> = Vec::new();
+        if self.record_mode() == Record::OnDemand {
+            live.push(codes.record.clone());
+        }
+        if self.conversation.is_some() {
+            live.push(codes.pause_recording.clone());
+        }
+        live.retain(|c| !c.is_empty());
+        if !agent_on_call || live.is_empty() {
             return self.media(MediaDo::SendDigit(d));
         }
         self.agent_keys.push(d.as_char());
-        if code == self.agent_keys {
-            self.agent_keys.clear();
+        if live.contains(&self.agent_keys) {
+            let code = std::mem::take(&mut self.agent_keys);
             self.timers.stop(Timer::AgentKeys);
-            if self.conversation.take().is_some() {
+            if code == self.config.feature_codes.pause_recording && self.conversation.is_some() {
+                let by = format!("agent:{}", self.marks.agent.clone().unwrap_or_default());
+                let pause = !self.pauses.is_paused();
+                self.pause_recording(pause, &by);
+            } else if self.conversation.take().is_some() {
                 info!("the agent stopped the recording");
+                self.recording_stopped();
                 self.media(MediaDo::StopConversation);
             } else {
                 info!("the agent started the recording");
                 self.start_recording();
             }
-        } else if code.starts_with(&self.agent_keys) {
+        } else if live.iter().any(|c| c.starts_with(&self.agent_keys)) {
             let at = self.now + Duration::from_millis(1500);
             self.timers.set(Timer::AgentKeys, at);
         } else {
@@ -388,7 +406,7 @@ impl CallState {
             self.run.flow_name().to_owned(),
             self.run.node_name().to_owned(),
         ));
-        let mut vars = self.run.vars().clone();
+        let mut vars = self.run.public_vars();
         if let Some(agent) = &self.marks.agent {
             vars.insert("agent".into(), agent.clone().into());
         }
@@ -466,7 +484,7 @@ impl CallState {
             caller: self.caller.clone(),
             queue: self.queue_name.clone().unwrap_or_default(),
             wait_ms,
-            vars: serde_json::to_value(self.run.vars()).unwrap_or_default(),
+            vars: serde_json::to_value(self.run.public_vars()).unwrap_or_default(),
             history: self.history.clone(),
         };
         let url = self.queue_config().and_then(|q| q.screen_pop_url.clone());
@@ -570,7 +588,7 @@ impl CallState {
                 self.queue_name.clone().unwrap_or_default(),
             ),
         ];
-        for (k, v) in self.run.vars() {
+        for (k, v) in &self.run.public_vars() {
             if !matches!(k.as_str(), "call_id") {
                 let name: String = k.chars().map(|c| if c == '_' { '-' } else { c }).collect();
                 headers.push((format!("X-Hotline-Var-{name}"), flow::expr::render_value(v)));

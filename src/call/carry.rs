@@ -184,6 +184,7 @@ impl Driver {
                 self.conversation = Some(conversation::start(media, path, token).await);
             }
             MediaDo::StopConversation => media.stop_conversation().await,
+            MediaDo::PauseConversation(paused) => media.pause_conversation(paused).await,
             MediaDo::SendDigit(d) => media.send_digit(d).await,
             MediaDo::Unbridge => media.unbridge().await,
         }

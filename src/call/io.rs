@@ -49,6 +49,12 @@ pub enum Input {
     Booked(Result<Callback, StoreError>),
     /// The operations API hangs the call up.
     Kill,
+    /// The operations API pauses (or resumes) the call's recording, for
+    /// the caller named.
+    PauseRecording {
+        pause: bool,
+        by: String,
+    },
     /// The engine's drain is over: hang up now.
     Shutdown,
     /// A deadline passed ([`CallState::poll_timeout`]); where the caller
@@ -143,6 +149,9 @@ pub enum MediaDo {
         n: usize,
     },
     StopConversation,
+    /// While `true`, the conversation's recording gets silence in place of
+    /// the call's audio (PCI pause).
+    PauseConversation(bool),
     SendDigit(Digit),
     Unbridge,
 }

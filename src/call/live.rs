@@ -60,7 +60,20 @@ pub struct LiveCall {
 
 pub use crate::media::quality::{LegHandle, LegQuality};
 
-type Entry = (LiveCall, mpsc::UnboundedSender<()>, Vec<LegHandle>);
+/// What the operations API asks of a call in progress.
+#[derive(Debug)]
+pub enum Control {
+    HangUp,
+    /// Pause (or resume) its recording, for the caller named; the answer
+    /// is where the recording stands then.
+    Recording {
+        pause: bool,
+        by: String,
+        reply: tokio::sync::oneshot::Sender<super::pci::RecordingStatus>,
+    },
+}
+
+type Entry = (LiveCall, mpsc::UnboundedSender<Control>, Vec<LegHandle>);
 
 #[derive(Default)]
 pub struct LiveCalls {
@@ -83,7 +96,7 @@ impl LiveCalls {
         &self,
         mut call: LiveCall,
         from_tag: &str,
-        hangup: mpsc::UnboundedSender<()>,
+        hangup: mpsc::UnboundedSender<Control>,
     ) -> String {
         self.with(|m| {
             let base = call.call_id.clone();
@@ -153,7 +166,29 @@ impl LiveCalls {
 
     /// Asks the call to hang up; `false` if there is no such call.
     pub fn hang_up(&self, call_id: &str) -> bool {
-        self.with(|m| m.get(call_id).is_some_and(|(_, tx, _)| tx.send(()).is_ok()))
+        self.with(|m| {
+            m.get(call_id)
+                .is_some_and(|(_, tx, _)| tx.send(Control::HangUp).is_ok())
+        })
+    }
+
+    /// Asks the call to pause (or resume) its recording; `None` if there
+    /// is no such call, else where its recording stands then.
+    pub async fn pause_recording(
+        &self,
+        call_id: &str,
+        pause: bool,
+        by: String,
+    ) -> Option<super::pci::RecordingStatus> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self.with(|m| {
+            m.get(call_id)
+                .is_some_and(|(_, tx, _)| tx.send(Control::Recording { pause, by, reply }).is_ok())
+        });
+        if !sent {
+            return None;
+        }
+        answer.await.ok()
     }
 
     /// A leg of the call now has media (the caller's at the answer, an

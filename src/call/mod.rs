@@ -12,6 +12,7 @@ mod feature;
 mod io;
 pub mod live;
 mod notify;
+pub mod pci;
 mod queue;
 mod record;
 mod recording;
@@ -139,6 +140,7 @@ pub async fn run(ctx: CallContext, mut call: IncomingCall) {
             .collect();
         record::quality(&mut cdr, &legs);
         crate::media::quality::observe(&legs);
+        record::observe_unanswered(&cdr);
         let cdr_call_id = cdr.call_id.clone();
         let ended = BusEvent::CallEnded {
             call_id: cdr.call_id.clone(),
@@ -196,7 +198,9 @@ struct Driver {
     booking: Booking,
     history: Option<tokio::sync::oneshot::Receiver<Vec<PastCall>>>,
     /// The operations API asks the call to end.
-    kill: mpsc::UnboundedReceiver<()>,
+    kill: mpsc::UnboundedReceiver<live::Control>,
+    /// Where to say how a pause or resume of the recording went.
+    recording_reply: Option<tokio::sync::oneshot::Sender<pci::RecordingStatus>>,
     /// The conversation being recorded, and those stopped, still being written.
     conversation: Option<conversation::Conversation>,
     closing: Vec<tokio::task::JoinHandle<Result<(String, std::time::Duration), String>>>,
@@ -231,7 +235,7 @@ impl Driver {
         ctx: CallContext,
         call: IncomingCall,
         cdr: &mut Cdr,
-        kill: mpsc::UnboundedReceiver<()>,
+        kill: mpsc::UnboundedReceiver<live::Control>,
         record: RecordKey,
     ) -> Ending {
         let IncomingCall {
@@ -352,6 +356,7 @@ impl Driver {
             booking: mpsc::unbounded_channel(),
             history: None,
             kill,
+            recording_reply: None,
             conversation: None,
             closing: Vec::new(),
         };
@@ -401,7 +406,13 @@ impl Driver {
                     Input::History(history.unwrap_or_default())
                 }
                 Some(booked) = self.booking.1.recv() => Input::Booked(booked),
-                Some(()) = self.kill.recv() => Input::Kill,
+                Some(control) = self.kill.recv() => match control {
+                    live::Control::HangUp => Input::Kill,
+                    live::Control::Recording { pause, by, reply } => {
+                        self.recording_reply = Some(reply);
+                        Input::PauseRecording { pause, by }
+                    }
+                },
                 changed = hangup_all.changed() => {
                     if changed.is_ok() && !*hangup_all.borrow() {
                         continue;
@@ -413,6 +424,9 @@ impl Driver {
                 },
             };
             state.handle(input, std::time::Instant::now());
+            if let Some(reply) = self.recording_reply.take() {
+                let _ = reply.send(state.recording_status());
+            }
         }
     }
 

@@ -101,7 +101,7 @@ impl Marks {
             cdr.exit_node = Some(node.clone());
         }
         self.stamp_stages(cdr);
-        cdr.vars = serde_json::to_string(run.vars()).unwrap_or_else(|_| "{}".into());
+        cdr.vars = serde_json::to_string(&run.public_vars()).unwrap_or_else(|_| "{}".into());
         cdr.outcome = self.outcome(run.outcome());
         if cdr.outcome == Outcome::Agent {
             cdr.wrap_up_ms = Some(wrap_up.as_millis() as i64);
@@ -115,6 +115,40 @@ pub fn quality(cdr: &mut Cdr, legs: &[LegQuality]) {
     if let Some((json, mos, agent_mos)) = crate::media::quality::summary(legs) {
         (cdr.quality, cdr.mos, cdr.agent_mos) = (Some(json), mos, agent_mos);
     }
+}
+
+/// A queued caller reached an agent at `at`: counted for the queue's
+/// service level (`hotline_queue_answered_total`, and
+/// `hotline_queue_answered_in_time_total` when within `target`) as it
+/// happens, not when the conversation ends.
+pub fn observe_answered(marks: &Marks, target: Duration, at: Timestamp) {
+    let (Some(queue), Some(queued)) = (&marks.queue, marks.queued_at) else {
+        return;
+    };
+    metrics::counter!("hotline_queue_answered_total", "queue" => queue.clone()).increment(1);
+    let waited = at.duration_since(queued);
+    if waited <= jiff::SignedDuration::try_from(target).unwrap_or(jiff::SignedDuration::MAX) {
+        metrics::counter!("hotline_queue_answered_in_time_total", "queue" => queue.clone())
+            .increment(1);
+    }
+}
+
+/// A call that was queued ended without an agent: counted by how it left
+/// (`hotline_queue_unanswered_total{queue, outcome}`: abandoned, timeout,
+/// callback, …).
+pub fn observe_unanswered(cdr: &Cdr) {
+    let Some(queue) = cdr.queue.as_ref().filter(|_| cdr.queued_at.is_some()) else {
+        return;
+    };
+    if cdr.outcome == Outcome::Agent {
+        return;
+    }
+    metrics::counter!(
+        "hotline_queue_unanswered_total",
+        "queue" => queue.clone(),
+        "outcome" => cdr.outcome.as_str().to_owned()
+    )
+    .increment(1);
 }
 
 /// The outcome of a caller turned away from a queue.

@@ -123,6 +123,11 @@ pub struct CallState {
     /// The conversation being recorded (its token), and how many were.
     pub(super) conversation: Option<u64>,
     pub(super) conversations: usize,
+    /// The recording's pauses (PCI).
+    pub(super) pauses: super::pci::Pauses,
+    /// A `sensitive` collect runs: the recording is paused and keys are
+    /// not logged.
+    pub(super) sensitive_input: bool,
     /// The agent's keys held back while they may be the start of the
     /// record feature code.
     pub(super) agent_keys: String,
@@ -184,6 +189,8 @@ impl CallState {
             marks: Marks::default(),
             conversation: None,
             conversations: 0,
+            pauses: Default::default(),
+            sensitive_input: false,
             agent_keys: String::new(),
             history: Vec::new(),
             history_pending: true,
@@ -321,6 +328,7 @@ impl CallState {
                 info!("hung up by the operations API");
                 return self.hang_up_now();
             }
+            Input::PauseRecording { pause, by } => self.pause_recording(pause, &by),
             Input::Shutdown => {
                 info!("engine shutting down");
                 return self.hang_up_now();
@@ -372,6 +380,7 @@ impl CallState {
             .map_or(Duration::ZERO, |q| q.wrap_up);
         cdr.flow = Some(self.run.flow_name().to_owned());
         self.marks.fill(cdr, &self.run, wrap_up);
+        cdr.recording_pauses = self.pauses.to_json(self.wall());
     }
 
     /// Events the flow gets after the input, until the call hangs up.
@@ -658,7 +667,15 @@ impl CallState {
             self.push(Do::Leg(LegDo::SendDigit(d)));
             return;
         }
-        info!(digit = %d, ?source, node = self.run.node_name(), "digit received");
+        if self.sensitive_input {
+            info!(
+                ?source,
+                node = self.run.node_name(),
+                "digit received (sensitive: not logged)"
+            );
+        } else {
+            info!(digit = %d, ?source, node = self.run.node_name(), "digit received");
+        }
         let waiting = self.queued && self.leg.is_none();
         if let Some(c) = self
             .callback
@@ -700,6 +717,7 @@ impl CallState {
         match action {
             Action::Entered { flow, node } => {
                 info!(%flow, %node, "ivr node");
+                self.sensitive_node(self.run.in_sensitive_collect(), &node);
                 self.push(Do::Publish(Box::new(BusEvent::IvrNode {
                     call_id: self.call_id.clone(),
                     flow,

@@ -32,6 +32,7 @@ queues:
   offering: { announce-position: false, callback: { trunk: carrier, offer-after: 60s } }
   overdue: { announce-position: true, announce-every: 30s, callback: { trunk: carrier, when-wait-over: 5m } }
   limited: { announce-position: false, max-wait: 2m }
+  recorded: { announce-position: false, record: true }
 ";
 
 /// One node plays `welcome`, then the caller is queued in `queue`
@@ -801,4 +802,115 @@ fn a_call_is_hung_up_at_its_maximum_duration() {
     sim.advance(s(1));
     assert_eq!(sim.s.ended(), Some(Ending::WeHungUp));
     assert!(sim.take().iter().any(|d| matches!(d, Do::HangUp)));
+}
+
+fn pauses(out: &[Do]) -> Vec<bool> {
+    out.iter()
+        .filter_map(|d| match d {
+            Do::Media(MediaDo::PauseConversation(p)) => Some(*p),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_agents_pause_code_pauses_and_resumes_the_recording_and_the_record_lists_it() {
+    let mut sim = Sim::queued(&flow_to("recorded"));
+    sim.input(Input::History(Vec::new()));
+    sim.offer(&["alice"], s(15));
+    sim.take();
+    sim.agent_answers("alice");
+    let out = sim.take();
+    assert!(out
+        .iter()
+        .any(|d| matches!(d, Do::Media(MediaDo::RecordConversation { .. }))));
+    assert_eq!(
+        sim.s.recording_status(),
+        crate::call::pci::RecordingStatus::Recording
+    );
+    let press = |sim: &mut Sim, k: char| {
+        sim.input(Input::Leg(LegEvent::Media(MediaEvent::Digit(
+            Digit::from_char(k).unwrap(),
+            DigitSource::Rfc4733,
+        ))))
+    };
+    // *2 (the default code) pauses at 10 s; the keys never reach the caller.
+    sim.now += s(10);
+    press(&mut sim, '*');
+    press(&mut sim, '2');
+    let out = sim.take();
+    assert_eq!(pauses(&out), vec![true]);
+    assert!(!out
+        .iter()
+        .any(|d| matches!(d, Do::Media(MediaDo::SendDigit(_)))));
+    assert_eq!(
+        sim.s.recording_status(),
+        crate::call::pci::RecordingStatus::Paused
+    );
+    // Another key goes on to the caller as before.
+    press(&mut sim, '5');
+    let out = sim.take();
+    assert!(out
+        .iter()
+        .any(|d| matches!(d, Do::Media(MediaDo::SendDigit(d)) if d.as_char() == '5')));
+    // The API cannot pause twice; *2 again resumes at 40 s.
+    sim.input(Input::PauseRecording {
+        pause: true,
+        by: "api:ops".into(),
+    });
+    assert!(pauses(&sim.take()).is_empty());
+    sim.now += s(30);
+    press(&mut sim, '*');
+    press(&mut sim, '2');
+    assert_eq!(pauses(&sim.take()), vec![false]);
+    // Then the API pauses at 50 s, and the call ends paused at 60 s.
+    sim.now += s(10);
+    sim.input(Input::PauseRecording {
+        pause: true,
+        by: "api:ops".into(),
+    });
+    assert_eq!(pauses(&sim.take()), vec![true]);
+    sim.now += s(10);
+    sim.input(Input::Leg(LegEvent::Dialog(DialogEvent::Bye)));
+    let cdr = sim.record();
+    let listed = cdr.recording_pauses.expect("the record lists the pauses");
+    let list = listed.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{listed}");
+    assert_eq!(list[0]["by"], "agent:alice");
+    assert_eq!(list[1]["by"], "api:ops");
+    let at = |v: &serde_json::Value| v.as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    assert_eq!(
+        at(&list[0]["to"])
+            .duration_since(at(&list[0]["from"]))
+            .as_secs(),
+        30
+    );
+    assert_eq!(
+        at(&list[1]["to"])
+            .duration_since(at(&list[1]["from"]))
+            .as_secs(),
+        10
+    );
+}
+
+#[test]
+fn a_sensitive_collect_hides_its_keys_and_masks_its_variable_outside_the_flow() {
+    let flow = "entry: card\nnodes:\n  card:\n    collect: { prompt: welcome, into: card, min: 4, max: 19, sensitive: true }\n    next: check\n    exhausted: bye\n  check:\n    branch:\n      - if: card == '4111111111111111'\n        then: q\n    else: bye\n  q: { queue: support }\n  bye: { hangup: goodbye }\n";
+    let mut sim = Sim::new(flow);
+    sim.prompts_end();
+    assert!(sim.s.sensitive_input, "the collect runs");
+    for k in "4111111111111111#".chars() {
+        sim.key(k);
+    }
+    let out = sim.take();
+    assert!(!sim.s.sensitive_input, "the flow has left the collect");
+    // The flow saw the digits (it queued the caller) ...
+    assert!(
+        matches!(Sim::acd(&out)[..], [AcdInput::Join { .. }]),
+        "the flow compared the real digits: {out:?}"
+    );
+    // ... and nothing that leaves the call does.
+    let cdr = sim.record();
+    assert!(!cdr.vars.contains("4111111111111111"), "{}", cdr.vars);
+    assert!(cdr.vars.contains("****1111"), "{}", cdr.vars);
 }

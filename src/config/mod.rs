@@ -809,6 +809,10 @@ pub struct FeatureCodes {
     /// Pressed by the agent during a call of an `on-demand` queue: starts
     /// recording the conversation, or stops it.
     pub record: String,
+    /// Pressed by the agent during a recorded call: pauses the recording
+    /// (while the caller gives card data), or resumes it. The recording
+    /// holds silence for the paused time; the record lists each pause.
+    pub pause_recording: String,
 }
 
 impl Default for FeatureCodes {
@@ -818,6 +822,7 @@ impl Default for FeatureCodes {
             logout: "*46".into(),
             pause: "*47".into(),
             record: "*1".into(),
+            pause_recording: "*2".into(),
         }
     }
 }

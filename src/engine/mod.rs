@@ -13,6 +13,8 @@ use tracing::{info, warn};
 
 /// The calls in progress (list, hang up): the one call item the API may use.
 pub use crate::call::live::{CallPhase, LiveCall, LiveCalls as Calls};
+/// Where a call's recording stands (pause and resume from the API).
+pub use crate::call::pci::RecordingStatus;
 use crate::call::{self, CallContext};
 use crate::config::Config;
 use crate::loader::running::{Live, Running};
@@ -98,6 +100,7 @@ async fn follow_config(mut live: Live, sip: sip::Dialer, acd: crate::acd::actor:
             continue; // a reload of the flows alone
         }
         applied = config.clone();
+        crate::telemetry::zero_series(&config);
         sip.reconfigure(config.clone()).await;
         acd.reconfigure(config).await;
     }
@@ -192,6 +195,7 @@ pub async fn run(
     if crate::telemetry::install().is_none() {
         warn!("metrics recorder not installed (another one was); /metrics will be empty");
     }
+    crate::telemetry::zero_series(&config);
     let prompts = Arc::new(load_prompts(&config)?);
     let flows = load_flows(&config, config_path, &prompts, 1)?;
     info!(flows = flows.flows.len(), "flows loaded");

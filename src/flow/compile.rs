@@ -838,6 +838,7 @@ impl Checker<'_> {
             pattern,
             retries: c.retries.unwrap_or(2),
             confirm: c.confirm.unwrap_or(false),
+            sensitive: c.sensitive.unwrap_or(false),
             no_input: no_input?,
             invalid: invalid?,
             next: next?,

@@ -87,6 +87,9 @@ pub struct RawCollect {
     pub pattern: Option<Spanned<String>>,
     pub retries: Option<u32>,
     pub confirm: Option<bool>,
+    /// Card data (PCI): the recording pauses while it runs, and the
+    /// digits are masked everywhere but in the flow itself.
+    pub sensitive: Option<bool>,
     pub no_input: Option<Spanned<PlayList>>,
     pub invalid: Option<Spanned<PlayList>>,
 }

@@ -173,6 +173,8 @@ pub struct Collect {
     pub pattern: Option<DigitPattern>,
     pub retries: u32,
     pub confirm: bool,
+    /// Card data: see [`crate::flow::Run::public_vars`].
+    pub sensitive: bool,
     pub no_input: Vec<Say>,
     pub invalid: Vec<Say>,
     pub next: NodeId,

@@ -239,6 +239,20 @@ pub struct Run {
     hops: u32,
     errors: u32,
     outcome: Option<Outcome>,
+    /// Variables a `sensitive` collect filled: masked in [`Run::public_vars`].
+    sensitive: std::collections::BTreeSet<String>,
+}
+
+/// How a sensitive value is shown outside the flow: `****`, with the last
+/// four digits of a card-number-length entry (as receipts show them).
+pub fn mask(value: &str) -> String {
+    let n = value.chars().count();
+    if n >= 12 {
+        let last: String = value.chars().skip(n - 4).collect();
+        format!("****{last}")
+    } else {
+        "****".to_owned()
+    }
 }
 
 impl Run {
@@ -258,11 +272,36 @@ impl Run {
             hops: 0,
             errors: 0,
             outcome: None,
+            sensitive: Default::default(),
         }
     }
 
+    /// The variables as the flow sees them (card data included): for the
+    /// flow's own work only. What leaves the call (its record, events,
+    /// screen pops, webhooks of the engine's, logs) takes
+    /// [`Run::public_vars`].
     pub fn vars(&self) -> &Vars {
         &self.vars
+    }
+
+    /// The variables with those of `sensitive` collects masked ([`mask`]).
+    pub fn public_vars(&self) -> Vars {
+        let mut vars = self.vars.clone();
+        for name in &self.sensitive {
+            if let Some(v) = vars.get_mut(name) {
+                let text = match &*v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                *v = Value::String(mask(&text));
+            }
+        }
+        vars
+    }
+
+    /// The flow waits in a `sensitive` collect (card data is being keyed).
+    pub fn in_sensitive_collect(&self) -> bool {
+        matches!(self.kind(), Kind::Collect(c) if c.sensitive)
     }
 
     /// The flow set (version) this run belongs to.
@@ -764,6 +803,11 @@ impl Run {
     }
 
     fn accept(&mut self, c: &Collect, now: Timestamp, out: &mut Vec<Action>) {
+        if c.sensitive {
+            self.sensitive.insert(c.into.clone());
+        } else {
+            self.sensitive.remove(&c.into);
+        }
         self.vars.insert(
             c.into.clone(),
             Value::String(std::mem::take(&mut self.buffer)),

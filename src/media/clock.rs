@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::conversation::{Conversation, Track};
+use super::conversation::Conversation;
 use super::dtmf::{Digit, DigitSource, InbandDetector, Rfc4733Receiver, Rfc4733Tone};
 use super::g711;
 use super::learn::{DropReason, PeerLearning, Verdict};
@@ -150,6 +150,8 @@ pub(crate) enum ChannelCommand {
         token: u64,
     },
     StopConversation,
+    /// Silence in the recording from now (`true`) until resumed.
+    PauseConversation(bool),
     /// Relay this channel's incoming audio to the channel with this id (on
     /// the same clock), and send what it relays back; `None` ends it.
     Bridge(Option<u64>),
@@ -419,15 +421,14 @@ impl Channel {
             ChannelCommand::StopRecord => self.finish_recording(),
             ChannelCommand::RecordConversation { token } => {
                 self.finish_conversation();
-                self.conversation = Some(Conversation {
-                    token,
-                    left: Track::default(),
-                    right: Track::default(),
-                    now: 0,
-                    flushed: 0,
-                });
+                self.conversation = Some(Conversation::new(token));
             }
             ChannelCommand::StopConversation => self.finish_conversation(),
+            ChannelCommand::PauseConversation(paused) => {
+                if let Some(c) = self.conversation.as_mut() {
+                    c.pause(paused);
+                }
+            }
             ChannelCommand::Bridge(peer) => {
                 self.bridge = peer;
                 self.relay.clear();

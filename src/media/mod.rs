@@ -275,6 +275,12 @@ impl MediaChannel {
             .await;
     }
 
+    /// While `paused`, the recording holds silence where the conversation
+    /// would be (both sides, placed by time like the audio).
+    pub async fn pause_conversation(&self, paused: bool) {
+        self.send(ChannelCommand::PauseConversation(paused)).await;
+    }
+
     /// Ends it; the last `Conversation` event (`last: true`) follows.
     pub async fn stop_conversation(&self) {
         self.send(ChannelCommand::StopConversation).await;

@@ -212,6 +212,10 @@ pub async fn start(
     for trunk in core.config.trunks.clone() {
         core.locate(&trunk);
     }
+    // The calls the caps refuse, counted from 0 (an alert sees the first).
+    for r in super::limits::Refused::ALL {
+        metrics::counter!("hotline_calls_refused_total", "reason" => r.as_str()).increment(0);
+    }
     for r in restored {
         if core.registrar.restore(&r.agent, r.contacts, now()) {
             info!(agent = %r.agent, "registration restored");

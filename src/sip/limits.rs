@@ -158,6 +158,12 @@ pub enum Refused {
 }
 
 impl Refused {
+    pub const ALL: [Refused; 3] = [
+        Refused::MaxConcurrent,
+        Refused::TrunkCalls,
+        Refused::TrunkRate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Refused::MaxConcurrent => "max-concurrent",

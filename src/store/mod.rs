@@ -123,6 +123,9 @@ pub struct Cdr {
     /// (what the report lists per queue and per agent).
     pub mos: Option<f64>,
     pub agent_mos: Option<f64>,
+    /// The stretches the conversation's recording was paused (card data),
+    /// as JSON: `[{"from", "to", "by"}]`; none when it never was.
+    pub recording_pauses: Option<serde_json::Value>,
 }
 
 /// What a retention sweep deletes: rows older than each cutoff (a

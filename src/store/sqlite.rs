@@ -104,6 +104,10 @@ ALTER TABLE cdr ADD COLUMN quality TEXT;
 ALTER TABLE cdr ADD COLUMN mos REAL;
 ALTER TABLE cdr ADD COLUMN agent_mos REAL;
 ",
+    // Recording pauses (PCI): when, by whom, as JSON.
+    "
+ALTER TABLE cdr ADD COLUMN recording_pauses TEXT;
+",
 ];
 
 pub struct SqliteStore {
@@ -293,7 +297,7 @@ impl SqliteStore {
             "SELECT call_id, caller, dialed, trunk, arrived_at, answered_at, flow, ivr_exit_at,
                 queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome, ended_by,
                 wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node,
-                quality, mos, agent_mos
+                quality, mos, agent_mos, recording_pauses
              FROM cdr WHERE open = 0 AND {filter}"
         ))?;
         let rows = stmt.query_map(params, |r| {
@@ -326,6 +330,9 @@ impl SqliteStore {
                     .and_then(|q| serde_json::from_str(&q).ok()),
                 mos: r.get(24)?,
                 agent_mos: r.get(25)?,
+                recording_pauses: r
+                    .get::<_, Option<String>>(26)?
+                    .and_then(|q| serde_json::from_str(&q).ok()),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -357,9 +364,9 @@ impl Store for SqliteStore {
             "INSERT INTO cdr (call_id, caller, dialed, trunk, arrived_at, answered_at, flow,
                 ivr_exit_at, queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome,
                 ended_by, wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node,
-                record_key, open, quality, mos, agent_mos)
+                record_key, open, quality, mos, agent_mos, recording_pauses)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
              ON CONFLICT (record_key) DO UPDATE SET call_id = excluded.call_id,
                 caller = excluded.caller, dialed = excluded.dialed, trunk = excluded.trunk,
                 arrived_at = excluded.arrived_at, answered_at = excluded.answered_at,
@@ -371,7 +378,8 @@ impl Store for SqliteStore {
                 talk_ms = excluded.talk_ms, vars = excluded.vars, hold_ms = excluded.hold_ms,
                 wrap_up_ms = excluded.wrap_up_ms, recording = excluded.recording,
                 exit_node = excluded.exit_node, open = excluded.open,
-                quality = excluded.quality, mos = excluded.mos, agent_mos = excluded.agent_mos",
+                quality = excluded.quality, mos = excluded.mos, agent_mos = excluded.agent_mos,
+                recording_pauses = excluded.recording_pauses",
         )?;
         stmt.execute(params![
             c.call_id,
@@ -401,7 +409,8 @@ impl Store for SqliteStore {
             open,
             c.quality.as_ref().map(|q| q.to_string()),
             c.mos,
-            c.agent_mos
+            c.agent_mos,
+            c.recording_pauses.as_ref().map(|p| p.to_string())
         ])?;
         Ok(())
     }

@@ -963,3 +963,50 @@ pub fn cdrs(engine: &Engine) -> Vec<serde_json::Value> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A web server of the test's own: records each POST (path, JSON body);
+/// answers the first request to `fail_first` with 500, the rest with 200.
+pub fn webhook_receiver(
+    port: u16,
+    fail_first: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (seen, fail_first) = (got.clone(), fail_first.to_owned());
+    std::thread::spawn(move || {
+        let mut failed = false;
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let fail = path == fail_first && !failed;
+            failed |= fail;
+            let status = if fail { "500 Oops" } else { "200 OK" };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            seen.lock().unwrap().push((
+                path,
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            ));
+        }
+    });
+    got
+}
