@@ -13,15 +13,23 @@ use std::time::{Duration, Instant};
 
 use common::ua::TestUa;
 use common::{
-    api_get, api_post, assert_heard, keys_scenario, keys_scenario_with, payloads_of_busiest, phone,
-    register, rtp_sink, scenario, sipp, wait_agent_state, Engine, TEST_TOKEN,
+    api_get, api_get_as, api_post, assert_heard, keys_scenario, keys_scenario_with,
+    payloads_of_busiest, phone, register, rtp_sink, scenario, sipp, wait_agent_state, Engine,
+    TEST_TOKEN,
 };
 
 const ADMIN: &str = "reload-admin-token";
 
+const FRESH: &str = "fresh-read-token";
+
 /// The engine config past the trunks: `agents`, the schedule's `weekly`,
-/// and what else a version adds.
-fn config(flows: &Path, agents: &str, weekly: &str, more: &str) -> String {
+/// whether the `FRESH` token is one, and what else a version adds.
+fn config(flows: &Path, agents: &str, weekly: &str, fresh: bool, more: &str) -> String {
+    let fresh = if fresh {
+        format!("    - {{ name: fresh, token: {FRESH}, role: read }}\n")
+    } else {
+        String::new()
+    };
     format!(
         "flows-dir: {}
 routes: {{ '200': direct, default: main }}
@@ -35,7 +43,7 @@ http:
   tokens:
     - {{ name: test, token: {TEST_TOKEN}, role: read }}
     - {{ name: ops, token: {ADMIN}, role: admin }}
-{more}",
+{fresh}{more}",
         flows.display()
     )
 }
@@ -99,7 +107,10 @@ fn a_reload_changes_agents_hours_and_trunks_for_new_calls_while_a_call_keeps_its
     let agent_1002 =
         "  - { id: '1002', password: 1002pass, queues: [support], auto-login: true }\n";
     // Version 1: closed all week; agent 1001; every loopback address is the trunk.
-    let engine = Engine::start_with(&trunks("127.0.0.0/8"), &config(&flows, agent_1001, "", ""));
+    let engine = Engine::start_with(
+        &trunks("127.0.0.0/8"),
+        &config(&flows, agent_1001, "", false, ""),
+    );
     let config_path = engine.dir.join("hotline.yaml");
 
     let phone_1001 = common::Ports::next().spare(0);
@@ -167,11 +178,17 @@ fn a_reload_changes_agents_hours_and_trunks_for_new_calls_while_a_call_keeps_its
                 &flows,
                 agent_1002,
                 "daily: 00:00-24:00",
+                true,
                 "sip: { listen: 127.0.0.1:5999 }\n"
             ),
         ),
     )
     .unwrap();
+    assert_eq!(
+        api_get_as(&engine, "/api/agents", FRESH).0,
+        401,
+        "a token not yet in the config"
+    );
     let reload_at = started.elapsed();
     let (ok, out, err) = hotline_reload(&engine);
     assert!(ok, "{out}{err}\n{}", engine.log());
@@ -180,6 +197,9 @@ fn a_reload_changes_agents_hours_and_trunks_for_new_calls_while_a_call_keeps_its
         out.contains("sip.listen: changed in the file; applies at the next restart"),
         "{out}"
     );
+
+    // The new token opens the API at once.
+    assert_eq!(api_get_as(&engine, "/api/agents", FRESH).0, 200);
 
     // The removed agent stays on their call; the new one is known.
     assert_eq!(agent_status(&engine, "1001"), (200, "on-call".to_owned()));

@@ -39,20 +39,28 @@ fn agents(record: &str) -> String {
     )
 }
 
-#[test]
-fn a_recorded_queue_keeps_the_caller_left_and_the_agent_right_in_step() {
-    let engine = Engine::with_flow(QUEUE_FLOW, &agents("true"));
+/// One call from a speaking caller (on the line `talk_ms` after the
+/// answer) to agent 1001 of a queue with `record`, whose phone runs
+/// `scenario` (echoing); what the caller heard.
+fn agent_call(record: &str, scenario: &str, talk_ms: u64) -> (Engine, common::SinkReport) {
+    let engine = Engine::with_flow(QUEUE_FLOW, &agents(record));
     let agent_port = common::Ports::next().spare(0);
     register(&engine, "1001", agent_port);
-    let agent = phone("agent-answer.xml", agent_port, true);
+    let agent = phone(scenario, agent_port, true);
     std::thread::sleep(Duration::from_millis(300));
     let port = engine.ports.spare(0);
-    let sink = rtp_sink(port, Duration::from_secs(8));
-    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 6000, true);
+    let sink = rtp_sink(port, Duration::from_millis(talk_ms + 2000));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], talk_ms, true);
     common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
-    drop(sink.join());
+    let report = sink.join().unwrap();
     let (ok, out) = common::finish(agent);
-    assert!(ok, "{out}");
+    assert!(ok, "{out}\n{}", engine.log());
+    (engine, report)
+}
+
+#[test]
+fn a_recorded_queue_keeps_the_caller_left_and_the_agent_right_in_step() {
+    let (engine, _) = agent_call("true", "agent-answer.xml", 6000);
 
     let cdr = one_cdr(&engine);
     assert_eq!(cdr.outcome, "agent");
@@ -117,18 +125,7 @@ fn a_recorded_queue_keeps_the_caller_left_and_the_agent_right_in_step() {
 
 #[test]
 fn an_agent_starts_and_stops_recording_with_the_feature_code_and_the_caller_never_hears_it() {
-    let engine = Engine::with_flow(QUEUE_FLOW, &agents("on-demand"));
-    let agent_port = common::Ports::next().spare(0);
-    register(&engine, "1001", agent_port);
-    let agent = phone("agent-record.xml", agent_port, true);
-    std::thread::sleep(Duration::from_millis(300));
-    let port = engine.ports.spare(0);
-    let sink = rtp_sink(port, Duration::from_secs(10));
-    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 8000, true);
-    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
-    let report = sink.join().unwrap();
-    let (ok, out) = common::finish(agent);
-    assert!(ok, "{out}\n{}", engine.log());
+    let (engine, report) = agent_call("on-demand", "agent-record.xml", 8000);
 
     // The caller heard exactly one key from the agent: the 5.
     let events: Vec<u8> = common::payloads_of_busiest(&report)
@@ -235,18 +232,7 @@ impl Recorded {
 
 #[test]
 fn the_agents_pause_code_keeps_card_data_out_of_the_recording_and_the_record_lists_the_pause() {
-    let engine = Engine::with_flow(QUEUE_FLOW, &agents("true"));
-    let agent_port = common::Ports::next().spare(0);
-    register(&engine, "1001", agent_port);
-    let agent = phone("agent-pause.xml", agent_port, true);
-    std::thread::sleep(Duration::from_millis(300));
-    let port = engine.ports.spare(0);
-    let sink = rtp_sink(port, Duration::from_secs(12));
-    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 10000, true);
-    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
-    drop(sink.join());
-    let (ok, out) = common::finish(agent);
-    assert!(ok, "{out}\n{}", engine.log());
+    let (engine, _) = agent_call("true", "agent-pause.xml", 10000);
 
     let cdr = one_cdr(&engine);
     let rec = recorded(&cdr);

@@ -864,6 +864,11 @@ pub fn api_get(engine: &Engine, path: &str) -> (u16, String) {
     api_request(engine, "GET", path, TEST_TOKEN, "")
 }
 
+/// As [`api_get`], with `token`.
+pub fn api_get_as(engine: &Engine, path: &str, token: &str) -> (u16, String) {
+    api_request(engine, "GET", path, token, "")
+}
+
 /// The engine's Prometheus text (`/metrics`), whole: [`api_get`] keeps
 /// only a JSON body's outer object, which would cut label braces.
 pub fn metrics(engine: &Engine) -> String {
