@@ -288,6 +288,10 @@ fn card_digits_keyed_in_a_sensitive_collect_appear_nowhere_and_an_api_pause_sile
                 Ok(n) => text.extend_from_slice(&buf[..n]),
                 Err(_) => {}
             }
+            // The call's last event: everything of it has been sent.
+            if String::from_utf8_lossy(&text).contains("call.ended") {
+                break;
+            }
         }
         String::from_utf8_lossy(&text).into_owned()
     });
