@@ -70,6 +70,11 @@ pub struct Kpis {
     pub longest_wait_seconds: f64,
     pub abandon_rate: Option<f64>,
     pub repeat_callers_24h: usize,
+    /// 0–1: the share of answered calls whose disposition counts as
+    /// resolved on first contact; `None` with nothing answered.
+    pub first_contact_resolution: Option<f64>,
+    /// Answered calls given a disposition.
+    pub dispositioned: usize,
     pub ivr_contained: usize,
     /// Callers who hung up in the IVR (not contained).
     pub ivr_abandoned: usize,
@@ -212,6 +217,14 @@ pub fn compute(cdrs: &[&Cdr], surveys: &[SurveyAnswer], t: Thresholds) -> Kpis {
         longest_wait_seconds: longest,
         abandon_rate: ratio(abandoned.len(), offered.len()),
         repeat_callers_24h: repeat,
+        first_contact_resolution: ratio(
+            answered
+                .iter()
+                .filter(|c| c.first_contact_resolution == Some(true))
+                .count(),
+            answered.len(),
+        ),
+        dispositioned: answered.iter().filter(|c| c.disposition.is_some()).count(),
         ivr_contained: contained,
         ivr_abandoned,
         surveys: scores.len(),
@@ -437,7 +450,7 @@ fn cell(v: Option<f64>, scale: f64) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{:.1}", v * scale))
 }
 
-const HEADER: [&str; 22] = [
+const HEADER: [&str; 23] = [
     "group",
     "offered",
     "answered",
@@ -451,6 +464,7 @@ const HEADER: [&str; 22] = [
     "longest_wait_s",
     "abandon_%",
     "repeat_24h",
+    "fcr_%",
     "ivr_contained",
     "ivr_abandoned",
     "nps",
@@ -462,7 +476,7 @@ const HEADER: [&str; 22] = [
     "mos_lt_3.6",
 ];
 
-fn cells(r: &Row) -> [String; 22] {
+fn cells(r: &Row) -> [String; 23] {
     let k = &r.kpis;
     [
         r.group.clone(),
@@ -478,6 +492,7 @@ fn cells(r: &Row) -> [String; 22] {
         format!("{:.1}", k.longest_wait_seconds),
         cell(k.abandon_rate, 100.0),
         k.repeat_callers_24h.to_string(),
+        cell(k.first_contact_resolution, 100.0),
         k.ivr_contained.to_string(),
         k.ivr_abandoned.to_string(),
         cell(k.nps, 1.0),
@@ -492,7 +507,7 @@ fn cells(r: &Row) -> [String; 22] {
 
 /// The rows as an aligned text table.
 pub fn table(rows: &[Row]) -> String {
-    let all: Vec<[String; 22]> = std::iter::once(HEADER.map(str::to_owned))
+    let all: Vec<[String; 23]> = std::iter::once(HEADER.map(str::to_owned))
         .chain(rows.iter().map(cells))
         .collect();
     let widths: Vec<usize> = (0..HEADER.len())
@@ -558,7 +573,7 @@ pub fn cdr_csv(cdrs: &[Cdr]) -> String {
     let s = |s: &Option<String>| s.clone().unwrap_or_default();
     let n = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
     let mut out = String::from(
-        "call_id,caller,dialed,trunk,arrived_at,answered_at,flow,exit_node,ivr_exit_at,queue,queued_at,offered_at,agent,bridged_at,ended_at,outcome,ended_by,wait_ms,talk_ms,hold_ms,wrap_up_ms,recording,vars,mos,agent_mos\n",
+        "call_id,caller,dialed,trunk,arrived_at,answered_at,flow,exit_node,ivr_exit_at,queue,queued_at,offered_at,agent,bridged_at,ended_at,outcome,ended_by,wait_ms,talk_ms,hold_ms,wrap_up_ms,recording,vars,mos,agent_mos,disposition,first_contact_resolution\n",
     );
     for c in cdrs {
         let cells = [
@@ -587,6 +602,10 @@ pub fn cdr_csv(cdrs: &[Cdr]) -> String {
             c.vars.clone(),
             c.mos.map(|m| m.to_string()).unwrap_or_default(),
             c.agent_mos.map(|m| m.to_string()).unwrap_or_default(),
+            s(&c.disposition),
+            c.first_contact_resolution
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
         ];
         let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
         out.push_str(&line.join(","));
@@ -698,6 +717,33 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn first_contact_resolution_is_the_share_of_answered_calls_whose_disposition_says_so() {
+        let disposed = |id: &str, code: Option<&str>, fcr: Option<bool>| Cdr {
+            disposition: code.map(str::to_owned),
+            first_contact_resolution: fcr,
+            ..cdr(id, "+1", 1, "agent", Some(1_000), Some(60_000))
+        };
+        let cdrs = [
+            disposed("a", Some("1"), Some(true)),
+            disposed("b", Some("1"), Some(true)),
+            disposed("c", Some("2"), Some(false)),
+            // Answered, never given one: not resolved as far as anyone knows.
+            disposed("d", None, None),
+            // Not answered: not counted.
+            cdr("e", "+2", 1, "abandoned", Some(9_000), None),
+        ];
+        let refs: Vec<&Cdr> = cdrs.iter().collect();
+        let k = compute(&refs, &[], Thresholds::default());
+        assert_eq!(k.answered, 4);
+        assert_eq!(k.dispositioned, 3);
+        assert_eq!(k.first_contact_resolution, Some(0.5));
+        assert_eq!(
+            compute(&[], &[], Thresholds::default()).first_contact_resolution,
+            None
+        );
+    }
 
     #[test]
     fn poor_calls_are_counted_per_queue_by_the_worst_leg_and_per_agent_by_theirs() {

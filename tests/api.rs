@@ -625,7 +625,7 @@ fn the_openapi_document_names_every_route_and_every_route_it_names_exists() {
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 25, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 26, "{:?}", paths.keys().collect::<Vec<_>>());
     let mut checked = 0;
     for (path, methods) in paths {
         for (method, op) in methods.as_object().unwrap() {
@@ -663,7 +663,7 @@ fn the_openapi_document_names_every_route_and_every_route_it_names_exists() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 25);
+    assert_eq!(checked, 26);
     assert_eq!(
         api.get("/api/nothing", ADMIN).1["error"],
         "no such resource"

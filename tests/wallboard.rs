@@ -247,6 +247,8 @@ fn the_wallboard_shows_waiting_callers_and_agents_as_chromium_renders_it() {
         "longest wait {longest}"
     );
     assert_eq!(text_after(support, "data-figure=\"available\""), "0 / 0");
+    // First-contact resolution today: none answered yet.
+    assert_eq!(text_after(support, "data-figure=\"fcr\""), "–");
     let sales = &dom[dom.find("data-queue=\"sales\"").expect("no sales tile")..];
     assert_eq!(text_after(sales, "data-figure=\"waiting\""), "0");
     assert_eq!(text_after(sales, "data-figure=\"available\""), "1 / 1");

@@ -105,6 +105,12 @@ pub enum Input {
     },
     /// Time passed (wrap-ups end).
     Tick,
+    /// The agent gave the disposition of `call` (their last): a wrap-up
+    /// that waited for it may end.
+    Disposed {
+        agent: String,
+        call: CallId,
+    },
     /// A new version of the config: agents and queues added, changed or
     /// removed ([`Acd::reconfigure`]).
     Reconfigure(NewConfig),
@@ -181,6 +187,10 @@ struct Agent {
     state_since: Instant,
     /// No longer in the config: logged out and gone once its call ends.
     retiring: bool,
+    /// The last call the agent answered (what a disposition is for).
+    last_call: Option<CallId>,
+    /// Its queue wants a disposition: the wrap-up lasts until it comes.
+    awaiting_disposition: bool,
 }
 
 struct Waiting {
@@ -229,6 +239,10 @@ pub struct AgentView {
     pub in_state_ms: u64,
     /// Calls answered since the engine started.
     pub calls: u32,
+    /// The last call the agent answered, and whether its wrap-up waits
+    /// for its disposition.
+    pub last_call: Option<String>,
+    pub awaiting_disposition: bool,
 }
 
 /// A waiting caller as the operations API shows it.
@@ -321,6 +335,8 @@ impl Acd {
                 call_queue: None,
                 state_since: now,
                 retiring: false,
+                last_call: None,
+                awaiting_disposition: false,
             });
             a.name = c.name.clone();
             a.queues = c.queues.clone();
@@ -411,6 +427,8 @@ impl Acd {
                 on_shift: a.on_shift,
                 in_state_ms: now.saturating_duration_since(a.state_since).as_millis() as u64,
                 calls: a.calls,
+                last_call: a.last_call.clone(),
+                awaiting_disposition: a.awaiting_disposition,
             })
             .collect()
     }
@@ -685,6 +703,8 @@ impl Acd {
                             a.calls += 1;
                             a.misses = 0;
                             a.answered_at = Some(now);
+                            a.last_call = Some(call.clone());
+                            a.awaiting_disposition = false;
                         }
                         self.talking.insert(call, agent);
                     }
@@ -739,12 +759,23 @@ impl Acd {
                         .map(|t| now.duration_since(t));
                     let wrap = self.wrap_up_of(&agent);
                     let queue = self.queue_of(&agent).map(str::to_owned);
+                    let required =
+                        queue
+                            .as_ref()
+                            .and_then(|q| self.queues.get(q))
+                            .is_some_and(|q| {
+                                q.config.disposition == crate::config::DispositionRule::Required
+                            });
                     if let (Some(h), Some(q)) =
                         (handled, queue.and_then(|q| self.queues.get_mut(&q)))
                     {
                         q.estimator.record(h + wrap);
                     }
-                    self.set(&agent, AgentEvent::Ended, now, &mut out);
+                    if self.set(&agent, AgentEvent::Ended, now, &mut out) && required {
+                        if let Some(a) = self.agents.get_mut(&agent) {
+                            a.awaiting_disposition = a.last_call.as_ref() == Some(&call);
+                        }
+                    }
                 }
             }
             Input::Released { call } => {
@@ -772,7 +803,28 @@ impl Acd {
                 self.set(&agent, AgentEvent::Login, now, &mut out);
             }
             Input::Logout { agent } => {
-                self.set(&agent, AgentEvent::Logout, now, &mut out);
+                if self.set(&agent, AgentEvent::Logout, now, &mut out) {
+                    if let Some(a) = self.agents.get_mut(&agent) {
+                        a.awaiting_disposition = false;
+                    }
+                }
+            }
+            Input::Disposed { agent, call } => {
+                if let Some(a) = self
+                    .agents
+                    .get_mut(&agent)
+                    .filter(|a| a.last_call.as_ref() == Some(&call))
+                {
+                    a.awaiting_disposition = false;
+                }
+                // A wrap-up past its time that waited for it ends at once.
+                let done = self.agents.get(&agent).is_some_and(|a| {
+                    !a.awaiting_disposition
+                        && matches!(a.state, AgentState::WrapUp { until } if until <= now)
+                });
+                if done {
+                    self.set(&agent, AgentEvent::WrapUpDone, now, &mut out);
+                }
             }
             Input::Pause { agent, reason } => {
                 self.set(&agent, AgentEvent::Pause(reason), now, &mut out);
@@ -806,9 +858,10 @@ impl Acd {
                 let done: Vec<String> = self
                     .agents
                     .iter()
-                    .filter(
-                        |(_, a)| matches!(a.state, AgentState::WrapUp { until } if until <= now),
-                    )
+                    .filter(|(_, a)| {
+                        matches!(a.state, AgentState::WrapUp { until } if until <= now)
+                            && !a.awaiting_disposition
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
                 for agent in done {
@@ -964,6 +1017,6 @@ impl Acd {
 }
 
 #[cfg(test)]
-mod reconfigure_tests;
+mod config_tests;
 #[cfg(test)]
 mod tests;

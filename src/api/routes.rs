@@ -65,6 +65,7 @@ pub fn table() -> Vec<Route> {
         r("get", "/api/calls", Role::Read, "Calls in progress.", NONE, None, || get(calls)),
         r("get", "/api/calls/{id}", Role::Read, "One call in progress.", NONE, None, || get(call)),
         r("post", "/api/calls/{id}/hangup", Role::Admin, "End a call in progress (202).", NONE, None, || post(hang_up)),
+        r("post", "/api/calls/{id}/disposition", Role::Agent, "Give the call (in progress or in wrap-up) one of its queue's dispositions: body {\"code\": \"resolved\"}. 422 with the queue's codes when the code is not one; 409 when no agent answered the call.", NONE, JSON, || post(disposition)),
         r("post", "/api/calls/{id}/recording/{action}", Role::Agent, "Pause or resume the call's recording (action pause or resume; PCI: the recording holds silence meanwhile and the record lists each pause). 409 when the call is not being recorded.", NONE, None, || post(recording)),
         r("get", "/api/events", Role::Read, "Live events as Server-Sent Events, or a WebSocket when the request upgrades.", &["queue", "agent"], None, || get(events)),
         r("get", "/events", Role::Read, "The same as /api/events.", &["queue", "agent"], None, || get(events)),
@@ -360,6 +361,53 @@ async fn hang_up(
             .into_response()
     } else {
         error(StatusCode::NOT_FOUND, "no such call in progress", None)
+    }
+}
+
+/// Gives a call one of its queue's dispositions.
+async fn disposition(
+    State(state): Shared,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = caller.needs(Role::Agent) {
+        return r;
+    }
+    let obj = match json_object(&body, "code") {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    let Some(code) = obj.get("code").and_then(|c| c.as_str()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`code` is needed (a text)",
+            Some("code"),
+        );
+    };
+    let config = state.config();
+    let handles = crate::engine::disposition::Handles {
+        config: &config,
+        calls: &state.calls,
+        store: &state.store,
+        acd: &state.acd,
+    };
+    use crate::engine::DispositionError as E;
+    match crate::engine::disposition::set(&handles, &id, code, None).await {
+        Ok(d) => {
+            info!(by = %caller.name, call_id = %id, code = %d.code, "disposition from the API");
+            Json(d).into_response()
+        }
+        Err(E::NoSuchCall) => error(StatusCode::NOT_FOUND, "no such call", None),
+        Err(e @ (E::NotAnswered | E::NotYours)) => {
+            error(StatusCode::CONFLICT, &e.to_string(), None)
+        }
+        Err(e @ E::UnknownCode { .. }) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &e.to_string(),
+            Some("code"),
+        ),
+        Err(e @ E::Store(_)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string(), None),
     }
 }
 

@@ -15,6 +15,34 @@ use crate::media::MediaEvent;
 use crate::sdp::{self, Origin};
 use crate::sip::{DialogEvent, IncomingCall};
 
+/// The disposition `code` for the agent's last call: a beep when taken,
+/// "not allowed" when not (no call, or not one of its queue's codes).
+async fn dispose(ctx: &CallContext, agent: &str, code: &str) -> &'static str {
+    let last = ctx.acd.view().await.and_then(|(agents, _)| {
+        agents
+            .into_iter()
+            .find(|a| a.id == agent)
+            .and_then(|a| a.last_call)
+    });
+    let Some(call) = last else {
+        info!(%agent, %code, "disposition by feature code: the agent has no last call");
+        return "agent/not-allowed";
+    };
+    let handles = super::disposition::Handles {
+        config: &ctx.config,
+        calls: &ctx.calls,
+        store: &ctx.store,
+        acd: &ctx.acd,
+    };
+    match super::disposition::set(&handles, &call, code, Some(agent)).await {
+        Ok(_) => "beep",
+        Err(e) => {
+            info!(%agent, %code, %call, error = %e, "disposition by feature code refused");
+            "agent/not-allowed"
+        }
+    }
+}
+
 pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: String) -> Ending {
     let IncomingCall {
         dialog,
@@ -51,7 +79,13 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
 
     let codes = &ctx.config.feature_codes;
     let before = ctx.acd.agent_state(&agent).await;
-    if code == codes.login {
+    let disposition = code
+        .strip_prefix(codes.disposition.as_str())
+        .filter(|rest| !codes.disposition.is_empty() && !rest.is_empty());
+    let mut prompt = None;
+    if let Some(given) = disposition {
+        prompt = Some(dispose(ctx, &agent, given).await);
+    } else if code == codes.login {
         ctx.acd
             .send(Input::Login {
                 agent: agent.clone(),
@@ -78,14 +112,14 @@ pub async fn run(ctx: &CallContext, call: IncomingCall, agent: String, code: Str
             .await;
     }
     let after = ctx.acd.agent_state(&agent).await;
-    let prompt = match (before, after) {
+    let prompt = prompt.unwrap_or(match (before, after) {
         (b, a) if b == a && code != codes.login => "agent/not-allowed",
         (_, Some(AgentStatus::LoggedOut)) => "agent/logged-out",
         (_, Some(AgentStatus::Paused)) => "agent/paused",
         (Some(AgentStatus::LoggedOut), Some(_)) => "agent/logged-in",
         (_, Some(_)) => "agent/available",
         (_, None) => "agent/not-allowed",
-    };
+    });
     info!(%agent, %code, ?before, ?after, "agent state by feature code");
     let token = match ctx.prompts.get(prompt) {
         Some(p) => {

@@ -8,6 +8,7 @@ mod booking;
 mod bridge;
 mod carry;
 mod conversation;
+pub mod disposition;
 mod feature;
 mod io;
 pub mod live;

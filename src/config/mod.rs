@@ -683,6 +683,40 @@ pub struct QueueConfig {
     /// How long this queue's call records and recordings are kept (over
     /// the top-level `retention`; `voicemail` is not per queue).
     pub retention: Retention,
+    /// What the agent may say of how a call ended (from the API, or with
+    /// `feature-codes.disposition` and the code from a SIP phone).
+    pub dispositions: Vec<Disposition>,
+    /// `required`: the agent's wrap-up lasts until a disposition is given;
+    /// `optional` (default): it ends by its time.
+    pub disposition: DispositionRule,
+}
+
+/// A disposition code of a queue.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Disposition {
+    /// What is given (`1`, `resolved`, …); digits, to be dialled from a phone.
+    pub code: String,
+    pub label: String,
+    /// The caller's need was met on this call (first-contact resolution).
+    #[serde(default)]
+    pub first_contact_resolution: bool,
+}
+
+/// Whether a queue's calls need a disposition before the agent is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DispositionRule {
+    #[default]
+    Optional,
+    Required,
+}
+
+impl QueueConfig {
+    /// The disposition of this queue with `code`.
+    pub fn disposition_of(&self, code: &str) -> Option<&Disposition> {
+        self.dispositions.iter().find(|d| d.code == code)
+    }
 }
 
 /// Whether a queue's conversations are recorded.
@@ -752,6 +786,8 @@ impl Default for QueueConfig {
             survey: None,
             callback: None,
             retention: Retention::default(),
+            dispositions: Vec::new(),
+            disposition: DispositionRule::Optional,
         }
     }
 }
@@ -809,6 +845,9 @@ pub struct FeatureCodes {
     /// Pressed by the agent during a call of an `on-demand` queue: starts
     /// recording the conversation, or stops it.
     pub record: String,
+    /// Dialled by an agent in wrap-up followed by a disposition code
+    /// (`*48` then `1`: `*481`): the disposition of their last call.
+    pub disposition: String,
     /// Pressed by the agent during a recorded call: pauses the recording
     /// (while the caller gives card data), or resumes it. The recording
     /// holds silence for the paused time; the record lists each pause.
@@ -823,6 +862,7 @@ impl Default for FeatureCodes {
             pause: "*47".into(),
             record: "*1".into(),
             pause_recording: "*2".into(),
+            disposition: "*48".into(),
         }
     }
 }
@@ -1086,6 +1126,23 @@ impl Config {
         for (name, q) in &self.queues {
             if let Some(cb) = &q.callback {
                 self.check_callback(name, cb)?;
+            }
+            let mut codes = std::collections::HashSet::new();
+            for d in &q.dispositions {
+                if d.code.trim().is_empty() {
+                    return Err(format!("queues.{name}.dispositions: a code is empty"));
+                }
+                if !codes.insert(d.code.as_str()) {
+                    return Err(format!(
+                        "queues.{name}.dispositions: the code `{}` is given twice",
+                        d.code
+                    ));
+                }
+            }
+            if q.disposition == DispositionRule::Required && q.dispositions.is_empty() {
+                return Err(format!(
+                    "queues.{name}.disposition: required, but the queue has no dispositions"
+                ));
             }
         }
         for origin in &self.http.origins {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// Dispositions of calls (from the API).
+pub use crate::call::disposition::{self, Disposed, DispositionError};
 /// The calls in progress (list, hang up): the one call item the API may use.
 pub use crate::call::live::{CallPhase, LiveCall, LiveCalls as Calls};
 /// Where a call's recording stands (pause and resume from the API).

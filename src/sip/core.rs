@@ -724,9 +724,13 @@ impl SipCore {
             .and_then(|u| u.user)
             .unwrap_or_default();
         let codes = &self.config.feature_codes;
-        let is_code = [&codes.login, &codes.logout, &codes.pause]
-            .iter()
-            .any(|c| **c == dialed_user);
+        let disposition = !codes.disposition.is_empty()
+            && dialed_user.len() > codes.disposition.len()
+            && dialed_user.starts_with(&codes.disposition);
+        let is_code = disposition
+            || [&codes.login, &codes.logout, &codes.pause]
+                .iter()
+                .any(|c| **c == dialed_user);
         let mut feature = None;
         let trunk = if is_code {
             // An agent's phone, dialling a feature code: prove who it is.

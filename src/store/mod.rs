@@ -126,6 +126,10 @@ pub struct Cdr {
     /// The stretches the conversation's recording was paused (card data),
     /// as JSON: `[{"from", "to", "by"}]`; none when it never was.
     pub recording_pauses: Option<serde_json::Value>,
+    /// The agent's disposition code, and whether it counts as resolved on
+    /// first contact (as the queue's config said when it was given).
+    pub disposition: Option<String>,
+    pub first_contact_resolution: Option<bool>,
 }
 
 /// What a retention sweep deletes: rows older than each cutoff (a
@@ -247,6 +251,16 @@ pub trait Store: Send {
     /// Deletes what the plan says is past its time; returns what went and
     /// the files the caller must delete.
     fn sweep(&mut self, plan: &SweepPlan) -> Result<Swept, StoreError>;
+    /// The latest record of `call_id` (open or closed).
+    fn cdr_of_call(&mut self, call_id: &str) -> Result<Option<Cdr>, StoreError>;
+    /// Sets the disposition of the latest record of `call_id`; `false`
+    /// when there is none. A later write of the record keeps it.
+    fn set_disposition(
+        &mut self,
+        call_id: &str,
+        code: &str,
+        first_contact_resolution: bool,
+    ) -> Result<bool, StoreError>;
     fn survey_answers(&mut self) -> Result<Vec<SurveyAnswer>, StoreError>;
 }
 
@@ -582,6 +596,26 @@ impl StoreHandle {
 
     pub async fn voicemails(&self) -> Result<Vec<Voicemail>, StoreError> {
         self.call(|s| s.voicemails()).await
+    }
+
+    /// The latest record of `call_id` (open or closed).
+    pub async fn cdr_of_call(&self, call_id: &str) -> Result<Option<Cdr>, StoreError> {
+        let call_id = call_id.to_owned();
+        self.call(move |s| s.cdr_of_call(&call_id)).await
+    }
+
+    /// Sets a call's disposition (see [`Store::set_disposition`]).
+    pub async fn set_disposition(
+        &self,
+        call_id: &str,
+        code: &str,
+        first_contact_resolution: bool,
+    ) -> Result<bool, StoreError> {
+        let (call_id, code) = (call_id.to_owned(), code.to_owned());
+        self.write("disposition", move |s| {
+            s.set_disposition(&call_id, &code, first_contact_resolution)
+        })
+        .await
     }
 
     /// Deletes what retention says is past its time (in one transaction).

@@ -108,6 +108,12 @@ ALTER TABLE cdr ADD COLUMN agent_mos REAL;
     "
 ALTER TABLE cdr ADD COLUMN recording_pauses TEXT;
 ",
+    // Dispositions: the agent's code, and first-contact resolution.
+    "
+ALTER TABLE cdr ADD COLUMN disposition TEXT;
+ALTER TABLE cdr ADD COLUMN first_contact_resolution INTEGER;
+CREATE INDEX IF NOT EXISTS cdr_call_id ON cdr (call_id);
+",
 ];
 
 pub struct SqliteStore {
@@ -287,7 +293,8 @@ fn text(t: Option<Timestamp>) -> Option<String> {
 }
 
 impl SqliteStore {
-    /// CDRs matching `filter` (an SQL condition, then the order and limit).
+    /// CDRs matching `filter` (an SQL condition, then the order and limit;
+    /// `open = 0` in it for finished calls only).
     fn query_cdrs<P: rusqlite::Params>(
         &mut self,
         filter: &str,
@@ -297,8 +304,8 @@ impl SqliteStore {
             "SELECT call_id, caller, dialed, trunk, arrived_at, answered_at, flow, ivr_exit_at,
                 queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome, ended_by,
                 wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node,
-                quality, mos, agent_mos, recording_pauses
-             FROM cdr WHERE open = 0 AND {filter}"
+                quality, mos, agent_mos, recording_pauses, disposition, first_contact_resolution
+             FROM cdr WHERE {filter}"
         ))?;
         let rows = stmt.query_map(params, |r| {
             Ok(Cdr {
@@ -333,6 +340,8 @@ impl SqliteStore {
                 recording_pauses: r
                     .get::<_, Option<String>>(26)?
                     .and_then(|q| serde_json::from_str(&q).ok()),
+                disposition: r.get(27)?,
+                first_contact_resolution: r.get(28)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -364,9 +373,10 @@ impl Store for SqliteStore {
             "INSERT INTO cdr (call_id, caller, dialed, trunk, arrived_at, answered_at, flow,
                 ivr_exit_at, queue, queued_at, offered_at, agent, bridged_at, ended_at, outcome,
                 ended_by, wait_ms, talk_ms, vars, hold_ms, wrap_up_ms, recording, exit_node,
-                record_key, open, quality, mos, agent_mos, recording_pauses)
+                record_key, open, quality, mos, agent_mos, recording_pauses, disposition,
+                first_contact_resolution)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
+                ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)
              ON CONFLICT (record_key) DO UPDATE SET call_id = excluded.call_id,
                 caller = excluded.caller, dialed = excluded.dialed, trunk = excluded.trunk,
                 arrived_at = excluded.arrived_at, answered_at = excluded.answered_at,
@@ -379,7 +389,10 @@ impl Store for SqliteStore {
                 wrap_up_ms = excluded.wrap_up_ms, recording = excluded.recording,
                 exit_node = excluded.exit_node, open = excluded.open,
                 quality = excluded.quality, mos = excluded.mos, agent_mos = excluded.agent_mos,
-                recording_pauses = excluded.recording_pauses",
+                recording_pauses = excluded.recording_pauses,
+                disposition = COALESCE(excluded.disposition, cdr.disposition),
+                first_contact_resolution =
+                    COALESCE(excluded.first_contact_resolution, cdr.first_contact_resolution)",
         )?;
         stmt.execute(params![
             c.call_id,
@@ -410,7 +423,9 @@ impl Store for SqliteStore {
             c.quality.as_ref().map(|q| q.to_string()),
             c.mos,
             c.agent_mos,
-            c.recording_pauses.as_ref().map(|p| p.to_string())
+            c.recording_pauses.as_ref().map(|p| p.to_string()),
+            c.disposition,
+            c.first_contact_resolution
         ])?;
         Ok(())
     }
@@ -423,7 +438,7 @@ impl Store for SqliteStore {
     }
 
     fn cdrs(&mut self) -> Result<Vec<Cdr>, StoreError> {
-        self.query_cdrs("1 ORDER BY id", [])
+        self.query_cdrs("open = 0 ORDER BY id", [])
     }
 
     fn cdrs_between(&mut self, since: Timestamp, until: Timestamp) -> Result<Vec<Cdr>, StoreError> {
@@ -433,7 +448,7 @@ impl Store for SqliteStore {
         let slack = jiff::SignedDuration::from_secs(1);
         let wide = |t: Timestamp, d| t.checked_add(d).unwrap_or(t).to_string();
         let mut rows = self.query_cdrs(
-            "arrived_at >= ?1 AND arrived_at < ?2 ORDER BY id",
+            "open = 0 AND arrived_at >= ?1 AND arrived_at < ?2 ORDER BY id",
             params![wide(since, -slack), wide(until, slack)],
         )?;
         rows.retain(|c| c.arrived_at.is_some_and(|a| a >= since && a < until));
@@ -446,7 +461,7 @@ impl Store for SqliteStore {
         self.query_cdrs(
             // By the (caller, arrived_at) index, newest first: a caller
             // with thousands of calls costs `limit` rows, not all of them.
-            "caller = ?1 ORDER BY arrived_at DESC LIMIT ?2",
+            "open = 0 AND caller = ?1 ORDER BY arrived_at DESC LIMIT ?2",
             params![caller, limit],
         )
     }
@@ -629,6 +644,26 @@ impl Store for SqliteStore {
             ],
         )?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    fn cdr_of_call(&mut self, call_id: &str) -> Result<Option<Cdr>, StoreError> {
+        Ok(self
+            .query_cdrs("call_id = ?1 ORDER BY id DESC LIMIT 1", [call_id])?
+            .pop())
+    }
+
+    fn set_disposition(
+        &mut self,
+        call_id: &str,
+        code: &str,
+        first_contact_resolution: bool,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE cdr SET disposition = ?2, first_contact_resolution = ?3
+             WHERE id = (SELECT max(id) FROM cdr WHERE call_id = ?1)",
+            params![call_id, code, first_contact_resolution],
+        )?;
+        Ok(n > 0)
     }
 
     fn sweep(&mut self, plan: &super::SweepPlan) -> Result<super::Swept, StoreError> {

@@ -1,5 +1,6 @@
-//! A new version of the config while calls go on: agents and queues added,
-//! changed and removed (on a virtual clock).
+//! What the config asks of the ACD (on a virtual clock): a new version
+//! while calls go on (agents and queues added, changed and removed), and
+//! a queue's required disposition holding the wrap-up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,4 +145,68 @@ agents:
     // Its last caller answered, the queue is gone.
     assert!(acd.queues_view(t2).iter().all(|q| q.name != "old"));
     assert!(acd.queues_view(t2).iter().any(|q| q.name == "sales"));
+}
+
+#[test]
+fn a_required_disposition_holds_the_wrap_up_past_its_time_until_it_comes() {
+    let mut acd = Acd::new(
+        &Config::parse(
+            "
+queues:
+  support:
+    wrap-up: 5s
+    disposition: required
+    dispositions: [{ code: '1', label: Resolved, first-contact-resolution: true }]
+agents:
+  - { id: a1, password: x, queues: [support], auto-login: true }
+",
+        )
+        .unwrap(),
+    );
+    let t = Instant::now();
+    reachable(&mut acd, &["a1"], t);
+    acd.step(join("c1", "support", 0, &[]), t);
+    acd.step(
+        Input::Answered {
+            call: "c1".into(),
+            agent: "a1".into(),
+        },
+        t,
+    );
+    acd.step(
+        Input::Ended { call: "c1".into() },
+        t + Duration::from_secs(60),
+    );
+    let view = |acd: &Acd, at| acd.agents_view(at).into_iter().next().unwrap();
+    let v = view(&acd, t);
+    assert_eq!(v.last_call.as_deref(), Some("c1"));
+    assert!(v.awaiting_disposition);
+    // Its 5 s are over; it waits.
+    let later = t + Duration::from_secs(120);
+    assert!(states(&acd.step(Input::Tick, later)).is_empty());
+    assert!(matches!(
+        acd.agent_state("a1"),
+        Some(AgentState::WrapUp { .. })
+    ));
+    // A disposition for another call changes nothing; its own ends it.
+    assert!(states(&acd.step(
+        Input::Disposed {
+            agent: "a1".into(),
+            call: "c0".into(),
+        },
+        later,
+    ))
+    .is_empty());
+    let out = acd.step(
+        Input::Disposed {
+            agent: "a1".into(),
+            call: "c1".into(),
+        },
+        later,
+    );
+    assert_eq!(
+        states(&out),
+        vec![("a1".to_owned(), AgentStatus::Available)]
+    );
+    assert!(!view(&acd, later).awaiting_disposition);
 }
