@@ -205,8 +205,16 @@ impl crate::Pairs for RtcPairs {
         let mut sides = Vec::with_capacity(2 * n);
         for i in 0..n {
             let port = 10000 + i as u16;
-            let mut l = Side::new((Ipv4Addr::new(10, 0, 0, 1), port).into(), *now, 1000 + i as u32);
-            let mut r = Side::new((Ipv4Addr::new(10, 0, 0, 2), port).into(), *now, 900_000 + i as u32);
+            let mut l = Side::new(
+                (Ipv4Addr::new(10, 0, 0, 1), port).into(),
+                *now,
+                1000 + i as u32,
+            );
+            let mut r = Side::new(
+                (Ipv4Addr::new(10, 0, 0, 2), port).into(),
+                *now,
+                900_000 + i as u32,
+            );
             let offer = l.pc.create_offer(None).unwrap();
             l.pc.set_local_description(*now, offer.clone()).unwrap();
             r.pc.set_remote_description(*now, offer).unwrap();

@@ -47,9 +47,7 @@ impl Side {
                     self.next = t;
                     return;
                 }
-                Ok(Output::Transmit(t)) => {
-                    out.push((t.destination, t.source, t.contents.to_vec()))
-                }
+                Ok(Output::Transmit(t)) => out.push((t.destination, t.source, t.contents.to_vec())),
                 Ok(Output::Event(e)) => match e {
                     Event::Connected => self.connected = true,
                     Event::MediaAdded(m) => self.mid = Some(m.mid),
