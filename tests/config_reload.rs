@@ -285,8 +285,46 @@ fn a_reload_changes_agents_hours_and_trunks_for_new_calls_while_a_call_keeps_its
         "{records:?}"
     );
 
-    // Version 3 has an error: refused with its line and column, from the
-    // API and from `hotline reload`, and version 2 keeps running.
+    // Version 3 takes the fresh token away: a live-event stream opened
+    // with it ends, and it opens nothing more.
+    let http = engine.ports.http();
+    let stream = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+        write!(s, "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {FRESH}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut text = Vec::new();
+        let mut buf = [0u8; 1024];
+        // Until the engine ends the stream (or 10 s without a byte).
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                return (String::from_utf8_lossy(&text).into_owned(), true);
+            }
+            text.extend_from_slice(&buf[..n]);
+        }
+        (String::from_utf8_lossy(&text).into_owned(), false)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let without = std::fs::read_to_string(&config_path).unwrap().replace(
+        &format!("    - {{ name: fresh, token: {FRESH}, role: read }}\n"),
+        "",
+    );
+    std::fs::write(&config_path, &without).unwrap();
+    let (status, body) = api_post(&engine, "/api/config/reload", ADMIN, "");
+    assert_eq!(status, 200, "{body}");
+    let reloaded = Instant::now();
+    let (opened, ended) = stream.join().unwrap();
+    assert!(
+        reloaded.elapsed() < Duration::from_secs(3),
+        "the stream ended {:?} after the reload",
+        reloaded.elapsed()
+    );
+    assert!(opened.starts_with("HTTP/1.1 200"), "{opened}");
+    assert!(ended, "the stream of a removed token goes on:\n{opened}");
+    assert_eq!(api_get_as(&engine, "/api/agents", FRESH).0, 401);
+
+    // Version 4 has an error: refused with its line and column, from the
+    // API and from `hotline reload`, and version 3 keeps running.
     let good = std::fs::read_to_string(&config_path).unwrap();
     let bad = good.replace("announce-position: false", "announce-positon: false");
     let line = bad
@@ -298,7 +336,7 @@ fn a_reload_changes_agents_hours_and_trunks_for_new_calls_while_a_call_keeps_its
     let (status, body) = api_post(&engine, "/api/config/reload", ADMIN, "");
     assert_eq!(status, 422, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["running"], 2, "{body}");
+    assert_eq!(v["running"], 3, "{body}");
     let diagnostics = v["diagnostics"].to_string();
     assert!(
         diagnostics.contains(&format!("hotline.yaml:{line}:"))
@@ -316,6 +354,6 @@ fn a_reload_changes_agents_hours_and_trunks_for_new_calls_while_a_call_keeps_its
         "agent 1002 is still there"
     );
     let (_, flows_now) = api_get(&engine, "/api/flows");
-    assert!(flows_now.contains("\"version\":2"), "{flows_now}");
+    assert!(flows_now.contains("\"version\":3"), "{flows_now}");
     let _ = std::fs::remove_dir_all(&flows);
 }

@@ -19,9 +19,34 @@ use crate::config::{PublicPage, Role};
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// The token it came with (none: a public page on this machine).
+    token: Option<Secret>,
+}
+
+/// A token kept to check it again later; never shown.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
 }
 
 impl Caller {
+    /// Whether `config` still has the token this caller came with (a
+    /// reload may have removed or changed it): a stream it opened ends
+    /// when not.
+    pub fn still_valid(&self, config: &crate::config::Config) -> bool {
+        self.token.as_ref().is_none_or(|t| {
+            config
+                .http
+                .tokens
+                .iter()
+                .any(|c| same(c.token.as_bytes(), t.0.as_bytes()) && c.role >= self.role)
+        })
+    }
+
     /// `Err` (403) unless the token's role is at least `role`. (The error
     /// is the response itself: handlers return it as it is.)
     #[allow(clippy::result_large_err)]
@@ -131,6 +156,7 @@ pub async fn check(State(state): State<Arc<ApiState>>, mut req: Request, next: N
         req.extensions_mut().insert(Caller {
             name: "public".into(),
             role: Role::Read,
+            token: None,
         });
         return next.run(req).await;
     }
@@ -173,6 +199,7 @@ pub async fn check(State(state): State<Arc<ApiState>>, mut req: Request, next: N
             req.extensions_mut().insert(Caller {
                 name: t.name.clone(),
                 role: t.role,
+                token: Some(Secret(t.token.clone())),
             });
             next.run(req).await
         }

@@ -633,9 +633,11 @@ impl Filter {
 }
 
 /// The live events: a WebSocket when the request asks to upgrade, else
-/// Server-Sent Events. Each is one JSON object with a `type`.
+/// Server-Sent Events. Each is one JSON object with a `type`. A stream
+/// ends when a reload removes (or changes) the token it was opened with.
 async fn events(
     State(state): Shared,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<Filter>, axum::extract::rejection::QueryRejection>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -644,10 +646,16 @@ async fn events(
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text(), None),
     };
     let rx = state.events.subscribe();
+    let running = state.running.clone();
     if let Ok(ws) = ws {
-        return ws.on_upgrade(move |socket| websocket(socket, rx, filter));
+        return ws.on_upgrade(move |socket| websocket(socket, rx, filter, running, caller));
     }
-    let stream = BroadcastStream::new(rx).filter_map(move |item| {
+    enum Item {
+        Event(SseEvent),
+        /// A new config: whether the caller's token is still in it.
+        Config(bool),
+    }
+    let events = BroadcastStream::new(rx).filter_map(move |item| {
         let json = match item {
             Ok(ev) if filter.wants(&ev) => serde_json::to_string(&*ev).ok()?,
             Ok(_) => return None,
@@ -655,8 +663,17 @@ async fn events(
                 serde_json::json!({ "type": "lagged", "missed": n }).to_string()
             }
         };
-        Some(Ok::<_, Infallible>(SseEvent::default().data(json)))
+        Some(Item::Event(SseEvent::default().data(json)))
     });
+    let configs = tokio_stream::wrappers::WatchStream::from_changes(running)
+        .map(move |r| Item::Config(caller.still_valid(&r.config)));
+    let stream = events
+        .merge(configs)
+        .take_while(|i| !matches!(i, Item::Config(false)))
+        .filter_map(|i| match i {
+            Item::Event(e) => Some(Ok::<_, Infallible>(e)),
+            Item::Config(_) => None,
+        });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
@@ -666,6 +683,8 @@ async fn websocket(
     mut socket: WebSocket,
     mut rx: tokio::sync::broadcast::Receiver<Arc<Event>>,
     filter: Filter,
+    mut running: crate::loader::running::Live,
+    caller: Caller,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
@@ -684,6 +703,13 @@ async fn websocket(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => continue,
             },
+            changed = running.changed() => {
+                if changed.is_err() || !caller.still_valid(&running.borrow_and_update().config) {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                continue;
+            }
         };
         if socket.send(Message::Text(json.into())).await.is_err() {
             return;
