@@ -7,6 +7,7 @@
 mod rtc_side;
 mod str0m_side;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// CPU time of this process so far (user + system).
@@ -40,24 +41,117 @@ pub struct Figures {
     pub frames_received: u64,
 }
 
-/// One crate's pairs, driven by the harness.
-pub trait Pairs {
-    /// Builds and connects `n` pairs (offer/answer, ICE, DTLS); how many
-    /// connected.
-    fn connect(n: usize, now: &mut Instant) -> (Self, usize)
-    where
-        Self: Sized;
-    /// Every side sends one 20 ms frame, then everything due by `now` is
-    /// delivered and handled.
-    fn tick(&mut self, now: Instant);
-    fn sent_received(&self) -> (u64, u64);
+/// A packet on the in-memory network: (to, from, bytes).
+pub type Packet = (SocketAddr, SocketAddr, Vec<u8>);
+
+/// One peer of a crate, driven by the harness.
+pub trait Peer: Sized {
+    /// Pair `i`: two peers on `addr(i, true)` and `addr(i, false)`,
+    /// offer and answer exchanged.
+    fn pair(i: usize, now: Instant) -> (Self, Self);
+    /// A packet arrived from `from` (handled at the next `step`).
+    fn deliver(&mut self, from: SocketAddr, bytes: Vec<u8>);
+    /// Handles what arrived and what is due by `now`; what it sends goes
+    /// to `out`.
+    fn step(&mut self, now: Instant, out: &mut Vec<Packet>);
+    /// One 20 ms frame of audio, once connected.
+    fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]);
+    fn connected(&self) -> bool;
+    /// Frames sent and received.
+    fn counts(&self) -> (u64, u64);
 }
 
-fn run<P: Pairs>(n: usize, seconds: u64) -> Figures {
+/// Where side `left` of pair `i` is.
+pub fn addr(i: usize, left: bool) -> SocketAddr {
+    let ip = if left { [10, 0, 0, 1] } else { [10, 0, 0, 2] };
+    (Ipv4Addr::from(ip), 10000 + i as u16).into()
+}
+
+/// Which side (index into the pairs' sides) is at `a`.
+fn index(a: SocketAddr, sides: usize) -> Option<usize> {
+    let pair = a.port().checked_sub(10000)? as usize;
+    let i = 2 * pair + usize::from(a.ip() != IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    (i < sides).then_some(i)
+}
+
+struct Pairs<P> {
+    sides: Vec<P>,
+    start: Instant,
+    frame: Vec<u8>,
+}
+
+impl<P: Peer> Pairs<P> {
+    /// Builds and connects `n` pairs (ICE, DTLS: 10 ms steps for at most
+    /// 10 virtual seconds); how many connected.
+    fn connect(n: usize, now: &mut Instant) -> (Self, usize) {
+        let mut sides = Vec::with_capacity(2 * n);
+        for i in 0..n {
+            let (l, r) = P::pair(i, *now);
+            sides.push(l);
+            sides.push(r);
+        }
+        let mut pairs = Pairs {
+            sides,
+            start: *now,
+            frame: vec![0xff; 160],
+        };
+        for _ in 0..1000 {
+            pairs.settle(*now);
+            if pairs.sides.iter().all(P::connected) {
+                break;
+            }
+            *now += Duration::from_millis(10);
+        }
+        let connected = pairs
+            .sides
+            .chunks(2)
+            .filter(|p| p[0].connected() && p[1].connected())
+            .count();
+        (pairs, connected)
+    }
+
+    /// Until nothing is in flight (at most 64 rounds): every side handles
+    /// what came and what is due by `now`.
+    fn settle(&mut self, now: Instant) {
+        let mut out = Vec::new();
+        for _ in 0..64 {
+            for s in &mut self.sides {
+                s.step(now, &mut out);
+            }
+            if out.is_empty() {
+                return;
+            }
+            let n = self.sides.len();
+            for (to, from, bytes) in out.drain(..) {
+                if let Some(i) = index(to, n) {
+                    self.sides[i].deliver(from, bytes);
+                }
+            }
+        }
+    }
+
+    /// Every side sends one 20 ms frame, then everything due by `now` is
+    /// delivered and handled.
+    fn tick(&mut self, now: Instant) {
+        for s in &mut self.sides {
+            s.send_frame(now, self.start, &self.frame);
+        }
+        self.settle(now);
+    }
+
+    fn sent_received(&self) -> (u64, u64) {
+        self.sides
+            .iter()
+            .map(P::counts)
+            .fold((0, 0), |(a, b), (s, r)| (a + s, b + r))
+    }
+}
+
+fn run<P: Peer>(n: usize, seconds: u64) -> Figures {
     let rss0 = rss_kib();
     let cpu0 = cpu();
     let mut now = Instant::now();
-    let (mut pairs, connected) = P::connect(n, &mut now);
+    let (mut pairs, connected) = Pairs::<P>::connect(n, &mut now);
     let setup_cpu = cpu() - cpu0;
     let setup_rss_kib = rss_kib().saturating_sub(rss0);
     let cpu1 = cpu();
@@ -83,8 +177,8 @@ fn main() {
     let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200);
     let seconds: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20);
     let f = match which {
-        "str0m" => run::<str0m_side::Str0mPairs>(n, seconds),
-        "rtc" => run::<rtc_side::RtcPairs>(n, seconds),
+        "str0m" => run::<str0m_side::Side>(n, seconds),
+        "rtc" => run::<rtc_side::Side>(n, seconds),
         other => panic!("`{other}`: str0m or rtc"),
     };
     let legs = (2 * f.connected).max(1) as f64;

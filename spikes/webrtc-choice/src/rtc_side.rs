@@ -1,8 +1,10 @@
 //! webrtc-rs's sans-I/O peers (`rtc`): one `RTCPeerConnection` a side,
 //! packets handed over in memory.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::{addr, Packet, Peer};
 
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
@@ -38,7 +40,7 @@ fn pcmu() -> RTCRtpCodecParameters {
     }
 }
 
-struct Side {
+pub struct Side {
     pc: RTCPeerConnection,
     addr: SocketAddr,
     inbox: Vec<(SocketAddr, Vec<u8>)>,
@@ -106,7 +108,7 @@ impl Side {
         }
     }
 
-    fn drain(&mut self, out: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+    fn drain(&mut self, out: &mut Vec<Packet>) {
         while let Some(msg) = self.pc.poll_write() {
             out.push((msg.transport.peer_addr, self.addr, msg.message.to_vec()));
         }
@@ -124,7 +126,7 @@ impl Side {
         }
     }
 
-    fn step(&mut self, now: Instant, out: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+    fn handle(&mut self, now: Instant, out: &mut Vec<Packet>) {
         for (from, bytes) in std::mem::take(&mut self.inbox) {
             let _ = self.pc.handle_read(TaggedBytesMut {
                 now,
@@ -144,7 +146,7 @@ impl Side {
         self.drain(out);
     }
 
-    fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]) {
+    fn write(&mut self, now: Instant, start: Instant, frame: &[u8]) {
         if !self.connected {
             return;
         }
@@ -168,94 +170,36 @@ impl Side {
     }
 }
 
-pub struct RtcPairs {
-    sides: Vec<Side>,
-    start: Instant,
-    frame: Vec<u8>,
-}
-
-impl RtcPairs {
-    fn settle(&mut self, now: Instant) {
-        let index = |addr: SocketAddr, n: usize| -> Option<usize> {
-            let pair = addr.port().checked_sub(10000)? as usize;
-            let left = addr.ip() == IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-            let i = 2 * pair + usize::from(!left);
-            (i < n).then_some(i)
-        };
-        let mut out = Vec::new();
-        for _ in 0..64 {
-            for s in &mut self.sides {
-                s.step(now, &mut out);
-            }
-            if out.is_empty() {
-                return;
-            }
-            let n = self.sides.len();
-            for (to, from, bytes) in out.drain(..) {
-                if let Some(i) = index(to, n) {
-                    self.sides[i].inbox.push((from, bytes));
-                }
-            }
-        }
-    }
-}
-
-impl crate::Pairs for RtcPairs {
-    fn connect(n: usize, now: &mut Instant) -> (Self, usize) {
-        let mut sides = Vec::with_capacity(2 * n);
-        for i in 0..n {
-            let port = 10000 + i as u16;
-            let mut l = Side::new(
-                (Ipv4Addr::new(10, 0, 0, 1), port).into(),
-                *now,
-                1000 + i as u32,
-            );
-            let mut r = Side::new(
-                (Ipv4Addr::new(10, 0, 0, 2), port).into(),
-                *now,
-                900_000 + i as u32,
-            );
-            let offer = l.pc.create_offer(None).unwrap();
-            l.pc.set_local_description(*now, offer.clone()).unwrap();
-            r.pc.set_remote_description(*now, offer).unwrap();
-            let answer = r.pc.create_answer(None).unwrap();
-            r.pc.set_local_description(*now, answer.clone()).unwrap();
-            l.pc.set_remote_description(*now, answer).unwrap();
-            sides.push(l);
-            sides.push(r);
-        }
-        let mut pairs = RtcPairs {
-            sides,
-            start: *now,
-            frame: vec![0xff; 160],
-        };
-        for _ in 0..1000 {
-            pairs.settle(*now);
-            if pairs.sides.iter().all(|s| s.connected) {
-                break;
-            }
-            *now += Duration::from_millis(10);
-        }
-        let connected = pairs
-            .sides
-            .chunks(2)
-            .filter(|p| p[0].connected && p[1].connected)
-            .count();
-        (pairs, connected)
+impl Peer for Side {
+    fn pair(i: usize, now: Instant) -> (Side, Side) {
+        let mut l = Side::new(addr(i, true), now, 1000 + i as u32);
+        let mut r = Side::new(addr(i, false), now, 900_000 + i as u32);
+        let offer = l.pc.create_offer(None).unwrap();
+        l.pc.set_local_description(now, offer.clone()).unwrap();
+        r.pc.set_remote_description(now, offer).unwrap();
+        let answer = r.pc.create_answer(None).unwrap();
+        r.pc.set_local_description(now, answer.clone()).unwrap();
+        l.pc.set_remote_description(now, answer).unwrap();
+        (l, r)
     }
 
-    fn tick(&mut self, now: Instant) {
-        let (start, frame) = (self.start, std::mem::take(&mut self.frame));
-        for s in &mut self.sides {
-            s.send_frame(now, start, &frame);
-        }
-        self.frame = frame;
-        self.settle(now);
+    fn deliver(&mut self, from: SocketAddr, bytes: Vec<u8>) {
+        self.inbox.push((from, bytes));
     }
 
-    fn sent_received(&self) -> (u64, u64) {
-        self.sides
-            .iter()
-            .fold((0, 0), |(a, b), s| (a + s.sent, b + s.received))
+    fn step(&mut self, now: Instant, out: &mut Vec<Packet>) {
+        self.handle(now, out);
+    }
+
+    fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]) {
+        self.write(now, start, frame);
+    }
+
+    fn connected(&self) -> bool {
+        self.connected
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (self.sent, self.received)
     }
 }

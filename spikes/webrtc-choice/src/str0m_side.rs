@@ -1,15 +1,17 @@
 //! str0m's peers: one `Rtc` a side, packets handed over in memory.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
+
+use crate::{addr, Packet, Peer};
 
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
-struct Side {
+pub struct Side {
     rtc: Rtc,
     addr: SocketAddr,
     inbox: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -40,7 +42,7 @@ impl Side {
     }
 
     /// Everything the side has to say now; its packets go to `out`.
-    fn drain(&mut self, out: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+    fn drain(&mut self, out: &mut Vec<Packet>) {
         loop {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
@@ -59,7 +61,7 @@ impl Side {
         }
     }
 
-    fn step(&mut self, now: Instant, out: &mut Vec<(SocketAddr, SocketAddr, Vec<u8>)>) {
+    fn handle(&mut self, now: Instant, out: &mut Vec<Packet>) {
         while let Some((from, bytes)) = self.inbox.pop_front() {
             let input = Input::Receive(
                 now,
@@ -81,7 +83,7 @@ impl Side {
         }
     }
 
-    fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]) {
+    fn write(&mut self, now: Instant, start: Instant, frame: &[u8]) {
         let Some(mid) = self.mid else { return };
         let Some(pt) = self
             .rtc
@@ -100,89 +102,38 @@ impl Side {
     }
 }
 
-pub struct Str0mPairs {
-    sides: Vec<Side>,
-    start: Instant,
-    frame: Vec<u8>,
-}
-
-impl Str0mPairs {
-    /// Until nothing is in flight: every side handles what came and what
-    /// is due by `now`.
-    fn settle(&mut self, now: Instant) {
-        let index = |addr: SocketAddr, sides: &[Side]| -> Option<usize> {
-            let pair = addr.port().checked_sub(10000)? as usize;
-            let left = addr.ip() == std::net::IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-            let i = 2 * pair + usize::from(!left);
-            (i < sides.len()).then_some(i)
-        };
-        let mut out = Vec::new();
-        loop {
-            for s in &mut self.sides {
-                s.step(now, &mut out);
-            }
-            if out.is_empty() {
-                return;
-            }
-            for (to, from, bytes) in out.drain(..) {
-                if let Some(i) = index(to, &self.sides) {
-                    self.sides[i].inbox.push_back((from, bytes));
-                }
-            }
-        }
-    }
-}
-
-impl crate::Pairs for Str0mPairs {
-    fn connect(n: usize, now: &mut Instant) -> (Self, usize) {
-        str0m::crypto::from_feature_flags().install_process_default();
-        let mut sides = Vec::with_capacity(2 * n);
-        for i in 0..n {
-            let port = 10000 + i as u16;
-            let mut l = Side::new((Ipv4Addr::new(10, 0, 0, 1), port).into(), *now);
-            let mut r = Side::new((Ipv4Addr::new(10, 0, 0, 2), port).into(), *now);
-            let mut change = l.rtc.sdp_api();
-            let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-            let (offer, pending) = change.apply().unwrap();
-            let answer = r.rtc.sdp_api().accept_offer(offer).unwrap();
-            l.rtc.sdp_api().accept_answer(pending, answer).unwrap();
-            l.mid = Some(mid);
-            sides.push(l);
-            sides.push(r);
-        }
-        let mut pairs = Str0mPairs {
-            sides,
-            start: *now,
-            frame: vec![0xff; 160],
-        };
-        // Handshakes: 10 ms steps for at most 10 virtual seconds.
-        for _ in 0..1000 {
-            pairs.settle(*now);
-            if pairs.sides.iter().all(|s| s.connected) {
-                break;
-            }
-            *now += std::time::Duration::from_millis(10);
-        }
-        let connected = pairs
-            .sides
-            .chunks(2)
-            .filter(|p| p[0].connected && p[1].connected)
-            .count();
-        (pairs, connected)
+impl Peer for Side {
+    fn pair(i: usize, now: Instant) -> (Side, Side) {
+        static CRYPTO: std::sync::Once = std::sync::Once::new();
+        CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+        let mut l = Side::new(addr(i, true), now);
+        let mut r = Side::new(addr(i, false), now);
+        let mut change = l.rtc.sdp_api();
+        let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let answer = r.rtc.sdp_api().accept_offer(offer).unwrap();
+        l.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+        l.mid = Some(mid);
+        (l, r)
     }
 
-    fn tick(&mut self, now: Instant) {
-        let (start, frame) = (self.start, std::mem::take(&mut self.frame));
-        for s in &mut self.sides {
-            s.send_frame(now, start, &frame);
-        }
-        self.frame = frame;
-        self.settle(now);
+    fn deliver(&mut self, from: SocketAddr, bytes: Vec<u8>) {
+        self.inbox.push_back((from, bytes));
     }
 
-    fn sent_received(&self) -> (u64, u64) {
-        self.sides
-            .iter()
-            .fold((0, 0), |(a, b), s| (a + s.sent, b + s.received))
+    fn step(&mut self, now: Instant, out: &mut Vec<Packet>) {
+        self.handle(now, out);
+    }
+
+    fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]) {
+        self.write(now, start, frame);
+    }
+
+    fn connected(&self) -> bool {
+        self.connected
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (self.sent, self.received)
     }
 }
