@@ -56,9 +56,16 @@ pub trait Peer: Sized {
     fn step(&mut self, now: Instant, out: &mut Vec<Packet>);
     /// One 20 ms frame of audio, once connected.
     fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]);
-    fn connected(&self) -> bool;
+    fn status(&self) -> &Status;
+}
+
+/// Where a peer stands.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub connected: bool,
     /// Frames sent and received.
-    fn counts(&self) -> (u64, u64);
+    pub sent: u64,
+    pub received: u64,
 }
 
 /// Where side `left` of pair `i` is.
@@ -97,7 +104,7 @@ impl<P: Peer> Pairs<P> {
         };
         for _ in 0..1000 {
             pairs.settle(*now);
-            if pairs.sides.iter().all(P::connected) {
+            if pairs.sides.iter().all(|s| s.status().connected) {
                 break;
             }
             *now += Duration::from_millis(10);
@@ -105,7 +112,7 @@ impl<P: Peer> Pairs<P> {
         let connected = pairs
             .sides
             .chunks(2)
-            .filter(|p| p[0].connected() && p[1].connected())
+            .filter(|p| p[0].status().connected && p[1].status().connected)
             .count();
         (pairs, connected)
     }
@@ -142,8 +149,8 @@ impl<P: Peer> Pairs<P> {
     fn sent_received(&self) -> (u64, u64) {
         self.sides
             .iter()
-            .map(P::counts)
-            .fold((0, 0), |(a, b), (s, r)| (a + s, b + r))
+            .map(P::status)
+            .fold((0, 0), |(a, b), s| (a + s.sent, b + s.received))
     }
 }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::{addr, Packet, Peer};
+use crate::{addr, Packet, Peer, Status};
 
 use bytes::BytesMut;
 use rtc::media_stream::MediaStreamTrack;
@@ -47,9 +47,7 @@ pub struct Side {
     sender: RTCRtpSenderId,
     ssrc: u32,
     seq: u16,
-    connected: bool,
-    sent: u64,
-    received: u64,
+    status: Status,
 }
 
 impl Side {
@@ -102,9 +100,7 @@ impl Side {
             sender,
             ssrc,
             seq: 0,
-            connected: false,
-            sent: 0,
-            received: 0,
+            status: Status::default(),
         }
     }
 
@@ -115,18 +111,20 @@ impl Side {
         while let Some(ev) = self.pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
                 if s == RTCPeerConnectionState::Connected {
-                    self.connected = true;
+                    self.status.connected = true;
                 }
             }
         }
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
             if let RTCMessage::RtpPacket(..) = message {
-                self.received += 1;
+                self.status.received += 1;
             }
         }
     }
+}
 
-    fn handle(&mut self, now: Instant, out: &mut Vec<Packet>) {
+impl Peer for Side {
+    fn step(&mut self, now: Instant, out: &mut Vec<Packet>) {
         for (from, bytes) in std::mem::take(&mut self.inbox) {
             let _ = self.pc.handle_read(TaggedBytesMut {
                 now,
@@ -146,8 +144,8 @@ impl Side {
         self.drain(out);
     }
 
-    fn write(&mut self, now: Instant, start: Instant, frame: &[u8]) {
-        if !self.connected {
+    fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]) {
+        if !self.status.connected {
             return;
         }
         self.seq = self.seq.wrapping_add(1);
@@ -164,13 +162,11 @@ impl Side {
         };
         if let Some(mut s) = self.pc.rtp_sender(self.sender) {
             if s.write_rtp(now, packet).is_ok() {
-                self.sent += 1;
+                self.status.sent += 1;
             }
         }
     }
-}
 
-impl Peer for Side {
     fn pair(i: usize, now: Instant) -> (Side, Side) {
         let mut l = Side::new(addr(i, true), now, 1000 + i as u32);
         let mut r = Side::new(addr(i, false), now, 900_000 + i as u32);
@@ -187,19 +183,7 @@ impl Peer for Side {
         self.inbox.push((from, bytes));
     }
 
-    fn step(&mut self, now: Instant, out: &mut Vec<Packet>) {
-        self.handle(now, out);
-    }
-
-    fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]) {
-        self.write(now, start, frame);
-    }
-
-    fn connected(&self) -> bool {
-        self.connected
-    }
-
-    fn counts(&self) -> (u64, u64) {
-        (self.sent, self.received)
+    fn status(&self) -> &Status {
+        &self.status
     }
 }

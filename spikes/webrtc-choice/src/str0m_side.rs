@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::{addr, Packet, Peer};
+use crate::{addr, Packet, Peer, Status};
 
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid};
@@ -17,9 +17,7 @@ pub struct Side {
     inbox: VecDeque<(SocketAddr, Vec<u8>)>,
     next: Instant,
     mid: Option<Mid>,
-    connected: bool,
-    sent: u64,
-    received: u64,
+    status: Status,
 }
 
 impl Side {
@@ -35,9 +33,7 @@ impl Side {
             inbox: VecDeque::new(),
             next: now,
             mid: None,
-            connected: false,
-            sent: 0,
-            received: 0,
+            status: Status::default(),
         }
     }
 
@@ -51,17 +47,19 @@ impl Side {
                 }
                 Ok(Output::Transmit(t)) => out.push((t.destination, t.source, t.contents.to_vec())),
                 Ok(Output::Event(e)) => match e {
-                    Event::Connected => self.connected = true,
+                    Event::Connected => self.status.connected = true,
                     Event::MediaAdded(m) => self.mid = Some(m.mid),
-                    Event::MediaData(_) => self.received += 1,
+                    Event::MediaData(_) => self.status.received += 1,
                     _ => {}
                 },
                 Err(e) => panic!("str0m: {e}"),
             }
         }
     }
+}
 
-    fn handle(&mut self, now: Instant, out: &mut Vec<Packet>) {
+impl Peer for Side {
+    fn step(&mut self, now: Instant, out: &mut Vec<Packet>) {
         while let Some((from, bytes)) = self.inbox.pop_front() {
             let input = Input::Receive(
                 now,
@@ -83,7 +81,7 @@ impl Side {
         }
     }
 
-    fn write(&mut self, now: Instant, start: Instant, frame: &[u8]) {
+    fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]) {
         let Some(mid) = self.mid else { return };
         let Some(pt) = self
             .rtc
@@ -96,13 +94,11 @@ impl Side {
         if let Some(w) = self.rtc.writer(mid) {
             let time = now.duration_since(start).into();
             if w.write(pt, now, time, frame.to_vec()).is_ok() {
-                self.sent += 1;
+                self.status.sent += 1;
             }
         }
     }
-}
 
-impl Peer for Side {
     fn pair(i: usize, now: Instant) -> (Side, Side) {
         static CRYPTO: std::sync::Once = std::sync::Once::new();
         CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
@@ -121,19 +117,7 @@ impl Peer for Side {
         self.inbox.push_back((from, bytes));
     }
 
-    fn step(&mut self, now: Instant, out: &mut Vec<Packet>) {
-        self.handle(now, out);
-    }
-
-    fn send_frame(&mut self, now: Instant, start: Instant, frame: &[u8]) {
-        self.write(now, start, frame);
-    }
-
-    fn connected(&self) -> bool {
-        self.connected
-    }
-
-    fn counts(&self) -> (u64, u64) {
-        (self.sent, self.received)
+    fn status(&self) -> &Status {
+        &self.status
     }
 }
