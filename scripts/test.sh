@@ -18,6 +18,9 @@ command -v nft >/dev/null 2>&1 || packages+=(nftables)
 command -v dnsmasq >/dev/null 2>&1 || packages+=(dnsmasq-base)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+# The package test: dpkg -i runs adduser; the unit is checked by systemd-analyze.
+command -v adduser >/dev/null 2>&1 || packages+=(adduser)
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 if [ ${#packages[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "test.sh: installing ${packages[*]}"
