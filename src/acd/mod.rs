@@ -3,13 +3,14 @@
 //! ([`actor`]) owns it, so every queue and agent change happens in one
 //! place, in order.
 //!
-//! Over 800 lines: agents' states, routing strategies and wait estimates are
-//! in their own files; what stays is the one `step` over queues, agents and
+//! Over 800 lines: agents' states, routing strategies, wait estimates and
+//! the roster's changes on reload are in their own files; what stays is the one `step` over queues, agents and
 //! waiting calls, and the views of them.
 
 pub mod actor;
 pub mod agent;
 pub mod estimate;
+mod roster;
 pub mod strategy;
 
 use std::collections::{BTreeMap, HashMap};
@@ -285,6 +286,8 @@ pub struct Acd {
     waiting: Vec<Waiting>,
     /// Bridged calls → the agent on them.
     talking: HashMap<CallId, String>,
+    /// Some agent or queue is no longer in the config and not gone yet.
+    retiring: bool,
 }
 
 /// The handle time assumed before any call has been handled.
@@ -301,108 +304,10 @@ impl Acd {
             agents: BTreeMap::new(),
             waiting: Vec::new(),
             talking: HashMap::new(),
+            retiring: false,
         };
         acd.reconfigure(config, Instant::now(), &mut Vec::new());
         acd
-    }
-
-    /// Takes a new version of the config while calls go on:
-    /// - an agent added starts logged out (its phone's registration and
-    ///   `auto-login` bring it in); one changed keeps its state, contacts
-    ///   and figures with its new name, queues and skills;
-    /// - an agent removed is offered nothing more and is logged out once
-    ///   its current call (ringing or talking) is over;
-    /// - a queue changed keeps its callers, wait estimate and rotation;
-    ///   its members are the agents that name it now;
-    /// - a queue removed keeps serving the callers already in it (with the
-    ///   members it had, less removed agents) and goes once they have.
-    pub fn reconfigure(&mut self, config: &Config, now: Instant, out: &mut Vec<Output>) {
-        for (id, a) in &mut self.agents {
-            a.retiring = !config.agents.iter().any(|c| c.id == *id);
-        }
-        for c in &config.agents {
-            let a = self.agents.entry(c.id.clone()).or_insert_with(|| Agent {
-                name: None,
-                queues: Vec::new(),
-                skills: BTreeMap::new(),
-                auto_login: false,
-                on_shift: true,
-                contacts: Vec::new(),
-                state: AgentState::LoggedOut,
-                calls: 0,
-                misses: 0,
-                answered_at: None,
-                call_queue: None,
-                state_since: now,
-                retiring: false,
-                last_call: None,
-                awaiting_disposition: false,
-            });
-            a.name = c.name.clone();
-            a.queues = c.queues.clone();
-            a.skills = c.skills.clone();
-            a.auto_login = c.auto_login;
-            if c.shift.is_none() {
-                // A shift removed: always on (a shift's own state comes
-                // from the clock, on the next tick).
-                a.on_shift = true;
-            }
-        }
-        for q in self.queues.values_mut() {
-            q.retired = true;
-        }
-        for (name, c) in &config.queues {
-            let q = self.queues.entry(name.clone()).or_insert_with(|| Queue {
-                config: c.clone(),
-                members: Vec::new(),
-                last: None,
-                estimator: Estimator::new(FALLBACK_HANDLE_TIME),
-                retired: false,
-            });
-            q.config = c.clone();
-            q.retired = false;
-            q.members = config
-                .agents
-                .iter()
-                .filter(|a| a.queues.contains(name))
-                .map(|a| a.id.clone())
-                .collect();
-        }
-        let agents = &self.agents;
-        for q in self.queues.values_mut().filter(|q| q.retired) {
-            q.members
-                .retain(|m| agents.get(m).is_some_and(|a| !a.retiring));
-        }
-        self.retire(now, out);
-    }
-
-    /// Removed agents whose call is over are logged out and go; removed
-    /// queues nobody waits in go.
-    fn retire(&mut self, now: Instant, out: &mut Vec<Output>) {
-        let done: Vec<String> = self
-            .agents
-            .iter()
-            .filter(|(_, a)| a.retiring && a.state.call().is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for agent in done {
-            if self.agents[&agent].state != AgentState::LoggedOut {
-                self.set(&agent, AgentEvent::Logout, now, out);
-            }
-            info!(%agent, "agent removed from the config: gone");
-            self.agents.remove(&agent);
-            for q in self.queues.values_mut() {
-                q.members.retain(|m| *m != agent);
-            }
-        }
-        let waiting = &self.waiting;
-        self.queues.retain(|name, q| {
-            let keep = !q.retired || waiting.iter().any(|w| w.queue == *name);
-            if !keep {
-                info!(queue = %name, "queue removed from the config: its last caller has left; gone");
-            }
-            keep
-        });
     }
 
     pub fn agent_state(&self, agent: &str) -> Option<&AgentState> {

@@ -98,8 +98,9 @@ impl Conversation {
     fn take(&mut self, upto: usize) -> Vec<i16> {
         let n = upto.saturating_sub(self.flushed);
         let mut out = Vec::with_capacity(n * 2);
+        let pauses = self.paused_from.is_some() || !self.silent.is_empty();
         for i in 0..n {
-            if self.is_silent(self.flushed + i) {
+            if pauses && self.is_silent(self.flushed + i) {
                 out.extend([0, 0]);
                 continue;
             }
