@@ -345,10 +345,7 @@ impl Service {
     /// now on use it. A trunk's `max-calls` that changed gets a new count
     /// (attempts in progress finish on the old one).
     fn follow_config(&mut self) {
-        if !self.ctx.live.has_changed().unwrap_or(false) {
-            return;
-        }
-        let config = self.ctx.live.borrow_and_update().config.clone();
+        let config = self.ctx.live.borrow().config.clone();
         if Arc::ptr_eq(&config, &self.ctx.config) {
             return;
         }

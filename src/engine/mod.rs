@@ -93,18 +93,27 @@ async fn keep_agent_states(config: &Config, store: &StoreHandle, events: &crate:
 
 /// Each new version of the config goes to those that follow the latest:
 /// the SIP core (agents' secrets, trunks, limits) and the ACD (agents,
-/// queues, shifts).
-async fn follow_config(mut live: Live, sip: sip::Dialer, acd: crate::acd::actor::AcdHandle) {
-    let mut applied = live.borrow().config.clone();
-    while live.changed().await.is_ok() {
+/// queues, shifts). `started` is the version they were built from (a
+/// reload during start-up is applied too).
+async fn follow_config(
+    mut live: Live,
+    started: Arc<Config>,
+    sip: sip::Dialer,
+    acd: crate::acd::actor::AcdHandle,
+) {
+    let mut applied = started;
+    loop {
         let config = live.borrow_and_update().config.clone();
-        if Arc::ptr_eq(&config, &applied) {
-            continue; // a reload of the flows alone
+        // Unchanged: a reload of the flows alone.
+        if !Arc::ptr_eq(&config, &applied) {
+            applied = config.clone();
+            crate::telemetry::zero_series(&config);
+            sip.reconfigure(config.clone()).await;
+            acd.reconfigure(config).await;
         }
-        applied = config.clone();
-        crate::telemetry::zero_series(&config);
-        sip.reconfigure(config.clone()).await;
-        acd.reconfigure(config).await;
+        if live.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -233,7 +242,12 @@ pub async fn run(
         crate::acd::actor::shifts(&config),
         events.clone(),
     );
-    tokio::spawn(follow_config(live.clone(), sip.dialer.clone(), acd.clone()));
+    tokio::spawn(follow_config(
+        live.clone(),
+        config.clone(),
+        sip.dialer.clone(),
+        acd.clone(),
+    ));
     // Agents' registrations go to the ACD.
     let mut registrations = sip.registrations;
     let acd_regs = acd.clone();
