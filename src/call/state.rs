@@ -631,6 +631,8 @@ impl CallState {
             }
             // The driver writes the conversation's audio.
             MediaEvent::Conversation { .. } => {}
+            // A caller's channel is never a browser leg.
+            MediaEvent::Browser(_) | MediaEvent::BrowserRefused(_) => {}
             MediaEvent::Silent => {
                 self.on_media_lost("caller");
                 if self.leg.as_ref().is_some_and(|l| l.bridged) {

@@ -9,8 +9,10 @@
 
 mod addrs;
 pub mod schedule;
+mod webrtc;
 
 pub use addrs::PerFamily;
+pub use webrtc::{IceServer, WebRtcConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -73,6 +75,8 @@ pub struct Config {
     pub log: LogConfig,
     /// How long call records, recordings and voicemails are kept.
     pub retention: Retention,
+    /// Browser legs (agents in a browser tab); absent: none.
+    pub webrtc: Option<WebRtcConfig>,
 }
 
 /// `retention:` how long what the engine keeps is kept (`400d`, `90d`,
@@ -1077,6 +1081,9 @@ impl Config {
 
     fn check(&self) -> Result<(), String> {
         self.dns.server_addrs()?;
+        if let Some(w) = &self.webrtc {
+            w.check()?;
+        }
         if self.dns.retry.is_zero() {
             return Err("dns: retry must be more than 0s".into());
         }
@@ -1506,7 +1513,10 @@ rtp: { bind: ['0.0.0.0', '::'], advertise: ['203.0.113.5', '2001:db8::5'] }\n",
     #[test]
     fn empty_config_is_the_loopback_demo() {
         let c = Config::parse("").unwrap();
-        assert_eq!(c.sip.listen.primary(), "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(
+            c.sip.listen.primary(),
+            "127.0.0.1:5060".parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(c.sounds_dir, PathBuf::from("sounds"));
         assert!(c.trunk_for("127.0.0.1".parse().unwrap()).is_none());
     }

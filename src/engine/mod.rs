@@ -34,6 +34,8 @@ pub enum EngineError {
     Load(#[from] LoadError),
     #[error("the store: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Media(#[from] std::io::Error),
     #[error("cannot listen for the API on {addr}: {source}")]
     Http {
         addr: std::net::SocketAddr,
@@ -232,7 +234,11 @@ pub async fn run(
     tokio::spawn(crate::overload::watch_descriptors(admission.clone()));
     let store = StoreHandle::open_sqlite(&config.data_dir, admission.clone())?;
     tokio::spawn(crate::retention::run(live.clone(), store.clone()));
-    let media = MediaEngine::start(&config.rtp, config.calls.media_timeout);
+    let media = MediaEngine::start(
+        &config.rtp,
+        config.webrtc.as_ref(),
+        config.calls.media_timeout,
+    )?;
     let restored = restored_registrations(&store).await;
     let mut sip = sip::start(config.clone(), restored, admission.clone()).await?;
     let events = crate::events::EventBus::new();

@@ -46,6 +46,7 @@ macro_rules! restart_only_settings {
         $each!("http.listen", http.listen);
         $each!("http.connections", http.connections);
         $each!("rtp", rtp);
+        $each!("webrtc", webrtc);
         $each!("calls.media-timeout", calls.media_timeout);
         $each!("data-dir", data_dir);
         $each!("sounds-dir", sounds_dir);

@@ -25,6 +25,7 @@ use super::learn::{DropReason, PeerLearning, Verdict};
 use super::prompt::{Prompt, FRAME_SAMPLES};
 use super::quality::{LegRtcp, QualityHandle};
 use super::rtp::{self, RtpInfo};
+use super::webrtc::{BrowserLink, LinkState, WebRtcError};
 use super::{rtcp, stamp};
 use crate::sdp::Codec;
 
@@ -67,6 +68,10 @@ pub enum MediaEvent {
     /// Nothing came from the peer for the media timeout while it should
     /// have been sending (told once; a packet or a new stream re-arms it).
     Silent,
+    /// A browser leg connected, or died (its consent ran out).
+    Browser(LinkState),
+    /// A browser leg's answer or candidate was refused.
+    BrowserRefused(WebRtcError),
 }
 
 /// The RTP stream's agreed parameters.
@@ -155,6 +160,10 @@ pub(crate) enum ChannelCommand {
     /// Relay this channel's incoming audio to the channel with this id (on
     /// the same clock), and send what it relays back; `None` ends it.
     Bridge(Option<u64>),
+    /// A browser leg's answer (SDP).
+    BrowserAnswer(String),
+    /// A browser leg's trickled ICE candidate.
+    BrowserCandidate(String),
 }
 
 /// Frames relayed from a bridged peer wait here; past this many the oldest
@@ -235,6 +244,8 @@ fn emit(events: &mpsc::Sender<MediaEvent>, ev: MediaEvent) {
             MediaEvent::Recorded { .. } => "recorded",
             MediaEvent::Conversation { .. } => "conversation",
             MediaEvent::Silent => "silent",
+            MediaEvent::Browser(_) => "browser",
+            MediaEvent::BrowserRefused(_) => "browser-refused",
         };
         metrics::counter!("hotline_media_events_dropped_total", "kind" => kind).increment(1);
     }
@@ -284,6 +295,14 @@ pub(crate) struct Channel {
     srtp: Option<super::srtp::Session>,
     /// A protected packet on its way out.
     sealed: Vec<u8>,
+    /// A browser leg's WebRTC endpoint (its socket is the shared port's).
+    browser: Option<Box<Browser>>,
+}
+
+/// A browser leg's endpoint and the datagrams routed to it.
+struct Browser {
+    endpoint: super::webrtc::Endpoint,
+    inbox: mpsc::Receiver<super::webrtc::Datagram>,
 }
 
 impl Channel {
@@ -329,7 +348,28 @@ impl Channel {
             relay: std::collections::VecDeque::new(),
             srtp: None,
             sealed: Vec::with_capacity(256),
+            browser: None,
         }
+    }
+
+    /// A browser leg's channel: media goes through its WebRTC endpoint on
+    /// the shared port.
+    pub(crate) fn browser(
+        id: u64,
+        link: BrowserLink,
+        events: mpsc::Sender<MediaEvent>,
+        quality: QualityHandle,
+    ) -> Channel {
+        let BrowserLink {
+            endpoint,
+            inbox,
+            socket,
+        } = link;
+        // The socket only sends: the hub's task reads the shared port.
+        let mut ch = Channel::new(id, socket, None, events, quality);
+        ch.ssrc = endpoint.ssrc();
+        ch.browser = Some(Box::new(Browser { endpoint, inbox }));
+        ch
     }
 
     /// Reports once that the peer went silent for `limit` while it should
@@ -370,7 +410,9 @@ impl Channel {
                 let resumed = cfg.send && !self.stream.is_some_and(|s| s.send);
                 self.marker |= resumed;
                 // The answer starts learning; a re-INVITE opens a new window.
+                // A browser leg's peer is the one its ICE checks proved.
                 match self.learning.as_mut() {
+                    _ if self.browser.is_some() => {}
                     None => {
                         self.learning = Some(PeerLearning::new(
                             cfg.remote,
@@ -429,6 +471,20 @@ impl Channel {
                     c.pause(paused);
                 }
             }
+            ChannelCommand::BrowserAnswer(sdp) => {
+                if let Some(b) = self.browser.as_mut() {
+                    if let Err(e) = b.endpoint.answer(&sdp, now) {
+                        emit(&self.events, MediaEvent::BrowserRefused(e));
+                    }
+                }
+            }
+            ChannelCommand::BrowserCandidate(c) => {
+                if let Some(b) = self.browser.as_mut() {
+                    if let Err(e) = b.endpoint.candidate(&c) {
+                        emit(&self.events, MediaEvent::BrowserRefused(e));
+                    }
+                }
+            }
             ChannelCommand::Bridge(peer) => {
                 self.bridge = peer;
                 self.relay.clear();
@@ -460,6 +516,9 @@ impl Channel {
 
     /// Reads every waiting packet (up to the per-tick bound).
     fn receive_all(&mut self, buf: &mut [u8], stats: &MediaStats, now: Instant) {
+        if self.browser.is_some() {
+            return self.receive_browser(stats, now);
+        }
         if let Some(peer) = self.learning.as_mut().and_then(|l| l.poll(now)) {
             self.connect(peer);
         }
@@ -516,17 +575,51 @@ impl Channel {
                 return true;
             }
         }
+        self.take_rtp(info, payload, at, now, stats);
+        true
+    }
+
+    /// What a browser leg's endpoint was handed since the last tick: ICE,
+    /// DTLS and SRTP are its own; the RTP it decrypted is taken like any
+    /// leg's, and its state changes go to the call.
+    fn receive_browser(&mut self, stats: &MediaStats, now: Instant) {
+        let Some(mut link) = self.browser.take() else {
+            return;
+        };
+        while let Ok(d) = link.inbox.try_recv() {
+            link.endpoint.receive(d.from, d.bytes, now);
+        }
+        link.endpoint.tick(now);
+        flush_browser(&mut link, &self.socket, stats);
+        if let Some(state) = link.endpoint.poll_state() {
+            emit(&self.events, MediaEvent::Browser(state));
+        }
+        while let Some((info, payload)) = link.endpoint.poll_rtp() {
+            self.take_rtp(info, &payload, None, now, stats);
+        }
+        self.browser = Some(link);
+    }
+
+    /// An RTP packet from the leg's peer (learnt, decrypted).
+    fn take_rtp(
+        &mut self,
+        info: RtpInfo,
+        payload: &[u8],
+        at: Option<Duration>,
+        now: Instant,
+        stats: &MediaStats,
+    ) {
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
         // Anything from the peer counts as heard (comfort noise too).
         self.heard_at = now;
         self.silent = false;
         let Some(stream) = self.stream.as_mut() else {
-            return true;
+            return;
         };
         let known =
             info.payload_type == stream.payload_type || Some(info.payload_type) == stream.dtmf_pt;
         if !known {
-            return true;
+            return;
         }
         if let Some(last) = self.last_seq {
             let ahead = info.sequence.wrapping_sub(last);
@@ -595,7 +688,6 @@ impl Channel {
                 }
             }
         }
-        true
     }
 
     /// An RTCP packet from `from` (on the RTCP port, or muxed): taken only
@@ -667,6 +759,10 @@ impl Channel {
         let Some(stream) = self.stream else {
             return;
         };
+        // A browser leg's RTCP is its endpoint's (SRTCP, muxed).
+        if self.browser.is_some() {
+            return;
+        }
         let rtp_to = self
             .learning
             .as_ref()
@@ -930,6 +1026,15 @@ fn disconnect(socket: &UdpSocket) {
     }
 }
 
+/// Sends what a browser leg's endpoint has for the network.
+fn flush_browser(link: &mut Browser, socket: &UdpSocket, stats: &MediaStats) {
+    while let Some((to, bytes)) = link.endpoint.poll_transmit() {
+        if socket.send_to(&bytes, to).is_err() {
+            stats.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The wall clock since the Unix epoch (RTCP's NTP times, and a packet's
 /// arrival when the kernel did not stamp it).
 fn since_epoch() -> Duration {
@@ -1004,6 +1109,15 @@ fn tick(ch: &mut Channel, wbuf: &mut [u8], stats: &MediaStats, music: u64) {
     ch.seq = ch.seq.wrapping_add(1);
     ch.rtcp
         .on_sent(info.sequence, info.timestamp, len.saturating_sub(12));
+    if let Some(link) = ch.browser.as_mut() {
+        // Written in clear; the endpoint protects it (DTLS-SRTP keys).
+        let payload = rtp::parse(&wbuf[..len]).map(|(_, p)| p).unwrap_or_default();
+        if link.endpoint.send_rtp(&info, payload, Instant::now()) {
+            stats.packets_out.fetch_add(1, Ordering::Relaxed);
+        }
+        flush_browser(link, &ch.socket, stats);
+        return;
+    }
     let to = ch.learning.as_ref().map_or(stream.remote, |l| l.send_to());
     let packet: &[u8] = if stream.srtp.is_some() {
         let sealed = ch

@@ -15,6 +15,7 @@ pub mod rtp;
 pub mod srtp;
 mod stamp;
 pub mod wav;
+pub mod webrtc;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -41,6 +42,10 @@ pub enum MediaError {
     NoPorts(String),
     #[error("cannot open an RTP socket: {0}")]
     Socket(std::io::Error),
+    #[error("browser legs are not configured (webrtc:)")]
+    NoWebRtc,
+    #[error(transparent)]
+    WebRtc(#[from] webrtc::WebRtcError),
 }
 
 /// How many commands a media clock holds. Calls wait while it is full (a
@@ -60,13 +65,35 @@ pub struct MediaEngine {
     next_clock: AtomicUsize,
     next_id: AtomicU64,
     pub stats: Arc<MediaStats>,
+    /// The shared WebRTC port, when browser legs are configured.
+    webrtc: Option<Arc<webrtc::Hub>>,
 }
 
 impl MediaEngine {
     /// Starts the media clock tasks; needs a running tokio runtime.
     /// `silence`: how long a peer that should be sending may send nothing
     /// before its channel reports it (`calls.media-timeout`; zero: never).
-    pub fn start(config: &RtpConfig, silence: std::time::Duration) -> Arc<MediaEngine> {
+    ///
+    /// With `webrtc`, binds the shared WebRTC port (on the primary RTP
+    /// address); failing that is an error.
+    pub fn start(
+        config: &RtpConfig,
+        webrtc: Option<&crate::config::WebRtcConfig>,
+        silence: std::time::Duration,
+    ) -> std::io::Result<Arc<MediaEngine>> {
+        let hub = match webrtc {
+            Some(w) => {
+                let bind = config.bind.primary();
+                let advertise = config.advertise.as_ref().map_or(bind, |a| a.pick(bind));
+                Some(webrtc::Hub::start(bind, advertise, w).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("webrtc: cannot bind UDP {}:{}: {e}", bind, w.port),
+                    )
+                })?)
+            }
+            None => None,
+        };
         let count = match config.clocks {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -79,7 +106,7 @@ impl MediaEngine {
                 tx
             })
             .collect();
-        Arc::new(MediaEngine {
+        Ok(Arc::new(MediaEngine {
             bind: config.bind.clone(),
             range: config.ports.to_string(),
             clocks,
@@ -87,7 +114,44 @@ impl MediaEngine {
             next_clock: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             stats,
-        })
+            webrtc: hub,
+        }))
+    }
+
+    /// The shared WebRTC port's address, when browser legs are configured.
+    pub fn webrtc_addr(&self) -> Option<SocketAddr> {
+        self.webrtc.as_ref().map(|h| h.local_addr())
+    }
+
+    /// Opens a browser leg on the same clock as `other` (so the two can be
+    /// bridged), sending `codec` (the other leg's: no transcoding), and
+    /// returns it with its offer (SDP) for the browser.
+    pub async fn open_browser(
+        self: &Arc<Self>,
+        other: &MediaChannel,
+        codec: crate::sdp::Codec,
+    ) -> Result<(MediaChannel, String), MediaError> {
+        let hub = self.webrtc.as_ref().ok_or(MediaError::NoWebRtc)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (link, offer) = hub.link(id, codec, rand::random()).await?;
+        let (tx, rx) = mpsc::channel(clock::CHANNEL_EVENTS);
+        let quality = QualityHandle::default();
+        let channel = Channel::browser(id, link, tx, quality.clone());
+        let _ = other.clock.send(ClockCommand::Add(Box::new(channel))).await;
+        let local = hub.local_addr();
+        Ok((
+            MediaChannel {
+                id,
+                ip: local.ip(),
+                port: local.port(),
+                pooled: false,
+                quality,
+                clock: other.clock.clone(),
+                events: rx,
+                engine: self.clone(),
+            },
+            offer,
+        ))
     }
 
     /// Opens a channel on a free even port, with RTCP on the next one up,
@@ -177,6 +241,7 @@ impl MediaEngine {
             id,
             ip,
             port,
+            pooled: true,
             quality,
             clock,
             events: rx,
@@ -208,6 +273,8 @@ pub struct MediaChannel {
     /// The address its socket is bound to (its family is the leg's).
     ip: IpAddr,
     port: u16,
+    /// The port is the pool's (a browser leg's is the shared one).
+    pooled: bool,
     /// The leg's quality, as its clock last published it.
     quality: QualityHandle,
     clock: mpsc::Sender<ClockCommand>,
@@ -304,6 +371,17 @@ impl MediaChannel {
         self.send(ChannelCommand::SendDigit(digit)).await;
     }
 
+    /// A browser leg's answer (SDP); a refusal comes back as
+    /// [`MediaEvent::BrowserRefused`].
+    pub async fn browser_answer(&self, sdp: String) {
+        self.send(ChannelCommand::BrowserAnswer(sdp)).await;
+    }
+
+    /// A browser leg's trickled ICE candidate (`""` ends the trickle).
+    pub async fn browser_candidate(&self, candidate: String) {
+        self.send(ChannelCommand::BrowserCandidate(candidate)).await;
+    }
+
     /// Waits while the clock's inbox is full; a stopped clock takes nothing.
     async fn send(&self, cmd: ChannelCommand) {
         let _ = self.clock.send(ClockCommand::To(self.id, cmd)).await;
@@ -323,6 +401,8 @@ impl Drop for MediaChannel {
                 });
             }
         }
-        self.engine.give_back(self.port);
+        if self.pooled {
+            self.engine.give_back(self.port);
+        }
     }
 }

@@ -502,7 +502,10 @@ m=audio 6000 RTP/AVP 8 0 96\r\na=rtpmap:96 telephone-event/8000\r\na=ptime:20\r\
         let n = negotiate(&offer).unwrap();
         assert_eq!(n.codec, Codec::Pcma);
         assert_eq!(n.dtmf_pt, Some(96));
-        assert_eq!(n.remote, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!(
+            n.remote,
+            "127.0.0.1:6000".parse::<std::net::SocketAddr>().unwrap()
+        );
         let mut origin = Origin::new("127.0.0.1".parse().unwrap());
         let body = String::from_utf8(answer(&mut origin, 20000, &n)).unwrap();
         assert!(body.contains("m=audio 20000 RTP/AVP 8 96\r\n"), "{body}");

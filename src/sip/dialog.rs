@@ -403,7 +403,10 @@ mod tests {
             d.route_set,
             ["<sip:10.0.0.9:5062;lr>", "<sip:p2.example;lr>"]
         );
-        assert_eq!(d.request_target().addr, "10.0.0.9:5062".parse().unwrap());
+        assert_eq!(
+            d.request_target().addr,
+            "10.0.0.9:5062".parse::<std::net::SocketAddr>().unwrap()
+        );
 
         let ack = d.ack("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKack".into(), "t");
         assert_eq!(ack.uri, "sip:desk@10.0.0.7:5080");

@@ -10,6 +10,7 @@ pub mod netns;
 pub mod raw;
 pub mod relay;
 pub mod ua;
+pub mod webrtc;
 
 use std::collections::HashMap;
 use std::io::Read;

@@ -1,0 +1,352 @@
+//! One browser leg's WebRTC endpoint, sans I/O: webrtc-rs's `rtc` peer
+//! connection as an ICE-lite offerer with one audio m-line (PCMU or PCMA
+//! and telephone-event, bundled, rtcp-mux), DTLS-SRTP. It is handed the
+//! datagrams the shared port routed to it and `now`; it returns datagrams
+//! to send, received RTP and its state. The media clock drives it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use crate::media::rtp::RtpInfo;
+use crate::sdp::Codec;
+
+/// The payload type offered for telephone-event (RFC 4733).
+pub const DTMF_PT: u8 = 101;
+
+/// Why a browser leg could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebRtcError {
+    #[error("the WebRTC endpoint could not be made: {0}")]
+    Setup(String),
+    #[error("the browser's answer was refused: {0}")]
+    Answer(String),
+    #[error("the browser's ICE candidate was refused: {0}")]
+    Candidate(String),
+}
+
+/// Where a leg's connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Offered, or checking and handshaking.
+    Connecting,
+    /// ICE and DTLS done: media flows.
+    Connected,
+    /// Nothing came from the browser for the consent timeout, or the
+    /// handshake failed: the leg is dead.
+    Failed,
+}
+
+/// What one endpoint needs to know of the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The shared socket's address (packets are tagged with it).
+    pub local: SocketAddr,
+    /// The host candidate offered (the advertised address, shared port).
+    pub candidate: SocketAddr,
+    /// Silence from the browser after which the leg is dead.
+    pub consent_timeout: Duration,
+}
+
+/// One browser leg's WebRTC endpoint.
+pub struct Endpoint {
+    pc: RTCPeerConnection,
+    local: SocketAddr,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    ufrag: String,
+    state: LinkState,
+    /// A state change not yet taken by [`Endpoint::poll_state`].
+    changed: bool,
+    answered: bool,
+}
+
+fn codec(mime: &str, payload_type: u8, channels: u16) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate: 8000,
+            channels,
+            sdp_fmtp_line: if mime == MIME_TYPE_TELEPHONE_EVENT {
+                "0-16".to_owned()
+            } else {
+                String::new()
+            },
+            rtcp_feedback: vec![],
+        },
+        payload_type,
+    }
+}
+
+/// A random string of `n` ICE characters (RFC 8839: ALPHA / DIGIT).
+fn ice_chars(n: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect()
+}
+
+impl Endpoint {
+    /// A new endpoint sending `codec` with SSRC `ssrc`, and its offer (SDP).
+    pub fn offer(
+        settings: &Settings,
+        codec_of_leg: Codec,
+        ssrc: u32,
+        now: Instant,
+    ) -> Result<(Endpoint, String), WebRtcError> {
+        let setup = |e: rtc::shared::error::Error| WebRtcError::Setup(e.to_string());
+        let (mime, pt) = match codec_of_leg {
+            Codec::Pcmu => (MIME_TYPE_PCMU, 0),
+            Codec::Pcma => (MIME_TYPE_PCMA, 8),
+        };
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(codec(mime, pt, 0), RtpCodecKind::Audio)
+            .map_err(setup)?;
+        media
+            .register_codec(
+                codec(MIME_TYPE_TELEPHONE_EVENT, DTMF_PT, 0),
+                RtpCodecKind::Audio,
+            )
+            .map_err(setup)?;
+        let ufrag = ice_chars(16);
+        // Half the consent timeout to "disconnected", the rest to "failed".
+        let half = settings.consent_timeout / 2;
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_lite(true)
+                    .with_ice_credentials(ufrag.clone(), ice_chars(24))
+                    .with_ice_timeouts(Some(half), Some(half), None)
+                    .build(),
+            )
+            .with_media_engine(media)
+            .build(now)
+            .map_err(setup)?;
+        let host = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: settings.candidate.ip().to_string(),
+                port: settings.candidate.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(setup)?;
+        let track = MediaStreamTrack::new(
+            format!("hotline-{ssrc}"),
+            format!("audio-{ssrc}"),
+            "audio".to_owned(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: codec(mime, pt, 0).rtp_codec,
+                ..Default::default()
+            }],
+        );
+        let sender = pc.add_track(track).map_err(setup)?;
+        let offer = pc.create_offer(None).map_err(setup)?;
+        pc.set_local_description(now, offer).map_err(setup)?;
+        let candidate = RTCIceCandidate::from(&host).to_json().map_err(setup)?;
+        pc.add_local_candidate(candidate).map_err(setup)?;
+        let sdp = pc
+            .local_description()
+            .map(|d| d.sdp.clone())
+            .ok_or_else(|| WebRtcError::Setup("no local description".into()))?;
+        Ok((
+            Endpoint {
+                pc,
+                local: settings.local,
+                sender,
+                ssrc,
+                ufrag,
+                state: LinkState::Connecting,
+                changed: false,
+                answered: false,
+            },
+            sdp,
+        ))
+    }
+
+    /// Our ICE username fragment: the shared port routes a browser's first
+    /// check by it.
+    pub fn ufrag(&self) -> &str {
+        &self.ufrag
+    }
+
+    /// The SSRC we send with.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// The browser's answer (SDP). Refused unless it is a usable answer to
+    /// our offer (the codec accepted, DTLS fingerprints present).
+    pub fn answer(&mut self, sdp: &str, now: Instant) -> Result<(), WebRtcError> {
+        if self.answered {
+            return Err(WebRtcError::Answer("the leg already has an answer".into()));
+        }
+        let answer = RTCSessionDescription::answer(sdp.to_owned())
+            .map_err(|e| WebRtcError::Answer(e.to_string()))?;
+        self.pc
+            .set_remote_description(now, answer)
+            .map_err(|e| WebRtcError::Answer(e.to_string()))?;
+        self.answered = true;
+        Ok(())
+    }
+
+    /// A trickled candidate from the browser. An ICE-lite endpoint learns
+    /// the browser's addresses from its checks, so one it cannot read
+    /// (an mDNS name) is no loss; an empty one ends the trickle.
+    pub fn candidate(&mut self, candidate: &str) -> Result<(), WebRtcError> {
+        if !self.answered {
+            return Err(WebRtcError::Candidate(
+                "a candidate before the answer".into(),
+            ));
+        }
+        if candidate.is_empty() {
+            return Ok(());
+        }
+        self.pc
+            .add_remote_candidate(RTCIceCandidateInit {
+                candidate: candidate.to_owned(),
+                ..Default::default()
+            })
+            .map_err(|e| WebRtcError::Candidate(e.to_string()))
+    }
+
+    /// A datagram the shared port routed here.
+    pub fn receive(&mut self, from: SocketAddr, bytes: BytesMut, now: Instant) {
+        let _ = self.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: bytes,
+        });
+        self.take_events();
+    }
+
+    /// Runs the endpoint's timers (ICE consent, DTLS retransmission).
+    pub fn tick(&mut self, now: Instant) {
+        if self.pc.poll_timeout().is_some_and(|t| t <= now) {
+            let _ = self.pc.handle_timeout(now);
+        }
+        self.take_events();
+    }
+
+    /// Sends one RTP packet (written by the media clock, in clear): the
+    /// endpoint protects it. `false` while not connected or on a refusal.
+    pub fn send_rtp(&mut self, info: &RtpInfo, payload: &[u8], now: Instant) -> bool {
+        if self.state != LinkState::Connected {
+            return false;
+        }
+        let packet = rtc::rtp::packet::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker: info.marker,
+                payload_type: info.payload_type,
+                sequence_number: info.sequence,
+                timestamp: info.timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::copy_from_slice(payload),
+        };
+        match self.pc.rtp_sender(self.sender) {
+            Some(mut s) => s.write_rtp(now, packet).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The next datagram to send, and where.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.pc
+            .poll_write()
+            .map(|m| (m.transport.peer_addr, m.message))
+    }
+
+    /// The next RTP packet received (decrypted), as its header fields and
+    /// payload.
+    pub fn poll_rtp(&mut self) -> Option<(RtpInfo, Bytes)> {
+        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+            if let RTCMessage::RtpPacket(_, p) = message {
+                let h = &p.header;
+                let info = RtpInfo {
+                    payload_type: h.payload_type,
+                    sequence: h.sequence_number,
+                    timestamp: h.timestamp,
+                    ssrc: h.ssrc,
+                    marker: h.marker,
+                };
+                return Some((info, p.payload));
+            }
+        }
+        None
+    }
+
+    /// The state, when it changed since last asked.
+    pub fn poll_state(&mut self) -> Option<LinkState> {
+        std::mem::take(&mut self.changed).then_some(self.state)
+    }
+
+    pub fn state(&self) -> LinkState {
+        self.state
+    }
+
+    fn take_events(&mut self) {
+        while let Some(ev) = self.pc.poll_event() {
+            let next = match ev {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => match s {
+                    RTCPeerConnectionState::Connected => LinkState::Connected,
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        LinkState::Failed
+                    }
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            // Failed is final: a late packet does not revive a dead leg.
+            if self.state != next && self.state != LinkState::Failed {
+                self.state = next;
+                self.changed = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "endpoint_tests.rs"]
+mod tests;
