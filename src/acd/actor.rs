@@ -16,6 +16,8 @@ pub struct Offered {
     pub agent: String,
     pub name: Option<String>,
     pub contacts: Vec<super::Contact>,
+    /// Ring the agent's browser phone instead.
+    pub browser: bool,
 }
 
 /// What a queued call hears from the ACD.
@@ -329,12 +331,14 @@ impl Actor {
                         agent,
                         name,
                         contacts,
+                        browser,
                         ring_timeout,
                     } => {
                         let offered = Offered {
                             agent,
                             name,
                             contacts,
+                            browser,
                         };
                         match offers.iter_mut().find(|(c, _, _)| *c == call) {
                             Some((_, agents, _)) => agents.push(offered),

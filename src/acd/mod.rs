@@ -35,6 +35,9 @@ pub enum Input {
         /// The longest the caller waits before leaving by the queue node's
         /// `on-timeout` (`None`: until answered).
         max_wait: Option<Duration>,
+        /// Back at the head of the queue (their agent's connection was
+        /// lost mid-call): first in line, never turned away.
+        ahead: bool,
     },
     /// A callback's virtual entry: it stands where the caller stood
     /// (`waited` before now, with their priority), is counted in others'
@@ -73,6 +76,18 @@ pub enum Input {
     /// A bridged call ended.
     Ended {
         call: CallId,
+    },
+    /// The agent's browser connection died mid-call: the call is no
+    /// handled call, the agent is paused (`connection-lost`) and the caller
+    /// joins again ahead of everyone ([`Input::Join`] with `ahead`).
+    ConnectionLost {
+        call: CallId,
+    },
+    /// The agent's desktop has a browser phone (`on`), or no longer has
+    /// one: offers ring it, and it makes the agent reachable.
+    Browser {
+        agent: String,
+        on: bool,
     },
     /// The agent's leg of a call that never reached its customer (a
     /// callback attempt that failed) is over: the agent is free at once,
@@ -145,6 +160,8 @@ pub enum Output {
         agent: String,
         name: Option<String>,
         contacts: Vec<Contact>,
+        /// Ring the agent's browser phone (not the contacts).
+        browser: bool,
         ring_timeout: Duration,
     },
     /// An agent's state changed (a pause carries its reason).
@@ -192,6 +209,15 @@ struct Agent {
     last_call: Option<CallId>,
     /// Its queue wants a disposition: the wrap-up lasts until it comes.
     awaiting_disposition: bool,
+    /// Its desktop has a browser phone.
+    browser: bool,
+}
+
+impl Agent {
+    /// A phone can be rung: a registered contact or a browser phone.
+    fn reachable(&self) -> bool {
+        self.browser || !self.contacts.is_empty()
+    }
 }
 
 struct Waiting {
@@ -235,6 +261,8 @@ pub struct AgentView {
     pub queues: Vec<String>,
     /// Registered phones.
     pub contacts: usize,
+    /// Has a browser phone (the agent desktop).
+    pub browser: bool,
     pub on_shift: bool,
     /// Time in the current state.
     pub in_state_ms: u64,
@@ -329,6 +357,7 @@ impl Acd {
                 call: a.state.call().map(str::to_owned),
                 queues: a.queues.clone(),
                 contacts: a.contacts.len(),
+                browser: a.browser,
                 on_shift: a.on_shift,
                 in_state_ms: now.saturating_duration_since(a.state_since).as_millis() as u64,
                 calls: a.calls,
@@ -510,9 +539,36 @@ impl Acd {
                 skills,
                 caller,
                 max_wait,
+                ahead,
             } => {
                 if !self.queues.contains_key(&queue) {
                     warn!(%call, %queue, "no such queue");
+                } else if ahead {
+                    let first = self.waiting.iter().filter(|w| w.queue == queue);
+                    let joined = first
+                        .clone()
+                        .map(|w| w.joined)
+                        .min()
+                        .and_then(|j| j.checked_sub(Duration::from_millis(1)))
+                        .map_or(now, |j| j.min(now));
+                    let priority = first
+                        .map(|w| w.priority)
+                        .max()
+                        .map_or(priority, |p| p.max(priority));
+                    info!(%call, %queue, priority, %caller, "caller back at the head of the queue");
+                    self.waiting.push(Waiting {
+                        call,
+                        caller,
+                        queue,
+                        priority,
+                        skills,
+                        joined,
+                        offered: Vec::new(),
+                        missed: Vec::new(),
+                        deadline: None,
+                        retry_at: None,
+                        callback: false,
+                    });
                 } else if !self.queues[&queue].config.join_empty && self.staffed(&queue) == 0 {
                     info!(%call, %queue, "no agent staffs the queue; the caller is not queued");
                     out.push(Output::Away {
@@ -683,6 +739,30 @@ impl Acd {
                     }
                 }
             }
+            Input::ConnectionLost { call } => {
+                if let Some(agent) = self.talking.remove(&call) {
+                    if let Some(a) = self.agents.get_mut(&agent) {
+                        // Not a call handled.
+                        a.calls = a.calls.saturating_sub(1);
+                        a.last_call = None;
+                    }
+                    warn!(%call, %agent, "the agent's connection was lost; paused");
+                    self.set(&agent, AgentEvent::Released, now, &mut out);
+                    self.set(
+                        &agent,
+                        AgentEvent::Pause("connection-lost".into()),
+                        now,
+                        &mut out,
+                    );
+                }
+            }
+            Input::Browser { agent, on } => {
+                let Some(a) = self.agents.get_mut(&agent) else {
+                    return out;
+                };
+                info!(%agent, on, "browser phone");
+                a.browser = on;
+            }
             Input::Released { call } => {
                 if let Some(agent) = self.talking.remove(&call) {
                     if let Some(a) = self.agents.get_mut(&agent) {
@@ -696,9 +776,9 @@ impl Acd {
                 let Some(a) = self.agents.get_mut(&agent) else {
                     return out;
                 };
-                let was = !a.contacts.is_empty();
+                let was = a.reachable();
                 a.contacts = contacts;
-                let now_reachable = !a.contacts.is_empty();
+                let now_reachable = a.reachable();
                 let auto = a.auto_login;
                 if now_reachable && !was && auto && a.state == AgentState::LoggedOut {
                     self.set(&agent, AgentEvent::Login, now, &mut out);
@@ -788,7 +868,7 @@ impl Acd {
                 .iter()
                 .filter(|m| {
                     self.agents.get(*m).is_some_and(|a| {
-                        a.on_shift && a.state != AgentState::LoggedOut && !a.contacts.is_empty()
+                        a.on_shift && a.state != AgentState::LoggedOut && a.reachable()
                     })
                 })
                 .count()
@@ -857,7 +937,7 @@ impl Acd {
                     let AgentState::Available { since } = a.state else {
                         return None;
                     };
-                    if a.contacts.is_empty() || !a.on_shift {
+                    if !a.reachable() || !a.on_shift {
                         return None;
                     }
                     let level = if skills.is_empty() {
@@ -914,6 +994,7 @@ impl Acd {
                     agent: agent.clone(),
                     name: a.name.clone(),
                     contacts: a.contacts.clone(),
+                    browser: a.browser,
                     ring_timeout,
                 });
             }
@@ -921,6 +1002,8 @@ impl Acd {
     }
 }
 
+#[cfg(test)]
+mod browser_tests;
 #[cfg(test)]
 mod config_tests;
 #[cfg(test)]

@@ -34,6 +34,7 @@ impl Acd {
                 auto_login: false,
                 on_shift: true,
                 contacts: Vec::new(),
+                browser: false,
                 state: AgentState::LoggedOut,
                 calls: 0,
                 misses: 0,

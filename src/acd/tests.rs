@@ -39,6 +39,7 @@ pub(super) fn join(call: &str, queue: &str, priority: i64, skills: &[&str]) -> I
         skills: skills.iter().map(|s| s.to_string()).collect(),
         caller: "+1555".into(),
         max_wait: None,
+        ahead: false,
     }
 }
 
@@ -670,6 +671,7 @@ fn a_caller_leaves_at_their_max_wait_unless_an_agent_is_ringing_for_them() {
             skills,
             caller,
             max_wait: Some(Duration::from_secs(secs)),
+            ahead: false,
         },
         other => other,
     };

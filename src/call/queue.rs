@@ -43,6 +43,7 @@ impl CallState {
             skills,
             caller: self.caller.clone(),
             max_wait,
+            ahead: false,
         }));
         self.queued = true;
         let q = self.config.queues.get(&queue).cloned().unwrap_or_default();

@@ -270,6 +270,7 @@ impl Sim {
                     tcp: false,
                     tls: false,
                 }],
+                browser: false,
             })
             .collect();
         self.input(Input::Offer(ToCall::Offer {

@@ -10,6 +10,7 @@ fn offered(agent: &str) -> Offered {
         agent: agent.into(),
         name: None,
         contacts: Vec::new(),
+        browser: false,
     }
 }
 
