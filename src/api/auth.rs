@@ -88,7 +88,7 @@ fn browser_route(path: &str) -> bool {
 /// streams (and whatever is served without a token), `Host` must name this
 /// server: an IP address, `localhost` or one of `http.hosts`, so a name
 /// rebound to this address (DNS rebinding) gets nothing.
-fn refusal(
+pub(super) fn refusal(
     http: &crate::config::HttpConfig,
     host: Option<&str>,
     origin: Option<&str>,

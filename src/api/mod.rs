@@ -5,6 +5,7 @@
 
 mod auth;
 mod callbacks;
+pub mod desktop;
 mod flows;
 mod metrics;
 pub mod routes;
@@ -39,6 +40,10 @@ pub struct ApiState {
     pub events: EventBus,
     pub calls: Arc<Calls>,
     pub callbacks: crate::callback::CallbackHandle,
+    /// Agents' browser phones: their desktop pages.
+    pub phones: crate::leg::browser::BrowserPhones,
+    /// Signed-in agents' desktop sessions.
+    pub sessions: desktop::Sessions,
 }
 
 impl ApiState {
@@ -60,6 +65,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             state.clone(),
             auth::check,
         ))
+        .merge(desktop::routes(state.clone()))
         .route(
             "/openapi.json",
             axum::routing::get(|| async { axum::Json(routes::openapi()) }),

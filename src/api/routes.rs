@@ -240,6 +240,19 @@ async fn agent_action(
     if let Err(r) = caller.needs(Role::Agent) {
         return r;
     }
+    act_on_agent(&state, &caller.name, id, action, body).await
+}
+
+/// Logs an agent in or out, pauses or unpauses them (`action`), for `by`
+/// (a token's name, or the agent's own desktop): the agent as it is then,
+/// or why not.
+pub(super) async fn act_on_agent(
+    state: &ApiState,
+    by: &str,
+    id: String,
+    action: String,
+    body: Bytes,
+) -> Response {
     if !state.config().agents.iter().any(|a| a.id == id) {
         return error(StatusCode::NOT_FOUND, "no such agent", None);
     }
@@ -272,7 +285,7 @@ async fn agent_action(
             None,
         );
     }
-    info!(by = %caller.name, agent = %id, %action, "agent action from the API");
+    info!(%by, agent = %id, %action, "agent action from the API");
     state.acd.send(input).await;
     let Some((agents, _)) = state.acd.view().await else {
         return unavailable();

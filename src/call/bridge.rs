@@ -15,7 +15,7 @@ use crate::config::{QueueConfig, Record};
 use crate::events::Event as BusEvent;
 use crate::flow::{self, Event, Failure, Run};
 use crate::leg::{stream_of, LegEvent, Purpose};
-use crate::media::{dtmf, Digit, MediaEvent};
+use crate::media::{dtmf, Digit, MediaEvent, StreamConfig};
 use crate::sdp;
 use crate::sip::{DialogEvent, OutboundCall};
 
@@ -29,6 +29,8 @@ pub(super) struct PendingLeg {
     pub pop: Option<(Box<BusEvent>, Option<String>)>,
     /// The agents offered.
     pub agents: Vec<String>,
+    /// Of them, those whose browser phone rings (not their SIP phones).
+    pub browsers: Vec<String>,
 }
 
 /// The second leg, once placed.
@@ -95,11 +97,20 @@ impl CallState {
             held_since: None,
             peer: None,
         });
+        let pop = p
+            .pop
+            .as_ref()
+            .map(|(pop, _)| serde_json::to_value(pop).unwrap_or_default())
+            .unwrap_or_default();
+        let codec = self.negotiated.map_or(sdp::Codec::Pcmu, |n| n.codec);
         self.push(Do::Dial {
             purpose: p.purpose,
             target: p.target,
             ring_timeout: p.ring_timeout,
             calls: p.calls,
+            browsers: p.browsers,
+            codec,
+            pop,
         });
     }
 
@@ -147,6 +158,31 @@ impl CallState {
             Ok(n) => n,
             Err(e) => return self.fail_leg(Failure::Unreachable(format!("unusable answer: {e}"))),
         };
+        let srtp = n.srtp.map(|s| s.suite.name());
+        self.leg_up(agent, stream_of(&n, true, peer), answered, peer, srtp);
+    }
+
+    /// An agent took the call in the browser: its WebRTC channel carries
+    /// the caller's codec straight through (DTLS-SRTP).
+    fn on_browser_answered(&mut self, agent: String, stream: StreamConfig) {
+        self.leg_up(
+            Some(agent),
+            stream,
+            Some("browser".into()),
+            None,
+            Some("DTLS-SRTP"),
+        );
+    }
+
+    /// The leg answered with `stream`: it is bridged to the caller.
+    fn leg_up(
+        &mut self,
+        agent: Option<String>,
+        stream: StreamConfig,
+        answered: Option<String>,
+        peer: Option<IpAddr>,
+        srtp: Option<&str>,
+    ) {
         let wall = self.wall();
         let Some(leg) = self.leg.as_mut() else {
             return;
@@ -154,14 +190,14 @@ impl CallState {
         leg.peer = peer;
         leg.bridged = true;
         let (purpose, target) = (leg.purpose.clone(), leg.target.clone());
-        self.push(Do::Leg(LegDo::Configure(stream_of(&n, true, peer))));
+        let codec = stream.codec.name();
+        self.push(Do::Leg(LegDo::Configure(stream)));
         self.push(Do::Leg(LegDo::Connected));
         self.marks.bridged_at = Some(wall);
         self.waiting = None;
         self.stop_playing();
         self.push(Do::Bridge);
-        let srtp = n.srtp.map(|s| s.suite.name());
-        info!(%target, answered = ?answered, ?agent, codec = n.codec.name(), ?srtp, "answered; caller bridged");
+        info!(%target, answered = ?answered, ?agent, codec, ?srtp, "answered; caller bridged");
         match purpose {
             Purpose::Transfer { token } => self.feed(Event::Transferred(token, Ok(()))),
             Purpose::Referred | Purpose::Callback => {}
@@ -224,6 +260,8 @@ impl CallState {
             }
             LegEvent::Media(_) => {}
             LegEvent::Failed(e) => self.fail_leg(Failure::Unreachable(e)),
+            LegEvent::BrowserAnswered { agent, stream } => self.on_browser_answered(agent, stream),
+            LegEvent::ConnectionLost => self.connection_lost(),
             LegEvent::NoAnswer => self.fail_leg(Failure::NoAnswer),
             LegEvent::Gone => {
                 warn!(target = %leg.target, "the other leg stopped answering (no BYE came); ending the call");
@@ -360,6 +398,40 @@ impl CallState {
         }
     }
 
+    /// The agent's browser died mid-call (its consent ran out): our side
+    /// of the call is gone, not the caller. The agent is paused
+    /// (`connection-lost`) and the caller goes back to the head of their
+    /// queue, hearing its music again.
+    fn connection_lost(&mut self) {
+        let Some(leg) = self.leg.as_ref() else {
+            return;
+        };
+        let (bridged, from_agent) = (leg.bridged, leg.purpose == Purpose::Agents);
+        if !bridged {
+            return self.fail_leg(Failure::Unreachable(
+                "the browser's connection failed".into(),
+            ));
+        }
+        let Some(queue) = self.queue_name.clone().filter(|_| from_agent) else {
+            // A transfer target is no browser; nothing to go back to.
+            return self.end_bridge();
+        };
+        warn!(agent = ?self.marks.agent, %queue, "the agent's browser connection was lost; the caller goes back to the head of the queue");
+        self.count_hold();
+        if self.conversation.take().is_some() {
+            self.recording_stopped();
+            self.media(MediaDo::StopConversation);
+        }
+        self.media(MediaDo::Unbridge);
+        self.leg = None;
+        self.push(Do::DropLeg);
+        let call = self.call_id.clone();
+        self.tell_acd(AcdInput::ConnectionLost { call });
+        self.marks.bridged_at = None;
+        self.marks.agent = None;
+        self.rejoin_ahead(queue);
+    }
+
     /// A hold still going on ends with the bridge.
     pub(super) fn count_hold(&mut self) {
         let now = self.now;
@@ -461,7 +533,7 @@ impl CallState {
             ToCall::Away(why) => return self.queue_away(why),
         };
         let busy = self.leg.is_some() || self.pending_leg.is_some();
-        if busy || agents.iter().all(|a| a.contacts.is_empty()) {
+        if busy || agents.iter().all(|a| a.contacts.is_empty() && !a.browser) {
             let call = self.call_id.clone();
             return self.tell_acd(AcdInput::NoAnswer { call });
         }
@@ -493,7 +565,13 @@ impl CallState {
         // rule and its connection allow.
         let key = sdp::crypto::KeySalt::random(sdp::crypto::Suite::AesCm128HmacSha1_80);
         self.leg_crypto.clear();
+        let mut browsers = Vec::new();
         for a in &agents {
+            // At the desktop, the browser is the agent's phone.
+            if a.browser {
+                browsers.push(a.agent.clone());
+                continue;
+            }
             for contact in &a.contacts {
                 let policy = super::agent_policy(&self.config, &a.agent, contact.tls);
                 let (crypto, savp) = sdp::crypto::offer_lines(policy, key);
@@ -522,6 +600,7 @@ impl CallState {
             calls,
             pop: Some((Box::new(pop), url)),
             agents: names,
+            browsers,
         });
     }
 

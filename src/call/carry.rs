@@ -57,6 +57,9 @@ impl Driver {
                 target,
                 ring_timeout,
                 calls,
+                browsers,
+                codec,
+                pop,
             } => {
                 let mut media = self.opening.take()?;
                 // A dual-stack engine meets the phone in its family (where
@@ -87,6 +90,29 @@ impl Driver {
                 let mut leg = leg::Leg::new(purpose, target, media, origin, ring_timeout);
                 for (call, agent) in offers {
                     leg.dial(&self.ctx.dialer, call, agent);
+                }
+                let ice_servers = (self.ctx.config.webrtc.as_ref())
+                    .map(|w| w.ice_servers.clone())
+                    .unwrap_or_default();
+                for agent in browsers {
+                    // On the caller's clock, in the caller's codec: relayed
+                    // as it comes, never transcoded.
+                    match self.ctx.media.open_browser(&self.media, codec).await {
+                        Ok((m, offer)) => {
+                            info!(%agent, "ringing the agent's browser");
+                            leg.ring_browser(
+                                &self.ctx.phones,
+                                &self.call_id,
+                                agent,
+                                codec,
+                                m,
+                                offer,
+                                ice_servers.clone(),
+                                pop.clone(),
+                            );
+                        }
+                        Err(e) => warn!(%agent, error = %e, "no browser leg for the agent"),
+                    }
                 }
                 self.leg = Some(leg);
             }

@@ -11,7 +11,7 @@ use crate::events::{Event as BusEvent, PastCall};
 use crate::flow::{Event, WebhookRequest};
 use crate::leg::{self, playlist::PlayOp};
 use crate::media::{Digit, MediaEvent, StreamConfig};
-use crate::sdp::Negotiated;
+use crate::sdp::{self, Negotiated};
 use crate::sip::{DialogEvent, OutboundCall};
 use crate::store::{Callback, Cdr, StoreError, SurveyAnswer};
 
@@ -87,6 +87,11 @@ pub enum Do {
         target: String,
         ring_timeout: Duration,
         calls: Vec<(OutboundCall, Option<String>)>,
+        /// Agents whose browser phones ring, with the caller's codec
+        /// (sent to them as it is) and the screen pop for their pages.
+        browsers: Vec<String>,
+        codec: sdp::Codec,
+        pop: serde_json::Value,
     },
     /// On the second leg.
     Leg(LegDo),

@@ -64,6 +64,8 @@ pub struct CallContext {
     pub hangup_all: watch::Receiver<bool>,
     /// Where booked callbacks go.
     pub callbacks: crate::callback::CallbackHandle,
+    /// Agents' browser phones (their desktop pages).
+    pub phones: crate::leg::browser::BrowserPhones,
 }
 
 impl CallContext {

@@ -55,6 +55,28 @@ impl CallState {
         }
     }
 
+    /// Puts the caller back at the head of `queue` (their agent's
+    /// connection was lost): the ACD places them first, and they hear the
+    /// queue's music again, without its greeting.
+    pub(super) fn rejoin_ahead(&mut self, queue: String) {
+        self.push(Do::Join(AcdInput::Join {
+            call: self.call_id.clone(),
+            queue: queue.clone(),
+            priority: self.queue_priority,
+            skills: self.queue_skills.clone(),
+            caller: self.caller.clone(),
+            max_wait: None,
+            ahead: true,
+        }));
+        self.queued = true;
+        let q = self.config.queues.get(&queue).cloned().unwrap_or_default();
+        let music = q.music.clone();
+        self.queue_name = Some(queue);
+        let (waiting, _greeting) = Waiting::join(q, self.now);
+        self.waiting = Some(Box::new(waiting));
+        self.play_then_loop(Vec::new(), music);
+    }
+
     /// The ACD placed the waiting caller: the greeting and where they stand.
     pub(super) fn on_placed(&mut self, pos: Option<Position>) {
         let can_offer = self.can_offer_callback();

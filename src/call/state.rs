@@ -92,7 +92,7 @@ pub struct CallState {
     /// What each phone of the ringing leg was offered: (its URI, the SDES
     /// lines, its rule), to read its answer.
     pub(super) leg_crypto: Vec<(String, Vec<sdp::crypto::Crypto>, sdp::crypto::Policy)>,
-    negotiated: Option<Negotiated>,
+    pub(super) negotiated: Option<Negotiated>,
     pub(super) run: Run,
     pub(super) playlist: Playlist,
     pub(super) timers: Timers,
@@ -820,6 +820,7 @@ impl CallState {
             calls: vec![(call, None)],
             pop: None,
             agents: Vec::new(),
+            browsers: Vec::new(),
         });
     }
 }

@@ -310,6 +310,7 @@ pub async fn run(
         calls: Default::default(),
         hangup_all: hangup_rx,
         callbacks: callbacks.clone(),
+        phones: Default::default(),
     };
     let callback_ctx = crate::callback::Context {
         config: ctx.config.clone(),
@@ -345,6 +346,8 @@ pub async fn run(
             events: ctx.events.clone(),
             calls: ctx.calls.clone(),
             callbacks: ctx.callbacks.clone(),
+            phones: ctx.phones.clone(),
+            sessions: Default::default(),
         }),
     ));
     let active = Arc::new(AtomicUsize::new(0));

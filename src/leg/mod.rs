@@ -7,11 +7,15 @@
 //! INVITE and the same SDP offer. The first to answer wins; the others are
 //! cancelled (or, if they answered too, hung up).
 
+pub mod browser;
 pub mod playlist;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use browser::{BrowserBranch, BrowserPhones, FromPage, PageEvent, ToPage};
+
+use crate::media::webrtc::{LinkState, DTMF_PT};
 use crate::media::{MediaChannel, MediaEvent, StreamConfig};
 use crate::sdp::{Negotiated, Origin};
 use crate::sip::{Dialer, DialogEvent, DialogHandle, OutboundCall};
@@ -43,6 +47,13 @@ struct Branch {
     over: bool,
 }
 
+/// The branch that answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Winner {
+    Sip(usize),
+    Browser(usize),
+}
+
 /// What a branch's forwarding task reports.
 enum BranchEvent {
     Placed(DialogHandle),
@@ -58,8 +69,15 @@ pub struct Leg {
     /// Our SDP session on this leg (its version grows with each answer).
     pub origin: Origin,
     branches: Vec<Branch>,
+    /// Browsers rung (agents at the desktop).
+    browsers: Vec<BrowserBranch>,
+    /// What their pages say.
+    pages: mpsc::UnboundedReceiver<(String, PageEvent)>,
+    pages_tx: mpsc::UnboundedSender<(String, PageEvent)>,
     /// The branch that answered.
-    winner: Option<usize>,
+    winner: Option<Winner>,
+    /// Nothing was rung, and that was reported.
+    told_empty: bool,
     events: mpsc::UnboundedReceiver<(usize, BranchEvent)>,
     events_tx: mpsc::UnboundedSender<(usize, BranchEvent)>,
     /// Until the answer: when to give up ringing.
@@ -96,6 +114,14 @@ pub enum LegEvent {
     /// Bridged, but the leg stopped answering checks (its phone died
     /// without a BYE) or no longer knows the call.
     Gone,
+    /// An agent took the call in the browser: its WebRTC channel is now
+    /// the leg's, streaming so.
+    BrowserAnswered {
+        agent: String,
+        stream: StreamConfig,
+    },
+    /// The browser's connection died (consent ran out) after it answered.
+    ConnectionLost,
 }
 
 impl Leg {
@@ -107,13 +133,18 @@ impl Leg {
         ring_timeout: std::time::Duration,
     ) -> Leg {
         let (events_tx, events) = mpsc::unbounded_channel();
+        let (pages_tx, pages) = mpsc::unbounded_channel();
         Leg {
             purpose,
             target,
             media,
             origin,
             branches: Vec::new(),
+            browsers: Vec::new(),
+            pages,
+            pages_tx,
             winner: None,
+            told_empty: false,
             events,
             events_tx,
             deadline: Some(Instant::now() + ring_timeout),
@@ -157,14 +188,193 @@ impl Leg {
         });
     }
 
-    /// The answered branch's dialog.
+    /// Rings an agent's browser phone: `media` is the WebRTC channel
+    /// whose `offer` the page gets with the screen pop. `false` (and the
+    /// branch is over) when the agent has no page now.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ring_browser(
+        &mut self,
+        phones: &BrowserPhones,
+        call: &str,
+        agent: String,
+        codec: crate::sdp::Codec,
+        media: MediaChannel,
+        offer: String,
+        ice_servers: Vec<crate::config::IceServer>,
+        pop: serde_json::Value,
+    ) -> bool {
+        let Some(page) = phones.ring(call, &agent, self.pages_tx.clone()) else {
+            self.last_failure = Some(format!("agent {agent} has no browser page"));
+            return false;
+        };
+        let branch = BrowserBranch {
+            agent,
+            call: call.to_owned(),
+            codec,
+            media: Some(media),
+            page,
+            phones: phones.clone(),
+            over: false,
+            won: false,
+        };
+        branch.tell(ToPage::Ring {
+            call: call.to_owned(),
+            offer,
+            ice_servers,
+            pop,
+        });
+        self.browsers.push(branch);
+        true
+    }
+
+    /// The answered branch's dialog (none for a browser).
     pub fn dialog(&self) -> Option<&DialogHandle> {
-        self.branches.get(self.winner?)?.dialog.as_ref()
+        match self.winner? {
+            Winner::Sip(i) => self.branches.get(i)?.dialog.as_ref(),
+            Winner::Browser(_) => None,
+        }
     }
 
     /// Where the answered branch was sent.
     pub fn answered_target(&self) -> Option<&str> {
-        Some(&self.branches.get(self.winner?)?.target)
+        match self.winner? {
+            Winner::Sip(i) => Some(&self.branches.get(i)?.target),
+            Winner::Browser(i) => self.browsers.get(i).map(|_| "browser"),
+        }
+    }
+
+    /// Whether every branch, SIP and browser, is over.
+    fn all_over(&self) -> bool {
+        self.branches.iter().all(|b| b.over) && self.browsers.iter().all(|b| b.over)
+    }
+
+    /// The report when every branch is over.
+    fn report(&mut self) -> LegEvent {
+        match (self.last_status, self.last_failure.take()) {
+            (Some(status), _) => LegEvent::Rejected(status),
+            (None, Some(why)) => LegEvent::Failed(why),
+            (None, None) => LegEvent::Failed("the call ended before it was answered".into()),
+        }
+    }
+
+    /// What a page said (or that it went) about its branch.
+    async fn on_page(&mut self, agent: String, ev: PageEvent) -> Option<LegEvent> {
+        let i = self
+            .browsers
+            .iter()
+            .position(|b| b.agent == agent && !b.over)?;
+        let won = self.winner == Some(Winner::Browser(i));
+        let msg = match ev {
+            PageEvent::Said(msg) => msg,
+            // A page that goes after taking the call: its media's consent
+            // says whether the call is still there.
+            PageEvent::Gone if won => return None,
+            PageEvent::Gone => {
+                self.last_failure = Some(format!("agent {agent}'s page closed"));
+                return self.browser_over(i);
+            }
+        };
+        match msg {
+            FromPage::Answer { sdp, .. } => {
+                let media = if won {
+                    Some(&self.media)
+                } else {
+                    self.browsers[i].media.as_ref()
+                };
+                if let Some(m) = media {
+                    m.browser_answer(sdp).await;
+                }
+                None
+            }
+            FromPage::Candidate { candidate, .. } => {
+                let media = if won {
+                    Some(&self.media)
+                } else {
+                    self.browsers[i].media.as_ref()
+                };
+                if let Some(m) = media {
+                    m.browser_candidate(candidate).await;
+                }
+                None
+            }
+            FromPage::Accept { .. } if self.winner.is_none() => {
+                let media = self.browsers[i].media.take()?;
+                self.winner = Some(Winner::Browser(i));
+                self.browsers[i].won = true;
+                // The SIP channel offered to phones goes; the browser's is
+                // the leg's from now on.
+                self.media = media;
+                for b in self.branches.iter_mut() {
+                    if let Some(d) = b.dialog.take() {
+                        d.hangup().await;
+                    }
+                    b.over = true;
+                }
+                for (k, b) in self.browsers.iter_mut().enumerate() {
+                    if k != i {
+                        b.end();
+                    }
+                }
+                let codec = self.browsers[i].codec;
+                let stream = StreamConfig {
+                    remote: std::net::SocketAddr::new(
+                        self.media.local_ip(),
+                        self.media.local_port(),
+                    ),
+                    codec,
+                    payload_type: codec.payload_type(),
+                    dtmf_pt: Some(DTMF_PT),
+                    send: true,
+                    receive: true,
+                    symmetric: false,
+                    signalling: None,
+                    srtp: None,
+                    rtcp: None,
+                };
+                Some(LegEvent::BrowserAnswered { agent, stream })
+            }
+            // Taken elsewhere already: this page stops ringing.
+            FromPage::Accept { .. } => {
+                self.browsers[i].end();
+                None
+            }
+            FromPage::Hangup { .. } if won => Some(LegEvent::Dialog(DialogEvent::Bye)),
+            FromPage::Decline { .. } | FromPage::Hangup { .. } => {
+                self.last_status = Some(603);
+                self.browser_over(i)
+            }
+        }
+    }
+
+    /// A browser branch is over; when all are, what to report.
+    fn browser_over(&mut self, i: usize) -> Option<LegEvent> {
+        if let Some(b) = self.browsers.get_mut(i) {
+            b.end();
+        }
+        if self.winner.is_some() || !self.all_over() {
+            return None;
+        }
+        Some(self.report())
+    }
+
+    /// An event of a browser branch's channel before anyone answered.
+    fn on_branch_media(&mut self, i: usize, ev: MediaEvent) -> Option<LegEvent> {
+        match ev {
+            MediaEvent::BrowserRefused(e) => {
+                let b = self.browsers.get(i)?;
+                b.tell(ToPage::Refused {
+                    call: b.call.clone(),
+                    error: e.to_string(),
+                });
+                self.last_failure = Some(e.to_string());
+                self.browser_over(i)
+            }
+            MediaEvent::Browser(LinkState::Failed) => {
+                self.last_failure = Some("the browser's connection failed".into());
+                self.browser_over(i)
+            }
+            _ => None,
+        }
     }
 
     /// It answered and is bridged: it rings no more, and from now on it is
@@ -190,24 +400,44 @@ impl Leg {
             b.over = true;
             b.dialog = None;
         }
-        if self.winner.is_some() || self.branches.iter().any(|b| !b.over) {
+        if self.winner.is_some() || !self.all_over() {
             return None;
         }
-        Some(match (self.last_status, self.last_failure.take()) {
-            (Some(status), _) => LegEvent::Rejected(status),
-            (None, Some(why)) => LegEvent::Failed(why),
-            (None, None) => LegEvent::Failed("the call ended before it was answered".into()),
-        })
+        Some(self.report())
     }
 
     /// The next thing that happens on the leg.
     pub async fn next(&mut self) -> LegEvent {
+        // Nothing could be rung at all (no phone, no page): said once.
+        if self.winner.is_none() && self.all_over() && !self.told_empty {
+            self.told_empty = true;
+            return self.report();
+        }
         loop {
             let deadline = self.deadline;
             let (check_at, check_deadline) = (self.check_at, self.check_deadline);
             let (i, ev) = tokio::select! {
                 Some(ev) = self.events.recv() => ev,
-                Some(ev) = self.media.events.recv() => return LegEvent::Media(ev),
+                Some(ev) = self.media.events.recv() => {
+                    if ev == MediaEvent::Browser(LinkState::Failed)
+                        && matches!(self.winner, Some(Winner::Browser(_)))
+                    {
+                        return LegEvent::ConnectionLost;
+                    }
+                    return LegEvent::Media(ev);
+                }
+                Some((agent, ev)) = self.pages.recv() => {
+                    match self.on_page(agent, ev).await {
+                        Some(report) => return report,
+                        None => continue,
+                    }
+                }
+                (i, ev) = branch_media(&mut self.browsers) => {
+                    match self.on_branch_media(i, ev) {
+                        Some(report) => return report,
+                        None => continue,
+                    }
+                }
                 _ = sleep_until_opt(deadline) => return LegEvent::NoAnswer,
                 _ = sleep_until_opt(check_at) => {
                     self.check_at = None;
@@ -238,7 +468,7 @@ impl Leg {
                 BranchEvent::Dialog(ev) => ev,
             };
             match self.winner {
-                Some(w) if w == i => match ev {
+                Some(Winner::Sip(w)) if w == i => match ev {
                     DialogEvent::Alive => {
                         self.check_deadline = None;
                         if let Some((every, _)) = self.check {
@@ -258,7 +488,7 @@ impl Leg {
                 }
                 None => match ev {
                     DialogEvent::Answered { sdp, peer } => {
-                        self.winner = Some(i);
+                        self.winner = Some(Winner::Sip(i));
                         self.peer = Some(peer);
                         // The other phones stop ringing.
                         for (k, b) in self.branches.iter_mut().enumerate() {
@@ -268,6 +498,9 @@ impl Leg {
                                 }
                                 b.over = true;
                             }
+                        }
+                        for b in self.browsers.iter_mut() {
+                            b.end();
                         }
                         let agent = self.branches.get(i).and_then(|b| b.agent.clone());
                         return LegEvent::Answered { agent, sdp };
@@ -289,6 +522,22 @@ impl Leg {
             }
         }
     }
+}
+
+/// The next event of a browser branch's channel that still rings (none:
+/// never).
+async fn branch_media(browsers: &mut [BrowserBranch]) -> (usize, MediaEvent) {
+    std::future::poll_fn(|cx| {
+        for (i, b) in browsers.iter_mut().enumerate() {
+            if let Some(m) = b.media.as_mut().filter(|_| !b.over) {
+                if let std::task::Poll::Ready(Some(ev)) = m.events.poll_recv(cx) {
+                    return std::task::Poll::Ready((i, ev));
+                }
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Waits for the leg's next event, or forever when there is no leg.
