@@ -118,12 +118,32 @@ impl Sessions {
 /// The desktop's routes (their own sign-in, not the API's tokens).
 pub fn routes(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
     Router::new()
+        .route("/agent", get(page))
         .route("/agent/login", post(login))
         .route("/agent/logout", post(logout))
         .route("/agent/me", get(me))
         .route("/agent/ws", get(socket))
         .route("/agent/{id}/{action}", post(act))
         .layer(axum::middleware::from_fn_with_state(state, guard))
+}
+
+const PAGE: &str = include_str!("../../web/agent.html");
+
+/// The desktop page (plain HTML and JS of our own, embedded).
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            // Its own scripts and the engine only; no framing by others.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; media-src 'self' blob: mediastream:; frame-ancestors 'none'",
+            ),
+        ],
+        PAGE,
+    )
+        .into_response()
 }
 
 /// A page of another site (or a name rebound to this address) gets
@@ -338,11 +358,16 @@ async fn phone(mut socket: WebSocket, state: Arc<ApiState>, s: Session) {
         .await;
     info!(%agent, "the agent's browser phone is on");
     let mut events = state.events.subscribe();
+    let config = state.config();
     let hello = serde_json::json!({
         "type": "hello",
         "agent": agent,
-        "ice_servers": state.config().webrtc.as_ref().map(|w| w.ice_servers.clone()).unwrap_or_default(),
+        "name": config.agents.iter().find(|a| a.id == agent).and_then(|a| a.name.clone()),
+        "ice_servers": config.webrtc.as_ref().map(|w| w.ice_servers.clone()).unwrap_or_default(),
+        "pause_reasons": config.desktop.pause_reasons,
+        "webrtc": config.webrtc.is_some(),
     });
+    drop(config);
     let mut out = Some(hello.to_string());
     loop {
         if let Some(text) = out.take() {

@@ -12,7 +12,7 @@ pub mod schedule;
 mod webrtc;
 
 pub use addrs::PerFamily;
-pub use webrtc::{IceServer, WebRtcConfig};
+pub use webrtc::{DesktopConfig, IceServer, WebRtcConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,6 +77,8 @@ pub struct Config {
     pub retention: Retention,
     /// Browser legs (agents in a browser tab); absent: none.
     pub webrtc: Option<WebRtcConfig>,
+    /// The agent desktop (`/agent`).
+    pub desktop: DesktopConfig,
 }
 
 /// `retention:` how long what the engine keeps is kept (`400d`, `90d`,
@@ -1084,6 +1086,7 @@ impl Config {
         if let Some(w) = &self.webrtc {
             w.check()?;
         }
+        self.desktop.check()?;
         if self.dns.retry.is_zero() {
             return Err("dns: retry must be more than 0s".into());
         }

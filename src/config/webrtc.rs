@@ -38,6 +38,40 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// `desktop:` the agent desktop (`/agent`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DesktopConfig {
+    /// The reasons an agent picks from when pausing.
+    pub pause_reasons: Vec<String>,
+}
+
+impl Default for DesktopConfig {
+    fn default() -> Self {
+        DesktopConfig {
+            pause_reasons: ["break", "lunch", "meeting", "training"]
+                .map(str::to_owned)
+                .to_vec(),
+        }
+    }
+}
+
+impl DesktopConfig {
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.pause_reasons.is_empty() {
+            return Err("desktop: pause-reasons needs at least one reason".into());
+        }
+        for r in &self.pause_reasons {
+            if r.trim().is_empty() || r.len() > 64 || r.chars().any(char::is_control) {
+                return Err(format!(
+                    "desktop: pause-reasons: `{r}` must be a short text (1 to 64 characters)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl WebRtcConfig {
     /// The WebRTC settings' problems, in the words `hotline validate` shows.
     pub(super) fn check(&self) -> Result<(), String> {

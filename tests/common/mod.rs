@@ -5,6 +5,7 @@
 
 pub mod baresip;
 pub mod certs;
+pub mod chromium;
 pub mod desktop;
 pub mod dnsmasq;
 pub mod netns;

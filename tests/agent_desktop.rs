@@ -1,0 +1,165 @@
+//! The agent desktop in headless Chromium: the agent signs in on the page,
+//! goes available, a caller queues, the page rings with the screen pop,
+//! the test answers through the DevTools protocol, and audio flows both
+//! ways through the engine: the caller hears the browser's microphone (a
+//! tone file) and the page's AnalyserNode finds the caller's tone. The
+//! agent hangs up with the keyboard shortcut. Screenshots of ringing and
+//! talking go to target/test-output/.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::chromium::Browser;
+use common::ua::TestUa;
+use common::{agent_state, wait_agent_state, Engine};
+use serde_json::{json, Value};
+
+/// The browser's microphone: a 1 kHz tone. The caller says 400 Hz.
+const MIC_HZ: f64 = 1000.0;
+const CALLER_HZ: f64 = 400.0;
+
+fn tone(hz: f64, rate: u32, seconds: u32) -> Vec<i16> {
+    (0..rate * seconds)
+        .map(|i| {
+            let t = f64::from(i) / f64::from(rate);
+            (9000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
+        })
+        .collect()
+}
+
+/// The power of `hz` in `samples` (8 kHz), by Goertzel, per sample.
+fn power(samples: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let coeff = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in samples {
+        let s = f64::from(x) + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / samples.len().max(1) as f64
+}
+
+fn screenshot(browser: &mut Browser, name: &str) {
+    let dir = common::root().join("target/test-output");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), browser.screenshot()).unwrap();
+}
+
+fn key(browser: &mut Browser, k: &str) {
+    for kind in ["keyDown", "keyUp"] {
+        browser.command(
+            "Input.dispatchKeyEvent",
+            json!({ "type": kind, "key": k, "text": if kind == "keyDown" { k } else { "" } }),
+        );
+    }
+}
+
+#[test]
+fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
+    let ports = common::Ports::next();
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        &format!(
+            "queues:\n  support: {{ announce-position: false, wrap-up: 30s }}\n\
+agents:\n  - {{ id: '1001', name: Ada, password: 1001pass, queues: [support] }}\n\
+webrtc: {{ port: {} }}\n",
+            ports.spare(0)
+        ),
+    );
+    let mic = engine.dir.join("mic-1khz.wav");
+    hotline::media::wav::write(&mic, &tone(MIC_HZ, 48000, 10), 48000).unwrap();
+    let url = format!("http://127.0.0.1:{}/agent", engine.ports.http());
+    let capture = format!("--use-file-for-fake-audio-capture={}", mic.display());
+    let mut browser = Browser::open(
+        &url,
+        ports.spare(40),
+        "/agent",
+        &[
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            &capture,
+            "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection",
+        ],
+    );
+    browser.dom_when("document.readyState === 'complete'");
+    browser.eval(
+        "document.getElementById('agent').value = '1001';
+         document.getElementById('password').value = '1001pass';
+         document.getElementById('signin-button').click(); true",
+    );
+    browser.dom_when("!document.getElementById('desk').hidden");
+    browser.eval("document.getElementById('available').click(); true");
+    wait_agent_state(&engine, "1001", "available", Duration::from_secs(5));
+
+    // A caller queues: the page rings with who, which queue, how long.
+    let mut caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0");
+    let dom = browser.dom_when("!document.getElementById('ringing').hidden");
+    assert!(dom.contains("support"), "no queue in the pop");
+    screenshot(&mut browser, "agent-desktop-ringing.png");
+    // Answered through DevTools, with the page's own button.
+    browser.eval("document.getElementById('answer').click(); true");
+    wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
+
+    // The caller talks (400 Hz) and listens for three seconds.
+    let rx = caller.rtp.try_clone().unwrap();
+    let talk = Duration::from_secs(3);
+    let heard = std::thread::spawn(move || {
+        let mut pcm = Vec::new();
+        let mut buf = [0u8; 2048];
+        let start = Instant::now();
+        while start.elapsed() < talk {
+            if let Ok(n) = rx.recv(&mut buf) {
+                if let Some((info, payload)) = hotline::media::rtp::parse(&buf[..n]) {
+                    if info.payload_type == 0 && start.elapsed() > Duration::from_millis(1500) {
+                        pcm.extend(
+                            payload
+                                .iter()
+                                .map(|&b| hotline::media::g711::ulaw_decode(b)),
+                        );
+                    }
+                }
+            }
+        }
+        pcm
+    });
+    let speaking = std::thread::spawn(move || {
+        caller.send_pcmu(&tone(CALLER_HZ, 8000, 3));
+        caller
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    // The page's analyser: the loudest bin is the caller's tone.
+    let peak = browser.eval(
+        "(() => { const a = window.hotline.analyser; if (!a) return -1;
+           const d = new Float32Array(a.frequencyBinCount); a.getFloatFrequencyData(d);
+           let best = 0; for (let i = 1; i < d.length; i++) if (d[i] > d[best]) best = i;
+           return best * a.context.sampleRate / a.fftSize; })()",
+    );
+    screenshot(&mut browser, "agent-desktop-talking.png");
+    let caller = speaking.join().unwrap();
+    let pcm = heard.join().unwrap();
+    let peak = peak.as_f64().unwrap_or(-1.0);
+    assert!(
+        (peak - CALLER_HZ).abs() < 60.0,
+        "the page's loudest frequency is {peak} Hz, not the caller's {CALLER_HZ} Hz"
+    );
+    assert!(pcm.len() >= 8000, "the caller got {} samples", pcm.len());
+    let (at_mic, elsewhere) = (power(&pcm, MIC_HZ), power(&pcm, 1700.0));
+    assert!(
+        at_mic > 20.0 * elsewhere.max(1.0),
+        "the caller does not hear the browser's tone: {at_mic:.0} at 1 kHz, {elsewhere:.0} at 1.7 kHz"
+    );
+
+    // `H` hangs up: the caller gets a BYE, the agent goes to wrap-up.
+    key(&mut browser, "h");
+    assert!(
+        caller.expect_bye(Duration::from_secs(5)),
+        "no BYE to the caller"
+    );
+    wait_agent_state(&engine, "1001", "wrap-up", Duration::from_secs(5));
+    browser.dom_when("!document.getElementById('idle').hidden");
+    assert_eq!(agent_state(&engine, "1001").0, "wrap-up");
+    let _: Value = browser.eval("true");
+}
