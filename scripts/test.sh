@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Hotline's whole test suite: unit tests and the real-peer tests that
 # start the hotline binary on loopback and call it with SIPp and baresip,
-# and load the wallboard in headless Chromium.
+# and load the wallboard and the agent desktop in headless Chromium.
 #
 # It installs what the tests need when run as root (Debian/Ubuntu), or stops
 # with the exact command to run. No real-peer test is ever skipped.
@@ -18,6 +18,8 @@ command -v nft >/dev/null 2>&1 || packages+=(nftables)
 command -v dnsmasq >/dev/null 2>&1 || packages+=(dnsmasq-base)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+# An agent's browser behind a strict firewall reaches the engine through TURN.
+command -v turnserver >/dev/null 2>&1 || packages+=(coturn)
 # The package test: dpkg -i runs adduser; the unit is checked by systemd-analyze.
 command -v adduser >/dev/null 2>&1 || packages+=(adduser)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
@@ -27,7 +29,7 @@ if [ ${#packages[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "test.sh: the tests need SIPp, baresip, Chromium, fail2ban, nftables, dnsmasq and promtool (prometheus). Run: sudo apt-get install -y ${packages[*]}" >&2
+    echo "test.sh: the tests need SIPp, baresip, Chromium, fail2ban, nftables, dnsmasq, promtool (prometheus) and coturn. Run: sudo apt-get install -y ${packages[*]}" >&2
     exit 1
   fi
 fi

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::chromium::Browser;
 use common::ua::TestUa;
 use common::{agent_state, wait_agent_state, Engine};
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The browser's microphone: a 1 kHz tone. The caller says 400 Hz.
 const MIC_HZ: f64 = 1000.0;
@@ -56,16 +56,15 @@ fn key(browser: &mut Browser, k: &str) {
     }
 }
 
-#[test]
-fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
-    let ports = common::Ports::next();
+/// An engine with agent 1001 in `support` and `webrtc` (YAML) as given,
+/// and Chromium signed in as 1001 at its desktop, available.
+fn desk(ports: &common::Ports, webrtc: &str) -> (Engine, Browser) {
     let engine = Engine::with_flow(
         "entry: q\nnodes:\n  q: { queue: support }\n",
         &format!(
             "queues:\n  support: {{ announce-position: false, wrap-up: 30s }}\n\
 agents:\n  - {{ id: '1001', name: Ada, password: 1001pass, queues: [support] }}\n\
-webrtc: {{ port: {} }}\n",
-            ports.spare(0)
+webrtc: {webrtc}\n"
         ),
     );
     let mic = engine.dir.join("mic-1khz.wav");
@@ -84,7 +83,10 @@ webrtc: {{ port: {} }}\n",
             "--allow-loopback-in-peer-connection",
         ],
     );
-    browser.dom_when("document.readyState === 'complete'");
+    // The page itself, not the blank one DevTools may see first.
+    browser.dom_when(
+        "document.readyState === 'complete' && !!document.getElementById('signin-button')",
+    );
     browser.eval(
         "document.getElementById('agent').value = '1001';
          document.getElementById('password').value = '1001pass';
@@ -93,24 +95,17 @@ webrtc: {{ port: {} }}\n",
     browser.dom_when("!document.getElementById('desk').hidden");
     browser.eval("document.getElementById('available').click(); true");
     wait_agent_state(&engine, "1001", "available", Duration::from_secs(5));
+    (engine, browser)
+}
 
-    // A caller queues: the page rings with who, which queue, how long.
-    let mut caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0");
-    let dom = browser.dom_when("!document.getElementById('ringing').hidden");
-    assert!(dom.contains("support"), "no queue in the pop");
-    screenshot(&mut browser, "agent-desktop-ringing.png");
-    // Answered through DevTools, with the page's own button.
-    browser.eval("document.getElementById('answer').click(); true");
-    wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
-
-    // The caller talks (400 Hz) and listens for three seconds.
+/// What the caller hears for `time` (8 kHz samples after the first 1.5 s).
+fn listen(caller: &TestUa, time: Duration) -> std::thread::JoinHandle<Vec<i16>> {
     let rx = caller.rtp.try_clone().unwrap();
-    let talk = Duration::from_secs(3);
-    let heard = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut pcm = Vec::new();
         let mut buf = [0u8; 2048];
         let start = Instant::now();
-        while start.elapsed() < talk {
+        while start.elapsed() < time {
             if let Ok(n) = rx.recv(&mut buf) {
                 if let Some((info, payload)) = hotline::media::rtp::parse(&buf[..n]) {
                     if info.payload_type == 0 && start.elapsed() > Duration::from_millis(1500) {
@@ -124,7 +119,34 @@ webrtc: {{ port: {} }}\n",
             }
         }
         pcm
-    });
+    })
+}
+
+fn assert_hears_the_browser(pcm: &[i16]) {
+    assert!(pcm.len() >= 8000, "the caller got {} samples", pcm.len());
+    let (at_mic, elsewhere) = (power(pcm, MIC_HZ), power(pcm, 1700.0));
+    assert!(
+        at_mic > 20.0 * elsewhere.max(1.0),
+        "the caller does not hear the browser's tone: {at_mic:.0} at 1 kHz, {elsewhere:.0} at 1.7 kHz"
+    );
+}
+
+#[test]
+fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
+    let ports = common::Ports::next();
+    let (engine, mut browser) = desk(&ports, &format!("{{ port: {} }}", ports.spare(0)));
+
+    // A caller queues: the page rings with who, which queue, how long.
+    let mut caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0");
+    let dom = browser.dom_when("!document.getElementById('ringing').hidden");
+    assert!(dom.contains("support"), "no queue in the pop");
+    screenshot(&mut browser, "agent-desktop-ringing.png");
+    // Answered through DevTools, with the page's own button.
+    browser.eval("document.getElementById('answer').click(); true");
+    wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
+
+    // The caller talks (400 Hz) and listens for three seconds.
+    let heard = listen(&caller, Duration::from_secs(3));
     let speaking = std::thread::spawn(move || {
         caller.send_pcmu(&tone(CALLER_HZ, 8000, 3));
         caller
@@ -139,18 +161,12 @@ webrtc: {{ port: {} }}\n",
     );
     screenshot(&mut browser, "agent-desktop-talking.png");
     let caller = speaking.join().unwrap();
-    let pcm = heard.join().unwrap();
     let peak = peak.as_f64().unwrap_or(-1.0);
     assert!(
         (peak - CALLER_HZ).abs() < 60.0,
         "the page's loudest frequency is {peak} Hz, not the caller's {CALLER_HZ} Hz"
     );
-    assert!(pcm.len() >= 8000, "the caller got {} samples", pcm.len());
-    let (at_mic, elsewhere) = (power(&pcm, MIC_HZ), power(&pcm, 1700.0));
-    assert!(
-        at_mic > 20.0 * elsewhere.max(1.0),
-        "the caller does not hear the browser's tone: {at_mic:.0} at 1 kHz, {elsewhere:.0} at 1.7 kHz"
-    );
+    assert_hears_the_browser(&heard.join().unwrap());
 
     // `H` hangs up: the caller gets a BYE, the agent goes to wrap-up.
     key(&mut browser, "h");
@@ -161,5 +177,65 @@ webrtc: {{ port: {} }}\n",
     wait_agent_state(&engine, "1001", "wrap-up", Duration::from_secs(5));
     browser.dom_when("!document.getElementById('idle').hidden");
     assert_eq!(agent_state(&engine, "1001").0, "wrap-up");
-    let _: Value = browser.eval("true");
+}
+
+/// coturn on loopback with one long-term user; stopped when dropped.
+struct Turn(std::process::Child);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_agent_behind_a_strict_firewall_connects_through_turn_only() {
+    common::require("turnserver", "coturn");
+    let ports = common::Ports::next();
+    let turn_port = ports.spare(10);
+    let _turn = Turn(
+        std::process::Command::new("turnserver")
+            .args([
+                "-n",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                "--lt-cred-mech",
+                "--realm=hotline",
+                "--user=agent:turnpass",
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--allow-loopback-peers",
+                "--simple-log",
+                "--log-file=stdout",
+            ])
+            .arg(format!("--listening-port={turn_port}"))
+            .arg(format!("--min-port={}", ports.spare(20)))
+            .arg(format!("--max-port={}", ports.spare(30)))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("cannot start turnserver"),
+    );
+    let webrtc = format!(
+        "{{ port: {}, ice-transport-policy: relay, ice-servers: [{{ urls: ['turn:127.0.0.1:{turn_port}?transport=udp'], username: agent, credential: turnpass }}] }}",
+        ports.spare(0)
+    );
+    let (engine, mut browser) = desk(&ports, &webrtc);
+    let caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0");
+    browser.dom_when("!document.getElementById('ringing').hidden");
+    browser.eval("document.getElementById('answer').click(); true");
+    wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(10));
+    let heard = listen(&caller, Duration::from_secs(3));
+    assert_hears_the_browser(&heard.join().unwrap());
+    // The page's chosen path is its relayed candidate.
+    browser.eval(
+        "window.hotline.pc.getStats().then((s) => { let pair; s.forEach((r) => {
+           if (r.type === 'transport') pair = s.get(r.selectedCandidatePairId); });
+           window.pathType = pair ? s.get(pair.localCandidateId).candidateType : 'none'; }); true",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(browser.eval("window.pathType"), json!("relay"));
+    drop(caller);
 }

@@ -19,6 +19,7 @@ fn engine(ports: &Ports, consent: Duration) -> std::sync::Arc<MediaEngine> {
     config.webrtc = Some(WebRtcConfig {
         port: ports.spare(0),
         ice_servers: vec![],
+        ice_transport_policy: Default::default(),
         consent_timeout: consent,
     });
     MediaEngine::start(&config.rtp, config.webrtc.as_ref(), Duration::ZERO).unwrap()

@@ -16,10 +16,24 @@ pub struct WebRtcConfig {
     /// behind firewalls that let only a relay through.
     #[serde(default)]
     pub ice_servers: Vec<IceServer>,
+    /// `relay`: pages connect only through the TURN servers above (no
+    /// direct path is tried: agents behind strict firewalls, or a policy
+    /// that agents' addresses are never seen); `all`: any path.
+    #[serde(default)]
+    pub ice_transport_policy: IceTransportPolicy,
     /// A browser leg from which nothing (consent checks, media) came for
     /// this long is dead: a closed tab or a laptop gone off the network.
     #[serde(default = "consent_timeout", deserialize_with = "super::de_duration")]
     pub consent_timeout: Duration,
+}
+
+/// Which paths a page's ICE may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IceTransportPolicy {
+    #[default]
+    All,
+    Relay,
 }
 
 fn consent_timeout() -> Duration {
@@ -81,6 +95,16 @@ impl WebRtcConfig {
         let t = self.consent_timeout;
         if t < Duration::from_secs(2) || t > Duration::from_secs(120) {
             return Err("webrtc: consent-timeout must be between 2s and 120s".into());
+        }
+        let has_turn = self
+            .ice_servers
+            .iter()
+            .flat_map(|s| &s.urls)
+            .any(|u| u.starts_with("turn"));
+        if self.ice_transport_policy == IceTransportPolicy::Relay && !has_turn {
+            return Err(
+                "webrtc: ice-transport-policy: relay needs a turn: server in ice-servers".into(),
+            );
         }
         for server in &self.ice_servers {
             if server.urls.is_empty() {
