@@ -3,8 +3,10 @@
 //! the test answers through the DevTools protocol, and audio flows both
 //! ways through the engine: the caller hears the browser's microphone (a
 //! tone file) and the page's AnalyserNode finds the caller's tone. The
-//! agent hangs up with the keyboard shortcut. Screenshots of ringing and
-//! talking go to target/test-output/.
+//! agent holds, hangs up with the keyboard shortcuts and gives a
+//! disposition at wrap-up, then transfers a second caller to a queue.
+//! Through TURN only, too. Screenshots of ringing, talking and wrap-up go
+//! to target/test-output/.
 
 mod common;
 
@@ -12,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::chromium::Browser;
 use common::ua::TestUa;
-use common::{agent_state, wait_agent_state, Engine};
-use serde_json::json;
+use common::{wait_agent_state, Engine};
+use serde_json::{json, Value};
 
 /// The browser's microphone: a 1 kHz tone. The caller says 400 Hz.
 const MIC_HZ: f64 = 1000.0;
@@ -62,7 +64,9 @@ fn desk(ports: &common::Ports, webrtc: &str) -> (Engine, Browser) {
     let engine = Engine::with_flow(
         "entry: q\nnodes:\n  q: { queue: support }\n",
         &format!(
-            "queues:\n  support: {{ announce-position: false, wrap-up: 30s }}\n\
+            "queues:\n  support: {{ announce-position: false, wrap-up: 3s, crm-url: 'https://crm.example/find?phone={{caller}}', \
+dispositions: [{{ code: '1', label: Resolved, first-contact-resolution: true }}, {{ code: '2', label: Call back }}] }}\n  \
+sales: {{ announce-position: false }}\n\
 agents:\n  - {{ id: '1001', name: Ada, password: 1001pass, queues: [support] }}\n\
 webrtc: {webrtc}\n"
         ),
@@ -168,15 +172,68 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     );
     assert_hears_the_browser(&heard.join().unwrap());
 
-    // `H` hangs up: the caller gets a BYE, the agent goes to wrap-up.
+    let crm = browser.eval("document.getElementById('crm').href");
+    assert_eq!(crm, json!("https://crm.example/find?phone=ua"));
+
+    // `O` holds: the caller hears the queue's music, not the agent.
+    key(&mut browser, "o");
+    std::thread::sleep(Duration::from_millis(300));
+    let held = listen(&caller, Duration::from_millis(2800)).join().unwrap();
+    assert!(held.len() >= 4000, "the caller heard nothing on hold");
+    assert!(
+        power(&held, MIC_HZ) < 1e6,
+        "the caller still hears the agent on hold: {:.0} at 1 kHz",
+        power(&held, MIC_HZ)
+    );
+    key(&mut browser, "o");
+    assert_hears_the_browser(&listen(&caller, Duration::from_secs(3)).join().unwrap());
+
+    // `H` hangs up: the caller gets a BYE, the agent goes to wrap-up, and
+    // the page shows the countdown and the queue's dispositions.
     key(&mut browser, "h");
     assert!(
         caller.expect_bye(Duration::from_secs(5)),
         "no BYE to the caller"
     );
     wait_agent_state(&engine, "1001", "wrap-up", Duration::from_secs(5));
+    browser.dom_when(
+        "!document.getElementById('wrapup').hidden && document.querySelectorAll('#dispositions button').length === 2",
+    );
+    screenshot(&mut browser, "agent-desktop-wrap-up.png");
+    browser.eval("document.querySelector('#dispositions button[data-code=\"1\"]').click(); true");
+    browser.dom_when("document.getElementById('disposed').textContent.includes('Resolved')");
+    let record = common::cdrs(&engine).into_iter().next().expect("no record");
+    assert_eq!(record["disposition"], "1", "{record}");
+    assert_eq!(record["agent"], "1001", "{record}");
+    assert!(record["hold_ms"].as_i64().unwrap_or(0) >= 2500, "{record}");
+    // The wrap-up ends by its time; the page is idle again.
+    wait_agent_state(&engine, "1001", "available", Duration::from_secs(6));
     browser.dom_when("!document.getElementById('idle').hidden");
-    assert_eq!(agent_state(&engine, "1001").0, "wrap-up");
+
+    // A second caller; the agent transfers them to the sales queue.
+    let second = TestUa::call(engine.sip, ports.spare(4), ports.spare(5), "200", "0");
+    browser.dom_when("!document.getElementById('ringing').hidden");
+    key(&mut browser, "a");
+    wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
+    browser.eval(
+        "document.getElementById('transfer-target').value = 'sales';
+         document.getElementById('transfer').click(); true",
+    );
+    wait_agent_state(&engine, "1001", "wrap-up", Duration::from_secs(5));
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = common::api_get(&engine, "/api/queues/sales");
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        if v["waiting"].as_array().is_some_and(|w| w.len() == 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the caller is not waiting in sales: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(second);
 }
 
 /// coturn on loopback with one long-term user; stopped when dropped.

@@ -124,6 +124,7 @@ pub fn routes(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route("/agent/me", get(me))
         .route("/agent/ws", get(socket))
         .route("/agent/{id}/{action}", post(act))
+        .route("/agent/calls/{id}/disposition", post(disposition))
         .layer(axum::middleware::from_fn_with_state(state, guard))
 }
 
@@ -328,6 +329,21 @@ async fn act(
     super::routes::act_on_agent(&state, &by, id, action, body).await
 }
 
+/// The disposition of a call the session's agent answered.
+async fn disposition(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let s = match session(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let by = format!("desktop:{}", s.agent);
+    super::routes::dispose(&state, &by, &id, &body, Some(&s.agent)).await
+}
+
 /// The desktop's socket: the agent's browser phone while it is open.
 async fn socket(State(state): Shared, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let s = match session(&state, &headers) {
@@ -367,6 +383,8 @@ async fn phone(mut socket: WebSocket, state: Arc<ApiState>, s: Session) {
         "ice_transport_policy": config.webrtc.as_ref().map(|w| w.ice_transport_policy).unwrap_or_default(),
         "pause_reasons": config.desktop.pause_reasons,
         "webrtc": config.webrtc.is_some(),
+        "queues": queues_of(&config, &agent),
+        "transfer_targets": config.queues.keys().chain(config.transfers.keys()).collect::<Vec<_>>(),
     });
     drop(config);
     let mut out = Some(hello.to_string());
@@ -407,6 +425,34 @@ async fn phone(mut socket: WebSocket, state: Arc<ApiState>, s: Session) {
             .await;
         info!(%agent, "the agent's browser phone is off");
     }
+}
+
+/// What the desktop shows of the agent's queues: their dispositions,
+/// wrap-up and CRM link.
+fn queues_of(config: &crate::config::Config, agent: &str) -> serde_json::Value {
+    let mine = config.agents.iter().find(|a| a.id == agent);
+    let queues = mine.map(|a| a.queues.as_slice()).unwrap_or_default();
+    let map: serde_json::Map<String, serde_json::Value> = queues
+        .iter()
+        .filter_map(|name| {
+            let q = config.queues.get(name)?;
+            let dispositions: Vec<_> = q
+                .dispositions
+                .iter()
+                .map(|d| serde_json::json!({ "code": d.code, "label": d.label }))
+                .collect();
+            Some((
+                name.clone(),
+                serde_json::json!({
+                    "dispositions": dispositions,
+                    "disposition_required": q.disposition == crate::config::DispositionRule::Required,
+                    "wrap_up_ms": q.wrap_up.as_millis() as u64,
+                    "crm_url": q.crm_url,
+                }),
+            ))
+        })
+        .collect();
+    serde_json::Value::Object(map)
 }
 
 /// A message from the page: a call's signalling goes to the leg ringing

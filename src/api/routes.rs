@@ -387,7 +387,19 @@ async fn disposition(
     if let Err(r) = caller.needs(Role::Agent) {
         return r;
     }
-    let obj = match json_object(&body, "code") {
+    dispose(&state, &caller.name, &id, &body, None).await
+}
+
+/// Gives call `id` the disposition in `body` for `by`; `by_agent`: only if
+/// that agent answered it (the agent's own desktop), else 403.
+pub(super) async fn dispose(
+    state: &ApiState,
+    by: &str,
+    id: &str,
+    body: &[u8],
+    by_agent: Option<&str>,
+) -> Response {
+    let obj = match json_object(body, "code") {
         Ok(o) => o,
         Err(r) => return r,
     };
@@ -406,12 +418,15 @@ async fn disposition(
         acd: &state.acd,
     };
     use crate::engine::DispositionError as E;
-    match crate::engine::disposition::set(&handles, &id, code, None).await {
+    match crate::engine::disposition::set(&handles, id, code, by_agent).await {
         Ok(d) => {
-            info!(by = %caller.name, call_id = %id, code = %d.code, "disposition from the API");
+            info!(%by, call_id = %id, code = %d.code, "disposition from the API");
             Json(d).into_response()
         }
         Err(E::NoSuchCall) => error(StatusCode::NOT_FOUND, "no such call", None),
+        Err(e @ E::NotYours) if by_agent.is_some() => {
+            error(StatusCode::FORBIDDEN, &e.to_string(), None)
+        }
         Err(e @ (E::NotAnswered | E::NotYours)) => {
             error(StatusCode::CONFLICT, &e.to_string(), None)
         }

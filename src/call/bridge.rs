@@ -262,6 +262,12 @@ impl CallState {
             LegEvent::Failed(e) => self.fail_leg(Failure::Unreachable(e)),
             LegEvent::BrowserAnswered { agent, stream } => self.on_browser_answered(agent, stream),
             LegEvent::ConnectionLost => self.connection_lost(),
+            LegEvent::Hold(on) => self.agent_hold(on),
+            LegEvent::Transfer(target) => {
+                if !self.agent_transfer(&target) {
+                    warn!(%target, "transfer from the desktop to neither a queue nor a configured target; refused");
+                }
+            }
             LegEvent::NoAnswer => self.fail_leg(Failure::NoAnswer),
             LegEvent::Gone => {
                 warn!(target = %leg.target, "the other leg stopped answering (no BYE came); ending the call");
@@ -348,8 +354,6 @@ impl CallState {
     /// when it holds the call (sendonly, inactive) the caller hears hold
     /// music until it resumes, and the time counts as hold in the record.
     fn on_leg_reinvite(&mut self, body: Option<Vec<u8>>) {
-        let music = self.music();
-        let now = self.now;
         let Some(leg) = self.leg.as_mut() else {
             return;
         };
@@ -370,25 +374,30 @@ impl CallState {
             }
         };
         let stream = stream_of(&n, true, leg.peer);
-        let (bridged, held_since, target) = (leg.bridged, leg.held_since, leg.target.clone());
-        match (bridged, holds, held_since) {
-            (true, true, None) => leg.held_since = Some(now),
-            (true, false, Some(_)) => leg.held_since = None,
-            _ => {}
-        }
         self.push(Do::Leg(LegDo::Configure(stream)));
         self.push(Do::Leg(LegDo::Answer(n)));
-        if !bridged {
+        self.agent_hold(holds);
+    }
+
+    /// The other leg holds the call (`true`: the caller hears the queue's
+    /// music, and the time counts as hold in the record) or takes it back.
+    fn agent_hold(&mut self, holds: bool) {
+        let music = self.music();
+        let now = self.now;
+        let Some(leg) = self.leg.as_mut().filter(|l| l.bridged) else {
             return;
-        }
-        match (holds, held_since) {
+        };
+        let target = leg.target.clone();
+        match (holds, leg.held_since) {
             (true, None) => {
+                leg.held_since = Some(now);
                 info!(%target, "the caller is on hold");
                 self.media(MediaDo::Unbridge);
                 self.push(Do::Leg(LegDo::Unbridge));
                 self.play_then_loop(Vec::new(), music);
             }
             (false, Some(since)) => {
+                leg.held_since = None;
                 info!(%target, "the caller is off hold");
                 self.marks.held += now.saturating_duration_since(since);
                 self.stop_playing();
@@ -609,20 +618,31 @@ impl CallState {
     /// Anything else is refused: a phone must never make Hotline dial where
     /// the config does not allow (toll fraud).
     fn on_refer(&mut self, refer_to: String) {
-        let Some(leg) = self.leg.as_ref().filter(|l| l.bridged) else {
-            return;
-        };
-        let from_agent = leg.purpose == Purpose::Agents;
         let target = crate::uri::SipUri::parse(&refer_to)
             .and_then(|u| u.user)
             .unwrap_or_default();
-        let to_queue = self.config.queues.contains_key(&target);
-        let to_uri = self.config.transfers.get(&target).cloned();
-        if !to_queue && to_uri.is_none() {
+        if self.leg.as_ref().is_some_and(|l| l.bridged) && !self.agent_transfer(&target) {
             warn!(%refer_to, "REFER to neither a queue nor a configured transfer target; refused");
             return self.push(Do::Leg(LegDo::NotifyRefer(403)));
         }
+    }
+
+    /// The agent's blind transfer of the caller (a REFER, or the desktop's
+    /// button) to a queue or a name under `transfers:`; `false` (nothing
+    /// changes) for any other target.
+    fn agent_transfer(&mut self, target: &str) -> bool {
+        let Some(leg) = self.leg.as_ref().filter(|l| l.bridged) else {
+            return false;
+        };
+        let from_agent = leg.purpose == Purpose::Agents;
+        let to_queue = self.config.queues.contains_key(target);
+        let to_uri = self.config.transfers.get(target).cloned();
+        if !to_queue && to_uri.is_none() {
+            return false;
+        }
+        let target = target.to_owned();
         info!(%target, agent = ?self.marks.agent, "blind transfer by the agent");
+        // A REFER hears how it went (a browser has no dialog: nothing sent).
         self.push(Do::Leg(LegDo::NotifyRefer(200)));
         self.count_hold();
         self.media(MediaDo::Unbridge);
@@ -638,6 +658,7 @@ impl CallState {
             Some(uri) => self.transfer(Purpose::Referred, target, uri),
             None => self.enqueue(target, self.queue_priority, Vec::new()),
         }
+        true
     }
 
     /// A transfer the agent asked for did not come up: rather than leave

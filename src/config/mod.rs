@@ -695,6 +695,9 @@ pub struct QueueConfig {
     /// `required`: the agent's wrap-up lasts until a disposition is given;
     /// `optional` (default): it ends by its time.
     pub disposition: DispositionRule,
+    /// The agent desktop's link to the caller in a CRM: `{caller}` and
+    /// `{VAR}` (an IVR variable) are replaced, URL-encoded.
+    pub crm_url: Option<String>,
 }
 
 /// A disposition code of a queue.
@@ -794,6 +797,7 @@ impl Default for QueueConfig {
             retention: Retention::default(),
             dispositions: Vec::new(),
             disposition: DispositionRule::Optional,
+            crm_url: None,
         }
     }
 }
@@ -1217,21 +1221,24 @@ impl Config {
                 }
             }
         }
-        let urls = self
-            .queues
-            .iter()
-            .filter_map(|(n, q)| {
-                Some((
-                    format!("queues.{n}.screen-pop-url"),
-                    q.screen_pop_url.as_ref()?,
-                ))
-            })
-            .chain(
-                self.calls
-                    .end_webhook
-                    .iter()
-                    .map(|u| ("calls.end-webhook".to_owned(), u)),
-            );
+        let urls =
+            self.queues
+                .iter()
+                .filter_map(|(n, q)| {
+                    Some((
+                        format!("queues.{n}.screen-pop-url"),
+                        q.screen_pop_url.as_ref()?,
+                    ))
+                })
+                .chain(self.queues.iter().filter_map(|(n, q)| {
+                    Some((format!("queues.{n}.crm-url"), q.crm_url.as_ref()?))
+                }))
+                .chain(
+                    self.calls
+                        .end_webhook
+                        .iter()
+                        .map(|u| ("calls.end-webhook".to_owned(), u)),
+                );
         for (key, url) in urls {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!("{key}: `{url}` is not an http:// or https:// URL"));

@@ -53,6 +53,11 @@ pub enum FromPage {
     Decline { call: String },
     /// The agent hangs up.
     Hangup { call: String },
+    /// The agent holds the caller (`on`: they hear music) or takes them back.
+    Hold { call: String, on: bool },
+    /// The agent transfers the caller (blind) to a queue or a name under
+    /// `transfers:`.
+    Transfer { call: String, target: String },
 }
 
 impl FromPage {
@@ -62,7 +67,9 @@ impl FromPage {
             | FromPage::Candidate { call, .. }
             | FromPage::Accept { call }
             | FromPage::Decline { call }
-            | FromPage::Hangup { call } => call,
+            | FromPage::Hangup { call }
+            | FromPage::Hold { call, .. }
+            | FromPage::Transfer { call, .. } => call,
         }
     }
 }

@@ -122,6 +122,11 @@ pub enum LegEvent {
     },
     /// The browser's connection died (consent ran out) after it answered.
     ConnectionLost,
+    /// The agent at the desktop holds the caller (`true`) or takes them back.
+    Hold(bool),
+    /// The agent at the desktop transfers the caller (blind) to a queue or
+    /// a name under `transfers:`.
+    Transfer(String),
 }
 
 impl Leg {
@@ -339,6 +344,10 @@ impl Leg {
                 None
             }
             FromPage::Hangup { .. } if won => Some(LegEvent::Dialog(DialogEvent::Bye)),
+            FromPage::Hold { on, .. } if won => Some(LegEvent::Hold(on)),
+            FromPage::Transfer { target, .. } if won => Some(LegEvent::Transfer(target)),
+            // Not the agent's call (yet): nothing to hold or transfer.
+            FromPage::Hold { .. } | FromPage::Transfer { .. } => None,
             FromPage::Decline { .. } | FromPage::Hangup { .. } => {
                 self.last_status = Some(603);
                 self.browser_over(i)
