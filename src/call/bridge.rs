@@ -623,7 +623,7 @@ impl CallState {
             .unwrap_or_default();
         if self.leg.as_ref().is_some_and(|l| l.bridged) && !self.agent_transfer(&target) {
             warn!(%refer_to, "REFER to neither a queue nor a configured transfer target; refused");
-            return self.push(Do::Leg(LegDo::NotifyRefer(403)));
+            self.push(Do::Leg(LegDo::NotifyRefer(403)));
         }
     }
 
