@@ -30,6 +30,9 @@
 //!   have records of their own (outcome `callback-completed`, …, no
 //!   `queued_at`), counted only here.
 
+mod day;
+pub use day::{agent_day, AgentDay};
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -206,9 +206,11 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     assert_eq!(record["disposition"], "1", "{record}");
     assert_eq!(record["agent"], "1001", "{record}");
     assert!(record["hold_ms"].as_i64().unwrap_or(0) >= 2500, "{record}");
-    // The wrap-up ends by its time; the page is idle again.
+    // The wrap-up ends by its time; the page is idle again, and its
+    // figures count the call.
     wait_agent_state(&engine, "1001", "available", Duration::from_secs(6));
     browser.dom_when("!document.getElementById('idle').hidden");
+    browser.dom_when("document.getElementById('figures').textContent.includes('Calls1')");
 
     // A second caller; the agent transfers them to the sales queue.
     let second = TestUa::call(engine.sip, ports.spare(4), ports.spare(5), "200", "0");

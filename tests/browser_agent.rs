@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::desktop::{self, next_of, send};
 use common::ua::TestUa;
 use common::webrtc::BrowserPeer;
-use common::{agent_state, api_get, wait_agent_state, Engine};
+use common::{agent_state, api_get, phone, register, wait_agent_state, Engine};
 
 fn engine() -> Engine {
     let ports = common::Ports::next();
@@ -24,7 +24,8 @@ fn engine() -> Engine {
             "queues:\n  support: {{ announce-position: false, wrap-up: 1s }}\n\
 agents:\n  - {{ id: '1001', name: Ada, password: 1001pass, queues: [support] }}\n  \
 - {{ id: '1002', password: 1002pass, queues: [support] }}\n\
-webrtc: {{ port: {}, consent-timeout: 4s }}\n",
+webrtc: {{ port: {}, consent-timeout: 4s }}\n\
+registrar: {{ algorithms: [MD5], keepalive: 0s }}\n",
             ports.spare(0)
         ),
     )
@@ -109,6 +110,12 @@ fn sign_in_is_checked_and_a_session_acts_on_its_own_agent_only() {
     let (status, _, body) = desktop::request(&engine, "GET", "/agent/me", Some(&first), "");
     assert_eq!(status, 200);
     assert!(body.contains("\"id\":\"1001\""), "{body}");
+    let (status, _, body) = desktop::request(&engine, "GET", "/agent/today", Some(&first), "");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"calls\":0") && body.contains("\"callbacks\":[]"),
+        "{body}"
+    );
 
     // No cookie, a made-up one, or one signed out: refused.
     assert_eq!(
@@ -290,4 +297,47 @@ async fn a_browser_agent_takes_a_call_with_audio_both_ways_and_a_lost_browser_pu
     assert!(!music.iter().any(|p| p.payload[..] == [0x22; 160]));
     drop(caller);
     drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_my_desk_phone_rings_the_registered_sip_phone_with_the_pop_on_the_page() {
+    let engine = engine();
+    let ports = common::Ports::next();
+    let desk_port = ports.spare(6);
+    register(&engine, "1001", desk_port);
+    let mut desk_phone = phone("agent-answer.xml", desk_port, true);
+    let (_, cookie, _) = desktop::login(&engine, "1001", "1001pass");
+    let cookie = cookie.unwrap();
+    let mut ws = desktop::connect(&engine, &cookie).await.unwrap();
+    next_of(&mut ws, "hello", Duration::from_secs(3))
+        .await
+        .unwrap();
+    send(
+        &mut ws,
+        serde_json::json!({ "type": "phone", "desk": true }),
+    )
+    .await;
+    let said = next_of(&mut ws, "phone", Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(said["desk"], true);
+    let (status, _, _) = desktop::request(&engine, "POST", "/agent/1001/login", Some(&cookie), "");
+    assert_eq!(status, 200);
+    wait_agent_state(&engine, "1001", "available", Duration::from_secs(3));
+    let (_, body) = api_get(&engine, "/api/agents/1001");
+    assert!(body.contains("\"browser\":false"), "{body}");
+
+    // The SIP phone rings and answers; the page gets the pop, not a ring.
+    let caller = TestUa::call(engine.sip, ports.spare(0), ports.spare(1), "200", "0");
+    let pop = next_of(&mut ws, "agent.offered", Duration::from_secs(5))
+        .await
+        .expect("no pop");
+    assert_eq!(pop["queue"], "support");
+    wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
+    assert!(next_of(&mut ws, "ring", Duration::from_millis(800))
+        .await
+        .is_none());
+    drop(caller);
+    let _ = desk_phone.kill();
+    let _ = desk_phone.wait();
 }

@@ -122,6 +122,7 @@ pub fn routes(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route("/agent/login", post(login))
         .route("/agent/logout", post(logout))
         .route("/agent/me", get(me))
+        .route("/agent/today", get(today))
         .route("/agent/ws", get(socket))
         .route("/agent/{id}/{action}", post(act))
         .route("/agent/calls/{id}/disposition", post(disposition))
@@ -305,6 +306,51 @@ async fn me(State(state): Shared, headers: HeaderMap) -> Response {
     }
 }
 
+/// The agent's own day since midnight (UTC) and the callbacks pending in
+/// their queues.
+async fn today(State(state): Shared, headers: HeaderMap) -> Response {
+    let s = match session(&state, &headers) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let now = jiff::Timestamp::now();
+    let midnight =
+        jiff::Timestamp::from_second(now.as_second().div_euclid(86_400) * 86_400).unwrap_or(now);
+    let (cdrs, states) = match (
+        state.store.cdrs_between(midnight, now).await,
+        state
+            .store
+            .agent_states(midnight - jiff::SignedDuration::from_hours(24), now)
+            .await,
+    ) {
+        (Ok(c), Ok(a)) => (c, a),
+        (Err(e), _) | (_, Err(e)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the store: {e}"),
+                None,
+            )
+        }
+    };
+    let day = crate::kpi::agent_day(&s.agent, &cdrs, &states, midnight, now);
+    let config = state.config();
+    let queues: Vec<String> = config
+        .agents
+        .iter()
+        .find(|a| a.id == s.agent)
+        .map(|a| a.queues.clone())
+        .unwrap_or_default();
+    let mut callbacks: Vec<_> = state
+        .callbacks
+        .list()
+        .await
+        .into_iter()
+        .filter(|c| queues.contains(&c.callback.queue))
+        .collect();
+    callbacks.sort_by_key(|v| (v.callback.queued_at, v.callback.id));
+    Json(serde_json::json!({ "day": day, "callbacks": callbacks })).into_response()
+}
+
 /// `login`, `logout`, `pause` (`{ "reason": … }`), `unpause`: on the
 /// session's own agent only.
 async fn act(
@@ -359,6 +405,9 @@ async fn socket(State(state): Shared, headers: HeaderMap, ws: WebSocketUpgrade) 
 enum PageSays {
     /// Keeps the socket (and the session) alive.
     Ping,
+    /// Ring the agent's registered desk phone (`desk: true`) instead of
+    /// the browser, or the browser again.
+    Phone { desk: bool },
 }
 
 async fn phone(mut socket: WebSocket, state: Arc<ApiState>, s: Session) {
@@ -388,6 +437,7 @@ async fn phone(mut socket: WebSocket, state: Arc<ApiState>, s: Session) {
     });
     drop(config);
     let mut out = Some(hello.to_string());
+    let mut desk = false;
     loop {
         if let Some(text) = out.take() {
             if socket.send(Message::Text(text.into())).await.is_err() {
@@ -403,13 +453,25 @@ async fn phone(mut socket: WebSocket, state: Arc<ApiState>, s: Session) {
             ev = events.recv() => match ev {
                 Ok(ev) => match &*ev {
                     Event::AgentState { agent: a, .. } if *a == agent => serde_json::to_string(&*ev).ok(),
+                    // The screen pop when the desk phone rings.
+                    Event::AgentOffered { agents, .. } if desk && agents.contains(&agent) => {
+                        serde_json::to_string(&*ev).ok()
+                    }
                     _ => None,
                 },
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                 Err(_) => break,
             },
             incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Text(text))) => said(&state, &agent, text.as_str()),
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<PageSays>(text.as_str()) {
+                    Ok(PageSays::Phone { desk: d }) => {
+                        desk = d;
+                        info!(%agent, desk, "the agent's phone");
+                        state.acd.send(Input::Browser { agent: agent.clone(), on: !desk }).await;
+                        Some(serde_json::json!({ "type": "phone", "desk": desk }).to_string())
+                    }
+                    _ => said(&state, &agent, text.as_str()),
+                },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                 Some(Ok(_)) => None,
             },
@@ -470,6 +532,8 @@ fn said(state: &ApiState, agent: &str, text: &str) -> Option<String> {
     }
     match serde_json::from_str::<PageSays>(text) {
         Ok(PageSays::Ping) => Some(serde_json::json!({ "type": "pong" }).to_string()),
+        // Handled by the socket's loop.
+        Ok(PageSays::Phone { .. }) => None,
         Err(e) => Some(serde_json::json!({ "type": "error", "error": e.to_string() }).to_string()),
     }
 }
