@@ -78,12 +78,13 @@ mod tests {
     }
 
     fn call(agent: Option<&str>, talk: Option<i64>, hold: i64, wrap: i64) -> Cdr {
-        let mut c = Cdr::default();
-        c.agent = agent.map(str::to_owned);
-        c.talk_ms = talk;
-        c.hold_ms = Some(hold);
-        c.wrap_up_ms = Some(wrap);
-        c
+        Cdr {
+            agent: agent.map(str::to_owned),
+            talk_ms: talk,
+            hold_ms: Some(hold),
+            wrap_up_ms: Some(wrap),
+            ..Cdr::default()
+        }
     }
 
     #[test]
