@@ -141,7 +141,7 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     let (engine, mut browser) = desk(&ports, &format!("{{ port: {} }}", ports.spare(0)));
 
     // A caller queues: the page rings with who, which queue, how long.
-    let mut caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0");
+    let mut caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0 101");
     let dom = browser.dom_when("!document.getElementById('ringing').hidden");
     assert!(dom.contains("support"), "no queue in the pop");
     screenshot(&mut browser, "agent-desktop-ringing.png");
@@ -187,6 +187,35 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     );
     key(&mut browser, "o");
     assert_hears_the_browser(&listen(&caller, Duration::from_secs(3)).join().unwrap());
+
+    // The keypad: a key pressed on the page reaches the caller as an
+    // RFC 4733 event.
+    let rx = caller.rtp.try_clone().unwrap();
+    let events = std::thread::spawn(move || {
+        let mut keys = Vec::new();
+        let mut buf = [0u8; 2048];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(n) = rx.recv(&mut buf) {
+                if let Some((info, payload)) = hotline::media::rtp::parse(&buf[..n]) {
+                    if info.payload_type == 101 && !payload.is_empty() {
+                        keys.push(payload[0]);
+                    }
+                }
+            }
+        }
+        keys
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    browser.eval(
+        "[...document.querySelectorAll('#keypad button')].find((b) => b.textContent === '5').click(); true",
+    );
+    let keys = events.join().unwrap();
+    assert!(
+        keys.contains(&5),
+        "the caller got no key 5 from the page: {keys:?}"
+    );
+    assert!(keys.iter().all(|&k| k == 5), "{keys:?}");
 
     // `H` hangs up: the caller gets a BYE, the agent goes to wrap-up, and
     // the page shows the countdown and the queue's dispositions.
@@ -235,6 +264,17 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A phone-sized screen: one column, still every control.
+    browser.command(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+    );
+    let width = browser.eval("document.getElementById('phone').getBoundingClientRect().width");
+    assert!(
+        width.as_f64().unwrap_or(0.0) > 300.0,
+        "the phone card is {width} px wide on a phone"
+    );
+    screenshot(&mut browser, "agent-desktop-phone.png");
     drop(second);
 }
 

@@ -135,13 +135,15 @@ fn sign_in_is_checked_and_a_session_acts_on_its_own_agent_only() {
         401
     );
     // A page of another site cannot sign in for the agent.
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", engine.ports.http())).unwrap();
-    use std::io::{Read as _, Write as _};
     let body = "{\"agent\":\"1001\",\"password\":\"1001pass\"}";
-    write!(s, "POST /agent/login HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    let (status, _, _) = common::raw_http(
+        &engine,
+        "POST",
+        "/agent/login",
+        "Origin: http://evil.example\r\n",
+        body,
+    );
+    assert_eq!(status, 403);
 
     // Five wrong passwords lock the account for a while, even for the right one.
     for _ in 0..5 {

@@ -239,6 +239,33 @@ struct Waiting {
     callback: bool,
 }
 
+impl Waiting {
+    /// A caller in line since `joined`, offered to nobody yet, with no
+    /// maximum wait.
+    fn new(
+        call: CallId,
+        caller: String,
+        queue: String,
+        priority: i64,
+        skills: Vec<String>,
+        joined: Instant,
+    ) -> Waiting {
+        Waiting {
+            call,
+            caller,
+            queue,
+            priority,
+            skills,
+            joined,
+            offered: Vec::new(),
+            missed: Vec::new(),
+            deadline: None,
+            retry_at: None,
+            callback: false,
+        }
+    }
+}
+
 struct Queue {
     config: QueueConfig,
     members: Vec<String>,
@@ -556,19 +583,8 @@ impl Acd {
                         .max()
                         .map_or(priority, |p| p.max(priority));
                     info!(%call, %queue, priority, %caller, "caller back at the head of the queue");
-                    self.waiting.push(Waiting {
-                        call,
-                        caller,
-                        queue,
-                        priority,
-                        skills,
-                        joined,
-                        offered: Vec::new(),
-                        missed: Vec::new(),
-                        deadline: None,
-                        retry_at: None,
-                        callback: false,
-                    });
+                    let w = Waiting::new(call, caller, queue, priority, skills, joined);
+                    self.waiting.push(w);
                 } else if !self.queues[&queue].config.join_empty && self.staffed(&queue) == 0 {
                     info!(%call, %queue, "no agent staffs the queue; the caller is not queued");
                     out.push(Output::Away {
@@ -587,17 +603,8 @@ impl Acd {
                 } else {
                     info!(%call, %queue, priority, %caller, "caller joined the queue");
                     self.waiting.push(Waiting {
-                        call,
-                        caller,
-                        queue,
-                        priority,
-                        skills,
-                        joined: now,
-                        offered: Vec::new(),
-                        missed: Vec::new(),
                         deadline: max_wait.map(|w| now + w),
-                        retry_at: None,
-                        callback: false,
+                        ..Waiting::new(call, caller, queue, priority, skills, now)
                     });
                 }
             }
@@ -625,17 +632,8 @@ impl Acd {
                 } else {
                     info!(%call, %queue, priority, %caller, waited = ?now.saturating_duration_since(joined), "callback keeps its place in the queue");
                     self.waiting.push(Waiting {
-                        call,
-                        caller,
-                        queue,
-                        priority,
-                        skills,
-                        joined,
-                        offered: Vec::new(),
-                        missed: Vec::new(),
-                        deadline: None,
-                        retry_at: None,
                         callback: true,
+                        ..Waiting::new(call, caller, queue, priority, skills, joined)
                     });
                 }
             }

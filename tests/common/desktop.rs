@@ -1,7 +1,6 @@
 //! The agent desktop's HTTP side for tests: sign in (the session cookie),
 //! requests with it, and its WebSocket.
 
-use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use super::Engine;
@@ -14,23 +13,8 @@ pub fn request(
     cookie: Option<&str>,
     body: &str,
 ) -> (u16, Option<String>, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", engine.ports.http())).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let cookie = cookie.map_or(String::new(), |c| format!("Cookie: {c}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{cookie}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (status, head, body) = super::raw_http(engine, method, path, &cookie, body);
     let set_cookie = head
         .lines()
         .find_map(|l| {
@@ -38,7 +22,7 @@ pub fn request(
                 .or_else(|| l.strip_prefix("Set-Cookie: "))
         })
         .map(str::to_owned);
-    (status, set_cookie, body.to_owned())
+    (status, set_cookie, body)
 }
 
 /// Signs `agent` in: (status, the `name=value` to send back as Cookie,

@@ -891,12 +891,26 @@ fn http_exchange(
     token: &str,
     body: &str,
 ) -> (u16, String) {
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let (status, _, body) = raw_http(engine, method, path, &auth, body);
+    (status, body)
+}
+
+/// One HTTP/1.1 request to the engine's API port with extra `headers`
+/// (each ending in CRLF) and a JSON `body`: (status, head, body).
+pub fn raw_http(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
     use std::io::Write as _;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", engine.ports.http())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -907,8 +921,8 @@ fn http_exchange(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, body.to_owned())
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// One request with a JSON body: (status, the body's outer JSON object).

@@ -81,6 +81,10 @@ pub struct Endpoint {
     /// A state change not yet taken by [`Endpoint::poll_state`].
     changed: bool,
     answered: bool,
+    /// When the browser was last heard (a datagram the connection took),
+    /// or answered.
+    heard_at: Instant,
+    consent: Duration,
 }
 
 fn codec(mime: &str, payload_type: u8, channels: u16) -> RTCRtpCodecParameters {
@@ -97,6 +101,127 @@ fn codec(mime: &str, payload_type: u8, channels: u16) -> RTCRtpCodecParameters {
             rtcp_feedback: vec![],
         },
         payload_type,
+    }
+}
+
+/// A media engine of one codec (the leg's G.711) and telephone-event.
+pub(super) fn media_engine(of: Codec) -> Result<MediaEngine, WebRtcError> {
+    let setup = |e: rtc::shared::error::Error| WebRtcError::Setup(e.to_string());
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(codec_parameters(of), RtpCodecKind::Audio)
+        .map_err(setup)?;
+    media
+        .register_codec(
+            codec(MIME_TYPE_TELEPHONE_EVENT, DTMF_PT, 0),
+            RtpCodecKind::Audio,
+        )
+        .map_err(setup)?;
+    Ok(media)
+}
+
+fn codec_parameters(of: Codec) -> RTCRtpCodecParameters {
+    match of {
+        Codec::Pcmu => codec(MIME_TYPE_PCMU, 0, 0),
+        Codec::Pcma => codec(MIME_TYPE_PCMA, 8, 0),
+    }
+}
+
+/// Adds the one audio stream: sending `of` with SSRC `ssrc`, offering
+/// (or answering with) `of` and telephone-event. A track alone would
+/// narrow the transceiver to the track's own codec, and no DTMF could go
+/// either way.
+pub(super) fn add_audio(
+    pc: &mut RTCPeerConnection,
+    of: Codec,
+    ssrc: u32,
+) -> Result<RTCRtpSenderId, WebRtcError> {
+    let setup = |e: rtc::shared::error::Error| WebRtcError::Setup(e.to_string());
+    let transceiver = pc
+        .add_transceiver_from_kind(RtpCodecKind::Audio, None)
+        .map_err(setup)?;
+    let codecs = vec![
+        codec_parameters(of),
+        codec(MIME_TYPE_TELEPHONE_EVENT, DTMF_PT, 0),
+    ];
+    pc.rtp_transceiver(transceiver)
+        .ok_or_else(|| WebRtcError::Setup("no transceiver".into()))?
+        .set_codec_preferences(codecs)
+        .map_err(setup)?;
+    // The track takes the transceiver just made, keeping its codecs.
+    pc.add_track(audio_track(of, ssrc)).map_err(setup)
+}
+
+/// One audio track sending `of` with SSRC `ssrc`.
+fn audio_track(of: Codec, ssrc: u32) -> MediaStreamTrack {
+    MediaStreamTrack::new(
+        format!("hotline-{ssrc}"),
+        format!("audio-{ssrc}"),
+        "audio".to_owned(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: codec_parameters(of).rtp_codec,
+            ..Default::default()
+        }],
+    )
+}
+
+/// The UDP host candidate at `addr`.
+pub(super) fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, WebRtcError> {
+    let setup = |e: rtc::shared::error::Error| WebRtcError::Setup(e.to_string());
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(setup)?;
+    RTCIceCandidate::from(&host).to_json().map_err(setup)
+}
+
+/// Sends one RTP packet (header fields `info`) through `sender`.
+pub(super) fn write_rtp(
+    pc: &mut RTCPeerConnection,
+    sender: RTCRtpSenderId,
+    info: &RtpInfo,
+    payload: &[u8],
+    now: Instant,
+) -> bool {
+    let packet = rtc::rtp::packet::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker: info.marker,
+            payload_type: info.payload_type,
+            sequence_number: info.sequence,
+            timestamp: info.timestamp,
+            ssrc: info.ssrc,
+            ..Default::default()
+        },
+        payload: Bytes::copy_from_slice(payload),
+    };
+    match pc.rtp_sender(sender) {
+        Some(mut s) => s.write_rtp(now, packet).is_ok(),
+        None => false,
+    }
+}
+
+/// The header fields the engine acts on, of a packet webrtc-rs read.
+pub(super) fn info_of(h: &rtc::rtp::header::Header) -> RtpInfo {
+    RtpInfo {
+        payload_type: h.payload_type,
+        sequence: h.sequence_number,
+        timestamp: h.timestamp,
+        ssrc: h.ssrc,
+        marker: h.marker,
     }
 }
 
@@ -119,66 +244,27 @@ impl Endpoint {
         now: Instant,
     ) -> Result<(Endpoint, String), WebRtcError> {
         let setup = |e: rtc::shared::error::Error| WebRtcError::Setup(e.to_string());
-        let (mime, pt) = match codec_of_leg {
-            Codec::Pcmu => (MIME_TYPE_PCMU, 0),
-            Codec::Pcma => (MIME_TYPE_PCMA, 8),
-        };
-        let mut media = MediaEngine::default();
-        media
-            .register_codec(codec(mime, pt, 0), RtpCodecKind::Audio)
-            .map_err(setup)?;
-        media
-            .register_codec(
-                codec(MIME_TYPE_TELEPHONE_EVENT, DTMF_PT, 0),
-                RtpCodecKind::Audio,
-            )
-            .map_err(setup)?;
+        let media = media_engine(codec_of_leg)?;
         let ufrag = ice_chars(16);
-        // Half the consent timeout to "disconnected", the rest to "failed".
-        let half = settings.consent_timeout / 2;
+        // Liveness is ours (see `tick`): rtc's ICE judges only its first
+        // selected pair, and a browser may move to another one.
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(
                 SettingEngineBuilder::new()
                     .with_lite(true)
                     .with_ice_credentials(ufrag.clone(), ice_chars(24))
-                    .with_ice_timeouts(Some(half), Some(half), None)
+                    .with_ice_timeouts(Some(Duration::ZERO), Some(Duration::ZERO), None)
                     .build(),
             )
             .with_media_engine(media)
             .build(now)
             .map_err(setup)?;
-        let host = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: settings.candidate.ip().to_string(),
-                port: settings.candidate.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .map_err(setup)?;
-        let track = MediaStreamTrack::new(
-            format!("hotline-{ssrc}"),
-            format!("audio-{ssrc}"),
-            "audio".to_owned(),
-            RtpCodecKind::Audio,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: codec(mime, pt, 0).rtp_codec,
-                ..Default::default()
-            }],
-        );
-        let sender = pc.add_track(track).map_err(setup)?;
+        let sender = add_audio(&mut pc, codec_of_leg, ssrc)?;
         let offer = pc.create_offer(None).map_err(setup)?;
         pc.set_local_description(now, offer).map_err(setup)?;
-        let candidate = RTCIceCandidate::from(&host).to_json().map_err(setup)?;
-        pc.add_local_candidate(candidate).map_err(setup)?;
+        pc.add_local_candidate(host_candidate(settings.candidate)?)
+            .map_err(setup)?;
         let sdp = pc
             .local_description()
             .map(|d| d.sdp.clone())
@@ -193,6 +279,8 @@ impl Endpoint {
                 state: LinkState::Connecting,
                 changed: false,
                 answered: false,
+                heard_at: now,
+                consent: settings.consent_timeout,
             },
             sdp,
         ))
@@ -221,6 +309,7 @@ impl Endpoint {
             .set_remote_description(now, answer)
             .map_err(|e| WebRtcError::Answer(e.to_string()))?;
         self.answered = true;
+        self.heard_at = now;
         Ok(())
     }
 
@@ -246,7 +335,7 @@ impl Endpoint {
 
     /// A datagram the shared port routed here.
     pub fn receive(&mut self, from: SocketAddr, bytes: BytesMut, now: Instant) {
-        let _ = self.pc.handle_read(TaggedBytesMut {
+        let taken = self.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
                 local_addr: self.local,
@@ -256,6 +345,11 @@ impl Endpoint {
             },
             message: bytes,
         });
+        // Consent (RFC 7675) as an ICE-lite end can judge it: the browser's
+        // checks and media keep coming, on whichever pair it uses now.
+        if taken.is_ok() {
+            self.heard_at = now;
+        }
         self.take_events();
     }
 
@@ -265,6 +359,14 @@ impl Endpoint {
             let _ = self.pc.handle_timeout(now);
         }
         self.take_events();
+        // Answered, and nothing heard for the consent timeout (connected or
+        // still connecting): a closed tab, a laptop gone, a path that
+        // never worked.
+        let silent = now.saturating_duration_since(self.heard_at) > self.consent;
+        if self.answered && silent && self.state != LinkState::Failed {
+            self.state = LinkState::Failed;
+            self.changed = true;
+        }
     }
 
     /// Sends one RTP packet (written by the media clock, in clear): the
@@ -273,22 +375,11 @@ impl Endpoint {
         if self.state != LinkState::Connected {
             return false;
         }
-        let packet = rtc::rtp::packet::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                marker: info.marker,
-                payload_type: info.payload_type,
-                sequence_number: info.sequence,
-                timestamp: info.timestamp,
-                ssrc: self.ssrc,
-                ..Default::default()
-            },
-            payload: Bytes::copy_from_slice(payload),
+        let info = RtpInfo {
+            ssrc: self.ssrc,
+            ..*info
         };
-        match self.pc.rtp_sender(self.sender) {
-            Some(mut s) => s.write_rtp(now, packet).is_ok(),
-            None => false,
-        }
+        write_rtp(&mut self.pc, self.sender, &info, payload, now)
     }
 
     /// The next datagram to send, and where.
@@ -303,15 +394,7 @@ impl Endpoint {
     pub fn poll_rtp(&mut self) -> Option<(RtpInfo, Bytes)> {
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
             if let RTCMessage::RtpPacket(_, p) = message {
-                let h = &p.header;
-                let info = RtpInfo {
-                    payload_type: h.payload_type,
-                    sequence: h.sequence_number,
-                    timestamp: h.timestamp,
-                    ssrc: h.ssrc,
-                    marker: h.marker,
-                };
-                return Some((info, p.payload));
+                return Some((info_of(&p.header), p.payload));
             }
         }
         None

@@ -3,8 +3,6 @@
 
 use super::*;
 
-use rtc::peer_connection::transport::RTCDtlsRole;
-
 const ENGINE: &str = "192.0.2.10:3478";
 const BROWSER: &str = "198.51.100.7:50000";
 
@@ -16,143 +14,49 @@ fn settings() -> Settings {
     }
 }
 
-/// The browser's side: a full ICE agent that answers our offer.
+/// The browser's side: webrtc-rs's full-ICE peer, and what it got.
 struct Browser {
-    pc: RTCPeerConnection,
-    sender: RTCRtpSenderId,
+    peer: super::super::peer::Peer,
     connected: bool,
     received: Vec<(RtpInfo, Bytes)>,
 }
 
 impl Browser {
     fn answer(offer: &str, now: Instant) -> (Browser, String) {
-        let mut media = MediaEngine::default();
-        media
-            .register_codec(codec(MIME_TYPE_PCMU, 0, 0), RtpCodecKind::Audio)
-            .unwrap();
-        media
-            .register_codec(
-                codec(MIME_TYPE_TELEPHONE_EVENT, DTMF_PT, 0),
-                RtpCodecKind::Audio,
-            )
-            .unwrap();
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(
-                SettingEngineBuilder::new()
-                    .with_answering_dtls_role(RTCDtlsRole::Client)
-                    .build(),
-            )
-            .with_media_engine(media)
-            .build(now)
-            .unwrap();
-        let addr: SocketAddr = BROWSER.parse().unwrap();
-        let host = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: addr.ip().to_string(),
-                port: addr.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .unwrap();
-        pc.add_local_candidate(RTCIceCandidate::from(&host).to_json().unwrap())
-            .unwrap();
-        let track = MediaStreamTrack::new(
-            "b".into(),
-            "b-audio".into(),
-            "audio".into(),
-            RtpCodecKind::Audio,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(4242),
-                    ..Default::default()
-                },
-                codec: codec(MIME_TYPE_PCMU, 0, 0).rtp_codec,
-                ..Default::default()
-            }],
-        );
-        let sender = pc.add_track(track).unwrap();
-        pc.set_remote_description(now, RTCSessionDescription::offer(offer.to_owned()).unwrap())
-            .unwrap();
-        let answer = pc.create_answer(None).unwrap();
-        pc.set_local_description(now, answer.clone()).unwrap();
+        let (peer, answer) =
+            super::super::peer::Peer::answer(offer, BROWSER.parse().unwrap(), 4242, now).unwrap();
         (
             Browser {
-                pc,
-                sender,
+                peer,
                 connected: false,
                 received: Vec::new(),
             },
-            answer.sdp,
+            answer,
         )
     }
 
     fn receive(&mut self, bytes: BytesMut, now: Instant) {
-        let _ = self.pc.handle_read(TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: BROWSER.parse().unwrap(),
-                peer_addr: ENGINE.parse().unwrap(),
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: bytes,
-        });
+        self.peer.receive(ENGINE.parse().unwrap(), bytes, now);
     }
 
     fn step(&mut self, now: Instant) -> Vec<BytesMut> {
-        if self.pc.poll_timeout().is_some_and(|t| t <= now) {
-            let _ = self.pc.handle_timeout(now);
+        let polled = self.peer.poll(now);
+        if let Some(c) = polled.connected {
+            self.connected = c;
         }
-        while let Some(ev) = self.pc.poll_event() {
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(
-                RTCPeerConnectionState::Connected,
-            ) = ev
-            {
-                self.connected = true;
-            }
-        }
-        while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
-            if let RTCMessage::RtpPacket(_, p) = message {
-                let info = RtpInfo {
-                    payload_type: p.header.payload_type,
-                    sequence: p.header.sequence_number,
-                    timestamp: p.header.timestamp,
-                    ssrc: p.header.ssrc,
-                    marker: p.header.marker,
-                };
-                self.received.push((info, p.payload));
-            }
-        }
-        let mut out = Vec::new();
-        while let Some(m) = self.pc.poll_write() {
-            assert_eq!(m.transport.peer_addr, ENGINE.parse::<SocketAddr>().unwrap());
-            out.push(m.message);
-        }
-        out
+        self.received.extend(polled.received);
+        polled
+            .out
+            .into_iter()
+            .map(|(to, bytes)| {
+                assert_eq!(to, ENGINE.parse::<SocketAddr>().unwrap());
+                bytes
+            })
+            .collect()
     }
 
     fn send(&mut self, seq: u16, payload: &[u8], now: Instant) {
-        let packet = rtc::rtp::packet::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                payload_type: 0,
-                sequence_number: seq,
-                timestamp: u32::from(seq) * 160,
-                ssrc: 4242,
-                ..Default::default()
-            },
-            payload: Bytes::copy_from_slice(payload),
-        };
-        self.pc
-            .rtp_sender(self.sender)
-            .unwrap()
-            .write_rtp(now, packet)
-            .unwrap();
+        assert!(self.peer.send(seq, payload, now));
     }
 }
 
@@ -186,6 +90,10 @@ fn run(
 
 fn connected_pair(start: Instant) -> (Endpoint, Browser) {
     let (mut engine, offer) = Endpoint::offer(&settings(), Codec::Pcmu, 777, start).unwrap();
+    assert!(
+        offer.contains("a=rtpmap:101 telephone-event/8000"),
+        "{offer}"
+    );
     assert!(offer.contains("a=ice-lite"), "{offer}");
     assert!(offer.contains("a=rtcp-mux"), "{offer}");
     assert!(offer.contains(engine.ufrag()), "{offer}");

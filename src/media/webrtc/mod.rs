@@ -4,6 +4,7 @@
 //! drives it each tick and sends through the same port. No task per leg.
 
 mod endpoint;
+pub mod peer;
 pub mod route;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
