@@ -5,7 +5,7 @@
 //! tone file) and the page's AnalyserNode finds the caller's tone. The
 //! agent holds, hangs up with the keyboard shortcuts and gives a
 //! disposition at wrap-up, then transfers a second caller to a queue.
-//! Through TURN only, too. Screenshots of ringing, talking and wrap-up go
+//! Through TURN only, too; and the tab closed mid-call. Screenshots of ringing, talking and wrap-up go
 //! to target/test-output/.
 
 mod common;
@@ -336,5 +336,38 @@ fn an_agent_behind_a_strict_firewall_connects_through_turn_only() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(browser.eval("window.pathType"), json!("relay"));
+    drop(caller);
+}
+
+#[test]
+fn closing_the_tab_mid_call_pauses_the_agent_and_puts_the_caller_back_in_the_queue() {
+    let ports = common::Ports::next();
+    let webrtc = format!("{{ port: {}, consent-timeout: 4s }}", ports.spare(0));
+    let (engine, mut browser) = desk(&ports, &webrtc);
+    let caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0");
+    browser.dom_when("!document.getElementById('ringing').hidden");
+    browser.eval("document.getElementById('answer').click(); true");
+    wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
+    assert_hears_the_browser(&listen(&caller, Duration::from_secs(3)).join().unwrap());
+
+    // The tab (the whole browser) goes: its socket and its peer connection.
+    drop(browser);
+    let closed = Instant::now();
+    let until = closed + Duration::from_secs(10);
+    while common::agent_state(&engine, "1001").0 != "paused" && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        common::agent_state(&engine, "1001"),
+        ("paused".into(), Some("connection-lost".into()))
+    );
+    assert!(
+        closed.elapsed() <= Duration::from_secs(6),
+        "freed after {:?} (consent timeout 4 s)",
+        closed.elapsed()
+    );
+    let (_, body) = common::api_get(&engine, "/api/queues/support");
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(v["waiting"].as_array().map(Vec::len), Some(1), "{body}");
     drop(caller);
 }
