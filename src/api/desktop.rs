@@ -124,6 +124,7 @@ pub fn routes(state: Arc<ApiState>) -> Router<Arc<ApiState>> {
         .route("/agent/me", get(me))
         .route("/agent/today", get(today))
         .route("/agent/ws", get(socket))
+        .route("/sip", get(sip_websocket))
         .route("/agent/{id}/{action}", post(act))
         .route("/agent/calls/{id}/disposition", post(disposition))
         .layer(axum::middleware::from_fn_with_state(state, guard))
@@ -397,6 +398,79 @@ async fn socket(State(state): Shared, headers: HeaderMap, ws: WebSocketUpgrade) 
         Err(r) => return r,
     };
     ws.on_upgrade(move |socket| phone(socket, state, s))
+}
+
+/// SIP over WebSocket (RFC 7118, subprotocol `sip`): third-party browser
+/// phones (JsSIP, SIP.js) register as agents with digest, as any phone.
+async fn sip_websocket(
+    State(state): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // RFC 7118 §4: the client asks for the `sip` subprotocol.
+    let asks_sip = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"));
+    if !asks_sip {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "SIP over WebSocket needs the `sip` subprotocol (Sec-WebSocket-Protocol: sip)",
+            None,
+        );
+    }
+    let door = state.sip_websockets.clone();
+    ws.protocols(["sip"])
+        .on_upgrade(move |socket| sip_frames(socket, peer, door))
+}
+
+/// Carries one SIP WebSocket: frames in to the SIP core, its messages out.
+async fn sip_frames(
+    mut socket: WebSocket,
+    peer: SocketAddr,
+    door: crate::sip::transport::WebSocketDoor,
+) {
+    let (frames, frames_rx) = mpsc::channel::<Vec<u8>>(64);
+    let (out_tx, mut out) = mpsc::channel::<Arc<[u8]>>(256);
+    let serving = tokio::spawn(async move { door.serve(peer, frames_rx, out_tx).await });
+    info!(%peer, "SIP over WebSocket opened");
+    loop {
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) => {
+                    if frames.send(t.as_bytes().to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    if frames.send(b.to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            sent = out.recv() => match sent {
+                // SIP is text; a message that is not UTF-8 goes as binary.
+                Some(bytes) => {
+                    let msg = match std::str::from_utf8(&bytes) {
+                        Ok(text) => Message::Text(text.to_owned().into()),
+                        Err(_) => Message::Binary(bytes.to_vec().into()),
+                    };
+                    if socket.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    drop(frames);
+    let _ = serving.await;
+    info!(%peer, "SIP over WebSocket closed");
 }
 
 /// What the page sends besides a call's signalling.

@@ -44,6 +44,8 @@ pub struct ApiState {
     pub phones: crate::leg::browser::BrowserPhones,
     /// Signed-in agents' desktop sessions.
     pub sessions: desktop::Sessions,
+    /// Where `/sip` hands SIP over WebSocket to the SIP core.
+    pub sip_websockets: crate::sip::transport::WebSocketDoor,
 }
 
 impl ApiState {

@@ -348,6 +348,7 @@ pub async fn run(
             callbacks: ctx.callbacks.clone(),
             phones: ctx.phones.clone(),
             sessions: Default::default(),
+            sip_websockets: sip.websockets.clone(),
         }),
     ));
     let active = Arc::new(AtomicUsize::new(0));

@@ -65,6 +65,7 @@ pub async fn start(
     admission: Arc<crate::overload::Admission>,
 ) -> Result<SipLayer, SipError> {
     let listen = config.sip.listen.primary();
+    let core_max_message = config.sip.max_message_size;
     let (in_tx, in_rx) = mpsc::channel(8192);
     // One UDP socket and TCP listener per address (a dual-stack engine has
     // an IPv4 and an IPv6 one); what each is bound to, as put in Via and
@@ -224,6 +225,10 @@ pub async fn start(
     }
     tokio::spawn(core.run(in_rx, cmd_rx));
     Ok(SipLayer {
+        websockets: super::transport::WebSocketDoor {
+            to_core: in_tx.clone(),
+            max_message: core_max_message,
+        },
         incoming: incoming_rx,
         dialer,
         registrations: reg_rx,
@@ -435,17 +440,19 @@ impl SipCore {
                         }
                     }
                 }
-                Transport::Tcp | Transport::Tls => match self.tcp.get(&t.target.addr) {
-                    Some((w, _, _)) => {
-                        if w.try_send(t.bytes).is_err() {
-                            warn!(to = %t.target.addr, "tcp connection backed up; message dropped");
+                Transport::Tcp | Transport::Tls | Transport::Ws => {
+                    match self.tcp.get(&t.target.addr) {
+                        Some((w, _, _)) => {
+                            if w.try_send(t.bytes).is_err() {
+                                warn!(to = %t.target.addr, "tcp connection backed up; message dropped");
+                            }
                         }
+                        None if t.target.transport == Transport::Tls => {
+                            self.send_tls(t.target.addr, t.bytes);
+                        }
+                        None => debug!(to = %t.target.addr, "no tcp connection; message dropped"),
                     }
-                    None if t.target.transport == Transport::Tls => {
-                        self.send_tls(t.target.addr, t.bytes);
-                    }
-                    None => debug!(to = %t.target.addr, "no tcp connection; message dropped"),
-                },
+                }
             }
         }
     }
@@ -1239,6 +1246,7 @@ impl SipCore {
         match transport {
             Transport::Tcp => format!("<sip:hotline@{local};transport=tcp>"),
             Transport::Tls => format!("<sip:hotline@{local};transport=tls>"),
+            Transport::Ws => format!("<sip:hotline@{local};transport=ws>"),
             Transport::Udp => format!("<sip:hotline@{local}>"),
         }
     }

@@ -389,6 +389,8 @@ pub struct SipLayer {
     pub udp_addrs: Vec<SocketAddr>,
     pub tcp_addrs: Vec<SocketAddr>,
     pub tls_addr: Option<SocketAddr>,
+    /// Where the HTTP listener hands SIP over WebSocket connections.
+    pub websockets: super::transport::WebSocketDoor,
 }
 
 #[cfg(test)]

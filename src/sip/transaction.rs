@@ -31,17 +31,20 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls,
+    /// A WebSocket on the HTTP listener (RFC 7118): browser phones.
+    Ws,
 }
 
 impl Transport {
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp | Transport::Tls)
+        matches!(self, Transport::Tcp | Transport::Tls | Transport::Ws)
     }
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
             Transport::Tls => "TLS",
+            Transport::Ws => "WS",
         }
     }
 }

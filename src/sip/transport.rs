@@ -283,6 +283,62 @@ async fn serve_stream<S>(
     let _ = to_core.send(Inbound::TcpClosed { peer }).await;
 }
 
+/// Where the HTTP listener hands over SIP over WebSocket (RFC 7118):
+/// cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WebSocketDoor {
+    pub(super) to_core: mpsc::Sender<Inbound>,
+    pub(super) max_message: usize,
+}
+
+impl WebSocketDoor {
+    /// Serves one WebSocket connection from `peer`: each frame in `frames`
+    /// is one SIP message (RFC 7118 §5), and what the core sends goes out
+    /// through `out`, one message a frame. Returns when `frames` ends.
+    pub async fn serve(
+        &self,
+        peer: SocketAddr,
+        mut frames: mpsc::Receiver<Vec<u8>>,
+        out: mpsc::Sender<Arc<[u8]>>,
+    ) {
+        let opened = Inbound::TcpOpened {
+            peer,
+            writer: out,
+            // Kept while open: the page closes it, not an idle timer.
+            in_use: Arc::new(AtomicBool::new(true)),
+            transport: Transport::Ws,
+        };
+        if self.to_core.send(opened).await.is_err() {
+            return;
+        }
+        while let Some(bytes) = frames.recv().await {
+            if bytes.len() > self.max_message {
+                metrics::counter!("hotline_sip_messages_too_large_total", "transport" => "ws")
+                    .increment(1);
+                warn!(%peer, "websocket message too large; closing");
+                break;
+            }
+            // Keep-alives (CRLF) need no answer.
+            if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            let from = Target {
+                transport: Transport::Ws,
+                addr: peer,
+            };
+            if self
+                .to_core
+                .send(Inbound::Message { bytes, from })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = self.to_core.send(Inbound::TcpClosed { peer }).await;
+    }
+}
+
 /// How much of a stream buffer forms the next message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Framing {
