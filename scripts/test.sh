@@ -20,6 +20,8 @@ command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 # An agent's browser behind a strict firewall reaches the engine through TURN.
 command -v turnserver >/dev/null 2>&1 || packages+=(coturn)
+# JsSIP (a third-party browser phone) comes from npm when a test first needs it.
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 # The package test: dpkg -i runs adduser; the unit is checked by systemd-analyze.
 command -v adduser >/dev/null 2>&1 || packages+=(adduser)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
@@ -29,7 +31,7 @@ if [ ${#packages[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "test.sh: the tests need SIPp, baresip, Chromium, fail2ban, nftables, dnsmasq, promtool (prometheus) and coturn. Run: sudo apt-get install -y ${packages[*]}" >&2
+    echo "test.sh: the tests need SIPp, baresip, Chromium, fail2ban, nftables, dnsmasq, promtool (prometheus), coturn and npm. Run: sudo apt-get install -y ${packages[*]}" >&2
     exit 1
   fi
 fi

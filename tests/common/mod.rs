@@ -8,6 +8,7 @@ pub mod certs;
 pub mod chromium;
 pub mod desktop;
 pub mod dnsmasq;
+pub mod jssip;
 pub mod netns;
 pub mod raw;
 pub mod relay;
