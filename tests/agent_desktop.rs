@@ -13,35 +13,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::chromium::Browser;
+use common::tones::{assert_hears_the_browser, listen, power, tone, CALLER_HZ, MIC_HZ};
 use common::ua::TestUa;
 use common::{wait_agent_state, Engine};
 use serde_json::{json, Value};
-
-/// The browser's microphone: a 1 kHz tone. The caller says 400 Hz.
-const MIC_HZ: f64 = 1000.0;
-const CALLER_HZ: f64 = 400.0;
-
-fn tone(hz: f64, rate: u32, seconds: u32) -> Vec<i16> {
-    (0..rate * seconds)
-        .map(|i| {
-            let t = f64::from(i) / f64::from(rate);
-            (9000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16
-        })
-        .collect()
-}
-
-/// The power of `hz` in `samples` (8 kHz), by Goertzel, per sample.
-fn power(samples: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &x in samples {
-        let s = f64::from(x) + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / samples.len().max(1) as f64
-}
 
 fn screenshot(browser: &mut Browser, name: &str) {
     let dir = common::root().join("target/test-output");
@@ -71,8 +46,7 @@ agents:\n  - {{ id: '1001', name: Ada, password: 1001pass, queues: [support] }}\
 webrtc: {webrtc}\n"
         ),
     );
-    let mic = engine.dir.join("mic-1khz.wav");
-    hotline::media::wav::write(&mic, &tone(MIC_HZ, 48000, 10), 48000).unwrap();
+    let mic = common::tones::mic_file(&engine.dir);
     let url = format!("http://127.0.0.1:{}/agent", engine.ports.http());
     let capture = format!("--use-file-for-fake-audio-capture={}", mic.display());
     let mut browser = Browser::open(
@@ -100,39 +74,6 @@ webrtc: {webrtc}\n"
     browser.eval("document.getElementById('available').click(); true");
     wait_agent_state(&engine, "1001", "available", Duration::from_secs(5));
     (engine, browser)
-}
-
-/// What the caller hears for `time` (8 kHz samples after the first 1.5 s).
-fn listen(caller: &TestUa, time: Duration) -> std::thread::JoinHandle<Vec<i16>> {
-    let rx = caller.rtp.try_clone().unwrap();
-    std::thread::spawn(move || {
-        let mut pcm = Vec::new();
-        let mut buf = [0u8; 2048];
-        let start = Instant::now();
-        while start.elapsed() < time {
-            if let Ok(n) = rx.recv(&mut buf) {
-                if let Some((info, payload)) = hotline::media::rtp::parse(&buf[..n]) {
-                    if info.payload_type == 0 && start.elapsed() > Duration::from_millis(1500) {
-                        pcm.extend(
-                            payload
-                                .iter()
-                                .map(|&b| hotline::media::g711::ulaw_decode(b)),
-                        );
-                    }
-                }
-            }
-        }
-        pcm
-    })
-}
-
-fn assert_hears_the_browser(pcm: &[i16]) {
-    assert!(pcm.len() >= 8000, "the caller got {} samples", pcm.len());
-    let (at_mic, elsewhere) = (power(pcm, MIC_HZ), power(pcm, 1700.0));
-    assert!(
-        at_mic > 20.0 * elsewhere.max(1.0),
-        "the caller does not hear the browser's tone: {at_mic:.0} at 1 kHz, {elsewhere:.0} at 1.7 kHz"
-    );
 }
 
 #[test]

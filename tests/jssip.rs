@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::chromium::Browser;
-use common::{agent_state, api_get, Engine};
+use common::ua::TestUa;
+use common::{agent_state, api_get, wait_agent_state, Engine};
 use serde_json::json;
 
 fn contacts(engine: &Engine) -> u64 {
@@ -60,4 +61,93 @@ registrar: { keepalive: 0s }\n",
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(contacts(&engine), 0, "{}", engine.log());
+}
+
+/// JsSIP answering every call, signed in as 1001, in Chromium whose
+/// microphone is a 1 kHz tone.
+fn jssip_phone(engine: &Engine, ports: &common::Ports) -> Browser {
+    let library = std::fs::read_to_string(common::jssip::bundle()).unwrap();
+    let mic = common::tones::mic_file(&engine.dir);
+    let capture = format!("--use-file-for-fake-audio-capture={}", mic.display());
+    let url = format!("http://127.0.0.1:{}/agent", engine.ports.http());
+    let mut browser = Browser::open(
+        &url,
+        ports.spare(40),
+        "/agent",
+        &[
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            &capture,
+            "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection",
+        ],
+    );
+    browser.dom_when(
+        "document.readyState === 'complete' && !!document.getElementById('signin-button')",
+    );
+    browser.command(
+        "Runtime.evaluate",
+        json!({ "expression": format!("{library}\n;true"), "returnByValue": true }),
+    );
+    browser.eval(&format!(
+        "(() => {{
+           const socket = new JsSIP.WebSocketInterface('ws://127.0.0.1:{}/sip');
+           const ua = window.ua = new JsSIP.UA({{ sockets: [socket], uri: 'sip:1001@127.0.0.1',
+             password: '1001pass', register: true, register_expires: 300 }});
+           ua.on('registered', () => {{ window.registered = true; }});
+           ua.on('newRTCSession', (e) => {{
+             if (e.originator !== 'remote') return;
+             const s = window.session = e.session;
+             s.on('confirmed', () => {{ window.confirmed = true; }});
+             s.on('ended', () => {{ window.ended = true; }});
+             s.on('failed', (f) => {{ window.failed = String(f.cause); }});
+             s.answer({{ mediaConstraints: {{ audio: true, video: false }} }});
+           }});
+           ua.start();
+           return true; }})()",
+        engine.ports.http()
+    ));
+    browser.dom_when("window.registered === true");
+    browser
+}
+
+#[test]
+fn jssip_takes_a_queued_call_with_audio_both_ways_and_hears_the_callers_bye() {
+    let engine = Engine::with_flow(
+        "entry: q\nnodes:\n  q: { queue: support }\n",
+        &format!(
+            "queues:\n  support: {{ announce-position: false, wrap-up: 1s }}\n\
+agents:\n  - {{ id: '1001', password: 1001pass, queues: [support], auto-login: true }}\n\
+registrar: {{ keepalive: 0s }}\ncalls: {{ leg-check: 0s }}\nwebrtc: {{ port: {} }}\n",
+            common::Ports::next().spare(0)
+        ),
+    );
+    let ports = common::Ports::next();
+    let mut browser = jssip_phone(&engine, &ports);
+    wait_agent_state(&engine, "1001", "available", Duration::from_secs(5));
+
+    let caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0");
+    browser.dom_when("window.confirmed === true || !!window.failed");
+    assert_eq!(browser.eval("window.failed || null"), json!(null));
+    wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
+    // The caller hears JsSIP's microphone; JsSIP receives the caller's audio.
+    let heard = common::tones::listen(&caller, Duration::from_secs(3));
+    let mut caller = {
+        let mut c = caller;
+        c.send_pcmu(&common::tones::tone(common::tones::CALLER_HZ, 8000, 3));
+        c
+    };
+    common::tones::assert_hears_the_browser(&heard.join().unwrap());
+    browser.eval(
+        "window.session.connection.getStats().then((s) => { s.forEach((r) => {
+           if (r.type === 'inbound-rtp' && r.kind === 'audio') window.inbound = r.packetsReceived; }); }); true",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let inbound = browser.eval("window.inbound || 0").as_f64().unwrap_or(0.0);
+    assert!(inbound >= 100.0, "JsSIP received {inbound} packets");
+
+    // The caller hangs up: JsSIP's session ends, the agent goes to wrap-up.
+    caller.bye();
+    browser.dom_when("window.ended === true");
+    wait_agent_state(&engine, "1001", "wrap-up", Duration::from_secs(5));
 }

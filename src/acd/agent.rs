@@ -17,6 +17,8 @@ pub struct Contact {
     pub tcp: bool,
     /// That connection is TLS: SDES keys may go over it.
     pub tls: bool,
+    /// A browser phone over WebSocket: it is offered WebRTC media.
+    pub ws: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,6 +28,7 @@ pub(super) fn contact(agent: &str) -> Vec<Contact> {
         source: "10.0.0.1:5060".parse().unwrap(),
         tcp: false,
         tls: false,
+        ws: false,
     }]
 }
 

@@ -598,6 +598,7 @@ impl CallState {
                     auth: None,
                     crypto,
                     savp,
+                    webrtc: contact.ws,
                 };
                 calls.push((call, Some(a.agent.clone())));
             }

@@ -88,8 +88,21 @@ impl Driver {
                     offers.push((call, agent));
                 }
                 let mut leg = leg::Leg::new(purpose, target, media, origin, ring_timeout);
-                for (call, agent) in offers {
-                    leg.dial(&self.ctx.dialer, call, agent);
+                for (mut call, agent) in offers {
+                    if !call.webrtc {
+                        leg.dial(&self.ctx.dialer, call, agent);
+                        continue;
+                    }
+                    // A browser phone over WebSocket: a WebRTC offer of its own.
+                    match self.ctx.media.open_browser(&self.media, codec).await {
+                        Ok((m, offer)) => {
+                            call.sdp = offer.into_bytes();
+                            leg.dial_webrtc(&self.ctx.dialer, call, agent, m, codec);
+                        }
+                        Err(e) => {
+                            warn!(target = %call.target, error = %e, "no WebRTC media for the browser phone")
+                        }
+                    }
                 }
                 let ice_servers = (self.ctx.config.webrtc.as_ref())
                     .map(|w| w.ice_servers.clone())

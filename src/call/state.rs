@@ -812,6 +812,7 @@ impl CallState {
             auth: None,
             crypto,
             savp,
+            webrtc: false,
         };
         self.open_leg(PendingLeg {
             purpose,

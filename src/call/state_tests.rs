@@ -269,6 +269,7 @@ impl Sim {
                     source: SocketAddr::from(([127, 0, 0, 1], 5070 + i as u16)),
                     tcp: false,
                     tls: false,
+                    ws: false,
                 }],
                 browser: false,
             })

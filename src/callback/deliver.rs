@@ -333,6 +333,7 @@ impl Attempt {
                     auth: None,
                     crypto: Vec::new(),
                     savp: false,
+                    webrtc: false,
                 };
                 leg.dial(&self.ctx.dialer, call, Some(a.agent.clone()));
             }
@@ -369,6 +370,7 @@ impl Attempt {
             auth,
             crypto: Vec::new(),
             savp: false,
+            webrtc: false,
         };
         info!(callback = cb.id, attempt = n, %target, trunk = %self.trunk, "calling the customer back");
         let mut customer = Leg::new(

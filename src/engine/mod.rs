@@ -289,6 +289,7 @@ pub async fn run(
                             source: b.source,
                             tcp: b.transport.is_reliable(),
                             tls: b.transport == crate::sip::Transport::Tls,
+                            ws: b.transport == crate::sip::Transport::Ws,
                         })
                         .collect(),
                 })

@@ -45,6 +45,9 @@ struct Branch {
     dialog: Option<DialogHandle>,
     /// It failed, refused, or was dropped.
     over: bool,
+    /// A browser phone (SIP over WebSocket): the WebRTC channel its offer
+    /// came from, and the codec sent; the leg takes it if it answers.
+    webrtc: Option<(MediaChannel, crate::sdp::Codec)>,
 }
 
 /// The branch that answered.
@@ -164,12 +167,36 @@ impl Leg {
 
     /// Rings one more phone.
     pub fn dial(&mut self, dialer: &Dialer, call: OutboundCall, agent: Option<String>) {
+        self.dial_with(dialer, call, agent, None);
+    }
+
+    /// Rings a browser phone registered over WebSocket: `call`'s SDP is the
+    /// offer of `media`, a WebRTC channel sending `codec`.
+    pub fn dial_webrtc(
+        &mut self,
+        dialer: &Dialer,
+        call: OutboundCall,
+        agent: Option<String>,
+        media: MediaChannel,
+        codec: crate::sdp::Codec,
+    ) {
+        self.dial_with(dialer, call, agent, Some((media, codec)));
+    }
+
+    fn dial_with(
+        &mut self,
+        dialer: &Dialer,
+        call: OutboundCall,
+        agent: Option<String>,
+        webrtc: Option<(MediaChannel, crate::sdp::Codec)>,
+    ) {
         let i = self.branches.len();
         self.branches.push(Branch {
             target: call.target.clone(),
             agent,
             dialog: None,
             over: false,
+            webrtc,
         });
         let (dialer, tx) = (dialer.clone(), self.events_tx.clone());
         // If the leg is gone, sends fail and the dialog handle is dropped:
@@ -320,22 +347,7 @@ impl Leg {
                         b.end();
                     }
                 }
-                let codec = self.browsers[i].codec;
-                let stream = StreamConfig {
-                    remote: std::net::SocketAddr::new(
-                        self.media.local_ip(),
-                        self.media.local_port(),
-                    ),
-                    codec,
-                    payload_type: codec.payload_type(),
-                    dtmf_pt: Some(DTMF_PT),
-                    send: true,
-                    receive: true,
-                    symmetric: false,
-                    signalling: None,
-                    srtp: None,
-                    rtcp: None,
-                };
+                let stream = self.browser_stream(self.browsers[i].codec);
                 Some(LegEvent::BrowserAnswered { agent, stream })
             }
             // Taken elsewhere already: this page stops ringing.
@@ -352,6 +364,22 @@ impl Leg {
                 self.last_status = Some(603);
                 self.browser_over(i)
             }
+        }
+    }
+
+    /// How the leg's WebRTC channel (now `self.media`) streams `codec`.
+    fn browser_stream(&self, codec: crate::sdp::Codec) -> StreamConfig {
+        StreamConfig {
+            remote: std::net::SocketAddr::new(self.media.local_ip(), self.media.local_port()),
+            codec,
+            payload_type: codec.payload_type(),
+            dtmf_pt: Some(DTMF_PT),
+            send: true,
+            receive: true,
+            symmetric: false,
+            signalling: None,
+            srtp: None,
+            rtcp: None,
         }
     }
 
@@ -512,6 +540,21 @@ impl Leg {
                             b.end();
                         }
                         let agent = self.branches.get(i).and_then(|b| b.agent.clone());
+                        // A browser phone's answer is its WebRTC channel's.
+                        if let Some((media, codec)) =
+                            self.branches.get_mut(i).and_then(|b| b.webrtc.take())
+                        {
+                            let answer =
+                                String::from_utf8_lossy(sdp.as_deref().unwrap_or_default())
+                                    .into_owned();
+                            media.browser_answer(answer).await;
+                            self.media = media;
+                            let stream = self.browser_stream(codec);
+                            return LegEvent::BrowserAnswered {
+                                agent: agent.unwrap_or_default(),
+                                stream,
+                            };
+                        }
                         return LegEvent::Answered { agent, sdp };
                     }
                     DialogEvent::Ringing => return LegEvent::Dialog(DialogEvent::Ringing),

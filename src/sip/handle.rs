@@ -98,6 +98,9 @@ pub struct OutboundCall {
     /// target's media encryption rule asks for.
     pub crypto: Vec<crate::sdp::crypto::Crypto>,
     pub savp: bool,
+    /// The far end is a browser phone (registered over WebSocket): the
+    /// offer is a WebRTC one (ICE, DTLS-SRTP), made by the leg.
+    pub webrtc: bool,
 }
 
 /// A SIP account Hotline authenticates with (digest).

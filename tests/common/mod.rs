@@ -12,6 +12,7 @@ pub mod jssip;
 pub mod netns;
 pub mod raw;
 pub mod relay;
+pub mod tones;
 pub mod ua;
 pub mod webrtc;
 
