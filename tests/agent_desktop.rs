@@ -46,25 +46,7 @@ agents:\n  - {{ id: '1001', name: Ada, password: 1001pass, queues: [support] }}\
 webrtc: {webrtc}\n"
         ),
     );
-    let mic = common::tones::mic_file(&engine.dir);
-    let url = format!("http://127.0.0.1:{}/agent", engine.ports.http());
-    let capture = format!("--use-file-for-fake-audio-capture={}", mic.display());
-    let mut browser = Browser::open(
-        &url,
-        ports.spare(40),
-        "/agent",
-        &[
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            &capture,
-            "--autoplay-policy=no-user-gesture-required",
-            "--allow-loopback-in-peer-connection",
-        ],
-    );
-    // The page itself, not the blank one DevTools may see first.
-    browser.dom_when(
-        "document.readyState === 'complete' && !!document.getElementById('signin-button')",
-    );
+    let mut browser = Browser::open_desktop(engine.ports.http(), ports.spare(40), &engine.dir);
     browser.eval(
         "document.getElementById('agent').value = '1001';
          document.getElementById('password').value = '1001pass';

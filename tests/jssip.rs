@@ -19,38 +19,12 @@ fn contacts(engine: &Engine) -> u64 {
 
 #[test]
 fn jssip_in_chromium_registers_over_websocket_and_unregisters() {
-    let library = std::fs::read_to_string(common::jssip::bundle()).unwrap();
     let engine = Engine::start(
         "agents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\n\
 registrar: { keepalive: 0s }\n",
     );
     let ports = common::Ports::next();
-    // Any page of the engine's own origin will do: its WebSocket's Origin
-    // is then the engine's.
-    let url = format!("http://127.0.0.1:{}/agent", engine.ports.http());
-    let mut browser = Browser::open(&url, ports.spare(40), "/agent", &[]);
-    browser.dom_when(
-        "document.readyState === 'complete' && !!document.getElementById('signin-button')",
-    );
-    let loaded = browser.command(
-        "Runtime.evaluate",
-        json!({ "expression": format!("{library}\n;typeof JsSIP.UA"), "returnByValue": true }),
-    );
-    assert_eq!(loaded["result"]["value"], "function", "{loaded}");
-    browser.eval(&format!(
-        "(() => {{
-           const socket = new JsSIP.WebSocketInterface('ws://127.0.0.1:{}/sip');
-           const ua = window.ua = new JsSIP.UA({{ sockets: [socket], uri: 'sip:1001@127.0.0.1',
-             password: '1001pass', register: true, register_expires: 300 }});
-           ua.on('registered', () => {{ window.registered = true; }});
-           ua.on('unregistered', () => {{ window.unregistered = true; }});
-           ua.on('registrationFailed', (e) => {{ window.failed = String(e.cause); }});
-           ua.start();
-           return true; }})()",
-        engine.ports.http()
-    ));
-    browser.dom_when("window.registered === true || !!window.failed");
-    assert_eq!(browser.eval("window.failed || null"), json!(null));
+    let mut browser = jssip_phone(&engine, &ports);
     assert_eq!(contacts(&engine), 1);
     assert_eq!(agent_state(&engine, "1001").0, "available");
 
@@ -67,24 +41,7 @@ registrar: { keepalive: 0s }\n",
 /// microphone is a 1 kHz tone.
 fn jssip_phone(engine: &Engine, ports: &common::Ports) -> Browser {
     let library = std::fs::read_to_string(common::jssip::bundle()).unwrap();
-    let mic = common::tones::mic_file(&engine.dir);
-    let capture = format!("--use-file-for-fake-audio-capture={}", mic.display());
-    let url = format!("http://127.0.0.1:{}/agent", engine.ports.http());
-    let mut browser = Browser::open(
-        &url,
-        ports.spare(40),
-        "/agent",
-        &[
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            &capture,
-            "--autoplay-policy=no-user-gesture-required",
-            "--allow-loopback-in-peer-connection",
-        ],
-    );
-    browser.dom_when(
-        "document.readyState === 'complete' && !!document.getElementById('signin-button')",
-    );
+    let mut browser = Browser::open_desktop(engine.ports.http(), ports.spare(40), &engine.dir);
     browser.command(
         "Runtime.evaluate",
         json!({ "expression": format!("{library}\n;true"), "returnByValue": true }),
@@ -95,6 +52,7 @@ fn jssip_phone(engine: &Engine, ports: &common::Ports) -> Browser {
            const ua = window.ua = new JsSIP.UA({{ sockets: [socket], uri: 'sip:1001@127.0.0.1',
              password: '1001pass', register: true, register_expires: 300 }});
            ua.on('registered', () => {{ window.registered = true; }});
+           ua.on('registrationFailed', (e) => {{ window.regfailed = String(e.cause); }});
            ua.on('newRTCSession', (e) => {{
              if (e.originator !== 'remote') return;
              const s = window.session = e.session;
@@ -107,7 +65,8 @@ fn jssip_phone(engine: &Engine, ports: &common::Ports) -> Browser {
            return true; }})()",
         engine.ports.http()
     ));
-    browser.dom_when("window.registered === true");
+    browser.dom_when("window.registered === true || !!window.regfailed");
+    assert_eq!(browser.eval("window.regfailed || null"), json!(null));
     browser
 }
 

@@ -81,6 +81,33 @@ impl Browser {
         }
     }
 
+    /// The engine's agent desktop (`/agent` on `http_port`) in a browser
+    /// whose microphone plays a 1 kHz tone (a file written in `dir`), that
+    /// may play audio unasked and do WebRTC on loopback; once the page
+    /// itself is loaded.
+    pub fn open_desktop(http_port: u16, port: u16, dir: &std::path::Path) -> Browser {
+        let mic = super::tones::mic_file(dir);
+        let url = format!("http://127.0.0.1:{http_port}/agent");
+        let capture = format!("--use-file-for-fake-audio-capture={}", mic.display());
+        let mut browser = Browser::open(
+            &url,
+            port,
+            "/agent",
+            &[
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                &capture,
+                "--autoplay-policy=no-user-gesture-required",
+                "--allow-loopback-in-peer-connection",
+            ],
+        );
+        // The page itself, not the blank one DevTools may see first.
+        browser.dom_when(
+            "document.readyState === 'complete' && !!document.getElementById('signin-button')",
+        );
+        browser
+    }
+
     /// Sends a DevTools command and waits for its result.
     pub fn command(&mut self, method: &str, params: Value) -> Value {
         use futures_util::{SinkExt, StreamExt};
