@@ -188,6 +188,25 @@ pub(super) fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, We
     RTCIceCandidate::from(&host).to_json().map_err(setup)
 }
 
+/// A UDP datagram from `from` to `local`, as webrtc-rs takes it.
+pub(super) fn udp_datagram(
+    local: SocketAddr,
+    from: SocketAddr,
+    bytes: BytesMut,
+    now: Instant,
+) -> TaggedBytesMut {
+    TaggedBytesMut {
+        now,
+        transport: TransportContext {
+            local_addr: local,
+            peer_addr: from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        },
+        message: bytes,
+    }
+}
+
 /// Sends one RTP packet (header fields `info`) through `sender`.
 pub(super) fn write_rtp(
     pc: &mut RTCPeerConnection,
@@ -335,16 +354,9 @@ impl Endpoint {
 
     /// A datagram the shared port routed here.
     pub fn receive(&mut self, from: SocketAddr, bytes: BytesMut, now: Instant) {
-        let taken = self.pc.handle_read(TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: self.local,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: bytes,
-        });
+        let taken = self
+            .pc
+            .handle_read(udp_datagram(self.local, from, bytes, now));
         // Consent (RFC 7675) as an ICE-lite end can judge it: the browser's
         // checks and media keep coming, on whichever pair it uses now.
         if taken.is_ok() {

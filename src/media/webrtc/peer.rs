@@ -16,9 +16,8 @@ use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use super::endpoint::{add_audio, host_candidate, info_of, media_engine, write_rtp};
+use super::endpoint::{add_audio, host_candidate, info_of, media_engine, udp_datagram, write_rtp};
 use super::WebRtcError;
 use crate::media::rtp::RtpInfo;
 use crate::sdp::Codec;
@@ -86,16 +85,9 @@ impl Peer {
 
     /// A datagram from `from`.
     pub fn receive(&mut self, from: SocketAddr, bytes: BytesMut, now: Instant) {
-        let _ = self.pc.handle_read(TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: self.local,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: bytes,
-        });
+        let _ = self
+            .pc
+            .handle_read(udp_datagram(self.local, from, bytes, now));
     }
 
     /// Runs its timers; what happened and what to send.
