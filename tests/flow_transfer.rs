@@ -78,3 +78,70 @@ fn a_busy_target_sends_the_caller_down_the_error_path() {
         "{log}"
     );
 }
+
+#[test]
+fn a_transfer_to_a_name_in_dns_goes_to_the_srv_target_that_answers() {
+    let p = common::Ports::next();
+    let (dns_port, down_port, up_port) = (p.spare(0), p.spare(10), p.spare(20));
+    // NAPTR then SRV: the first target (priority 10) is a socket of ours
+    // that only listens; the second (priority 20) is an answering SIPp.
+    let silent = common::raw::peer(down_port);
+    let dir = std::env::temp_dir().join(format!("hotline-dns-{}-{}", std::process::id(), p.base));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dns = common::dnsmasq::Dnsmasq::start(
+        dns_port,
+        &dir,
+        &[
+            "--naptr-record=desk.test,10,10,S,SIP+D2U,,_sip._udp.desk.test".into(),
+            format!("--srv-host=_sip._udp.desk.test,down.desk.test,{down_port},10,10"),
+            format!("--srv-host=_sip._udp.desk.test,up.desk.test,{up_port},20,10"),
+            "--host-record=down.desk.test,127.0.0.1".into(),
+            "--host-record=up.desk.test,127.0.0.1".into(),
+        ],
+    );
+    let engine = Engine::with_flow(
+        "entry: hello\nnodes:\n  hello: { play: greeting, next: xfer }\n  xfer: { transfer: desk, on-error: sorry }\n  sorry: { hangup: menu/closed }\n",
+        &format!(
+            "transfers: {{ desk: 'sip:desk@desk.test' }}\ndns: {{ servers: ['{}'], failover-after: 2s }}\n",
+            dns.addr
+        ),
+    );
+    let target = common::sipp_side(&["-sn", "uas", "-rtp_echo"], up_port, None);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let port = engine.ports.spare(0);
+    let sink = rtp_sink(port, Duration::from_secs(12));
+    let sc = keys_scenario_with(&engine, "caller.xml", port, &[], 9000, true);
+    sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let report = sink.join().unwrap();
+    let (ok, out) = common::finish(target);
+    assert!(
+        ok,
+        "the second target saw no complete call:\n{out}\n{}",
+        engine.log()
+    );
+    // The caller was bridged there: their voice came back from it.
+    assert_heard(&report, &["greeting"], 20);
+    let spoken = std::fs::read(common::scenario("load-audio.ulaw")).unwrap();
+    let frames: std::collections::HashSet<&[u8]> = spoken.chunks(160).collect();
+    let echoed = payloads_of_busiest(&report)
+        .iter()
+        .filter(|p| frames.contains(p.as_slice()))
+        .count();
+    assert!(
+        echoed >= 50,
+        "only {echoed} of the caller's packets came back"
+    );
+    // The first target was asked first, by NAPTR and SRV order.
+    let tried = common::raw::requests(
+        &common::raw::collect(&silent, Duration::from_millis(200)),
+        "INVITE",
+    );
+    let first = tried.first().expect("the first SRV target was never tried");
+    assert_eq!(first.uri, "sip:desk@desk.test");
+    let log = dns.log();
+    assert!(log.contains("query[NAPTR] desk.test"), "{log}");
+    assert!(log.contains("query[SRV] _sip._udp.desk.test"), "{log}");
+    assert!(common::metrics(&engine).contains("hotline_sip_failovers_total 1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
