@@ -26,4 +26,5 @@ pub mod service;
 pub mod sip;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod uri;

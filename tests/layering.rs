@@ -41,6 +41,7 @@ const GROUND: &[&str] = &[
     "overload",
     "connections",
     "uri",
+    "tls",
 ];
 
 /// Broken edges being removed; only ever shrinks (empty since the engine,

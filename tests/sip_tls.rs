@@ -202,20 +202,6 @@ fn a_proxy_certificate_for_another_name_or_from_an_unknown_ca_is_refused_and_rep
     let _ = std::fs::remove_dir_all(&s.dir);
 }
 
-/// Sends the engine SIGHUP and waits for `logged`.
-fn hang_up_signal(engine: &Engine, logged: &str) {
-    let pid = engine.pid().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status();
-    assert!(sent.is_ok_and(|s| s.success()));
-    assert!(
-        engine.wait_log(logged, Duration::from_secs(5)),
-        "{}",
-        engine.log()
-    );
-}
-
 /// The certificate the engine's TLS listener presents now.
 fn served_certificate(addr: std::net::SocketAddr, ca: &Path) -> Vec<u8> {
     let mut roots = rustls::RootCertStore::empty();
@@ -281,12 +267,12 @@ fn the_listener_closes_a_silent_handshake_and_serves_a_renewed_certificate_after
     let renewed = certs::leaf(&dir, &ca, "renewed", &["127.0.0.1"]);
     std::fs::copy(&renewed.0, &live.0).unwrap();
     std::fs::copy(&renewed.1, &live.1).unwrap();
-    hang_up_signal(&engine, "TLS certificate reloaded");
+    engine.hang_up_signal("TLS certificate reloaded");
     let renewed_der: Vec<u8> = CertificateDer::from_pem_file(&renewed.0).unwrap().to_vec();
     assert_eq!(served_certificate(addr, &ca.0), renewed_der);
     // A broken file on the next SIGHUP keeps the renewed one.
     std::fs::write(&live.0, "not a certificate").unwrap();
-    hang_up_signal(&engine, "TLS certificate not reloaded");
+    engine.hang_up_signal("TLS certificate not reloaded");
     assert_eq!(served_certificate(addr, &ca.0), renewed_der);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -150,8 +150,14 @@ async fn page() -> Response {
 }
 
 /// A page of another site (or a name rebound to this address) gets
-/// nothing: the same rule as the API's pages.
+/// nothing: the same rule as the API's pages. The desktop itself (`/agent`
+/// and below) is served over plain HTTP to this machine only: elsewhere a
+/// browser would give it no microphone, and the password and the session
+/// cookie would cross the network in clear.
 async fn guard(State(state): Shared, req: Request, next: Next) -> Response {
+    if let Some(why) = plain_http_refusal(&req) {
+        return error(StatusCode::FORBIDDEN, why, None);
+    }
     let refused = {
         let config = state.config();
         let headers = req.headers();
@@ -162,6 +168,18 @@ async fn guard(State(state): Shared, req: Request, next: Next) -> Response {
         return error(StatusCode::FORBIDDEN, why, None);
     }
     next.run(req).await
+}
+
+/// Why the desktop refuses this request: plain HTTP from another machine.
+fn plain_http_refusal(req: &Request) -> Option<&'static str> {
+    let https = req.extensions().get::<super::Https>().is_some_and(|h| h.0);
+    let loopback = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| c.0.ip().is_loopback());
+    let desktop = req.uri().path() == "/agent" || req.uri().path().starts_with("/agent/");
+    (desktop && !https && !loopback)
+        .then_some("the agent desktop needs HTTPS off this machine: set http.tls and open https://")
 }
 
 fn cookie(headers: &HeaderMap) -> Option<String> {
@@ -239,6 +257,7 @@ struct Login {
 async fn login(
     State(state): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    https: Option<axum::Extension<super::Https>>,
     body: Bytes,
 ) -> Response {
     let Ok(Login { agent, password }) = serde_json::from_slice::<Login>(&body) else {
@@ -269,11 +288,12 @@ async fn login(
     let (token, _) = state.sessions.open(&agent, now);
     ::metrics::counter!("hotline_desktop_signins_total", "outcome" => "ok").increment(1);
     info!(%agent, source = %peer.ip(), "agent signed in at the desktop");
-    // `Secure` everywhere but on this machine (plain HTTP on loopback).
-    let secure = if peer.ip().is_loopback() {
-        ""
-    } else {
+    // `Secure` over HTTPS; plain HTTP is served to this machine only.
+    let https = https.is_some_and(|h| h.0 .0);
+    let secure = if https || !peer.ip().is_loopback() {
         "; Secure"
+    } else {
+        ""
     };
     let set = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}");
     let body = serde_json::json!({ "agent": a.id, "name": a.name });

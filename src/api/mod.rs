@@ -76,12 +76,20 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
+/// Whether the request came over HTTPS (`http.tls`): a per-connection
+/// extension, as `ConnectInfo` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Https(pub bool);
+
 /// Serves the API on `listener` until the process ends, within the
 /// connection budget (`http.connections`): beyond `per-source` from one
 /// address or `max` in all, a new connection is closed at once, and a
 /// request head must be complete within `message-timeout` (hyper's timer
 /// also runs while a kept-alive connection waits for its next request).
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
+/// With `tls` (`http.tls`) every connection is HTTPS: the handshake must
+/// finish within `message-timeout` too, and a plain HTTP request gets a
+/// `400` that says so.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, tls: Option<crate::tls::Acceptor>) {
     let limits = state.config().http.connections;
     let app = router(state);
     let mut open = OpenConnections::new(limits);
@@ -101,14 +109,27 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
                     }
                     let app = app.clone().layer(axum::Extension(ConnectInfo(peer)));
                     let closed = closed_tx.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        let connection = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(limits.message_timeout)
-                            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
-                            .with_upgrades();
-                        if let Err(e) = connection.await {
-                            tracing::debug!(%peer, error = %e, "http connection ended");
+                        match tls {
+                            None => http1(stream, app.layer(axum::Extension(Https(false))), limits, peer).await,
+                            Some(acceptor) => {
+                                // One budget for the first byte and the handshake.
+                                let deadline = tokio::time::Instant::now() + limits.message_timeout;
+                                match first_byte(&stream, deadline).await {
+                                    Some(b) if b.is_ascii_alphabetic() => refuse_plain_http(stream).await,
+                                    Some(_) => {
+                                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                                        if let Some(stream) = acceptor.handshake(stream, left, peer).await {
+                                            http1(stream, app.layer(axum::Extension(Https(true))), limits, peer).await;
+                                        }
+                                    }
+                                    None => {
+                                        ::metrics::counter!("hotline_http_tls_handshakes_failed_total", "reason" => "timeout")
+                                            .increment(1);
+                                    }
+                                }
+                            }
                         }
                         let _ = closed.send(peer.ip());
                     });
@@ -121,4 +142,52 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>) {
             },
         }
     }
+}
+
+/// Serves HTTP/1.1 (with upgrades, for WebSockets) on one connection.
+async fn http1<IO>(
+    io: IO,
+    app: Router,
+    limits: crate::connections::ConnectionLimits,
+    peer: std::net::SocketAddr,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.message_timeout)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        tracing::debug!(%peer, error = %e, "http connection ended");
+    }
+}
+
+/// The first byte a client sent, without taking it (a TLS handshake
+/// begins with 0x16; a plain HTTP request with a method's letter), or
+/// None if it sent nothing before `deadline` or closed.
+async fn first_byte(stream: &tokio::net::TcpStream, deadline: tokio::time::Instant) -> Option<u8> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => Some(first[0]),
+        _ => None,
+    }
+}
+
+/// Tells a plain HTTP client that this listener speaks HTTPS, and closes.
+async fn refuse_plain_http(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = "{\"error\":\"this listener speaks HTTPS only (http.tls): use an https:// URL\"}";
+    let reply = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    ::metrics::counter!("hotline_http_tls_handshakes_failed_total", "reason" => "plain-http")
+        .increment(1);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        stream.write_all(reply.as_bytes()),
+    )
+    .await;
+    let _ = stream.shutdown().await;
 }

@@ -363,6 +363,18 @@ pub struct HttpConfig {
     /// requests on a kept-alive connection.
     #[serde(deserialize_with = "de_http_limits")]
     pub connections: ConnectionLimits,
+    /// HTTPS on the listener: with it, the listener speaks TLS only.
+    /// Browsers give the agent desktop a microphone only in a secure
+    /// context, which off this machine means HTTPS.
+    pub tls: Option<HttpTls>,
+}
+
+/// `http.tls`: the certificate chain and key (PEM), read again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HttpTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -374,6 +386,7 @@ impl Default for HttpConfig {
             hosts: Vec::new(),
             origins: Vec::new(),
             connections: ConnectionLimits::HTTP,
+            tls: None,
         }
     }
 }
@@ -1564,6 +1577,20 @@ rtp: { bind: ['0.0.0.0', '::'], advertise: ['203.0.113.5', '2001:db8::5'] }\n",
         );
         let err = Config::parse("sip:\n  connections: { maxx: 5 }\n").unwrap_err();
         assert!(err.contains("unknown field `maxx`"), "{err}");
+    }
+
+    #[test]
+    fn https_takes_a_certificate_and_a_key() {
+        let c = Config::parse(
+            "http:\n  tls: { cert: /etc/hotline/web.pem, key: /etc/hotline/web.key }\n",
+        )
+        .unwrap();
+        let tls = c.http.tls.expect("no http.tls");
+        assert_eq!(tls.cert, PathBuf::from("/etc/hotline/web.pem"));
+        assert_eq!(tls.key, PathBuf::from("/etc/hotline/web.key"));
+        assert!(Config::parse("").unwrap().http.tls.is_none());
+        let err = Config::parse("http:\n  tls: { cert: a.pem }\n").unwrap_err();
+        assert!(err.contains("missing field `key`"), "{err}");
     }
 
     #[test]

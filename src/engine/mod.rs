@@ -36,6 +36,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Media(#[from] std::io::Error),
+    #[error("http.tls: {0}")]
+    HttpTls(String),
     #[error("cannot listen for the API on {addr}: {source}")]
     Http {
         addr: std::net::SocketAddr,
@@ -324,6 +326,16 @@ pub async fn run(
         events: ctx.events.clone(),
     };
     crate::callback::start(callback_ctx, &callbacks, callback_inbox).await;
+    // HTTPS (`http.tls`): a certificate that cannot be read stops the start.
+    let http_tls = match &config.http.tls {
+        Some(t) => {
+            let acceptor = crate::tls::Acceptor::load("http", &t.cert, &t.key)
+                .map_err(EngineError::HttpTls)?;
+            crate::tls::reload_on_sighup(acceptor.clone());
+            Some(acceptor)
+        }
+        None => None,
+    };
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| EngineError::Http {
@@ -333,6 +345,12 @@ pub async fn run(
     let http_addr = http.local_addr().ok();
     if config.http.tokens.is_empty() {
         warn!("no API tokens configured (http.tokens): every API request is refused");
+    }
+    if config.webrtc.is_some() && http_tls.is_none() && !config.http.listen.ip().is_loopback() {
+        warn!(
+            listen = %config.http.listen,
+            "no http.tls: the agent desktop (/agent) answers only on this machine; browsers elsewhere need HTTPS for a microphone"
+        );
     }
     tokio::spawn(crate::api::serve(
         http,
@@ -351,6 +369,7 @@ pub async fn run(
             sessions: Default::default(),
             sip_websockets: sip.websockets.clone(),
         }),
+        http_tls.clone(),
     ));
     let active = Arc::new(AtomicUsize::new(0));
     info!(
@@ -359,6 +378,7 @@ pub async fn run(
         tls = ?sip.tls_addr,
         rtp = %config.rtp.ports,
         http = ?http_addr,
+        https = http_tls.is_some(),
         "hotline ready"
     );
     let notifier = crate::service::Notifier::from_env();

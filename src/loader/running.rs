@@ -45,6 +45,7 @@ macro_rules! restart_only_settings {
         $each!("sip.max-message-size", sip.max_message_size);
         $each!("http.listen", http.listen);
         $each!("http.connections", http.connections);
+        $each!("http.tls", http.tls);
         $each!("rtp", rtp);
         $each!("webrtc", webrtc);
         $each!("calls.media-timeout", calls.media_timeout);

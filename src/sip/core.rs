@@ -119,7 +119,7 @@ pub async fn start(
     let locals = crate::config::PerFamily::new(locals).map_err(SipError::Listen)?;
     let mut tls_addr = None;
     if let Some(t) = &config.sip.tls {
-        let acceptor = super::tls::Acceptor::load(&t.cert, &t.key).map_err(SipError::Tls)?;
+        let acceptor = crate::tls::Acceptor::load("sip", &t.cert, &t.key).map_err(SipError::Tls)?;
         let addr = t.listen.unwrap_or(SocketAddr::new(listen.ip(), 5061));
         let listener = TcpListener::bind(addr)
             .await
@@ -136,7 +136,7 @@ pub async fn start(
             config.sip.max_message_size,
             Some(acceptor.clone()),
         ));
-        super::tls::reload_on_sighup(acceptor);
+        crate::tls::reload_on_sighup(acceptor);
     }
     // A connector per TLS trunk domain, with the trunk's CA file.
     let mut tls_clients = HashMap::new();
@@ -147,9 +147,9 @@ pub async fn start(
         let Some(uri) = SipUri::parse(&o.proxy).filter(super::trunk_client::wants_tls) else {
             continue;
         };
-        let client = super::tls::client_config(o.ca_file.as_deref())
+        let client = crate::tls::client_config(o.ca_file.as_deref())
             .map_err(|e| SipError::Tls(format!("trunk {}: {e}", trunk.name)))?;
-        tls_clients.insert(uri.host.clone(), super::tls::connector(client));
+        tls_clients.insert(uri.host.clone(), crate::tls::connector(client));
     }
     let (incoming_tx, incoming_rx) = mpsc::channel(1024);
     let (cmd_tx, cmd_rx) = mpsc::channel(super::handle::CORE_COMMANDS);

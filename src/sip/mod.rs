@@ -14,7 +14,6 @@ pub mod message;
 pub mod registrar;
 pub mod reply;
 pub mod session_timer;
-pub mod tls;
 pub mod transaction;
 pub mod transport;
 pub mod trunk_client;

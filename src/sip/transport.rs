@@ -86,7 +86,7 @@ pub async fn run_tcp(
     to_core: mpsc::Sender<Inbound>,
     limits: ConnectionLimits,
     max_message: usize,
-    tls: Option<super::tls::Acceptor>,
+    tls: Option<crate::tls::Acceptor>,
 ) {
     let label = if tls.is_some() { "tls" } else { "tcp" };
     let mut open = OpenConnections::new(limits);
@@ -110,33 +110,18 @@ pub async fn run_tcp(
                     metrics::gauge!("hotline_sip_connections", "transport" => label).set(open.total() as f64);
                     let to_core = to_core.clone();
                     let closed = closed_tx.clone();
-                    let acceptor = tls.as_ref().and_then(|t| t.get());
-                    let with_tls = tls.is_some();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
                         let _ = stream.set_nodelay(true);
-                        match (with_tls, acceptor) {
-                            (false, _) => {
+                        match tls {
+                            None => {
                                 serve_stream(stream, peer, Transport::Tcp, to_core, limits, max_message).await;
                             }
-                            (true, Some(acceptor)) => {
-                                // A handshake that never ends holds a place in
-                                // the budget no longer than a message may take.
-                                let shake = tokio::time::timeout(limits.message_timeout, acceptor.accept(stream)).await;
-                                match shake {
-                                    Ok(Ok(tls)) => {
-                                        serve_stream(tls, peer, Transport::Tls, to_core, limits, max_message).await;
-                                    }
-                                    Ok(Err(e)) => {
-                                        metrics::counter!("hotline_sip_tls_handshakes_failed_total", "reason" => "error").increment(1);
-                                        debug!(%peer, error = %e, "TLS handshake failed");
-                                    }
-                                    Err(_) => {
-                                        metrics::counter!("hotline_sip_tls_handshakes_failed_total", "reason" => "timeout").increment(1);
-                                        debug!(%peer, "TLS handshake did not complete in time; closed");
-                                    }
+                            Some(acceptor) => {
+                                if let Some(tls) = acceptor.handshake(stream, limits.message_timeout, peer).await {
+                                    serve_stream(tls, peer, Transport::Tls, to_core, limits, max_message).await;
                                 }
                             }
-                            (true, None) => {}
                         }
                         let _ = closed.send(peer.ip());
                     });

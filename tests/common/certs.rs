@@ -112,3 +112,22 @@ pub fn leaf(dir: &Path, ca: &(PathBuf, PathBuf), file: &str, names: &[&str]) -> 
     );
     (dir.join(cert), dir.join(key))
 }
+
+/// The SHA-256 of a certificate's public key, base64: what Chromium's
+/// `--ignore-certificate-errors-spki-list` takes to trust it.
+pub fn spki_sha256(cert: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -pubkey -noout -in {} | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+            cert.display()
+        ))
+        .output()
+        .expect("cannot run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

@@ -86,21 +86,23 @@ impl Browser {
     /// may play audio unasked and do WebRTC on loopback; once the page
     /// itself is loaded.
     pub fn open_desktop(http_port: u16, port: u16, dir: &std::path::Path) -> Browser {
-        let mic = super::tones::mic_file(dir);
         let url = format!("http://127.0.0.1:{http_port}/agent");
+        Browser::open_desktop_at(&url, port, dir, &[])
+    }
+
+    /// As [`Browser::open_desktop`], at `url`, with `args` added.
+    pub fn open_desktop_at(url: &str, port: u16, dir: &std::path::Path, args: &[&str]) -> Browser {
+        let mic = super::tones::mic_file(dir);
         let capture = format!("--use-file-for-fake-audio-capture={}", mic.display());
-        let mut browser = Browser::open(
-            &url,
-            port,
-            "/agent",
-            &[
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                &capture,
-                "--autoplay-policy=no-user-gesture-required",
-                "--allow-loopback-in-peer-connection",
-            ],
-        );
+        let mut all = vec![
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            &capture,
+            "--autoplay-policy=no-user-gesture-required",
+            "--allow-loopback-in-peer-connection",
+        ];
+        all.extend_from_slice(args);
+        let mut browser = Browser::open(url, port, "/agent", &all);
         // The page itself, not the blank one DevTools may see first.
         browser.dom_when(
             "document.readyState === 'complete' && !!document.getElementById('signin-button')",

@@ -105,6 +105,8 @@ pub struct Engine {
     netns: Option<String>,
     /// A second SIP address, of the other family (dual stack).
     pub sip_also: Option<SocketAddr>,
+    /// Where the API listens, when not on 127.0.0.1.
+    pub http_ip: Option<String>,
 }
 
 static NEXT_FLOWS: AtomicU16 = AtomicU16::new(0);
@@ -225,6 +227,7 @@ impl Engine {
             rtp_ports: None,
             netns: None,
             sip_also: None,
+            http_ip: None,
         }
     }
 
@@ -244,6 +247,28 @@ impl Engine {
         engine.netns = Some(netns.to_owned());
         engine.spawn();
         engine
+    }
+
+    /// As [`Engine::start_in_netns`], with the API and the pages on `ip`
+    /// too (not on the namespace's loopback): reached from this namespace.
+    pub fn start_in_netns_serving(netns: &str, ip: &str, trunks: &str, extra: &str) -> Engine {
+        let mut engine = Engine::prepare(ip, trunks, extra);
+        engine.netns = Some(netns.to_owned());
+        engine.http_ip = Some(ip.to_owned());
+        engine.spawn();
+        engine
+    }
+
+    /// Sends the engine SIGHUP and waits for `logged`.
+    pub fn hang_up_signal(&self, logged: &str) {
+        let pid = self.pid().unwrap().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()));
+        assert!(
+            self.wait_log(logged, Duration::from_secs(5)),
+            "{}",
+            self.log()
+        );
     }
 
     /// Starts the engine again on only `count` RTP ports of its range.
@@ -322,7 +347,11 @@ impl Engine {
                     .unwrap_or_else(|| self.ports.rtp_range()),
             )
             .arg("--http-listen")
-            .arg(format!("127.0.0.1:{}", self.ports.http()))
+            .arg(format!(
+                "{}:{}",
+                self.http_ip.as_deref().unwrap_or("127.0.0.1"),
+                self.ports.http()
+            ))
             .env("HOTLINE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -51,6 +51,10 @@ impl Netns {
         ns
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn host_dev(&self) -> String {
         format!("{}h", self.name)
     }

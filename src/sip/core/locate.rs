@@ -78,15 +78,15 @@ impl SipCore {
             debug!(to = %addr, "no TLS connection; message dropped");
             return;
         };
-        let Some(name) = crate::sip::tls::server_name(&domain) else {
+        let Some(name) = crate::tls::server_name(&domain) else {
             warn!(to = %addr, %domain, "not a name a certificate can carry; message dropped");
             return;
         };
         let connector = match self.tls_clients.get(&domain) {
             Some(c) => c.clone(),
-            None => match crate::sip::tls::client_config(None) {
+            None => match crate::tls::client_config(None) {
                 Ok(config) => {
-                    let c = crate::sip::tls::connector(config);
+                    let c = crate::tls::connector(config);
                     self.tls_clients.insert(domain.clone(), c.clone());
                     c
                 }

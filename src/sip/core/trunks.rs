@@ -144,10 +144,10 @@ impl SipCore {
                 continue;
             }
             if let Some(uri) = SipUri::parse(&o.proxy).filter(crate::sip::trunk_client::wants_tls) {
-                match crate::sip::tls::client_config(o.ca_file.as_deref()) {
+                match crate::tls::client_config(o.ca_file.as_deref()) {
                     Ok(c) => {
                         self.tls_clients
-                            .insert(uri.host.clone(), crate::sip::tls::connector(c));
+                            .insert(uri.host.clone(), crate::tls::connector(c));
                     }
                     Err(e) => {
                         warn!(trunk = %trunk.name, error = %e, "trunk's TLS settings not usable; its TLS connections keep the old ones");

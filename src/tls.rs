@@ -1,15 +1,18 @@
-//! SIP over TLS (RFC 3261 §26, RFC 5922) with rustls: the listener's
-//! certificate (reloadable on SIGHUP), and the client side that checks a
-//! trunk's certificate against its SIP domain (the proxy URI's host, not
-//! the SRV target's name) with the trunk's CA file or the system's roots.
+//! TLS with rustls, for SIP (RFC 3261 §26, RFC 5922) and the HTTP
+//! listener alike: a listener's certificate (reloadable on SIGHUP), and
+//! the client side that checks a trunk's certificate against its SIP
+//! domain (the proxy URI's host, not the SRV target's name) with the
+//! trunk's CA file or the system's roots.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -77,15 +80,18 @@ pub fn connector(config: Arc<rustls::ClientConfig>) -> TlsConnector {
 /// The listener's acceptor, replaced when the certificate is reloaded.
 #[derive(Clone)]
 pub struct Acceptor {
+    /// Which listener (`sip`, `http`), for the log and the metric.
+    listener: &'static str,
     current: Arc<RwLock<TlsAcceptor>>,
     cert: PathBuf,
     key: PathBuf,
 }
 
 impl Acceptor {
-    pub fn load(cert: &Path, key: &Path) -> Result<Acceptor, String> {
+    pub fn load(listener: &'static str, cert: &Path, key: &Path) -> Result<Acceptor, String> {
         let config = server_config(cert, key)?;
         Ok(Acceptor {
+            listener,
             current: Arc::new(RwLock::new(TlsAcceptor::from(config))),
             cert: cert.to_owned(),
             key: key.to_owned(),
@@ -97,6 +103,39 @@ impl Acceptor {
         self.current.read().ok().map(|a| a.clone())
     }
 
+    /// The server side of a handshake on `stream`, within `within`: a
+    /// handshake that never ends holds a place in the connection budget no
+    /// longer than a message may take. A failure is counted
+    /// (`hotline_{sip,http}_tls_handshakes_failed_total{reason}`) and is None.
+    pub async fn handshake<IO>(
+        &self,
+        stream: IO,
+        within: Duration,
+        peer: SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let acceptor = self.get()?;
+        let metric = match self.listener {
+            "sip" => "hotline_sip_tls_handshakes_failed_total",
+            _ => "hotline_http_tls_handshakes_failed_total",
+        };
+        match tokio::time::timeout(within, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                metrics::counter!(metric, "reason" => "error").increment(1);
+                debug!(listener = self.listener, %peer, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                metrics::counter!(metric, "reason" => "timeout").increment(1);
+                debug!(listener = self.listener, %peer, "TLS handshake did not complete in time; closed");
+                None
+            }
+        }
+    }
+
     /// Reads the certificate and key again (a renewed certificate): new
     /// connections use it; on an error the old one stays, and says why.
     pub fn reload(&self) {
@@ -105,12 +144,13 @@ impl Acceptor {
                 if let Ok(mut a) = self.current.write() {
                     *a = TlsAcceptor::from(config);
                 }
-                info!(cert = %self.cert.display(), "TLS certificate reloaded");
-                metrics::counter!("hotline_sip_tls_reloads_total", "result" => "ok").increment(1);
+                info!(listener = self.listener, cert = %self.cert.display(), "TLS certificate reloaded");
+                metrics::counter!("hotline_tls_reloads_total", "listener" => self.listener, "result" => "ok")
+                    .increment(1);
             }
             Err(e) => {
-                warn!(error = %e, "TLS certificate not reloaded; the previous one stays");
-                metrics::counter!("hotline_sip_tls_reloads_total", "result" => "error")
+                warn!(listener = self.listener, error = %e, "TLS certificate not reloaded; the previous one stays");
+                metrics::counter!("hotline_tls_reloads_total", "listener" => self.listener, "result" => "error")
                     .increment(1);
             }
         }
