@@ -5,7 +5,9 @@
 //! its own, which then sends a 20 ms PCMU frame every 20 ms and counts what
 //! it receives. One thread pumps every peer (no task per leg). At the end
 //! it prints one line of JSON: signed in, rung, connected, frames sent and
-//! received.
+//! received. With `WEBRTC_LOAD_CODEC=opus` the peers answer with Opus and
+//! send a second of a 1 kHz tone coded once at start (48 kHz, 20 ms frames,
+//! over and over), as a browser on an engine with `webrtc.codec: opus`.
 //!
 //!   webrtc_load HTTP_ADDR PREFIX AGENTS PASSWORD SECONDS BIND_IP BASE_PORT
 
@@ -20,6 +22,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use hotline::media::webrtc::Wire;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -84,9 +87,15 @@ fn main() {
     let base_port: u16 = args[7].parse().expect("BASE_PORT");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let counts = Arc::new(Counts::default());
+    let opus = std::env::var("WEBRTC_LOAD_CODEC").is_ok_and(|c| c == "opus");
+    let (wire, frames) = if opus {
+        (Wire::Opus, opus_frames())
+    } else {
+        (Wire::G711(hotline::sdp::Codec::Pcmu), vec![pcmu_frame()])
+    };
     // Peers answered by the sockets' tasks go to the one media thread.
     let (peers_tx, peers_rx) = mpsc::channel::<webrtc::BrowserPeer>();
-    let media = std::thread::spawn(move || pump(peers_rx, deadline));
+    let media = std::thread::spawn(move || pump(peers_rx, deadline, &frames));
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -133,7 +142,7 @@ fn main() {
                     counts.rung.fetch_add(1, Ordering::Relaxed);
                     let call = v["call"].as_str().unwrap_or_default().to_owned();
                     let offer = v["offer"].as_str().unwrap_or_default();
-                    let (peer, answer) = webrtc::BrowserPeer::answer(offer, bind);
+                    let (peer, answer) = webrtc::BrowserPeer::answer_with(offer, bind, wire);
                     let _ = tx.send(peer);
                     for msg in [
                         serde_json::json!({ "type": "answer", "call": call, "sdp": answer }),
@@ -166,16 +175,45 @@ fn main() {
     );
 }
 
-/// Pumps every peer, each sending a frame every 20 ms, until `deadline`:
-/// (peers connected, frames sent, frames received).
-fn pump(new: mpsc::Receiver<webrtc::BrowserPeer>, deadline: Instant) -> (usize, u64, u64) {
-    let frame: Vec<u8> = (0..160)
+/// 20 ms of a 1 kHz tone in PCMU (a whole number of cycles: it repeats).
+fn pcmu_frame() -> Vec<u8> {
+    (0..160)
         .map(|i| {
             let s = (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * f64::from(i) / 8000.0).sin())
                 as i16;
             hotline::media::g711::ulaw_encode(s)
         })
-        .collect();
+        .collect()
+}
+
+/// One second of a 1 kHz tone as 50 Opus frames (48 kHz, 20 ms), as a
+/// browser's encoder makes them.
+fn opus_frames() -> Vec<Vec<u8>> {
+    let mut encoder =
+        opus_rs::OpusEncoder::new(48_000, 1, opus_rs::Application::Voip).expect("an encoder");
+    encoder.bitrate_bps = 32_000;
+    let mut packet = [0u8; 1276];
+    (0..50)
+        .map(|k| {
+            let pcm: Vec<f32> = (0..960)
+                .map(|i| {
+                    let t = f64::from(k * 960 + i) / 48_000.0;
+                    (0.25 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as f32
+                })
+                .collect();
+            let n = encoder.encode(&pcm, 960, &mut packet).expect("a frame");
+            packet[..n].to_vec()
+        })
+        .collect()
+}
+
+/// Pumps every peer, each sending a frame (the next of `frames`) every
+/// 20 ms, until `deadline`: (peers connected, frames sent, frames received).
+fn pump(
+    new: mpsc::Receiver<webrtc::BrowserPeer>,
+    deadline: Instant,
+    frames: &[Vec<u8>],
+) -> (usize, u64, u64) {
     // (peer, frames sent, frames received, connected once)
     let mut peers: Vec<(webrtc::BrowserPeer, u64, u64, bool)> = Vec::new();
     let mut next = Instant::now();
@@ -187,7 +225,7 @@ fn pump(new: mpsc::Receiver<webrtc::BrowserPeer>, deadline: Instant) -> (usize, 
             p.pump();
             *once |= p.connected;
             if p.connected {
-                p.send(&frame);
+                p.send(&frames[(*sent as usize) % frames.len()]);
                 *sent += 1;
             }
             // Counted, not kept.

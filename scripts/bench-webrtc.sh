@@ -10,6 +10,7 @@
 #   scripts/bench-webrtc.sh                    # 200 pairs, 30 s
 #   PAIRS=50 HOLD=20 scripts/bench-webrtc.sh
 #   HOTLINE_BIN=/path/to/other/hotline scripts/bench-webrtc.sh
+#   CODEC=opus scripts/bench-webrtc.sh         # browser legs in Opus (transcoded)
 #
 # Loopback only; every run is bounded by -m, -timeout and a deadline.
 set -euo pipefail
@@ -22,6 +23,7 @@ SIP_PORT=${SIP_PORT:-36060}
 HTTP_PORT=${HTTP_PORT:-36080}
 WEBRTC_PORT=${WEBRTC_PORT:-36090}
 PEER_BASE=${PEER_BASE:-36100}   # the peers' UDP ports: PEER_BASE+1 …
+CODEC=${CODEC:-g711}            # webrtc.codec: g711 (straight through) or opus
 
 command -v sipp >/dev/null || { echo "needs SIPp: apt-get install -y sip-tester" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -44,7 +46,7 @@ http:
   connections: { max: 4096, per-source: 4096 }
 rtp:
   ports: 20000-29999
-webrtc: { port: $WEBRTC_PORT }
+webrtc: { port: $WEBRTC_PORT, codec: $CODEC }
 sounds-dir: $PWD/sounds
 data-dir: $work/data
 flows-dir: $work/flows
@@ -71,7 +73,7 @@ succeeded() { grep -a "Successful call" "$1" | tail -1 | awk -F'|' '{gsub(/ /, "
 pid=$!
 for _ in $(seq 100); do grep -q "hotline ready" "$work/engine.log" && break; sleep 0.1; done
 ramp=$(( (PAIRS + RATE - 1) / RATE ))
-"$loadgen" "127.0.0.1:$HTTP_PORT" w "$PAIRS" pw $((HOLD + ramp + 30)) 127.0.0.1 "$PEER_BASE" \
+WEBRTC_LOAD_CODEC=$CODEC "$loadgen" "127.0.0.1:$HTTP_PORT" w "$PAIRS" pw $((HOLD + ramp + 30)) 127.0.0.1 "$PEER_BASE" \
   > "$work/loadgen.out" 2> "$work/loadgen.err" &
 gen=$!
 for _ in $(seq 600); do grep -q "^ready" "$work/loadgen.err" && break; sleep 0.1; done
@@ -105,5 +107,5 @@ printf '%-10s %-8s %-12s %-9s %-9s\n' process cpu_% us/pair-s rss_MiB KiB/leg
 # The engine holds two legs a pair (caller and browser); the generator one.
 row engine "$t0" "$t1" "$rss0" "$rss1" $((PAIRS * 2))
 row loadgen "$g0" "$g1" "$grss0" "$grss1" "$PAIRS"
-echo "pairs: $PAIRS, callers completed: $(succeeded "$work/callers.out"), bridged: $bridged"
+echo "codec: $CODEC, pairs: $PAIRS, callers completed: $(succeeded "$work/callers.out"), bridged: $bridged"
 echo "load generator: $(cat "$work/loadgen.out")"

@@ -64,7 +64,7 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     let (engine, mut browser) = desk(&ports, &format!("{{ port: {} }}", ports.spare(0)));
 
     // A caller queues: the page rings with who, which queue, how long.
-    let mut caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0 101");
+    let caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0 101");
     let dom = browser.dom_when("!document.getElementById('ringing').hidden");
     assert!(dom.contains("support"), "no queue in the pop");
     screenshot(&mut browser, "agent-desktop-ringing.png");
@@ -72,28 +72,7 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     browser.eval("document.getElementById('answer').click(); true");
     wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
 
-    // The caller talks (400 Hz) and listens for three seconds.
-    let heard = listen(&caller, Duration::from_secs(3));
-    let speaking = std::thread::spawn(move || {
-        caller.send_pcmu(&tone(CALLER_HZ, 8000, 3));
-        caller
-    });
-    std::thread::sleep(Duration::from_millis(2000));
-    // The page's analyser: the loudest bin is the caller's tone.
-    let peak = browser.eval(
-        "(() => { const a = window.hotline.analyser; if (!a) return -1;
-           const d = new Float32Array(a.frequencyBinCount); a.getFloatFrequencyData(d);
-           let best = 0; for (let i = 1; i < d.length; i++) if (d[i] > d[best]) best = i;
-           return best * a.context.sampleRate / a.fftSize; })()",
-    );
-    screenshot(&mut browser, "agent-desktop-talking.png");
-    let caller = speaking.join().unwrap();
-    let peak = peak.as_f64().unwrap_or(-1.0);
-    assert!(
-        (peak - CALLER_HZ).abs() < 60.0,
-        "the page's loudest frequency is {peak} Hz, not the caller's {CALLER_HZ} Hz"
-    );
-    assert_hears_the_browser(&heard.join().unwrap());
+    let caller = talk(&mut browser, caller, "agent-desktop-talking.png");
 
     let crm = browser.eval("document.getElementById('crm').href");
     assert_eq!(crm, json!("https://crm.example/find?phone=ua"));
@@ -111,34 +90,7 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     key(&mut browser, "o");
     assert_hears_the_browser(&listen(&caller, Duration::from_secs(3)).join().unwrap());
 
-    // The keypad: a key pressed on the page reaches the caller as an
-    // RFC 4733 event.
-    let rx = caller.rtp.try_clone().unwrap();
-    let events = std::thread::spawn(move || {
-        let mut keys = Vec::new();
-        let mut buf = [0u8; 2048];
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(3) {
-            if let Ok(n) = rx.recv(&mut buf) {
-                if let Some((info, payload)) = hotline::media::rtp::parse(&buf[..n]) {
-                    if info.payload_type == 101 && !payload.is_empty() {
-                        keys.push(payload[0]);
-                    }
-                }
-            }
-        }
-        keys
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    browser.eval(
-        "[...document.querySelectorAll('#keypad button')].find((b) => b.textContent === '5').click(); true",
-    );
-    let keys = events.join().unwrap();
-    assert!(
-        keys.contains(&5),
-        "the caller got no key 5 from the page: {keys:?}"
-    );
-    assert!(keys.iter().all(|&k| k == 5), "{keys:?}");
+    keypad(&mut browser, &caller);
 
     // `H` hangs up: the caller gets a BYE, the agent goes to wrap-up, and
     // the page shows the countdown and the queue's dispositions.
@@ -199,6 +151,96 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     );
     screenshot(&mut browser, "agent-desktop-phone.png");
     drop(second);
+}
+
+/// The caller talks (400 Hz) and listens for three seconds: the page's
+/// analyser finds the caller's tone, and the caller hears the browser's.
+fn talk(browser: &mut Browser, mut caller: TestUa, shot: &str) -> TestUa {
+    let heard = listen(&caller, Duration::from_secs(3));
+    let speaking = std::thread::spawn(move || {
+        caller.send_pcmu(&tone(CALLER_HZ, 8000, 3));
+        caller
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    // The page's analyser: the loudest bin is the caller's tone.
+    let peak = browser.eval(
+        "(() => { const a = window.hotline.analyser; if (!a) return -1;
+           const d = new Float32Array(a.frequencyBinCount); a.getFloatFrequencyData(d);
+           let best = 0; for (let i = 1; i < d.length; i++) if (d[i] > d[best]) best = i;
+           return best * a.context.sampleRate / a.fftSize; })()",
+    );
+    screenshot(browser, shot);
+    let caller = speaking.join().unwrap();
+    let peak = peak.as_f64().unwrap_or(-1.0);
+    assert!(
+        (peak - CALLER_HZ).abs() < 60.0,
+        "the page's loudest frequency is {peak} Hz, not the caller's {CALLER_HZ} Hz"
+    );
+    assert_hears_the_browser(&heard.join().unwrap());
+    caller
+}
+
+/// A key pressed on the page's keypad reaches the caller as an RFC 4733
+/// event, and nothing else does.
+fn keypad(browser: &mut Browser, caller: &TestUa) {
+    let rx = caller.rtp.try_clone().unwrap();
+    let events = std::thread::spawn(move || {
+        let mut keys = Vec::new();
+        let mut buf = [0u8; 2048];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(n) = rx.recv(&mut buf) {
+                if let Some((info, payload)) = hotline::media::rtp::parse(&buf[..n]) {
+                    if info.payload_type == 101 && !payload.is_empty() {
+                        keys.push(payload[0]);
+                    }
+                }
+            }
+        }
+        keys
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    browser.eval(
+        "[...document.querySelectorAll('#keypad button')].find((b) => b.textContent === '5').click(); true",
+    );
+    let keys = events.join().unwrap();
+    assert!(
+        keys.contains(&5),
+        "the caller got no key 5 from the page: {keys:?}"
+    );
+    assert!(keys.iter().all(|&k| k == 5), "{keys:?}");
+}
+
+#[test]
+fn with_opus_the_page_talks_opus_and_the_caller_still_hears_and_is_heard() {
+    let ports = common::Ports::next();
+    let webrtc = format!("{{ port: {}, codec: opus }}", ports.spare(0));
+    let (engine, mut browser) = desk(&ports, &webrtc);
+    let caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0 101");
+    browser.dom_when("!document.getElementById('ringing').hidden");
+    browser.eval("document.getElementById('answer').click(); true");
+    wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
+    // The page answered with Opus at 48 kHz, and nothing else for audio.
+    let answer = browser.eval("window.hotline.pc.currentLocalDescription.sdp");
+    let answer = answer.as_str().unwrap_or_default().to_owned();
+    let m_line = answer
+        .lines()
+        .find(|l| l.starts_with("m=audio"))
+        .unwrap_or_default();
+    assert!(m_line.ends_with(" 111 101"), "{answer}");
+    assert!(answer.contains("a=rtpmap:111 opus/48000/2"), "{answer}");
+    // The caller (PCMU) and the page (Opus) hear each other through the
+    // engine's transcoding, and a keypad key still reaches the caller.
+    let caller = talk(&mut browser, caller, "agent-desktop-opus.png");
+    keypad(&mut browser, &caller);
+    // The page received Opus: its inbound audio's codec says so.
+    browser.eval(
+        "window.hotline.pc.getStats().then((s) => { s.forEach((r) => {
+           if (r.type === 'inbound-rtp' && r.kind === 'audio') window.inCodec = s.get(r.codecId).mimeType; }); }); true",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(browser.eval("window.inCodec"), json!("audio/opus"));
+    drop(caller);
 }
 
 /// coturn on loopback with one long-term user; stopped when dropped.

@@ -21,6 +21,7 @@ fn engine(ports: &Ports, consent: Duration) -> std::sync::Arc<MediaEngine> {
         ice_servers: vec![],
         ice_transport_policy: Default::default(),
         consent_timeout: consent,
+        codec: Default::default(),
     });
     MediaEngine::start(&config.rtp, config.webrtc.as_ref(), Duration::ZERO).unwrap()
 }

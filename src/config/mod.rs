@@ -12,7 +12,7 @@ pub mod schedule;
 mod webrtc;
 
 pub use addrs::PerFamily;
-pub use webrtc::{DesktopConfig, IceServer, IceTransportPolicy, WebRtcConfig};
+pub use webrtc::{BrowserCodec, DesktopConfig, IceServer, IceTransportPolicy, WebRtcConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;

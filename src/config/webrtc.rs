@@ -25,6 +25,21 @@ pub struct WebRtcConfig {
     /// this long is dead: a closed tab or a laptop gone off the network.
     #[serde(default = "consent_timeout", deserialize_with = "super::de_duration")]
     pub consent_timeout: Duration,
+    /// What browser legs send: `g711` (the caller's PCMU or PCMA, straight
+    /// through) or `opus` (transcoded to and from the caller's G.711: a
+    /// quarter of the bandwidth, and Opus's loss concealment, for agents
+    /// on home or mobile lines; costs CPU per leg).
+    #[serde(default)]
+    pub codec: BrowserCodec,
+}
+
+/// `webrtc.codec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BrowserCodec {
+    #[default]
+    G711,
+    Opus,
 }
 
 /// Which paths a page's ICE may use.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use hotline::media::webrtc::peer::Peer;
+use hotline::media::webrtc::Wire;
 
 const SSRC: u32 = 0x0b0b_0b0b;
 
@@ -20,12 +21,19 @@ pub struct BrowserPeer {
 }
 
 impl BrowserPeer {
-    /// A peer on `bind` answering `offer`; returns it and its answer.
+    /// A peer on `bind` answering `offer` with PCMU; returns it and its
+    /// answer.
     pub fn answer(offer: &str, bind: SocketAddr) -> (BrowserPeer, String) {
+        BrowserPeer::answer_with(offer, bind, Wire::G711(hotline::sdp::Codec::Pcmu))
+    }
+
+    /// As [`BrowserPeer::answer`], with `wire` (PCMU, or Opus frames).
+    pub fn answer_with(offer: &str, bind: SocketAddr, wire: Wire) -> (BrowserPeer, String) {
         let socket = UdpSocket::bind(bind).expect("the browser peer's port");
         socket.set_nonblocking(true).unwrap();
         let local = socket.local_addr().unwrap();
-        let (peer, answer) = Peer::answer(offer, local, SSRC, Instant::now()).expect("an answer");
+        let (peer, answer) =
+            Peer::answer(offer, local, SSRC, wire, Instant::now()).expect("an answer");
         (
             BrowserPeer {
                 peer,

@@ -1,6 +1,8 @@
 //! One browser leg's WebRTC endpoint, sans I/O: webrtc-rs's `rtc` peer
-//! connection as an ICE-lite offerer with one audio m-line (PCMU or PCMA
-//! and telephone-event, bundled, rtcp-mux), DTLS-SRTP. It is handed the
+//! connection as an ICE-lite offerer with one audio m-line (PCMU or PCMA,
+//! or Opus when configured, and telephone-event; bundled, rtcp-mux),
+//! DTLS-SRTP. With Opus the endpoint transcodes at its edge
+//! ([`super::opus`]), so the media clock sees the caller's G.711 either way. It is handed the
 //! datagrams the shared port routed to it and `now`; it returns datagrams
 //! to send, received RTP and its state. The media clock drives it.
 
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
+    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -30,11 +32,38 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use super::opus::{Transcoder, OPUS_PT};
 use crate::media::rtp::RtpInfo;
 use crate::sdp::Codec;
 
 /// The payload type offered for telephone-event (RFC 4733).
 pub const DTMF_PT: u8 = 101;
+
+/// A browser leg's audio on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// The caller's own G.711, straight through.
+    G711(Codec),
+    /// Opus (48 kHz RTP clock), transcoded to and from the caller's G.711.
+    Opus,
+}
+
+impl Wire {
+    /// Its payload type, and RTP clock ticks per 20 ms.
+    pub fn payload_type(self) -> u8 {
+        match self {
+            Wire::G711(c) => c.payload_type(),
+            Wire::Opus => OPUS_PT,
+        }
+    }
+
+    pub fn ticks_per_frame(self) -> u32 {
+        match self {
+            Wire::G711(_) => 160,
+            Wire::Opus => 960,
+        }
+    }
+}
 
 /// Why a browser leg could not be set up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +97,8 @@ pub struct Settings {
     pub candidate: SocketAddr,
     /// Silence from the browser after which the leg is dead.
     pub consent_timeout: Duration,
+    /// Opus on the wire (transcoded), instead of the caller's G.711.
+    pub opus: bool,
 }
 
 /// One browser leg's WebRTC endpoint.
@@ -85,75 +116,83 @@ pub struct Endpoint {
     /// or answered.
     heard_at: Instant,
     consent: Duration,
+    /// With Opus on the wire: the transcoder, and the caller's G.711
+    /// payload type the media clock speaks.
+    opus: Option<(Box<Transcoder>, u8)>,
 }
 
-fn codec(mime: &str, payload_type: u8, channels: u16) -> RTCRtpCodecParameters {
+fn codec(
+    mime: &str,
+    payload_type: u8,
+    clock_rate: u32,
+    channels: u16,
+    fmtp: &str,
+) -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
             mime_type: mime.to_owned(),
-            clock_rate: 8000,
+            clock_rate,
             channels,
-            sdp_fmtp_line: if mime == MIME_TYPE_TELEPHONE_EVENT {
-                "0-16".to_owned()
-            } else {
-                String::new()
-            },
+            sdp_fmtp_line: fmtp.to_owned(),
             rtcp_feedback: vec![],
         },
         payload_type,
     }
 }
 
-/// A media engine of one codec (the leg's G.711) and telephone-event.
-pub(super) fn media_engine(of: Codec) -> Result<MediaEngine, WebRtcError> {
+/// A media engine of one codec and telephone-event on its clock.
+pub(super) fn media_engine(wire: Wire) -> Result<MediaEngine, WebRtcError> {
     let setup = |e: rtc::shared::error::Error| WebRtcError::Setup(e.to_string());
     let mut media = MediaEngine::default();
-    media
-        .register_codec(codec_parameters(of), RtpCodecKind::Audio)
-        .map_err(setup)?;
-    media
-        .register_codec(
-            codec(MIME_TYPE_TELEPHONE_EVENT, DTMF_PT, 0),
-            RtpCodecKind::Audio,
-        )
-        .map_err(setup)?;
+    for c in [codec_parameters(wire), events(wire)] {
+        media
+            .register_codec(c, RtpCodecKind::Audio)
+            .map_err(setup)?;
+    }
     Ok(media)
 }
 
-fn codec_parameters(of: Codec) -> RTCRtpCodecParameters {
-    match of {
-        Codec::Pcmu => codec(MIME_TYPE_PCMU, 0, 0),
-        Codec::Pcma => codec(MIME_TYPE_PCMA, 8, 0),
+fn codec_parameters(wire: Wire) -> RTCRtpCodecParameters {
+    match wire {
+        Wire::G711(Codec::Pcmu) => codec(MIME_TYPE_PCMU, 0, 8000, 0, ""),
+        Wire::G711(Codec::Pcma) => codec(MIME_TYPE_PCMA, 8, 8000, 0, ""),
+        Wire::Opus => codec(MIME_TYPE_OPUS, OPUS_PT, 48_000, 2, super::opus::FMTP),
     }
 }
 
-/// Adds the one audio stream: sending `of` with SSRC `ssrc`, offering
-/// (or answering with) `of` and telephone-event. A track alone would
+/// telephone-event on the audio codec's clock (RFC 4733 §2.5.1.1).
+fn events(wire: Wire) -> RTCRtpCodecParameters {
+    let rate = match wire {
+        Wire::G711(_) => 8000,
+        Wire::Opus => 48_000,
+    };
+    codec(MIME_TYPE_TELEPHONE_EVENT, DTMF_PT, rate, 0, "0-16")
+}
+
+/// Adds the one audio stream: sending `wire` with SSRC `ssrc`, offering
+/// (or answering with) it and telephone-event. A track alone would
 /// narrow the transceiver to the track's own codec, and no DTMF could go
 /// either way.
 pub(super) fn add_audio(
     pc: &mut RTCPeerConnection,
-    of: Codec,
+    wire: Wire,
     ssrc: u32,
 ) -> Result<RTCRtpSenderId, WebRtcError> {
     let setup = |e: rtc::shared::error::Error| WebRtcError::Setup(e.to_string());
     let transceiver = pc
         .add_transceiver_from_kind(RtpCodecKind::Audio, None)
         .map_err(setup)?;
-    let codecs = vec![
-        codec_parameters(of),
-        codec(MIME_TYPE_TELEPHONE_EVENT, DTMF_PT, 0),
-    ];
+    let codecs = vec![codec_parameters(wire), events(wire)];
     pc.rtp_transceiver(transceiver)
         .ok_or_else(|| WebRtcError::Setup("no transceiver".into()))?
         .set_codec_preferences(codecs)
         .map_err(setup)?;
     // The track takes the transceiver just made, keeping its codecs.
-    pc.add_track(audio_track(of, ssrc)).map_err(setup)
+    pc.add_track(audio_track(wire, ssrc)).map_err(setup)
 }
 
-/// One audio track sending `of` with SSRC `ssrc`.
-fn audio_track(of: Codec, ssrc: u32) -> MediaStreamTrack {
+/// One audio track sending `wire` with SSRC `ssrc`.
+fn audio_track(wire: Wire, ssrc: u32) -> MediaStreamTrack {
     MediaStreamTrack::new(
         format!("hotline-{ssrc}"),
         format!("audio-{ssrc}"),
@@ -164,7 +203,7 @@ fn audio_track(of: Codec, ssrc: u32) -> MediaStreamTrack {
                 ssrc: Some(ssrc),
                 ..Default::default()
             },
-            codec: codec_parameters(of).rtp_codec,
+            codec: codec_parameters(wire).rtp_codec,
             ..Default::default()
         }],
     )
@@ -255,7 +294,9 @@ fn ice_chars(n: usize) -> String {
 }
 
 impl Endpoint {
-    /// A new endpoint sending `codec` with SSRC `ssrc`, and its offer (SDP).
+    /// A new endpoint for a leg whose media path speaks `codec_of_leg`
+    /// (sent as it is, or as Opus when `settings.opus`), sending with SSRC
+    /// `ssrc`; and its offer (SDP).
     pub fn offer(
         settings: &Settings,
         codec_of_leg: Codec,
@@ -263,7 +304,14 @@ impl Endpoint {
         now: Instant,
     ) -> Result<(Endpoint, String), WebRtcError> {
         let setup = |e: rtc::shared::error::Error| WebRtcError::Setup(e.to_string());
-        let media = media_engine(codec_of_leg)?;
+        let (wire, opus) = if settings.opus {
+            let t = Transcoder::new(codec_of_leg)
+                .map_err(|e| WebRtcError::Setup(format!("Opus: {}", e.0)))?;
+            (Wire::Opus, Some((Box::new(t), codec_of_leg.payload_type())))
+        } else {
+            (Wire::G711(codec_of_leg), None)
+        };
+        let media = media_engine(wire)?;
         let ufrag = ice_chars(16);
         // Liveness is ours (see `tick`): rtc's ICE judges only its first
         // selected pair, and a browser may move to another one.
@@ -279,7 +327,7 @@ impl Endpoint {
             .with_media_engine(media)
             .build(now)
             .map_err(setup)?;
-        let sender = add_audio(&mut pc, codec_of_leg, ssrc)?;
+        let sender = add_audio(&mut pc, wire, ssrc)?;
         let offer = pc.create_offer(None).map_err(setup)?;
         pc.set_local_description(now, offer).map_err(setup)?;
         pc.add_local_candidate(host_candidate(settings.candidate)?)
@@ -300,9 +348,15 @@ impl Endpoint {
                 answered: false,
                 heard_at: now,
                 consent: settings.consent_timeout,
+                opus,
             },
             sdp,
         ))
+    }
+
+    /// What the leg sends and receives on the wire.
+    pub fn wire(&self) -> Option<Wire> {
+        self.opus.as_ref().map(|_| Wire::Opus)
     }
 
     /// Our ICE username fragment: the shared port routes a browser's first
@@ -391,7 +445,15 @@ impl Endpoint {
             ssrc: self.ssrc,
             ..*info
         };
-        write_rtp(&mut self.pc, self.sender, &info, payload, now)
+        let Some((opus, _)) = self.opus.as_mut() else {
+            return write_rtp(&mut self.pc, self.sender, &info, payload, now);
+        };
+        let (pc, sender) = (&mut self.pc, self.sender);
+        let mut sent = true;
+        opus.to_browser(&info, payload, DTMF_PT, |i, p| {
+            sent &= write_rtp(pc, sender, i, p, now);
+        });
+        sent
     }
 
     /// The next datagram to send, and where.
@@ -402,11 +464,17 @@ impl Endpoint {
     }
 
     /// The next RTP packet received (decrypted), as its header fields and
-    /// payload.
+    /// payload: Opus comes out as the caller's G.711.
     pub fn poll_rtp(&mut self) -> Option<(RtpInfo, Bytes)> {
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
             if let RTCMessage::RtpPacket(_, p) = message {
-                return Some((info_of(&p.header), p.payload));
+                let info = info_of(&p.header);
+                let Some((opus, g711_pt)) = self.opus.as_mut() else {
+                    return Some((info, p.payload));
+                };
+                if let Some(converted) = opus.from_browser(info, &p.payload, *g711_pt, DTMF_PT) {
+                    return Some(converted);
+                }
             }
         }
         None

@@ -11,6 +11,7 @@ fn settings() -> Settings {
         local: ENGINE.parse().unwrap(),
         candidate: ENGINE.parse().unwrap(),
         consent_timeout: Duration::from_secs(10),
+        opus: false,
     }
 }
 
@@ -22,9 +23,10 @@ struct Browser {
 }
 
 impl Browser {
-    fn answer(offer: &str, now: Instant) -> (Browser, String) {
+    fn answer(offer: &str, wire: Wire, now: Instant) -> (Browser, String) {
         let (peer, answer) =
-            super::super::peer::Peer::answer(offer, BROWSER.parse().unwrap(), 4242, now).unwrap();
+            super::super::peer::Peer::answer(offer, BROWSER.parse().unwrap(), 4242, wire, now)
+                .unwrap();
         (
             Browser {
                 peer,
@@ -89,15 +91,20 @@ fn run(
 }
 
 fn connected_pair(start: Instant) -> (Endpoint, Browser) {
-    let (mut engine, offer) = Endpoint::offer(&settings(), Codec::Pcmu, 777, start).unwrap();
-    assert!(
-        offer.contains("a=rtpmap:101 telephone-event/8000"),
-        "{offer}"
-    );
+    connected_pair_of(&settings(), Wire::G711(Codec::Pcmu), start)
+}
+
+fn connected_pair_of(settings: &Settings, wire: Wire, start: Instant) -> (Endpoint, Browser) {
+    let (mut engine, offer) = Endpoint::offer(settings, Codec::Pcmu, 777, start).unwrap();
+    let events = match wire {
+        Wire::G711(_) => "a=rtpmap:101 telephone-event/8000",
+        Wire::Opus => "a=rtpmap:101 telephone-event/48000",
+    };
+    assert!(offer.contains(events), "{offer}");
     assert!(offer.contains("a=ice-lite"), "{offer}");
     assert!(offer.contains("a=rtcp-mux"), "{offer}");
     assert!(offer.contains(engine.ufrag()), "{offer}");
-    let (mut browser, answer) = Browser::answer(&offer, start);
+    let (mut browser, answer) = Browser::answer(&offer, wire, start);
     engine.answer(&answer, start).unwrap();
     run(&mut engine, &mut browser, start, 0, 2000, true);
     assert_eq!(engine.poll_state(), Some(LinkState::Connected));
@@ -143,6 +150,93 @@ fn a_browser_connects_to_the_lite_endpoint_and_audio_flows_both_ways_encrypted()
     assert_eq!(engine.state(), LinkState::Connected);
 }
 
+/// 20 ms of a `hz` tone at 8 kHz, frame `k`.
+fn tone_frame(hz: f64, k: usize) -> Vec<i16> {
+    (k * 160..(k + 1) * 160)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16)
+        .collect()
+}
+
+/// Goertzel power of `hz` in 8 kHz samples.
+fn power(pcm: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &x in pcm {
+        let s = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2
+}
+
+#[test]
+fn with_opus_the_browser_gets_opus_and_the_media_path_speaks_g711_both_ways() {
+    use crate::media::g711;
+    use opus_rs::{Application, OpusDecoder, OpusEncoder};
+    let start = Instant::now();
+    let settings = Settings {
+        opus: true,
+        ..settings()
+    };
+    let (mut engine, mut browser) = connected_pair_of(&settings, Wire::Opus, start);
+    assert_eq!(engine.wire(), Some(Wire::Opus));
+    // The browser's side codes a 1 kHz tone at 48 kHz, as a browser does.
+    let mut encoder = OpusEncoder::new(48_000, 1, Application::Voip).unwrap();
+    let mut packet = [0u8; 1276];
+    let mut at = 2000;
+    for seq in 0..50u16 {
+        let now = start + Duration::from_millis(at);
+        // The engine sends the caller's 400 Hz in PCMU.
+        let pcm = tone_frame(400.0, usize::from(seq));
+        let ulaw: Vec<u8> = pcm.iter().map(|&s| g711::ulaw_encode(s)).collect();
+        let info = RtpInfo {
+            payload_type: 0,
+            sequence: seq,
+            timestamp: 5000 + u32::from(seq) * 160,
+            ssrc: 0,
+            marker: seq == 0,
+        };
+        assert!(engine.send_rtp(&info, &ulaw, now));
+        let wide: Vec<f32> = (0..960)
+            .map(|i| {
+                let t = (usize::from(seq) * 960 + i) as f32 / 48_000.0;
+                0.25 * (2.0 * std::f32::consts::PI * 1000.0 * t).sin()
+            })
+            .collect();
+        let n = encoder.encode(&wide, 960, &mut packet).unwrap();
+        browser.send(seq, &packet[..n], now);
+        run(&mut engine, &mut browser, start, at, 20, true);
+        at += 20;
+    }
+    // What the media path gets: PCMU frames of 20 ms, on the 8 kHz clock.
+    let mut heard = Vec::new();
+    let mut stamps = Vec::new();
+    while let Some((info, payload)) = engine.poll_rtp() {
+        assert_eq!(info.payload_type, 0);
+        assert_eq!(payload.len(), 160);
+        stamps.push(info.timestamp);
+        heard.extend(payload.iter().map(|&b| g711::ulaw_decode(b)));
+    }
+    assert!(stamps.len() >= 48, "the engine got {}", stamps.len());
+    assert!(stamps.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 160));
+    let settled = &heard[1600..];
+    assert!(power(settled, 1000.0) > 1000.0 * power(settled, 1700.0));
+    // What the browser gets: Opus on the 48 kHz clock, the caller's tone.
+    let mut decoder = OpusDecoder::new(48_000, 1).unwrap();
+    let mut out = vec![0f32; 5760];
+    let mut got = Vec::new();
+    for (info, payload) in &browser.received {
+        assert_eq!(info.payload_type, super::super::opus::OPUS_PT);
+        assert_eq!(info.timestamp % 960, (5000 * 6) % 960);
+        let n = decoder.decode(payload, 5760, &mut out).unwrap();
+        // Every sixth sample: 8 kHz, enough to find 400 Hz.
+        got.extend(out[..n].iter().step_by(6).map(|&s| (s * 32768.0) as i16));
+    }
+    assert!(browser.received.len() >= 48);
+    let settled = &got[1600..];
+    assert!(power(settled, 400.0) > 1000.0 * power(settled, 1700.0));
+}
+
 #[test]
 fn a_browser_that_goes_quiet_is_dead_after_the_consent_timeout_not_before() {
     let start = Instant::now();
@@ -186,7 +280,7 @@ fn a_broken_or_second_answer_is_refused_and_a_candidate_needs_an_answer() {
     ));
     // A good answer is taken once; a second is refused.
     let (mut engine, offer) = Endpoint::offer(&settings(), Codec::Pcmu, 2, start).unwrap();
-    let (_, answer) = Browser::answer(&offer, start);
+    let (_, answer) = Browser::answer(&offer, Wire::G711(Codec::Pcmu), start);
     engine.answer(&answer, start).unwrap();
     assert_eq!(
         engine.answer(&answer, start),

@@ -4,6 +4,7 @@
 //! drives it each tick and sends through the same port. No task per leg.
 
 mod endpoint;
+pub mod opus;
 pub mod peer;
 pub mod route;
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
-pub use endpoint::{Endpoint, LinkState, Settings, WebRtcError, DTMF_PT};
+pub use endpoint::{Endpoint, LinkState, Settings, WebRtcError, Wire, DTMF_PT};
 
 use crate::config::WebRtcConfig;
 use crate::sdp::Codec;
@@ -72,6 +73,7 @@ impl Hub {
                 local,
                 candidate: SocketAddr::new(advertise, local.port()),
                 consent_timeout: config.consent_timeout,
+                opus: config.codec == crate::config::BrowserCodec::Opus,
             },
             socket,
             register,

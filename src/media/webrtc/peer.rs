@@ -17,18 +17,20 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 
-use super::endpoint::{add_audio, host_candidate, info_of, media_engine, udp_datagram, write_rtp};
+use super::endpoint::{
+    add_audio, host_candidate, info_of, media_engine, udp_datagram, write_rtp, Wire,
+};
 use super::WebRtcError;
 use crate::media::rtp::RtpInfo;
-use crate::sdp::Codec;
 
-/// A browser's side of one leg: answers with PCMU and telephone-event
-/// from one UDP address, as a DTLS client.
+/// A browser's side of one leg: answers with one codec (`wire`) and
+/// telephone-event from one UDP address, as a DTLS client.
 pub struct Peer {
     pc: RTCPeerConnection,
     local: SocketAddr,
     sender: RTCRtpSenderId,
     ssrc: u32,
+    wire: Wire,
 }
 
 /// What a [`Peer::poll`] found.
@@ -49,6 +51,7 @@ impl Peer {
         offer: &str,
         local: SocketAddr,
         ssrc: u32,
+        wire: Wire,
         now: Instant,
     ) -> Result<(Peer, String), WebRtcError> {
         let setup = |e: rtc::shared::error::Error| WebRtcError::Setup(e.to_string());
@@ -59,12 +62,12 @@ impl Peer {
                     .with_answering_dtls_role(RTCDtlsRole::Client)
                     .build(),
             )
-            .with_media_engine(media_engine(Codec::Pcmu)?)
+            .with_media_engine(media_engine(wire)?)
             .build(now)
             .map_err(setup)?;
         pc.add_local_candidate(host_candidate(local)?)
             .map_err(setup)?;
-        let sender = add_audio(&mut pc, Codec::Pcmu, ssrc)?;
+        let sender = add_audio(&mut pc, wire, ssrc)?;
         let offer = RTCSessionDescription::offer(offer.to_owned())
             .map_err(|e| WebRtcError::Answer(e.to_string()))?;
         pc.set_remote_description(now, offer)
@@ -78,6 +81,7 @@ impl Peer {
                 local,
                 sender,
                 ssrc,
+                wire,
             },
             answer.sdp,
         ))
@@ -118,12 +122,12 @@ impl Peer {
         polled
     }
 
-    /// Sends one 20 ms PCMU frame, number `seq`.
+    /// Sends one 20 ms frame of its codec, number `seq`.
     pub fn send(&mut self, seq: u16, payload: &[u8], now: Instant) -> bool {
         let info = RtpInfo {
-            payload_type: 0,
+            payload_type: self.wire.payload_type(),
             sequence: seq,
-            timestamp: u32::from(seq).wrapping_mul(160),
+            timestamp: u32::from(seq).wrapping_mul(self.wire.ticks_per_frame()),
             ssrc: self.ssrc,
             marker: false,
         };
