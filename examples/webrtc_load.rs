@@ -186,22 +186,22 @@ fn pcmu_frame() -> Vec<u8> {
         .collect()
 }
 
-/// One second of a 1 kHz tone as 50 Opus frames (48 kHz, 20 ms), as a
-/// browser's encoder makes them.
+/// One second of a 1 kHz tone as 50 Opus frames of 20 ms, narrowband as a
+/// browser codes them for the engine's offer (`maxplaybackrate=8000`).
 fn opus_frames() -> Vec<Vec<u8>> {
     let mut encoder =
-        opus_rs::OpusEncoder::new(48_000, 1, opus_rs::Application::Voip).expect("an encoder");
-    encoder.bitrate_bps = 32_000;
+        opus_rs::OpusEncoder::new(8000, 1, opus_rs::Application::Voip).expect("an encoder");
+    encoder.bitrate_bps = 16_000;
     let mut packet = [0u8; 1276];
     (0..50)
         .map(|k| {
-            let pcm: Vec<f32> = (0..960)
+            let pcm: Vec<f32> = (0..160)
                 .map(|i| {
-                    let t = f64::from(k * 960 + i) / 48_000.0;
+                    let t = f64::from(k * 160 + i) / 8000.0;
                     (0.25 * (2.0 * std::f64::consts::PI * 1000.0 * t).sin()) as f32
                 })
                 .collect();
-            let n = encoder.encode(&pcm, 960, &mut packet).expect("a frame");
+            let n = encoder.encode(&pcm, 160, &mut packet).expect("a frame");
             packet[..n].to_vec()
         })
         .collect()

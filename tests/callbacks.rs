@@ -51,11 +51,16 @@ fn engine_with(trunks: &str, callback: &str) -> Engine {
 }
 
 fn engine_flow(flow: &str, trunks: &str, callback: &str) -> Engine {
+    engine_full(flow, trunks, callback, "")
+}
+
+/// As [`engine_flow`], with `extra` YAML.
+fn engine_full(flow: &str, trunks: &str, callback: &str, extra: &str) -> Engine {
     Engine::with_flows_and_trunks(
         &[("main", flow)],
         trunks,
         &format!(
-            "queues:
+            "{extra}queues:
   support:
     announce-position: false
     wrap-up: 1s
@@ -1176,4 +1181,80 @@ fn a_trunk_that_allows_srtp_has_its_customers_offered_sdes_keys() {
             && invite.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
         "{invite}"
     );
+}
+
+#[test]
+fn a_callback_rings_the_agents_desktop_and_bridges_the_customer_to_the_browser() {
+    use common::desktop;
+    let ports = common::Ports::next();
+    let carrier_port = ports.spare(0);
+    let engine = engine_full(
+        FLOW,
+        &trunks(carrier_port),
+        "retry-delay: 2s, whisper: false",
+        &format!("webrtc: {{ port: {} }}\n", ports.spare(10)),
+    );
+    book(&engine, "booker.xml", "2125550123");
+    // The carrier answers, presses 1 and echoes what it hears for 6 s.
+    let log = engine.dir.join("carrier.log");
+    let carrier = sipp_peer(
+        carrier_port,
+        &common::scenario("carrier-answer.xml"),
+        Some(&log),
+        &["-d", "6000", "-rtp_echo"],
+        1,
+    );
+    // Agent 1001 opens the desktop (no SIP phone at all): the callback's
+    // turn has come, and it rings the browser with the pop.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (status, cookie, _) = desktop::login(&engine, "1001", "1001pass");
+    assert_eq!(status, 200);
+    let cookie = cookie.unwrap();
+    let mut ws = rt.block_on(desktop::connect(&engine, &cookie)).unwrap();
+    let (status, _, _) = desktop::request(&engine, "POST", "/agent/1001/login", Some(&cookie), "");
+    assert_eq!(status, 200);
+    let ring = rt
+        .block_on(desktop::next_of(&mut ws, "ring", Duration::from_secs(15)))
+        .unwrap_or_else(|| panic!("no ring:\n{}", engine.log()));
+    assert_eq!(ring["pop"]["caller"], "+12125550123", "{ring}");
+    assert_eq!(ring["pop"]["queue"], "support", "{ring}");
+    let call = ring["call"].as_str().unwrap().to_owned();
+    let offer = ring["offer"].as_str().unwrap();
+    let (mut browser, answer) =
+        common::webrtc::BrowserPeer::answer(offer, ([127, 0, 0, 1], ports.spare(12)).into());
+    for msg in [
+        serde_json::json!({ "type": "answer", "call": call, "sdp": answer }),
+        serde_json::json!({ "type": "accept", "call": call }),
+    ] {
+        rt.block_on(desktop::send(&mut ws, msg));
+    }
+    assert!(
+        browser.connect(Duration::from_secs(5)),
+        "the browser did not connect:\n{}",
+        engine.log()
+    );
+    // The customer is dialled and bridged: the browser's frames come back
+    // from the carrier's echo.
+    let frame = [0x2au8; 160];
+    browser.run(Duration::from_secs(4), Some(&frame));
+    let echoed = browser
+        .received
+        .iter()
+        .filter(|p| p[..] == frame[..])
+        .count();
+    assert!(
+        echoed >= 50,
+        "the browser got {echoed} of its frames back ({} packets):\n{}",
+        browser.received.len(),
+        engine.log()
+    );
+    let (ok, out) = common::finish(carrier);
+    assert!(
+        ok,
+        "the carrier saw no complete call:\n{out}\n{}",
+        engine.log()
+    );
+    assert_eq!(dialled(&log), vec!["+12125550123".to_owned()]);
+    wait_attempts(&engine, &["connected"]);
+    drop(ws);
 }

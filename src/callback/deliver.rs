@@ -213,6 +213,13 @@ impl Attempt {
                     leg.connected(calls.leg_check, calls.leg_check_timeout);
                 }
             }
+            Do::ConnectBrowser { stream } => {
+                if let Some((leg, _)) = io.agent.as_mut() {
+                    leg.media.configure(stream).await;
+                    let calls = &self.ctx.config.calls;
+                    leg.connected(calls.leg_check, calls.leg_check_timeout);
+                }
+            }
             Do::Play {
                 side,
                 token,
@@ -303,7 +310,7 @@ impl Attempt {
                 headers.push((format!("X-Hotline-Var-{name}"), value));
             }
         }
-        self.ctx.events.publish(BusEvent::AgentOffered {
+        let offered = BusEvent::AgentOffered {
             call_id: self.acd_id.clone(),
             agents: names.clone(),
             caller: cb.number.clone(),
@@ -311,7 +318,10 @@ impl Attempt {
             wait_ms: waited.as_millis() as u64,
             vars,
             history: Vec::new(),
-        });
+        };
+        // The desktop's ring shows the same pop.
+        let pop = serde_json::to_value(&offered).unwrap_or_default();
+        self.ctx.events.publish(offered);
         let mut leg = Leg::new(
             Purpose::Agents,
             names.join(","),
@@ -319,10 +329,36 @@ impl Attempt {
             origin,
             ring_timeout,
         );
+        // Browser legs carry G.711 (µ-law); the bridge converts to the
+        // customer's A-law if need be.
+        let codec = sdp::Codec::Pcmu;
+        let ice_servers = (self.ctx.config.webrtc.as_ref())
+            .map(|w| w.ice_servers.clone())
+            .unwrap_or_default();
         for a in agents {
+            // At the desktop, the browser is the agent's phone.
+            if a.browser {
+                match self.ctx.media.open_browser(&leg.media, codec).await {
+                    Ok((m, offer)) => {
+                        info!(agent = %a.agent, callback = cb.id, "ringing the agent's browser for a callback");
+                        leg.ring_browser(
+                            &self.ctx.phones,
+                            &self.acd_id,
+                            a.agent.clone(),
+                            codec,
+                            m,
+                            offer,
+                            ice_servers.clone(),
+                            pop.clone(),
+                        );
+                    }
+                    Err(e) => warn!(agent = %a.agent, error = %e, "no browser leg for the agent"),
+                }
+                continue;
+            }
             for contact in &a.contacts {
                 info!(agent = %a.agent, contact = %contact.uri, callback = cb.id, "ringing the agent for a callback");
-                let call = OutboundCall {
+                let mut call = OutboundCall {
                     target: contact.uri.clone(),
                     from_user: cb.number.clone(),
                     from_display: Some(format!("Callback {}", cb.number)),
@@ -333,9 +369,22 @@ impl Attempt {
                     auth: None,
                     crypto: Vec::new(),
                     savp: false,
-                    webrtc: false,
+                    webrtc: contact.ws,
                 };
-                leg.dial(&self.ctx.dialer, call, Some(a.agent.clone()));
+                if !contact.ws {
+                    leg.dial(&self.ctx.dialer, call, Some(a.agent.clone()));
+                    continue;
+                }
+                // A browser phone over WebSocket: a WebRTC offer of its own.
+                match self.ctx.media.open_browser(&leg.media, codec).await {
+                    Ok((m, offer)) => {
+                        call.sdp = offer.into_bytes();
+                        leg.dial_webrtc(&self.ctx.dialer, call, Some(a.agent.clone()), m, codec);
+                    }
+                    Err(e) => {
+                        warn!(agent = %a.agent, error = %e, "no WebRTC media for the browser phone")
+                    }
+                }
             }
         }
         Ok(leg)

@@ -97,6 +97,11 @@ pub enum Do {
         negotiated: Negotiated,
         symmetric: bool,
     },
+    /// The agent took it at the desktop: their leg's WebRTC channel
+    /// streams so (the caller's codec, DTLS-SRTP).
+    ConnectBrowser {
+        stream: crate::media::StreamConfig,
+    },
     /// Play prompts; their end comes back as [`In::PlayDone`].
     Play {
         side: Side,
@@ -310,10 +315,13 @@ impl Delivery {
     }
 
     fn on_leg(&mut self, side: Side, ev: LegEvent, now: Instant) {
+        // A browser that died (its consent ran out) is gone like a phone
+        // that hung up.
         let hung_up = matches!(
             ev,
             LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended | DialogEvent::Expired)
                 | LegEvent::Gone
+                | LegEvent::ConnectionLost
         );
         match (side, &self.phase) {
             (Side::Agent, Phase::RingingAgent | Phase::RingingOffered) => self.agent_ringing(ev),
@@ -368,43 +376,22 @@ impl Delivery {
                     let call = self.setup.acd_id.clone();
                     return self.agent_missed(AcdInput::NoAnswer { call });
                 };
-                let agent = agent.unwrap_or_default();
                 self.out.push_back(Do::Connect {
                     side: Side::Agent,
                     negotiated: n,
                     symmetric: true,
                 });
-                self.out.push_back(Do::Acd(AcdInput::Answered {
-                    call: self.setup.acd_id.clone(),
-                    agent: agent.clone(),
-                }));
-                self.agent = Some(agent.clone());
-                if self.phase == Phase::RingingOffered {
-                    info!(callback = self.setup.id, %agent, "callback connected: customer and agent bridged");
-                    self.out.push_back(Do::StopPlay(Side::Customer));
-                    self.out.push_back(Do::Bridge);
-                    self.out.push_back(Do::Report(Progress::Connected {
-                        attempt: self.attempt.unwrap_or_default(),
-                        agent: Some(agent),
-                    }));
-                    self.phase = Phase::Talking;
-                    return;
-                }
-                if self.setup.whisper.is_empty() {
-                    return self.wait_for_slot();
-                }
-                info!(%agent, callback = self.setup.id, "callback whisper");
-                self.phase = Phase::Whispering;
-                self.out.push_back(Do::Play {
-                    side: Side::Agent,
-                    token: WHISPER,
-                    prompts: self.setup.whisper.clone(),
-                });
+                self.agent_answered(agent.unwrap_or_default());
+            }
+            LegEvent::BrowserAnswered { agent, stream } => {
+                self.out.push_back(Do::ConnectBrowser { stream });
+                self.agent_answered(agent);
             }
             LegEvent::Rejected(_)
             | LegEvent::Failed(_)
             | LegEvent::NoAnswer
             | LegEvent::Gone
+            | LegEvent::ConnectionLost
             | LegEvent::Dialog(DialogEvent::Bye | DialogEvent::Ended | DialogEvent::Expired) => {
                 info!(
                     callback = self.setup.id,
@@ -417,6 +404,37 @@ impl Delivery {
             }
             _ => {}
         }
+    }
+
+    /// The agent took it (their leg is being connected): whisper, or the
+    /// customer, or (customer first) the bridge.
+    fn agent_answered(&mut self, agent: String) {
+        self.out.push_back(Do::Acd(AcdInput::Answered {
+            call: self.setup.acd_id.clone(),
+            agent: agent.clone(),
+        }));
+        self.agent = Some(agent.clone());
+        if self.phase == Phase::RingingOffered {
+            info!(callback = self.setup.id, %agent, "callback connected: customer and agent bridged");
+            self.out.push_back(Do::StopPlay(Side::Customer));
+            self.out.push_back(Do::Bridge);
+            self.out.push_back(Do::Report(Progress::Connected {
+                attempt: self.attempt.unwrap_or_default(),
+                agent: Some(agent),
+            }));
+            self.phase = Phase::Talking;
+            return;
+        }
+        if self.setup.whisper.is_empty() {
+            return self.wait_for_slot();
+        }
+        info!(%agent, callback = self.setup.id, "callback whisper");
+        self.phase = Phase::Whispering;
+        self.out.push_back(Do::Play {
+            side: Side::Agent,
+            token: WHISPER,
+            prompts: self.setup.whisper.clone(),
+        });
     }
 
     /// No reserved agent took it: agent first, the attempt ends (the

@@ -486,3 +486,52 @@ fn an_attempt_that_cannot_be_counted_dials_nobody() {
         );
     }
 }
+
+#[test]
+fn an_agent_at_the_desktop_takes_the_callback_and_a_lost_browser_ends_it_as_a_hang_up() {
+    let t = Instant::now();
+    let mut d = Delivery::start(setup(Order::AgentFirst));
+    drain(&mut d);
+    let stream = crate::media::StreamConfig {
+        remote: "127.0.0.1:3478".parse().unwrap(),
+        codec: crate::sdp::Codec::Pcmu,
+        payload_type: 0,
+        dtmf_pt: Some(101),
+        send: true,
+        receive: true,
+        symmetric: false,
+        signalling: None,
+        srtp: None,
+        rtcp: None,
+    };
+    let answered = LegEvent::BrowserAnswered {
+        agent: "a1".into(),
+        stream,
+    };
+    let out = step(&mut d, In::Leg(Side::Agent, answered), t);
+    assert!(matches!(&out[0], Do::ConnectBrowser { stream: s } if *s == stream));
+    assert_eq!(
+        acd(&out),
+        vec![&AcdInput::Answered {
+            call: "callback-7".into(),
+            agent: "a1".into()
+        }]
+    );
+    // The whisper plays to the browser as to a phone.
+    assert!(matches!(
+        out.last(),
+        Some(Do::Play {
+            side: Side::Agent,
+            token: WHISPER,
+            ..
+        })
+    ));
+    // The browser dies before the customer is called: the attempt ends as
+    // if the agent had hung up.
+    let out = step(&mut d, In::Leg(Side::Agent, LegEvent::ConnectionLost), t);
+    assert!(
+        reports(&out).contains(&&failed(None, "agent-hung-up")),
+        "{out:?}"
+    );
+    assert!(d.is_over());
+}

@@ -241,6 +241,8 @@ pub struct Context {
     pub dialer: crate::sip::Dialer,
     pub acd: crate::acd::actor::AcdHandle,
     pub events: crate::events::EventBus,
+    /// Agents' desktop pages: a callback rings an agent's browser there.
+    pub phones: crate::leg::browser::BrowserPhones,
 }
 
 struct Service {

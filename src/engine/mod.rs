@@ -324,6 +324,7 @@ pub async fn run(
         dialer: ctx.dialer.clone(),
         acd: ctx.acd.clone(),
         events: ctx.events.clone(),
+        phones: ctx.phones.clone(),
     };
     crate::callback::start(callback_ctx, &callbacks, callback_inbox).await;
     // HTTPS (`http.tls`): a certificate that cannot be read stops the start.
