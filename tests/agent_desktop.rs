@@ -47,13 +47,7 @@ webrtc: {webrtc}\n"
         ),
     );
     let mut browser = Browser::open_desktop(engine.ports.http(), ports.spare(40), &engine.dir);
-    browser.eval(
-        "document.getElementById('agent').value = '1001';
-         document.getElementById('password').value = '1001pass';
-         document.getElementById('signin-button').click(); true",
-    );
-    browser.dom_when("!document.getElementById('desk').hidden");
-    browser.eval("document.getElementById('available').click(); true");
+    browser.sign_in_available("1001", "1001pass");
     wait_agent_state(&engine, "1001", "available", Duration::from_secs(5));
     (engine, browser)
 }

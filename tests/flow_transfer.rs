@@ -91,13 +91,7 @@ fn a_transfer_to_a_name_in_dns_goes_to_the_srv_target_that_answers() {
     let dns = common::dnsmasq::Dnsmasq::start(
         dns_port,
         &dir,
-        &[
-            "--naptr-record=desk.test,10,10,S,SIP+D2U,,_sip._udp.desk.test".into(),
-            format!("--srv-host=_sip._udp.desk.test,down.desk.test,{down_port},10,10"),
-            format!("--srv-host=_sip._udp.desk.test,up.desk.test,{up_port},20,10"),
-            "--host-record=down.desk.test,127.0.0.1".into(),
-            "--host-record=up.desk.test,127.0.0.1".into(),
-        ],
+        &common::dnsmasq::Dnsmasq::two_targets("desk.test", down_port, up_port),
     );
     let engine = Engine::with_flow(
         "entry: hello\nnodes:\n  hello: { play: greeting, next: xfer }\n  xfer: { transfer: desk, on-error: sorry }\n  sorry: { hangup: menu/closed }\n",
@@ -133,15 +127,7 @@ fn a_transfer_to_a_name_in_dns_goes_to_the_srv_target_that_answers() {
         "only {echoed} of the caller's packets came back"
     );
     // The first target was asked first, by NAPTR and SRV order.
-    let tried = common::raw::requests(
-        &common::raw::collect(&silent, Duration::from_millis(200)),
-        "INVITE",
-    );
-    let first = tried.first().expect("the first SRV target was never tried");
-    assert_eq!(first.uri, "sip:desk@desk.test");
-    let log = dns.log();
-    assert!(log.contains("query[NAPTR] desk.test"), "{log}");
-    assert!(log.contains("query[SRV] _sip._udp.desk.test"), "{log}");
+    dns.assert_first_target_tried("desk.test", &silent, "sip:desk@desk.test");
     assert!(common::metrics(&engine).contains("hotline_sip_failovers_total 1"));
     let _ = std::fs::remove_dir_all(&dir);
 }

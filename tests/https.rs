@@ -271,13 +271,7 @@ rtp: {{ bind: {ip} }}\nwebrtc: {{ port: {} }}\n",
         serde_json::json!(true),
         "the page over HTTPS is not a secure context"
     );
-    browser.eval(
-        "document.getElementById('agent').value = '1001';
-         document.getElementById('password').value = '1001pass';
-         document.getElementById('signin-button').click(); true",
-    );
-    browser.dom_when("!document.getElementById('desk').hidden");
-    browser.eval("document.getElementById('available').click(); true");
+    browser.sign_in_available("1001", "1001pass");
     wait_state(&rt, &https, &base, "available");
 
     // A caller on the far side queues; the page rings and answers.

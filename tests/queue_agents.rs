@@ -738,3 +738,69 @@ fn a_caller_who_withholds_their_number_reaches_the_agent_as_anonymous() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn an_invite_to_a_udp_agent_stays_under_the_udp_size_by_dropping_ivr_variables() {
+    // The IVR learned a lot: twelve variables of 120 characters each, far
+    // more than one UDP datagram should carry (RFC 3261 §18.1.1).
+    let long = "x".repeat(120);
+    let vars: Vec<String> = (1..=12).map(|i| format!("note{i:02}: '{long}'")).collect();
+    let flow = format!(
+        "entry: learn\nnodes:\n  learn: {{ set: {{ {} }}, next: q }}\n  q: {{ queue: support }}\n",
+        vars.join(", ")
+    );
+    let engine = Engine::with_flow(
+        &flow,
+        "agents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
+    );
+    let port = common::Ports::next().spare(0);
+    register(&engine, "1001", port);
+    let seen = engine.dir.join("agent-messages.log");
+    let agent = common::traced_phone("agent-answer.xml", port, &seen);
+    std::thread::sleep(Duration::from_millis(300));
+    let sink = engine.ports.spare(0);
+    let sc = keys_scenario_with(&engine, "caller.xml", sink, &[], 1500, false);
+    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    // The agent took the call all the same.
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "{out}\n{}", engine.log());
+    let messages = std::fs::read_to_string(&seen).unwrap();
+    let start = messages
+        .find("INVITE sip:")
+        .expect("the agent got the INVITE");
+    let invite = &messages[start..];
+    // Its head: the lines up to the first empty one.
+    let head: Vec<&str> = invite
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let length: usize = head
+        .iter()
+        .find_map(|l| l.strip_prefix("Content-Length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Content-Length");
+    // On the wire: each header line and CRLF, the empty line, the body.
+    let size = head.iter().map(|l| l.len() + 2).sum::<usize>() + 2 + length;
+    assert!(size <= 1300, "a {size}-byte INVITE over UDP:\n{invite}");
+    let omitted: usize = head
+        .iter()
+        .find_map(|l| l.strip_prefix("X-Hotline-Vars-Omitted:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no X-Hotline-Vars-Omitted:\n{invite}"));
+    let kept = head
+        .iter()
+        .filter(|l| l.starts_with("X-Hotline-Var-note"))
+        .count();
+    // At least the notes not kept were left out (other variables too).
+    assert!(
+        kept >= 1 && omitted >= 12 - kept,
+        "kept {kept}, omitted {omitted}"
+    );
+    // The last ones go first: what is kept is the IVR's first notes.
+    assert!(
+        head.iter().any(|l| l.starts_with("X-Hotline-Var-note01:")),
+        "{invite}"
+    );
+    assert!(common::metrics(&engine).contains("hotline_sip_screen_pop_trimmed_total"));
+}

@@ -110,6 +110,18 @@ impl Browser {
         browser
     }
 
+    /// Signs `agent` in on the desktop page with `password` and clicks
+    /// "available" once the desk shows.
+    pub fn sign_in_available(&mut self, agent: &str, password: &str) {
+        self.eval(&format!(
+            "document.getElementById('agent').value = '{agent}';
+             document.getElementById('password').value = '{password}';
+             document.getElementById('signin-button').click(); true"
+        ));
+        self.dom_when("!document.getElementById('desk').hidden");
+        self.eval("document.getElementById('available').click(); true");
+    }
+
     /// Sends a DevTools command and waits for its result.
     pub fn command(&mut self, method: &str, params: Value) -> Value {
         use futures_util::{SinkExt, StreamExt};

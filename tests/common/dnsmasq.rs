@@ -63,6 +63,37 @@ impl Dnsmasq {
         d
     }
 
+    /// NAPTR and SRV records of `domain` (UDP) for two targets on
+    /// 127.0.0.1: `down.DOMAIN` on `first` (priority 10) and `up.DOMAIN`
+    /// on `second` (priority 20).
+    pub fn two_targets(domain: &str, first: u16, second: u16) -> Vec<String> {
+        vec![
+            format!("--naptr-record={domain},10,10,S,SIP+D2U,,_sip._udp.{domain}"),
+            format!("--srv-host=_sip._udp.{domain},down.{domain},{first},10,10"),
+            format!("--srv-host=_sip._udp.{domain},up.{domain},{second},20,10"),
+            format!("--host-record=down.{domain},127.0.0.1"),
+            format!("--host-record=up.{domain},127.0.0.1"),
+        ]
+    }
+
+    /// That `domain` was looked up by NAPTR then SRV, and the first
+    /// target (`silent`, a socket that only listens) was sent an INVITE
+    /// for `uri` first.
+    pub fn assert_first_target_tried(&self, domain: &str, silent: &std::net::UdpSocket, uri: &str) {
+        let tried = super::raw::requests(
+            &super::raw::collect(silent, Duration::from_millis(200)),
+            "INVITE",
+        );
+        let first = tried.first().expect("the first SRV target was never tried");
+        assert_eq!(first.uri, uri);
+        let log = self.log();
+        assert!(log.contains(&format!("query[NAPTR] {domain}")), "{log}");
+        assert!(
+            log.contains(&format!("query[SRV] _sip._udp.{domain}")),
+            "{log}"
+        );
+    }
+
     /// What it logged (each query, with `--log-queries`).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

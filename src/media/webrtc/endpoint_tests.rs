@@ -1,6 +1,7 @@
 //! The endpoint against webrtc-rs's own full-ICE peer (a browser's part),
 //! over an in-memory network on a virtual clock.
 
+use super::super::test_audio::{power, tone};
 use super::*;
 
 const ENGINE: &str = "192.0.2.10:3478";
@@ -150,25 +151,6 @@ fn a_browser_connects_to_the_lite_endpoint_and_audio_flows_both_ways_encrypted()
     assert_eq!(engine.state(), LinkState::Connected);
 }
 
-/// 20 ms of a `hz` tone at 8 kHz, frame `k`.
-fn tone_frame(hz: f64, k: usize) -> Vec<i16> {
-    (k * 160..(k + 1) * 160)
-        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16)
-        .collect()
-}
-
-/// Goertzel power of `hz` in 8 kHz samples.
-fn power(pcm: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in pcm {
-        let s = f64::from(x) + 2.0 * w.cos() * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2
-}
-
 #[test]
 fn with_opus_the_browser_gets_opus_and_the_media_path_speaks_g711_both_ways() {
     use crate::media::g711;
@@ -187,7 +169,7 @@ fn with_opus_the_browser_gets_opus_and_the_media_path_speaks_g711_both_ways() {
     for seq in 0..50u16 {
         let now = start + Duration::from_millis(at);
         // The engine sends the caller's 400 Hz in PCMU.
-        let pcm = tone_frame(400.0, usize::from(seq));
+        let pcm = tone(400.0, 160, usize::from(seq) * 160);
         let ulaw: Vec<u8> = pcm.iter().map(|&s| g711::ulaw_encode(s)).collect();
         let info = RtpInfo {
             payload_type: 0,

@@ -7,6 +7,8 @@ mod endpoint;
 pub mod opus;
 pub mod peer;
 pub mod route;
+#[cfg(test)]
+mod test_audio;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;

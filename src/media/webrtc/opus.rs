@@ -194,25 +194,8 @@ impl Transcoder {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_audio::{power, tone};
     use super::*;
-
-    fn tone(hz: f64, samples: usize, from: usize) -> Vec<i16> {
-        (from..from + samples)
-            .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0).sin()) as i16)
-            .collect()
-    }
-
-    /// Goertzel power of `hz` in 8 kHz samples.
-    fn power(pcm: &[i16], hz: f64) -> f64 {
-        let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for &x in pcm {
-            let s = f64::from(x) + 2.0 * w.cos() * s1 - s2;
-            s2 = s1;
-            s1 = s;
-        }
-        s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2
-    }
 
     fn info(pt: u8, seq: u16, ts: u32) -> RtpInfo {
         RtpInfo {
