@@ -1,6 +1,9 @@
 //! A third-party browser phone: JsSIP (from npm, bundled at test time) in
 //! headless Chromium registers as agent 1001 over `/sip` with digest, and
-//! the engine has the agent reachable; stopping it unregisters.
+//! the engine has the agent reachable; stopping it unregisters. It takes
+//! a queued call with audio both ways, holds and resumes it (re-INVITEs
+//! the engine answers on the same WebRTC connection), and hears the
+//! caller's BYE.
 
 mod common;
 
@@ -104,6 +107,31 @@ registrar: {{ keepalive: 0s }}\ncalls: {{ leg-check: 0s }}\nwebrtc: {{ port: {} 
     std::thread::sleep(Duration::from_millis(300));
     let inbound = browser.eval("window.inbound || 0").as_f64().unwrap_or(0.0);
     assert!(inbound >= 100.0, "JsSIP received {inbound} packets");
+
+    // JsSIP holds (a re-INVITE, sendonly): the engine answers it, and the
+    // caller hears the queue's music instead of the agent; then resumes.
+    browser.eval("window.session.hold(); true");
+    browser.dom_when("window.session.isOnHold().local === true");
+    std::thread::sleep(Duration::from_millis(500));
+    let held = common::tones::listen(&caller, Duration::from_secs(2))
+        .join()
+        .unwrap();
+    assert!(held.len() >= 4000, "the caller heard nothing on hold");
+    let at_mic = common::tones::power(&held, common::tones::MIC_HZ);
+    assert!(
+        at_mic < 1e6,
+        "the caller still hears the agent on hold: {at_mic:.0}"
+    );
+    browser.eval("window.session.unhold(); true");
+    browser.dom_when("window.session.isOnHold().local === false");
+    std::thread::sleep(Duration::from_millis(1000));
+    common::tones::assert_hears_the_browser(
+        &common::tones::listen(&caller, Duration::from_secs(3))
+            .join()
+            .unwrap(),
+    );
+    assert_eq!(browser.eval("window.failed || null"), json!(null));
+    assert_eq!(browser.eval("window.ended || null"), json!(null));
 
     // The caller hangs up: JsSIP's session ends, the agent goes to wrap-up.
     caller.bye();

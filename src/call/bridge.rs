@@ -43,6 +43,9 @@ pub(super) struct LegState {
     pub held_since: Option<Instant>,
     /// Where the answering phone's SIP is (its RTP may be learned from there).
     pub peer: Option<IpAddr>,
+    /// Its media is a browser's (WebRTC): a re-INVITE's SDP (a WebSocket
+    /// phone's) goes to its endpoint.
+    pub browser: bool,
 }
 
 impl CallState {
@@ -96,6 +99,7 @@ impl CallState {
             bridged: false,
             held_since: None,
             peer: None,
+            browser: false,
         });
         let pop = p
             .pop
@@ -165,6 +169,9 @@ impl CallState {
     /// An agent took the call in the browser: its WebRTC channel carries
     /// the caller's codec straight through (DTLS-SRTP).
     fn on_browser_answered(&mut self, agent: String, stream: StreamConfig) {
+        if let Some(leg) = self.leg.as_mut() {
+            leg.browser = true;
+        }
         self.leg_up(
             Some(agent),
             stream,
@@ -357,6 +364,14 @@ impl CallState {
         let Some(leg) = self.leg.as_mut() else {
             return;
         };
+        if leg.browser {
+            // A WebSocket phone (JsSIP's hold and resume): its endpoint
+            // answers, and a hold comes back as `LegEvent::Hold`.
+            return self.push(Do::Leg(match body {
+                Some(body) => LegDo::BrowserReoffer(body),
+                None => LegDo::Respond(488),
+            }));
+        }
         let Some(body) = body else {
             // It asks for our offer; the answer comes in its ACK, and the
             // stream stays as it was.

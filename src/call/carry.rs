@@ -129,7 +129,7 @@ impl Driver {
                 }
                 self.leg = Some(leg);
             }
-            Do::Leg(l) => self.on_leg(l).await,
+            Do::Leg(l) => return self.on_leg(l).await,
             Do::Bridge => {
                 if let Some(leg) = &self.leg {
                     self.media.bridge(&leg.media).await;
@@ -229,10 +229,10 @@ impl Driver {
         }
     }
 
-    async fn on_leg(&mut self, l: LegDo) {
-        let Some(leg) = self.leg.as_mut() else {
-            return;
-        };
+    /// Carries out a step on the leg; a browser phone's hold or resume
+    /// comes back.
+    async fn on_leg(&mut self, l: LegDo) -> Option<Input> {
+        let leg = self.leg.as_mut()?;
         match l {
             LegDo::Configure(stream) => leg.media.configure(stream).await,
             LegDo::Connected => {
@@ -261,9 +261,27 @@ impl Driver {
                     d.notify_refer(status).await;
                 }
             }
+            LegDo::BrowserReoffer(body) => {
+                let offer = String::from_utf8_lossy(&body).into_owned();
+                match leg.media.browser_reoffer(offer).await {
+                    Ok((answer, holds)) => {
+                        if let Some(d) = leg.dialog() {
+                            d.answer(answer.into_bytes()).await;
+                        }
+                        return Some(Input::Leg(crate::leg::LegEvent::Hold(holds)));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "the browser phone's re-INVITE refused; the call goes on as before");
+                        if let Some(d) = leg.dialog() {
+                            d.respond(488).await;
+                        }
+                    }
+                }
+            }
             LegDo::SendDigit(d) => leg.media.send_digit(d).await,
             LegDo::Unbridge => leg.media.unbridge().await,
         }
+        None
     }
 
     /// Writes the request; how it went comes back as [`Input::Booked`].

@@ -171,6 +171,8 @@ pub enum LegDo {
     Answer(Negotiated),
     /// Answer its re-INVITE without SDP with an offer.
     Offer,
+    /// A browser phone's re-INVITE (WebRTC SDP): its endpoint answers.
+    BrowserReoffer(Vec<u8>),
     Respond(u16),
     NotifyRefer(u16),
     SendDigit(Digit),

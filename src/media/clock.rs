@@ -164,6 +164,12 @@ pub(crate) enum ChannelCommand {
     BrowserAnswer(String),
     /// A browser leg's trickled ICE candidate.
     BrowserCandidate(String),
+    /// A browser phone's re-offer (its re-INVITE): our answer and whether
+    /// it holds, or why not.
+    BrowserReoffer(
+        String,
+        tokio::sync::oneshot::Sender<Result<(String, bool), WebRtcError>>,
+    ),
 }
 
 /// Frames relayed from a bridged peer wait here; past this many the oldest
@@ -484,6 +490,13 @@ impl Channel {
                         emit(&self.events, MediaEvent::BrowserRefused(e));
                     }
                 }
+            }
+            ChannelCommand::BrowserReoffer(sdp, reply) => {
+                let answer = match self.browser.as_mut() {
+                    Some(b) => b.endpoint.reanswer(&sdp),
+                    None => Err(WebRtcError::Answer("not a browser leg".into())),
+                };
+                let _ = reply.send(answer);
             }
             ChannelCommand::Bridge(peer) => {
                 self.bridge = peer;

@@ -382,6 +382,21 @@ impl MediaChannel {
         self.send(ChannelCommand::BrowserCandidate(candidate)).await;
     }
 
+    /// A browser phone's re-offer on this leg (its re-INVITE): our answer
+    /// and whether it holds the call, or why it is refused.
+    pub async fn browser_reoffer(
+        &self,
+        sdp: String,
+    ) -> Result<(String, bool), webrtc::WebRtcError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(ChannelCommand::BrowserReoffer(sdp, tx)).await;
+        rx.await.unwrap_or_else(|_| {
+            Err(webrtc::WebRtcError::Answer(
+                "the media clock has stopped".into(),
+            ))
+        })
+    }
+
     /// Waits while the clock's inbox is full; a stopped clock takes nothing.
     async fn send(&self, cmd: ChannelCommand) {
         let _ = self.clock.send(ClockCommand::To(self.id, cmd)).await;

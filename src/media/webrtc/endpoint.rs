@@ -112,6 +112,11 @@ pub struct Endpoint {
     /// A state change not yet taken by [`Endpoint::poll_state`].
     changed: bool,
     answered: bool,
+    /// The browser's ICE username fragment and DTLS fingerprint, from its
+    /// answer: a later offer must keep them (no ICE restart, same DTLS).
+    theirs: Option<(String, String)>,
+    /// Our SDP's version (`o=`), raised by each answer to a re-offer.
+    version: u64,
     /// When the browser was last heard (a datagram the connection took),
     /// or answered.
     heard_at: Instant,
@@ -346,6 +351,8 @@ impl Endpoint {
                 state: LinkState::Connecting,
                 changed: false,
                 answered: false,
+                theirs: None,
+                version: 0,
                 heard_at: now,
                 consent: settings.consent_timeout,
                 opus,
@@ -381,9 +388,53 @@ impl Endpoint {
         self.pc
             .set_remote_description(now, answer)
             .map_err(|e| WebRtcError::Answer(e.to_string()))?;
+        self.theirs = sdp_attribute(sdp, "ice-ufrag").zip(sdp_attribute(sdp, "fingerprint"));
         self.answered = true;
         self.heard_at = now;
         Ok(())
+    }
+
+    /// A browser phone's re-offer on the same connection (a SIP phone's
+    /// re-INVITE: JsSIP's hold and resume). Only a change of direction is
+    /// taken: the same ICE credentials and DTLS fingerprint (no restart)
+    /// and our codec among its formats. Returns our answer, the session
+    /// as it is with the direction that answers theirs, and whether the
+    /// browser holds the call (it no longer receives).
+    pub fn reanswer(&mut self, offer: &str) -> Result<(String, bool), WebRtcError> {
+        let refuse = |why: &str| Err(WebRtcError::Answer(why.to_owned()));
+        let Some((ufrag, fingerprint)) = self.theirs.clone() else {
+            return refuse("a re-offer before the first answer");
+        };
+        if sdp_attribute(offer, "ice-ufrag").as_deref() != Some(ufrag.as_str())
+            || sdp_attribute(offer, "fingerprint").as_deref() != Some(fingerprint.as_str())
+        {
+            return refuse("a re-offer with new ICE credentials or DTLS keys (a restart)");
+        }
+        let Some(ours) = self.pc.local_description().map(|d| d.sdp.clone()) else {
+            return refuse("no session of ours");
+        };
+        let codec_pt = match self.opus {
+            Some(_) => OPUS_PT.to_string(),
+            None => m_line_formats(&ours)
+                .first()
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
+        };
+        if !m_line_formats(offer).contains(&codec_pt.as_str()) {
+            return refuse("a re-offer without the session's codec");
+        }
+        let theirs = direction(offer);
+        let answer_direction = match theirs {
+            "sendonly" => "recvonly",
+            "recvonly" => "sendonly",
+            "inactive" => "inactive",
+            _ => "sendrecv",
+        };
+        self.version += 1;
+        Ok((
+            reanswered(&ours, answer_direction, self.version),
+            !matches!(theirs, "sendrecv" | "recvonly"),
+        ))
     }
 
     /// A trickled candidate from the browser. An ICE-lite endpoint learns
@@ -508,6 +559,59 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The value of the first `a=NAME:` line of `sdp`.
+fn sdp_attribute(sdp: &str, name: &str) -> Option<String> {
+    let prefix = format!("a={name}:");
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix(prefix.as_str()))
+        .map(str::to_owned)
+}
+
+/// The formats of the first audio m-line.
+fn m_line_formats(sdp: &str) -> Vec<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("m=audio "))
+        .map(|rest| rest.split(' ').skip(2).collect())
+        .unwrap_or_default()
+}
+
+/// The direction an SDP (its one audio section, else the session) asks.
+fn direction(sdp: &str) -> &'static str {
+    let mut found = "sendrecv";
+    for l in sdp.lines().map(str::trim_end) {
+        for d in ["sendrecv", "sendonly", "recvonly", "inactive"] {
+            if l.strip_prefix("a=") == Some(d) {
+                found = d;
+            }
+        }
+    }
+    found
+}
+
+/// Our first offer as an answer to a re-offer: the DTLS role we took
+/// (passive: the browser is the client), the direction, a new version.
+fn reanswered(ours: &str, direction: &str, version: u64) -> String {
+    let mut out = String::with_capacity(ours.len() + 16);
+    for l in ours.lines().map(str::trim_end) {
+        let line = match l {
+            "a=setup:actpass" => "a=setup:passive".to_owned(),
+            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive" => format!("a={direction}"),
+            _ if l.starts_with("o=") => {
+                let mut f: Vec<String> = l.split(' ').map(str::to_owned).collect();
+                if let Some(v) = f.get_mut(2) {
+                    let base: u64 = v.parse().unwrap_or(0);
+                    *v = base.wrapping_add(version).to_string();
+                }
+                f.join(" ")
+            }
+            _ => l.to_owned(),
+        };
+        out.push_str(&line);
+        out.push_str("\r\n");
+    }
+    out
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ struct Browser {
     peer: super::super::peer::Peer,
     connected: bool,
     received: Vec<(RtpInfo, Bytes)>,
+    /// Its answer (SDP).
+    sdp: String,
 }
 
 impl Browser {
@@ -33,6 +35,7 @@ impl Browser {
                 peer,
                 connected: false,
                 received: Vec::new(),
+                sdp: answer.clone(),
             },
             answer,
         )
@@ -280,4 +283,49 @@ fn two_endpoints_have_different_ufrags() {
     let (b, _) = Endpoint::offer(&settings(), Codec::Pcmu, 2, now).unwrap();
     assert_ne!(a.ufrag(), b.ufrag());
     assert_eq!(a.ufrag().len(), 16);
+}
+
+#[test]
+fn a_browser_phones_re_offer_changes_direction_only_and_says_whether_it_holds() {
+    let start = Instant::now();
+    let (mut engine, browser) = connected_pair(start);
+    // JsSIP's hold: the browser offers again on the same connection,
+    // sending only (its answer's credentials, the DTLS role open again).
+    let reoffer = |direction: &str| {
+        browser
+            .sdp
+            .replace("a=setup:active", "a=setup:actpass")
+            .replace("a=sendrecv", &format!("a={direction}"))
+    };
+    let (answer, holds) = engine.reanswer(&reoffer("sendonly")).unwrap();
+    assert!(holds);
+    assert!(answer.contains("a=recvonly"), "{answer}");
+    assert!(answer.contains("a=setup:passive"), "{answer}");
+    assert!(!answer.contains("a=sendrecv"), "{answer}");
+    assert!(answer.contains(engine.ufrag()), "{answer}");
+    let version = |sdp: &str| -> u64 {
+        let o = sdp.lines().find(|l| l.starts_with("o=")).unwrap();
+        o.split(' ').nth(2).unwrap().parse().unwrap()
+    };
+    let (resumed, holds) = engine.reanswer(&reoffer("sendrecv")).unwrap();
+    assert!(!holds);
+    assert!(resumed.contains("a=sendrecv"), "{resumed}");
+    assert_eq!(version(&resumed), version(&answer) + 1);
+    let (_, holds) = engine.reanswer(&reoffer("inactive")).unwrap();
+    assert!(holds);
+    // An ICE restart, other DTLS keys or another codec: refused.
+    let ufrag = browser
+        .sdp
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .to_owned();
+    let restart = reoffer("sendrecv").replace(&format!("a=ice-ufrag:{ufrag}"), "a=ice-ufrag:zzzz");
+    assert!(engine.reanswer(&restart).is_err());
+    let fingerprint =
+        reoffer("sendrecv").replace("a=fingerprint:sha-256 ", "a=fingerprint:sha-256 00:");
+    assert!(engine.reanswer(&fingerprint).is_err());
+    let other_codec = reoffer("sendrecv").replace("SAVPF 0 101", "SAVPF 8 101");
+    assert!(engine.reanswer(&other_codec).is_err());
+    assert_eq!(engine.state(), LinkState::Connected);
 }
