@@ -104,6 +104,14 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     assert_eq!(record["disposition"], "1", "{record}");
     assert_eq!(record["agent"], "1001", "{record}");
     assert!(record["hold_ms"].as_i64().unwrap_or(0) >= 2500, "{record}");
+    // The browser leg's quality is measured like a phone's: what the
+    // engine received from the page, and a MOS from it.
+    let agent_leg = record["quality"]
+        .as_array()
+        .and_then(|legs| legs.iter().find(|l| l["leg"] == "agent"))
+        .unwrap_or_else(|| panic!("no agent leg in the record: {record}"));
+    assert!(agent_leg["received"].as_u64() > Some(100), "{record}");
+    assert!(agent_leg["mos"].as_f64() > Some(4.0), "{record}");
     // The wrap-up ends by its time; the page is idle again, and its
     // figures count the call.
     wait_agent_state(&engine, "1001", "available", Duration::from_secs(6));

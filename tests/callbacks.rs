@@ -1016,21 +1016,7 @@ fn delivered(engine: &Engine, carrier: (std::process::Child, PathBuf), agent: st
     assert_eq!(dialled(&carrier.1), vec!["+12125550123".to_owned()]);
     wait_attempts(engine, &["connected"]);
     // The delivery's record has both legs' figures.
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    let record = loop {
-        let records = common::cdrs(engine);
-        if let Some(r) = records
-            .iter()
-            .find(|r| r["outcome"] == "callback-completed")
-        {
-            break r.clone();
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "no delivery record: {records:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let record = delivery_record(engine);
     let legs: Vec<&str> = record["quality"]
         .as_array()
         .map(|l| l.iter().filter_map(|l| l["leg"].as_str()).collect())
@@ -1041,6 +1027,25 @@ fn delivered(engine: &Engine, carrier: (std::process::Child, PathBuf), agent: st
         assert!(leg["received"].as_u64() > Some(0), "{record}");
     }
     assert!(record["mos"].as_f64().is_some(), "{record}");
+}
+
+/// The record of the delivered callback (waiting up to 5 s for it).
+fn delivery_record(engine: &Engine) -> serde_json::Value {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let records = common::cdrs(engine);
+        if let Some(r) = records
+            .iter()
+            .find(|r| r["outcome"] == "callback-completed")
+        {
+            return r.clone();
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no delivery record: {records:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The carrier trunk with its proxy given by name (`sip:NAME[:PORT]`), and
@@ -1242,5 +1247,12 @@ fn a_callback_rings_the_agents_desktop_and_bridges_the_customer_to_the_browser()
     );
     assert_eq!(dialled(&log), vec!["+12125550123".to_owned()]);
     wait_attempts(&engine, &["connected"]);
+    // The delivery's record has the browser leg's figures as the agent's.
+    let record = delivery_record(&engine);
+    assert_eq!(record["quality"][1]["leg"], "agent", "{record}");
+    assert!(
+        record["quality"][1]["received"].as_u64() > Some(50),
+        "{record}"
+    );
     drop(ws);
 }

@@ -480,6 +480,21 @@ impl Driver {
                     peer: leg.and_then(|l| l.peer),
                 }
             }
+            LegEvent::BrowserAnswered { agent, stream } => {
+                // The browser's channel is the leg's now: its quality is
+                // the agent leg's, as a phone's is.
+                if let Some(l) = self.leg.as_ref() {
+                    self.ctx.calls.add_leg(
+                        &self.call_id,
+                        live::LegHandle {
+                            leg: "agent",
+                            who: Some(agent.clone()),
+                            handle: l.media.quality(),
+                        },
+                    );
+                }
+                Input::Leg(LegEvent::BrowserAnswered { agent, stream })
+            }
             ev => Input::Leg(ev),
         }
     }
