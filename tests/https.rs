@@ -1,7 +1,8 @@
 //! HTTPS on the HTTP listener (`http.tls`): the API and the agent desktop
 //! over TLS with a certificate of the test's own CA, the session cookie
 //! `Secure`, a plain HTTP request told to use HTTPS, a silent client closed
-//! within the message timeout, and the certificate read again on SIGHUP.
+//! within the message timeout, SIP over secure WebSocket (wss) at `/sip`,
+//! and the certificate read again on SIGHUP.
 //! Off this machine (the engine in a network namespace of the test's
 //! own), the desktop is refused over plain HTTP while the API still
 //! answers, and over HTTPS headless Chromium gets a secure context: the
@@ -92,6 +93,46 @@ fn fetch(
     })
 }
 
+/// A REGISTER over `wss://127.0.0.1:PORT/sip` (subprotocol `sip`),
+/// trusting only `ca`: the engine's first answer.
+async fn sip_over_wss(port: u16, ca: &Path) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let config = hotline::tls::client_config(Some(ca)).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = hotline::tls::server_name("127.0.0.1").unwrap();
+    let tls = hotline::tls::connector(config)
+        .connect(name, tcp)
+        .await
+        .expect("a TLS handshake");
+    let mut req = format!("wss://127.0.0.1:{port}/sip")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("a WebSocket over TLS");
+    let register = "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKwss1\r\n\
+Max-Forwards: 70\r\nTo: <sip:1001@127.0.0.1>\r\nFrom: <sip:1001@127.0.0.1>;tag=wss1\r\n\
+Call-ID: wss-register-1\r\nCSeq: 1 REGISTER\r\n\
+Contact: <sip:1001@df7jal23ls0d.invalid;transport=ws>;expires=600\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+    ws.send(Message::Text(register.into())).await.unwrap();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no answer over wss")
+            .expect("closed")
+            .unwrap();
+        if let Message::Text(t) = msg {
+            return t.to_string();
+        }
+    }
+}
+
 const LOGIN: &str = r#"{"agent":"1001","password":"1001pass"}"#;
 
 #[test]
@@ -159,6 +200,11 @@ fn over_https_the_api_and_the_desktop_answer_and_plain_http_is_told_to_use_https
             metrics.body
         );
     }
+
+    // SIP over secure WebSocket (wss) on the same listener: a browser
+    // phone's REGISTER is challenged as over ws.
+    let challenge = rt.block_on(sip_over_wss(engine.ports.http(), &ca.0));
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
 
     // A renewed certificate (of another CA) on disk, then SIGHUP: new
     // connections get it, without a restart.
