@@ -111,10 +111,21 @@ impl Transcoder {
         if info.payload_type != OPUS_PT {
             return None;
         }
-        let n = self
-            .decoder
-            .decode(payload, MAX_DECODED, &mut self.decoded)
-            .ok()?;
+        // What a browser sends reaches a decoder that is not ours: should
+        // it panic on some packet, the packet is dropped and the decoder
+        // made anew, and the media clock goes on.
+        let (decoder, decoded) = (&mut self.decoder, &mut self.decoded);
+        let n = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoder.decode(payload, MAX_DECODED, decoded)
+        })) {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) => return None,
+            Err(_) => {
+                metrics::counter!("hotline_opus_decoder_panics_total").increment(1);
+                self.decoder = OpusDecoder::new(RATE, 1).ok()?;
+                return None;
+            }
+        };
         let timestamp = self.on_our_clock(info.timestamp);
         let encode = match self.g711 {
             Codec::Pcmu => g711::ulaw_encode,
