@@ -346,3 +346,21 @@ async fn use_my_desk_phone_rings_the_registered_sip_phone_with_the_pop_on_the_pa
     let _ = desk_phone.kill();
     let _ = desk_phone.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_webrtc_the_desktop_is_a_screen_and_calls_ring_the_desk_phone() {
+    let engine =
+        Engine::start("agents:\n  - { id: '1001', password: 1001pass, queues: [support] }\n");
+    let (status, cookie, _) = desktop::login(&engine, "1001", "1001pass");
+    assert_eq!(status, 200);
+    let mut ws = desktop::connect(&engine, &cookie.unwrap()).await.unwrap();
+    let hello = next_of(&mut ws, "hello", Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(hello["webrtc"], false);
+    // No browser phone: the ACD never offers a call to a browser leg the
+    // engine could not open (which would be counted against the agent).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, body) = api_get(&engine, "/api/agents/1001");
+    assert!(body.contains("\"browser\":false"), "{body}");
+}

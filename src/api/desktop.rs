@@ -508,14 +508,19 @@ async fn phone(mut socket: WebSocket, state: Arc<ApiState>, s: Session) {
     let agent = s.agent.clone();
     let (tx, mut rx) = mpsc::channel::<ToPage>(PAGE_QUEUE);
     state.phones.attach(&agent, s.id, tx);
+    // Without `webrtc:` there are no browser legs: the page is the
+    // agent's screen, its calls ring the desk phone.
+    let webrtc = state.config().webrtc.is_some();
     state
         .acd
         .send(Input::Browser {
             agent: agent.clone(),
-            on: true,
+            on: webrtc,
         })
         .await;
-    info!(%agent, "the agent's browser phone is on");
+    if webrtc {
+        info!(%agent, "the agent's browser phone is on");
+    }
     let mut events = state.events.subscribe();
     let config = state.config();
     let hello = serde_json::json!({
@@ -561,7 +566,7 @@ async fn phone(mut socket: WebSocket, state: Arc<ApiState>, s: Session) {
                     Ok(PageSays::Phone { desk: d }) => {
                         desk = d;
                         info!(%agent, desk, "the agent's phone");
-                        state.acd.send(Input::Browser { agent: agent.clone(), on: !desk }).await;
+                        state.acd.send(Input::Browser { agent: agent.clone(), on: webrtc && !desk }).await;
                         Some(serde_json::json!({ "type": "phone", "desk": desk }).to_string())
                     }
                     _ => said(&state, &agent, text.as_str()),

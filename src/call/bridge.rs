@@ -267,6 +267,7 @@ impl CallState {
             }
             LegEvent::Media(_) => {}
             LegEvent::Failed(e) => self.fail_leg(Failure::Unreachable(e)),
+            LegEvent::NotPlaced(why) => self.leg_not_placed(why),
             LegEvent::BrowserAnswered { agent, stream } => self.on_browser_answered(agent, stream),
             LegEvent::ConnectionLost => self.connection_lost(),
             LegEvent::Hold(on) => self.agent_hold(on),
@@ -514,6 +515,20 @@ impl CallState {
     /// The second leg did not come up: it is dropped (CANCEL or BYE). A
     /// transfer takes the flow's error path; an agent's miss goes back to
     /// the ACD, and the caller keeps their place and their music.
+    /// Nothing could be rung for a want of ours: to the ACD the offer was
+    /// not placed (the agents miss nothing, the caller keeps their place).
+    fn leg_not_placed(&mut self, why: String) {
+        let purpose = self.leg.as_ref().map(|l| l.purpose.clone());
+        if purpose != Some(Purpose::Agents) {
+            return self.fail_leg(Failure::Resources(why));
+        }
+        self.leg = None;
+        self.push(Do::DropLeg);
+        warn!(error = %why, "the agents could not be rung; the caller keeps their place");
+        let call = self.call_id.clone();
+        self.tell_acd(AcdInput::NotPlaced { call });
+    }
+
     fn fail_leg(&mut self, why: Failure) {
         let Some(leg) = self.leg.take() else {
             return;

@@ -100,7 +100,8 @@ impl Driver {
                             leg.dial_webrtc(&self.ctx.dialer, call, agent, m, codec);
                         }
                         Err(e) => {
-                            warn!(target = %call.target, error = %e, "no WebRTC media for the browser phone")
+                            warn!(target = %call.target, error = %e, "no WebRTC media for the browser phone");
+                            leg.not_placed(e.to_string());
                         }
                     }
                 }
@@ -124,7 +125,10 @@ impl Driver {
                                 pop.clone(),
                             );
                         }
-                        Err(e) => warn!(%agent, error = %e, "no browser leg for the agent"),
+                        Err(e) => {
+                            warn!(%agent, error = %e, "no browser leg for the agent");
+                            leg.not_placed(e.to_string());
+                        }
                     }
                 }
                 self.leg = Some(leg);

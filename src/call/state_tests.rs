@@ -916,3 +916,24 @@ fn a_sensitive_collect_hides_its_keys_and_masks_its_variable_outside_the_flow() 
     assert!(!cdr.vars.contains("4111111111111111"), "{}", cdr.vars);
     assert!(cdr.vars.contains("****1111"), "{}", cdr.vars);
 }
+
+#[test]
+fn agents_that_could_not_be_rung_for_a_want_of_ours_are_not_counted_as_missing_the_caller() {
+    let mut sim = Sim::queued(&flow_to("support"));
+    sim.input(Input::History(Vec::new()));
+    sim.offer(&["alice"], s(15));
+    sim.take();
+    // The agent's browser leg could not be opened: nothing rang.
+    sim.input(Input::Leg(LegEvent::NotPlaced("no WebRTC port".into())));
+    let out = sim.take();
+    assert!(out.iter().any(|d| matches!(d, Do::DropLeg)));
+    assert!(
+        matches!(Sim::acd(&out)[..], [AcdInput::NotPlaced { .. }]),
+        "{out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|d| matches!(d, Do::Media(MediaDo::Play(PlayOp::Stop)))),
+        "the caller keeps their music"
+    );
+}

@@ -352,7 +352,10 @@ impl Attempt {
                             pop.clone(),
                         );
                     }
-                    Err(e) => warn!(agent = %a.agent, error = %e, "no browser leg for the agent"),
+                    Err(e) => {
+                        warn!(agent = %a.agent, error = %e, "no browser leg for the agent");
+                        leg.not_placed(e.to_string());
+                    }
                 }
                 continue;
             }
@@ -382,7 +385,8 @@ impl Attempt {
                         leg.dial_webrtc(&self.ctx.dialer, call, Some(a.agent.clone()), m, codec);
                     }
                     Err(e) => {
-                        warn!(agent = %a.agent, error = %e, "no WebRTC media for the browser phone")
+                        warn!(agent = %a.agent, error = %e, "no WebRTC media for the browser phone");
+                        leg.not_placed(e.to_string());
                     }
                 }
             }

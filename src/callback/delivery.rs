@@ -387,6 +387,13 @@ impl Delivery {
                 self.out.push_back(Do::ConnectBrowser { stream });
                 self.agent_answered(agent);
             }
+            LegEvent::NotPlaced(why) => {
+                warn!(callback = self.setup.id, error = %why, "the agent could not be rung; the callback keeps its place");
+                self.out.push_back(Do::Hangup(Side::Agent));
+                self.agent_missed(AcdInput::NotPlaced {
+                    call: self.setup.acd_id.clone(),
+                });
+            }
             LegEvent::Rejected(_)
             | LegEvent::Failed(_)
             | LegEvent::NoAnswer

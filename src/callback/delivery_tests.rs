@@ -535,3 +535,23 @@ fn an_agent_at_the_desktop_takes_the_callback_and_a_lost_browser_ends_it_as_a_ha
     );
     assert!(d.is_over());
 }
+
+#[test]
+fn an_agent_that_could_not_be_rung_for_a_want_of_ours_leaves_the_callback_in_place_unmissed() {
+    let t = Instant::now();
+    let mut d = Delivery::start(setup(Order::AgentFirst));
+    drain(&mut d);
+    let out = step(
+        &mut d,
+        In::Leg(Side::Agent, LegEvent::NotPlaced("no WebRTC port".into())),
+        t,
+    );
+    assert_eq!(
+        acd(&out),
+        vec![&AcdInput::NotPlaced {
+            call: "callback-7".into()
+        }]
+    );
+    assert_eq!(reports(&out), vec![&Progress::AgentMissed]);
+    assert!(d.is_over());
+}

@@ -95,6 +95,9 @@ pub struct Leg {
     /// The last refusal, reported when every branch is over.
     last_status: Option<u16>,
     last_failure: Option<String>,
+    /// Something could not be rung for a want of our own (no media for
+    /// a browser leg): with nothing rung, the leg is not placed.
+    our_want: Option<String>,
 }
 
 /// What happened on the leg.
@@ -112,6 +115,9 @@ pub enum LegEvent {
     Rejected(u16),
     /// No INVITE could be sent (or every branch failed so).
     Failed(String),
+    /// Nothing was rung, for a want of ours (no media for the agent's
+    /// browser leg): not the agents' doing.
+    NotPlaced(String),
     /// Ringing too long.
     NoAnswer,
     /// Bridged, but the leg stopped answering checks (its phone died
@@ -162,7 +168,13 @@ impl Leg {
             check_deadline: None,
             last_status: None,
             last_failure: None,
+            our_want: None,
         }
+    }
+
+    /// A phone (an agent's browser) could not be rung for a want of ours.
+    pub fn not_placed(&mut self, why: String) {
+        self.our_want = Some(why);
     }
 
     /// Rings one more phone.
@@ -448,6 +460,10 @@ impl Leg {
         // Nothing could be rung at all (no phone, no page): said once.
         if self.winner.is_none() && self.all_over() && !self.told_empty {
             self.told_empty = true;
+            let nothing_rung = self.branches.is_empty() && self.browsers.is_empty();
+            if let Some(why) = self.our_want.take().filter(|_| nothing_rung) {
+                return LegEvent::NotPlaced(why);
+            }
             return self.report();
         }
         loop {
