@@ -113,7 +113,7 @@ registrar: {{ keepalive: 0s }}\ncalls: {{ leg-check: 0s }}\nwebrtc: {{ port: {} 
     browser.eval("window.session.hold(); true");
     browser.dom_when("window.session.isOnHold().local === true");
     std::thread::sleep(Duration::from_millis(500));
-    let held = common::tones::listen(&caller, Duration::from_secs(2))
+    let held = common::tones::listen(&caller, Duration::from_secs(3))
         .join()
         .unwrap();
     assert!(held.len() >= 4000, "the caller heard nothing on hold");
@@ -124,7 +124,7 @@ registrar: {{ keepalive: 0s }}\ncalls: {{ leg-check: 0s }}\nwebrtc: {{ port: {} 
     );
     browser.eval("window.session.unhold(); true");
     browser.dom_when("window.session.isOnHold().local === false");
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(300));
     common::tones::assert_hears_the_browser(
         &common::tones::listen(&caller, Duration::from_secs(3))
             .join()
