@@ -599,8 +599,13 @@ impl Channel {
         let Some(mut link) = self.browser.take() else {
             return;
         };
+        // Each datagram's RTP is taken with the time it arrived, so the
+        // leg's jitter is the network's, not the tick's.
         while let Ok(d) = link.inbox.try_recv() {
             link.endpoint.receive(d.from, d.bytes, now);
+            while let Some((info, payload)) = link.endpoint.poll_rtp() {
+                self.take_rtp(info, &payload, Some(d.at), now, stats);
+            }
         }
         link.endpoint.tick(now);
         flush_browser(&mut link, &self.socket, stats);

@@ -33,6 +33,9 @@ const REGISTRATIONS: usize = 256;
 pub struct Datagram {
     pub from: SocketAddr,
     pub bytes: BytesMut,
+    /// When the shared port's task read it (wall clock since the epoch):
+    /// its arrival, for the leg's jitter.
+    pub at: std::time::Duration,
 }
 
 /// A leg as its channel holds it: the endpoint, the datagrams routed to
@@ -142,7 +145,10 @@ async fn demux(socket: tokio::net::UdpSocket, mut registrations: mpsc::Receiver<
                     metrics::counter!("hotline_webrtc_unrouted_total").increment(1);
                     continue;
                 };
-                let datagram = Datagram { from, bytes: BytesMut::from(packet) };
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let datagram = Datagram { from, bytes: BytesMut::from(packet), at };
                 match inbox.try_send(datagram) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
