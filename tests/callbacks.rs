@@ -1061,14 +1061,8 @@ fn a_callback_over_a_trunk_named_in_dns_reaches_the_srv_target_that_answers() {
     let (dns_port, down_port, up_port) = (p.spare(0), p.spare(1), p.spare(2));
     // The first target (priority 10) is silent: a socket of ours that
     // only listens. The second (priority 20) is the carrier's SIPp.
-    let silent = common::raw::peer(down_port);
-    let dir = std::env::temp_dir().join(format!("hotline-dns-{}-{}", std::process::id(), p.base));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dns = common::dnsmasq::Dnsmasq::start(
-        dns_port,
-        &dir,
-        &common::dnsmasq::Dnsmasq::two_targets("carrier.test", down_port, up_port),
-    );
+    let (dns, silent, dir) =
+        common::dnsmasq::Dnsmasq::with_two_targets(dns_port, "carrier.test", down_port, up_port);
     let engine = engine_with(
         &trunks_named("sip:carrier.test", &dns, "failover-after: 2s"),
         "retry-delay: 2s, whisper: false",

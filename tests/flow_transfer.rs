@@ -85,14 +85,8 @@ fn a_transfer_to_a_name_in_dns_goes_to_the_srv_target_that_answers() {
     let (dns_port, down_port, up_port) = (p.spare(0), p.spare(10), p.spare(20));
     // NAPTR then SRV: the first target (priority 10) is a socket of ours
     // that only listens; the second (priority 20) is an answering SIPp.
-    let silent = common::raw::peer(down_port);
-    let dir = std::env::temp_dir().join(format!("hotline-dns-{}-{}", std::process::id(), p.base));
-    std::fs::create_dir_all(&dir).unwrap();
-    let dns = common::dnsmasq::Dnsmasq::start(
-        dns_port,
-        &dir,
-        &common::dnsmasq::Dnsmasq::two_targets("desk.test", down_port, up_port),
-    );
+    let (dns, silent, dir) =
+        common::dnsmasq::Dnsmasq::with_two_targets(dns_port, "desk.test", down_port, up_port);
     let engine = Engine::with_flow(
         "entry: hello\nnodes:\n  hello: { play: greeting, next: xfer }\n  xfer: { transfer: desk, on-error: sorry }\n  sorry: { hangup: menu/closed }\n",
         &format!(

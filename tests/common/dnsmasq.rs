@@ -63,6 +63,22 @@ impl Dnsmasq {
         d
     }
 
+    /// dnsmasq on `port` (in a directory of its own, returned to be
+    /// removed) serving [`Dnsmasq::two_targets`] of `domain`, and the first
+    /// target: a socket on `first` that only listens.
+    pub fn with_two_targets(
+        port: u16,
+        domain: &str,
+        first: u16,
+        second: u16,
+    ) -> (Dnsmasq, std::net::UdpSocket, PathBuf) {
+        let silent = super::raw::peer(first);
+        let dir = std::env::temp_dir().join(format!("hotline-dns-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dns = Dnsmasq::start(port, &dir, &Dnsmasq::two_targets(domain, first, second));
+        (dns, silent, dir)
+    }
+
     /// NAPTR and SRV records of `domain` (UDP) for two targets on
     /// 127.0.0.1: `down.DOMAIN` on `first` (priority 10) and `up.DOMAIN`
     /// on `second` (priority 20).
