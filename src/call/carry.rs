@@ -88,48 +88,26 @@ impl Driver {
                     offers.push((call, agent));
                 }
                 let mut leg = leg::Leg::new(purpose, target, media, origin, ring_timeout);
-                for (mut call, agent) in offers {
-                    if !call.webrtc {
-                        leg.dial(&self.ctx.dialer, call, agent);
-                        continue;
-                    }
-                    // A browser phone over WebSocket: a WebRTC offer of its own.
-                    match self.ctx.media.open_browser(&self.media, codec).await {
-                        Ok((m, offer)) => {
-                            call.sdp = offer.into_bytes();
-                            leg.dial_webrtc(&self.ctx.dialer, call, agent, m, codec);
-                        }
-                        Err(e) => {
-                            warn!(target = %call.target, error = %e, "no WebRTC media for the browser phone");
-                            leg.not_placed(e.to_string());
-                        }
-                    }
+                for (call, agent) in offers {
+                    leg.dial_phone(&self.ctx.media, &self.ctx.dialer, call, agent, codec)
+                        .await;
                 }
                 let ice_servers = (self.ctx.config.webrtc.as_ref())
                     .map(|w| w.ice_servers.clone())
                     .unwrap_or_default();
                 for agent in browsers {
-                    // On the caller's clock, in the caller's codec: relayed
-                    // as it comes, never transcoded.
-                    match self.ctx.media.open_browser(&self.media, codec).await {
-                        Ok((m, offer)) => {
-                            info!(%agent, "ringing the agent's browser");
-                            leg.ring_browser(
-                                &self.ctx.phones,
-                                &self.call_id,
-                                agent,
-                                codec,
-                                m,
-                                offer,
-                                ice_servers.clone(),
-                                pop.clone(),
-                            );
-                        }
-                        Err(e) => {
-                            warn!(%agent, error = %e, "no browser leg for the agent");
-                            leg.not_placed(e.to_string());
-                        }
-                    }
+                    // On the caller's clock, in the caller's codec.
+                    let (phones, ice) = (&self.ctx.phones, ice_servers.clone());
+                    leg.ring_desktop(
+                        &self.ctx.media,
+                        phones,
+                        &self.call_id,
+                        agent,
+                        codec,
+                        ice,
+                        pop.clone(),
+                    )
+                    .await;
                 }
                 self.leg = Some(leg);
             }

@@ -338,30 +338,22 @@ impl Attempt {
         for a in agents {
             // At the desktop, the browser is the agent's phone.
             if a.browser {
-                match self.ctx.media.open_browser(&leg.media, codec).await {
-                    Ok((m, offer)) => {
-                        info!(agent = %a.agent, callback = cb.id, "ringing the agent's browser for a callback");
-                        leg.ring_browser(
-                            &self.ctx.phones,
-                            &self.acd_id,
-                            a.agent.clone(),
-                            codec,
-                            m,
-                            offer,
-                            ice_servers.clone(),
-                            pop.clone(),
-                        );
-                    }
-                    Err(e) => {
-                        warn!(agent = %a.agent, error = %e, "no browser leg for the agent");
-                        leg.not_placed(e.to_string());
-                    }
-                }
+                let (phones, ice) = (&self.ctx.phones, ice_servers.clone());
+                leg.ring_desktop(
+                    &self.ctx.media,
+                    phones,
+                    &self.acd_id,
+                    a.agent.clone(),
+                    codec,
+                    ice,
+                    pop.clone(),
+                )
+                .await;
                 continue;
             }
             for contact in &a.contacts {
                 info!(agent = %a.agent, contact = %contact.uri, callback = cb.id, "ringing the agent for a callback");
-                let mut call = OutboundCall {
+                let call = OutboundCall {
                     target: contact.uri.clone(),
                     from_user: cb.number.clone(),
                     from_display: Some(format!("Callback {}", cb.number)),
@@ -374,21 +366,9 @@ impl Attempt {
                     savp: false,
                     webrtc: contact.ws,
                 };
-                if !contact.ws {
-                    leg.dial(&self.ctx.dialer, call, Some(a.agent.clone()));
-                    continue;
-                }
-                // A browser phone over WebSocket: a WebRTC offer of its own.
-                match self.ctx.media.open_browser(&leg.media, codec).await {
-                    Ok((m, offer)) => {
-                        call.sdp = offer.into_bytes();
-                        leg.dial_webrtc(&self.ctx.dialer, call, Some(a.agent.clone()), m, codec);
-                    }
-                    Err(e) => {
-                        warn!(agent = %a.agent, error = %e, "no WebRTC media for the browser phone");
-                        leg.not_placed(e.to_string());
-                    }
-                }
+                let agent = Some(a.agent.clone());
+                leg.dial_phone(&self.ctx.media, &self.ctx.dialer, call, agent, codec)
+                    .await;
             }
         }
         Ok(leg)

@@ -184,6 +184,57 @@ impl Leg {
 
     /// Rings a browser phone registered over WebSocket: `call`'s SDP is the
     /// offer of `media`, a WebRTC channel sending `codec`.
+    /// Rings `call`: a phone over SIP as it is, a browser phone over
+    /// WebSocket (`call.webrtc`) with a WebRTC offer of its own, opened
+    /// by `engine` on this leg's media clock.
+    pub async fn dial_phone(
+        &mut self,
+        engine: &std::sync::Arc<crate::media::MediaEngine>,
+        dialer: &Dialer,
+        mut call: OutboundCall,
+        agent: Option<String>,
+        codec: crate::sdp::Codec,
+    ) {
+        if !call.webrtc {
+            return self.dial(dialer, call, agent);
+        }
+        match engine.open_browser(&self.media, codec).await {
+            Ok((m, offer)) => {
+                call.sdp = offer.into_bytes();
+                self.dial_webrtc(dialer, call, agent, m, codec);
+            }
+            Err(e) => {
+                tracing::warn!(target = %call.target, error = %e, "no WebRTC media for the browser phone");
+                self.not_placed(e.to_string());
+            }
+        }
+    }
+
+    /// Rings `agent`'s desktop page for `call` with a WebRTC offer of its
+    /// own (in `codec`, on this leg's media clock), the screen `pop` shown.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn ring_desktop(
+        &mut self,
+        engine: &std::sync::Arc<crate::media::MediaEngine>,
+        phones: &BrowserPhones,
+        call: &str,
+        agent: String,
+        codec: crate::sdp::Codec,
+        ice_servers: Vec<crate::config::IceServer>,
+        pop: serde_json::Value,
+    ) {
+        match engine.open_browser(&self.media, codec).await {
+            Ok((m, offer)) => {
+                tracing::info!(%agent, %call, "ringing the agent's browser");
+                self.ring_browser(phones, call, agent, codec, m, offer, ice_servers, pop);
+            }
+            Err(e) => {
+                tracing::warn!(%agent, error = %e, "no browser leg for the agent");
+                self.not_placed(e.to_string());
+            }
+        }
+    }
+
     pub fn dial_webrtc(
         &mut self,
         dialer: &Dialer,
