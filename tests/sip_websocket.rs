@@ -12,7 +12,7 @@ use hotline::sip::digest::{self, Algorithm};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{agent_state, api_get, Engine};
+use common::{api_get, wait_agent_state, Engine};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -133,8 +133,13 @@ async fn a_browser_phone_registers_over_websocket_with_digest_and_unregisters_by
     let ok = next(&mut ws).await;
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     assert!(ok.contains("df7jal23ls0d.invalid"), "{ok}");
+    // The binding reaches the ACD a moment after the 200 is sent.
+    let until = Instant::now() + Duration::from_secs(3);
+    while contacts(&engine) != 1 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(contacts(&engine), 1);
-    assert_eq!(agent_state(&engine, "1001").0, "available");
+    wait_agent_state(&engine, "1001", "available", Duration::from_secs(3));
 
     // The page goes: so does the registration.
     ws.close(None).await.unwrap();
