@@ -226,6 +226,9 @@ fn with_opus_the_page_talks_opus_and_the_caller_still_hears_and_is_heard() {
     browser.eval("document.getElementById('answer').click(); true");
     wait_agent_state(&engine, "1001", "on-call", Duration::from_secs(5));
     // The page answered with Opus at 48 kHz, and nothing else for audio.
+    // Answering can be clicked while the page still opens its microphone,
+    // before its SDP answer exists: wait for that answer.
+    browser.dom_when("!!(window.hotline.pc && window.hotline.pc.currentLocalDescription)");
     let answer = browser.eval("window.hotline.pc.currentLocalDescription.sdp");
     let answer = answer.as_str().unwrap_or_default().to_owned();
     let m_line = answer
