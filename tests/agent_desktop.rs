@@ -246,7 +246,7 @@ fn with_opus_the_page_talks_opus_and_the_caller_still_hears_and_is_heard() {
         "window.hotline.pc.getStats().then((s) => { s.forEach((r) => {
            if (r.type === 'inbound-rtp' && r.kind === 'audio') window.inCodec = s.get(r.codecId).mimeType; }); }); true",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    browser.dom_when("typeof window.inCodec === 'string'");
     assert_eq!(browser.eval("window.inCodec"), json!("audio/opus"));
     drop(caller);
 }
@@ -307,7 +307,7 @@ fn an_agent_behind_a_strict_firewall_connects_through_turn_only() {
            if (r.type === 'transport') pair = s.get(r.selectedCandidatePairId); });
            window.pathType = pair ? s.get(pair.localCandidateId).candidateType : 'none'; }); true",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    browser.dom_when("typeof window.pathType === 'string'");
     assert_eq!(browser.eval("window.pathType"), json!("relay"));
     drop(caller);
 }

@@ -104,8 +104,8 @@ registrar: {{ keepalive: 0s }}\ncalls: {{ leg-check: 0s }}\nwebrtc: {{ port: {} 
         "window.session.connection.getStats().then((s) => { s.forEach((r) => {
            if (r.type === 'inbound-rtp' && r.kind === 'audio') window.inbound = r.packetsReceived; }); }); true",
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let inbound = browser.eval("window.inbound || 0").as_f64().unwrap_or(0.0);
+    browser.dom_when("typeof window.inbound === 'number'");
+    let inbound = browser.eval("window.inbound").as_f64().unwrap_or(0.0);
     assert!(inbound >= 100.0, "JsSIP received {inbound} packets");
 
     // JsSIP holds (a re-INVITE, sendonly): the engine answers it, and the

@@ -11,6 +11,10 @@ const ESBUILD: &str = "esbuild@0.24.2";
 /// The bundled library (a script defining `JsSIP`).
 pub fn bundle() -> PathBuf {
     super::require("npm", "npm");
+    // The tests of one binary run at once: one installs, the others wait
+    // for it (two `npm install`s in one directory fail each other).
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = super::root().join("target/test-tools/jssip");
     let out = dir.join("jssip.js");
     if out.exists() {
