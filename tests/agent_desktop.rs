@@ -263,9 +263,29 @@ impl Drop for Turn {
 
 #[test]
 fn an_agent_behind_a_strict_firewall_connects_through_turn_only() {
+    through_turn_only(None);
+}
+
+/// TURN with a secret shared with coturn (`use-auth-secret`): the page
+/// gets credentials of its own agent that coturn accepts, never the secret.
+#[test]
+fn a_page_gets_turn_credentials_of_its_own_made_from_a_shared_secret() {
+    through_turn_only(Some("hotline-turn-secret-0123456789"));
+}
+
+/// An agent whose page may use only the TURN relay (coturn on loopback,
+/// with a fixed user or a shared `secret`) takes a call and is heard.
+fn through_turn_only(secret: Option<&str>) {
     common::require("turnserver", "coturn");
     let ports = common::Ports::next();
     let turn_port = ports.spare(10);
+    let auth = match secret {
+        None => vec!["--user=agent:turnpass".to_owned()],
+        Some(s) => vec![
+            "--use-auth-secret".to_owned(),
+            format!("--static-auth-secret={s}"),
+        ],
+    };
     let _turn = Turn(
         std::process::Command::new("turnserver")
             .args([
@@ -274,7 +294,6 @@ fn an_agent_behind_a_strict_firewall_connects_through_turn_only() {
                 "--relay-ip=127.0.0.1",
                 "--lt-cred-mech",
                 "--realm=hotline",
-                "--user=agent:turnpass",
                 "--no-tls",
                 "--no-dtls",
                 "--no-cli",
@@ -282,6 +301,7 @@ fn an_agent_behind_a_strict_firewall_connects_through_turn_only() {
                 "--simple-log",
                 "--log-file=stdout",
             ])
+            .args(&auth)
             .arg(format!("--listening-port={turn_port}"))
             .arg(format!("--min-port={}", ports.spare(20)))
             .arg(format!("--max-port={}", ports.spare(30)))
@@ -290,11 +310,34 @@ fn an_agent_behind_a_strict_firewall_connects_through_turn_only() {
             .spawn()
             .expect("cannot start turnserver"),
     );
+    let credentials = match secret {
+        None => "username: agent, credential: turnpass".to_owned(),
+        Some(s) => format!("secret: {s}"),
+    };
     let webrtc = format!(
-        "{{ port: {}, ice-transport-policy: relay, ice-servers: [{{ urls: ['turn:127.0.0.1:{turn_port}?transport=udp'], username: agent, credential: turnpass }}] }}",
+        "{{ port: {}, ice-transport-policy: relay, ice-servers: [{{ urls: ['turn:127.0.0.1:{turn_port}?transport=udp'], {credentials} }}] }}",
         ports.spare(0)
     );
     let (engine, mut browser) = desk(&ports, &webrtc);
+    if let Some(s) = secret {
+        // What the page was told: `EXPIRY:AGENT` and a credential, no secret.
+        let told = browser.eval("JSON.stringify(window.hotline.iceServers)");
+        let told = told.as_str().unwrap_or_default().to_owned();
+        assert!(!told.contains(s), "the page got the secret: {told}");
+        let servers: Vec<serde_json::Value> = serde_json::from_str(&told).unwrap();
+        let username = servers[0]["username"].as_str().unwrap_or_default();
+        let (expiry, agent) = username.split_once(':').unwrap_or_default();
+        assert_eq!(agent, "1001", "{told}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let expiry: u64 = expiry.parse().unwrap_or_default();
+        assert!(expiry > now + 3600, "{told}");
+        assert!(servers[0]["credential"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()));
+    }
     let caller = TestUa::call(engine.sip, ports.spare(2), ports.spare(3), "200", "0");
     browser.dom_when("!document.getElementById('ringing').hidden");
     browser.eval("document.getElementById('answer').click(); true");

@@ -527,7 +527,7 @@ async fn phone(mut socket: WebSocket, state: Arc<ApiState>, s: Session) {
         "type": "hello",
         "agent": agent,
         "name": config.agents.iter().find(|a| a.id == agent).and_then(|a| a.name.clone()),
-        "ice_servers": config.webrtc.as_ref().map(|w| w.ice_servers.clone()).unwrap_or_default(),
+        "ice_servers": config.webrtc.as_ref().map(|w| w.ice_servers_for(&agent)).unwrap_or_default(),
         "ice_transport_policy": config.webrtc.as_ref().map(|w| w.ice_transport_policy).unwrap_or_default(),
         "pause_reasons": config.desktop.pause_reasons,
         "webrtc": config.webrtc.is_some(),

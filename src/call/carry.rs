@@ -92,12 +92,14 @@ impl Driver {
                     leg.dial_phone(&self.ctx.media, &self.ctx.dialer, call, agent, codec)
                         .await;
                 }
-                let ice_servers = (self.ctx.config.webrtc.as_ref())
-                    .map(|w| w.ice_servers.clone())
-                    .unwrap_or_default();
+                let webrtc = self.ctx.config.webrtc.as_ref();
                 for agent in browsers {
-                    // On the caller's clock, in the caller's codec.
-                    let (phones, ice) = (&self.ctx.phones, ice_servers.clone());
+                    // On the caller's clock, in the caller's codec; the
+                    // page's TURN credentials are its agent's own.
+                    let phones = &self.ctx.phones;
+                    let ice = webrtc
+                        .map(|w| w.ice_servers_for(&agent))
+                        .unwrap_or_default();
                     leg.ring_desktop(
                         &self.ctx.media,
                         phones,

@@ -332,13 +332,14 @@ impl Attempt {
         // Browser legs carry G.711 (µ-law); the bridge converts to the
         // customer's A-law if need be.
         let codec = sdp::Codec::Pcmu;
-        let ice_servers = (self.ctx.config.webrtc.as_ref())
-            .map(|w| w.ice_servers.clone())
-            .unwrap_or_default();
+        let webrtc = self.ctx.config.webrtc.as_ref();
         for a in agents {
             // At the desktop, the browser is the agent's phone.
             if a.browser {
-                let (phones, ice) = (&self.ctx.phones, ice_servers.clone());
+                let phones = &self.ctx.phones;
+                let ice = webrtc
+                    .map(|w| w.ice_servers_for(&a.agent))
+                    .unwrap_or_default();
                 leg.ring_desktop(
                     &self.ctx.media,
                     phones,

@@ -12,7 +12,9 @@ pub mod schedule;
 mod webrtc;
 
 pub use addrs::PerFamily;
-pub use webrtc::{BrowserCodec, DesktopConfig, IceServer, IceTransportPolicy, WebRtcConfig};
+pub use webrtc::{
+    BrowserCodec, DesktopConfig, IceServer, IceTransportPolicy, PageIceServer, WebRtcConfig,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;

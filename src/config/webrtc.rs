@@ -1,9 +1,10 @@
 //! `webrtc:` browser legs, for agents who take calls in a browser tab.
 //! Absent: the engine opens no WebRTC port and has no browser legs.
 
+use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `webrtc:` the shared UDP port and what pages are told.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -55,16 +56,109 @@ fn consent_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// One entry of a page's `iceServers`.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
+/// One entry of `webrtc.ice-servers`: a STUN server, or a TURN server with
+/// either a fixed `username` and `credential` (every page gets the same)
+/// or a `secret` shared with the TURN server (coturn's `use-auth-secret`):
+/// each page then gets credentials of its own, for its agent, that expire
+/// after `credential-ttl`, and the secret never leaves the engine.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct IceServer {
     /// `stun:HOST:PORT`, `turn:HOST:PORT?transport=udp`, `turns:…`.
     pub urls: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub credential: Option<String>,
+    /// The TURN server's shared secret (the "TURN REST API" scheme).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// How long credentials made from `secret` are good for: longer than
+    /// the longest call (a relay's allocation is refreshed with them).
+    #[serde(default = "credential_ttl", deserialize_with = "super::de_duration")]
+    pub credential_ttl: Duration,
+}
+
+fn credential_ttl() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
+
+impl fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<hidden>");
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &hidden(&self.credential))
+            .field("secret", &hidden(&self.secret))
+            .field("credential_ttl", &self.credential_ttl)
+            .finish()
+    }
+}
+
+/// An entry of a page's `iceServers`, as the page gets it.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct PageIceServer {
+    pub urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl fmt::Debug for PageIceServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageIceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &self.credential.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
+}
+
+impl IceServer {
+    /// What `agent`'s page is told of this server at `unix_now` (seconds
+    /// since 1970): with a `secret`, the username is the expiry and the
+    /// agent (`EXPIRY:AGENT`) and the credential is base64 of its
+    /// HMAC-SHA1 under the secret, as coturn checks them.
+    pub fn for_page(&self, agent: &str, unix_now: u64) -> PageIceServer {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let (username, credential) = match &self.secret {
+            Some(secret) => {
+                let expiry = unix_now.saturating_add(self.credential_ttl.as_secs());
+                let username = format!("{expiry}:{agent}");
+                // An HMAC takes a key of any length.
+                let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
+                    .unwrap_or_else(|_| unreachable!("HMAC keys have any length"));
+                mac.update(username.as_bytes());
+                let tag = mac.finalize().into_bytes();
+                (
+                    Some(username),
+                    Some(base64::engine::general_purpose::STANDARD.encode(tag)),
+                )
+            }
+            None => (self.username.clone(), self.credential.clone()),
+        };
+        PageIceServer {
+            urls: self.urls.clone(),
+            username,
+            credential,
+        }
+    }
+}
+
+impl WebRtcConfig {
+    /// The `iceServers` for `agent`'s page, now.
+    pub fn ice_servers_for(&self, agent: &str) -> Vec<PageIceServer> {
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.ice_servers
+            .iter()
+            .map(|s| s.for_page(agent, unix_now))
+            .collect()
+    }
 }
 
 /// `desktop:` the agent desktop (`/agent`).
@@ -133,13 +227,104 @@ impl WebRtcConfig {
                     ));
                 }
                 let turn = scheme.starts_with("turn");
-                if turn && (server.username.is_none() || server.credential.is_none()) {
+                let fixed = server.username.is_some() && server.credential.is_some();
+                if turn && !fixed && server.secret.is_none() {
                     return Err(format!(
-                        "webrtc: ice-servers: `{url}` needs a username and a credential"
+                        "webrtc: ice-servers: `{url}` needs a username and a credential, or a secret"
+                    ));
+                }
+                if !turn && server.secret.is_some() {
+                    return Err(format!(
+                        "webrtc: ice-servers: `{url}`: a secret is for turn: and turns: servers"
                     ));
                 }
             }
+            if let Some(secret) = &server.secret {
+                if server.username.is_some() || server.credential.is_some() {
+                    return Err("webrtc: ice-servers: an entry has a secret and a username or credential; the secret makes them (give one or the other)".into());
+                }
+                if secret.len() < 16 {
+                    return Err(
+                        "webrtc: ice-servers: a secret must be at least 16 characters".into(),
+                    );
+                }
+            }
+            let ttl = server.credential_ttl;
+            if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(7 * 86400) {
+                return Err(
+                    "webrtc: ice-servers: credential-ttl must be between 1m and 168h".into(),
+                );
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn a_turn_secret_makes_each_agent_credentials_of_its_own_that_expire() {
+        let c = Config::parse(
+            "webrtc: { port: 40000, ice-servers: [{ urls: ['turn:turn.example:3478'], secret: 0123456789abcdef-secret }] }\n",
+        )
+        .unwrap();
+        let w = c.webrtc.unwrap();
+        let page = w.ice_servers[0].for_page("1001", 1_700_000_000);
+        // Twelve hours by default; the credential as coturn computes it
+        // (checked against `openssl dgst -sha1 -hmac`).
+        assert_eq!(page.username.as_deref(), Some("1700043200:1001"));
+        assert_eq!(
+            page.credential.as_deref(),
+            Some("AfOkx2hvI2q/r5wRQiJRVDtp0e0=")
+        );
+        let other = w.ice_servers[0].for_page("1002", 1_700_000_000);
+        assert_ne!(other.credential, page.credential);
+        // The page's JSON and the config's debug form never show the secret.
+        let json = serde_json::to_string(&w.ice_servers_for("1001")).unwrap();
+        assert!(!json.contains("0123456789abcdef-secret"), "{json}");
+        assert!(!json.contains("secret"), "{json}");
+        let debug = format!("{w:?}");
+        assert!(!debug.contains("0123456789abcdef-secret"), "{debug}");
+    }
+
+    #[test]
+    fn fixed_turn_credentials_go_to_the_page_as_written_and_are_not_logged() {
+        let c = Config::parse(
+            "webrtc: { port: 40000, ice-servers: [{ urls: ['turn:t:3478'], username: agent, credential: turnpass }] }\n",
+        )
+        .unwrap();
+        let w = c.webrtc.unwrap();
+        let page = w.ice_servers[0].for_page("1001", 1);
+        assert_eq!(page.username.as_deref(), Some("agent"));
+        assert_eq!(page.credential.as_deref(), Some("turnpass"));
+        assert!(!format!("{w:?}").contains("turnpass"));
+        assert!(!format!("{page:?}").contains("turnpass"));
+    }
+
+    #[test]
+    fn turn_secrets_that_cannot_work_are_refused_in_words() {
+        let refused = |servers: &str| {
+            Config::parse(&format!(
+                "webrtc: {{ port: 40000, ice-servers: [{servers}] }}\n"
+            ))
+            .unwrap_err()
+        };
+        let e = refused("{ urls: ['turn:t:3478'] }");
+        assert!(
+            e.contains("needs a username and a credential, or a secret"),
+            "{e}"
+        );
+        let e = refused("{ urls: ['stun:t:3478'], secret: 0123456789abcdef }");
+        assert!(e.contains("a secret is for turn:"), "{e}");
+        let e = refused("{ urls: ['turn:t:3478'], secret: short }");
+        assert!(e.contains("at least 16 characters"), "{e}");
+        let e = refused(
+            "{ urls: ['turn:t:3478'], secret: 0123456789abcdef, username: a, credential: b }",
+        );
+        assert!(e.contains("one or the other"), "{e}");
+        let e = refused("{ urls: ['turn:t:3478'], secret: 0123456789abcdef, credential-ttl: 10s }");
+        assert!(e.contains("credential-ttl"), "{e}");
     }
 }

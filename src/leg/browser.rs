@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::config::IceServer;
+use crate::config::PageIceServer;
 use crate::media::MediaChannel;
 use crate::sdp::Codec;
 
@@ -29,7 +29,7 @@ pub enum ToPage {
     Ring {
         call: String,
         offer: String,
-        ice_servers: Vec<IceServer>,
+        ice_servers: Vec<PageIceServer>,
         pop: serde_json::Value,
     },
     /// The page's answer or candidate was refused.

@@ -220,7 +220,7 @@ impl Leg {
         call: &str,
         agent: String,
         codec: crate::sdp::Codec,
-        ice_servers: Vec<crate::config::IceServer>,
+        ice_servers: Vec<crate::config::PageIceServer>,
         pop: serde_json::Value,
     ) {
         match engine.open_browser(&self.media, codec).await {
@@ -295,7 +295,7 @@ impl Leg {
         codec: crate::sdp::Codec,
         media: MediaChannel,
         offer: String,
-        ice_servers: Vec<crate::config::IceServer>,
+        ice_servers: Vec<crate::config::PageIceServer>,
         pop: serde_json::Value,
     ) -> bool {
         let Some(page) = phones.ring(call, &agent, self.pages_tx.clone()) else {
