@@ -86,6 +86,18 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
 
     keypad(&mut browser, &caller);
 
+    // The engine reports on the browser leg as on a phone's (RTCP through
+    // its SRTCP): the page reads our receiver reports as the round trip.
+    browser.eval(
+        "window.ourReport = null; setInterval(() => window.hotline.pc && window.hotline.pc.getStats().then((s) => s.forEach((r) => {
+           if (r.type === 'remote-inbound-rtp' && r.kind === 'audio' && r.roundTripTime !== undefined)
+             window.ourReport = { rtt: r.roundTripTime, lost: r.packetsLost }; })), 500); true",
+    );
+    browser.dom_when("window.ourReport !== null");
+    let ours = browser.eval("window.ourReport");
+    assert!(ours["rtt"].as_f64() < Some(0.05), "{ours}");
+    assert_eq!(ours["lost"].as_i64(), Some(0), "{ours}");
+
     // `H` hangs up: the caller gets a BYE, the agent goes to wrap-up, and
     // the page shows the countdown and the queue's dispositions.
     key(&mut browser, "h");
@@ -115,6 +127,11 @@ fn an_agent_answers_in_chromium_and_hears_and_is_heard() {
     // Jitter as the network has it (each datagram stamped on arrival; by
     // the clock's 20 ms tick it read about 9 ms here).
     assert!(agent_leg["jitter_ms"].as_f64() < Some(3.0), "{record}");
+    // And the browser's reports are read back: the page lost nothing of
+    // ours, and the round trip is loopback's.
+    assert!(agent_leg["reports"].as_u64() > Some(0), "{record}");
+    assert_eq!(agent_leg["remote_loss"].as_f64(), Some(0.0), "{record}");
+    assert!(agent_leg["rtt_ms"].as_f64() < Some(50.0), "{record}");
     // The wrap-up ends by its time; the page is idle again, and its
     // figures count the call.
     wait_agent_state(&engine, "1001", "available", Duration::from_secs(6));

@@ -374,6 +374,8 @@ impl Channel {
         // The socket only sends: the hub's task reads the shared port.
         let mut ch = Channel::new(id, socket, None, events, quality);
         ch.ssrc = endpoint.ssrc();
+        // Our reports and the browser's are about the endpoint's stream.
+        ch.rtcp = LegRtcp::new(ch.ssrc, ch.rtcp.handle.clone());
         ch.browser = Some(Box::new(Browser { endpoint, inbox }));
         ch
     }
@@ -606,6 +608,11 @@ impl Channel {
             while let Some((info, payload)) = link.endpoint.poll_rtp() {
                 self.take_rtp(info, &payload, Some(d.at), now, stats);
             }
+            // The browser's reports, read as any leg's (when they arrived:
+            // the round trip).
+            while let Some(report) = link.endpoint.poll_rtcp() {
+                self.rtcp.on_packet(&report, rtcp::ntp(d.at));
+            }
         }
         link.endpoint.tick(now);
         flush_browser(&mut link, &self.socket, stats);
@@ -777,8 +784,11 @@ impl Channel {
         let Some(stream) = self.stream else {
             return;
         };
-        // A browser leg's RTCP is its endpoint's (SRTCP, muxed).
-        if self.browser.is_some() {
+        // A browser leg's report goes through its endpoint (SRTCP, muxed).
+        if let Some(link) = self.browser.as_mut() {
+            let report = self.rtcp.write(now, rtcp::ntp(since_epoch()), bye);
+            link.endpoint.send_rtcp(report, now);
+            flush_browser(link, &self.socket, stats);
             return;
         }
         let rtp_to = self

@@ -39,6 +39,9 @@ use crate::sdp::Codec;
 /// The payload type offered for telephone-event (RFC 4733).
 pub const DTMF_PT: u8 = 101;
 
+/// The browser's RTCP packets kept for the leg between two readings.
+const RTCP_KEPT: usize = 8;
+
 /// A browser leg's audio on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
@@ -124,6 +127,9 @@ pub struct Endpoint {
     /// With Opus on the wire: the transcoder, and the caller's G.711
     /// payload type the media clock speaks.
     opus: Option<(Box<Transcoder>, u8)>,
+    /// RTCP the browser sent (decrypted), each compound packet written out
+    /// again for the leg's own reading (`media::rtcp`).
+    rtcp_in: std::collections::VecDeque<Bytes>,
 }
 
 fn codec(
@@ -277,6 +283,19 @@ pub(super) fn write_rtp(
     }
 }
 
+/// A sender report's RTP timestamp (it opens a compound packet) on the
+/// wire's clock: the leg writes it on the caller's 8 kHz, Opus's is
+/// `ticks` times that.
+fn sender_report_clock(compound: &mut [u8], ticks: u32) {
+    if compound.get(1) != Some(&200) {
+        return;
+    }
+    if let Some(ts) = compound.get_mut(16..20) {
+        let ours = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
+        ts.copy_from_slice(&ours.wrapping_mul(ticks).to_be_bytes());
+    }
+}
+
 /// The header fields the engine acts on, of a packet webrtc-rs read.
 pub(super) fn info_of(h: &rtc::rtp::header::Header) -> RtpInfo {
     RtpInfo {
@@ -330,6 +349,7 @@ impl Endpoint {
                     .build(),
             )
             .with_media_engine(media)
+            .with_interceptor_registry(super::reports::registry())
             .build(now)
             .map_err(setup)?;
         let sender = add_audio(&mut pc, wire, ssrc)?;
@@ -356,6 +376,7 @@ impl Endpoint {
                 heard_at: now,
                 consent: settings.consent_timeout,
                 opus,
+                rtcp_in: std::collections::VecDeque::new(),
             },
             sdp,
         ))
@@ -507,6 +528,35 @@ impl Endpoint {
         sent
     }
 
+    /// Sends our RTCP report (a compound packet the leg wrote, in clear,
+    /// about its stream): the endpoint protects it (SRTCP, muxed).
+    /// `false` while not connected or when it is not RTCP.
+    pub fn send_rtcp(&mut self, compound: &[u8], now: Instant) -> bool {
+        if self.state != LinkState::Connected {
+            return false;
+        }
+        let mut raw = BytesMut::from(compound);
+        if self.opus.is_some() {
+            sender_report_clock(&mut raw, super::opus::TICKS);
+        }
+        let mut raw = raw.freeze();
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut raw) else {
+            return false;
+        };
+        match self.pc.rtp_sender(self.sender) {
+            Some(mut s) => s.write_rtcp(now, packets).is_ok(),
+            None => false,
+        }
+    }
+
+    /// The next RTCP packet the browser sent (decrypted, compound), for
+    /// the leg's reports: its loss and jitter of our stream, and the round
+    /// trip. They are set aside by [`Endpoint::poll_rtp`]: read them once
+    /// it has none left.
+    pub fn poll_rtcp(&mut self) -> Option<Bytes> {
+        self.rtcp_in.pop_front()
+    }
+
     /// The next datagram to send, and where.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
         self.pc
@@ -518,6 +568,16 @@ impl Endpoint {
     /// payload: Opus comes out as the caller's G.711.
     pub fn poll_rtp(&mut self) -> Option<(RtpInfo, Bytes)> {
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = &message {
+                // Kept for the leg, a few at most (they come every second
+                // or so, and the clock takes them each tick).
+                if self.rtcp_in.len() < RTCP_KEPT {
+                    if let Ok(raw) = rtc::rtcp::packet::marshal(packets) {
+                        self.rtcp_in.push_back(raw.freeze());
+                    }
+                }
+                continue;
+            }
             if let RTCMessage::RtpPacket(_, p) = message {
                 let info = info_of(&p.header);
                 let Some((opus, g711_pt)) = self.opus.as_mut() else {

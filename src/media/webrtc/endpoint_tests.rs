@@ -21,6 +21,8 @@ struct Browser {
     peer: super::super::peer::Peer,
     connected: bool,
     received: Vec<(RtpInfo, Bytes)>,
+    /// RTCP it received (decrypted).
+    rtcp: Vec<Bytes>,
     /// Its answer (SDP).
     sdp: String,
 }
@@ -35,6 +37,7 @@ impl Browser {
                 peer,
                 connected: false,
                 received: Vec::new(),
+                rtcp: Vec::new(),
                 sdp: answer.clone(),
             },
             answer,
@@ -51,6 +54,7 @@ impl Browser {
             self.connected = c;
         }
         self.received.extend(polled.received);
+        self.rtcp.extend(polled.rtcp);
         polled
             .out
             .into_iter()
@@ -328,4 +332,51 @@ fn a_browser_phones_re_offer_changes_direction_only_and_says_whether_it_holds() 
     let other_codec = reoffer("sendrecv").replace("SAVPF 0 101", "SAVPF 8 101");
     assert!(engine.reanswer(&other_codec).is_err());
     assert_eq!(engine.state(), LinkState::Connected);
+}
+
+#[test]
+fn reports_cross_both_ways_through_srtcp_and_an_opus_legs_sr_is_on_its_clock() {
+    use crate::media::quality::{LegRtcp, QualityHandle};
+    use crate::media::rtcp;
+    for (wire, ticks) in [(Wire::G711(Codec::Pcmu), 1), (Wire::Opus, 6)] {
+        let start = Instant::now();
+        let settings = Settings {
+            opus: wire == Wire::Opus,
+            ..settings()
+        };
+        let (mut engine, mut browser) = connected_pair_of(&settings, wire, start);
+        let at = start + Duration::from_secs(2);
+        let ntp = rtcp::ntp(Duration::from_secs(1_800_000_000));
+        // Our sender report, as the leg writes it (the caller's 8 kHz).
+        let mut ours = LegRtcp::new(engine.ssrc(), QualityHandle::default());
+        for i in 0..50u16 {
+            ours.on_sent(i, 160 * u32::from(i), 160);
+        }
+        let sr = ours.write(at, ntp, false).to_vec();
+        assert!(engine.send_rtcp(&sr, at), "{wire:?}");
+        run(&mut engine, &mut browser, start, 2000, 40, true);
+        let got = browser.rtcp.first().expect("the browser got no report");
+        assert_eq!(got[1], 200, "an SR first");
+        assert_eq!(got[4..8], engine.ssrc().to_be_bytes());
+        let ts = u32::from_be_bytes([got[16], got[17], got[18], got[19]]);
+        assert_eq!(ts, 49 * 160 * ticks, "{wire:?}");
+
+        // The browser's receiver report: it lost 4 of our 49 packets.
+        let mut theirs = LegRtcp::new(4242, QualityHandle::default());
+        for i in (1..50u16).filter(|i| i % 10 != 0) {
+            let ts = 160 * u32::from(i);
+            theirs.reception.on_packet(engine.ssrc(), i, ts, ts, true);
+        }
+        let rr = theirs.write(at, ntp, false).to_vec();
+        assert!(browser.peer.send_rtcp(&rr, at));
+        run(&mut engine, &mut browser, start, 2040, 40, true);
+        // Reports are set aside as the endpoint reads its RTP.
+        while engine.poll_rtp().is_some() {}
+        let report = engine.poll_rtcp().expect("the endpoint kept no report");
+        assert!(ours.on_packet(&report, ntp));
+        let q = ours.quality();
+        assert_eq!(q.reports, 1, "{wire:?}");
+        let loss = q.remote_loss.expect("no remote loss");
+        assert!((0.07..0.09).contains(&loss), "{loss}");
+    }
 }

@@ -6,6 +6,7 @@
 mod endpoint;
 pub mod opus;
 pub mod peer;
+mod reports;
 pub mod route;
 #[cfg(test)]
 mod test_audio;

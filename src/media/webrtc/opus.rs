@@ -22,7 +22,7 @@ pub const OPUS_PT: u8 = 111;
 /// The codec's own sample rate on our side.
 const RATE: i32 = 8000;
 /// RTP clock ticks (48 kHz) per sample at [`RATE`].
-const TICKS: u32 = 6;
+pub const TICKS: u32 = 6;
 /// One frame we encode: 20 ms.
 const FRAME: usize = 160;
 /// The longest a packet may decode to: 120 ms.

@@ -42,6 +42,8 @@ pub struct Polled {
     pub received: Vec<(RtpInfo, Bytes)>,
     /// Datagrams to send, and where.
     pub out: Vec<(SocketAddr, BytesMut)>,
+    /// RTCP reports received (decrypted, compound).
+    pub rtcp: Vec<Bytes>,
 }
 
 impl Peer {
@@ -63,6 +65,7 @@ impl Peer {
                     .build(),
             )
             .with_media_engine(media_engine(wire)?)
+            .with_interceptor_registry(super::reports::registry())
             .build(now)
             .map_err(setup)?;
         pc.add_local_candidate(host_candidate(local)?)
@@ -112,8 +115,16 @@ impl Peer {
             }
         }
         while let Some(TaggedRTCMessage { message, .. }) = self.pc.poll_read() {
-            if let RTCMessage::RtpPacket(_, p) = message {
-                polled.received.push((info_of(&p.header), p.payload));
+            match message {
+                RTCMessage::RtpPacket(_, p) => {
+                    polled.received.push((info_of(&p.header), p.payload));
+                }
+                RTCMessage::RtcpPacket(_, packets) => {
+                    if let Ok(raw) = rtc::rtcp::packet::marshal(&packets) {
+                        polled.rtcp.push(raw.freeze());
+                    }
+                }
+                _ => {}
             }
         }
         while let Some(m) = self.pc.poll_write() {
@@ -132,5 +143,17 @@ impl Peer {
             marker: false,
         };
         write_rtp(&mut self.pc, self.sender, &info, payload, now)
+    }
+
+    /// Sends an RTCP compound packet (in clear; the peer protects it).
+    pub fn send_rtcp(&mut self, compound: &[u8], now: Instant) -> bool {
+        let mut raw = Bytes::copy_from_slice(compound);
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut raw) else {
+            return false;
+        };
+        match self.pc.rtp_sender(self.sender) {
+            Some(mut s) => s.write_rtcp(now, packets).is_ok(),
+            None => false,
+        }
     }
 }
