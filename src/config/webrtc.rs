@@ -124,19 +124,18 @@ impl IceServer {
     pub fn for_page(&self, agent: &str, unix_now: u64) -> PageIceServer {
         use base64::Engine as _;
         use hmac::Mac as _;
+        let hmac = |secret: &str, text: &str| {
+            // An HMAC takes a key of any length: this never fails.
+            let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).ok()?;
+            mac.update(text.as_bytes());
+            Some(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
+        };
         let (username, credential) = match &self.secret {
             Some(secret) => {
                 let expiry = unix_now.saturating_add(self.credential_ttl.as_secs());
                 let username = format!("{expiry}:{agent}");
-                // An HMAC takes a key of any length.
-                let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes())
-                    .unwrap_or_else(|_| unreachable!("HMAC keys have any length"));
-                mac.update(username.as_bytes());
-                let tag = mac.finalize().into_bytes();
-                (
-                    Some(username),
-                    Some(base64::engine::general_purpose::STANDARD.encode(tag)),
-                )
+                let credential = hmac(secret, &username);
+                (Some(username), credential)
             }
             None => (self.username.clone(), self.credential.clone()),
         };
