@@ -69,7 +69,8 @@ pub enum Input {
     },
     /// The offer could not be placed for a want of our own (no RTP port):
     /// the agents are free again with no miss counted, and the caller keeps
-    /// their place, offered again after [`NOT_PLACED_RETRY`].
+    /// their place, offered again after [`NOT_PLACED_RETRY`], to another
+    /// free agent first.
     NotPlaced {
         call: CallId,
     },
@@ -229,7 +230,8 @@ struct Waiting {
     joined: Instant,
     /// The agents ringing for it now (several in a ring-all queue).
     offered: Vec<String>,
-    /// Agents who missed it, tried last.
+    /// Agents who missed it, or whose offer could not be placed: tried
+    /// last.
     missed: Vec<String>,
     /// When it leaves by its `max-wait`.
     deadline: Option<Instant>,
@@ -704,6 +706,10 @@ impl Acd {
                 };
                 let offered = std::mem::take(&mut w.offered);
                 w.retry_at = Some(now + NOT_PLACED_RETRY);
+                // Offered again, another free agent comes first (their own
+                // leg may open where this one's did not); with none, the
+                // same one, as before.
+                w.missed.extend(offered.iter().cloned());
                 warn!(%call, agents = ?offered, "the offer could not be placed; the agents stay free and the caller keeps their place");
                 for agent in offered {
                     self.set(&agent, AgentEvent::Released, now, &mut out);

@@ -305,6 +305,38 @@ fn an_offer_our_own_want_could_not_place_neither_pauses_the_agent_nor_moves_the_
 }
 
 #[test]
+fn an_offer_that_could_not_be_placed_goes_to_another_free_agent_first() {
+    let mut acd = acd();
+    let t = Instant::now();
+    let s = Duration::from_secs;
+    for a in ["a1", "a2"] {
+        acd.step(
+            Input::Contacts {
+                agent: a.into(),
+                contacts: contact(a),
+            },
+            t,
+        );
+    }
+    // By skills, a2 (Spanish 8) is the best agent, and would be chosen
+    // again and again; its leg cannot be opened.
+    let out = acd.step(join("c", "support", 0, &["spanish"]), t + s(1));
+    assert_eq!(offers(&out), vec![pair("c", "a2")]);
+    acd.step(Input::NotPlaced { call: "c".into() }, t + s(1));
+    // The retry goes to the other free agent, and no miss is counted.
+    let out = acd.step(Input::Tick, t + s(1) + NOT_PLACED_RETRY);
+    assert_eq!(offers(&out), vec![pair("c", "a1")]);
+    assert!(matches!(
+        acd.agent_state("a2"),
+        Some(AgentState::Available { .. })
+    ));
+    // That one's fails as well: with every agent tried, the best again.
+    acd.step(Input::NotPlaced { call: "c".into() }, t + s(3));
+    let out = acd.step(Input::Tick, t + s(3) + NOT_PLACED_RETRY);
+    assert_eq!(offers(&out), vec![pair("c", "a2")]);
+}
+
+#[test]
 fn wrap_up_then_available_and_a_caller_who_hangs_up_frees_the_ringing_agent() {
     let mut acd = acd();
     let t = Instant::now();
