@@ -282,6 +282,46 @@ pub fn parse(packet: &[u8]) -> Option<Vec<Report>> {
     Some(reports)
 }
 
+/// Puts a compound packet's RTP-clock fields through `scale`: a sender
+/// report's RTP time and every report block's jitter. For a leg whose
+/// wire clock is not the one the engine counts in (Opus's 48 kHz against
+/// the caller's 8 kHz). What is not a well-formed SR or RR is left as it is.
+pub fn rescale(packet: &mut [u8], scale: impl Fn(u32) -> u32) {
+    let mut at = 0;
+    while let Some(head) = packet.get(at..at + 4) {
+        if head[0] >> 6 != 2 {
+            return;
+        }
+        let count = usize::from(head[0] & 0x1f);
+        let len = 4 * (usize::from(u16::from_be_bytes([head[2], head[3]])) + 1);
+        let kind = head[1];
+        let Some(body) = packet.get_mut(at + 4..at + len) else {
+            return;
+        };
+        let mut field = |i: usize| {
+            if let Some(b) = body.get_mut(i..i + 4) {
+                let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                b.copy_from_slice(&scale(v).to_be_bytes());
+            }
+        };
+        let blocks_at = match kind {
+            SR => {
+                field(12);
+                24
+            }
+            RR => 4,
+            _ => {
+                at += len;
+                continue;
+            }
+        };
+        for i in 0..count {
+            field(blocks_at + 24 * i + 12);
+        }
+        at += len;
+    }
+}
+
 fn put_block(out: &mut Vec<u8>, b: &Block) {
     out.extend_from_slice(&b.ssrc.to_be_bytes());
     let lost = (b.cumulative_lost as u32) & 0x00ff_ffff;
@@ -457,6 +497,58 @@ impl Quality {
             reports,
             mos,
         }
+    }
+}
+
+#[cfg(test)]
+mod rescale_tests {
+    use super::*;
+
+    #[test]
+    fn an_sr_s_rtp_time_and_its_blocks_jitter_change_clock_and_nothing_else() {
+        let block = Block {
+            ssrc: 7,
+            fraction_lost: 3,
+            cumulative_lost: 9,
+            highest_seq: 1000,
+            jitter: 40,
+            lsr: 0x1234,
+            dlsr: 0x10,
+        };
+        let sent = Sending {
+            ssrc: 5,
+            packets: 50,
+            octets: 8000,
+            timestamp: 7840,
+        };
+        let mut packet = Vec::new();
+        write(
+            &mut packet,
+            5,
+            Some((sent, 1 << 40)),
+            Some(&block),
+            "c@h",
+            true,
+        );
+        let before = parse(&packet).unwrap();
+        rescale(&mut packet, |v| v.wrapping_mul(6));
+        let after = parse(&packet).unwrap();
+        assert_eq!(after[0].blocks[0].jitter, 240);
+        assert_eq!(
+            after[0].blocks[0],
+            Block {
+                jitter: 240,
+                ..before[0].blocks[0]
+            }
+        );
+        assert_eq!(packet[16..20], (7840u32 * 6).to_be_bytes());
+        // And back.
+        rescale(&mut packet, |v| v / 6);
+        assert_eq!(parse(&packet).unwrap(), before);
+        // Garbage is left alone, without a panic.
+        let mut junk = vec![0x81, 200, 0xff, 0xff, 1, 2];
+        rescale(&mut junk, |v| v * 6);
+        assert_eq!(junk, [0x81, 200, 0xff, 0xff, 1, 2]);
     }
 }
 

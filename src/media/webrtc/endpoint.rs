@@ -33,6 +33,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::opus::{Transcoder, OPUS_PT};
+use crate::media::rtcp::rescale;
 use crate::media::rtp::RtpInfo;
 use crate::sdp::Codec;
 
@@ -283,19 +284,6 @@ pub(super) fn write_rtp(
     }
 }
 
-/// A sender report's RTP timestamp (it opens a compound packet) on the
-/// wire's clock: the leg writes it on the caller's 8 kHz, Opus's is
-/// `ticks` times that.
-fn sender_report_clock(compound: &mut [u8], ticks: u32) {
-    if compound.get(1) != Some(&200) {
-        return;
-    }
-    if let Some(ts) = compound.get_mut(16..20) {
-        let ours = u32::from_be_bytes([ts[0], ts[1], ts[2], ts[3]]);
-        ts.copy_from_slice(&ours.wrapping_mul(ticks).to_be_bytes());
-    }
-}
-
 /// The header fields the engine acts on, of a packet webrtc-rs read.
 pub(super) fn info_of(h: &rtc::rtp::header::Header) -> RtpInfo {
     RtpInfo {
@@ -537,7 +525,8 @@ impl Endpoint {
         }
         let mut raw = BytesMut::from(compound);
         if self.opus.is_some() {
-            sender_report_clock(&mut raw, super::opus::TICKS);
+            // Written on the caller's 8 kHz; the wire's clock is 48 kHz.
+            rescale(&mut raw, |v| v.wrapping_mul(super::opus::TICKS));
         }
         let mut raw = raw.freeze();
         let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut raw) else {
@@ -572,7 +561,11 @@ impl Endpoint {
                 // Kept for the leg, a few at most (they come every second
                 // or so, and the clock takes them each tick).
                 if self.rtcp_in.len() < RTCP_KEPT {
-                    if let Ok(raw) = rtc::rtcp::packet::marshal(packets) {
+                    if let Ok(mut raw) = rtc::rtcp::packet::marshal(packets) {
+                        if self.opus.is_some() {
+                            // Its jitter of our stream, on our 8 kHz.
+                            rescale(&mut raw, |v| v / super::opus::TICKS);
+                        }
                         self.rtcp_in.push_back(raw.freeze());
                     }
                 }

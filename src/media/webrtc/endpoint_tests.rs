@@ -338,6 +338,7 @@ fn a_browser_phones_re_offer_changes_direction_only_and_says_whether_it_holds() 
 fn reports_cross_both_ways_through_srtcp_and_an_opus_legs_sr_is_on_its_clock() {
     use crate::media::quality::{LegRtcp, QualityHandle};
     use crate::media::rtcp;
+    let mut jitters = Vec::new();
     for (wire, ticks) in [(Wire::G711(Codec::Pcmu), 1), (Wire::Opus, 6)] {
         let start = Instant::now();
         let settings = Settings {
@@ -361,13 +362,18 @@ fn reports_cross_both_ways_through_srtcp_and_an_opus_legs_sr_is_on_its_clock() {
         let ts = u32::from_be_bytes([got[16], got[17], got[18], got[19]]);
         assert_eq!(ts, 49 * 160 * ticks, "{wire:?}");
 
-        // The browser's receiver report: it lost 4 of our 49 packets.
+        // The browser's receiver report: it lost 4 of our 49 packets, and
+        // they came unevenly (jitter), counted on the wire's clock.
         let mut theirs = LegRtcp::new(4242, QualityHandle::default());
         for i in (1..50u16).filter(|i| i % 10 != 0) {
             let ts = 160 * u32::from(i);
-            theirs.reception.on_packet(engine.ssrc(), i, ts, ts, true);
+            let arrival = ts + 40 * u32::from(i % 3);
+            theirs
+                .reception
+                .on_packet(engine.ssrc(), i, ts, arrival, true);
         }
-        let rr = theirs.write(at, ntp, false).to_vec();
+        let mut rr = theirs.write(at, ntp, false).to_vec();
+        rtcp::rescale(&mut rr, |v| v * ticks);
         assert!(browser.peer.send_rtcp(&rr, at));
         run(&mut engine, &mut browser, start, 2040, 40, true);
         // Reports are set aside as the endpoint reads its RTP.
@@ -378,5 +384,9 @@ fn reports_cross_both_ways_through_srtcp_and_an_opus_legs_sr_is_on_its_clock() {
         assert_eq!(q.reports, 1, "{wire:?}");
         let loss = q.remote_loss.expect("no remote loss");
         assert!((0.07..0.09).contains(&loss), "{loss}");
+        jitters.push(q.remote_jitter_ms.expect("no remote jitter"));
     }
+    // The same jitter in milliseconds, whichever clock the wire counts in.
+    assert!(jitters[0] > 1.0, "{jitters:?}");
+    assert!((jitters[0] - jitters[1]).abs() < 0.01, "{jitters:?}");
 }
