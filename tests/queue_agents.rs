@@ -668,6 +668,24 @@ fn when_the_agent_hangs_up_first_the_caller_is_asked_the_survey_and_it_counts_fo
     assert_eq!((k.answered, k.surveys, k.nps), (1, 1, Some(100.0)));
 }
 
+/// Agent 1001 registers from a SIPp phone that answers and keeps what it
+/// got; one SIPp caller (its scenario passed through `edit`) calls and is
+/// answered. What the agent's phone received.
+fn one_call_to_agent_1001(engine: &Engine, edit: impl FnOnce(String) -> String) -> String {
+    let port = common::Ports::next().spare(0);
+    register(engine, "1001", port);
+    let seen = engine.dir.join("agent-messages.log");
+    let agent = common::traced_phone("agent-answer.xml", port, &seen);
+    std::thread::sleep(Duration::from_millis(300));
+    let sink = engine.ports.spare(0);
+    let sc = keys_scenario_with(engine, "caller.xml", sink, &[], 1500, false);
+    std::fs::write(&sc, edit(std::fs::read_to_string(&sc).unwrap())).unwrap();
+    common::sipp(engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
+    let (ok, out) = common::finish(agent);
+    assert!(ok, "{out}\n{}", engine.log());
+    std::fs::read_to_string(&seen).unwrap()
+}
+
 #[test]
 fn a_caller_who_withholds_their_number_reaches_the_agent_as_anonymous() {
     // The carrier (127.0.0.1) is trusted to assert identities; another
@@ -677,24 +695,15 @@ fn a_caller_who_withholds_their_number_reaches_the_agent_as_anonymous() {
         "trunks:\n  - name: carrier\n    allow: [127.0.0.1/32]\n    trust-identity: true\n    symmetric-rtp: false\n  - name: other\n    allow: [127.0.0.2/32]\n",
         "agents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
     );
-    let port = common::Ports::next().spare(0);
-    register(&engine, "1001", port);
-    let seen = engine.dir.join("agent-messages.log");
-    let agent = common::traced_phone("agent-answer.xml", port, &seen);
-    std::thread::sleep(Duration::from_millis(300));
     // The carrier asserts +12025550123 and the caller asks for privacy.
+    let messages = one_call_to_agent_1001(&engine, |caller| {
+        caller.replacen(
+            "CSeq: 1 INVITE\n",
+            "CSeq: 1 INVITE\n      P-Asserted-Identity: <sip:+12025550123@127.0.0.1>\n      Privacy: id\n",
+            1,
+        )
+    });
     let sink = engine.ports.spare(0);
-    let sc = keys_scenario_with(&engine, "caller.xml", sink, &[], 1500, false);
-    let text = std::fs::read_to_string(&sc).unwrap().replacen(
-        "CSeq: 1 INVITE\n",
-        "CSeq: 1 INVITE\n      P-Asserted-Identity: <sip:+12025550123@127.0.0.1>\n      Privacy: id\n",
-        1,
-    );
-    std::fs::write(&sc, text).unwrap();
-    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
-    let (ok, out) = common::finish(agent);
-    assert!(ok, "{out}\n{}", engine.log());
-    let messages = std::fs::read_to_string(&seen).unwrap();
     let invite = messages
         .split("INVITE sip:")
         .nth(1)
@@ -753,18 +762,8 @@ fn an_invite_to_a_udp_agent_stays_under_the_udp_size_by_dropping_ivr_variables()
         &flow,
         "agents:\n  - { id: '1001', password: 1001pass, queues: [support], auto-login: true }\nregistrar: { algorithms: [MD5], keepalive: 0s }\ncalls: { leg-check: 0s }\n",
     );
-    let port = common::Ports::next().spare(0);
-    register(&engine, "1001", port);
-    let seen = engine.dir.join("agent-messages.log");
-    let agent = common::traced_phone("agent-answer.xml", port, &seen);
-    std::thread::sleep(Duration::from_millis(300));
-    let sink = engine.ports.spare(0);
-    let sc = keys_scenario_with(&engine, "caller.xml", sink, &[], 1500, false);
-    common::sipp(&engine, 0, &sc, &["-s", "100", "-m", "1"]).assert_ok();
-    // The agent took the call all the same.
-    let (ok, out) = common::finish(agent);
-    assert!(ok, "{out}\n{}", engine.log());
-    let messages = std::fs::read_to_string(&seen).unwrap();
+    // The agent takes the call all the same.
+    let messages = one_call_to_agent_1001(&engine, |caller| caller);
     let start = messages
         .find("INVITE sip:")
         .expect("the agent got the INVITE");
